@@ -1,0 +1,428 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+	"go.yaml.in/yaml/v3"
+)
+
+// Document is one resource read from a file, with where it came from.
+type Document struct {
+	Source   string
+	Index    int // position in Source, from 1
+	Resource Resource
+}
+
+// Decode reads every document in data (YAML, several documents separated by
+// "---", or JSON) and validates each one. It returns the documents only when
+// all of them are valid; otherwise it returns Errors listing every problem in
+// every document, each naming source, document and field. Empty documents are
+// skipped but still counted, so document numbers match what the user sees.
+func Decode(source string, data []byte) ([]Document, error) {
+	docs, errs := decode(source, data)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return docs, nil
+}
+
+// decode is Decode returning the valid documents alongside the errors, so that
+// Load can also report duplicates among the documents that were valid.
+func decode(source string, data []byte) ([]Document, Errors) {
+	var (
+		docs []Document
+		errs Errors
+	)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for index := 1; ; index++ {
+		var node yaml.Node
+		err := dec.Decode(&node)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			// The YAML stream cannot be read past a syntax error.
+			errs = append(errs, FieldError{Source: source, Document: index, Message: "malformed YAML: " + yamlMessage(err)})
+			break
+		}
+		var raw any
+		if err := node.Decode(&raw); err != nil {
+			errs = append(errs, FieldError{Source: source, Document: index, Message: "malformed YAML: " + yamlMessage(err)})
+			continue
+		}
+		if raw == nil {
+			continue // an empty document, such as a trailing "---"
+		}
+		value, err := jsonValue(raw, nil)
+		if err != nil {
+			errs = append(errs, FieldError{Source: source, Document: index, Message: err.Error()})
+			continue
+		}
+		res, problems := Validate(value)
+		for _, p := range problems {
+			p.Source, p.Document = source, index
+			errs = append(errs, p)
+		}
+		if len(problems) == 0 {
+			docs = append(docs, Document{Source: source, Index: index, Resource: res})
+		}
+	}
+	return docs, errs
+}
+
+// DecodeJSON validates one resource sent as JSON, as the HTTP API receives it.
+func DecodeJSON(data []byte) (Resource, []FieldError) {
+	value, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		return Resource{}, []FieldError{{Message: "malformed JSON: " + err.Error()}}
+	}
+	return Validate(value)
+}
+
+// Validate checks one document, given as a JSON value (maps, slices, strings,
+// json.Number, bools and nil, as jsonschema.UnmarshalJSON returns), against
+// its kind's schema, and returns the resource with its spec in canonical form.
+// The returned problems carry Resource and Field but no Source or Document.
+func Validate(value any) (Resource, []FieldError) {
+	obj, ok := value.(map[string]any)
+	if !ok {
+		return Resource{}, []FieldError{{Message: "a resource must be a mapping with apiVersion, kind, metadata and spec, got " + jsonType(value)}}
+	}
+	label := documentLabel(obj)
+	kindName, ok := obj["kind"].(string)
+	if !ok {
+		msg := "required"
+		if obj["kind"] != nil {
+			msg = "must be string, got " + jsonType(obj["kind"])
+		}
+		return Resource{}, []FieldError{{Resource: label, Field: "kind", Message: msg}}
+	}
+	k, err := LookupKind(kindName)
+	if err != nil || k.Name != kindName {
+		// Documents spell the kind exactly; the CLI's lenient lookup is for people typing.
+		return Resource{}, []FieldError{{Resource: label, Field: "kind", Message: fmt.Sprintf("unknown kind %q (known kinds: %s)", kindName, KindNames())}}
+	}
+	if problems := labelProblems(obj); len(problems) > 0 {
+		for i := range problems {
+			problems[i].Resource = label
+		}
+		return Resource{}, problems
+	}
+	if err := k.validator().Validate(value); err != nil {
+		var ve *jsonschema.ValidationError
+		if !errors.As(err, &ve) {
+			return Resource{}, []FieldError{{Resource: label, Message: err.Error()}}
+		}
+		problems := schemaProblems(ve, value)
+		for i := range problems {
+			problems[i].Resource = label
+		}
+		return Resource{}, problems
+	}
+
+	// The document is valid: decode it into the typed form and canonicalise the spec.
+	encoded, err := json.Marshal(value)
+	if err != nil {
+		return Resource{}, []FieldError{{Resource: label, Message: "encode: " + err.Error()}}
+	}
+	var res Resource
+	if err := json.Unmarshal(encoded, &res); err != nil {
+		return Resource{}, []FieldError{{Resource: label, Message: "decode: " + err.Error()}}
+	}
+	spec, err := k.DecodeSpec(res.Spec)
+	if err != nil {
+		// The schema admitted something the Go type cannot hold: a bug in the
+		// schema, reported rather than stored.
+		return Resource{}, []FieldError{{Resource: label, Field: "spec", Message: err.Error()}}
+	}
+	if res.Spec, err = json.Marshal(spec); err != nil {
+		return Resource{}, []FieldError{{Resource: label, Field: "spec", Message: err.Error()}}
+	}
+	res.Metadata.Updated = time.Time{} // server-set; ignored on input
+	return res, nil
+}
+
+// labelKey is the shape of a label key: an optional DNS-style prefix and "/",
+// then a name. It is checked here rather than with the schema's propertyNames,
+// whose errors the schema library reports at the wrong instance location
+// (santhosh-tekuri/jsonschema#269).
+var labelKey = regexp.MustCompile(`^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$`)
+
+func labelProblems(obj map[string]any) []FieldError {
+	meta, _ := obj["metadata"].(map[string]any)
+	labels, _ := meta["labels"].(map[string]any)
+	var out []FieldError
+	for key := range labels {
+		if !labelKey.MatchString(key) {
+			out = append(out, FieldError{Field: "metadata.labels", Message: fmt.Sprintf("invalid key %q: use letters, digits, '-', '_' and '.', at most 63, starting and ending with a letter or digit, after an optional DNS-style prefix and '/'", key)})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Message < out[j].Message })
+	return out
+}
+
+// documentLabel names a document for messages as well as it can: "Agent/impact",
+// "Agent" when the name is missing, "" when even the kind is.
+func documentLabel(obj map[string]any) string {
+	kindName, _ := obj["kind"].(string)
+	var name string
+	if meta, ok := obj["metadata"].(map[string]any); ok {
+		name, _ = meta["name"].(string)
+	}
+	switch {
+	case kindName != "" && name != "":
+		return kindName + "/" + name
+	case kindName != "":
+		return kindName
+	case name != "":
+		return "?/" + name
+	}
+	return ""
+}
+
+// yamlMessage turns "yaml: line 3: did not find expected key" into
+// "line 3: did not find expected key".
+func yamlMessage(err error) string {
+	return strings.TrimPrefix(err.Error(), "yaml: ")
+}
+
+// maxDepth bounds nesting so that a hostile document cannot exhaust the stack.
+const maxDepth = 64
+
+// jsonValue converts what the YAML decoder produced into the JSON value model
+// that schema validation expects (string keys, json.Number), refusing what
+// JSON cannot represent.
+func jsonValue(v any, path []string) (any, error) {
+	if len(path) > maxDepth {
+		return nil, fmt.Errorf("%s: nested deeper than %d levels", fieldPath(path), maxDepth)
+	}
+	switch v := v.(type) {
+	case nil, string, bool:
+		return v, nil
+	case int:
+		return json.Number(strconv.Itoa(v)), nil
+	case int64:
+		return json.Number(strconv.FormatInt(v, 10)), nil
+	case uint64:
+		return json.Number(strconv.FormatUint(v, 10)), nil
+	case float64:
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, fmt.Errorf("%s: must be a finite number, got %v", fieldPath(path), v)
+		}
+		return json.Number(strconv.FormatFloat(v, 'g', -1, 64)), nil
+	case time.Time:
+		// An unquoted date; JSON has no date type, so keep it as text.
+		return v.Format(time.RFC3339Nano), nil
+	case []any:
+		out := make([]any, len(v))
+		for i, item := range v {
+			var err error
+			if out[i], err = jsonValue(item, append(path, "["+strconv.Itoa(i)+"]")); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for key, item := range v {
+			var err error
+			if out[key], err = jsonValue(item, append(path, key)); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	case map[any]any:
+		out := make(map[string]any, len(v))
+		for key, item := range v {
+			s, ok := key.(string)
+			if !ok {
+				return nil, fmt.Errorf("%s: field names must be strings, got %v", fieldPath(path), key)
+			}
+			var err error
+			if out[s], err = jsonValue(item, append(path, s)); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("%s: unsupported YAML value of type %T", fieldPath(path), v)
+}
+
+// fieldPath joins path elements as "spec.tools[0].name"; elements that are
+// already in "[i]" form attach without a dot.
+func fieldPath(path []string) string {
+	if len(path) == 0 {
+		return "(document)"
+	}
+	var b strings.Builder
+	for i, p := range path {
+		if i > 0 && !strings.HasPrefix(p, "[") {
+			b.WriteByte('.')
+		}
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// schemaProblems flattens a validation error tree into one problem per
+// violated leaf, sorted by field, with messages written for people.
+func schemaProblems(ve *jsonschema.ValidationError, instance any) []FieldError {
+	var out []FieldError
+	var walk func(e *jsonschema.ValidationError)
+	walk = func(e *jsonschema.ValidationError) {
+		path := instancePath(e.InstanceLocation, instance)
+		if len(e.Causes) > 0 {
+			for _, c := range e.Causes {
+				walk(c)
+			}
+			return
+		}
+		switch k := e.ErrorKind.(type) {
+		case *kind.Required:
+			for _, m := range k.Missing {
+				out = append(out, FieldError{Field: fieldPath(append(path, m)), Message: "required"})
+			}
+		case *kind.AdditionalProperties:
+			for _, p := range k.Properties {
+				out = append(out, FieldError{Field: fieldPath(append(path, p)), Message: "unknown field"})
+			}
+		case *kind.Pattern:
+			field := fieldPath(path)
+			msg := kindMessage(k)
+			if field == "metadata.name" {
+				msg = fmt.Sprintf("%q is not a valid name: use lowercase letters, digits and '-', start and end with a letter or digit, at most 63 characters", k.Got)
+			}
+			out = append(out, FieldError{Field: field, Message: msg})
+		default:
+			out = append(out, FieldError{Field: fieldPath(path), Message: kindMessage(e.ErrorKind)})
+		}
+	}
+	walk(ve)
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Field != out[j].Field {
+			return out[i].Field < out[j].Field
+		}
+		return out[i].Message < out[j].Message
+	})
+	return slicesCompact(out)
+}
+
+// slicesCompact drops adjacent duplicates, which schema combinators can produce.
+func slicesCompact(es []FieldError) []FieldError {
+	out := es[:0]
+	for i, e := range es {
+		if i > 0 && e == es[i-1] {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// instancePath renders a JSON pointer's tokens, marking array indices as "[i]"
+// by looking at the instance they index.
+func instancePath(tokens []string, instance any) []string {
+	path := make([]string, 0, len(tokens))
+	cur := instance
+	for _, tok := range tokens {
+		switch c := cur.(type) {
+		case []any:
+			path = append(path, "["+tok+"]")
+			if i, err := strconv.Atoi(tok); err == nil && i >= 0 && i < len(c) {
+				cur = c[i]
+			} else {
+				cur = nil
+			}
+		case map[string]any:
+			path = append(path, tok)
+			cur = c[tok]
+		default:
+			path = append(path, tok)
+			cur = nil
+		}
+	}
+	return path
+}
+
+// kindMessage words one schema violation for people.
+func kindMessage(k jsonschema.ErrorKind) string {
+	switch k := k.(type) {
+	case *kind.Type:
+		return fmt.Sprintf("must be %s, got %s", strings.Join(k.Want, " or "), k.Got)
+	case *kind.Const:
+		return fmt.Sprintf("must be %s", jsonText(k.Want))
+	case *kind.Enum:
+		want := make([]string, len(k.Want))
+		for i, w := range k.Want {
+			want[i] = jsonText(w)
+		}
+		return "must be one of " + strings.Join(want, ", ")
+	case *kind.Minimum:
+		return "must be >= " + k.Want.FloatString(ratDigits(k.Want.IsInt()))
+	case *kind.Maximum:
+		return "must be <= " + k.Want.FloatString(ratDigits(k.Want.IsInt()))
+	case *kind.ExclusiveMinimum:
+		return "must be > " + k.Want.FloatString(ratDigits(k.Want.IsInt()))
+	case *kind.ExclusiveMaximum:
+		return "must be < " + k.Want.FloatString(ratDigits(k.Want.IsInt()))
+	case *kind.MinLength:
+		return fmt.Sprintf("must be at least %d characters", k.Want)
+	case *kind.MaxLength:
+		return fmt.Sprintf("must be at most %d characters", k.Want)
+	case *kind.MinItems:
+		return fmt.Sprintf("must have at least %d items", k.Want)
+	case *kind.MaxItems:
+		return fmt.Sprintf("must have at most %d items", k.Want)
+	case *kind.Pattern:
+		return fmt.Sprintf("%q does not match %s", k.Got, k.Want)
+	case *kind.Format:
+		return fmt.Sprintf("must be a valid %s", k.Want)
+	}
+	return k.LocalizedString(englishPrinter)
+}
+
+func ratDigits(isInt bool) int {
+	if isInt {
+		return 0
+	}
+	return 6
+}
+
+func jsonText(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+// jsonType names the JSON type of a decoded value, for messages.
+func jsonType(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return "string"
+	case bool:
+		return "boolean"
+	case json.Number, float64, int, int64, uint64:
+		return "number"
+	case []any:
+		return "array"
+	case map[string]any:
+		return "object"
+	}
+	return fmt.Sprintf("%T", v)
+}

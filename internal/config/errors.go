@@ -1,0 +1,65 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+)
+
+// FieldError is one problem with one document, located as precisely as the
+// input allows: the file, the document's position in it (from 1), the resource
+// it declares and the field.
+type FieldError struct {
+	Source   string `json:"source,omitempty"`
+	Document int    `json:"document,omitempty"`
+	Resource string `json:"resource,omitempty"` // "Agent/impact", or "Agent" before the name is known
+	Field    string `json:"field,omitempty"`    // "spec.limits.maxTurns"
+	Message  string `json:"message"`
+}
+
+// Error renders the error in the shape users grep for:
+// "agents.yaml: document 2 (Agent/impact): spec.limits.maxTurns: must be >= 1".
+func (e FieldError) Error() string {
+	var b strings.Builder
+	if e.Source != "" {
+		b.WriteString(e.Source)
+		b.WriteString(": ")
+	}
+	if e.Document > 0 {
+		fmt.Fprintf(&b, "document %d", e.Document)
+		if e.Resource != "" {
+			fmt.Fprintf(&b, " (%s)", e.Resource)
+		}
+		b.WriteString(": ")
+	} else if e.Resource != "" {
+		b.WriteString(e.Resource)
+		b.WriteString(": ")
+	}
+	if e.Field != "" {
+		b.WriteString(e.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Message)
+	return b.String()
+}
+
+// Errors is every problem found in a set of documents; it is returned as an
+// error only when it is not empty.
+type Errors []FieldError
+
+// Error lists one problem per line.
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// orNil returns es as an error, or nil when it is empty, so that callers can
+// write `return docs, errs.orNil()` without returning a typed nil.
+func (es Errors) orNil() error {
+	if len(es) == 0 {
+		return nil
+	}
+	return es
+}

@@ -1,0 +1,50 @@
+package config
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// APIVersion is the apiVersion every resource document carries.
+const APIVersion = "corral.dev/v1"
+
+// Resource is one declarative resource: a kind, a name and a spec. Its Spec
+// holds the canonical JSON of the kind's spec type (see Kind.DecodeSpec), so
+// two resources with equal specs have byte-equal Spec values.
+//
+// A Resource handed out by the registry is shared: treat it as read-only.
+type Resource struct {
+	APIVersion string          `json:"apiVersion"`
+	Kind       string          `json:"kind"`
+	Metadata   Metadata        `json:"metadata"`
+	Spec       json.RawMessage `json:"spec"`
+}
+
+// Metadata names a resource and carries what the server records about it.
+type Metadata struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Revision is set by the server: the substrate's revision of the stored
+	// resource. On input it is optional; when present, an update applies only
+	// if the stored revision is still this one (optimistic concurrency).
+	Revision uint64 `json:"revision,omitempty"`
+	// Updated is set by the server: when this revision was stored. Ignored on input.
+	Updated time.Time `json:"updated,omitzero"`
+}
+
+// ID returns "Kind/name", the way messages and the CLI refer to a resource.
+func (r Resource) ID() string { return r.Kind + "/" + r.Metadata.Name }
+
+// SameContent reports whether r and o declare the same thing: same kind, name,
+// labels and spec. Server-set fields (revision, updated) are not compared.
+func (r Resource) SameContent(o Resource) bool {
+	if r.Kind != o.Kind || r.Metadata.Name != o.Metadata.Name || len(r.Metadata.Labels) != len(o.Metadata.Labels) {
+		return false
+	}
+	for k, v := range r.Metadata.Labels {
+		if ov, ok := o.Metadata.Labels[k]; !ok || ov != v {
+			return false
+		}
+	}
+	return string(r.Spec) == string(o.Spec)
+}
