@@ -1,0 +1,340 @@
+// Package registry stores corral's declarative resources in a JetStream
+// key-value bucket and keeps a copy in memory on every replica, fed by a watch
+// on the bucket, so that a resource applied through any replica is live on all
+// of them within a second and reads never touch the network.
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/corral-dev/corral/internal/config"
+)
+
+// Bucket is the key-value bucket that holds every resource, keyed "Kind.name".
+const Bucket = "corral_resources"
+
+// history is how many revisions of each resource the bucket keeps.
+const history = 10
+
+// Result says what applying one resource did.
+type Result string
+
+// The results of Apply, as `corral apply` prints them.
+const (
+	Created    Result = "created"
+	Configured Result = "configured"
+	Unchanged  Result = "unchanged"
+)
+
+// Applied is the outcome for one resource: what was done and the resource as
+// now stored, with its revision.
+type Applied struct {
+	Resource config.Resource `json:"resource"`
+	Result   Result          `json:"result"`
+}
+
+// Errors callers branch on, always wrapped with the resource they concern.
+var (
+	ErrNotFound = errors.New("resource not found")
+	// ErrConflict means the stored revision is not the one the caller
+	// expected: someone else changed the resource in between.
+	ErrConflict = errors.New("resource changed concurrently")
+)
+
+// substrate is what the registry needs from the bus.
+type substrate interface {
+	KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error)
+}
+
+// Registry is the resource store of one replica.
+type Registry struct {
+	kv     jetstream.KeyValue
+	logger *slog.Logger
+
+	mu      sync.RWMutex
+	entries map[string]entry // by key; deleted resources stay as tombstones
+
+	loaded     chan struct{} // closed once the initial values are in memory
+	loadedOnce sync.Once
+}
+
+// entry is the newest state of one key this replica knows of. Updates apply
+// only if they are newer, so a late watch event never undoes a write this
+// replica has already recorded.
+type entry struct {
+	rev uint64
+	res *config.Resource // nil when deleted
+}
+
+// Open creates or updates the bucket. Call Run to start mirroring it.
+func Open(ctx context.Context, logger *slog.Logger, s substrate) (*Registry, error) {
+	kv, err := s.KeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "corral resources (Agent, ...), keyed Kind.name",
+		History:     history,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	return &Registry{
+		kv:      kv,
+		logger:  logger,
+		entries: map[string]entry{},
+		loaded:  make(chan struct{}),
+	}, nil
+}
+
+// Run mirrors the bucket into memory until ctx ends. It restarts the watch if
+// the substrate drops it.
+func (r *Registry) Run(ctx context.Context) error {
+	for {
+		err := r.watch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.logger.WarnContext(ctx, "resource watch ended; restarting", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (r *Registry) watch(ctx context.Context) error {
+	w, err := r.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("registry: watch: %w", err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("registry: watch closed")
+			}
+			if e == nil { // all current values delivered
+				r.loadedOnce.Do(func() { close(r.loaded) })
+				continue
+			}
+			r.observe(ctx, e)
+		}
+	}
+}
+
+// observe records one change seen on the bucket.
+func (r *Registry) observe(ctx context.Context, e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		r.record(e.Key(), entry{rev: e.Revision()})
+		return
+	}
+	res, err := decodeEntry(e)
+	if err != nil {
+		r.logger.WarnContext(ctx, "skipping unreadable resource", "key", e.Key(), "revision", e.Revision(), "err", err)
+		return
+	}
+	r.record(e.Key(), entry{rev: e.Revision(), res: &res})
+}
+
+func (r *Registry) record(key string, e entry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cur, ok := r.entries[key]; ok && cur.rev >= e.rev {
+		return
+	}
+	r.entries[key] = e
+}
+
+// Loaded reports whether the initial contents of the bucket are in memory.
+func (r *Registry) Loaded() bool {
+	select {
+	case <-r.loaded:
+		return true
+	default:
+		return false
+	}
+}
+
+// WaitLoaded blocks until the initial contents are in memory or ctx ends.
+func (r *Registry) WaitLoaded(ctx context.Context) error {
+	select {
+	case <-r.loaded:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("registry: waiting for resources to load: %w", ctx.Err())
+	}
+}
+
+// Get returns one resource from memory.
+func (r *Registry) Get(kind, name string) (config.Resource, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e := r.entries[key(kind, name)]
+	if e.res == nil {
+		return config.Resource{}, false
+	}
+	return *e.res, true
+}
+
+// List returns every resource of a kind from memory, sorted by name.
+func (r *Registry) List(kind string) []config.Resource {
+	prefix := kind + "."
+	r.mu.RLock()
+	var out []config.Resource
+	for k, e := range r.entries {
+		if e.res != nil && strings.HasPrefix(k, prefix) {
+			out = append(out, *e.res)
+		}
+	}
+	r.mu.RUnlock()
+	slices.SortFunc(out, func(a, b config.Resource) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
+	return out
+}
+
+// Count returns how many resources of each kind are in memory.
+func (r *Registry) Count() map[string]int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := map[string]int{}
+	for _, e := range r.entries {
+		if e.res != nil {
+			out[e.res.Kind]++
+		}
+	}
+	return out
+}
+
+// Apply stores resources that have already been validated. It reads the
+// stored revision of each first and refuses the whole set, storing nothing,
+// if any resource names a revision (metadata.revision) that is no longer
+// current. Then it writes each one that changed, guarded by the revision it
+// read, so that a concurrent writer is detected rather than overwritten.
+func (r *Registry) Apply(ctx context.Context, resources []config.Resource) ([]Applied, error) {
+	current := make([]jetstream.KeyValueEntry, len(resources))
+	for i, res := range resources {
+		e, err := r.kv.Get(ctx, key(res.Kind, res.Metadata.Name))
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("registry: read %s: %w", res.ID(), err)
+		default:
+			current[i] = e
+		}
+		if want := res.Metadata.Revision; want != 0 && (current[i] == nil || current[i].Revision() != want) {
+			var have uint64
+			if current[i] != nil {
+				have = current[i].Revision()
+			}
+			return nil, fmt.Errorf("%s: metadata.revision is %d but the stored revision is %d: %w", res.ID(), want, have, ErrConflict)
+		}
+	}
+
+	out := make([]Applied, 0, len(resources))
+	for i, res := range resources {
+		applied, err := r.store(ctx, res, current[i])
+		if err != nil {
+			return out, err
+		}
+		out = append(out, applied)
+	}
+	return out, nil
+}
+
+// store writes one resource given the entry read before (nil if none).
+func (r *Registry) store(ctx context.Context, res config.Resource, cur jetstream.KeyValueEntry) (Applied, error) {
+	k := key(res.Kind, res.Metadata.Name)
+	if cur != nil {
+		stored, err := decodeEntry(cur)
+		if err == nil && stored.SameContent(res) {
+			return Applied{Resource: stored, Result: Unchanged}, nil
+		}
+	}
+	value, err := encode(res)
+	if err != nil {
+		return Applied{}, fmt.Errorf("registry: encode %s: %w", res.ID(), err)
+	}
+	var (
+		rev    uint64
+		result Result
+	)
+	if cur == nil {
+		rev, err = r.kv.Create(ctx, k, value)
+		result = Created
+	} else {
+		rev, err = r.kv.Update(ctx, k, value, cur.Revision())
+		result = Configured
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return Applied{}, fmt.Errorf("%s: %w", res.ID(), ErrConflict)
+	}
+	if err != nil {
+		return Applied{}, fmt.Errorf("registry: store %s: %w", res.ID(), err)
+	}
+	res.Metadata.Revision = rev
+	res.Metadata.Updated = time.Now().UTC()
+	stored := res
+	r.record(k, entry{rev: rev, res: &stored})
+	return Applied{Resource: res, Result: result}, nil
+}
+
+// Delete removes a resource. It fails with ErrNotFound if there is none.
+func (r *Registry) Delete(ctx context.Context, kind, name string) error {
+	k := key(kind, name)
+	id := kind + "/" + name
+	cur, err := r.kv.Get(ctx, k)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("%s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("registry: read %s: %w", id, err)
+	}
+	if err := r.kv.Delete(ctx, k, jetstream.LastRevision(cur.Revision())); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("%s: %w", id, ErrConflict)
+		}
+		return fmt.Errorf("registry: delete %s: %w", id, err)
+	}
+	// The delete marker's revision is newer than cur's; the watch brings it.
+	// Until then, a tombstone at cur's revision hides the resource here.
+	r.mu.Lock()
+	if e := r.entries[k]; e.rev <= cur.Revision() {
+		r.entries[k] = entry{rev: cur.Revision()}
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+func key(kind, name string) string { return kind + "." + name }
+
+// encode is the stored form: the resource without the server-set fields,
+// which come from the bucket entry instead.
+func encode(res config.Resource) ([]byte, error) {
+	res.Metadata.Revision = 0
+	res.Metadata.Updated = time.Time{}
+	return json.Marshal(res)
+}
+
+func decodeEntry(e jetstream.KeyValueEntry) (config.Resource, error) {
+	var res config.Resource
+	if err := json.Unmarshal(e.Value(), &res); err != nil {
+		return config.Resource{}, err
+	}
+	if key(res.Kind, res.Metadata.Name) != e.Key() {
+		return config.Resource{}, fmt.Errorf("stored resource %s does not match its key", res.ID())
+	}
+	res.Metadata.Revision = e.Revision()
+	res.Metadata.Updated = e.Created().UTC()
+	return res, nil
+}

@@ -1,0 +1,202 @@
+package registry_test
+
+import (
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/corral-dev/corral/internal/bus"
+	"github.com/corral-dev/corral/internal/bus/bustest"
+	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/registry"
+)
+
+func agent(name, description string) config.Resource {
+	return config.Resource{
+		APIVersion: config.APIVersion,
+		Kind:       "Agent",
+		Metadata:   config.Metadata{Name: name},
+		Spec:       []byte(`{"description":"` + description + `"}`),
+	}
+}
+
+// start opens a registry on b and runs its watch until the test ends.
+func start(t *testing.T, b *bus.Bus) *registry.Registry {
+	t.Helper()
+	r, err := registry.Open(t.Context(), slog.New(slog.DiscardHandler), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(t.Context()) }()
+	t.Cleanup(func() {
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	if err := r.WaitLoaded(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func results(applied []registry.Applied) []registry.Result {
+	var out []registry.Result
+	for _, a := range applied {
+		out = append(out, a.Result)
+	}
+	return out
+}
+
+func TestApplyResults(t *testing.T) {
+	r := start(t, bustest.Open(t))
+	ctx := t.Context()
+
+	got, err := r.Apply(ctx, []config.Resource{agent("a", "one"), agent("b", "two")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]registry.Result{registry.Created, registry.Created}, results(got)); diff != "" {
+		t.Errorf("first apply (-want +got):\n%s", diff)
+	}
+	firstRev := got[0].Resource.Metadata.Revision
+	if firstRev == 0 {
+		t.Error("applied resource has no revision")
+	}
+
+	got, err = r.Apply(ctx, []config.Resource{agent("a", "one"), agent("b", "changed")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]registry.Result{registry.Unchanged, registry.Configured}, results(got)); diff != "" {
+		t.Errorf("second apply (-want +got):\n%s", diff)
+	}
+	if got[0].Resource.Metadata.Revision != firstRev {
+		t.Errorf("unchanged resource revision = %d, want %d", got[0].Resource.Metadata.Revision, firstRev)
+	}
+
+	// Reads on this replica see the write at once.
+	b, ok := r.Get("Agent", "b")
+	if !ok || string(b.Spec) != `{"description":"changed"}` {
+		t.Errorf("Get(Agent, b) = %s, %v, want the configured spec", b.Spec, ok)
+	}
+	if names := len(r.List("Agent")); names != 2 {
+		t.Errorf("List(Agent) has %d resources, want 2", names)
+	}
+	if diff := cmp.Diff(map[string]int{"Agent": 2}, r.Count()); diff != "" {
+		t.Errorf("Count (-want +got):\n%s", diff)
+	}
+}
+
+func TestApplyRevisionConflictStoresNothing(t *testing.T) {
+	r := start(t, bustest.Open(t))
+	ctx := t.Context()
+	got, err := r.Apply(ctx, []config.Resource{agent("a", "one")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := agent("a", "stale edit")
+	stale.Metadata.Revision = got[0].Resource.Metadata.Revision + 5
+	_, err = r.Apply(ctx, []config.Resource{agent("new", "x"), stale})
+	if !errors.Is(err, registry.ErrConflict) {
+		t.Fatalf("Apply(stale revision) err = %v, want ErrConflict", err)
+	}
+	if _, ok := r.Get("Agent", "new"); ok {
+		t.Error("Agent/new was stored although the set was refused")
+	}
+
+	// The current revision is accepted.
+	fresh := agent("a", "fresh edit")
+	fresh.Metadata.Revision = got[0].Resource.Metadata.Revision
+	if _, err := r.Apply(ctx, []config.Resource{fresh}); err != nil {
+		t.Fatalf("Apply(current revision): %v", err)
+	}
+}
+
+func TestDelete(t *testing.T) {
+	r := start(t, bustest.Open(t))
+	ctx := t.Context()
+	if err := r.Delete(ctx, "Agent", "missing"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("Delete(missing) err = %v, want ErrNotFound", err)
+	}
+	if _, err := r.Apply(ctx, []config.Resource{agent("a", "one")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Delete(ctx, "Agent", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.Get("Agent", "a"); ok {
+		t.Error("Get after Delete found the resource")
+	}
+	// Re-creating a deleted resource is "created" again.
+	got, err := r.Apply(ctx, []config.Resource{agent("a", "again")})
+	if err != nil || got[0].Result != registry.Created {
+		t.Fatalf("Apply after delete = %v, %v, want created", got, err)
+	}
+}
+
+func TestSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	b, err := bus.Open(t.Context(), slog.New(slog.DiscardHandler), bus.Options{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := registry.Open(t.Context(), slog.New(slog.DiscardHandler), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied, err := r.Apply(t.Context(), []config.Resource{agent("kept", "across restarts")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+
+	r2 := start(t, bustest.OpenWith(t, bus.Options{DataDir: dir}))
+	got, ok := r2.Get("Agent", "kept")
+	if !ok {
+		t.Fatal("resource lost across restart")
+	}
+	want := applied[0].Resource
+	if !got.SameContent(want) || got.Metadata.Revision != want.Metadata.Revision {
+		t.Errorf("after restart got %+v, want %+v", got, want)
+	}
+}
+
+// TestReplicasSeeEachOthersWrites runs two registries, as two replicas would,
+// on one substrate: what one applies or deletes reaches the other's memory.
+func TestReplicasSeeEachOthersWrites(t *testing.T) {
+	b := bustest.Open(t)
+	a, other := start(t, b), start(t, b)
+	ctx := t.Context()
+	if _, err := a.Apply(ctx, []config.Resource{agent("shared", "v1")}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		res, ok := other.Get("Agent", "shared")
+		return ok && string(res.Spec) == `{"description":"v1"}`
+	})
+	if err := a.Delete(ctx, "Agent", "shared"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		_, ok := other.Get("Agent", "shared")
+		return !ok
+	})
+}
+
+// waitFor polls cond until it holds. The promised bound is a second; the
+// black-box test checks that. Here a generous limit keeps a loaded machine
+// from failing a correctness test.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
