@@ -1,0 +1,292 @@
+// Package api serves corral's control-plane HTTP API: resources under
+// /v1/resources and /v1/apply (admin only) and their JSON Schemas under
+// /v1/schemas (open, for editors).
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/registry"
+)
+
+// maxBody caps request bodies; resource files are small.
+const maxBody = 4 << 20
+
+// Store is what the API needs from the registry.
+type Store interface {
+	Get(kind, name string) (config.Resource, bool)
+	List(kind string) []config.Resource
+	Apply(ctx context.Context, resources []config.Resource) ([]registry.Applied, error)
+	Delete(ctx context.Context, kind, name string) error
+}
+
+// Verifier checks admin bearer tokens.
+type Verifier interface {
+	Verify(ctx context.Context, token string) (bool, error)
+}
+
+// API holds the handlers' dependencies.
+type API struct {
+	store  Store
+	admins Verifier
+	logger *slog.Logger
+}
+
+// New returns the API over store, letting in callers that admins verifies.
+func New(logger *slog.Logger, store Store, admins Verifier) *API {
+	return &API{store: store, admins: admins, logger: logger}
+}
+
+// Register adds the API's routes to mux.
+func (a *API) Register(mux *http.ServeMux) {
+	admin := func(h problem.HandlerFunc) http.Handler { return problem.Handle(a.logger, a.requireAdmin(h)) }
+	open := func(h problem.HandlerFunc) http.Handler { return problem.Handle(a.logger, h) }
+
+	mux.Handle("GET /v1/resources/{kind}", admin(a.list))
+	mux.Handle("GET /v1/resources/{kind}/{name}", admin(a.get))
+	mux.Handle("PUT /v1/resources/{kind}/{name}", admin(a.put))
+	mux.Handle("DELETE /v1/resources/{kind}/{name}", admin(a.delete))
+	mux.Handle("POST /v1/apply", admin(a.apply))
+	mux.Handle("GET /v1/schemas", open(a.schemas))
+	mux.Handle("GET /v1/schemas/{kind}", open(a.schema))
+	for _, path := range []string{"/v1/resources/{kind}", "/v1/resources/{kind}/{name}", "/v1/apply", "/v1/schemas", "/v1/schemas/{kind}"} {
+		mux.Handle(path, open(methodNotAllowed))
+	}
+}
+
+func methodNotAllowed(_ http.ResponseWriter, r *http.Request) error {
+	return problem.New(http.StatusMethodNotAllowed, problem.MethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
+}
+
+func (a *API) requireAdmin(next problem.HandlerFunc) problem.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || token == "" {
+			return problem.New(http.StatusUnauthorized, problem.Unauthenticated, "send the admin token as Authorization: Bearer <token>")
+		}
+		valid, err := a.admins.Verify(r.Context(), token)
+		if err != nil {
+			return problem.Wrap(http.StatusServiceUnavailable, problem.NotReady, "cannot check credentials right now; retry", err)
+		}
+		if !valid {
+			return problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the token is not a valid admin token")
+		}
+		return next(w, r)
+	}
+}
+
+// kind resolves the {kind} path segment: "Agent", "agent" or "agents".
+func kind(r *http.Request) (*config.Kind, error) {
+	k, err := config.LookupKind(r.PathValue("kind"))
+	if err != nil {
+		return nil, problem.New(http.StatusNotFound, problem.UnknownKind, err.Error())
+	}
+	return k, nil
+}
+
+// List is the response of GET /v1/resources/{kind}.
+type List struct {
+	Kind  string            `json:"kind"`
+	Items []config.Resource `json:"items"`
+}
+
+func (a *API) list(w http.ResponseWriter, r *http.Request) error {
+	k, err := kind(r)
+	if err != nil {
+		return err
+	}
+	items := a.store.List(k.Name)
+	if items == nil {
+		items = []config.Resource{}
+	}
+	return problem.WriteJSON(w, http.StatusOK, List{Kind: k.Name, Items: items})
+}
+
+func (a *API) get(w http.ResponseWriter, r *http.Request) error {
+	k, err := kind(r)
+	if err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	res, ok := a.store.Get(k.Name, name)
+	if !ok {
+		return problem.New(http.StatusNotFound, problem.ResourceNotFound, fmt.Sprintf("%s/%s does not exist", k.Name, name))
+	}
+	return problem.WriteJSON(w, http.StatusOK, res)
+}
+
+// put stores one resource, sent as JSON or YAML. Its kind and name must match the path.
+func (a *API) put(w http.ResponseWriter, r *http.Request) error {
+	k, err := kind(r)
+	if err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	docs, err := config.Decode("", body)
+	var fieldErrs config.Errors
+	switch {
+	case errors.As(err, &fieldErrs):
+		return invalid(fieldErrs)
+	case err != nil:
+		return err
+	case len(docs) != 1:
+		return problem.New(http.StatusUnprocessableEntity, problem.InvalidResource, fmt.Sprintf("the body must hold exactly one resource, found %d", len(docs)))
+	}
+	res := docs[0].Resource
+	var mismatch config.Errors
+	if res.Kind != k.Name {
+		mismatch = append(mismatch, config.FieldError{Resource: res.ID(), Field: "kind", Message: fmt.Sprintf("must be %s, as in the path", k.Name)})
+	}
+	if res.Metadata.Name != name {
+		mismatch = append(mismatch, config.FieldError{Resource: res.ID(), Field: "metadata.name", Message: fmt.Sprintf("must be %q, as in the path", name)})
+	}
+	if len(mismatch) > 0 {
+		return invalid(mismatch)
+	}
+	applied, err := a.store.Apply(r.Context(), []config.Resource{res})
+	if err != nil {
+		return storeError(err)
+	}
+	status := http.StatusOK
+	if applied[0].Result == registry.Created {
+		status = http.StatusCreated
+	}
+	return problem.WriteJSON(w, status, applied[0])
+}
+
+func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
+	k, err := kind(r)
+	if err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if err := a.store.Delete(r.Context(), k.Name, name); err != nil {
+		return storeError(err)
+	}
+	return problem.WriteJSON(w, http.StatusOK, map[string]string{"kind": k.Name, "name": name, "result": "deleted"})
+}
+
+// ApplyRequest is the body of POST /v1/apply.
+type ApplyRequest struct {
+	Resources []json.RawMessage `json:"resources"`
+}
+
+// ApplyResponse is the answer of POST /v1/apply, one result per resource in
+// request order.
+type ApplyResponse struct {
+	Results []registry.Applied `json:"results"`
+}
+
+// apply validates every resource and stores them only if all are valid. A
+// problem's "document" is the resource's position in the request, from 1.
+func (a *API) apply(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var req ApplyRequest
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, `the body must be JSON: {"resources": [...]}: `+err.Error(), err)
+	}
+	if len(req.Resources) == 0 {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "resources: must hold at least one resource")
+	}
+	var (
+		docs []config.Document
+		errs config.Errors
+	)
+	for i, raw := range req.Resources {
+		res, problems := config.DecodeJSON(raw)
+		for _, p := range problems {
+			p.Document = i + 1
+			errs = append(errs, p)
+		}
+		if len(problems) == 0 {
+			docs = append(docs, config.Document{Index: i + 1, Resource: res})
+		}
+	}
+	errs = append(errs, config.Duplicates(docs)...)
+	if len(errs) > 0 {
+		return invalid(errs)
+	}
+	resources := make([]config.Resource, len(docs))
+	for i, d := range docs {
+		resources[i] = d.Resource
+	}
+	applied, err := a.store.Apply(r.Context(), resources)
+	if err != nil {
+		return storeError(err)
+	}
+	return problem.WriteJSON(w, http.StatusOK, ApplyResponse{Results: applied})
+}
+
+// SchemaInfo lists one kind in GET /v1/schemas.
+type SchemaInfo struct {
+	Kind    string `json:"kind"`
+	Plural  string `json:"plural"`
+	Summary string `json:"summary"`
+	URL     string `json:"url"`
+}
+
+func (a *API) schemas(w http.ResponseWriter, _ *http.Request) error {
+	var out []SchemaInfo
+	for _, k := range config.Kinds() {
+		out = append(out, SchemaInfo{Kind: k.Name, Plural: k.Plural, Summary: k.Summary, URL: "/v1/schemas/" + k.Name})
+	}
+	return problem.WriteJSON(w, http.StatusOK, map[string]any{"kinds": out})
+}
+
+func (a *API) schema(w http.ResponseWriter, r *http.Request) error {
+	k, err := kind(r)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/schema+json")
+	_, err = w.Write(k.Schema())
+	return err
+}
+
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, problem.New(http.StatusRequestEntityTooLarge, problem.RequestTooLarge, fmt.Sprintf("the body exceeds %d bytes", maxBody))
+	}
+	if err != nil {
+		return nil, problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, "could not read the body", err)
+	}
+	return body, nil
+}
+
+func invalid(errs config.Errors) error {
+	detail := fmt.Sprintf("%d problem(s) in the resources; nothing was stored", len(errs))
+	if len(errs) == 1 {
+		detail = errs[0].Error() + "; nothing was stored"
+	}
+	return &problem.Error{Status: http.StatusUnprocessableEntity, Code: problem.InvalidResource, Detail: detail, Errors: errs}
+}
+
+func storeError(err error) error {
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return problem.Wrap(http.StatusNotFound, problem.ResourceNotFound, err.Error(), err)
+	case errors.Is(err, registry.ErrConflict):
+		return problem.Wrap(http.StatusConflict, problem.Conflict, err.Error()+"; read it again and retry", err)
+	}
+	return err
+}

@@ -1,0 +1,198 @@
+// Package app is corral's composition root: it builds every component in
+// order, wires them together and runs them until the context ends. Only the
+// CLI (and tests, through apptest) import it.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/corral-dev/corral/internal/api"
+	"github.com/corral-dev/corral/internal/bus"
+	"github.com/corral-dev/corral/internal/identity"
+	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/registry"
+	"github.com/corral-dev/corral/internal/telemetry"
+)
+
+// Config is the static configuration of one corral server process.
+type Config struct {
+	DataDir    string // admin token, and the embedded JetStream store
+	HTTPAddr   string // host:port; port 0 picks a free one
+	NATSURL    string // external NATS; "" runs the embedded server
+	NATSListen string // embedded server's optional TCP listener
+	Replicas   int
+	SyncAlways bool
+	Version    string
+}
+
+// drainTimeout bounds how long shutdown waits for in-flight requests.
+const drainTimeout = 15 * time.Second
+
+// App is a built corral server, listening but not yet serving.
+type App struct {
+	cfg      Config
+	logger   *slog.Logger
+	bus      *bus.Bus
+	registry *registry.Registry
+	listener net.Listener
+	server   *http.Server
+
+	adminTokenPath string
+	adminCreated   bool
+	ready          chan struct{}
+}
+
+// New builds corral: the substrate, the registry, the admin credential and the
+// HTTP server, whose port it binds so that URL is known before Run.
+func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err error) {
+	a := &App{cfg: cfg, logger: logger, ready: make(chan struct{})}
+	a.bus, err = bus.Open(ctx, logger.With("component", "bus"), bus.Options{
+		URL:        cfg.NATSURL,
+		DataDir:    cfg.DataDir,
+		Listen:     cfg.NATSListen,
+		Replicas:   cfg.Replicas,
+		SyncAlways: cfg.SyncAlways,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			a.bus.Close()
+		}
+	}()
+
+	if a.registry, err = registry.Open(ctx, logger.With("component", "registry"), a.bus); err != nil {
+		return nil, err
+	}
+	admins, err := identity.OpenAdmins(ctx, a.bus)
+	if err != nil {
+		return nil, err
+	}
+	if a.adminTokenPath, a.adminCreated, err = admins.Ensure(ctx, cfg.DataDir); err != nil {
+		return nil, err
+	}
+
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newResourceCollector(a.registry),
+	)
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "corral_build_info", Help: "Always 1; labels say which corral runs and on which substrate.",
+	}, []string{"version", "substrate"})
+	substrate := "external"
+	if a.bus.Embedded() {
+		substrate = "embedded"
+	}
+	buildInfo.WithLabelValues(cfg.Version, substrate).Set(1)
+	metrics.MustRegister(buildInfo)
+
+	httpLogger := logger.With("component", "http")
+	mux := http.NewServeMux()
+	api.New(httpLogger, a.registry, admins).Register(mux)
+	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
+	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+	mux.Handle("/", problem.Handle(httpLogger, func(_ http.ResponseWriter, r *http.Request) error {
+		return problem.New(http.StatusNotFound, problem.NotFound, "no such endpoint: "+r.URL.Path)
+	}))
+
+	if a.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("app: listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	a.server = &http.Server{
+		Handler:           telemetry.NewHTTPMetrics(metrics).Middleware(httpLogger, mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(httpLogger.Handler(), slog.LevelWarn),
+	}
+	return a, nil
+}
+
+// URL is the base URL the HTTP server answers on.
+func (a *App) URL() string { return "http://" + a.listener.Addr().String() }
+
+// AdminToken returns the admin token file's path and whether this start created it.
+func (a *App) AdminToken() (path string, created bool) { return a.adminTokenPath, a.adminCreated }
+
+// NATSURL is the embedded server's TCP URL when it listens, else "".
+func (a *App) NATSURL() string { return a.bus.ClientURL() }
+
+// Ready is closed once corral serves: resources are loaded.
+func (a *App) Ready() <-chan struct{} { return a.ready }
+
+// Run serves until ctx ends, then shuts down in order: stop accepting and
+// drain in-flight requests, stop the registry's watch, close the substrate.
+func (a *App) Run(ctx context.Context) error {
+	defer a.bus.Close()
+	g, gctx := errgroup.WithContext(ctx)
+
+	// The registry outlives the HTTP drain, so in-flight requests still read it.
+	regCtx, stopRegistry := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRegistry()
+	g.Go(func() error { return a.registry.Run(regCtx) })
+	g.Go(func() error {
+		if a.registry.WaitLoaded(gctx) == nil {
+			close(a.ready)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := a.server.Serve(a.listener); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("app: serve http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		a.logger.InfoContext(ctx, "shutting down: draining requests")
+		drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
+		defer cancel()
+		err := a.server.Shutdown(drainCtx)
+		stopRegistry()
+		if err != nil {
+			return fmt.Errorf("app: drain http: %w", err)
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// Health is the body of /healthz and /readyz.
+type Health struct {
+	Status string            `json:"status"`
+	Checks map[string]string `json:"checks,omitempty"`
+}
+
+func (a *App) healthz(w http.ResponseWriter, _ *http.Request) error {
+	return problem.WriteJSON(w, http.StatusOK, Health{Status: "alive"})
+}
+
+// readyz answers 200 when the substrate answers and resources are loaded,
+// 503 naming the failing check otherwise.
+func (a *App) readyz(w http.ResponseWriter, r *http.Request) error {
+	h := Health{Status: "ready", Checks: map[string]string{"substrate": "ok", "resources": "loaded"}}
+	status := http.StatusOK
+	if err := a.bus.Ping(r.Context()); err != nil {
+		a.logger.WarnContext(r.Context(), "not ready", "err", err)
+		h.Checks["substrate"] = "unreachable"
+		h.Status, status = "not ready", http.StatusServiceUnavailable
+	}
+	if !a.registry.Loaded() {
+		h.Checks["resources"] = "loading"
+		h.Status, status = "not ready", http.StatusServiceUnavailable
+	}
+	return problem.WriteJSON(w, status, h)
+}

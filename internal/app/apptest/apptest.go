@@ -1,0 +1,89 @@
+// Package apptest starts the whole of corral in-process for tests: embedded
+// JetStream in a temporary directory, HTTP on a free loopback port.
+package apptest
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/corral-dev/corral/internal/app"
+	"github.com/corral-dev/corral/internal/identity"
+)
+
+// Server is a running corral.
+type Server struct {
+	App   *app.App
+	URL   string // base URL, http://127.0.0.1:PORT
+	Token string // the admin token
+}
+
+// Start runs corral until the test ends, and returns once it is ready.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	return StartWith(t, app.Config{})
+}
+
+// StartWith is Start with configuration; empty DataDir and HTTPAddr get a
+// temporary directory and a free loopback port.
+func StartWith(t testing.TB, cfg app.Config) *Server {
+	t.Helper()
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = "127.0.0.1:0"
+	}
+	if cfg.Version == "" {
+		cfg.Version = "test"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := app.New(ctx, slog.New(slog.DiscardHandler), cfg)
+	if err != nil {
+		cancel()
+		t.Fatalf("app.New: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("app.Run: %v", err)
+		}
+	})
+	select {
+	case <-a.Ready():
+	case err := <-done:
+		t.Fatalf("app.Run ended before ready: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("corral not ready within 30s")
+	}
+	path, _ := a.AdminToken()
+	token, err := identity.ReadToken(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Server{App: a, URL: a.URL(), Token: token}
+}
+
+// Request builds a request to the server carrying the admin token.
+func (s *Server) Request(t testing.TB, method, path string, body []byte) *http.Request {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, s.URL+path, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+s.Token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req
+}

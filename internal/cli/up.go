@@ -1,0 +1,146 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/corral-dev/corral/internal/app"
+	"github.com/corral-dev/corral/internal/telemetry"
+)
+
+// serverFlags are the settings of a corral server process.
+type serverFlags struct {
+	data, http, nats, natsListen string
+	replicas                     int
+	sync                         string
+	logFormat, logLevel          string
+}
+
+// serverDefaults are the defaults that differ between `up` and `demo`.
+type serverDefaults struct {
+	data, dataUsage, http, logLevel string
+}
+
+func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.data, "data", d.data, d.dataUsage)
+	fl.StringVar(&f.http, "http", d.http, "HTTP listen address; port 0 picks a free port")
+	fl.StringVar(&f.nats, "nats", "", "URL of an external NATS server or cluster (default: run an embedded one)")
+	fl.StringVar(&f.natsListen, "nats-listen", "", "also let other processes reach the embedded NATS on this host:port (default: no TCP port)")
+	fl.IntVar(&f.replicas, "replicas", 1, "replicas of every stream and bucket (more than 1 needs a NATS cluster)")
+	fl.StringVar(&f.sync, "sync", "interval", "embedded store durability: 'always' fsyncs every write, 'interval' syncs periodically")
+	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fl.StringVar(&f.logLevel, "log-level", d.logLevel, "log level: debug, info, warn or error")
+}
+
+// config checks the flags and turns them into the app's configuration.
+func (f *serverFlags) config() (app.Config, error) {
+	if f.sync != "always" && f.sync != "interval" {
+		return app.Config{}, fmt.Errorf("--sync %q: want always or interval", f.sync)
+	}
+	if f.replicas < 1 {
+		return app.Config{}, fmt.Errorf("--replicas %d: must be at least 1", f.replicas)
+	}
+	if f.nats != "" && f.natsListen != "" {
+		return app.Config{}, fmt.Errorf("--nats-listen applies to the embedded server; with --nats %s, clients connect to that server instead", f.nats)
+	}
+	if f.data == "" {
+		return app.Config{}, fmt.Errorf("--data: must name a directory")
+	}
+	return app.Config{
+		DataDir:    f.data,
+		HTTPAddr:   f.http,
+		NATSURL:    f.nats,
+		NATSListen: f.natsListen,
+		Replicas:   f.replicas,
+		SyncAlways: f.sync == "always",
+		Version:    Version(),
+	}, nil
+}
+
+func (f *serverFlags) logger(s streams) (*slog.Logger, error) {
+	return telemetry.NewLogger(s.err, f.logFormat, f.logLevel)
+}
+
+func newUp(s streams) *cobra.Command {
+	var f serverFlags
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the corral server",
+		Long: `Run the corral server: the HTTP API, the registry of resources and, unless
+--nats names an external NATS, an embedded JetStream server that keeps its
+data under --data and listens on no TCP port.
+
+On first start it creates an admin token in DATA/admin.token (mode 0600); the
+CLI reads it from there. When ready it prints 'corral listening on URL'.
+SIGINT or SIGTERM stops it cleanly: in-flight requests drain, JetStream closes.
+
+Durability (--sync): 'interval' (default) survives a crash of corral, since
+writes reach the OS at once, but a power loss can lose the last couple of
+minutes; 'always' fsyncs every write and survives power loss, slower. For
+production, run a three-node NATS cluster with --replicas 3.`,
+		Example: `  corral up
+  corral up --data /var/lib/corral --http 0.0.0.0:7070 --log-format json
+  corral up --nats-listen 127.0.0.1:4333          # let a second replica join
+  corral up --nats nats://n1:4222,nats://n2:4222 --replicas 3
+  CORRAL_HTTP=127.0.0.1:0 corral up --config corral.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			logger, err := f.logger(s)
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), s, logger, cfg, nil)
+		},
+	}
+	f.register(cmd, serverDefaults{
+		data:      ".corral",
+		dataUsage: "directory for the admin token and the embedded JetStream store",
+		http:      "127.0.0.1:7070",
+		logLevel:  "info",
+	})
+	return cmd
+}
+
+// serve builds and runs corral until ctx ends. It prints the admin token's
+// path on first start and the listening line once ready; then, if whenReady
+// is set, it runs it and stops the server when it returns (the demo's way).
+func serve(ctx context.Context, s streams, logger *slog.Logger, cfg app.Config, whenReady func(ctx context.Context, a *app.App) error) error {
+	a, err := app.New(ctx, logger, cfg)
+	if err != nil {
+		return err
+	}
+	if path, created := a.AdminToken(); created {
+		fmt.Fprintf(s.out, "admin token written to %s\n", path)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+
+	select {
+	case err := <-done:
+		return err
+	case <-a.Ready():
+	}
+	fmt.Fprintf(s.out, "corral listening on %s\n", a.URL())
+	if url := a.NATSURL(); url != "" {
+		logger.InfoContext(ctx, "other replicas can join with --nats "+url)
+	}
+	if whenReady != nil {
+		werr := whenReady(runCtx, a)
+		stop()
+		if err := <-done; werr == nil {
+			werr = err
+		}
+		return werr
+	}
+	return <-done
+}

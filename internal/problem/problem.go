@@ -1,0 +1,131 @@
+// Package problem turns errors into RFC 9457 problem details
+// (application/problem+json) with a stable code, a detail that is safe to
+// show, and the request id. It is the one place HTTP errors are rendered.
+package problem
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/corral-dev/corral/internal/telemetry"
+)
+
+// The stable codes, documented in docs/errors.md. Clients branch on these,
+// never on detail text.
+const (
+	Unauthenticated  = "unauthenticated"
+	NotFound         = "not_found"
+	MethodNotAllowed = "method_not_allowed"
+	UnknownKind      = "unknown_kind"
+	ResourceNotFound = "resource_not_found"
+	InvalidResource  = "invalid_resource"
+	InvalidRequest   = "invalid_request"
+	Conflict         = "conflict"
+	RequestTooLarge  = "request_too_large"
+	UnsupportedMedia = "unsupported_media_type"
+	NotReady         = "not_ready"
+	Internal         = "internal"
+)
+
+// Error is an error with the HTTP status and stable code it should be
+// rendered with. Detail is shown to the client; Err, the internal cause, only
+// goes to the log.
+type Error struct {
+	Status int
+	Code   string
+	Detail string
+	// Errors, when set, is rendered as the "errors" member: the list of
+	// individual problems (for example one per invalid field).
+	Errors any
+	Err    error
+}
+
+// New returns a problem with no internal cause.
+func New(status int, code, detail string) *Error {
+	return &Error{Status: status, Code: code, Detail: detail}
+}
+
+// Wrap returns a problem whose internal cause is err.
+func Wrap(status int, code, detail string, err error) *Error {
+	return &Error{Status: status, Code: code, Detail: detail, Err: err}
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Detail, e.Err)
+	}
+	return e.Code + ": " + e.Detail
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Details is the wire form of a problem.
+type Details struct {
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail"`
+	Instance  string `json:"instance,omitempty"`
+	Code      string `json:"code"`
+	RequestID string `json:"request_id,omitempty"`
+	Errors    any    `json:"errors,omitempty"`
+}
+
+// TypeURI is the problem type URI of a code; docs/errors.md describes each.
+func TypeURI(code string) string { return "https://corral.dev/problems/" + code }
+
+// Write renders err. A *Error (anywhere in the chain) is shown as it says;
+// anything else is an internal error whose text stays in the log.
+func Write(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
+	var p *Error
+	if !errors.As(err, &p) {
+		p = Wrap(http.StatusInternalServerError, Internal, "internal error; the server log has the details under this request_id", err)
+	}
+	ctx := r.Context()
+	if p.Status >= 500 {
+		logger.ErrorContext(ctx, "request failed", "code", p.Code, "err", err)
+	} else if p.Err != nil {
+		logger.DebugContext(ctx, "request refused", "code", p.Code, "err", p.Err)
+	}
+	d := Details{
+		Type:      TypeURI(p.Code),
+		Title:     http.StatusText(p.Status),
+		Status:    p.Status,
+		Detail:    p.Detail,
+		Instance:  r.URL.Path,
+		Code:      p.Code,
+		RequestID: telemetry.RequestID(ctx),
+		Errors:    p.Errors,
+	}
+	if p.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="corral"`)
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(d)
+}
+
+// HandlerFunc is an HTTP handler that returns its error instead of writing it.
+type HandlerFunc func(http.ResponseWriter, *http.Request) error
+
+// Handle adapts h to http.Handler, rendering the error h returns with Write.
+func Handle(logger *slog.Logger, h HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			Write(w, r, logger, err)
+		}
+	})
+}
+
+// WriteJSON writes v as a JSON response with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
