@@ -54,12 +54,3 @@ func (es Errors) Error() string {
 	}
 	return strings.Join(lines, "\n")
 }
-
-// orNil returns es as an error, or nil when it is empty, so that callers can
-// write `return docs, errs.orNil()` without returning a typed nil.
-func (es Errors) orNil() error {
-	if len(es) == 0 {
-		return nil
-	}
-	return es
-}

@@ -30,6 +30,7 @@ func NewRequestID() string {
 type HTTPMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	inFlight prometheus.Gauge
 }
 
 // NewHTTPMetrics registers the HTTP metrics with reg.
@@ -44,8 +45,12 @@ func NewHTTPMetrics(reg prometheus.Registerer) *HTTPMetrics {
 			Help:    "Time to serve HTTP requests, by route pattern.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9),
 		}, []string{"route"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "corral_http_requests_in_flight",
+			Help: "HTTP requests being served now.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.duration)
+	reg.MustRegister(m.requests, m.duration, m.inFlight)
 	return m
 }
 
@@ -55,6 +60,8 @@ func NewHTTPMetrics(reg prometheus.Registerer) *HTTPMetrics {
 func (m *HTTPMetrics) Middleware(logger *slog.Logger, next *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		m.inFlight.Inc()
+		defer m.inFlight.Dec()
 		id := r.Header.Get(RequestIDHeader)
 		if !validRequestID.MatchString(id) {
 			id = NewRequestID()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +21,13 @@ type Server struct {
 	App   *app.App
 	URL   string // base URL, http://127.0.0.1:PORT
 	Token string // the admin token
+
+	stop func() error
 }
+
+// Stop shuts corral down as a signal would and returns what Run returned.
+// The test's cleanup calls it too; later calls return the first result.
+func (s *Server) Stop() error { return s.stop() }
 
 // Start runs corral until the test ends, and returns once it is ready.
 func Start(t testing.TB) *Server {
@@ -49,15 +56,19 @@ func StartWith(t testing.TB, cfg app.Config) *Server {
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
+	stop := sync.OnceValue(func() error {
 		cancel()
-		if err := <-done; err != nil {
+		return <-done
+	})
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
 			t.Errorf("app.Run: %v", err)
 		}
 	})
 	select {
 	case <-a.Ready():
 	case err := <-done:
+		done <- err // for stop, which the cleanup calls
 		t.Fatalf("app.Run ended before ready: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("corral not ready within 30s")
@@ -67,7 +78,7 @@ func StartWith(t testing.TB, cfg app.Config) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Server{App: a, URL: a.URL(), Token: token}
+	return &Server{App: a, URL: a.URL(), Token: token, stop: stop}
 }
 
 // Request builds a request to the server carrying the admin token.

@@ -1,0 +1,28 @@
+# corral's build. `make test` is what CI runs (.ci/run): it needs only Go;
+# modules and tools come through the Go module proxy.
+
+GO          ?= go
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+FUZZTIME    ?= 10s
+
+.PHONY: test build lint fuzz
+
+## test: lint, then every test with the race detector, then a short fuzz run
+test: lint
+	$(GO) test -race -count=1 ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
+
+## build: the corral binary in bin/
+build:
+	$(GO) build -o bin/corral ./cmd/corral
+
+## lint: gofmt, go vet and staticcheck
+lint:
+	@unformatted=$$(gofmt -l $$($(GO) list -f '{{.Dir}}' ./...)); \
+	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+## fuzz: fuzz the resource decoder for FUZZTIME (make fuzz FUZZTIME=5m for longer)
+fuzz:
+	$(GO) test ./internal/config -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
