@@ -5,7 +5,7 @@ GO          ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 10s
 
-.PHONY: test build lint fuzz
+.PHONY: test build lint fuzz bench
 
 ## test: lint, then every test with the race detector, then a short fuzz run
 test: lint
@@ -26,3 +26,7 @@ lint:
 ## fuzz: fuzz the resource decoder for FUZZTIME (make fuzz FUZZTIME=5m for longer)
 fuzz:
 	$(GO) test ./internal/config -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+
+## bench: corral's resource path as ratios to the substrate, measured in one run
+bench:
+	$(GO) run ./bench

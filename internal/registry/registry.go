@@ -282,11 +282,18 @@ func (r *Registry) store(ctx context.Context, res config.Resource, cur jetstream
 	if err != nil {
 		return Applied{}, fmt.Errorf("registry: store %s: %w", res.ID(), err)
 	}
-	res.Metadata.Revision = rev
-	res.Metadata.Updated = time.Now().UTC()
-	stored := res
+	// Read the entry back: its timestamp, set by JetStream, is the one every
+	// replica and every restart will report as metadata.updated.
+	e, err := r.kv.GetRevision(ctx, k, rev)
+	if err != nil {
+		return Applied{}, fmt.Errorf("registry: read back %s: %w", res.ID(), err)
+	}
+	stored, err := decodeEntry(e)
+	if err != nil {
+		return Applied{}, fmt.Errorf("registry: read back %s: %w", res.ID(), err)
+	}
 	r.record(k, entry{rev: rev, res: &stored})
-	return Applied{Resource: res, Result: result}, nil
+	return Applied{Resource: stored, Result: result}, nil
 }
 
 // Delete removes a resource. It fails with ErrNotFound if there is none.

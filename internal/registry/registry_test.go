@@ -3,6 +3,8 @@ package registry_test
 import (
 	"errors"
 	"log/slog"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,7 +162,7 @@ func TestSurvivesRestart(t *testing.T) {
 		t.Fatal("resource lost across restart")
 	}
 	want := applied[0].Resource
-	if !got.SameContent(want) || got.Metadata.Revision != want.Metadata.Revision {
+	if !got.SameContent(want) || got.Metadata.Revision != want.Metadata.Revision || !got.Metadata.Updated.Equal(want.Metadata.Updated) {
 		t.Errorf("after restart got %+v, want %+v", got, want)
 	}
 }
@@ -198,5 +200,49 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 5s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestReadersSeeWholeResources reads a resource from a second replica while
+// it is rewritten: every read must be one complete version, its label and
+// spec from the same write, never a mix.
+func TestReadersSeeWholeResources(t *testing.T) {
+	b := bustest.Open(t)
+	writer, reader := start(t, b), start(t, b)
+	version := func(i int) config.Resource {
+		v := strconv.Itoa(i)
+		r := agent("torn", "v"+v)
+		r.Metadata.Labels = map[string]string{"v": v}
+		return r
+	}
+	if _, err := writer.Apply(t.Context(), []config.Resource{version(0)}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var reads, bad atomic.Int64
+	go func() {
+		defer close(done)
+		for i := 1; i <= 50; i++ {
+			if _, err := writer.Apply(t.Context(), []config.Resource{version(i)}); err != nil {
+				t.Errorf("Apply: %v", err)
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			if bad.Load() > 0 {
+				t.Errorf("%d of %d reads saw a mix of two versions", bad.Load(), reads.Load())
+			}
+			return
+		default:
+		}
+		if r, ok := reader.Get("Agent", "torn"); ok {
+			reads.Add(1)
+			if string(r.Spec) != `{"description":"v`+r.Metadata.Labels["v"]+`"}` {
+				bad.Add(1)
+			}
+		}
 	}
 }
