@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"regexp"
 	"sort"
 	"strconv"
@@ -24,6 +23,10 @@ type Document struct {
 	Index    int // position in Source, from 1
 	Resource Resource
 }
+
+// maxProblems caps the problems reported for one document: past that, the
+// list helps nobody and only costs memory.
+const maxProblems = 50
 
 // Decode reads every document in data (YAML, several documents separated by
 // "---", or JSON) and validates each one. It returns the documents only when
@@ -57,20 +60,22 @@ func decode(source string, data []byte) ([]Document, Errors) {
 			errs = append(errs, FieldError{Source: source, Document: index, Message: "malformed YAML: " + yamlMessage(err)})
 			break
 		}
-		var raw any
-		if err := node.Decode(&raw); err != nil {
-			errs = append(errs, FieldError{Source: source, Document: index, Message: "malformed YAML: " + yamlMessage(err)})
-			continue
-		}
-		if raw == nil {
+		if isEmpty(&node) {
 			continue // an empty document, such as a trailing "---"
 		}
-		value, err := jsonValue(raw, nil)
+		value, err := newConverter().value(&node, nil)
 		if err != nil {
-			errs = append(errs, FieldError{Source: source, Document: index, Message: err.Error()})
+			fe := FieldError{Message: err.Error()}
+			errors.As(err, &fe)
+			fe.Source, fe.Document = source, index
+			errs = append(errs, fe)
 			continue
 		}
 		res, problems := Validate(value)
+		if len(problems) > maxProblems {
+			more := len(problems) - maxProblems
+			problems = append(problems[:maxProblems], FieldError{Resource: problems[0].Resource, Message: fmt.Sprintf("and %d more problems", more)})
+		}
 		for _, p := range problems {
 			p.Source, p.Document = source, index
 			errs = append(errs, p)
@@ -196,68 +201,6 @@ func documentLabel(obj map[string]any) string {
 // "line 3: did not find expected key".
 func yamlMessage(err error) string {
 	return strings.TrimPrefix(err.Error(), "yaml: ")
-}
-
-// maxDepth bounds nesting so that a hostile document cannot exhaust the stack.
-const maxDepth = 64
-
-// jsonValue converts what the YAML decoder produced into the JSON value model
-// that schema validation expects (string keys, json.Number), refusing what
-// JSON cannot represent.
-func jsonValue(v any, path []string) (any, error) {
-	if len(path) > maxDepth {
-		return nil, fmt.Errorf("%s: nested deeper than %d levels", fieldPath(path), maxDepth)
-	}
-	switch v := v.(type) {
-	case nil, string, bool:
-		return v, nil
-	case int:
-		return json.Number(strconv.Itoa(v)), nil
-	case int64:
-		return json.Number(strconv.FormatInt(v, 10)), nil
-	case uint64:
-		return json.Number(strconv.FormatUint(v, 10)), nil
-	case float64:
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return nil, fmt.Errorf("%s: must be a finite number, got %v", fieldPath(path), v)
-		}
-		return json.Number(strconv.FormatFloat(v, 'g', -1, 64)), nil
-	case time.Time:
-		// An unquoted date; JSON has no date type, so keep it as text.
-		return v.Format(time.RFC3339Nano), nil
-	case []any:
-		out := make([]any, len(v))
-		for i, item := range v {
-			var err error
-			if out[i], err = jsonValue(item, append(path, "["+strconv.Itoa(i)+"]")); err != nil {
-				return nil, err
-			}
-		}
-		return out, nil
-	case map[string]any:
-		out := make(map[string]any, len(v))
-		for key, item := range v {
-			var err error
-			if out[key], err = jsonValue(item, append(path, key)); err != nil {
-				return nil, err
-			}
-		}
-		return out, nil
-	case map[any]any:
-		out := make(map[string]any, len(v))
-		for key, item := range v {
-			s, ok := key.(string)
-			if !ok {
-				return nil, fmt.Errorf("%s: field names must be strings, got %v", fieldPath(path), key)
-			}
-			var err error
-			if out[s], err = jsonValue(item, append(path, s)); err != nil {
-				return nil, err
-			}
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("%s: unsupported YAML value of type %T", fieldPath(path), v)
 }
 
 // fieldPath joins path elements as "spec.tools[0].name"; elements that are
