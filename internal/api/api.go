@@ -4,6 +4,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -198,7 +199,7 @@ func (a *API) apply(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req ApplyRequest
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, `the body must be JSON: {"resources": [...]}: `+err.Error(), err)

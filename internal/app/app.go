@@ -116,6 +116,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	a.server = &http.Server{
 		Handler:           telemetry.NewHTTPMetrics(metrics).Middleware(httpLogger, mux),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(httpLogger.Handler(), slog.LevelWarn),
 	}
 	return a, nil
