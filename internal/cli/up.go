@@ -130,6 +130,12 @@ func serve(ctx context.Context, s streams, logger *slog.Logger, cfg app.Config, 
 		return err
 	case <-a.Ready():
 	}
+	substrate := "embedded"
+	if cfg.NATSURL != "" {
+		substrate = "external"
+	}
+	logger.InfoContext(ctx, "corral ready", "version", cfg.Version, "substrate", substrate, "data", cfg.DataDir,
+		"sync_always", cfg.SyncAlways, "replicas", cfg.Replicas)
 	fmt.Fprintf(s.out, "corral listening on %s\n", a.URL())
 	if url := a.NATSURL(); url != "" {
 		logger.InfoContext(ctx, "other replicas can join with --nats "+url)
@@ -142,5 +148,9 @@ func serve(ctx context.Context, s streams, logger *slog.Logger, cfg app.Config, 
 		}
 		return werr
 	}
-	return <-done
+	err = <-done
+	if err == nil {
+		logger.InfoContext(ctx, "corral stopped")
+	}
+	return err
 }
