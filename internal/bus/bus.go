@@ -93,11 +93,32 @@ func Open(ctx context.Context, logger *slog.Logger, opts Options) (*Bus, error) 
 		b.Close()
 		return nil, fmt.Errorf("bus: jetstream: %w", err)
 	}
-	if err := b.Ping(ctx); err != nil {
+	if err := b.waitForJetStream(ctx); err != nil {
 		b.Close()
 		return nil, err
 	}
 	return b, nil
+}
+
+// waitForJetStream pings JetStream until it answers: a cluster that has just
+// started answers only once it has elected a leader.
+func (b *Bus) waitForJetStream(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		err := b.Ping(ctx)
+		if err == nil {
+			return nil
+		}
+		if attempt == 1 {
+			b.logger.InfoContext(ctx, "waiting for jetstream", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bus: jetstream not available after %s: %w", readyTimeout, err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 func describe(opts Options) string {

@@ -109,3 +109,25 @@ func TestExternalUnreachable(t *testing.T) {
 		t.Fatalf("Open(unreachable) err = %v, want an error naming the URL", err)
 	}
 }
+
+// TestExternalClusterReplicas runs a three-node JetStream cluster as three
+// nats-server processes and checks that --replicas reaches the buckets.
+func TestExternalClusterReplicas(t *testing.T) {
+	urls := bustest.ExternalCluster(t, 3)
+	b := bustest.OpenWith(t, bus.Options{URL: strings.Join(urls, ","), Replicas: 3})
+	kv, err := b.KeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "replicated"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := kv.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := status.(*jetstream.KeyValueBucketStatus).StreamInfo()
+	if got := info.Config.Replicas; got != 3 {
+		t.Errorf("bucket replicas = %d, want 3", got)
+	}
+	if _, err := kv.PutString(t.Context(), "k", "v"); err != nil {
+		t.Errorf("put on the replicated bucket: %v", err)
+	}
+}

@@ -78,9 +78,37 @@ func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 // URL. The process is killed when the test ends.
 func ExternalServer(t testing.TB) string {
 	t.Helper()
-	bin := NATSServerBinary(t)
 	port := freePort(t)
-	cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", t.TempDir())
+	runServer(t, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", t.TempDir())
+	return "nats://127.0.0.1:" + strconv.Itoa(port)
+}
+
+// ExternalCluster runs a JetStream cluster of n nats-server processes on
+// loopback and returns their client URLs. JetStream may still be electing
+// its leader when this returns; bus.Open waits for it.
+func ExternalCluster(t testing.TB, n int) []string {
+	t.Helper()
+	clientPorts, routePorts := make([]int, n), make([]int, n)
+	var routes []string
+	for i := range n {
+		clientPorts[i], routePorts[i] = freePort(t), freePort(t)
+		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(routePorts[i]))
+	}
+	urls := make([]string, n)
+	for i := range n {
+		runServer(t, "-a", "127.0.0.1", "-p", strconv.Itoa(clientPorts[i]), "-js", "-sd", t.TempDir(),
+			"-n", "node"+strconv.Itoa(i), "--cluster_name", "corral-test",
+			"--cluster", routes[i], "--routes", strings.Join(routes, ","))
+		urls[i] = "nats://127.0.0.1:" + strconv.Itoa(clientPorts[i])
+	}
+	return urls
+}
+
+// runServer starts nats-server with args and waits until it says it is ready.
+func runServer(t testing.TB, args ...string) {
+	t.Helper()
+	bin := NATSServerBinary(t)
+	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +138,6 @@ func ExternalServer(t testing.TB) string {
 	case <-time.After(30 * time.Second):
 		t.Fatal("nats-server did not become ready within 30s")
 	}
-	return "nats://127.0.0.1:" + strconv.Itoa(port)
 }
 
 // freePort asks the kernel for a free loopback port. Another process could
