@@ -50,11 +50,7 @@ prints how to point the CLI at it.`,
 				}()
 				f.data = dir
 			}
-			cfg, err := f.config()
-			if err != nil {
-				return err
-			}
-			logger, err := f.logger(s)
+			cfg, logger, err := f.build(s)
 			if err != nil {
 				return err
 			}

@@ -11,18 +11,29 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// outputFlag adds -o/--output with the given formats, the first being the default.
+// outputFlag adds -o/--output with the given formats, the first being the
+// default. Any other value is refused when the flags are parsed.
 func outputFlag(cmd *cobra.Command, formats ...string) *string {
-	var o string
-	cmd.Flags().StringVarP(&o, "output", "o", formats[0], "output format: "+strings.Join(formats, ", "))
+	o := &enumValue{value: formats[0], allowed: formats}
+	cmd.Flags().VarP(o, "output", "o", "output format: "+strings.Join(formats, ", "))
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(formats, cobra.ShellCompDirectiveNoFileComp))
-	return &o
+	return &o.value
 }
 
-func checkOutput(o string, formats ...string) error {
-	if !slices.Contains(formats, o) {
-		return fmt.Errorf("-o %q: want one of %s", o, strings.Join(formats, ", "))
+// enumValue is a string flag that takes one of a fixed set of values.
+type enumValue struct {
+	value   string
+	allowed []string
+}
+
+func (e *enumValue) String() string { return e.value }
+func (e *enumValue) Type() string   { return "string" }
+
+func (e *enumValue) Set(v string) error {
+	if !slices.Contains(e.allowed, v) {
+		return fmt.Errorf("want one of %s", strings.Join(e.allowed, ", "))
 	}
+	e.value = v
 	return nil
 }
 

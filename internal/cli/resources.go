@@ -46,9 +46,6 @@ a stale copy is refused instead of overwriting someone else's change.`,
 	_ = cmd.MarkFlagRequired("filename")
 	output := outputFlag(cmd, "text", "json")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := checkOutput(*output, "text", "json"); err != nil {
-			return err
-		}
 		docs, err := config.Load(files, s.in)
 		if err != nil {
 			return err
@@ -90,9 +87,6 @@ plural in any case: Agent, agent, agents.
 	cf.register(cmd)
 	output := outputFlag(cmd, "table", "json", "yaml")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkOutput(*output, "table", "json", "yaml"); err != nil {
-			return err
-		}
 		k, err := config.LookupKind(args[0])
 		if err != nil {
 			return err
@@ -204,9 +198,6 @@ func newDelete(s streams) *cobra.Command {
 	cf.register(cmd)
 	output := outputFlag(cmd, "text", "json")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkOutput(*output, "text", "json"); err != nil {
-			return err
-		}
 		k, err := config.LookupKind(args[0])
 		if err != nil {
 			return err
@@ -244,9 +235,6 @@ runs the same checks on apply.`,
 	_ = cmd.MarkFlagRequired("filename")
 	output := outputFlag(cmd, "text", "json")
 	cmd.RunE = func(_ *cobra.Command, _ []string) error {
-		if err := checkOutput(*output, "text", "json"); err != nil {
-			return err
-		}
 		docs, err := config.Load(files, s.in)
 		var fieldErrs config.Errors
 		if *output == "json" && errors.As(err, &fieldErrs) {

@@ -36,7 +36,17 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.StringVar(&f.logLevel, "log-level", d.logLevel, "log level: debug, info, warn or error")
 }
 
-// config checks the flags and turns them into the app's configuration.
+// build checks the flags and turns them into the app's configuration and
+// the process logger.
+func (f *serverFlags) build(s streams) (app.Config, *slog.Logger, error) {
+	cfg, err := f.config()
+	if err != nil {
+		return app.Config{}, nil, err
+	}
+	logger, err := telemetry.NewLogger(s.err, f.logFormat, f.logLevel)
+	return cfg, logger, err
+}
+
 func (f *serverFlags) config() (app.Config, error) {
 	if f.sync != "always" && f.sync != "interval" {
 		return app.Config{}, fmt.Errorf("--sync %q: want always or interval", f.sync)
@@ -59,10 +69,6 @@ func (f *serverFlags) config() (app.Config, error) {
 		SyncAlways: f.sync == "always",
 		Version:    Version(),
 	}, nil
-}
-
-func (f *serverFlags) logger(s streams) (*slog.Logger, error) {
-	return telemetry.NewLogger(s.err, f.logFormat, f.logLevel)
 }
 
 func newUp(s streams) *cobra.Command {
@@ -89,11 +95,7 @@ production, run a three-node NATS cluster with --replicas 3.`,
   CORRAL_HTTP=127.0.0.1:0 corral up --config corral.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := f.config()
-			if err != nil {
-				return err
-			}
-			logger, err := f.logger(s)
+			cfg, logger, err := f.build(s)
 			if err != nil {
 				return err
 			}

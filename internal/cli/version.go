@@ -16,9 +16,6 @@ func newVersion(s streams) *cobra.Command {
 	}
 	output := outputFlag(cmd, "text", "json")
 	cmd.RunE = func(*cobra.Command, []string) error {
-		if err := checkOutput(*output, "text", "json"); err != nil {
-			return err
-		}
 		info := map[string]string{"version": Version(), "go": runtime.Version(), "platform": runtime.GOOS + "/" + runtime.GOARCH}
 		if *output == "json" {
 			return writeJSON(s.out, info)
