@@ -31,6 +31,7 @@ type Config struct {
 	HTTPAddr   string // host:port; port 0 picks a free one
 	NATSURL    string // external NATS; "" runs the embedded server
 	NATSListen string // embedded server's optional TCP listener
+	NATSCreds  string // credentials file for an external NATS
 	Replicas   int
 	SyncAlways bool
 	Version    string
@@ -45,6 +46,7 @@ type App struct {
 	logger   *slog.Logger
 	bus      *bus.Bus
 	registry *registry.Registry
+	admins   *identity.Admins
 	listener net.Listener
 	server   *http.Server
 
@@ -57,12 +59,22 @@ type App struct {
 // HTTP server, whose port it binds so that URL is known before Run.
 func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err error) {
 	a := &App{cfg: cfg, logger: logger, ready: make(chan struct{})}
-	a.bus, err = bus.Open(ctx, logger.With("component", "bus"), bus.Options{
+	// The port first: if it is taken, fail before anything is created.
+	if a.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("app: --http %s: %w", cfg.HTTPAddr, err)
+	}
+	defer func() {
+		if err != nil {
+			a.listener.Close()
+		}
+	}()
+	a.bus, err = bus.Open(ctx, logger, bus.Options{
 		URL:        cfg.NATSURL,
 		DataDir:    cfg.DataDir,
 		Listen:     cfg.NATSListen,
 		Replicas:   cfg.Replicas,
 		SyncAlways: cfg.SyncAlways,
+		CredsFile:  cfg.NATSCreds,
 	})
 	if err != nil {
 		return nil, err
@@ -76,11 +88,10 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	if a.registry, err = registry.Open(ctx, logger.With("component", "registry"), a.bus); err != nil {
 		return nil, err
 	}
-	admins, err := identity.OpenAdmins(ctx, a.bus)
-	if err != nil {
+	if a.admins, err = identity.OpenAdmins(ctx, logger.With("component", "identity"), a.bus); err != nil {
 		return nil, err
 	}
-	if a.adminTokenPath, a.adminCreated, err = admins.Ensure(ctx, cfg.DataDir); err != nil {
+	if a.adminTokenPath, a.adminCreated, err = a.admins.Ensure(ctx, cfg.DataDir); err != nil {
 		return nil, err
 	}
 
@@ -93,33 +104,37 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "corral_build_info", Help: "Always 1; labels say which corral runs and on which substrate.",
 	}, []string{"version", "substrate"})
-	substrate := "external"
-	if a.bus.Embedded() {
-		substrate = "embedded"
-	}
-	buildInfo.WithLabelValues(cfg.Version, substrate).Set(1)
+	buildInfo.WithLabelValues(cfg.Version, a.substrate()).Set(1)
 	metrics.MustRegister(buildInfo)
 
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, admins).Register(mux)
+	api.New(httpLogger, a.registry, a.admins).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		mux.Handle(path, problem.Handle(httpLogger, problem.NotAllowed("GET")))
+	}
 	mux.Handle("/", problem.Handle(httpLogger, func(_ http.ResponseWriter, r *http.Request) error {
 		return problem.New(http.StatusNotFound, problem.NotFound, "no such endpoint: "+r.URL.Path)
 	}))
 
-	if a.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		return nil, fmt.Errorf("app: listen on %s: %w", cfg.HTTPAddr, err)
-	}
 	a.server = &http.Server{
 		Handler:           telemetry.NewHTTPMetrics(metrics).Middleware(httpLogger, mux),
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute, // whole request; no WriteTimeout, so responses may stream
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(httpLogger.Handler(), slog.LevelWarn),
 	}
 	return a, nil
+}
+
+func (a *App) substrate() string {
+	if a.bus.Embedded() {
+		return "embedded"
+	}
+	return "external"
 }
 
 // URL is the base URL the HTTP server answers on.
@@ -128,7 +143,8 @@ func (a *App) URL() string { return "http://" + a.listener.Addr().String() }
 // AdminToken returns the admin token file's path and whether this start created it.
 func (a *App) AdminToken() (path string, created bool) { return a.adminTokenPath, a.adminCreated }
 
-// NATSURL is the embedded server's TCP URL when it listens, else "".
+// NATSURL is the embedded server's TCP URL, credentials included, when it
+// listens, else "".
 func (a *App) NATSURL() string { return a.bus.ClientURL() }
 
 // Ready is closed once corral serves: resources are loaded.
@@ -144,10 +160,14 @@ func (a *App) Run(ctx context.Context) error {
 	regCtx, stopRegistry := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRegistry()
 	g.Go(func() error { return a.registry.Run(regCtx) })
+	g.Go(func() error { return a.admins.Run(regCtx) })
 	g.Go(func() error {
-		if a.registry.WaitLoaded(gctx) == nil {
-			close(a.ready)
+		if a.registry.WaitLoaded(gctx) != nil || a.admins.WaitLoaded(gctx) != nil {
+			return nil // shutting down before ready
 		}
+		a.logger.InfoContext(ctx, "corral ready", "url", a.URL(), "version", a.cfg.Version, "substrate", a.substrate(),
+			"data", a.cfg.DataDir, "sync_always", a.cfg.SyncAlways, "replicas", a.cfg.Replicas)
+		close(a.ready)
 		return nil
 	})
 	g.Go(func() error {

@@ -5,13 +5,18 @@ package bus
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -36,17 +41,31 @@ type Options struct {
 	// SyncAlways makes the embedded store fsync every write; otherwise it
 	// syncs on the server's interval (see README, "Durability").
 	SyncAlways bool
+	// CredsFile is a NATS credentials file (JWT and nkey) for an external
+	// server. A user and password can instead be given in URL.
+	CredsFile string
 }
+
+// listenUser is the user other processes authenticate as when the embedded
+// server listens; its password is kept in DataDir/nats.password.
+const (
+	listenUser         = "corral"
+	listenPasswordFile = "nats.password"
+)
 
 // Bus is an open connection to the substrate.
 type Bus struct {
-	conn     *nats.Conn
-	js       jetstream.JetStream
-	server   *server.Server // nil when external
-	unlock   func()         // releases the data directory; nil when external
-	replicas int
-	logger   *slog.Logger
-	closed   chan struct{} // closed when the connection has closed
+	conn      *nats.Conn
+	js        jetstream.JetStream
+	server    *server.Server // nil when external
+	clientURL string         // the embedded server's TCP URL with credentials, when it listens
+	unlock    func()         // releases the data directory; nil when external
+	replicas  int
+	logger    *slog.Logger
+	closed    chan struct{} // closed when the connection has closed
+
+	mu          sync.Mutex
+	reconnected chan struct{} // closed, and replaced, at every reconnect
 }
 
 // readyTimeout bounds how long the embedded server may take to start.
@@ -54,47 +73,63 @@ const readyTimeout = 30 * time.Second
 
 // Open starts the embedded server or connects to the external one, and checks
 // that JetStream answers.
-func Open(ctx context.Context, logger *slog.Logger, opts Options) (*Bus, error) {
+func Open(ctx context.Context, logger *slog.Logger, opts Options) (_ *Bus, err error) {
 	if opts.Replicas < 1 {
 		opts.Replicas = 1
 	}
-	b := &Bus{replicas: opts.Replicas, logger: logger, closed: make(chan struct{})}
+	b := &Bus{
+		replicas:    opts.Replicas,
+		logger:      logger.With("component", "bus"),
+		closed:      make(chan struct{}),
+		reconnected: make(chan struct{}),
+	}
+	defer func() {
+		if err != nil {
+			b.Close()
+		}
+	}()
 	connOpts := []nats.Option{
 		nats.Name("corral"),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				logger.Warn("nats disconnected", "err", err)
+				b.logger.Warn("nats disconnected", "err", err)
 			}
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(b.closed) }),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			logger.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+			b.logger.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+			b.mu.Lock()
+			close(b.reconnected)
+			b.reconnected = make(chan struct{})
+			b.mu.Unlock()
 		}),
 	}
-	url := opts.URL
-	if url == "" {
+	if opts.CredsFile != "" {
+		connOpts = append(connOpts, nats.UserCredentials(opts.CredsFile))
+	}
+	addr := opts.URL
+	if addr == "" {
 		if opts.Replicas > 1 {
 			return nil, fmt.Errorf("bus: --replicas %d needs a NATS cluster; the embedded server is a single node (use --nats URL)", opts.Replicas)
 		}
-		if err := b.startEmbedded(logger, opts); err != nil {
+		password, err := b.startEmbedded(ctx, logger.With("component", "nats"), opts)
+		if err != nil {
 			return nil, err
 		}
 		connOpts = append(connOpts, nats.InProcessServer(b.server))
+		if password != "" {
+			connOpts = append(connOpts, nats.UserInfo(listenUser, password))
+		}
 	}
-	conn, err := nats.Connect(url, connOpts...)
-	if err != nil {
-		b.Close()
+	if b.conn, err = nats.Connect(addr, connOpts...); err != nil {
 		return nil, fmt.Errorf("bus: connect %s: %w", describe(opts), err)
 	}
-	b.conn = conn
-	if b.js, err = jetstream.New(conn); err != nil {
-		b.Close()
+	if b.js, err = jetstream.New(b.conn); err != nil {
 		return nil, fmt.Errorf("bus: jetstream: %w", err)
 	}
 	if err := b.waitForJetStream(ctx); err != nil {
-		b.Close()
 		return nil, err
 	}
 	return b, nil
@@ -121,26 +156,34 @@ func (b *Bus) waitForJetStream(ctx context.Context) error {
 	}
 }
 
+// describe names the substrate for messages, without credentials.
 func describe(opts Options) string {
 	if opts.URL == "" {
 		return "embedded server"
 	}
-	return opts.URL
+	var out []string
+	for _, s := range strings.Split(opts.URL, ",") {
+		if u, err := url.Parse(strings.TrimSpace(s)); err == nil {
+			s = u.Redacted()
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, ",")
 }
 
-func (b *Bus) startEmbedded(logger *slog.Logger, opts Options) error {
+// startEmbedded starts the in-process server. When it also listens on TCP,
+// every client must authenticate; it returns the password they use.
+func (b *Bus) startEmbedded(ctx context.Context, logger *slog.Logger, opts Options) (password string, err error) {
 	if opts.DataDir == "" {
-		return errors.New("bus: the embedded server needs a data directory")
+		return "", errors.New("bus: the embedded server needs a data directory")
 	}
 	storeDir := filepath.Join(opts.DataDir, "jetstream")
 	if err := os.MkdirAll(storeDir, 0o700); err != nil {
-		return fmt.Errorf("bus: data directory: %w", err)
+		return "", fmt.Errorf("bus: data directory: %w", err)
 	}
-	unlock, err := lockDir(opts.DataDir)
-	if err != nil {
-		return fmt.Errorf("bus: %w", err)
+	if b.unlock, err = lockDir(opts.DataDir); err != nil {
+		return "", fmt.Errorf("bus: %w", err)
 	}
-	b.unlock = unlock
 	sopts := &server.Options{
 		ServerName: "corral",
 		JetStream:  true,
@@ -154,24 +197,71 @@ func (b *Bus) startEmbedded(logger *slog.Logger, opts Options) error {
 	if opts.Listen != "" {
 		host, port, err := splitHostPort(opts.Listen)
 		if err != nil {
-			return fmt.Errorf("bus: --nats-listen %q: %w", opts.Listen, err)
+			return "", fmt.Errorf("bus: --nats-listen %q: %w", opts.Listen, err)
+		}
+		if password, err = secretFile(filepath.Join(opts.DataDir, listenPasswordFile)); err != nil {
+			return "", fmt.Errorf("bus: --nats-listen: %w", err)
 		}
 		sopts.DontListen, sopts.Host, sopts.Port = false, host, port
+		sopts.Username, sopts.Password = listenUser, password
 	}
 	ns, err := server.NewServer(sopts)
 	if err != nil {
-		return fmt.Errorf("bus: embedded server: %w", err)
+		return "", fmt.Errorf("bus: embedded server: %w", err)
 	}
-	ns.SetLoggerV2(serverLogger{logger.With("component", "nats")}, false, false, false)
+	// The server reports a fatal error (a port in use) through its logger
+	// and expects the process to exit; here it ends the start instead.
+	fatal := make(chan string, 1)
+	ns.SetLoggerV2(serverLogger{l: logger, fatal: fatal}, false, false, false)
 	b.server = ns
 	ns.Start()
-	if !ns.ReadyForConnections(readyTimeout) {
-		return fmt.Errorf("bus: embedded server not ready after %s", readyTimeout)
+	deadline := time.Now().Add(readyTimeout)
+	for !ns.ReadyForConnections(100 * time.Millisecond) {
+		select {
+		case msg := <-fatal:
+			return "", fmt.Errorf("bus: embedded server: %s", msg)
+		case <-ctx.Done():
+			return "", fmt.Errorf("bus: embedded server: %w", ctx.Err())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("bus: embedded server not ready after %s", readyTimeout)
+		}
 	}
 	if opts.Listen != "" {
-		logger.Info("embedded nats listening", "url", ns.ClientURL())
+		u := &url.URL{Scheme: "nats", User: url.UserPassword(listenUser, password), Host: ns.Addr().String()}
+		b.clientURL = u.String()
+		b.logger.InfoContext(ctx, "embedded nats listening", "url", u.Redacted(),
+			"password_file", filepath.Join(opts.DataDir, listenPasswordFile))
 	}
-	return nil
+	return password, nil
+}
+
+// secretFile returns the secret kept in path, creating a random one (mode
+// 0600) if the file does not exist.
+func secretFile(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		if s := strings.TrimSpace(string(data)); s != "" {
+			return s, nil
+		}
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	var raw [24]byte
+	_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails
+	secret := base64.RawURLEncoding.EncodeToString(raw[:])
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.WriteString(secret + "\n"); err != nil {
+		f.Close()
+		return "", err
+	}
+	return secret, f.Close()
 }
 
 // splitHostPort parses "host:port"; port 0 asks for a free port.
@@ -193,19 +283,19 @@ func splitHostPort(addr string) (string, int, error) {
 // JetStream returns the JetStream context shared by every component.
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
 
-// Conn returns the NATS connection shared by every component.
-func (b *Bus) Conn() *nats.Conn { return b.conn }
-
 // Embedded reports whether corral runs its own server.
 func (b *Bus) Embedded() bool { return b.server != nil }
 
-// ClientURL is the URL other processes use to reach the embedded server when
-// it listens (--nats-listen), or "" otherwise.
-func (b *Bus) ClientURL() string {
-	if b.server == nil || b.server.Addr() == nil {
-		return ""
-	}
-	return b.server.ClientURL()
+// ClientURL is the URL, credentials included, at which other processes reach
+// the embedded server when it listens (--nats-listen), or "" otherwise.
+// Treat it as a secret.
+func (b *Bus) ClientURL() string { return b.clientURL }
+
+// reconnects returns a channel that is closed at the next reconnect.
+func (b *Bus) reconnects() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.reconnected
 }
 
 // Ping checks that the substrate answers: the connection is up and JetStream
@@ -224,8 +314,22 @@ func (b *Bus) Ping(ctx context.Context) error {
 
 // KeyValue creates a key-value bucket, or updates its configuration to cfg,
 // with the bus's replica count and file storage. It is safe to call at every
-// start and from several replicas at once.
+// start and from several replicas at once. It never lowers the replica count
+// of an existing bucket: a replica started with a smaller --replicas than the
+// bucket has is refused, rather than silently reducing its redundancy.
 func (b *Bus) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	if existing, err := b.js.KeyValue(ctx, cfg.Bucket); err == nil {
+		status, err := existing.Status(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("bus: bucket %s: %w", cfg.Bucket, err)
+		}
+		if have := status.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas; have > b.replicas {
+			return nil, fmt.Errorf("bus: bucket %s has %d replicas but --replicas is %d: start corral with --replicas %d (corral never reduces replication itself)",
+				cfg.Bucket, have, b.replicas, have)
+		}
+	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("bus: bucket %s: %w", cfg.Bucket, err)
+	}
 	cfg.Replicas = b.replicas
 	cfg.Storage = jetstream.FileStorage
 	kv, err := b.js.CreateOrUpdateKeyValue(ctx, cfg)
@@ -256,12 +360,24 @@ func (b *Bus) Close() {
 	}
 }
 
-// serverLogger sends the embedded server's log lines to slog.
-type serverLogger struct{ l *slog.Logger }
+// serverLogger sends the embedded server's log lines to slog, and its fatal
+// errors, after logging them, to fatal.
+type serverLogger struct {
+	l     *slog.Logger
+	fatal chan<- string
+}
 
 func (s serverLogger) Noticef(f string, v ...any) { s.l.Debug(fmt.Sprintf(f, v...)) }
 func (s serverLogger) Warnf(f string, v ...any)   { s.l.Warn(fmt.Sprintf(f, v...)) }
-func (s serverLogger) Fatalf(f string, v ...any)  { s.l.Error(fmt.Sprintf(f, v...)) }
 func (s serverLogger) Errorf(f string, v ...any)  { s.l.Error(fmt.Sprintf(f, v...)) }
 func (s serverLogger) Debugf(f string, v ...any)  { s.l.Debug(fmt.Sprintf(f, v...)) }
 func (s serverLogger) Tracef(f string, v ...any)  { s.l.Debug(fmt.Sprintf(f, v...)) }
+
+func (s serverLogger) Fatalf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	s.l.Error(msg)
+	select {
+	case s.fatal <- msg:
+	default:
+	}
+}

@@ -2,8 +2,12 @@ package bus_test
 
 import (
 	"net"
+	neturl "net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -62,7 +66,8 @@ func TestDataDirIsLocked(t *testing.T) {
 func TestEmbeddedListen(t *testing.T) {
 	b := bustest.OpenWith(t, bus.Options{DataDir: t.TempDir(), Listen: "127.0.0.1:0"})
 	url := b.ClientURL()
-	if !strings.HasPrefix(url, "nats://127.0.0.1:") || strings.HasSuffix(url, ":4222") {
+	u, err := neturl.Parse(url)
+	if err != nil || u.Hostname() != "127.0.0.1" || u.Port() == "4222" || u.Port() == "" {
 		t.Fatalf("ClientURL() = %q, want a free loopback port", url)
 	}
 	// Another client (a second replica, the nats CLI) reaches it over TCP.
@@ -70,9 +75,54 @@ func TestEmbeddedListen(t *testing.T) {
 	if err := other.Ping(t.Context()); err != nil {
 		t.Errorf("Ping over TCP: %v", err)
 	}
-	if _, err := net.Dial("tcp", strings.TrimPrefix(url, "nats://")); err != nil {
-		t.Errorf("dial %s: %v", url, err)
+}
+
+// TestEmbeddedListenNeedsPassword: once the embedded server listens, only
+// clients with the password from the data directory get in; without it,
+// anyone on the network could rewrite resources or mint an admin token.
+func TestEmbeddedListenNeedsPassword(t *testing.T) {
+	dir := t.TempDir()
+	b := bustest.OpenWith(t, bus.Options{DataDir: dir, Listen: "127.0.0.1:0"})
+	u, err := neturl.Parse(b.ClientURL())
+	if err != nil {
+		t.Fatal(err)
 	}
+	password, _ := u.User.Password()
+	stored, err := os.ReadFile(filepath.Join(dir, "nats.password"))
+	if err != nil || strings.TrimSpace(string(stored)) != password || password == "" {
+		t.Fatalf("nats.password = %q, %v; want the URL's password %q", stored, err, password)
+	}
+	if info, _ := os.Stat(filepath.Join(dir, "nats.password")); info.Mode().Perm() != 0o600 {
+		t.Errorf("nats.password mode = %v, want 0600", info.Mode().Perm())
+	}
+	for _, tt := range []struct{ name, url string }{
+		{"no credentials", "nats://" + u.Host},
+		{"wrong password", "nats://corral:wrong@" + u.Host},
+	} {
+		if _, err := bus.Open(t.Context(), discard(), bus.Options{URL: tt.url}); err == nil || !strings.Contains(err.Error(), "uthorization") {
+			t.Errorf("Open(%s) err = %v, want an authorization failure", tt.name, err)
+		}
+	}
+}
+
+// TestListenPortTaken fails fast, names the problem, and leaves the data
+// directory usable.
+func TestListenPortTaken(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := t.TempDir()
+	start := time.Now()
+	_, err = bus.Open(t.Context(), discard(), bus.Options{DataDir: dir, Listen: taken.Addr().String()})
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("Open on a taken port err = %v, want address already in use", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("Open on a taken port took %v; it should not wait for readiness", d)
+	}
+	bustest.OpenWith(t, bus.Options{DataDir: dir}) // the lock was released
 }
 
 func TestReplicasNeedCluster(t *testing.T) {
@@ -129,5 +179,11 @@ func TestExternalClusterReplicas(t *testing.T) {
 	}
 	if _, err := kv.PutString(t.Context(), "k", "v"); err != nil {
 		t.Errorf("put on the replicated bucket: %v", err)
+	}
+
+	// A replica started with a smaller --replicas must not reduce it.
+	small := bustest.OpenWith(t, bus.Options{URL: strings.Join(urls, ","), Replicas: 1})
+	if _, err := small.KeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "replicated"}); err == nil || !strings.Contains(err.Error(), "has 3 replicas but --replicas is 1") {
+		t.Errorf("KeyValue with fewer replicas err = %v, want a refusal", err)
 	}
 }

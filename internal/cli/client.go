@@ -22,8 +22,14 @@ import (
 	"github.com/corral-dev/corral/internal/registry"
 )
 
-// defaultTokenPath is where `corral up` with its default --data writes the admin token.
-var defaultTokenPath = filepath.Join(".corral", identity.AdminTokenFile)
+// defaultTokenPath is where `corral up` writes the admin token: under
+// CORRAL_DATA when that is set, else under the default ./.corral.
+func defaultTokenPath() string {
+	if dir := os.Getenv("CORRAL_DATA"); dir != "" {
+		return filepath.Join(dir, identity.AdminTokenFile)
+	}
+	return filepath.Join(".corral", identity.AdminTokenFile)
+}
 
 // clientFlags say which server a command talks to and with which credential.
 type clientFlags struct {
@@ -32,7 +38,7 @@ type clientFlags struct {
 
 func (f *clientFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.server, "server", "http://127.0.0.1:7070", "corral server URL")
-	cmd.Flags().StringVar(&f.token, "token", "", "admin token (default: read "+defaultTokenPath+")")
+	cmd.Flags().StringVar(&f.token, "token", "", "admin token (default: read $CORRAL_DATA/admin.token or ./.corral/admin.token)")
 }
 
 // client calls a corral server's HTTP API.
@@ -46,9 +52,10 @@ type client struct {
 func (f *clientFlags) client() (*client, error) {
 	token := f.token
 	if token == "" {
-		t, err := identity.ReadToken(defaultTokenPath)
+		path := defaultTokenPath()
+		t, err := identity.ReadToken(path)
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("no admin token: pass --token, set CORRAL_TOKEN, or run from the directory holding %s", defaultTokenPath)
+			return nil, fmt.Errorf("no admin token: pass --token, set CORRAL_TOKEN, or run where %s exists (CORRAL_DATA names corral's data directory)", path)
 		}
 		if err != nil {
 			return nil, err

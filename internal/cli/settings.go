@@ -16,6 +16,11 @@ func envName(flag string) string {
 	return "CORRAL_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
+// perInvocation are flags that say what one command does, not how corral is
+// set up; they are only read from the command line, so that a shared
+// settings file or a CORRAL_OUTPUT meant for one command cannot break another.
+var perInvocation = []string{"help", "config", "output", "filename", "keep"}
+
 // applySettings fills every flag of cmd not given on the command line from its
 // CORRAL_* variable, else from the --config file. A bad value names where it
 // came from; a key in the file that no corral command knows is an error, so a
@@ -33,7 +38,7 @@ func applySettings(cmd *cobra.Command) error {
 		f.Changed = true
 	}
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if f.Changed || f.Name == "help" || f.Name == "config" {
+		if f.Changed || slices.Contains(perInvocation, f.Name) {
 			return
 		}
 		if v, ok := os.LookupEnv(envName(f.Name)); ok {
@@ -92,7 +97,7 @@ func allFlagNames(root *cobra.Command) []string {
 	walk = func(c *cobra.Command) {
 		for _, fs := range []*pflag.FlagSet{c.LocalFlags(), c.PersistentFlags()} {
 			fs.VisitAll(func(f *pflag.Flag) {
-				if f.Name != "help" && f.Name != "config" && !slices.Contains(names, f.Name) {
+				if !slices.Contains(perInvocation, f.Name) && !slices.Contains(names, f.Name) {
 					names = append(names, f.Name)
 				}
 			})

@@ -14,6 +14,7 @@ import (
 // serverFlags are the settings of a corral server process.
 type serverFlags struct {
 	data, http, nats, natsListen string
+	natsCreds                    string
 	replicas                     int
 	sync                         string
 	logFormat, logLevel          string
@@ -29,7 +30,8 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.StringVar(&f.data, "data", d.data, d.dataUsage)
 	fl.StringVar(&f.http, "http", d.http, "HTTP listen address; port 0 picks a free port")
 	fl.StringVar(&f.nats, "nats", "", "URL of an external NATS server or cluster (default: run an embedded one)")
-	fl.StringVar(&f.natsListen, "nats-listen", "", "also let other processes reach the embedded NATS on this host:port (default: no TCP port)")
+	fl.StringVar(&f.natsCreds, "nats-creds", "", "NATS credentials file (JWT and nkey) for --nats; a user and password can go in the URL instead")
+	fl.StringVar(&f.natsListen, "nats-listen", "", "also let other processes reach the embedded NATS on this host:port, with the password in DATA/nats.password (default: no TCP port)")
 	fl.IntVar(&f.replicas, "replicas", 1, "replicas of every stream and bucket (more than 1 needs a NATS cluster)")
 	fl.StringVar(&f.sync, "sync", "interval", "embedded store durability: 'always' fsyncs every write, 'interval' syncs periodically")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -54,6 +56,9 @@ func (f *serverFlags) config() (app.Config, error) {
 	if f.replicas < 1 {
 		return app.Config{}, fmt.Errorf("--replicas %d: must be at least 1", f.replicas)
 	}
+	if f.natsCreds != "" && f.nats == "" {
+		return app.Config{}, fmt.Errorf("--nats-creds applies to an external NATS given with --nats")
+	}
 	if f.nats != "" && f.natsListen != "" {
 		return app.Config{}, fmt.Errorf("--nats-listen applies to the embedded server; with --nats %s, clients connect to that server instead", f.nats)
 	}
@@ -65,6 +70,7 @@ func (f *serverFlags) config() (app.Config, error) {
 		HTTPAddr:   f.http,
 		NATSURL:    f.nats,
 		NATSListen: f.natsListen,
+		NATSCreds:  f.natsCreds,
 		Replicas:   f.replicas,
 		SyncAlways: f.sync == "always",
 		Version:    Version(),
@@ -90,7 +96,9 @@ minutes; 'always' fsyncs every write and survives power loss, slower. For
 production, run a three-node NATS cluster with --replicas 3.`,
 		Example: `  corral up
   corral up --data /var/lib/corral --http 0.0.0.0:7070 --log-format json
-  corral up --nats-listen 127.0.0.1:4333          # let a second replica join
+  corral up --nats-listen 127.0.0.1:4333          # a second replica joins with
+  corral up --data .corral-b --http 127.0.0.1:7071 \
+    --nats nats://corral:$(cat .corral/nats.password)@127.0.0.1:4333
   corral up --nats nats://n1:4222,nats://n2:4222 --replicas 3
   CORRAL_HTTP=127.0.0.1:0 corral up --config corral.yaml`,
 		Args: cobra.NoArgs,
@@ -119,7 +127,8 @@ func serve(ctx context.Context, s streams, logger *slog.Logger, cfg app.Config, 
 	if err != nil {
 		return err
 	}
-	if path, created := a.AdminToken(); created {
+	// The demo's tour says where its token is, when it keeps it.
+	if path, created := a.AdminToken(); created && whenReady == nil {
 		fmt.Fprintf(s.out, "admin token written to %s\n", path)
 	}
 	runCtx, stop := context.WithCancel(ctx)
@@ -132,16 +141,7 @@ func serve(ctx context.Context, s streams, logger *slog.Logger, cfg app.Config, 
 		return err
 	case <-a.Ready():
 	}
-	substrate := "embedded"
-	if cfg.NATSURL != "" {
-		substrate = "external"
-	}
-	logger.InfoContext(ctx, "corral ready", "version", cfg.Version, "substrate", substrate, "data", cfg.DataDir,
-		"sync_always", cfg.SyncAlways, "replicas", cfg.Replicas)
 	fmt.Fprintf(s.out, "corral listening on %s\n", a.URL())
-	if url := a.NATSURL(); url != "" {
-		logger.InfoContext(ctx, "other replicas can join with --nats "+url)
-	}
 	if whenReady != nil {
 		werr := whenReady(runCtx, a)
 		stop()

@@ -13,9 +13,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,15 +35,24 @@ const adminTokenPrefix = "corral_admin_"
 // substrate is what Admins needs from the bus.
 type substrate interface {
 	KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error)
+	Watch(ctx context.Context, kv jetstream.KeyValue, apply func(context.Context, jetstream.KeyValueEntry), loaded func()) error
 }
 
-// Admins verifies admin tokens against the hashes in the substrate.
+// Admins verifies admin tokens against the hashes in the substrate, which it
+// mirrors in memory so that checking a token costs no round trip and keeps
+// working while the substrate is briefly away.
 type Admins struct {
-	kv jetstream.KeyValue
+	kv     jetstream.KeyValue
+	bus    substrate
+	logger *slog.Logger
+
+	mu     sync.RWMutex
+	hashes map[string]bool // bucket keys of registered admin tokens
+	loaded chan struct{}
 }
 
-// OpenAdmins creates or updates the identity bucket.
-func OpenAdmins(ctx context.Context, s substrate) (*Admins, error) {
+// OpenAdmins creates or updates the identity bucket. Call Run to mirror it.
+func OpenAdmins(ctx context.Context, logger *slog.Logger, s substrate) (*Admins, error) {
 	kv, err := s.KeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "corral credential hashes",
@@ -49,7 +60,26 @@ func OpenAdmins(ctx context.Context, s substrate) (*Admins, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
-	return &Admins{kv: kv}, nil
+	return &Admins{kv: kv, bus: s, logger: logger, hashes: map[string]bool{}, loaded: make(chan struct{})}, nil
+}
+
+// Run mirrors the registered token hashes into memory until ctx ends.
+func (a *Admins) Run(ctx context.Context) error {
+	return a.bus.Watch(ctx, a.kv, func(_ context.Context, e jetstream.KeyValueEntry) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.hashes[e.Key()] = e.Operation() == jetstream.KeyValuePut
+	}, func() { close(a.loaded) })
+}
+
+// WaitLoaded blocks until the registered hashes are in memory or ctx ends.
+func (a *Admins) WaitLoaded(ctx context.Context) error {
+	select {
+	case <-a.loaded:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("identity: waiting for credentials to load: %w", ctx.Err())
+	}
 }
 
 // Ensure makes sure the data directory holds an admin token that the
@@ -68,27 +98,30 @@ func (a *Admins) Ensure(ctx context.Context, dataDir string) (path string, creat
 		created = true
 	case err != nil:
 		return "", false, fmt.Errorf("identity: %w", err)
+	default:
+		if info, err := os.Stat(path); err == nil && info.Mode().Perm()&0o077 != 0 {
+			a.logger.WarnContext(ctx, "admin token file is readable by others; chmod 600 it", "path", path, "mode", info.Mode().Perm().String())
+		}
 	}
 	record, _ := json.Marshal(map[string]any{"kind": "admin", "created": time.Now().UTC()})
-	if _, err := a.kv.Put(ctx, adminKey(token), record); err != nil {
+	_, err = a.kv.Create(ctx, adminKey(token), record)
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return "", false, fmt.Errorf("identity: register admin token: %w", err)
 	}
+	a.mu.Lock()
+	a.hashes[adminKey(token)] = true
+	a.mu.Unlock()
 	return path, created, nil
 }
 
 // Verify reports whether token is a registered admin token.
-func (a *Admins) Verify(ctx context.Context, token string) (bool, error) {
+func (a *Admins) Verify(token string) bool {
 	if !strings.HasPrefix(token, adminTokenPrefix) {
-		return false, nil
+		return false
 	}
-	_, err := a.kv.Get(ctx, adminKey(token))
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("identity: verify admin token: %w", err)
-	}
-	return true, nil
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.hashes[adminKey(token)]
 }
 
 // ReadToken reads a token file, ignoring surrounding white space.

@@ -9,11 +9,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/corral-dev/corral/internal/telemetry"
 )
 
-// The stable codes, documented in docs/errors.md. Clients branch on these,
+// The stable codes, documented in docs/api.md ("Errors"). Clients branch on these,
 // never on detail text.
 const (
 	Unauthenticated  = "unauthenticated"
@@ -74,7 +75,7 @@ type Details struct {
 	Errors    any    `json:"errors,omitempty"`
 }
 
-// TypeURI is the problem type URI of a code; docs/errors.md describes each.
+// TypeURI is the problem type URI of a code; docs/api.md describes each.
 func TypeURI(code string) string { return "https://corral.dev/problems/" + code }
 
 // Write renders err. A *Error (anywhere in the chain) is shown as it says;
@@ -131,4 +132,14 @@ func WriteJSON(w http.ResponseWriter, status int, v any) error {
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// NotAllowed returns a handler for a path's other methods: 405 with the
+// Allow header listing the ones it takes.
+func NotAllowed(allowed ...string) HandlerFunc {
+	allow := strings.Join(allowed, ", ")
+	return func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Allow", allow)
+		return New(http.StatusMethodNotAllowed, MethodNotAllowed, fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, allow))
+	}
 }

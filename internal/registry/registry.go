@@ -54,18 +54,19 @@ var (
 // substrate is what the registry needs from the bus.
 type substrate interface {
 	KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error)
+	Watch(ctx context.Context, kv jetstream.KeyValue, apply func(context.Context, jetstream.KeyValueEntry), loaded func()) error
 }
 
 // Registry is the resource store of one replica.
 type Registry struct {
 	kv     jetstream.KeyValue
+	bus    substrate
 	logger *slog.Logger
 
 	mu      sync.RWMutex
 	entries map[string]entry // by key; deleted resources stay as tombstones
 
-	loaded     chan struct{} // closed once the initial values are in memory
-	loadedOnce sync.Once
+	loaded chan struct{} // closed once the initial values are in memory
 }
 
 // entry is the newest state of one key this replica knows of. Updates apply
@@ -88,50 +89,16 @@ func Open(ctx context.Context, logger *slog.Logger, s substrate) (*Registry, err
 	}
 	return &Registry{
 		kv:      kv,
+		bus:     s,
 		logger:  logger,
 		entries: map[string]entry{},
 		loaded:  make(chan struct{}),
 	}, nil
 }
 
-// Run mirrors the bucket into memory until ctx ends. It restarts the watch if
-// the substrate drops it.
+// Run mirrors the bucket into memory until ctx ends.
 func (r *Registry) Run(ctx context.Context) error {
-	for {
-		err := r.watch(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		r.logger.WarnContext(ctx, "resource watch ended; restarting", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-func (r *Registry) watch(ctx context.Context) error {
-	w, err := r.kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("registry: watch: %w", err)
-	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("registry: watch closed")
-			}
-			if e == nil { // all current values delivered
-				r.loadedOnce.Do(func() { close(r.loaded) })
-				continue
-			}
-			r.observe(ctx, e)
-		}
-	}
+	return r.bus.Watch(ctx, r.kv, r.observe, func() { close(r.loaded) })
 }
 
 // observe records one change seen on the bucket.
