@@ -16,10 +16,11 @@ test: lint
 build:
 	$(GO) build -o bin/corral ./cmd/corral
 
-## lint: gofmt, go vet and staticcheck
+## lint: gofmt, go mod tidy, go vet and staticcheck
 lint:
 	@unformatted=$$(gofmt -l $$($(GO) list -f '{{.Dir}}' ./...)); \
 	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted:"; echo "$$unformatted"; exit 1; fi
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -101,6 +102,21 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- s.Stop() }()
+	// Finish the body only once shutdown has begun: the listener refuses
+	// new connections.
+	addr := strings.TrimPrefix(s.URL, "http://")
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("corral still accepted connections 30s after Stop")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if _, err := io.WriteString(pw, `"metadata":{"name":"late"},"spec":{}}`); err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ type Applied struct {
 
 // Errors callers branch on, always wrapped with the resource they concern.
 var (
-	ErrNotFound = errors.New("resource not found")
+	ErrNotFound = errors.New("does not exist")
 	// ErrConflict means the stored revision is not the one the caller
 	// expected: someone else changed the resource in between.
 	ErrConflict = errors.New("resource changed concurrently")
@@ -269,7 +269,7 @@ func (r *Registry) Delete(ctx context.Context, kind, name string) error {
 	id := kind + "/" + name
 	cur, err := r.kv.Get(ctx, k)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("%s: %w", id, ErrNotFound)
+		return fmt.Errorf("%s %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return fmt.Errorf("registry: read %s: %w", id, err)
