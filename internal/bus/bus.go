@@ -318,14 +318,24 @@ func (b *Bus) Ping(ctx context.Context) error {
 // of an existing bucket: a replica started with a smaller --replicas than the
 // bucket has is refused, rather than silently reducing its redundancy.
 func (b *Bus) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	if cfg.History == 0 {
+		cfg.History = 1 // what JetStream makes of 0; said here so the comparison below holds
+	}
 	if existing, err := b.js.KeyValue(ctx, cfg.Bucket); err == nil {
 		status, err := existing.Status(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("bus: bucket %s: %w", cfg.Bucket, err)
 		}
-		if have := status.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas; have > b.replicas {
+		sc := status.(*jetstream.KeyValueBucketStatus).StreamInfo().Config
+		if sc.Replicas > b.replicas {
 			return nil, fmt.Errorf("bus: bucket %s has %d replicas but --replicas is %d: start corral with --replicas %d (corral never reduces replication itself)",
-				cfg.Bucket, have, b.replicas, have)
+				cfg.Bucket, sc.Replicas, b.replicas, sc.Replicas)
+		}
+		// Leave a bucket that is already as wanted alone: an update rewrites
+		// the whole stream configuration, briefly clearing what only
+		// UpdateAll needs (atomic batches) under other replicas' feet.
+		if sc.Replicas == b.replicas && status.History() == int64(cfg.History) && sc.Description == cfg.Description && sc.AllowAtomicPublish {
+			return existing, nil
 		}
 	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("bus: bucket %s: %w", cfg.Bucket, err)
@@ -335,6 +345,18 @@ func (b *Bus) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetst
 	kv, err := b.js.CreateOrUpdateKeyValue(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("bus: bucket %s: %w", cfg.Bucket, err)
+	}
+	// UpdateAll writes several keys as one atomic batch; the bucket's stream
+	// must allow that, and the key-value configuration cannot say so.
+	stream, err := b.js.Stream(ctx, "KV_"+cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("bus: bucket %s: %w", cfg.Bucket, err)
+	}
+	if sc := stream.CachedInfo().Config; !sc.AllowAtomicPublish {
+		sc.AllowAtomicPublish = true
+		if _, err := b.js.UpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("bus: bucket %s: allow atomic batches: %w", cfg.Bucket, err)
+		}
 	}
 	return kv, nil
 }

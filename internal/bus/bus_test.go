@@ -1,6 +1,7 @@
 package bus_test
 
 import (
+	"errors"
 	"net"
 	neturl "net/url"
 	"os"
@@ -181,9 +182,64 @@ func TestExternalClusterReplicas(t *testing.T) {
 		t.Errorf("put on the replicated bucket: %v", err)
 	}
 
+	// Atomic batches work on a replicated bucket, stale guards included.
+	if _, err := b.UpdateAll(t.Context(), kv, []bus.Update{{Key: "x", Value: []byte("1")}, {Key: "k", Value: []byte("2"), Revision: 999}}); !errors.Is(err, bus.ErrWrongRevision) {
+		t.Errorf("UpdateAll with a stale revision on R3 err = %v, want ErrWrongRevision", err)
+	}
+	if _, err := b.UpdateAll(t.Context(), kv, []bus.Update{{Key: "x", Value: []byte("1")}, {Key: "y", Value: []byte("2")}}); err != nil {
+		t.Errorf("UpdateAll on R3: %v", err)
+	}
+
 	// A replica started with a smaller --replicas must not reduce it.
 	small := bustest.OpenWith(t, bus.Options{URL: strings.Join(urls, ","), Replicas: 1})
 	if _, err := small.KeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "replicated"}); err == nil || !strings.Contains(err.Error(), "has 3 replicas but --replicas is 1") {
 		t.Errorf("KeyValue with fewer replicas err = %v, want a refusal", err)
+	}
+}
+
+func TestUpdateAllIsAtomic(t *testing.T) {
+	b := bustest.Open(t)
+	ctx := t.Context()
+	kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: "atomic", History: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revs, err := b.UpdateAll(ctx, kv, []bus.Update{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("1")}})
+	if err != nil || len(revs) != 2 || revs[1] != revs[0]+1 {
+		t.Fatalf("UpdateAll(new a, b) = %v, %v, want two consecutive revisions", revs, err)
+	}
+	for i, k := range []string{"a", "b"} {
+		last, e, err := b.Last(ctx, kv, k)
+		if err != nil || e == nil || last != revs[i] || string(e.Value()) != "1" {
+			t.Errorf("Last(%s) = %d, %v, %v; want revision %d with value 1", k, last, e, err, revs[i])
+		}
+	}
+
+	// One stale guard fails the batch, and the other write is not stored.
+	_, err = b.UpdateAll(ctx, kv, []bus.Update{{Key: "c", Value: []byte("new")}, {Key: "a", Value: []byte("2"), Revision: revs[0] - 1}})
+	if !errors.Is(err, bus.ErrWrongRevision) {
+		t.Fatalf("UpdateAll with a stale revision err = %v, want ErrWrongRevision", err)
+	}
+	if _, err := kv.Get(ctx, "c"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("c after a refused batch: Get err = %v, want not found", err)
+	}
+	if e, _ := kv.Get(ctx, "a"); string(e.Value()) != "1" {
+		t.Errorf("a after a refused batch = %q, want 1", e.Value())
+	}
+	// "Must not exist" is a guard too.
+	if _, err := b.UpdateAll(ctx, kv, []bus.Update{{Key: "a", Value: []byte("x")}}); !errors.Is(err, bus.ErrWrongRevision) {
+		t.Errorf("UpdateAll(create existing a) err = %v, want ErrWrongRevision", err)
+	}
+
+	// A deleted key's last revision is its delete marker; writing on it recreates the key.
+	if err := kv.Delete(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	last, e, err := b.Last(ctx, kv, "b")
+	if err != nil || e != nil || last <= revs[1] {
+		t.Fatalf("Last(deleted b) = %d, %v, %v; want the delete marker's revision and no entry", last, e, err)
+	}
+	if _, err := b.UpdateAll(ctx, kv, []bus.Update{{Key: "b", Value: []byte("again"), Revision: last}}); err != nil {
+		t.Errorf("UpdateAll(recreate b): %v", err)
 	}
 }

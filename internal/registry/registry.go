@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
 )
 
@@ -55,6 +56,8 @@ var (
 type substrate interface {
 	KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error)
 	Watch(ctx context.Context, kv jetstream.KeyValue, apply func(context.Context, jetstream.KeyValueEntry), loaded func()) error
+	Last(ctx context.Context, kv jetstream.KeyValue, key string) (uint64, jetstream.KeyValueEntry, error)
+	UpdateAll(ctx context.Context, kv jetstream.KeyValue, updates []bus.Update) ([]uint64, error)
 }
 
 // Registry is the resource store of one replica.
@@ -183,84 +186,78 @@ func (r *Registry) Count() map[string]int {
 	return out
 }
 
-// Apply stores resources that have already been validated. It reads the
-// stored revision of each first and refuses the whole set, storing nothing,
-// if any resource names a revision (metadata.revision) that is no longer
-// current. Then it writes each one that changed, guarded by the revision it
-// read, so that a concurrent writer is detected rather than overwritten.
+// Apply stores resources that have already been validated, all or none: the
+// changed ones go to the bucket as one atomic batch, each guarded by the
+// revision read just before, so a concurrent writer makes the whole apply
+// fail with ErrConflict instead of being overwritten or half-applied. A
+// resource that names a revision (metadata.revision) that is no longer
+// current is a conflict too.
 func (r *Registry) Apply(ctx context.Context, resources []config.Resource) ([]Applied, error) {
-	current := make([]jetstream.KeyValueEntry, len(resources))
+	out := make([]Applied, len(resources))
+	var (
+		updates []bus.Update
+		changed []int // index in resources of each update
+	)
 	for i, res := range resources {
-		e, err := r.kv.Get(ctx, key(res.Kind, res.Metadata.Name))
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return nil, fmt.Errorf("registry: read %s: %w", res.ID(), err)
-		default:
-			current[i] = e
+		k := key(res.Kind, res.Metadata.Name)
+		last, cur, err := r.bus.Last(ctx, r.kv, k)
+		if err != nil {
+			return nil, fmt.Errorf("registry: %w", err)
 		}
-		if want := res.Metadata.Revision; want != 0 && (current[i] == nil || current[i].Revision() != want) {
+		var stored *config.Resource
+		if cur != nil {
+			s, err := decodeEntry(cur)
+			if err != nil {
+				return nil, fmt.Errorf("registry: stored %s: %w", res.ID(), err)
+			}
+			stored = &s
+		}
+		if want := res.Metadata.Revision; want != 0 && (stored == nil || stored.Metadata.Revision != want) {
 			var have uint64
-			if current[i] != nil {
-				have = current[i].Revision()
+			if stored != nil {
+				have = stored.Metadata.Revision
 			}
 			return nil, fmt.Errorf("%s: metadata.revision is %d but the stored revision is %d: %w", res.ID(), want, have, ErrConflict)
 		}
+		switch {
+		case stored != nil && stored.SameContent(res):
+			out[i] = Applied{Resource: *stored, Result: Unchanged}
+			continue
+		case stored != nil:
+			out[i].Result = Configured
+		default:
+			out[i].Result = Created
+		}
+		value, err := encode(res)
+		if err != nil {
+			return nil, fmt.Errorf("registry: encode %s: %w", res.ID(), err)
+		}
+		updates = append(updates, bus.Update{Key: k, Value: value, Revision: last})
+		changed = append(changed, i)
 	}
 
-	out := make([]Applied, 0, len(resources))
-	for i, res := range resources {
-		applied, err := r.store(ctx, res, current[i])
+	revs, err := r.bus.UpdateAll(ctx, r.kv, updates)
+	if errors.Is(err, bus.ErrWrongRevision) {
+		return nil, fmt.Errorf("another writer changed one of the resources meanwhile; nothing was stored: %w", ErrConflict)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("registry: store: %w", err)
+	}
+	// Read each back: its timestamp, set by JetStream, is the one every
+	// replica and every restart will report as metadata.updated.
+	for j, i := range changed {
+		e, err := r.kv.GetRevision(ctx, updates[j].Key, revs[j])
 		if err != nil {
-			return out, err
+			return nil, fmt.Errorf("registry: read back %s: %w", resources[i].ID(), err)
 		}
-		out = append(out, applied)
+		stored, err := decodeEntry(e)
+		if err != nil {
+			return nil, fmt.Errorf("registry: read back %s: %w", resources[i].ID(), err)
+		}
+		r.record(updates[j].Key, entry{rev: revs[j], res: &stored})
+		out[i].Resource = stored
 	}
 	return out, nil
-}
-
-// store writes one resource given the entry read before (nil if none).
-func (r *Registry) store(ctx context.Context, res config.Resource, cur jetstream.KeyValueEntry) (Applied, error) {
-	k := key(res.Kind, res.Metadata.Name)
-	if cur != nil {
-		stored, err := decodeEntry(cur)
-		if err == nil && stored.SameContent(res) {
-			return Applied{Resource: stored, Result: Unchanged}, nil
-		}
-	}
-	value, err := encode(res)
-	if err != nil {
-		return Applied{}, fmt.Errorf("registry: encode %s: %w", res.ID(), err)
-	}
-	var (
-		rev    uint64
-		result Result
-	)
-	if cur == nil {
-		rev, err = r.kv.Create(ctx, k, value)
-		result = Created
-	} else {
-		rev, err = r.kv.Update(ctx, k, value, cur.Revision())
-		result = Configured
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return Applied{}, fmt.Errorf("%s: %w", res.ID(), ErrConflict)
-	}
-	if err != nil {
-		return Applied{}, fmt.Errorf("registry: store %s: %w", res.ID(), err)
-	}
-	// Read the entry back: its timestamp, set by JetStream, is the one every
-	// replica and every restart will report as metadata.updated.
-	e, err := r.kv.GetRevision(ctx, k, rev)
-	if err != nil {
-		return Applied{}, fmt.Errorf("registry: read back %s: %w", res.ID(), err)
-	}
-	stored, err := decodeEntry(e)
-	if err != nil {
-		return Applied{}, fmt.Errorf("registry: read back %s: %w", res.ID(), err)
-	}
-	r.record(k, entry{rev: rev, res: &stored})
-	return Applied{Resource: stored, Result: result}, nil
 }
 
 // Delete removes a resource. It fails with ErrNotFound if there is none.
