@@ -27,7 +27,6 @@ const (
 	Conflict         = "conflict"
 	RequestTooLarge  = "request_too_large"
 	UnsupportedMedia = "unsupported_media_type"
-	NotReady         = "not_ready"
 	Internal         = "internal"
 )
 
