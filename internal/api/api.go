@@ -126,7 +126,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	res, ok := a.store.Get(k.Name, name)
 	if !ok {
-		return problem.New(http.StatusNotFound, problem.ResourceNotFound, fmt.Sprintf("%s/%s does not exist", k.Name, name))
+		return notFound(k, name)
 	}
 	return problem.WriteJSON(w, http.StatusOK, res)
 }
@@ -180,6 +180,9 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	name := r.PathValue("name")
+	if !config.ValidName(name) {
+		return notFound(k, name) // and never a key the substrate would refuse
+	}
 	if err := a.store.Delete(r.Context(), k.Name, name); err != nil {
 		return storeError(err)
 	}
@@ -210,8 +213,8 @@ func (a *API) apply(w http.ResponseWriter, r *http.Request) error {
 	if err := dec.Decode(&req); err != nil {
 		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, `the body must be JSON: {"resources": [...]}: `+err.Error(), err)
 	}
-	if len(req.Resources) == 0 {
-		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "resources: must hold at least one resource")
+	if len(req.Resources) == 0 || len(req.Resources) > registry.MaxApply {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("resources: must hold 1 to %d resources, got %d", registry.MaxApply, len(req.Resources)))
 	}
 	var (
 		docs []config.Document
@@ -280,12 +283,19 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
+// maxProblems caps the problems listed in one answer.
+const maxProblems = 100
+
 func invalid(errs config.Errors) error {
 	detail := fmt.Sprintf("%d problem(s) in the resources; nothing was stored", len(errs))
 	if len(errs) == 1 {
 		detail = errs[0].Error() + "; nothing was stored"
 	}
-	return &problem.Error{Status: http.StatusUnprocessableEntity, Code: problem.InvalidResource, Detail: detail, Errors: errs}
+	return &problem.Error{Status: http.StatusUnprocessableEntity, Code: problem.InvalidResource, Detail: detail, Errors: errs.Truncate(maxProblems)}
+}
+
+func notFound(k *config.Kind, name string) error {
+	return problem.New(http.StatusNotFound, problem.ResourceNotFound, fmt.Sprintf("%s/%s %s", k.Name, name, registry.ErrNotFound))
 }
 
 func storeError(err error) error {

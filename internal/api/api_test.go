@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -189,5 +190,41 @@ func TestSchemas(t *testing.T) {
 	req, _ = http.NewRequestWithContext(t.Context(), "GET", s.URL+"/v1/schemas", nil)
 	if r := send(t, s, req); r.status != 200 || !strings.Contains(string(r.body), `"/v1/schemas/Agent"`) {
 		t.Errorf("GET schemas = %d %s", r.status, r.body)
+	}
+}
+
+func TestNamesThatCannotExist(t *testing.T) {
+	s := apptest.Start(t)
+	for _, name := range []string{"a*b", ">", "foo..bar", "UPPER"} {
+		for _, method := range []string{"GET", "DELETE"} {
+			r := send(t, s, s.Request(t, method, "/v1/resources/agents/"+url.PathEscape(name), nil))
+			if r.status != 404 || r.problem.Code != problem.ResourceNotFound {
+				t.Errorf("%s agents/%s = %d %s, want 404 resource_not_found", method, name, r.status, r.body)
+			}
+		}
+	}
+}
+
+func TestApplyLimits(t *testing.T) {
+	s := apptest.Start(t)
+	var b strings.Builder
+	b.WriteString(`{"resources":[`)
+	for i := range 1001 {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString(`{}`)
+	}
+	b.WriteString(`]}`)
+	if r := send(t, s, s.Request(t, "POST", "/v1/apply", []byte(b.String()))); r.status != 400 || !strings.Contains(r.problem.Detail, "1 to 1000 resources, got 1001") {
+		t.Errorf("apply of 1001 resources = %d %s, want 400 naming the limit", r.status, r.body)
+	}
+	// 1000 invalid resources: the count is told, the list is capped.
+	body := strings.Replace(b.String(), `{},`, ``, 1) // 1000 of them
+	r := send(t, s, s.Request(t, "POST", "/v1/apply", []byte(body)))
+	var p struct{ Errors []json.RawMessage }
+	_ = json.Unmarshal(r.body, &p)
+	if r.status != 422 || !strings.HasPrefix(r.problem.Detail, "1000 problem(s)") || len(p.Errors) != 101 {
+		t.Errorf("apply of 1000 empty resources = %d %q with %d errors, want 422, the full count and 100 listed + 1", r.status, r.problem.Detail, len(p.Errors))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,30 +25,48 @@ type Document struct {
 	Resource Resource
 }
 
-// maxProblems caps the problems reported for one document: past that, the
-// list helps nobody and only costs memory.
-const maxProblems = 50
+// Limits on what one stream (a file, or a request body) may cost and report.
+const (
+	// maxDocuments caps the documents of one stream. Together with the value
+	// budget (maxNodes), it keeps a body of many small documents from costing
+	// more than a large honest file.
+	maxDocuments = 1000
+	// maxProblems caps the problems reported for one document: past that, the
+	// list helps nobody and only costs memory.
+	maxProblems = 50
+	// maxTotalProblems caps the problems that Decode, and Load across all its
+	// files, report in all.
+	maxTotalProblems = 100
+)
 
 // Decode reads every document in data (YAML, several documents separated by
 // "---", or JSON) and validates each one. It returns the documents only when
-// all of them are valid; otherwise it returns Errors listing every problem in
-// every document, each naming source, document and field. Empty documents are
-// skipped but still counted, so document numbers match what the user sees.
+// all of them are valid; otherwise it returns Errors listing the problems of
+// every document, each naming source, document and field, at most 50 for one
+// document and 100 in all (see Errors.Truncate). Empty documents are skipped
+// but still counted, so document numbers match what the user sees. A stream
+// may hold at most 1000 documents and 100,000 values in all (an alias counts
+// each time it is used).
 func Decode(source string, data []byte) ([]Document, error) {
 	docs, errs := decode(source, data)
 	if len(errs) > 0 {
-		return nil, errs
+		return nil, errs.Truncate(maxTotalProblems)
 	}
 	return docs, nil
 }
 
 // decode is Decode returning the valid documents alongside the errors, so that
-// Load can also report duplicates among the documents that were valid.
+// Load can also report duplicates among the documents that were valid. The
+// errors are not truncated, so that Load can count them across files; there
+// are at most about maxDocuments × (maxProblems+1) of them.
 func decode(source string, data []byte) ([]Document, Errors) {
 	var (
 		docs []Document
 		errs Errors
 	)
+	// One budget for the whole stream: per document, a body of many small
+	// documents could each expand aliases to just under the limit.
+	conv := newConverter()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for index := 1; ; index++ {
 		var node yaml.Node
@@ -57,25 +76,30 @@ func decode(source string, data []byte) ([]Document, Errors) {
 		}
 		if err != nil {
 			// The YAML stream cannot be read past a syntax error.
-			errs = append(errs, FieldError{Source: source, Document: index, Message: "malformed YAML: " + yamlMessage(err)})
+			errs = append(errs, FieldError{Source: source, Document: index, Message: "malformed YAML: " + syntaxMessage(data, err)})
 			break
 		}
 		if isEmpty(&node) {
 			continue // an empty document, such as a trailing "---"
 		}
-		value, err := newConverter().value(&node, nil)
+		// Documents count as they are numbered, empty ones included; only
+		// empty ones past the limit, such as a trailing "---", get by.
+		if index > maxDocuments {
+			errs = append(errs, FieldError{Source: source, Document: index, Message: fmt.Sprintf("the file holds more than %d documents; split it", maxDocuments)})
+			break
+		}
+		value, err := conv.value(&node, nil)
 		if err != nil {
 			fe := FieldError{Message: err.Error()}
 			errors.As(err, &fe)
 			fe.Source, fe.Document = source, index
 			errs = append(errs, fe)
+			if conv.exhausted() {
+				break // every later document would fail the same way
+			}
 			continue
 		}
 		res, problems := Validate(value)
-		if len(problems) > maxProblems {
-			more := len(problems) - maxProblems
-			problems = append(problems[:maxProblems], FieldError{Resource: problems[0].Resource, Message: fmt.Sprintf("and %d more problems", more)})
-		}
 		for _, p := range problems {
 			p.Source, p.Document = source, index
 			errs = append(errs, p)
@@ -98,9 +122,18 @@ func DecodeJSON(data []byte) (Resource, []FieldError) {
 
 // Validate checks one document, given as a JSON value (maps, slices, strings,
 // json.Number, bools and nil, as jsonschema.UnmarshalJSON returns), against
-// its kind's schema, and returns the resource with its spec in canonical form.
-// The returned problems carry Resource and Field but no Source or Document.
+// its kind's schema and MaxResourceBytes, and returns the resource with its
+// spec in canonical form. The returned problems, at most 50 and then one
+// saying how many more there are, carry Resource and Field but no Source or
+// Document.
 func Validate(value any) (Resource, []FieldError) {
+	return validate(value, MaxResourceBytes)
+}
+
+// validate is Validate with the size limit as a parameter: no resource of
+// today's kinds reaches MaxResourceBytes, so tests check the limit with a
+// smaller one.
+func validate(value any, maxBytes int) (Resource, []FieldError) {
 	obj, ok := value.(map[string]any)
 	if !ok {
 		return Resource{}, []FieldError{{Message: "a resource must be a mapping with apiVersion, kind, metadata and spec, got " + jsonType(value)}}
@@ -119,18 +152,17 @@ func Validate(value any) (Resource, []FieldError) {
 		// Documents spell the kind exactly; the CLI's lenient lookup is for people typing.
 		return Resource{}, []FieldError{{Resource: label, Field: "kind", Message: fmt.Sprintf("unknown kind %q (known kinds: %s)", kindName, KindNames())}}
 	}
-	if problems := labelProblems(obj); len(problems) > 0 {
-		for i := range problems {
-			problems[i].Resource = label
-		}
-		return Resource{}, problems
-	}
+	problems := labelProblems(obj)
 	if err := k.validator().Validate(value); err != nil {
 		var ve *jsonschema.ValidationError
-		if !errors.As(err, &ve) {
-			return Resource{}, []FieldError{{Resource: label, Message: err.Error()}}
+		if errors.As(err, &ve) {
+			problems = append(problems, schemaProblems(ve, value)...)
+		} else {
+			problems = append(problems, FieldError{Message: err.Error()})
 		}
-		problems := schemaProblems(ve, value)
+	}
+	if len(problems) > 0 {
+		problems = Errors(sortProblems(problems)).Truncate(maxProblems)
 		for i := range problems {
 			problems[i].Resource = label
 		}
@@ -156,6 +188,13 @@ func Validate(value any) (Resource, []FieldError) {
 		return Resource{}, []FieldError{{Resource: label, Field: "spec", Message: err.Error()}}
 	}
 	res.Metadata.Updated = time.Time{} // server-set; ignored on input
+	stored, err := json.Marshal(res)
+	if err != nil {
+		return Resource{}, []FieldError{{Resource: label, Message: "encode: " + err.Error()}}
+	}
+	if len(stored) > maxBytes {
+		return Resource{}, []FieldError{{Resource: label, Message: fmt.Sprintf("the resource is %d bytes; at most %d", len(stored), maxBytes)}}
+	}
 	return res, nil
 }
 
@@ -174,7 +213,6 @@ func labelProblems(obj map[string]any) []FieldError {
 			out = append(out, FieldError{Field: "metadata.labels", Message: fmt.Sprintf("invalid key %q: use letters, digits, '-', '_' and '.', at most 63, starting and ending with a letter or digit, after an optional DNS-style prefix and '/'", key)})
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Message < out[j].Message })
 	return out
 }
 
@@ -197,8 +235,8 @@ func documentLabel(obj map[string]any) string {
 	return ""
 }
 
-// yamlMessage turns "yaml: line 3: did not find expected key" into
-// "line 3: did not find expected key".
+// yamlMessage turns "yaml: line 3: cannot unmarshal ..." into
+// "line 3: cannot unmarshal ...".
 func yamlMessage(err error) string {
 	return strings.TrimPrefix(err.Error(), "yaml: ")
 }
@@ -220,7 +258,7 @@ func fieldPath(path []string) string {
 }
 
 // schemaProblems flattens a validation error tree into one problem per
-// violated leaf, sorted by field, with messages written for people.
+// violated leaf, with messages written for people.
 func schemaProblems(ve *jsonschema.ValidationError, instance any) []FieldError {
 	var out []FieldError
 	var walk func(e *jsonschema.ValidationError)
@@ -253,25 +291,19 @@ func schemaProblems(ve *jsonschema.ValidationError, instance any) []FieldError {
 		}
 	}
 	walk(ve)
-	sort.SliceStable(out, func(i, j int) bool {
-		if out[i].Field != out[j].Field {
-			return out[i].Field < out[j].Field
-		}
-		return out[i].Message < out[j].Message
-	})
-	return slicesCompact(out)
+	return out
 }
 
-// slicesCompact drops adjacent duplicates, which schema combinators can produce.
-func slicesCompact(es []FieldError) []FieldError {
-	out := es[:0]
-	for i, e := range es {
-		if i > 0 && e == es[i-1] {
-			continue
+// sortProblems sorts problems by field, then message, and drops duplicates,
+// which schema combinators can produce.
+func sortProblems(problems []FieldError) []FieldError {
+	sort.SliceStable(problems, func(i, j int) bool {
+		if problems[i].Field != problems[j].Field {
+			return problems[i].Field < problems[j].Field
 		}
-		out = append(out, e)
-	}
-	return out
+		return problems[i].Message < problems[j].Message
+	})
+	return slices.Compact(problems)
 }
 
 // instancePath renders a JSON pointer's tokens, marking array indices as "[i]"
@@ -328,6 +360,8 @@ func kindMessage(k jsonschema.ErrorKind) string {
 		return fmt.Sprintf("must have at least %d items", k.Want)
 	case *kind.MaxItems:
 		return fmt.Sprintf("must have at most %d items", k.Want)
+	case *kind.MaxProperties:
+		return fmt.Sprintf("must have at most %d entries, got %d", k.Want, k.Got)
 	case *kind.Pattern:
 		return fmt.Sprintf("%q does not match %s", k.Got, k.Want)
 	case *kind.Format:

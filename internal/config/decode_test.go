@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -113,6 +115,29 @@ func TestValidateMessages(t *testing.T) {
 			want: []string{"Agent/a: metadata.updated: must be a valid date-time"},
 		},
 		{
+			name: "label and schema problems together",
+			doc:  `{"apiVersion":"corral.dev/v1","kind":"Agent","metadata":{"name":"a","labels":{"bad key!":"x","ok":1}}}`,
+			want: []string{
+				`Agent/a: metadata.labels: invalid key "bad key!": use letters, digits, '-', '_' and '.', at most 63, starting and ending with a letter or digit, after an optional DNS-style prefix and '/'`,
+				"Agent/a: metadata.labels.ok: must be string, got number",
+				"Agent/a: spec: required",
+			},
+		},
+		{
+			name: "64 labels",
+			doc:  `{"apiVersion":"corral.dev/v1","kind":"Agent","metadata":{"name":"a","labels":` + labelsJSON(64) + `},"spec":{}}`,
+		},
+		{
+			name: "65 labels",
+			doc:  `{"apiVersion":"corral.dev/v1","kind":"Agent","metadata":{"name":"a","labels":` + labelsJSON(65) + `},"spec":{}}`,
+			want: []string{"Agent/a: metadata.labels: must have at most 64 entries, got 65"},
+		},
+		{
+			name: "problems capped per document",
+			doc:  `{"apiVersion":"corral.dev/v1","kind":"Agent","metadata":{"name":"a"},"spec":` + labelsJSON(maxProblems+5) + `}`,
+			want: append(unknownSpecFields(maxProblems), "Agent/a: and 5 more problems"),
+		},
+		{
 			name: "not an object",
 			doc:  `"Agent"`,
 			want: []string{"a resource must be a mapping with apiVersion, kind, metadata and spec, got string"},
@@ -130,6 +155,24 @@ func TestValidateMessages(t *testing.T) {
 			}
 		})
 	}
+}
+
+// labelsJSON is a JSON object of n entries, "l00": "v" and so on.
+func labelsJSON(n int) string {
+	entries := make([]string, n)
+	for i := range entries {
+		entries[i] = fmt.Sprintf(`"l%02d":"v"`, i)
+	}
+	return "{" + strings.Join(entries, ",") + "}"
+}
+
+// unknownSpecFields are the problems of a spec holding labelsJSON(n) or more.
+func unknownSpecFields(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("Agent/a: spec.l%02d: unknown field", i)
+	}
+	return out
 }
 
 func TestValidateCanonicalisesSpec(t *testing.T) {
@@ -181,5 +224,125 @@ func TestLookupKind(t *testing.T) {
 	}
 	if _, err := LookupKind("robot"); !errors.Is(err, ErrUnknownKind) {
 		t.Errorf("LookupKind(robot) error = %v, want ErrUnknownKind", err)
+	}
+}
+
+// aliasBomb is a document whose aliases expand to 90,123 values: under the
+// value budget on its own, over it twice.
+const aliasBomb = `a: &a [x, x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: [*d, *d, *d, *d, *d, *d, *d]
+`
+
+// TestDecodeBudgetCoversStream checks that the value budget is spent across
+// documents: a stream of documents that each stay just under it must not
+// cost the server one budget per document.
+func TestDecodeBudgetCoversStream(t *testing.T) {
+	_, err := Decode("bomb.yaml", []byte(strings.Repeat("---\n"+aliasBomb, 3)))
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("Decode(3 alias bombs) error = %v, want Errors", err)
+	}
+	var got []string
+	for _, e := range es {
+		got = append(got, e.Error())
+	}
+	want := []string{
+		"bomb.yaml: document 1: kind: required",
+		// Document 2 runs out inside its c, at an alias written on line 9
+		// (in b), and document 3 is not read.
+		"bomb.yaml: document 2: c[6][0]: line 9: more than 100000 values in this file (an alias counts each time it is used)",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Decode(3 alias bombs) problems mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func agentDocs(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "---\napiVersion: corral.dev/v1\nkind: Agent\nmetadata: {name: a%d}\nspec: {}\n", i)
+	}
+	return b.String()
+}
+
+func TestDecodeDocumentLimit(t *testing.T) {
+	docs, err := Decode("many.yaml", []byte(agentDocs(maxDocuments)+"---\n---\n"))
+	if err != nil || len(docs) != maxDocuments {
+		t.Fatalf("Decode(%d documents and empty ones) = %d documents, %v; want all of them", maxDocuments, len(docs), err)
+	}
+	_, err = Decode("many.yaml", []byte(agentDocs(maxDocuments+2)))
+	want := Errors{{Source: "many.yaml", Document: maxDocuments + 1, Message: "the file holds more than 1000 documents; split it"}}
+	if diff := cmp.Diff(error(want), err); diff != "" {
+		t.Errorf("Decode(%d documents) mismatch (-want +got):\n%s", maxDocuments+2, diff)
+	}
+}
+
+// TestDecodeCapsProblems checks that a stream of many bad documents yields a
+// bounded report, from Decode and from Load across files.
+func TestDecodeCapsProblems(t *testing.T) {
+	notResources := func(n int) []byte { return []byte(strings.Repeat("x\n---\n", n)) }
+	const notMapping = "a resource must be a mapping with apiVersion, kind, metadata and spec, got string"
+
+	_, err := Decode("x.yaml", notResources(300))
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("Decode(300 strings) error = %v, want Errors", err)
+	}
+	if len(es) != maxTotalProblems+1 {
+		t.Fatalf("Decode(300 strings) = %d problems, want %d", len(es), maxTotalProblems+1)
+	}
+	wantFirst := FieldError{Source: "x.yaml", Document: 1, Message: notMapping}
+	wantLast := FieldError{Message: "and 200 more problems"}
+	if es[0] != wantFirst || es[maxTotalProblems] != wantLast {
+		t.Errorf("Decode(300 strings) = [%v ... %v], want [%v ... %v]", es[0], es[maxTotalProblems], wantFirst, wantLast)
+	}
+
+	dir := t.TempDir()
+	for _, name := range []string{"a.yaml", "b.yaml"} {
+		if err := os.WriteFile(filepath.Join(dir, name), notResources(60), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = Load([]string{dir}, nil)
+	if !errors.As(err, &es) {
+		t.Fatalf("Load(2 files of 60 strings) error = %v, want Errors", err)
+	}
+	want := []FieldError{
+		{Source: filepath.Join(dir, "b.yaml"), Document: 40, Message: notMapping},
+		{Message: "and 20 more problems"},
+	}
+	if len(es) != maxTotalProblems+1 {
+		t.Fatalf("Load(2 files of 60 strings) = %d problems, want %d", len(es), maxTotalProblems+1)
+	}
+	if diff := cmp.Diff(want, []FieldError(es[maxTotalProblems-1:])); diff != "" {
+		t.Errorf("Load(2 files of 60 strings) last problems mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestValidateSizeLimit(t *testing.T) {
+	doc := `{"apiVersion":"corral.dev/v1","kind":"Agent","metadata":{"name":"a","revision":7},"spec":{"description":"` + strings.Repeat("x", 1000) + `"}}`
+	value, err := jsonschema.UnmarshalJSON(strings.NewReader(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, problems := Validate(value)
+	if len(problems) > 0 {
+		t.Fatalf("Validate(%s) problems = %v, want none", doc, problems)
+	}
+	stored, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := len(stored)
+	if _, problems := validate(value, size); len(problems) > 0 {
+		t.Errorf("validate(resource of %d bytes, at most %d) = %v, want no problems", size, size, problems)
+	}
+	_, problems = validate(value, size-1)
+	want := []FieldError{{Resource: "Agent/a", Message: fmt.Sprintf("the resource is %d bytes; at most %d", size, size-1)}}
+	if diff := cmp.Diff(want, problems); diff != "" {
+		t.Errorf("validate(resource of %d bytes, at most %d) mismatch (-want +got):\n%s", size, size-1, diff)
 	}
 }

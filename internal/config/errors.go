@@ -54,3 +54,23 @@ func (es Errors) Error() string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// Truncate returns the first limit problems of es followed, if any were left
+// out, by one more problem, "and N more problems", which has no source,
+// document, resource or field: limit+1 entries in all. A list of at most limit
+// problems is returned as it is. es itself is never modified. Truncate keeps a
+// report readable, and its size bounded, however many problems the input has.
+func (es Errors) Truncate(limit int) Errors {
+	limit = max(limit, 0)
+	if len(es) <= limit {
+		return es
+	}
+	out := make(Errors, limit, limit+1)
+	copy(out, es)
+	more := len(es) - limit
+	msg := fmt.Sprintf("and %d more problems", more)
+	if more == 1 {
+		msg = "and 1 more problem"
+	}
+	return append(out, FieldError{Message: msg})
+}

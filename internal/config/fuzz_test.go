@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -19,13 +20,22 @@ func FuzzDecode(f *testing.F) {
 		}
 		f.Add(data)
 	}
+	for _, tt := range syntaxTests {
+		f.Add([]byte(tt.yaml))
+	}
 	f.Add([]byte("a: &a [*a]"))
 	f.Add([]byte("kind: Agent\nmetadata: {name: x}\nspec: {description: !!binary aGVsbG8=}"))
+	f.Add([]byte(strings.Repeat("---\n"+aliasBomb, 3)))
+	f.Add([]byte(strings.Repeat("x\n---\n", 150)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		docs, err := Decode("fuzz.yaml", data)
 		if err != nil {
-			if _, ok := err.(Errors); !ok {
+			es, ok := err.(Errors)
+			if !ok {
 				t.Fatalf("Decode error of type %T, want Errors: %v", err, err)
+			}
+			if len(es) > maxTotalProblems+1 {
+				t.Fatalf("Decode reported %d problems, want at most %d", len(es), maxTotalProblems+1)
 			}
 			return
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -54,7 +55,7 @@ func KindNames() string {
 }
 
 // ErrUnknownKind is returned (wrapped) by LookupKind for a name no kind answers to.
-var ErrUnknownKind = fmt.Errorf("unknown kind")
+var ErrUnknownKind = errors.New("unknown kind")
 
 // LookupKind finds a kind by its name or plural, in any letter case:
 // "Agent", "agent" and "agents" all name the Agent kind.

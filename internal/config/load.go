@@ -14,7 +14,8 @@ import (
 // .yaml, .yml and .json files, hidden ones skipped) and from standard input
 // when a path is "-". It validates every document of every file and returns
 // them only if all are valid, and only if no resource is declared twice;
-// otherwise the Errors name every problem found.
+// otherwise the Errors name the problems found, at most 100 in all (see
+// Errors.Truncate).
 func Load(paths []string, stdin io.Reader) ([]Document, error) {
 	var files []string
 	for _, p := range paths {
@@ -55,7 +56,7 @@ func Load(paths []string, stdin io.Reader) ([]Document, error) {
 	}
 	errs = append(errs, Duplicates(docs)...)
 	if len(errs) > 0 {
-		return nil, errs
+		return nil, errs.Truncate(maxTotalProblems)
 	}
 	return docs, nil
 }

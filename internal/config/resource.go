@@ -2,11 +2,18 @@ package config
 
 import (
 	"encoding/json"
+	"regexp"
 	"time"
 )
 
 // APIVersion is the apiVersion every resource document carries.
 const APIVersion = "corral.dev/v1"
+
+// MaxResourceBytes caps the size of one resource in its stored form (the JSON
+// encoding of Resource). The substrate stores a resource as one message, and
+// NATS refuses messages over its max_payload (1 MB by default); the margin
+// leaves room for the server-set fields and for kinds that grow.
+const MaxResourceBytes = 256 << 10
 
 // Resource is one declarative resource: a kind, a name and a spec. Its Spec
 // holds the canonical JSON of the kind's spec type (see Kind.DecodeSpec), so
@@ -31,6 +38,15 @@ type Metadata struct {
 	// Updated is set by the server: when this revision was stored. Ignored on input.
 	Updated time.Time `json:"updated,omitzero"`
 }
+
+// namePattern is the pattern of metadata.name in schemas/metadata.json; a
+// test keeps the two the same.
+var namePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// ValidName reports whether name can be a resource's metadata.name: lowercase
+// letters, digits and '-', starting and ending with a letter or digit, at most
+// 63 characters. No resource of any kind has a name for which it is false.
+func ValidName(name string) bool { return namePattern.MatchString(name) }
 
 // ID returns "Kind/name", the way messages and the CLI refer to a resource.
 func (r Resource) ID() string { return r.Kind + "/" + r.Metadata.Name }

@@ -80,3 +80,70 @@ func TestDocumentSchemaServed(t *testing.T) {
 		}
 	}
 }
+
+// TestValidNameMatchesSchema keeps ValidName and the schema's rule for
+// metadata.name the same: the same pattern, and the same answer on a table
+// of names.
+func TestValidNameMatchesSchema(t *testing.T) {
+	var schema struct {
+		Properties struct {
+			Name struct {
+				Pattern string `json:"pattern"`
+			} `json:"name"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(metadataSchema, &schema); err != nil {
+		t.Fatal(err)
+	}
+	if got := schema.Properties.Name.Pattern; got != namePattern.String() {
+		t.Errorf("schema pattern of metadata.name = %q, ValidName's = %q, want the same", got, namePattern.String())
+	}
+
+	tests := []struct {
+		name string
+		want bool
+	}{
+		{"a", true},
+		{"0", true},
+		{"impact", true},
+		{"impact-agent-2", true},
+		{"a--b", true},
+		{"1a", true},
+		{strings.Repeat("a", 63), true},
+		{strings.Repeat("a", 64), false},
+		{"", false},
+		{"-a", false},
+		{"a-", false},
+		{"-", false},
+		{"Impact", false},
+		{"a_b", false},
+		{"a.b", false},
+		{"a/b", false},
+		{"a b", false},
+		{"é", false},
+		{"a\n", false},
+		{"\na", false},
+		{"..", false},
+	}
+	for _, tt := range tests {
+		if got := ValidName(tt.name); got != tt.want {
+			t.Errorf("ValidName(%q) = %v, want %v", tt.name, got, tt.want)
+		}
+		doc, err := json.Marshal(map[string]any{
+			"apiVersion": APIVersion, "kind": "Agent", "metadata": map[string]any{"name": tt.name}, "spec": map[string]any{},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, problems := DecodeJSON(doc)
+		schemaValid := true
+		for _, p := range problems {
+			if p.Field == "metadata.name" {
+				schemaValid = false
+			}
+		}
+		if schemaValid != tt.want {
+			t.Errorf("DecodeJSON(name %q) problems = %v, want the name valid = %v", tt.name, problems, tt.want)
+		}
+	}
+}

@@ -10,8 +10,9 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Limits that keep a hostile document from costing more than a large honest
-// one: nesting (stack depth) and values produced (alias expansion).
+// Limits that keep a hostile stream from costing more than a large honest
+// one: nesting (stack depth) and values produced (alias expansion), the
+// latter counted across every document of the stream.
 const (
 	maxDepth = 64
 	maxNodes = 100_000
@@ -22,11 +23,18 @@ const (
 // itself rather than using yaml.Node.Decode, whose duplicate-key check is
 // quadratic in the size of a mapping and whose error for a file full of
 // duplicates grows quadratically too.
+//
+// One converter serves a whole stream, so that its budget of maxNodes values
+// covers every document: once exhausted, it refuses every later value.
 type converter struct {
 	nodes int // values produced so far, aliases expanded
 }
 
 func newConverter() *converter { return &converter{} }
+
+// exhausted reports whether the converter has refused a value for exceeding
+// its budget.
+func (c *converter) exhausted() bool { return c.nodes > maxNodes }
 
 // isEmpty reports whether a document holds nothing (only comments, or "~").
 func isEmpty(doc *yaml.Node) bool {
@@ -42,7 +50,7 @@ func (c *converter) value(n *yaml.Node, path []string) (any, error) {
 		return nil, fieldErr(path, "nested deeper than %d levels", maxDepth)
 	}
 	if c.nodes++; c.nodes > maxNodes {
-		return nil, fieldErr(path, "line %d: more than %d values in one document (an alias counts each time it is used)", n.Line, maxNodes)
+		return nil, fieldErr(path, "line %d: more than %d values in this file (an alias counts each time it is used)", n.Line, maxNodes)
 	}
 	switch n.Kind {
 	case yaml.DocumentNode:

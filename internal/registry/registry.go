@@ -24,6 +24,10 @@ import (
 // Bucket is the key-value bucket that holds every resource, keyed "Kind.name".
 const Bucket = "corral_resources"
 
+// MaxApply is the most resources one Apply takes: they are stored as one
+// atomic batch.
+const MaxApply = bus.MaxUpdates
+
 // history is how many revisions of each resource the bucket keeps.
 const history = 10
 
