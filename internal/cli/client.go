@@ -82,7 +82,7 @@ func (c *client) apply(ctx context.Context, docs []config.Document) ([]registry.
 	}
 	var resp api.ApplyResponse
 	if err := c.do(ctx, "POST", "/v1/apply", req, &resp); err != nil {
-		return nil, locateApplyErrors(err, docs)
+		return nil, notStored{locateApplyErrors(err, docs)}
 	}
 	return resp.Results, nil
 }

@@ -48,7 +48,7 @@ a stale copy is refused instead of overwriting someone else's change.`,
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		docs, err := config.Load(files, s.in)
 		if err != nil {
-			return err
+			return notStored{err}
 		}
 		c, err := cf.client()
 		if err != nil {

@@ -93,6 +93,13 @@ variable, and the variable over the file.`,
 	return root
 }
 
+// notStored marks an error that stopped a write before anything was stored,
+// so that the message can say so.
+type notStored struct{ err error }
+
+func (e notStored) Error() string { return e.err.Error() }
+func (e notStored) Unwrap() error { return e.err }
+
 // usageError is a mistake in how a command was called.
 type usageError struct {
 	cmd *cobra.Command
@@ -110,7 +117,11 @@ func printError(w io.Writer, root *cobra.Command, err error) {
 		for _, e := range fieldErrs {
 			fmt.Fprintln(w, e.Error())
 		}
-		fmt.Fprintf(w, "%s: %d problem(s); nothing was stored\n", root.Name(), len(fieldErrs))
+		summary := fmt.Sprintf("%s: %d problem(s)", root.Name(), len(fieldErrs))
+		if errors.As(err, new(notStored)) {
+			summary += "; nothing was stored"
+		}
+		fmt.Fprintln(w, summary)
 		return
 	}
 	msg := err.Error()
