@@ -16,6 +16,8 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/corral-dev/corral/internal/yamljson"
 )
 
 // Document is one resource read from a file, with where it came from.
@@ -66,7 +68,7 @@ func decode(source string, data []byte) ([]Document, Errors) {
 	)
 	// One budget for the whole stream: per document, a body of many small
 	// documents could each expand aliases to just under the limit.
-	conv := newConverter()
+	conv := yamljson.New(yamljson.Limits{MaxDepth: maxDepth, MaxValues: maxNodes})
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for index := 1; ; index++ {
 		var node yaml.Node
@@ -88,13 +90,15 @@ func decode(source string, data []byte) ([]Document, Errors) {
 			errs = append(errs, FieldError{Source: source, Document: index, Message: fmt.Sprintf("the file holds more than %d documents; split it", maxDocuments)})
 			break
 		}
-		value, err := conv.value(&node, nil)
+		value, err := conv.Convert(&node)
 		if err != nil {
-			fe := FieldError{Message: err.Error()}
-			errors.As(err, &fe)
-			fe.Source, fe.Document = source, index
+			fe := FieldError{Source: source, Document: index, Message: err.Error()}
+			var ye *yamljson.Error
+			if errors.As(err, &ye) {
+				fe.Field, fe.Message = yamljson.FieldPath(ye.Path), ye.Message
+			}
 			errs = append(errs, fe)
-			if conv.exhausted() {
+			if conv.Exhausted() {
 				break // every later document would fail the same way
 			}
 			continue
@@ -241,22 +245,6 @@ func yamlMessage(err error) string {
 	return strings.TrimPrefix(err.Error(), "yaml: ")
 }
 
-// fieldPath joins path elements as "spec.tools[0].name"; elements that are
-// already in "[i]" form attach without a dot.
-func fieldPath(path []string) string {
-	if len(path) == 0 {
-		return "(document)"
-	}
-	var b strings.Builder
-	for i, p := range path {
-		if i > 0 && !strings.HasPrefix(p, "[") {
-			b.WriteByte('.')
-		}
-		b.WriteString(p)
-	}
-	return b.String()
-}
-
 // schemaProblems flattens a validation error tree into one problem per
 // violated leaf, with messages written for people.
 func schemaProblems(ve *jsonschema.ValidationError, instance any) []FieldError {
@@ -273,21 +261,21 @@ func schemaProblems(ve *jsonschema.ValidationError, instance any) []FieldError {
 		switch k := e.ErrorKind.(type) {
 		case *kind.Required:
 			for _, m := range k.Missing {
-				out = append(out, FieldError{Field: fieldPath(append(path, m)), Message: "required"})
+				out = append(out, FieldError{Field: yamljson.FieldPath(append(path, m)), Message: "required"})
 			}
 		case *kind.AdditionalProperties:
 			for _, p := range k.Properties {
-				out = append(out, FieldError{Field: fieldPath(append(path, p)), Message: "unknown field"})
+				out = append(out, FieldError{Field: yamljson.FieldPath(append(path, p)), Message: "unknown field"})
 			}
 		case *kind.Pattern:
-			field := fieldPath(path)
+			field := yamljson.FieldPath(path)
 			msg := kindMessage(k)
 			if field == "metadata.name" {
 				msg = fmt.Sprintf("%q is not a valid name: use lowercase letters, digits and '-', start and end with a letter or digit, at most 63 characters", k.Got)
 			}
 			out = append(out, FieldError{Field: field, Message: msg})
 		default:
-			out = append(out, FieldError{Field: fieldPath(path), Message: kindMessage(e.ErrorKind)})
+			out = append(out, FieldError{Field: yamljson.FieldPath(path), Message: kindMessage(e.ErrorKind)})
 		}
 	}
 	walk(ve)

@@ -253,7 +253,7 @@ func TestDecodeBudgetCoversStream(t *testing.T) {
 		"bomb.yaml: document 1: kind: required",
 		// Document 2 runs out inside its c, at an alias written on line 9
 		// (in b), and document 3 is not read.
-		"bomb.yaml: document 2: c[6][0]: line 9: more than 100000 values in this file (an alias counts each time it is used)",
+		"bomb.yaml: document 2: c[6][0]: line 9: more than 100000 values (an alias counts each time it is used)",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Decode(3 alias bombs) problems mismatch (-want +got):\n%s", diff)
