@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/identity"
 	"github.com/corral-dev/corral/internal/problem"
 	"github.com/corral-dev/corral/internal/registry"
 )
@@ -30,21 +31,24 @@ type Store interface {
 	Delete(ctx context.Context, kind, name string) error
 }
 
-// Verifier checks admin bearer tokens.
-type Verifier interface {
-	Verify(token string) bool
+// Credentials checks admin tokens and manages agent keys.
+type Credentials interface {
+	VerifyAdmin(token string) bool
+	CreateKey(ctx context.Context, agent string) (string, identity.Key, error)
+	Keys(agent string) []identity.Key
+	RevokeKey(ctx context.Context, id string) (identity.Key, error)
 }
 
 // API holds the handlers' dependencies.
 type API struct {
 	store  Store
-	admins Verifier
+	creds  Credentials
 	logger *slog.Logger
 }
 
-// New returns the API over store, letting in callers that admins verifies.
-func New(logger *slog.Logger, store Store, admins Verifier) *API {
-	return &API{store: store, admins: admins, logger: logger}
+// New returns the API over store, letting in callers with an admin token.
+func New(logger *slog.Logger, store Store, creds Credentials) *API {
+	return &API{store: store, creds: creds, logger: logger}
 }
 
 // Register adds the API's routes to mux.
@@ -57,12 +61,17 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("PUT /v1/resources/{kind}/{name}", admin(a.put))
 	mux.Handle("DELETE /v1/resources/{kind}/{name}", admin(a.delete))
 	mux.Handle("POST /v1/apply", admin(a.apply))
+	mux.Handle("POST /v1/keys", admin(a.createKey))
+	mux.Handle("GET /v1/keys", admin(a.listKeys))
+	mux.Handle("DELETE /v1/keys/{id}", admin(a.revokeKey))
 	mux.Handle("GET /v1/schemas", open(a.schemas))
 	mux.Handle("GET /v1/schemas/{kind}", open(a.schema))
 	for path, allowed := range map[string][]string{
 		"/v1/resources/{kind}":        {"GET"},
 		"/v1/resources/{kind}/{name}": {"GET", "PUT", "DELETE"},
 		"/v1/apply":                   {"POST"},
+		"/v1/keys":                    {"GET", "POST"},
+		"/v1/keys/{id}":               {"DELETE"},
 		"/v1/schemas":                 {"GET"},
 		"/v1/schemas/{kind}":          {"GET"},
 	} {
@@ -76,7 +85,7 @@ func (a *API) requireAdmin(next problem.HandlerFunc) problem.HandlerFunc {
 		if !ok {
 			return problem.New(http.StatusUnauthorized, problem.Unauthenticated, "send the admin token as Authorization: Bearer <token>")
 		}
-		if !a.admins.Verify(token) {
+		if !a.creds.VerifyAdmin(token) {
 			return problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the token is not a valid admin token")
 		}
 		return next(w, r)

@@ -228,3 +228,42 @@ func TestApplyLimits(t *testing.T) {
 		t.Errorf("apply of 1000 empty resources = %d %q with %d errors, want 422, the full count and 100 listed + 1", r.status, r.problem.Detail, len(p.Errors))
 	}
 }
+
+func TestKeysAPI(t *testing.T) {
+	s := apptest.Start(t)
+	send(t, s, s.Request(t, "PUT", "/v1/resources/agents/impact", []byte(agentJSON)))
+	tests := []struct {
+		name   string
+		body   string
+		status int
+		code   string
+	}{
+		{"not JSON", `agent: impact`, 400, problem.InvalidRequest},
+		{"no agent", `{}`, 400, problem.InvalidRequest},
+		{"unknown agent", `{"agent":"ghost"}`, 404, problem.ResourceNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if r := send(t, s, s.Request(t, "POST", "/v1/keys", []byte(tt.body))); r.status != tt.status || r.problem.Code != tt.code {
+				t.Errorf("POST /v1/keys %s = %d %s, want %d %s", tt.body, r.status, r.body, tt.status, tt.code)
+			}
+		})
+	}
+	r := send(t, s, s.Request(t, "POST", "/v1/keys", []byte(`{"agent":"impact"}`)))
+	var created struct{ Key, ID, Agent string }
+	if err := json.Unmarshal(r.body, &created); err != nil || r.status != 201 || !strings.HasPrefix(created.Key, "corral_ak_") || created.Agent != "impact" {
+		t.Fatalf("POST /v1/keys = %d %s", r.status, r.body)
+	}
+	// An agent key opens no admin endpoint.
+	req := s.Request(t, "GET", "/v1/keys", nil)
+	req.Header.Set("Authorization", "Bearer "+created.Key)
+	if r := send(t, s, req); r.status != 401 {
+		t.Errorf("GET /v1/keys with an agent key = %d, want 401", r.status)
+	}
+	if r := send(t, s, s.Request(t, "DELETE", "/v1/keys/"+created.ID, nil)); r.status != 200 {
+		t.Errorf("DELETE key = %d %s", r.status, r.body)
+	}
+	if r := send(t, s, s.Request(t, "DELETE", "/v1/keys/"+created.ID, nil)); r.status != 404 || r.problem.Code != problem.KeyNotFound {
+		t.Errorf("DELETE revoked key = %d %s, want 404 key_not_found", r.status, r.body)
+	}
+}

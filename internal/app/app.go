@@ -46,7 +46,7 @@ type App struct {
 	logger   *slog.Logger
 	bus      *bus.Bus
 	registry *registry.Registry
-	admins   *identity.Admins
+	creds    *identity.Store
 	listener net.Listener
 	server   *http.Server
 
@@ -88,10 +88,10 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	if a.registry, err = registry.Open(ctx, logger.With("component", "registry"), a.bus); err != nil {
 		return nil, err
 	}
-	if a.admins, err = identity.OpenAdmins(ctx, logger.With("component", "identity"), a.bus); err != nil {
+	if a.creds, err = identity.Open(ctx, logger.With("component", "identity"), a.bus); err != nil {
 		return nil, err
 	}
-	if a.adminTokenPath, a.adminCreated, err = a.admins.Ensure(ctx, cfg.DataDir); err != nil {
+	if a.adminTokenPath, a.adminCreated, err = a.creds.Ensure(ctx, cfg.DataDir); err != nil {
 		return nil, err
 	}
 
@@ -109,7 +109,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.admins).Register(mux)
+	api.New(httpLogger, a.registry, a.creds).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
@@ -160,9 +160,9 @@ func (a *App) Run(ctx context.Context) error {
 	regCtx, stopRegistry := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRegistry()
 	g.Go(func() error { return a.registry.Run(regCtx) })
-	g.Go(func() error { return a.admins.Run(regCtx) })
+	g.Go(func() error { return a.creds.Run(regCtx) })
 	g.Go(func() error {
-		if a.registry.WaitLoaded(gctx) != nil || a.admins.WaitLoaded(gctx) != nil {
+		if a.registry.WaitLoaded(gctx) != nil || a.creds.WaitLoaded(gctx) != nil {
 			return nil // shutting down before ready
 		}
 		a.logger.InfoContext(ctx, "corral ready", "url", a.URL(), "version", a.cfg.Version, "substrate", a.substrate(),

@@ -204,3 +204,36 @@ func TestUpStopsOnCancel(t *testing.T) {
 		t.Errorf("up after cancel exited %d, want 0: %s", code, errOut.String())
 	}
 }
+
+func TestKeysCommands(t *testing.T) {
+	s := apptest.Start(t)
+	t.Chdir(t.TempDir())
+	conn := []string{"--server", s.URL, "--token", s.Token}
+	if _, errOut, code := run(t, "", append([]string{"keys", "create", "--agent", "ghost"}, conn...)...); code != 1 || !strings.Contains(errOut, "Agent/ghost does not exist") {
+		t.Errorf("keys create for a missing agent = %d %q, want a clear refusal", code, errOut)
+	}
+	agent := "apiVersion: corral.dev/v1\nkind: Agent\nmetadata: {name: impact}\nspec: {}\n"
+	if _, errOut, code := run(t, agent, append([]string{"apply", "-f", "-"}, conn...)...); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	out, errOut, code := run(t, "", append([]string{"keys", "create", "--agent", "impact"}, conn...)...)
+	secret := strings.TrimSpace(out)
+	if code != 0 || !strings.HasPrefix(secret, "corral_ak_") || !strings.Contains(errOut, "not shown again") {
+		t.Fatalf("keys create = %d %q %q", code, out, errOut)
+	}
+	out, _, _ = run(t, "", append([]string{"keys", "list", "--agent", "impact", "-o", "json"}, conn...)...)
+	var list struct{ Items []struct{ ID, Agent string } }
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list.Items) != 1 || list.Items[0].Agent != "impact" {
+		t.Fatalf("keys list -o json = %s", out)
+	}
+	if strings.Contains(out, secret) {
+		t.Error("keys list printed the key itself")
+	}
+	id := list.Items[0].ID
+	if out, _, code := run(t, "", append([]string{"keys", "revoke", id}, conn...)...); code != 0 || out != "key "+id+" of Agent/impact revoked\n" {
+		t.Errorf("keys revoke = %d %q", code, out)
+	}
+	if _, errOut, code := run(t, "", append([]string{"keys", "revoke", id}, conn...)...); code != 1 || !strings.Contains(errOut, "key_not_found") {
+		t.Errorf("keys revoke again = %d %q, want key_not_found", code, errOut)
+	}
+}

@@ -84,6 +84,7 @@ variable, and the variable over the file.`,
 		newGet(s),
 		newDelete(s),
 		newValidate(s),
+		newKeys(s),
 		newVersion(s),
 		newCompletion(root),
 	)

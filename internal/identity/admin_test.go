@@ -13,10 +13,10 @@ import (
 	"github.com/corral-dev/corral/internal/identity"
 )
 
-// start opens Admins on b and mirrors the bucket until the test ends.
-func start(t *testing.T, b *bus.Bus) *identity.Admins {
+// start opens a Store on b and mirrors the bucket until the test ends.
+func start(t *testing.T, b *bus.Bus) *identity.Store {
 	t.Helper()
-	a, err := identity.OpenAdmins(t.Context(), slog.New(slog.DiscardHandler), b)
+	a, err := identity.Open(t.Context(), slog.New(slog.DiscardHandler), b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,8 +70,8 @@ func TestAdminToken(t *testing.T) {
 		{strings.TrimPrefix(token, "corral_admin_"), false},
 		{"", false},
 	} {
-		if got := admins.Verify(tt.token); got != tt.want {
-			t.Errorf("Verify(%q) = %v, want %v", tt.token, got, tt.want)
+		if got := admins.VerifyAdmin(tt.token); got != tt.want {
+			t.Errorf("VerifyAdmin(%q) = %v, want %v", tt.token, got, tt.want)
 		}
 	}
 }
@@ -87,7 +87,7 @@ func TestAdminTokenSharedByReplicas(t *testing.T) {
 	}
 	token, _ := identity.ReadToken(path)
 	deadline := time.Now().Add(5 * time.Second)
-	for !a2.Verify(token) {
+	for !a2.VerifyAdmin(token) {
 		if time.Now().After(deadline) {
 			t.Fatal("the other replica did not accept the token within 5s")
 		}

@@ -22,6 +22,7 @@ const (
 	MethodNotAllowed = "method_not_allowed"
 	UnknownKind      = "unknown_kind"
 	ResourceNotFound = "resource_not_found"
+	KeyNotFound      = "key_not_found"
 	InvalidResource  = "invalid_resource"
 	InvalidRequest   = "invalid_request"
 	Conflict         = "conflict"
