@@ -3,7 +3,6 @@ package yamljson
 import (
 	"encoding/json"
 	"errors"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -83,7 +82,7 @@ func TestFieldPath(t *testing.T) {
 	if got := FieldPath([]string{"spec", "tools", "[0]", "name"}); got != "spec.tools[0].name" {
 		t.Errorf("FieldPath = %q", got)
 	}
-	if got := FieldPath(nil); !strings.EqualFold(got, "") {
+	if got := FieldPath(nil); got != "" {
 		t.Errorf("FieldPath(nil) = %q, want empty", got)
 	}
 }
