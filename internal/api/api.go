@@ -44,6 +44,9 @@ type API struct {
 	store  Store
 	creds  Credentials
 	logger *slog.Logger
+
+	kills Killer      // nil until WithOps
+	audit AuditReader // nil until WithOps
 }
 
 // New returns the API over store, letting in callers with an admin token.
@@ -66,6 +69,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("DELETE /v1/keys/{id}", admin(a.revokeKey))
 	mux.Handle("GET /v1/schemas", open(a.schemas))
 	mux.Handle("GET /v1/schemas/{kind}", open(a.schema))
+	a.registerOps(mux, admin, open)
 	for path, allowed := range map[string][]string{
 		"/v1/resources/{kind}":        {"GET"},
 		"/v1/resources/{kind}/{name}": {"GET", "PUT", "DELETE"},
@@ -248,6 +252,12 @@ func (a *API) apply(w http.ResponseWriter, r *http.Request) error {
 		resources[i] = d.Resource
 	}
 	applied, err := a.store.Apply(r.Context(), resources)
+	var inv *registry.InvalidError
+	if errors.As(err, &inv) && inv.Index >= 0 && inv.Index < len(docs) {
+		// Refused while being prepared (a Secret sealed with another key):
+		// name its place in the request.
+		return invalid(config.Errors{{Document: docs[inv.Index].Index, Resource: inv.Resource, Message: inv.Err.Error()}})
+	}
 	if err != nil {
 		return storeError(err)
 	}
@@ -308,7 +318,10 @@ func notFound(k *config.Kind, name string) error {
 }
 
 func storeError(err error) error {
+	var inv *registry.InvalidError
 	switch {
+	case errors.As(err, &inv):
+		return invalid(config.Errors{{Resource: inv.Resource, Message: inv.Err.Error()}})
 	case errors.Is(err, registry.ErrNotFound):
 		return problem.Wrap(http.StatusNotFound, problem.ResourceNotFound, err.Error(), err)
 	case errors.Is(err, registry.ErrConflict):

@@ -5,11 +5,14 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,11 +21,20 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/corral-dev/corral/internal/api"
+	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/bus"
+	"github.com/corral-dev/corral/internal/edge/rest"
+	"github.com/corral-dev/corral/internal/idempotency"
 	"github.com/corral-dev/corral/internal/identity"
+	"github.com/corral-dev/corral/internal/killswitch"
+	"github.com/corral-dev/corral/internal/pipeline"
 	"github.com/corral-dev/corral/internal/problem"
 	"github.com/corral-dev/corral/internal/registry"
+	"github.com/corral-dev/corral/internal/secret"
 	"github.com/corral-dev/corral/internal/telemetry"
+	"github.com/corral-dev/corral/internal/tools"
+	"github.com/corral-dev/corral/internal/tools/mcpsource"
+	"github.com/corral-dev/corral/internal/tools/restsource"
 )
 
 // Config is the static configuration of one corral server process.
@@ -32,6 +44,7 @@ type Config struct {
 	NATSURL    string // external NATS; "" runs the embedded server
 	NATSListen string // embedded server's optional TCP listener
 	NATSCreds  string // credentials file for an external NATS
+	SecretsKey string // key file sealing Secrets; "" is DATA/secrets.key
 	Replicas   int
 	SyncAlways bool
 	Version    string
@@ -47,6 +60,9 @@ type App struct {
 	bus      *bus.Bus
 	registry *registry.Registry
 	creds    *identity.Store
+	kill     *killswitch.Switches
+	audit    *audit.Log
+	catalog  *tools.Catalog
 	listener net.Listener
 	server   *http.Server
 
@@ -95,12 +111,53 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		return nil, err
 	}
 
+	keyPath := cfg.SecretsKey
+	if keyPath == "" {
+		keyPath = filepath.Join(cfg.DataDir, "secrets.key")
+	}
+	sealer, _, err := secret.LoadOrCreateKey(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("app: --secrets-key: %w", err)
+	}
+	a.registry.SetPrepare(sealer.Prepare)
+	if a.kill, err = killswitch.Open(ctx, logger.With("component", "killswitch"), a.bus); err != nil {
+		return nil, err
+	}
+	if a.audit, err = audit.Open(ctx, logger.With("component", "audit"), a.bus, audit.Options{}); err != nil {
+		return nil, err
+	}
+	idem, err := idempotency.Open(ctx, a.bus)
+	if err != nil {
+		return nil, err
+	}
+
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newResourceCollector(a.registry),
+		killswitch.NewCollector(a.kill),
+		newDriftCollector(func() []tools.Drift { return a.catalog.Drift() }),
 	)
+	breakers := newBreakerGauge(metrics, logger.With("component", "upstream"))
+	pins, err := restsource.OpenPins(ctx, a.bus)
+	if err != nil {
+		return nil, err
+	}
+	resolver := secret.NewResolver(sealer, a.registry.Get, os.LookupEnv)
+	a.catalog = tools.NewCatalog(logger.With("component", "tools"), a.registry, map[string]tools.Factory{
+		"openapi": restsource.Factory(restsource.Options{OnBreakerChange: breakers.set, Pins: pins, OnDrift: a.auditDrift}),
+		"mcp":     mcpsource.New,
+	}, resolver.Resolve)
+	gateway := pipeline.New(logger.With("component", "pipeline"), pipeline.Deps{
+		Keys:        a.creds,
+		Resources:   a.registry,
+		Kill:        a.kill,
+		Catalog:     a.catalog,
+		Idempotency: idem,
+		Audit:       a.audit,
+		Metrics:     pipeline.NewMetrics(metrics),
+	})
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "corral_build_info", Help: "Always 1; labels say which corral runs and on which substrate.",
 	}, []string{"version", "substrate"})
@@ -109,7 +166,8 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).Register(mux)
+	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).Register(mux)
+	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
@@ -128,6 +186,18 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		ErrorLog:          slog.NewLogLogger(httpLogger.Handler(), slog.LevelWarn),
 	}
 	return a, nil
+}
+
+// auditDrift records a tool source's drift in the audit log.
+func (a *App) auditDrift(d tools.Drift) {
+	detail, _ := json.Marshal(d)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rec := &audit.Record{Time: d.Detected, Kind: "tool", Target: d.Source, Source: d.Source, Edge: "server",
+		Event: "drift", Decision: "held", Status: "drift", Reason: fmt.Sprintf("%d breaking change(s); previous tools stay in force", len(d.Changes)), Detail: detail}
+	if _, err := a.audit.Append(ctx, rec); err != nil {
+		a.logger.ErrorContext(ctx, "audit record of drift lost", "source", d.Source, "err", err)
+	}
 }
 
 func (a *App) substrate() string {
@@ -161,8 +231,15 @@ func (a *App) Run(ctx context.Context) error {
 	defer stopRegistry()
 	g.Go(func() error { return a.registry.Run(regCtx) })
 	g.Go(func() error { return a.creds.Run(regCtx) })
+	g.Go(func() error { return a.kill.Run(regCtx) })
 	g.Go(func() error {
-		if a.registry.WaitLoaded(gctx) != nil || a.creds.WaitLoaded(gctx) != nil {
+		if a.registry.WaitLoaded(regCtx) != nil {
+			return nil
+		}
+		return a.catalog.Run(regCtx)
+	})
+	g.Go(func() error {
+		if a.registry.WaitLoaded(gctx) != nil || a.creds.WaitLoaded(gctx) != nil || a.kill.WaitLoaded(gctx) != nil {
 			return nil // shutting down before ready
 		}
 		a.logger.InfoContext(ctx, "corral ready", "url", a.URL(), "version", a.cfg.Version, "substrate", a.substrate(),

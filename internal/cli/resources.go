@@ -75,11 +75,13 @@ func newGet(s streams) *cobra.Command {
 		Use:   "get KIND [NAME]",
 		Short: "Show resources",
 		Long: `Show the resources of a kind, or one resource. KIND is the kind's name or
-plural in any case: Agent, agent, agents.
+plural in any case: Agent, agent, agents. 'corral get tools' lists the tools
+that ToolSources provide.
 
 -o yaml prints documents that 'corral apply -f' accepts back.`,
 		Example: `  corral get agents
   corral get agent impact -o yaml
+  corral get tools -o json
   corral get agents -o json | jq '.items[].metadata.name'`,
 		Args:              cobra.RangeArgs(1, 2),
 		ValidArgsFunction: completeKinds,
@@ -87,6 +89,16 @@ plural in any case: Agent, agent, agents.
 	cf.register(cmd)
 	output := outputFlag(cmd, "table", "json", "yaml")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if strings.EqualFold(args[0], "tools") || strings.EqualFold(args[0], "tool") {
+			// Tools are not resources: they come from ToolSources.
+			if len(args) == 2 {
+				return fmt.Errorf("use 'corral tools describe %s' to show one tool", args[1])
+			}
+			if *output == "yaml" {
+				return fmt.Errorf("-o yaml is for resources; tools print as table or json")
+			}
+			return listTools(cmd.Context(), s, cf, *output)
+		}
 		k, err := config.LookupKind(args[0])
 		if err != nil {
 			return err
@@ -198,6 +210,16 @@ func newDelete(s streams) *cobra.Command {
 	cf.register(cmd)
 	output := outputFlag(cmd, "text", "json")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if strings.EqualFold(args[0], "tools") || strings.EqualFold(args[0], "tool") {
+			// Tools are not resources: they come from ToolSources.
+			if len(args) == 2 {
+				return fmt.Errorf("use 'corral tools describe %s' to show one tool", args[1])
+			}
+			if *output == "yaml" {
+				return fmt.Errorf("-o yaml is for resources; tools print as table or json")
+			}
+			return listTools(cmd.Context(), s, cf, *output)
+		}
 		k, err := config.LookupKind(args[0])
 		if err != nil {
 			return err

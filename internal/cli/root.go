@@ -85,6 +85,8 @@ variable, and the variable over the file.`,
 		newDelete(s),
 		newValidate(s),
 		newKeys(s),
+		newTools(s),
+		newKill(s), newUnkill(s), newAudit(s),
 		newVersion(s),
 		newCompletion(root),
 	)

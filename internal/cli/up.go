@@ -14,7 +14,7 @@ import (
 // serverFlags are the settings of a corral server process.
 type serverFlags struct {
 	data, http, nats, natsListen string
-	natsCreds                    string
+	natsCreds, secretsKey        string
 	replicas                     int
 	sync                         string
 	logFormat, logLevel          string
@@ -32,6 +32,7 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.StringVar(&f.nats, "nats", "", "URL of an external NATS server or cluster (default: run an embedded one)")
 	fl.StringVar(&f.natsCreds, "nats-creds", "", "NATS credentials file (JWT and nkey) for --nats; a user and password can go in the URL instead")
 	fl.StringVar(&f.natsListen, "nats-listen", "", "also let other processes reach the embedded NATS on this host:port, with the password in DATA/nats.password (default: no TCP port)")
+	fl.StringVar(&f.secretsKey, "secrets-key", "", "file holding the key that seals Secrets (default DATA/secrets.key, created if missing); replicas sharing a NATS need the same key")
 	fl.IntVar(&f.replicas, "replicas", 1, "replicas of every stream and bucket (more than 1 needs a NATS cluster)")
 	fl.StringVar(&f.sync, "sync", "interval", "embedded store durability: 'always' fsyncs every write, 'interval' syncs periodically")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -71,6 +72,7 @@ func (f *serverFlags) config() (app.Config, error) {
 		NATSURL:    f.nats,
 		NATSListen: f.natsListen,
 		NATSCreds:  f.natsCreds,
+		SecretsKey: f.secretsKey,
 		Replicas:   f.replicas,
 		SyncAlways: f.sync == "always",
 		Version:    Version(),

@@ -17,6 +17,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/corral-dev/corral/internal/schemamsg"
 	"github.com/corral-dev/corral/internal/yamljson"
 )
 
@@ -188,6 +189,15 @@ func validate(value any, maxBytes int) (Resource, []FieldError) {
 		// schema, reported rather than stored.
 		return Resource{}, []FieldError{{Resource: label, Field: "spec", Message: err.Error()}}
 	}
+	if c, ok := spec.(checker); ok {
+		if problems := c.check(); len(problems) > 0 {
+			problems = Errors(sortProblems(problems)).Truncate(maxProblems)
+			for i := range problems {
+				problems[i].Resource = label
+			}
+			return Resource{}, problems
+		}
+	}
 	if res.Spec, err = json.Marshal(spec); err != nil {
 		return Resource{}, []FieldError{{Resource: label, Field: "spec", Message: err.Error()}}
 	}
@@ -249,36 +259,14 @@ func yamlMessage(err error) string {
 // violated leaf, with messages written for people.
 func schemaProblems(ve *jsonschema.ValidationError, instance any) []FieldError {
 	var out []FieldError
-	var walk func(e *jsonschema.ValidationError)
-	walk = func(e *jsonschema.ValidationError) {
-		path := instancePath(e.InstanceLocation, instance)
-		if len(e.Causes) > 0 {
-			for _, c := range e.Causes {
-				walk(c)
-			}
-			return
+	for _, v := range schemamsg.Flatten(ve) {
+		field := yamljson.FieldPath(instancePath(v.Location, instance))
+		msg := v.Message
+		if p, ok := v.Kind.(*kind.Pattern); ok && field == "metadata.name" {
+			msg = fmt.Sprintf("%q is not a valid name: use lowercase letters, digits and '-', start and end with a letter or digit, at most 63 characters", p.Got)
 		}
-		switch k := e.ErrorKind.(type) {
-		case *kind.Required:
-			for _, m := range k.Missing {
-				out = append(out, FieldError{Field: yamljson.FieldPath(append(path, m)), Message: "required"})
-			}
-		case *kind.AdditionalProperties:
-			for _, p := range k.Properties {
-				out = append(out, FieldError{Field: yamljson.FieldPath(append(path, p)), Message: "unknown field"})
-			}
-		case *kind.Pattern:
-			field := yamljson.FieldPath(path)
-			msg := kindMessage(k)
-			if field == "metadata.name" {
-				msg = fmt.Sprintf("%q is not a valid name: use lowercase letters, digits and '-', start and end with a letter or digit, at most 63 characters", k.Got)
-			}
-			out = append(out, FieldError{Field: field, Message: msg})
-		default:
-			out = append(out, FieldError{Field: yamljson.FieldPath(path), Message: kindMessage(e.ErrorKind)})
-		}
+		out = append(out, FieldError{Field: field, Message: msg})
 	}
-	walk(ve)
 	return out
 }
 
@@ -317,60 +305,6 @@ func instancePath(tokens []string, instance any) []string {
 		}
 	}
 	return path
-}
-
-// kindMessage words one schema violation for people.
-func kindMessage(k jsonschema.ErrorKind) string {
-	switch k := k.(type) {
-	case *kind.Type:
-		return fmt.Sprintf("must be %s, got %s", strings.Join(k.Want, " or "), k.Got)
-	case *kind.Const:
-		return fmt.Sprintf("must be %s", jsonText(k.Want))
-	case *kind.Enum:
-		want := make([]string, len(k.Want))
-		for i, w := range k.Want {
-			want[i] = jsonText(w)
-		}
-		return "must be one of " + strings.Join(want, ", ")
-	case *kind.Minimum:
-		return "must be >= " + k.Want.FloatString(ratDigits(k.Want.IsInt()))
-	case *kind.Maximum:
-		return "must be <= " + k.Want.FloatString(ratDigits(k.Want.IsInt()))
-	case *kind.ExclusiveMinimum:
-		return "must be > " + k.Want.FloatString(ratDigits(k.Want.IsInt()))
-	case *kind.ExclusiveMaximum:
-		return "must be < " + k.Want.FloatString(ratDigits(k.Want.IsInt()))
-	case *kind.MinLength:
-		return fmt.Sprintf("must be at least %d characters", k.Want)
-	case *kind.MaxLength:
-		return fmt.Sprintf("must be at most %d characters", k.Want)
-	case *kind.MinItems:
-		return fmt.Sprintf("must have at least %d items", k.Want)
-	case *kind.MaxItems:
-		return fmt.Sprintf("must have at most %d items", k.Want)
-	case *kind.MaxProperties:
-		return fmt.Sprintf("must have at most %d entries, got %d", k.Want, k.Got)
-	case *kind.Pattern:
-		return fmt.Sprintf("%q does not match %s", k.Got, k.Want)
-	case *kind.Format:
-		return fmt.Sprintf("must be a valid %s", k.Want)
-	}
-	return k.LocalizedString(englishPrinter)
-}
-
-func ratDigits(isInt bool) int {
-	if isInt {
-		return 0
-	}
-	return 6
-}
-
-func jsonText(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
-	}
-	return string(b)
 }
 
 // jsonType names the JSON type of a decoded value, for messages.

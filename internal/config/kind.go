@@ -37,7 +37,26 @@ var kinds = []*Kind{
 		newSpec:    func() any { return new(AgentSpec) },
 		specSchema: agentSpecSchema,
 	},
+	{
+		Name:       "ToolSource",
+		Plural:     "toolsources",
+		Summary:    "Where tools come from: an HTTP API described by OpenAPI, or an MCP server.",
+		newSpec:    func() any { return new(ToolSourceSpec) },
+		specSchema: toolSourceSpecSchema,
+	},
+	{
+		Name:       "Secret",
+		Plural:     "secrets",
+		Summary:    "A credential for upstreams, sealed before it is stored and never returned in clear.",
+		newSpec:    func() any { return new(SecretSpec) },
+		specSchema: secretSpecSchema,
+	},
 }
+
+// checker is implemented by spec types with rules their JSON Schema states
+// poorly (one of two fields, values that must parse); Validate runs it after
+// the schema passed.
+type checker interface{ check() []FieldError }
 
 //go:embed schemas/metadata.json
 var metadataSchema []byte

@@ -23,12 +23,24 @@ const (
 	UnknownKind      = "unknown_kind"
 	ResourceNotFound = "resource_not_found"
 	KeyNotFound      = "key_not_found"
+	NotKilled        = "not_killed"
 	InvalidResource  = "invalid_resource"
 	InvalidRequest   = "invalid_request"
 	Conflict         = "conflict"
 	RequestTooLarge  = "request_too_large"
 	UnsupportedMedia = "unsupported_media_type"
 	Internal         = "internal"
+
+	// The pipeline's codes (ARCHITECTURE.md, "The Action and the pipeline").
+	ToolNotFound        = "tool_not_found"
+	PolicyDenied        = "policy_denied"
+	InvalidArguments    = "invalid_arguments"
+	Killed              = "killed"
+	IdempotencyConflict = "idempotency_conflict"
+	UpstreamUnavailable = "upstream_unavailable"
+	UpstreamTimeout     = "upstream_timeout"
+	UpstreamInvalid     = "upstream_invalid"
+	UpstreamError       = "upstream_error"
 )
 
 // Error is an error with the HTTP status and stable code it should be
@@ -41,7 +53,9 @@ type Error struct {
 	// Errors, when set, is rendered as the "errors" member: the list of
 	// individual problems (for example one per invalid field).
 	Errors any
-	Err    error
+	// AuditID, when set, names the audit record of the refused action.
+	AuditID string
+	Err     error
 }
 
 // New returns a problem with no internal cause.
@@ -73,6 +87,7 @@ type Details struct {
 	Code      string `json:"code"`
 	RequestID string `json:"request_id,omitempty"`
 	Errors    any    `json:"errors,omitempty"`
+	AuditID   string `json:"audit_id,omitempty"`
 }
 
 // TypeURI is the problem type URI of a code; docs/api.md describes each.
@@ -86,9 +101,12 @@ func Write(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err erro
 		p = Wrap(http.StatusInternalServerError, Internal, "internal error; the server log has the details under this request_id", err)
 	}
 	ctx := r.Context()
-	if p.Status >= 500 {
+	switch {
+	case p.Code == Internal:
 		logger.ErrorContext(ctx, "request failed", "code", p.Code, "err", err)
-	} else if p.Err != nil {
+	case p.Err != nil:
+		// Refusals and upstreams' failures are the caller's to handle; the
+		// audit and the metrics count them, so the log does not shout.
 		logger.DebugContext(ctx, "request refused", "code", p.Code, "err", p.Err)
 	}
 	d := Details{
@@ -100,6 +118,7 @@ func Write(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err erro
 		Code:      p.Code,
 		RequestID: telemetry.RequestID(ctx),
 		Errors:    p.Errors,
+		AuditID:   p.AuditID,
 	}
 	if p.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="corral"`)

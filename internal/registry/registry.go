@@ -72,8 +72,11 @@ type Registry struct {
 
 	mu      sync.RWMutex
 	entries map[string]entry // by key; deleted resources stay as tombstones
+	// prepare is the hook SetPrepare installs; nil for none.
+	prepare func(config.Resource) (config.Resource, error)
 
-	loaded chan struct{} // closed once the initial values are in memory
+	loaded  chan struct{} // closed once the initial values are in memory
+	changed chan struct{} // closed and replaced at every change; guarded by mu
 }
 
 // entry is the newest state of one key this replica knows of. Updates apply
@@ -100,6 +103,7 @@ func Open(ctx context.Context, logger *slog.Logger, s substrate) (*Registry, err
 		logger:  logger,
 		entries: map[string]entry{},
 		loaded:  make(chan struct{}),
+		changed: make(chan struct{}),
 	}, nil
 }
 
@@ -129,6 +133,17 @@ func (r *Registry) record(key string, e entry) {
 		return
 	}
 	r.entries[key] = e
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// Changed returns a channel that is closed at the next change to any
+// resource. Watchers take it, read what they need, then wait on it: a change
+// between the two is never missed.
+func (r *Registry) Changed() <-chan struct{} {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.changed
 }
 
 // Loaded reports whether the initial contents of the bucket are in memory.
@@ -190,13 +205,64 @@ func (r *Registry) Count() map[string]int {
 	return out
 }
 
+// InvalidError is a resource that the prepare hook (see SetPrepare) refused:
+// the caller's mistake, such as a Secret sealed with another key, not the
+// server's. Apply stores nothing when it returns one.
+type InvalidError struct {
+	// Resource is the resource's ID, "Kind/name".
+	Resource string
+	// Index is the resource's position in the slice given to Apply, from 0.
+	Index int
+	// Err says what is wrong, in words fit for the client.
+	Err error
+}
+
+// Error names the resource, then the problem: "Secret/x: spec.sealed: ...".
+func (e *InvalidError) Error() string { return e.Resource + ": " + e.Err.Error() }
+
+// Unwrap returns the hook's error, for errors.Is.
+func (e *InvalidError) Unwrap() error { return e.Err }
+
+// SetPrepare installs a hook that Apply runs on every resource before it
+// compares it with the stored one and stores it: what the hook returns is
+// what is stored and returned. The hook must be deterministic (the same input
+// gives the same output) or applying a resource twice would never be
+// "unchanged". Secrets use it to be sealed before they are stored. An error
+// from the hook fails the whole Apply as an *InvalidError. Call it before
+// Apply is first used.
+func (r *Registry) SetPrepare(prepare func(config.Resource) (config.Resource, error)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.prepare = prepare
+}
+
 // Apply stores resources that have already been validated, all or none: the
 // changed ones go to the bucket as one atomic batch, each guarded by the
 // revision read just before, so a concurrent writer makes the whole apply
 // fail with ErrConflict instead of being overwritten or half-applied. A
 // resource that names a revision (metadata.revision) that is no longer
-// current is a conflict too.
+// current is a conflict too. Each resource goes through the prepare hook
+// first, if there is one.
 func (r *Registry) Apply(ctx context.Context, resources []config.Resource) ([]Applied, error) {
+	r.mu.RLock()
+	prepare := r.prepare
+	r.mu.RUnlock()
+	if prepare != nil {
+		// All of them before any I/O, into a copy: the caller's slice is
+		// left as it was, and a refusal costs no round trip.
+		prepared := make([]config.Resource, len(resources))
+		for i, res := range resources {
+			p, err := prepare(res)
+			if err != nil {
+				return nil, &InvalidError{Resource: res.ID(), Index: i, Err: err}
+			}
+			if p.Kind != res.Kind || p.Metadata.Name != res.Metadata.Name {
+				return nil, fmt.Errorf("registry: prepare %s: changed the kind or name to %s", res.ID(), p.ID())
+			}
+			prepared[i] = p
+		}
+		resources = prepared
+	}
 	out := make([]Applied, len(resources))
 	var (
 		updates []bus.Update

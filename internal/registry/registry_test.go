@@ -1,9 +1,11 @@
 package registry_test
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/corral-dev/corral/internal/bus/bustest"
 	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/registry"
+	"github.com/corral-dev/corral/internal/secret"
 )
 
 func agent(name, description string) config.Resource {
@@ -244,5 +247,163 @@ func TestReadersSeeWholeResources(t *testing.T) {
 				bad.Add(1)
 			}
 		}
+	}
+}
+
+func TestChangedSignalsEveryChange(t *testing.T) {
+	r := start(t, bustest.Open(t))
+	changed := r.Changed()
+	select {
+	case <-changed:
+		t.Fatal("Changed is closed before any change")
+	default:
+	}
+	if _, err := r.Apply(t.Context(), []config.Resource{agent("a", "one")}); err != nil {
+		t.Fatal(err)
+	}
+	<-changed // Apply records its own write before returning
+	next := r.Changed()
+	if err := r.Delete(t.Context(), "Agent", "a"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-next:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Changed was not closed by a delete")
+	}
+}
+
+func secretRes(name, spec string) config.Resource {
+	return config.Resource{
+		APIVersion: config.APIVersion,
+		Kind:       "Secret",
+		Metadata:   config.Metadata{Name: name},
+		Spec:       []byte(spec),
+	}
+}
+
+func sealer(t *testing.T, b byte) *secret.Sealer {
+	t.Helper()
+	s, err := secret.NewSealer(bytes.Repeat([]byte{b}, secret.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestPrepareSealsSecrets applies Secrets through a registry that seals them:
+// the value is stored only sealed, and applying the same value again, or the
+// sealed form that reads return, is "unchanged".
+func TestPrepareSealsSecrets(t *testing.T) {
+	const value = "pl41ntext-b34rer-t0ken"
+	b := bustest.Open(t)
+	r := start(t, b)
+	s := sealer(t, 1)
+	r.SetPrepare(s.Prepare)
+	ctx := t.Context()
+	in := secretRes("erp-token", `{"description":"ERP","value":"`+value+`"}`)
+
+	first, err := r.Apply(ctx, []config.Resource{in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := first[0].Resource
+	if first[0].Result != registry.Created || strings.Contains(string(stored.Spec), value) || !strings.Contains(string(stored.Spec), `"sealed":"v1:`) {
+		t.Fatalf("Apply(secret) = %s %s, want created and sealed", first[0].Result, stored.Spec)
+	}
+	if string(in.Spec) != `{"description":"ERP","value":"`+value+`"}` {
+		t.Errorf("Apply changed the caller's resource: %s", in.Spec)
+	}
+
+	asRead, _ := r.Get("Secret", "erp-token")
+	for _, again := range []config.Resource{in, asRead} {
+		got, err := r.Apply(ctx, []config.Resource{again})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[0].Result != registry.Unchanged || got[0].Resource.Metadata.Revision != stored.Metadata.Revision {
+			t.Errorf("Apply(%s) again = %s at revision %d, want unchanged at %d", again.Spec, got[0].Result, got[0].Resource.Metadata.Revision, stored.Metadata.Revision)
+		}
+	}
+
+	rotated, err := r.Apply(ctx, []config.Resource{secretRes("erp-token", `{"description":"ERP","value":"n3w-`+value+`"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rotated[0].Result != registry.Configured {
+		t.Errorf("Apply(new value) = %s, want configured", rotated[0].Result)
+	}
+
+	// What the substrate holds, every revision of it, never has the value.
+	kv, err := b.JetStream().KeyValue(ctx, registry.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	history, err := kv.History(ctx, "Secret.erp-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(history) != 2 {
+		t.Errorf("stored revisions = %d, want 2 (created, rotated)", len(history))
+	}
+	for _, e := range history {
+		if bytes.Contains(e.Value(), []byte(value)) || !bytes.Contains(e.Value(), []byte(`"sealed":"v1:`+s.KeyID()+`:`)) {
+			t.Errorf("stored revision %d = %s, want sealed and without the value", e.Revision(), e.Value())
+		}
+	}
+}
+
+func TestPrepareErrorStoresNothing(t *testing.T) {
+	b := bustest.Open(t)
+	r := start(t, b)
+	r.SetPrepare(sealer(t, 1).Prepare)
+	foreign, err := sealer(t, 2).Seal("erp-token", "t0ken")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Apply(t.Context(), []config.Resource{
+		agent("a", "one"),
+		secretRes("fine", `{"value":"v"}`),
+		secretRes("erp-token", `{"sealed":"`+foreign+`"}`),
+	})
+	var invalid *registry.InvalidError
+	if !errors.As(err, &invalid) {
+		t.Fatalf("Apply(secret sealed with another key) err = %v, want an *InvalidError", err)
+	}
+	if invalid.Resource != "Secret/erp-token" || invalid.Index != 2 || !errors.Is(err, secret.ErrWrongKey) {
+		t.Errorf("Apply err = %+v, want Secret/erp-token at index 2 wrapping ErrWrongKey", invalid)
+	}
+	if !strings.HasPrefix(err.Error(), "Secret/erp-token: ") {
+		t.Errorf("Apply err = %q, want it to start with the resource", err)
+	}
+	for _, k := range [][2]string{{"Agent", "a"}, {"Secret", "fine"}} {
+		if _, ok := r.Get(k[0], k[1]); ok {
+			t.Errorf("%s/%s was stored although the apply was refused", k[0], k[1])
+		}
+	}
+	kv, err := b.JetStream().KeyValue(t.Context(), registry.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := kv.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.Values(); n != 0 {
+		t.Errorf("bucket holds %d values, want 0", n)
+	}
+}
+
+func TestPrepareMustKeepKindAndName(t *testing.T) {
+	r := start(t, bustest.Open(t))
+	r.SetPrepare(func(res config.Resource) (config.Resource, error) {
+		res.Metadata.Name += "-renamed"
+		return res, nil
+	})
+	if _, err := r.Apply(t.Context(), []config.Resource{agent("a", "one")}); err == nil {
+		t.Error("Apply with a renaming prepare hook err = nil, want an error")
+	}
+	if _, ok := r.Get("Agent", "a-renamed"); ok {
+		t.Error("the renamed resource was stored")
 	}
 }

@@ -182,3 +182,6 @@ func (c *Client) classify(ctx context.Context, err error) error {
 	}
 	return fmt.Errorf("%s: %w: %v", c.cfg.Name, ErrUnavailable, err)
 }
+
+// Close closes the client's idle connections.
+func (c *Client) Close() { c.http.CloseIdleConnections() }

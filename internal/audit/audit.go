@@ -1,0 +1,366 @@
+// Package audit is corral's record of what agents did: one Record per call
+// or event, appended to a JetStream stream that survives restarts and is
+// acknowledged before the caller answers, so an action that was answered is
+// never missing from the audit. Records are read back newest last, filtered
+// by agent, tool and time.
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// Stream is the JetStream stream that holds the audit.
+const Stream = "CORRAL_AUDIT"
+
+// subjectPrefix starts every audit subject: corral.audit.<kind>.<agent>.
+const subjectPrefix = "corral.audit."
+
+// DefaultMaxAge is how long records are kept unless Options say otherwise.
+const DefaultMaxAge = 30 * 24 * time.Hour
+
+// Query limits.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 10000
+)
+
+// Record is one audited call or event.
+type Record struct {
+	// ID is assigned by Append if empty; callers hand it out as audit_id.
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"`
+	// Kind is what was called: "tool" now; "model" and "agent" later.
+	Kind string `json:"kind"`
+	// Agent is the acting identity; empty when authentication failed.
+	Agent     string `json:"agent,omitempty"`
+	Principal string `json:"principal,omitempty"`
+	// Target is the tool's name (or, for an Event, what it concerns).
+	Target string `json:"target"`
+	Source string `json:"source,omitempty"`
+	// Edge is the protocol the call came in on: "rest" or "mcp".
+	Edge string `json:"edge"`
+	// Decision is "allowed" or "denied".
+	Decision string `json:"decision"`
+	// Code is the problem code when the call was refused or failed:
+	// unauthenticated, killed, policy_denied, invalid_arguments, ...
+	Code   string `json:"code,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// ArgsDigest is "sha256:<hex>" of the canonical arguments.
+	ArgsDigest string `json:"args_digest,omitempty"`
+	// Arguments are kept only when the tool source asks for it.
+	Arguments json.RawMessage `json:"arguments,omitempty"`
+	// Status is "ok", "error" or "refused".
+	Status         string  `json:"status"`
+	DurationMS     float64 `json:"duration_ms"`
+	UpstreamStatus int     `json:"upstream_status,omitempty"`
+	IdempotencyKey string  `json:"idempotency_key,omitempty"`
+	// Replayed is set when the answer came from the idempotency record.
+	Replayed  bool   `json:"replayed,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+	// Event names a record that is not a call, e.g. "drift" (Kind "tool",
+	// Target the source); Detail is its payload.
+	Event  string          `json:"event,omitempty"`
+	Detail json.RawMessage `json:"detail,omitempty"`
+}
+
+// Options configure the audit stream.
+type Options struct {
+	// MaxAge is how long records are kept; 0 means DefaultMaxAge.
+	MaxAge time.Duration
+}
+
+// substrate is what the log needs from the bus.
+type substrate interface {
+	Stream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error)
+	JetStream() jetstream.JetStream
+}
+
+// Log appends to and reads the audit stream.
+type Log struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	logger *slog.Logger
+}
+
+// Open creates the audit stream, or updates its configuration.
+func Open(ctx context.Context, logger *slog.Logger, s substrate, opts Options) (*Log, error) {
+	if opts.MaxAge <= 0 {
+		opts.MaxAge = DefaultMaxAge
+	}
+	stream, err := s.Stream(ctx, jetstream.StreamConfig{
+		Name:        Stream,
+		Description: "corral audit: one record per call or event, subject corral.audit.<kind>.<agent>",
+		Subjects:    []string{subjectPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      opts.MaxAge,
+		Discard:     jetstream.DiscardOld,
+		// Records are never deleted or purged one by one: the audit is
+		// append-only, and only age removes them.
+		DenyDelete: true,
+		DenyPurge:  true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	return &Log{js: s.JetStream(), stream: stream, logger: logger}, nil
+}
+
+// Append stores r and returns its ID, assigning one (and the time) if r has
+// none. It returns once JetStream has acknowledged the record, so that
+// nothing answered goes unrecorded; the caller decides whether a failure
+// fails the call. The ID doubles as the message id, so a retried Append of
+// the same record within two minutes is stored once.
+func (l *Log) Append(ctx context.Context, r *Record) (string, error) {
+	if r.ID == "" {
+		r.ID = nuid.Next()
+	}
+	if r.Time.IsZero() {
+		r.Time = time.Now().UTC()
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return "", fmt.Errorf("audit: encode %s: %w", r.ID, err)
+	}
+	if _, err := l.js.Publish(ctx, subject(r.Kind, r.Agent), data, jetstream.WithMsgID(r.ID), jetstream.WithExpectStream(Stream)); err != nil {
+		return "", fmt.Errorf("audit: append %s: %w", r.ID, err)
+	}
+	return r.ID, nil
+}
+
+// subject is where a record goes: corral.audit.<kind>.<agent>, each token
+// escaped.
+func subject(kind, agent string) string {
+	return subjectPrefix + token(kind) + "." + token(agent)
+}
+
+// token makes s one subject token that NATS accepts and that no other string
+// maps to: letters, digits and '-' stay, every other byte becomes %XX, and
+// the empty string (an unauthenticated caller) becomes "_", which escaping
+// never produces.
+func token(s string) string {
+	if s == "" {
+		return "_"
+	}
+	plain := true
+	for i := range len(s) {
+		if !plainByte(s[i]) {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := range len(s) {
+		c := s[i]
+		if plainByte(c) {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}
+
+func plainByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-'
+}
+
+// Filter selects records. Empty fields select everything.
+type Filter struct {
+	// Agent is an agent's exact name.
+	Agent string
+	// Tool is a tool's exact name, or a pattern where '*' stands for any
+	// run of characters: "crm.*", "*.delete_*".
+	Tool string
+	// Since is the earliest time a record was stored.
+	Since time.Time
+	// Limit is the most records returned, the newest ones: DefaultLimit when
+	// 0, at most MaxLimit.
+	Limit int
+}
+
+// Query returns the newest Limit records that match f and were stored at or
+// after f.Since, oldest first. It reads what the stream held when the query
+// started and does not wait for more.
+//
+// The stream is read from Since (or, with no agent and no tool, from the
+// last Limit records), so a query over a long period with a tool pattern
+// reads every record of that period.
+func (l *Log) Query(ctx context.Context, f Filter) ([]Record, error) {
+	switch {
+	case f.Limit <= 0:
+		f.Limit = DefaultLimit
+	case f.Limit > MaxLimit:
+		f.Limit = MaxLimit
+	}
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit: query: %w", err)
+	}
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return []Record{}, nil
+	}
+
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subjectPrefix + ">"}}
+	switch {
+	case f.Agent == "" && f.Tool == "":
+		// Every record counts, and records are only ever removed from the
+		// front: the last Limit sequences hold the newest Limit records.
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = max(info.State.FirstSeq, last-min(last, uint64(f.Limit))+1)
+	case !f.Since.IsZero():
+		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+		cfg.OptStartTime = &f.Since
+	}
+	if f.Agent != "" {
+		cfg.FilterSubjects = []string{subjectPrefix + "*." + token(f.Agent)}
+	}
+	// The server would keep a consumer it no longer hears from for this
+	// long; Query deletes its own when done, so this only covers a crash.
+	cfg.InactiveThreshold = 30 * time.Second
+	cons, err := l.js.OrderedConsumer(ctx, Stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("audit: query: %w", err)
+	}
+	msgs, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("audit: query: %w", err)
+	}
+	defer func() {
+		msgs.Stop()
+		l.deleteConsumer(ctx, cons)
+	}()
+	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
+		return []Record{}, nil
+	}
+
+	match := matcher(f.Tool)
+	ring := newRing(f.Limit)
+	for {
+		// Pending messages can still vanish (aged out) before they are
+		// delivered; a quiet consumer then means there is nothing more.
+		nctx, cancel := context.WithTimeout(ctx, quietTimeout)
+		m, err := msgs.Next(jetstream.NextContext(nctx))
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				break
+			}
+			return nil, fmt.Errorf("audit: query: %w", err)
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return nil, fmt.Errorf("audit: query: %w", err)
+		}
+		seq := meta.Sequence.Stream
+		if seq > last {
+			break // stored after the query started
+		}
+		// The start-by-sequence path may begin before Since.
+		if !meta.Timestamp.Before(f.Since) {
+			if r, ok := l.decode(ctx, m, seq); ok && match(r.Target) {
+				ring.add(r)
+			}
+		}
+		if seq == last || meta.NumPending == 0 {
+			break
+		}
+	}
+	return ring.records(), nil
+}
+
+// quietTimeout is how long Query waits for a message it was told is pending.
+const quietTimeout = 5 * time.Second
+
+// deleteConsumer removes a query's consumer from the server, so that a busy
+// console does not leave one behind per query.
+func (l *Log) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
+	ci := cons.CachedInfo()
+	if ci == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := l.js.DeleteConsumer(ctx, Stream, ci.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		l.logger.DebugContext(ctx, "audit query consumer left to expire", "consumer", ci.Name, "err", err)
+	}
+}
+
+func (l *Log) decode(ctx context.Context, m jetstream.Msg, seq uint64) (Record, bool) {
+	var r Record
+	if err := json.Unmarshal(m.Data(), &r); err != nil {
+		l.logger.WarnContext(ctx, "skipping unreadable audit record", "seq", seq, "err", err)
+		return Record{}, false
+	}
+	return r, true
+}
+
+// matcher returns a test for tool names: exact, or a pattern with '*'.
+func matcher(pattern string) func(string) bool {
+	switch {
+	case pattern == "" || pattern == "*":
+		return func(string) bool { return true }
+	case !strings.Contains(pattern, "*"):
+		return func(name string) bool { return name == pattern }
+	}
+	parts := strings.Split(pattern, "*")
+	return func(name string) bool { return globMatch(parts, name) }
+}
+
+// globMatch reports whether name is parts joined by runs of any characters.
+// Greedy matching of each middle part at its first occurrence is correct
+// because '*' is the only special character.
+func globMatch(parts []string, name string) bool {
+	first, last := parts[0], parts[len(parts)-1]
+	if len(name) < len(first)+len(last) || !strings.HasPrefix(name, first) || !strings.HasSuffix(name, last) {
+		return false
+	}
+	rest := name[len(first) : len(name)-len(last)]
+	for _, p := range parts[1 : len(parts)-1] {
+		i := strings.Index(rest, p)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(p):]
+	}
+	return true
+}
+
+// ring keeps the last n records added.
+type ring struct {
+	buf  []Record
+	n    int
+	next int // where the next record goes once buf holds n
+}
+
+func newRing(n int) *ring { return &ring{n: n} }
+
+func (r *ring) add(rec Record) {
+	if len(r.buf) < r.n {
+		r.buf = append(r.buf, rec)
+		return
+	}
+	r.buf[r.next] = rec
+	r.next = (r.next + 1) % r.n
+}
+
+// records returns what the ring holds, oldest first.
+func (r *ring) records() []Record {
+	out := make([]Record, 0, len(r.buf))
+	return append(append(out, r.buf[r.next:]...), r.buf[:r.next]...)
+}

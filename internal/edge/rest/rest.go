@@ -1,0 +1,283 @@
+// Package rest is the plain HTTP edge of the tool gateway: agents list the
+// tools they may call and invoke them with POST /v1/tools/{name}/invoke.
+// It translates requests into pipeline actions and answers back; it holds no
+// policy of its own.
+package rest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/pipeline"
+	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/registry"
+	"github.com/corral-dev/corral/internal/telemetry"
+	"github.com/corral-dev/corral/internal/tools"
+)
+
+// maxBody caps an invoke request.
+const maxBody = 4 << 20
+
+// Gateway is what the edge needs from the pipeline.
+type Gateway interface {
+	Authenticate(credential string) (pipeline.Caller, error)
+	Tools(c pipeline.Caller) ([]*tools.Entry, error)
+	Invoke(ctx context.Context, a pipeline.Action) (*pipeline.Outcome, error)
+}
+
+// Admins recognises admin tokens, which see every tool and the sources.
+type Admins interface {
+	VerifyAdmin(token string) bool
+}
+
+// Sources reports the tool sources, for admins.
+type Sources interface {
+	Status() []tools.SourceStatus
+	List() []*tools.Entry
+	Drift() []tools.Drift
+}
+
+// Resources reads and updates ToolSources, to accept drift.
+type Resources interface {
+	Get(kind, name string) (config.Resource, bool)
+	Apply(ctx context.Context, resources []config.Resource) ([]registry.Applied, error)
+}
+
+// Edge serves the REST tool endpoints.
+type Edge struct {
+	gw      Gateway
+	admins  Admins
+	sources Sources
+	res     Resources
+	logger  *slog.Logger
+}
+
+// New returns the edge.
+func New(logger *slog.Logger, gw Gateway, admins Admins, sources Sources, res Resources) *Edge {
+	return &Edge{gw: gw, admins: admins, sources: sources, res: res, logger: logger}
+}
+
+// Register adds the edge's routes to mux.
+func (e *Edge) Register(mux *http.ServeMux) {
+	h := func(f problem.HandlerFunc) http.Handler { return problem.Handle(e.logger, f) }
+	mux.Handle("POST /v1/tools/{name}/invoke", h(e.invoke))
+	mux.Handle("GET /v1/tools", h(e.list))
+	mux.Handle("GET /v1/tools/{name}", h(e.describe))
+	mux.Handle("GET /v1/tools/drift", h(e.admin(e.drift)))
+	mux.Handle("POST /v1/tools/drift/{source}/accept", h(e.admin(e.accept)))
+	mux.Handle("/v1/tools/{name}/invoke", h(problem.NotAllowed("POST")))
+	mux.Handle("/v1/tools", h(problem.NotAllowed("GET")))
+}
+
+// InvokeRequest is the body of POST /v1/tools/{name}/invoke.
+type InvokeRequest struct {
+	Arguments json.RawMessage `json:"arguments"`
+}
+
+// InvokeResponse is its answer.
+type InvokeResponse struct {
+	// Result is the tool's answer: the JSON an OpenAPI operation returned,
+	// or an MCP tool's structuredContent, else {"content": [...]}.
+	Result  json.RawMessage `json:"result"`
+	AuditID string          `json:"audit_id"`
+	// IsError is set when the tool ran and reported failure (an HTTP 4xx
+	// from the upstream, an MCP tool error).
+	IsError        bool `json:"is_error,omitempty"`
+	UpstreamStatus int  `json:"upstream_status,omitempty"`
+	// Replayed is set when the answer is the one recorded for an earlier
+	// call with the same Idempotency-Key.
+	Replayed bool `json:"replayed,omitempty"`
+}
+
+func (e *Edge) invoke(w http.ResponseWriter, r *http.Request) error {
+	var req InvokeRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		return err
+	}
+	out, err := e.gw.Invoke(r.Context(), pipeline.Action{
+		Credential:     bearer(r),
+		Kind:           "tool",
+		Target:         r.PathValue("name"),
+		Arguments:      req.Arguments,
+		IdempotencyKey: r.Header.Get("Idempotency-Key"),
+		Edge:           "rest",
+		RequestID:      telemetry.RequestID(r.Context()),
+	})
+	if err != nil {
+		return err
+	}
+	resp := InvokeResponse{
+		Result:         ResultJSON(out.Result),
+		AuditID:        out.AuditID,
+		IsError:        out.Result.IsError,
+		UpstreamStatus: out.Result.Status,
+		Replayed:       out.Replayed,
+	}
+	if out.Replayed {
+		w.Header().Set("Idempotency-Replayed", "true")
+	}
+	return problem.WriteJSON(w, http.StatusOK, resp)
+}
+
+// ResultJSON is the one JSON value that stands for a result.
+func ResultJSON(res *tools.Result) json.RawMessage {
+	if len(res.Structured) > 0 {
+		return res.Structured
+	}
+	content := res.Content
+	if content == nil {
+		content = []json.RawMessage{}
+	}
+	b, _ := json.Marshal(map[string]any{"content": content})
+	return b
+}
+
+// decodeBody reads a JSON request body into v, rejecting unknown fields.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return problem.New(http.StatusUnsupportedMediaType, problem.UnsupportedMedia, "send the request as application/json")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return problem.New(http.StatusRequestEntityTooLarge, problem.RequestTooLarge, "the request is larger than 4 MiB")
+	}
+	if err != nil {
+		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, "the request body could not be read", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil // no body: no arguments
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, `the body must be {"arguments": {...}}: `+err.Error())
+	}
+	return nil
+}
+
+// ToolList is the answer of GET /v1/tools.
+type ToolList struct {
+	Tools []tools.Tool `json:"tools"`
+	// Sources is shown to admins only.
+	Sources []tools.SourceStatus `json:"sources,omitempty"`
+}
+
+// list answers an agent with the tools it may call, and an admin with every
+// tool and the state of every source.
+func (e *Edge) list(w http.ResponseWriter, r *http.Request) error {
+	entries, admin, err := e.visible(r)
+	if err != nil {
+		return err
+	}
+	out := ToolList{Tools: make([]tools.Tool, 0, len(entries))}
+	for _, en := range entries {
+		out.Tools = append(out.Tools, en.Tool)
+	}
+	if admin {
+		out.Sources = e.sources.Status()
+	}
+	return problem.WriteJSON(w, http.StatusOK, out)
+}
+
+func (e *Edge) describe(w http.ResponseWriter, r *http.Request) error {
+	entries, _, err := e.visible(r)
+	if err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	for _, en := range entries {
+		if en.Tool.Name == name {
+			return problem.WriteJSON(w, http.StatusOK, en.Tool)
+		}
+	}
+	return problem.New(http.StatusNotFound, problem.ToolNotFound, "no tool named "+name+" that you may see")
+}
+
+func (e *Edge) visible(r *http.Request) ([]*tools.Entry, bool, error) {
+	token := bearer(r)
+	if token != "" && e.admins.VerifyAdmin(token) {
+		return e.sources.List(), true, nil
+	}
+	caller, err := e.gw.Authenticate(token)
+	if err != nil {
+		return nil, false, err
+	}
+	entries, err := e.gw.Tools(caller)
+	return entries, false, err
+}
+
+// bearer reads "Authorization: Bearer <token>"; the scheme is
+// case-insensitive (RFC 9110).
+func bearer(r *http.Request) string {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
+}
+
+func (e *Edge) admin(next problem.HandlerFunc) problem.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if token := bearer(r); token == "" || !e.admins.VerifyAdmin(token) {
+			return problem.New(http.StatusUnauthorized, problem.Unauthenticated, "send the admin token as Authorization: Bearer <token>")
+		}
+		return next(w, r)
+	}
+}
+
+// DriftList is the answer of GET /v1/tools/drift.
+type DriftList struct {
+	Drift []tools.Drift `json:"drift"`
+}
+
+func (e *Edge) drift(w http.ResponseWriter, _ *http.Request) error {
+	d := e.sources.Drift()
+	if d == nil {
+		d = []tools.Drift{}
+	}
+	return problem.WriteJSON(w, http.StatusOK, DriftList{Drift: d})
+}
+
+// AcceptLabel records on a ToolSource which held-back document its owner
+// accepted; the change of revision makes every replica load the source
+// afresh, taking the document its URL serves now.
+const AcceptLabel = "drift.corral.dev/accepted"
+
+func (e *Edge) accept(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("source")
+	var held *tools.Drift
+	for _, d := range e.sources.Drift() {
+		if d.Source == name {
+			held = &d
+		}
+	}
+	if held == nil {
+		return problem.New(http.StatusNotFound, problem.NotFound, "ToolSource/"+name+" has no drift held back")
+	}
+	res, ok := e.res.Get("ToolSource", name)
+	if !ok {
+		return problem.New(http.StatusNotFound, problem.ResourceNotFound, "ToolSource/"+name+" does not exist")
+	}
+	labels := make(map[string]string, len(res.Metadata.Labels)+1)
+	for k, v := range res.Metadata.Labels {
+		labels[k] = v
+	}
+	labels[AcceptLabel] = strings.TrimPrefix(held.Candidate, "sha256:")[:12]
+	res.Metadata.Labels = labels
+	applied, err := e.res.Apply(r.Context(), []config.Resource{res})
+	if errors.Is(err, registry.ErrConflict) {
+		return problem.New(http.StatusConflict, problem.Conflict, "ToolSource/"+name+" changed meanwhile; look at the drift again")
+	}
+	if err != nil {
+		return err
+	}
+	return problem.WriteJSON(w, http.StatusOK, applied[0])
+}

@@ -1,0 +1,345 @@
+// Package pipeline is the one place where governance happens: every action
+// an agent attempts, whichever edge it came through (REST, MCP, and later
+// the OpenAI-compatible and A2A edges), passes the same ordered stages.
+// Each stage is a small function of its own that may end the action with a
+// *problem.Error carrying the stage's stable code.
+//
+// Stages today, in order: authenticate, kill switch, authorize (the agent's
+// tool list), validate arguments, idempotency, invoke, inspect, audit. The
+// stages later issues add have their places marked in Invoke: task context,
+// policy (replacing authorize), rate and budget, approval, redaction,
+// accounting and tracing.
+package pipeline
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/corral-dev/corral/internal/audit"
+	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/idempotency"
+	"github.com/corral-dev/corral/internal/identity"
+	"github.com/corral-dev/corral/internal/killswitch"
+	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/tools"
+)
+
+// Action is one attempted call, as an edge hands it over.
+type Action struct {
+	// Credential is the bearer token the caller presented.
+	Credential string
+	// Kind is "tool" (models and agents come with later issues).
+	Kind string
+	// Target is the tool's full name.
+	Target string
+	// Arguments is the arguments object as the caller sent it.
+	Arguments json.RawMessage
+	// IdempotencyKey, when set, makes a retry return the recorded answer.
+	IdempotencyKey string
+	// Edge names the entry point, for the audit: "rest" or "mcp".
+	Edge      string
+	RequestID string
+}
+
+// Caller is an authenticated agent.
+type Caller struct {
+	Agent string
+	KeyID string
+}
+
+// Outcome is what an allowed action produced.
+type Outcome struct {
+	AuditID string
+	Tool    *tools.Tool
+	Result  *tools.Result
+	// Replayed is set when Result is the recorded answer to an earlier call
+	// with the same Idempotency-Key.
+	Replayed bool
+}
+
+// Keys verifies agent API keys.
+type Keys interface {
+	VerifyKey(secret string) (identity.Key, bool)
+}
+
+// Resources reads Agent resources.
+type Resources interface {
+	Get(kind, name string) (config.Resource, bool)
+}
+
+// KillSwitches says whether an agent is stopped.
+type KillSwitches interface {
+	Killed(agent string) (killswitch.Switch, bool)
+}
+
+// Catalog finds tools.
+type Catalog interface {
+	Lookup(name string) (*tools.Entry, bool)
+	List() []*tools.Entry
+}
+
+// Idempotency records answers to calls made with an Idempotency-Key.
+type Idempotency interface {
+	Begin(ctx context.Context, key, digest string, lease time.Duration) (*idempotency.Record, *idempotency.Claim, error)
+	Finish(ctx context.Context, c *idempotency.Claim, result json.RawMessage, auditID string) error
+	Abandon(ctx context.Context, c *idempotency.Claim) error
+}
+
+// Auditor appends audit records.
+type Auditor interface {
+	Append(ctx context.Context, r *audit.Record) (string, error)
+}
+
+// Deps are the pipeline's collaborators.
+type Deps struct {
+	Keys        Keys
+	Resources   Resources
+	Kill        KillSwitches
+	Catalog     Catalog
+	Idempotency Idempotency
+	Audit       Auditor
+	Metrics     *Metrics // nil: not measured
+}
+
+// Pipeline runs actions through the stages.
+type Pipeline struct {
+	Deps
+	logger *slog.Logger
+	now    func() time.Time
+
+	agents sync.Map // agent name -> *agentCache: the decoded spec per revision
+}
+
+// New returns a pipeline over deps.
+func New(logger *slog.Logger, deps Deps) *Pipeline {
+	return &Pipeline{Deps: deps, logger: logger, now: time.Now}
+}
+
+// Invoke runs one action through every stage. It returns the outcome, or a
+// *problem.Error saying which stage refused it and why. Every action,
+// allowed or refused, leaves an audit record.
+func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err error) {
+	start := p.now()
+	rec := &audit.Record{
+		Time: start.UTC(), Kind: "tool", Target: a.Target, Edge: a.Edge,
+		RequestID: a.RequestID, IdempotencyKey: a.IdempotencyKey,
+	}
+	defer func() { out, err = p.finish(ctx, rec, start, out, err) }()
+
+	caller, err := p.Authenticate(a.Credential)
+	if err != nil {
+		return nil, err
+	}
+	rec.Agent = caller.Agent
+	// task context: the durable-tasks issue loads the task and its chain here.
+	if err := p.checkKill(caller); err != nil {
+		return nil, err
+	}
+	agent, err := p.agent(caller)
+	if err != nil {
+		return nil, err
+	}
+	entry, err := p.lookup(a.Target)
+	if err != nil {
+		return nil, err
+	}
+	rec.Source = entry.Tool.Source
+	// policy: the identity and policy issue replaces authorize with OPA here.
+	if err := authorize(agent, entry); err != nil {
+		return nil, err
+	}
+	args, digest, err := validate(entry, a.Arguments)
+	if err != nil {
+		return nil, err
+	}
+	rec.ArgsDigest = digest
+	if entry.Spec != nil && entry.Spec.AuditArguments {
+		rec.Arguments = args
+	}
+	// rate + budget, approval gate, redact egress: later issues, here.
+	return p.invokeOnce(ctx, rec, caller, entry, args, digest, a.IdempotencyKey)
+}
+
+// finish completes the audit record and appends it. The audit append is
+// synchronous: an answered action is never missing from the audit.
+func (p *Pipeline) finish(ctx context.Context, rec *audit.Record, start time.Time, out *Outcome, err error) (*Outcome, error) {
+	rec.DurationMS = float64(p.now().Sub(start).Microseconds()) / 1000
+	var pe *problem.Error
+	switch {
+	case err == nil:
+		rec.Decision, rec.Status = "allowed", "ok"
+		if out.Result != nil {
+			rec.UpstreamStatus = out.Result.Status
+			if out.Result.IsError {
+				rec.Status = "error"
+			}
+		}
+		rec.Replayed = out.Replayed
+	case asProblem(err, &pe) && refusal(pe.Code):
+		rec.Decision, rec.Status, rec.Code, rec.Reason = "denied", "refused", pe.Code, pe.Detail
+	default:
+		if !asProblem(err, &pe) {
+			pe = problem.Wrap(http.StatusInternalServerError, problem.Internal, "the call failed inside corral", err)
+			err = pe
+		}
+		rec.Decision, rec.Status, rec.Code, rec.Reason = "allowed", "error", pe.Code, pe.Detail
+	}
+	p.Metrics.observe(rec)
+	id, aerr := p.Audit.Append(context.WithoutCancel(ctx), rec)
+	if aerr != nil {
+		// The action has happened (or was refused); failing it now would
+		// invite a retry that acts twice. Say so loudly instead.
+		p.logger.ErrorContext(ctx, "audit record lost", "agent", rec.Agent, "target", rec.Target, "decision", rec.Decision, "err", aerr)
+	}
+	if out != nil {
+		out.AuditID = id
+	}
+	if pe != nil {
+		pe.AuditID = id
+	}
+	return out, err
+}
+
+// refusal reports whether a code is a stage saying no (as opposed to a
+// failure after the action was allowed).
+func refusal(code string) bool {
+	switch code {
+	case problem.Unauthenticated, problem.Killed, problem.ToolNotFound, problem.PolicyDenied,
+		problem.InvalidArguments, problem.IdempotencyConflict:
+		return true
+	}
+	return false
+}
+
+// Authenticate checks an agent key. The edges call it on its own to list
+// what an agent may see; Invoke calls it as its first stage.
+func (p *Pipeline) Authenticate(credential string) (Caller, error) {
+	if credential == "" {
+		return Caller{}, problem.New(http.StatusUnauthorized, problem.Unauthenticated, "send an agent key as Authorization: Bearer <key>")
+	}
+	key, ok := p.Keys.VerifyKey(credential)
+	if !ok {
+		return Caller{}, problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the key is not valid: unknown or revoked")
+	}
+	return Caller{Agent: key.Agent, KeyID: key.ID}, nil
+}
+
+// checkKill refuses an agent whose kill switch, or the global one, is on.
+func (p *Pipeline) checkKill(c Caller) error {
+	if sw, on := p.Kill.Killed(c.Agent); on {
+		detail := "agent " + c.Agent + " is stopped by a kill switch"
+		if sw.All {
+			detail = "every agent is stopped by the global kill switch"
+		}
+		if sw.Reason != "" {
+			detail += ": " + sw.Reason
+		}
+		return problem.New(http.StatusLocked, problem.Killed, detail)
+	}
+	return nil
+}
+
+type agentCache struct {
+	rev  uint64
+	spec *config.AgentSpec
+}
+
+// agent returns the caller's Agent spec, decoded once per revision.
+func (p *Pipeline) agent(c Caller) (*config.AgentSpec, error) {
+	res, ok := p.Resources.Get("Agent", c.Agent)
+	if !ok {
+		return nil, problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the key's agent "+c.Agent+" no longer exists")
+	}
+	if v, ok := p.agents.Load(c.Agent); ok && v.(*agentCache).rev == res.Metadata.Revision {
+		return v.(*agentCache).spec, nil
+	}
+	var spec config.AgentSpec
+	if err := json.Unmarshal(res.Spec, &spec); err != nil {
+		return nil, problem.Wrap(http.StatusInternalServerError, problem.Internal, "the agent's resource is unreadable", err)
+	}
+	p.agents.Store(c.Agent, &agentCache{rev: res.Metadata.Revision, spec: &spec})
+	return &spec, nil
+}
+
+// lookup finds the tool.
+func (p *Pipeline) lookup(name string) (*tools.Entry, error) {
+	e, ok := p.Catalog.Lookup(name)
+	if !ok {
+		return nil, problem.New(http.StatusNotFound, problem.ToolNotFound, "no tool named "+name+" (corral get tools lists them)")
+	}
+	return e, nil
+}
+
+// authorize allows the tools the agent's spec.tools lists.
+func authorize(agent *config.AgentSpec, e *tools.Entry) error {
+	if !tools.Allowed(agent.Tools, e.Tool.Name) {
+		return problem.New(http.StatusForbidden, problem.PolicyDenied, "the agent may not call "+e.Tool.Name+": it is not in the agent's spec.tools")
+	}
+	return nil
+}
+
+// Tools returns the tools the caller may call, for listings. It applies
+// the same checks as Invoke's authorize stage.
+func (p *Pipeline) Tools(c Caller) ([]*tools.Entry, error) {
+	agent, err := p.agent(c)
+	if err != nil {
+		return nil, err
+	}
+	var out []*tools.Entry
+	for _, e := range p.Catalog.List() {
+		if authorize(agent, e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// validate checks the arguments against the tool's input schema and returns
+// them in canonical form (the form the upstream gets) with their digest.
+func validate(e *tools.Entry, raw json.RawMessage) (json.RawMessage, string, error) {
+	if len(raw) == 0 {
+		raw = json.RawMessage("{}")
+	}
+	if v := e.Validator.Validate(raw); v != nil {
+		return nil, "", &problem.Error{
+			Status: http.StatusUnprocessableEntity, Code: problem.InvalidArguments,
+			Detail: invalidDetail(e.Tool.Name, v), Errors: v,
+		}
+	}
+	canonical, err := canonicalJSON(raw)
+	if err != nil {
+		return nil, "", problem.New(http.StatusUnprocessableEntity, problem.InvalidArguments, "the arguments are not valid JSON")
+	}
+	sum := sha256.Sum256(canonical)
+	return canonical, "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+func invalidDetail(tool string, v []tools.Violation) string {
+	d := "the arguments do not match " + tool + "'s input schema: "
+	if v[0].Pointer != "" {
+		d += v[0].Pointer + ": "
+	}
+	d += v[0].Message
+	if len(v) > 1 {
+		d += " (and more in errors)"
+	}
+	return d
+}
+
+// canonicalJSON re-encodes a JSON value with object keys sorted, so that the
+// same arguments written differently have the same digest.
+func canonicalJSON(raw json.RawMessage) ([]byte, error) {
+	var v any
+	dec := json.NewDecoder(bytesReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return json.Marshal(v) // encoding/json sorts map keys
+}

@@ -1,0 +1,181 @@
+package mcpsource
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/corral-dev/corral/internal/config"
+)
+
+// deleteTimeout bounds the DELETE that ends an HTTP session on Close. Ending
+// the session is a courtesy, and a server that finishes its in-flight calls
+// before answering must not hold up a reload (the SDK would wait 5 s).
+const deleteTimeout = time.Second
+
+// terminateAfter is how long closing a stdio server waits, after closing its
+// stdin, before signalling it; the SDK's default of 5 s makes every restart
+// of a stuck server slow.
+const terminateAfter = 2 * time.Second
+
+// httpTransport returns a fresh Streamable HTTP transport for each connect;
+// all of them share client, whose RoundTripper adds the credentials.
+func httpTransport(url string, client *http.Client) func() mcp.Transport {
+	return func() mcp.Transport {
+		return &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: client}
+	}
+}
+
+// authRoundTripper adds the configured headers and credentials to every
+// request. Credentials are resolved per request so that a rotated secret
+// takes effect on the next request, without reconnecting.
+type authRoundTripper struct {
+	base    http.RoundTripper
+	headers map[string]string
+	auth    *config.UpstreamAuth
+	secret  func(ctx context.Context, ref config.SecretValue) (string, error)
+}
+
+// RoundTrip implements http.RoundTripper. Its errors name the credential
+// that could not be resolved, never a header's value.
+func (rt *authRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	if req.Method == http.MethodDelete {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, deleteTimeout)
+		// The DELETE's answer has no body worth reading; its connection
+		// is released when the context ends.
+		defer cancel()
+	}
+	// A RoundTripper must not modify the request it was given.
+	req = req.Clone(ctx)
+	for k, v := range rt.headers {
+		req.Header.Set(k, v)
+	}
+	if err := rt.authorize(req); err != nil {
+		if req.Body != nil {
+			req.Body.Close() // RoundTrip must close the body, even on errors
+		}
+		return nil, err
+	}
+	return rt.base.RoundTrip(req)
+}
+
+func (rt *authRoundTripper) authorize(req *http.Request) error {
+	a := rt.auth
+	if a == nil {
+		return nil
+	}
+	if rt.secret == nil {
+		return errors.New("mcpsource: auth is set but no secret resolver was given")
+	}
+	ctx := req.Context()
+	switch {
+	case a.Bearer != nil:
+		v, err := rt.secret(ctx, *a.Bearer)
+		if err != nil {
+			return fmt.Errorf("mcpsource: resolve bearer token: %w", err)
+		}
+		req.Header.Set("Authorization", "Bearer "+v)
+	case a.APIKey != nil:
+		v, err := rt.secret(ctx, a.APIKey.Value)
+		if err != nil {
+			return fmt.Errorf("mcpsource: resolve api key for header %s: %w", a.APIKey.Header, err)
+		}
+		req.Header.Set(a.APIKey.Header, v)
+	case a.Basic != nil:
+		v, err := rt.secret(ctx, a.Basic.Password)
+		if err != nil {
+			return fmt.Errorf("mcpsource: resolve basic auth password: %w", err)
+		}
+		req.SetBasicAuth(a.Basic.Username, v)
+	}
+	return nil
+}
+
+// commandTransport returns a transport that starts the server afresh on
+// each connect. The process is not tied to any request's context: it lives
+// until the session is closed or the process exits.
+func commandTransport(argv []string, env map[string]string, logger *slog.Logger) func() mcp.Transport {
+	environ := os.Environ()
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		environ = append(environ, k+"="+env[k])
+	}
+	return func() mcp.Transport {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Env = environ
+		cmd.Stderr = &stderrLog{log: logger}
+		// A grandchild that keeps stderr open must not keep Wait, and so
+		// Close, from returning.
+		cmd.WaitDelay = time.Second
+		return &mcp.CommandTransport{Command: cmd, TerminateDuration: terminateAfter}
+	}
+}
+
+// stderrLog writes a server's stderr to the log at debug level, a line at a
+// time. It holds at most maxStderrLine bytes of an unfinished line and cuts
+// longer lines, so a chatty or binary stderr cannot grow memory.
+type stderrLog struct {
+	log *slog.Logger
+
+	mu      sync.Mutex
+	line    []byte
+	cut     bool // the current line was already cut and logged
+	dropped int  // bytes of the current line beyond the cut
+}
+
+const maxStderrLine = 1 << 10
+
+func (w *stderrLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		chunk := p
+		if i >= 0 {
+			chunk = p[:i]
+		}
+		if w.cut {
+			w.dropped += len(chunk)
+		} else {
+			room := maxStderrLine - len(w.line)
+			if len(chunk) > room {
+				w.line = append(w.line, chunk[:room]...)
+				w.dropped = len(chunk) - room
+				w.cut = true
+			} else {
+				w.line = append(w.line, chunk...)
+			}
+		}
+		if i < 0 {
+			break
+		}
+		w.flush()
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+// flush logs the current line; the caller holds mu.
+func (w *stderrLog) flush() {
+	if len(w.line) > 0 || w.dropped > 0 {
+		if w.dropped > 0 {
+			w.log.Debug("mcp server stderr", "line", string(w.line), "cut_bytes", w.dropped)
+		} else {
+			w.log.Debug("mcp server stderr", "line", string(w.line))
+		}
+	}
+	w.line, w.cut, w.dropped = w.line[:0], false, 0
+}

@@ -1,0 +1,483 @@
+// Package restsource is the tool source for HTTP APIs described by OpenAPI:
+// it reads the document (a file, a URL or inline), turns each operation into
+// a tool with internal/openapi, and calls the API through internal/upstream,
+// adding the credentials agents never see.
+package restsource
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/openapi"
+	"github.com/corral-dev/corral/internal/tools"
+	"github.com/corral-dev/corral/internal/upstream"
+)
+
+// maxDocument caps an OpenAPI document read from a file or URL.
+const maxDocument = 32 << 20
+
+// Pins keeps, per tool source, the document its tools were built from, so
+// that a restarted replica serves the same tools while a newer document that
+// would break callers is held back.
+type Pins interface {
+	Get(ctx context.Context, source string) (doc []byte, revision uint64, ok bool, err error)
+	Put(ctx context.Context, source string, revision uint64, doc []byte) error
+}
+
+// Options tune every source the factory builds.
+type Options struct {
+	// Pins, when set, pins documents read from URLs; without it a source
+	// adopts whatever its URL serves at each start.
+	Pins Pins
+	// OnDrift is told when a source first holds a newer document back.
+	OnDrift func(d tools.Drift)
+	// OnBreakerChange is told when an upstream's breaker changes state.
+	OnBreakerChange func(source string, from, to upstream.State)
+	// HTTPClient fetches documents from URLs; default one with a 30 s timeout.
+	HTTPClient *http.Client
+}
+
+// Factory returns a tools.Factory for ToolSources with spec.openapi.
+func Factory(opts Options) tools.Factory {
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	return func(ctx context.Context, name string, spec *config.ToolSourceSpec, env tools.Env) (tools.Source, error) {
+		return New(ctx, name, spec, env, opts)
+	}
+}
+
+// Source is one OpenAPI-described API.
+type Source struct {
+	name   string
+	spec   *config.ToolSourceSpec
+	env    tools.Env
+	opts   Options
+	client *upstream.Client
+
+	state atomic.Pointer[state] // the tools in force
+	drift atomic.Pointer[tools.Drift]
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// state is one document's tools; replaced whole when the document changes.
+type state struct {
+	baseURL string
+	tools   []tools.Tool
+	ops     map[string]*openapi.Tool // by tool name
+	digest  string
+}
+
+var (
+	_ tools.Source  = (*Source)(nil)
+	_ tools.Drifter = (*Source)(nil)
+)
+
+// New reads the document and builds the source.
+func New(ctx context.Context, name string, spec *config.ToolSourceSpec, env tools.Env, opts Options) (*Source, error) {
+	if spec.OpenAPI == nil {
+		return nil, errors.New("restsource: the ToolSource has no spec.openapi")
+	}
+	s := &Source{name: name, spec: spec, env: env, opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
+	if err := s.load(ctx); err != nil {
+		return nil, err
+	}
+	var onChange func(string, upstream.State, upstream.State)
+	if opts.OnBreakerChange != nil {
+		onChange = func(n string, from, to upstream.State) { opts.OnBreakerChange(n, from, to) }
+	}
+	s.client = upstream.New(upstream.Config{
+		Name: name, Timeout: spec.TimeoutOrDefault(), OnBreakerChange: onChange,
+		BreakerFailures: spec.Breaker.FailuresOrDefault(), BreakerCooldown: spec.Breaker.CooldownOrDefault(),
+	})
+	go s.refresh()
+	return s, nil
+}
+
+// fromURL reports whether the document is read from a URL: only those are
+// re-read and pinned.
+func (s *Source) fromURL() bool {
+	return s.spec.OpenAPI.Document == "" && isURL(s.spec.OpenAPI.Spec)
+}
+
+func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") }
+
+// load builds the tools in force at start: the pinned document for this
+// revision of the ToolSource if there is one (and the URL's current one is
+// then checked for drift), else the document as read now, pinned.
+func (s *Source) load(ctx context.Context) error {
+	data, where, readErr := Read(ctx, s.opts.HTTPClient, s.spec.OpenAPI)
+	if !s.fromURL() || s.opts.Pins == nil {
+		if readErr != nil {
+			return readErr
+		}
+		st, err := s.build(data, where)
+		if err != nil {
+			return err
+		}
+		s.state.Store(st)
+		return nil
+	}
+	pinned, rev, ok, err := s.opts.Pins.Get(ctx, s.name)
+	if err != nil {
+		return fmt.Errorf("restsource: read pin: %w", err)
+	}
+	if ok && rev == s.env.Revision {
+		st, err := s.build(pinned, where+" (pinned)")
+		if err != nil {
+			return err
+		}
+		s.state.Store(st)
+		if readErr != nil {
+			s.env.Logger.WarnContext(ctx, "serving the pinned document: its URL cannot be read", "err", readErr)
+			return nil
+		}
+		s.check(ctx, data, where)
+		return nil
+	}
+	if readErr != nil {
+		return readErr
+	}
+	st, err := s.build(data, where)
+	if err != nil {
+		return err
+	}
+	if err := s.opts.Pins.Put(ctx, s.name, s.env.Revision, data); err != nil {
+		return fmt.Errorf("restsource: pin: %w", err)
+	}
+	s.state.Store(st)
+	return nil
+}
+
+// build imports a document.
+func (s *Source) build(data []byte, where string) (*state, error) {
+	ops, err := openapi.Import(s.name, data, openapi.Options{Document: where, Overrides: overrides(s.spec.Overrides)})
+	if err != nil {
+		return nil, fmt.Errorf("restsource: %w", err)
+	}
+	base, err := baseURL(s.spec.OpenAPI, data)
+	if err != nil {
+		return nil, err
+	}
+	st := &state{baseURL: base, ops: make(map[string]*openapi.Tool, len(ops)), digest: digest(data)}
+	for i := range ops {
+		op := &ops[i]
+		st.ops[op.Name] = op
+		st.tools = append(st.tools, Convert(s.name, op))
+	}
+	return st, nil
+}
+
+// check compares a newly read document with the one in force: the same, or
+// changed in ways callers may ignore, it is adopted (and pinned); changed in
+// ways that would break callers, it is held back and reported as drift.
+func (s *Source) check(ctx context.Context, data []byte, where string) {
+	cur := s.state.Load()
+	if digest(data) == cur.digest {
+		s.drift.Store(nil)
+		return
+	}
+	next, err := s.build(data, where)
+	if err != nil {
+		// A document that no longer imports breaks every caller.
+		s.hold(ctx, digest(data), []tools.Change{{Kind: tools.OperationRemoved, Detail: "the new document cannot be imported: " + err.Error()}})
+		return
+	}
+	if changes := tools.Breaking(cur.tools, next.tools); len(changes) > 0 {
+		s.hold(ctx, next.digest, changes)
+		return
+	}
+	if s.opts.Pins != nil {
+		if err := s.opts.Pins.Put(ctx, s.name, s.env.Revision, data); err != nil {
+			s.env.Logger.WarnContext(ctx, "pinning the new document", "err", err)
+			return // adopt it only once pinned, so replicas and restarts agree
+		}
+	}
+	s.state.Store(next)
+	s.drift.Store(nil)
+	s.env.Logger.InfoContext(ctx, "tool source document changed compatibly; adopted", "tools", len(next.tools))
+	if s.env.Changed != nil {
+		s.env.Changed()
+	}
+}
+
+func (s *Source) hold(ctx context.Context, candidate string, changes []tools.Change) {
+	if prev := s.drift.Load(); prev != nil && prev.Candidate == candidate {
+		return // reported already
+	}
+	d := &tools.Drift{Source: s.name, Detected: time.Now().UTC(), From: s.spec.OpenAPI.Spec,
+		InForce: s.state.Load().digest, Candidate: candidate, Changes: changes}
+	s.drift.Store(d)
+	s.env.Logger.WarnContext(ctx, "tool source drifted in ways that break callers; the previous tools stay in force",
+		"changes", len(changes), "candidate", candidate, "accept_with", "corral tools drift accept "+s.name)
+	if s.opts.OnDrift != nil {
+		s.opts.OnDrift(*d)
+	}
+}
+
+// Drift returns the newer document held back, or nil.
+func (s *Source) Drift() *tools.Drift { return s.drift.Load() }
+
+// refresh re-reads a URL document every spec.refresh until Close.
+func (s *Source) refresh() {
+	defer close(s.done)
+	every := s.spec.RefreshOrDefault()
+	if !s.fromURL() || every <= 0 {
+		<-s.stop
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		data, where, err := Read(ctx, s.opts.HTTPClient, s.spec.OpenAPI)
+		if err != nil {
+			s.env.Logger.WarnContext(ctx, "re-reading the tool source's document", "err", err)
+		} else {
+			s.check(ctx, data, where)
+		}
+		cancel()
+	}
+}
+
+// Convert turns an imported operation into the catalogue's Tool.
+func Convert(source string, op *openapi.Tool) tools.Tool {
+	return tools.Tool{
+		Name:         op.Name,
+		Source:       source,
+		Description:  op.Description,
+		InputSchema:  op.InputSchema,
+		OutputSchema: op.OutputSchema,
+		Annotations: tools.Annotations{
+			ReadOnly:    op.Annotations.ReadOnly,
+			Destructive: op.Annotations.Destructive,
+			Idempotent:  op.Annotations.Idempotent,
+		},
+		Method: op.Method,
+		Path:   op.Path,
+	}
+}
+
+func overrides(in map[string]config.ToolOverride) map[string]openapi.Override {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make(map[string]openapi.Override, len(in))
+	for k, o := range in {
+		out[k] = openapi.Override{ReadOnly: o.ReadOnly, Destructive: o.Destructive, Idempotent: o.Idempotent}
+	}
+	return out
+}
+
+// Read returns the document a spec.openapi names, and where it came from
+// (for messages): inline, from an http(s) URL, or from a file.
+func Read(ctx context.Context, client *http.Client, src *config.OpenAPISource) ([]byte, string, error) {
+	switch {
+	case src.Document != "":
+		return []byte(src.Document), "spec.openapi.document", nil
+	case strings.HasPrefix(src.Spec, "http://") || strings.HasPrefix(src.Spec, "https://"):
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src.Spec, nil)
+		if err != nil {
+			return nil, src.Spec, fmt.Errorf("restsource: spec.openapi.spec: %w", err)
+		}
+		req.Header.Set("Accept", "application/json, application/yaml;q=0.9, */*;q=0.5")
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, src.Spec, fmt.Errorf("restsource: read %s: %w", src.Spec, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, src.Spec, fmt.Errorf("restsource: read %s: HTTP %d", src.Spec, resp.StatusCode)
+		}
+		data, err := io.ReadAll(io.LimitReader(resp.Body, maxDocument+1))
+		if err != nil {
+			return nil, src.Spec, fmt.Errorf("restsource: read %s: %w", src.Spec, err)
+		}
+		if len(data) > maxDocument {
+			return nil, src.Spec, fmt.Errorf("restsource: read %s: larger than %d MiB", src.Spec, maxDocument>>20)
+		}
+		return data, src.Spec, nil
+	default:
+		f, err := os.Open(src.Spec)
+		if err != nil {
+			return nil, src.Spec, fmt.Errorf("restsource: spec.openapi.spec: %w (a path is read by the server, relative to its working directory)", err)
+		}
+		defer f.Close()
+		data, err := io.ReadAll(io.LimitReader(f, maxDocument+1))
+		if err != nil {
+			return nil, src.Spec, fmt.Errorf("restsource: read %s: %w", src.Spec, err)
+		}
+		if len(data) > maxDocument {
+			return nil, src.Spec, fmt.Errorf("restsource: %s is larger than %d MiB", src.Spec, maxDocument>>20)
+		}
+		return data, src.Spec, nil
+	}
+}
+
+// baseURL is spec.openapi.baseURL, or the document's first server resolved
+// against the document's URL.
+func baseURL(src *config.OpenAPISource, data []byte) (string, error) {
+	if src.BaseURL != "" {
+		return src.BaseURL, nil
+	}
+	servers := openapi.Servers(data)
+	if len(servers) == 0 {
+		return "", errors.New("restsource: the document lists no servers: set spec.openapi.baseURL")
+	}
+	u, err := url.Parse(servers[0])
+	if err != nil {
+		return "", fmt.Errorf("restsource: the document's server %q: %w", servers[0], err)
+	}
+	if u.IsAbs() {
+		return u.String(), nil
+	}
+	if !strings.HasPrefix(src.Spec, "http://") && !strings.HasPrefix(src.Spec, "https://") {
+		return "", fmt.Errorf("restsource: the document's server %q is relative: set spec.openapi.baseURL", servers[0])
+	}
+	doc, err := url.Parse(src.Spec)
+	if err != nil {
+		return "", fmt.Errorf("restsource: spec.openapi.spec: %w", err)
+	}
+	return doc.ResolveReference(u).String(), nil
+}
+
+// Tools returns the API's operations as tools.
+func (s *Source) Tools() []tools.Tool { return s.state.Load().tools }
+
+// Digest identifies the document the tools in force were built from.
+func (s *Source) Digest() string { return s.state.Load().digest }
+
+// Breaker reports the upstream's breaker state.
+func (s *Source) Breaker() upstream.State { return s.client.BreakerState() }
+
+// Call builds the HTTP request for the operation and sends it.
+func (s *Source) Call(ctx context.Context, c tools.Call) (*tools.Result, error) {
+	st := s.state.Load()
+	op, ok := st.ops[c.Tool.Name]
+	if !ok {
+		return nil, fmt.Errorf("restsource: %s has no operation %s", s.name, c.Tool.Name)
+	}
+	req, err := openapi.Build(op, st.baseURL, c.Arguments)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json, */*;q=0.5")
+	if c.IdempotencyKey != "" {
+		req.Header.Set("Idempotency-Key", c.IdempotencyKey)
+	}
+	if err := s.authenticate(ctx, req.Header); err != nil {
+		return nil, err
+	}
+	resp, err := s.client.Do(ctx, upstream.Request{
+		Method: req.Method, URL: req.URL, Header: req.Header, Body: req.Body,
+		Idempotent: c.Tool.Annotations.Idempotent,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return result(resp)
+}
+
+// ErrCredentials: the upstream's credentials cannot be resolved.
+var ErrCredentials = errors.New("upstream credentials unavailable")
+
+func (s *Source) authenticate(ctx context.Context, h http.Header) error {
+	a := s.spec.Auth
+	if a == nil {
+		return nil
+	}
+	resolve := func(ref config.SecretValue) (string, error) {
+		v, err := s.env.Secret(ctx, ref)
+		if err != nil {
+			return "", fmt.Errorf("%w: %w", ErrCredentials, err)
+		}
+		return v, nil
+	}
+	switch {
+	case a.Bearer != nil:
+		v, err := resolve(*a.Bearer)
+		if err != nil {
+			return err
+		}
+		h.Set("Authorization", "Bearer "+v)
+	case a.APIKey != nil:
+		v, err := resolve(a.APIKey.Value)
+		if err != nil {
+			return err
+		}
+		h.Set(a.APIKey.Header, v)
+	case a.Basic != nil:
+		v, err := resolve(a.Basic.Password)
+		if err != nil {
+			return err
+		}
+		h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(a.Basic.Username+":"+v)))
+	}
+	return nil
+}
+
+// result turns an HTTP answer into a tool result: JSON as it is, text as a
+// JSON string, anything else base64-encoded in a JSON string.
+func result(resp *upstream.Response) (*tools.Result, error) {
+	res := &tools.Result{Status: resp.Status, Size: len(resp.Body), IsError: resp.Status >= 400}
+	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	res.ContentType = mediaType
+	body := bytes.TrimSpace(resp.Body)
+	switch {
+	case len(body) == 0:
+		res.Structured = json.RawMessage("null")
+	case mediaType == "application/json" || strings.HasSuffix(mediaType, "+json"):
+		if !json.Valid(body) {
+			if res.IsError {
+				res.Structured, _ = json.Marshal(string(resp.Body))
+				return res, nil
+			}
+			return nil, fmt.Errorf("%w: the upstream said %s but sent no valid JSON", tools.ErrInvalidAnswer, mediaType)
+		}
+		res.Structured = json.RawMessage(body)
+	case mediaType == "" || strings.HasPrefix(mediaType, "text/") || strings.HasSuffix(mediaType, "+xml") || mediaType == "application/xml":
+		res.Structured, _ = json.Marshal(string(resp.Body))
+	default:
+		res.Structured, _ = json.Marshal(base64.StdEncoding.EncodeToString(resp.Body))
+	}
+	return res, nil
+}
+
+// Close stops re-reading the document and releases idle connections.
+func (s *Source) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		<-s.done
+		s.client.Close()
+	})
+	return nil
+}
+
+func digest(data []byte) string {
+	sum := sha256.Sum256(data)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}

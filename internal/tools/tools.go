@@ -1,0 +1,168 @@
+// Package tools is the catalogue of the tools agents call through corral: the
+// Tool and Source types that every kind of tool source implements, and the
+// Catalog that turns ToolSource resources into live sources on every replica
+// and answers "which tool is this name" without touching the network.
+package tools
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+
+	"github.com/corral-dev/corral/internal/config"
+)
+
+// Tool is one tool as agents and the pipeline see it.
+type Tool struct {
+	// Name is "<source>.<tool>": unique across corral.
+	Name string `json:"name"`
+	// Source is the ToolSource's name.
+	Source      string `json:"source"`
+	Title       string `json:"title,omitempty"`
+	Description string `json:"description,omitempty"`
+	// InputSchema is a JSON Schema (draft 2020-12 unless it says otherwise
+	// with $schema) for the arguments object.
+	InputSchema json.RawMessage `json:"inputSchema"`
+	// OutputSchema is a JSON Schema for the result, when the source declares one.
+	OutputSchema json.RawMessage `json:"outputSchema,omitempty"`
+	Annotations  Annotations     `json:"annotations"`
+	// Method and Path are the HTTP operation behind an OpenAPI tool.
+	Method string `json:"method,omitempty"`
+	Path   string `json:"path,omitempty"`
+}
+
+// Annotations are hints about what calling a tool does. Policy reads them
+// and the gateway retries only idempotent tools.
+type Annotations struct {
+	ReadOnly    bool `json:"readOnly"`
+	Destructive bool `json:"destructive"`
+	Idempotent  bool `json:"idempotent"`
+	// OpenWorld: the tool reaches beyond a closed domain (MCP's hint); nil
+	// when the source does not say.
+	OpenWorld *bool `json:"openWorld,omitempty"`
+}
+
+// Apply returns a with the override's set fields in place.
+func (a Annotations) Apply(o config.ToolOverride) Annotations {
+	if o.ReadOnly != nil {
+		a.ReadOnly = *o.ReadOnly
+	}
+	if o.Destructive != nil {
+		a.Destructive = *o.Destructive
+	}
+	if o.Idempotent != nil {
+		a.Idempotent = *o.Idempotent
+	}
+	return a
+}
+
+// Call is one invocation handed to a source.
+type Call struct {
+	// Tool is the tool being called, as the catalogue holds it.
+	Tool *Tool
+	// Arguments is a JSON object, already validated against the input schema.
+	Arguments json.RawMessage
+	// IdempotencyKey, when set, is passed on to the upstream.
+	IdempotencyKey string
+}
+
+// Result is what a tool answered.
+type Result struct {
+	// Structured is the answer as one JSON value: an OpenAPI tool's JSON
+	// body (a string for other text), an MCP tool's structuredContent.
+	Structured json.RawMessage `json:"structured,omitempty"`
+	// Content is an MCP tool's content blocks, as the server sent them.
+	Content []json.RawMessage `json:"content,omitempty"`
+	// IsError is set when the tool itself reports failure: an MCP result
+	// with isError, or an HTTP answer 4xx. The call reached the tool.
+	IsError bool `json:"isError,omitempty"`
+	// Status is the upstream's HTTP status; 0 where there is none.
+	Status int `json:"status,omitempty"`
+	// ContentType is the upstream's media type, for HTTP upstreams.
+	ContentType string `json:"contentType,omitempty"`
+	// Size is the size in bytes of what the upstream sent.
+	Size int `json:"size"`
+}
+
+// Source is a connected tool source: an OpenAPI-described HTTP API or an
+// MCP server. Implementations pass sourcetest.Run.
+type Source interface {
+	// Tools returns the source's tools, named "<source>.<tool>". The slice
+	// is not modified after it is returned.
+	Tools() []Tool
+	// Call invokes one of them. A failure to reach the tool wraps one of
+	// upstream's errors (ErrUnavailable, ErrTimeout, ErrTooLarge) or
+	// ErrInvalidAnswer; a tool that ran and failed is a Result with IsError.
+	Call(ctx context.Context, c Call) (*Result, error)
+	// Close releases connections and stops what the source started.
+	Close() error
+}
+
+// ErrInvalidAnswer: the upstream answered something that is not a valid
+// answer (not JSON where JSON was declared, a protocol error).
+var ErrInvalidAnswer = errors.New("upstream answer invalid")
+
+// Env is what a source may use while it is built and runs.
+type Env struct {
+	Logger *slog.Logger
+	// Revision is the ToolSource resource's revision the source is built
+	// for: sources that pin what they loaded key the pin by it.
+	Revision uint64
+	// Secret resolves a credential reference (a Secret's name or an
+	// environment variable) to its value. Call it per request, so that a
+	// rotated secret applies without a rebuild.
+	Secret func(ctx context.Context, ref config.SecretValue) (string, error)
+	// Changed tells the catalogue that Tools now answers differently (an
+	// MCP server's list changed, a drift was accepted).
+	Changed func()
+}
+
+// Factory builds the source a ToolSource resource declares. It returns once
+// the source's tools are known, or with an error that says why not; the
+// catalogue retries with backoff.
+type Factory func(ctx context.Context, name string, spec *config.ToolSourceSpec, env Env) (Source, error)
+
+// Match reports whether a tool name matches a pattern from Agent.spec.tools:
+// a full name, or a glob where * matches any run of characters (dots
+// included) and ? matches one.
+func Match(pattern, name string) bool {
+	if !strings.ContainsAny(pattern, "*?") {
+		return pattern == name
+	}
+	// Iterative glob with backtracking to the last star: linear in practice
+	// and never exponential.
+	p, n := 0, 0
+	star, next := -1, 0
+	for n < len(name) {
+		switch {
+		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == name[n]):
+			p++
+			n++
+		case p < len(pattern) && pattern[p] == '*':
+			star, next = p, n
+			p++
+		case star >= 0:
+			p = star + 1
+			next++
+			n = next
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}
+
+// Allowed reports whether any of patterns matches name.
+func Allowed(patterns []string, name string) bool {
+	for _, p := range patterns {
+		if Match(p, name) {
+			return true
+		}
+	}
+	return false
+}
