@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 )
@@ -130,10 +131,31 @@ func (l *Log) Append(ctx context.Context, r *Record) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("audit: encode %s: %w", r.ID, err)
 	}
-	if _, err := l.js.Publish(ctx, subject(r.Kind, r.Agent), data, jetstream.WithMsgID(r.ID), jetstream.WithExpectStream(Stream)); err != nil {
+	msg := nats.NewMsg(subject(r.Kind, r.Agent))
+	msg.Data = data
+	if headerSafe(r.Target) {
+		msg.Header.Set(targetHeader, r.Target)
+	}
+	if _, err := l.js.PublishMsg(ctx, msg, jetstream.WithMsgID(r.ID), jetstream.WithExpectStream(Stream)); err != nil {
 		return "", fmt.Errorf("audit: append %s: %w", r.ID, err)
 	}
 	return r.ID, nil
+}
+
+// targetHeader carries a record's Target beside it, so that Query can filter
+// by tool without decoding every record.
+const targetHeader = "Corral-Target"
+
+// headerSafe reports whether s can be a header value as it is: printable
+// ASCII. Anything else (an unauthenticated caller's made-up tool name) is
+// left to the record, which Query then decodes.
+func headerSafe(s string) bool {
+	for i := range len(s) {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // subject is where a record goes: corral.audit.<kind>.<agent>, each token
@@ -249,17 +271,17 @@ func (l *Log) Query(ctx context.Context, f Filter) ([]Record, error) {
 		return []Record{}, nil
 	}
 
+	// Next blocks until a message comes; ending the query's context stops it.
+	stop := context.AfterFunc(ctx, msgs.Stop)
+	defer stop()
+
 	match := matcher(f.Tool)
 	ring := newRing(f.Limit)
 	for {
-		// Pending messages can still vanish (aged out) before they are
-		// delivered; a quiet consumer then means there is nothing more.
-		nctx, cancel := context.WithTimeout(ctx, quietTimeout)
-		m, err := msgs.Next(jetstream.NextContext(nctx))
-		cancel()
+		m, err := msgs.Next()
 		if err != nil {
-			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-				break
+			if ctx.Err() != nil {
+				err = ctx.Err()
 			}
 			return nil, fmt.Errorf("audit: query: %w", err)
 		}
@@ -272,20 +294,50 @@ func (l *Log) Query(ctx context.Context, f Filter) ([]Record, error) {
 			break // stored after the query started
 		}
 		// The start-by-sequence path may begin before Since.
-		if !meta.Timestamp.Before(f.Since) {
-			if r, ok := l.decode(ctx, m, seq); ok && match(r.Target) {
-				ring.add(r)
-			}
+		if !meta.Timestamp.Before(f.Since) && match(l.target(ctx, m, seq)) {
+			ring.add(stored{seq: seq, data: m.Data()})
 		}
+		// Records leave the stream only from the front, by age, so the
+		// pending count never promises one that will not come.
 		if seq == last || meta.NumPending == 0 {
 			break
 		}
 	}
-	return ring.records(), nil
+	// Only the records kept are decoded.
+	out := make([]Record, 0, len(ring.buf))
+	for _, s := range ring.ordered() {
+		var r Record
+		if err := json.Unmarshal(s.data, &r); err != nil {
+			l.logger.WarnContext(ctx, "skipping unreadable audit record", "seq", s.seq, "err", err)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
-// quietTimeout is how long Query waits for a message it was told is pending.
-const quietTimeout = 5 * time.Second
+// target is a stored record's Target: from its header, or, for a record
+// stored without one, from the record itself.
+func (l *Log) target(ctx context.Context, m jetstream.Msg, seq uint64) string {
+	if h := m.Headers(); h != nil {
+		if vs, ok := h[targetHeader]; ok && len(vs) > 0 {
+			return vs[0]
+		}
+	}
+	var r struct {
+		Target string `json:"target"`
+	}
+	if err := json.Unmarshal(m.Data(), &r); err != nil {
+		l.logger.WarnContext(ctx, "unreadable audit record", "seq", seq, "err", err)
+	}
+	return r.Target
+}
+
+// stored is a record as read from the stream, decoded only if kept.
+type stored struct {
+	seq  uint64
+	data []byte
+}
 
 // deleteConsumer removes a query's consumer from the server, so that a busy
 // console does not leave one behind per query.
@@ -299,15 +351,6 @@ func (l *Log) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
 	if err := l.js.DeleteConsumer(ctx, Stream, ci.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		l.logger.DebugContext(ctx, "audit query consumer left to expire", "consumer", ci.Name, "err", err)
 	}
-}
-
-func (l *Log) decode(ctx context.Context, m jetstream.Msg, seq uint64) (Record, bool) {
-	var r Record
-	if err := json.Unmarshal(m.Data(), &r); err != nil {
-		l.logger.WarnContext(ctx, "skipping unreadable audit record", "seq", seq, "err", err)
-		return Record{}, false
-	}
-	return r, true
 }
 
 // matcher returns a test for tool names: exact, or a pattern with '*'.
@@ -343,24 +386,24 @@ func globMatch(parts []string, name string) bool {
 
 // ring keeps the last n records added.
 type ring struct {
-	buf  []Record
+	buf  []stored
 	n    int
 	next int // where the next record goes once buf holds n
 }
 
 func newRing(n int) *ring { return &ring{n: n} }
 
-func (r *ring) add(rec Record) {
+func (r *ring) add(s stored) {
 	if len(r.buf) < r.n {
-		r.buf = append(r.buf, rec)
+		r.buf = append(r.buf, s)
 		return
 	}
-	r.buf[r.next] = rec
+	r.buf[r.next] = s
 	r.next = (r.next + 1) % r.n
 }
 
-// records returns what the ring holds, oldest first.
-func (r *ring) records() []Record {
-	out := make([]Record, 0, len(r.buf))
+// ordered returns what the ring holds, oldest first.
+func (r *ring) ordered() []stored {
+	out := make([]stored, 0, len(r.buf))
 	return append(append(out, r.buf[r.next:]...), r.buf[:r.next]...)
 }

@@ -103,6 +103,7 @@ func TestQuery(t *testing.T) {
 		call("", "crm.get_order"), // authentication failed
 		call("impact", "crm.delete_order"),
 		call("odd.name *>", "mail.send"), // not a valid agent name; escaped in the subject
+		call("", "bad\r\nX-Evil: 1"),     // not a header value; read from the record
 	)
 	since := time.Now()
 	appendAll(t, l,
@@ -115,7 +116,7 @@ func TestQuery(t *testing.T) {
 		f    Filter
 		want []string
 	}{
-		{"everything", Filter{}, []string{"impact/crm.get_order", "mailer/mail.send", "/crm.get_order", "impact/crm.delete_order", "odd.name *>/mail.send", "impact/mail.send", "mailer/crm.get_order"}},
+		{"everything", Filter{}, []string{"impact/crm.get_order", "mailer/mail.send", "/crm.get_order", "impact/crm.delete_order", "odd.name *>/mail.send", "/bad\r\nX-Evil: 1", "impact/mail.send", "mailer/crm.get_order"}},
 		{"agent", Filter{Agent: "impact"}, []string{"impact/crm.get_order", "impact/crm.delete_order", "impact/mail.send"}},
 		{"escaped agent", Filter{Agent: "odd.name *>"}, []string{"odd.name *>/mail.send"}},
 		{"agent with no records", Filter{Agent: "nobody"}, []string{}},
@@ -123,6 +124,7 @@ func TestQuery(t *testing.T) {
 		{"tool glob", Filter{Tool: "crm.*"}, []string{"impact/crm.get_order", "/crm.get_order", "impact/crm.delete_order", "mailer/crm.get_order"}},
 		{"tool glob in the middle", Filter{Tool: "*.delete_*"}, []string{"impact/crm.delete_order"}},
 		{"tool matching nothing", Filter{Tool: "crm.get"}, []string{}},
+		{"tool that is no header", Filter{Tool: "bad*"}, []string{"/bad\r\nX-Evil: 1"}},
 		{"agent and tool", Filter{Agent: "impact", Tool: "crm.*"}, []string{"impact/crm.get_order", "impact/crm.delete_order"}},
 		{"since", Filter{Since: since}, []string{"impact/mail.send", "mailer/crm.get_order"}},
 		{"since and agent", Filter{Since: since, Agent: "mailer"}, []string{"mailer/crm.get_order"}},
@@ -132,7 +134,7 @@ func TestQuery(t *testing.T) {
 		{"limit with agent", Filter{Agent: "impact", Limit: 2}, []string{"impact/crm.delete_order", "impact/mail.send"}},
 		{"limit with tool", Filter{Tool: "crm.*", Limit: 3}, []string{"/crm.get_order", "impact/crm.delete_order", "mailer/crm.get_order"}},
 		{"limit larger than since allows", Filter{Since: since, Limit: 5}, []string{"impact/mail.send", "mailer/crm.get_order"}},
-		{"limit above the maximum", Filter{Limit: MaxLimit + 1}, []string{"impact/crm.get_order", "mailer/mail.send", "/crm.get_order", "impact/crm.delete_order", "odd.name *>/mail.send", "impact/mail.send", "mailer/crm.get_order"}},
+		{"limit above the maximum", Filter{Limit: MaxLimit + 1}, []string{"impact/crm.get_order", "mailer/mail.send", "/crm.get_order", "impact/crm.delete_order", "odd.name *>/mail.send", "/bad\r\nX-Evil: 1", "impact/mail.send", "mailer/crm.get_order"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,12 +1,17 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
+	"net/http"
 	"os"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,7 +19,10 @@ import (
 	"github.com/corral-dev/corral/examples"
 	"github.com/corral-dev/corral/internal/api"
 	"github.com/corral-dev/corral/internal/app"
+	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/demo"
+	"github.com/corral-dev/corral/internal/edge/rest"
 	"github.com/corral-dev/corral/internal/identity"
 )
 
@@ -30,6 +38,11 @@ func newDemo(s streams) *cobra.Command {
 --data), then use its HTTP API the way the CLI does: apply the example agents,
 apply them again (nothing changes), change one, and send a broken file that is
 refused with the field named and nothing stored. Then list what is stored.
+
+Then the tool gateway: start the demo world's logistics system on loopback,
+import its OpenAPI document as a ToolSource, and act as the agent "impact":
+list its tools, call one, be refused for wrong arguments and for a destructive
+tool outside its list, be stopped by a kill switch, and read the audit.
 
 It exits when done; with --keep it goes on serving until interrupted, and
 prints how to point the CLI at it.`,
@@ -81,7 +94,7 @@ func tour(ctx context.Context, s streams, a *app.App, keep bool) error {
 	if err != nil {
 		return err
 	}
-	step := func(n int, title string) { fmt.Fprintf(s.out, "\n[%d/5] %s\n", n, title) }
+	step := func(n int, title string) { fmt.Fprintf(s.out, "\n[%d/9] %s\n", n, title) }
 	apply := func(docs []config.Document) error {
 		results, err := c.apply(ctx, docs)
 		if err != nil {
@@ -103,7 +116,14 @@ func tour(ctx context.Context, s streams, a *app.App, keep bool) error {
 	}
 	step(3, "change one agent's description: only that one is configured")
 	changed := docs[0]
-	changed.Resource.Spec = []byte(`{"description":"Finds delayed orders, now with the carrier's new delay codes."}`)
+	var spec config.AgentSpec
+	if err := json.Unmarshal(changed.Resource.Spec, &spec); err != nil {
+		return err
+	}
+	spec.Description = "Finds delayed orders, now with the carrier's new delay codes."
+	if changed.Resource.Spec, err = json.Marshal(spec); err != nil {
+		return err
+	}
 	if err := apply([]config.Document{changed}); err != nil {
 		return err
 	}
@@ -135,11 +155,31 @@ func tour(ctx context.Context, s streams, a *app.App, keep bool) error {
 		}
 	}
 
+	// The demo world's logistics system serves for as long as the tour,
+	// --keep included.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	logistics := &http.Server{Handler: demo.NewLogistics(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = logistics.Serve(ln) // ends with Close below
+	}()
+	defer func() {
+		logistics.Close()
+		<-served
+	}()
+	if err := toolTour(ctx, s, c, "http://"+ln.Addr().String(), step); err != nil {
+		return err
+	}
+
 	if !keep {
 		fmt.Fprintf(s.out, "\ndone. Run 'corral demo --keep' to keep the server up and try the CLI against it.\n")
 		return nil
 	}
-	fmt.Fprintf(s.out, "\ncorral keeps serving; in another shell:\n  export CORRAL_SERVER=%s CORRAL_TOKEN=$(cat %s)\n  corral get agents\nInterrupt (Ctrl-C) to stop.\n", a.URL(), path)
+	fmt.Fprintf(s.out, "\ncorral keeps serving; in another shell:\n  export CORRAL_SERVER=%s CORRAL_TOKEN=$(cat %s)\n  corral get agents\n  corral get tools\n  corral audit\nInterrupt (Ctrl-C) to stop.\n", a.URL(), path)
 	<-ctx.Done()
 	return nil
 }
@@ -160,4 +200,123 @@ func exampleDocuments() ([]config.Document, error) {
 		return err
 	})
 	return docs, err
+}
+
+// toolTour shows the tool gateway: the demo world's logistics system behind
+// corral, called as the agent "impact".
+func toolTour(ctx context.Context, s streams, c *client, logisticsURL string, step func(int, string)) error {
+	step(6, "import the logistics system's OpenAPI document as ToolSource/logistics: one tool per operation")
+	src, ops, err := importOpenAPIData(LogisticsSource, demo.LogisticsSpec, logisticsURL)
+	if err != nil {
+		return err
+	}
+	if _, err := c.apply(ctx, []config.Document{{Source: "demo", Index: 1, Resource: src}}); err != nil {
+		return err
+	}
+	if err := writeToolTable(indent(s.out), ops); err != nil {
+		return err
+	}
+	var created api.CreatedKey
+	if err := c.do(ctx, "POST", "/v1/keys", api.CreateKeyRequest{Agent: "impact"}, &created); err != nil {
+		return err
+	}
+	agent := newClient(c.base, created.Secret)
+	fmt.Fprintf(s.out, "  an API key for Agent/impact: %s... (shown once; corral keeps its hash)\n", created.Secret[:16])
+
+	step(7, "as Agent/impact: list my tools, call one")
+	var list rest.ToolList
+	deadline := time.Now().Add(10 * time.Second)
+	for len(list.Tools) < 2 { // the source loads in the background
+		if err := agent.do(ctx, "GET", "/v1/tools", nil, &list); err != nil {
+			return err
+		}
+		if len(list.Tools) < 2 {
+			if time.Now().After(deadline) {
+				return errors.New("demo: the logistics tools did not load")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for _, t := range list.Tools {
+		fmt.Fprintf(s.out, "  %s (%s)\n", t.Name, annotations(t.Annotations))
+	}
+	var answer rest.InvokeResponse
+	if err := agent.do(ctx, "POST", "/v1/tools/logistics.list_delayed_shipments/invoke",
+		rest.InvokeRequest{Arguments: json.RawMessage(`{"min_hours": 24}`)}, &answer); err != nil {
+		return err
+	}
+	fmt.Fprintf(s.out, "  POST /v1/tools/logistics.list_delayed_shipments/invoke {\"min_hours\": 24}\n  -> %s\n", compactJSON(answer.Result))
+
+	step(8, "refused before anything reaches the system: wrong arguments, a destructive tool not in its list")
+	for _, call := range []struct{ tool, args string }{
+		{"logistics.get_order", `{"order_id": "1001"}`},
+		{"logistics.cancel_order", `{"order_id": "ORD-1001"}`},
+	} {
+		err := agent.do(ctx, "POST", "/v1/tools/"+call.tool+"/invoke", rest.InvokeRequest{Arguments: json.RawMessage(call.args)}, nil)
+		var refused *apiError
+		if !errors.As(err, &refused) {
+			return fmt.Errorf("demo: %s was not refused: %v", call.tool, err)
+		}
+		fmt.Fprintf(s.out, "  %s %s -> HTTP %d %s: %s\n", call.tool, call.args, refused.Status, refused.Code, refused.Detail)
+	}
+
+	step(9, "corral kill --agent impact: every replica refuses it at once; then the audit")
+	if err := c.do(ctx, "POST", "/v1/killswitches", api.KillRequest{Agent: "impact", Reason: "demo"}, nil); err != nil {
+		return err
+	}
+	err = agent.do(ctx, "POST", "/v1/tools/logistics.get_order/invoke", rest.InvokeRequest{Arguments: json.RawMessage(`{"order_id": "ORD-1001"}`)}, nil)
+	var killed *apiError
+	if !errors.As(err, &killed) {
+		return fmt.Errorf("demo: the killed agent was not refused: %v", err)
+	}
+	fmt.Fprintf(s.out, "  logistics.get_order -> HTTP %d %s: %s\n", killed.Status, killed.Code, killed.Detail)
+	if err := c.do(ctx, "DELETE", "/v1/killswitches/agent/impact", nil, nil); err != nil {
+		return err
+	}
+	var records struct {
+		Records []audit.Record `json:"records"`
+	}
+	if err := c.do(ctx, "GET", "/v1/audit?agent=impact", nil, &records); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  AGENT\tTOOL\tDECISION\tCODE\tSTATUS\tDURATION")
+	for _, r := range records.Records {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%.2fms\n", r.Agent, r.Target, r.Decision, orDash(r.Code), r.Status, r.DurationMS)
+	}
+	return tw.Flush()
+}
+
+// LogisticsSource is the name the demo gives the logistics ToolSource.
+const LogisticsSource = "logistics"
+
+func compactJSON(raw json.RawMessage) string {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return string(raw)
+	}
+	return b.String()
+}
+
+// indent prefixes every line written to w with two spaces.
+func indent(w io.Writer) io.Writer { return &indenter{w: w, start: true} }
+
+type indenter struct {
+	w     io.Writer
+	start bool
+}
+
+func (i *indenter) Write(p []byte) (int, error) {
+	for _, b := range p {
+		if i.start {
+			if _, err := i.w.Write([]byte("  ")); err != nil {
+				return 0, err
+			}
+		}
+		if _, err := i.w.Write([]byte{b}); err != nil {
+			return 0, err
+		}
+		i.start = b == '\n'
+	}
+	return len(p), nil
 }

@@ -129,15 +129,26 @@ func importOpenAPI(ctx context.Context, where, name, baseURL string) (config.Res
 		}
 		src.Document = string(data)
 	}
-	ops, err := openapi.Import(name, data, openapi.Options{Document: where})
-	if err != nil {
-		return config.Resource{}, nil, err
-	}
 	if baseURL == "" {
 		servers := openapi.Servers(data)
 		if len(servers) == 0 || (!isURL && !isAbsURL(servers[0])) {
 			return config.Resource{}, nil, fmt.Errorf("%s names no absolute server URL: pass --base-url", where)
 		}
+	}
+	return toolSource(name, where, data, src)
+}
+
+// importOpenAPIData builds an inline ToolSource from a document in memory.
+func importOpenAPIData(name string, data []byte, baseURL string) (config.Resource, []tools.Tool, error) {
+	return toolSource(name, name, data, &config.OpenAPISource{Document: string(data), BaseURL: baseURL})
+}
+
+// toolSource imports data (so that every problem shows before anything is
+// stored) and builds the ToolSource resource around src.
+func toolSource(name, where string, data []byte, src *config.OpenAPISource) (config.Resource, []tools.Tool, error) {
+	ops, err := openapi.Import(name, data, openapi.Options{Document: where})
+	if err != nil {
+		return config.Resource{}, nil, err
 	}
 	out := make([]tools.Tool, len(ops))
 	for i := range ops {
