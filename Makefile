@@ -3,7 +3,7 @@
 
 GO          ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-FUZZTIME    ?= 10s
+FUZZTIME    ?= 5s
 
 .PHONY: test build lint fuzz bench
 
@@ -24,9 +24,15 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-## fuzz: fuzz the resource decoder for FUZZTIME (make fuzz FUZZTIME=5m for longer)
+## fuzz: fuzz every parser for FUZZTIME each (make fuzz FUZZTIME=5m for longer)
 fuzz:
 	$(GO) test ./internal/config -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/openapi -run '^$$' -fuzz '^FuzzImport$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/openapi -run '^$$' -fuzz '^FuzzBuild$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/tools -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/tools -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/secret -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/audit -run '^$$' -fuzz '^FuzzToken$$' -fuzztime $(FUZZTIME)
 
 ## bench: corral's resource path as ratios to the substrate, measured in one run
 bench:

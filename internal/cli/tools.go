@@ -127,6 +127,10 @@ func importOpenAPI(ctx context.Context, where, name, baseURL string) (config.Res
 		if data, err = os.ReadFile(where); err != nil {
 			return config.Resource{}, nil, err
 		}
+		if len(data) > config.MaxResourceBytes-4096 {
+			return config.Resource{}, nil, fmt.Errorf("%s is %d KiB; a document sent inline must stay under %d KiB: serve it over http(s) and import its URL",
+				where, len(data)>>10, (config.MaxResourceBytes-4096)>>10)
+		}
 		src.Document = string(data)
 	}
 	if baseURL == "" {
