@@ -1,6 +1,7 @@
 // Package api serves corral's control-plane HTTP API: resources under
-// /v1/resources and /v1/apply (admin only) and their JSON Schemas under
-// /v1/schemas (open, for editors).
+// /v1/resources and /v1/apply, agent keys, kill switches and the audit
+// (admin only), and the resources' JSON Schemas under /v1/schemas (open, for
+// editors).
 package api
 
 import (
