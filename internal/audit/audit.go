@@ -28,6 +28,10 @@ const subjectPrefix = "corral.audit."
 // DefaultMaxAge is how long records are kept unless Options say otherwise.
 const DefaultMaxAge = 30 * 24 * time.Hour
 
+// DefaultMaxBytes bounds the stream unless Options say otherwise: about 20
+// million records of a typical size.
+const DefaultMaxBytes = 8 << 30
+
 // Query limits.
 const (
 	DefaultLimit = 100
@@ -77,6 +81,10 @@ type Record struct {
 type Options struct {
 	// MaxAge is how long records are kept; 0 means DefaultMaxAge.
 	MaxAge time.Duration
+	// MaxBytes bounds the stream's size, oldest records going first, so
+	// that a flood (unauthenticated calls are audited too) cannot fill the
+	// disk; 0 means DefaultMaxBytes.
+	MaxBytes int64
 }
 
 // substrate is what the log needs from the bus.
@@ -97,12 +105,16 @@ func Open(ctx context.Context, logger *slog.Logger, s substrate, opts Options) (
 	if opts.MaxAge <= 0 {
 		opts.MaxAge = DefaultMaxAge
 	}
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = DefaultMaxBytes
+	}
 	stream, err := s.Stream(ctx, jetstream.StreamConfig{
 		Name:        Stream,
 		Description: "corral audit: one record per call or event, subject corral.audit.<kind>.<agent>",
 		Subjects:    []string{subjectPrefix + ">"},
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      opts.MaxAge,
+		MaxBytes:    opts.MaxBytes,
 		Discard:     jetstream.DiscardOld,
 		// Records are never deleted or purged one by one: the audit is
 		// append-only, and only age removes them.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -190,8 +191,17 @@ func labels(l map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
+// oneLine fits text from the server (descriptions from upstreams, names
+// from audit records) on one line of a table, with control characters shown
+// escaped rather than sent to the terminal.
 func oneLine(s string, max int) string {
 	s = strings.Join(strings.Fields(s), " ")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
 	if r := []rune(s); len(r) > max {
 		return string(r[:max-1]) + "…"
 	}
@@ -211,14 +221,7 @@ func newDelete(s streams) *cobra.Command {
 	output := outputFlag(cmd, "text", "json")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if strings.EqualFold(args[0], "tools") || strings.EqualFold(args[0], "tool") {
-			// Tools are not resources: they come from ToolSources.
-			if len(args) == 2 {
-				return fmt.Errorf("use 'corral tools describe %s' to show one tool", args[1])
-			}
-			if *output == "yaml" {
-				return fmt.Errorf("-o yaml is for resources; tools print as table or json")
-			}
-			return listTools(cmd.Context(), s, cf, *output)
+			return fmt.Errorf("tools come from ToolSources: delete its ToolSource (corral delete toolsource SOURCE), or take %s out of the agents' spec.tools", args[1])
 		}
 		k, err := config.LookupKind(args[0])
 		if err != nil {

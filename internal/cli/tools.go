@@ -231,7 +231,7 @@ func writeToolTable(w io.Writer, list []tools.Tool) error {
 		if t.Method != "" {
 			op = t.Method + " " + t.Path
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, op, annotations(t.Annotations), oneLine(t.Description, 60))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", oneLine(t.Name, 80), oneLine(op, 60), annotations(t.Annotations), oneLine(t.Description, 60))
 	}
 	return tw.Flush()
 }

@@ -26,6 +26,10 @@ const TTL = 24 * time.Hour
 // MaxKey bounds an Idempotency-Key's length.
 const MaxKey = 255
 
+// MaxResult bounds a recorded result: records are single messages, and
+// NATS refuses messages over its max_payload (1 MiB by default).
+const MaxResult = 512 << 10
+
 // Errors callers branch on.
 var (
 	// ErrConflict: the key was used before with other arguments.
@@ -47,6 +51,9 @@ type Record struct {
 	Result json.RawMessage `json:"result,omitempty"`
 	// AuditID is the audit record of the call that produced Result.
 	AuditID string `json:"audit_id,omitempty"`
+	// TooLarge: the call was made but its answer was over MaxResult, so
+	// it cannot be replayed.
+	TooLarge bool `json:"too_large,omitempty"`
 }
 
 // Claim is the right to run a call; Finish or Abandon it.
@@ -129,9 +136,14 @@ func (s *Store) Begin(ctx context.Context, key, digest string, lease time.Durati
 	return nil, nil, ErrInProgress
 }
 
-// Finish records the call's result under the claim.
+// Finish records the call's result under the claim. A nil or oversized
+// result records that the call was made without its answer.
 func (s *Store) Finish(ctx context.Context, c *Claim, result json.RawMessage, auditID string) error {
-	done, err := json.Marshal(Record{Digest: c.digest, Done: true, Claimed: s.now().UTC(), Result: result, AuditID: auditID})
+	tooLarge := result == nil || len(result) > MaxResult
+	if tooLarge {
+		result = nil
+	}
+	done, err := json.Marshal(Record{Digest: c.digest, Done: true, Claimed: s.now().UTC(), Result: result, AuditID: auditID, TooLarge: tooLarge})
 	if err != nil {
 		return fmt.Errorf("idempotency: %w", err)
 	}

@@ -54,8 +54,14 @@ func Build(t *Tool, baseURL string, arguments json.RawMessage) (*Request, error)
 		switch p.In {
 		case InPath:
 			var s string
-			if s, err = simple(v, p.Explode, pathEscape); err == nil {
-				path = strings.ReplaceAll(path, "{"+p.Name+"}", s)
+			if s, err = simple(v, p.Explode, url.PathEscape); err == nil {
+				if s == "" || s == "." || s == ".." {
+					// Proxies and frameworks collapse dot segments, even
+					// escaped: refuse rather than let ".." walk out of the path.
+					err = fmt.Errorf("%q cannot be a path segment", s)
+				} else {
+					path = strings.ReplaceAll(path, "{"+p.Name+"}", s)
+				}
 			}
 		case InQuery:
 			err = addQuery(query, p, v)
@@ -90,15 +96,6 @@ func Build(t *Tool, baseURL string, arguments json.RawMessage) (*Request, error)
 }
 
 func identity(s string) string { return s }
-
-// pathEscape escapes a path parameter's value, dot segments included, so
-// that an argument such as ".." cannot walk out of the operation's path.
-func pathEscape(s string) string {
-	if s == "." || s == ".." {
-		return strings.ReplaceAll(s, ".", "%2E")
-	}
-	return url.PathEscape(s)
-}
 
 // scalar renders a JSON scalar as text.
 func scalar(v any) (string, error) {

@@ -1,18 +1,19 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nuid"
 
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/idempotency"
+	"github.com/corral-dev/corral/internal/openapi"
 	"github.com/corral-dev/corral/internal/problem"
 	"github.com/corral-dev/corral/internal/tools"
 	"github.com/corral-dev/corral/internal/upstream"
@@ -27,8 +28,11 @@ func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, 
 	if len(key) > idempotency.MaxKey {
 		return nil, problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("Idempotency-Key is longer than %d characters", idempotency.MaxKey))
 	}
+	if !printable(key) {
+		return nil, problem.New(http.StatusBadRequest, problem.InvalidRequest, "Idempotency-Key must be printable ASCII")
+	}
 	// The lease outlasts every attempt the upstream client may make.
-	lease := 4*e.Spec.TimeoutOrDefault() + 10*1e9
+	lease := 4*e.Spec.TimeoutOrDefault() + 10*time.Second
 	prev, claim, err := p.Idempotency.Begin(ctx, idempotency.Key(c.Agent, e.Tool.Name, key), digest, lease)
 	switch {
 	case errors.Is(err, idempotency.ErrConflict):
@@ -37,6 +41,8 @@ func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, 
 		return nil, problem.New(http.StatusConflict, problem.IdempotencyConflict, "a call with this Idempotency-Key is still running; retry later")
 	case err != nil:
 		return nil, problem.Wrap(http.StatusServiceUnavailable, problem.Internal, "idempotency records are unavailable", err)
+	case prev != nil && prev.TooLarge:
+		return nil, problem.New(http.StatusConflict, problem.IdempotencyConflict, "the call with this Idempotency-Key was made, but its answer was too large to record for replay")
 	case prev != nil:
 		var res tools.Result
 		if err := json.Unmarshal(prev.Result, &res); err != nil {
@@ -46,24 +52,48 @@ func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, 
 	}
 	out, err := p.invoke(ctx, rec, e, args, key)
 	if err != nil {
-		// The call did not produce an answer to record: let a retry run it.
-		if aerr := p.Idempotency.Abandon(context.WithoutCancel(ctx), claim); aerr != nil {
-			p.logger.WarnContext(ctx, "abandoning idempotency claim", "err", aerr)
+		if notSent(err) {
+			// The request never left: let a retry run it.
+			if aerr := p.Idempotency.Abandon(context.WithoutCancel(ctx), claim); aerr != nil {
+				p.logger.WarnContext(ctx, "abandoning idempotency claim", "err", aerr)
+			}
 		}
+		// Otherwise the upstream may have acted (a timeout, a 5xx): the claim
+		// stays until its lease ends, so a retry meanwhile is refused rather
+		// than acting twice, and one after it carries the same key upstream.
 		return nil, err
 	}
-	result, _ := json.Marshal(out.Result)
+	result, err := json.Marshal(out.Result)
+	if err != nil || len(result) > idempotency.MaxResult {
+		result = nil // recorded as made but not replayable
+	}
 	if ferr := p.Idempotency.Finish(context.WithoutCancel(ctx), claim, result, rec.ID); ferr != nil {
-		p.logger.WarnContext(ctx, "recording idempotent result", "err", ferr)
+		p.logger.ErrorContext(ctx, "recording idempotent result", "err", ferr)
 	}
 	return out, nil
+}
+
+// notSent reports whether a failed call certainly never reached the upstream.
+func notSent(err error) bool {
+	return errors.Is(err, upstream.ErrNotSent) || errors.Is(err, openapi.ErrArguments) || errors.Is(err, tools.ErrCredentials)
+}
+
+func printable(s string) bool {
+	for i := range len(s) {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // invoke calls the tool's source and inspects the answer.
 func (p *Pipeline) invoke(ctx context.Context, rec *audit.Record, e *tools.Entry, args json.RawMessage, key string) (*Outcome, error) {
 	// The audit id is fixed before the call, so the idempotency record can name it.
 	rec.ID = nuid.Next()
-	res, err := e.Source.Call(ctx, tools.Call{Tool: &e.Tool, Arguments: args, IdempotencyKey: key})
+	// A call that has left runs to its answer or its timeout even if the
+	// caller goes away, so that its outcome is recorded (audit, idempotency).
+	res, err := e.Source.Call(context.WithoutCancel(ctx), tools.Call{Tool: &e.Tool, Arguments: args, IdempotencyKey: key})
 	if err != nil {
 		return nil, upstreamProblem(e.Tool.Name, err)
 	}
@@ -84,16 +114,39 @@ func (p *Pipeline) inspect(ctx context.Context, rec *audit.Record, e *tools.Entr
 	}
 	if v := e.Output.Validate(res.Structured); v != nil {
 		p.Metrics.outputDrift(e.Tool.Source, e.Tool.Name)
-		rec.Reason = "output drift: the answer breaks the declared output schema: " + v[0].Pointer + " " + v[0].Message
-		p.logger.WarnContext(ctx, "tool answer breaks its output schema", "tool", e.Tool.Name, "violations", len(v), "first", v[0].Pointer+" "+v[0].Message)
+		// Pointers only: messages may quote the upstream's data.
+		rec.Reason = "output drift: the answer breaks the declared output schema at " + pointers(v)
+		p.logger.WarnContext(ctx, "tool answer breaks its output schema", "tool", e.Tool.Name, "at", pointers(v))
 	}
+}
+
+// pointers lists the places of violations, without their messages.
+func pointers(v []tools.Violation) string {
+	var b strings.Builder
+	for i, x := range v {
+		if i == 5 {
+			fmt.Fprintf(&b, " and %d more", len(v)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if x.Pointer == "" {
+			b.WriteString("/")
+		} else {
+			b.WriteString(x.Pointer)
+		}
+	}
+	return b.String()
 }
 
 // upstreamProblem maps a source's error to the pipeline's codes.
 func upstreamProblem(tool string, err error) error {
 	switch {
-	case errors.Is(err, context.Canceled):
-		return problem.Wrap(499, "canceled", "the caller went away", err)
+	case errors.Is(err, openapi.ErrArguments), errors.Is(err, upstream.ErrInvalidRequest):
+		return problem.Wrap(http.StatusUnprocessableEntity, problem.InvalidArguments, tool+": the arguments cannot be sent: "+safeCause(err), err)
+	case errors.Is(err, tools.ErrCredentials):
+		return problem.Wrap(http.StatusBadGateway, problem.UpstreamError, tool+": corral cannot resolve the upstream's credentials; an operator must fix the ToolSource's auth", err)
 	case errors.Is(err, upstream.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return problem.Wrap(http.StatusGatewayTimeout, problem.UpstreamTimeout, tool+": the upstream did not answer in time", err)
 	case errors.Is(err, upstream.ErrUnavailable):
@@ -106,6 +159,12 @@ func upstreamProblem(tool string, err error) error {
 	return problem.Wrap(http.StatusBadGateway, problem.UpstreamError, tool+": the call failed", err)
 }
 
-func asProblem(err error, pe **problem.Error) bool { return errors.As(err, pe) }
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+// safeCause is the last part of an error's text, which for argument errors
+// names the parameter and the rule, not corral's internals.
+func safeCause(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 && i+2 < len(msg) {
+		msg = msg[i+2:]
+	}
+	return msg
+}

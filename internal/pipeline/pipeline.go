@@ -12,13 +12,16 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/corral-dev/corral/internal/audit"
@@ -114,6 +117,11 @@ type Pipeline struct {
 	now    func() time.Time
 
 	agents sync.Map // agent name -> *agentCache: the decoded spec per revision
+
+	// auditDown is set while appending to the audit fails: calls are then
+	// refused before they act, so that nothing happens unrecorded for long.
+	// Refusals still try to append, and the first that succeeds clears it.
+	auditDown atomic.Bool
 }
 
 // New returns a pipeline over deps.
@@ -127,7 +135,7 @@ func New(logger *slog.Logger, deps Deps) *Pipeline {
 func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err error) {
 	start := p.now()
 	rec := &audit.Record{
-		Time: start.UTC(), Kind: "tool", Target: a.Target, Edge: a.Edge,
+		Time: start.UTC(), Kind: "tool", Target: truncate(a.Target, 256), Edge: a.Edge,
 		RequestID: a.RequestID, IdempotencyKey: a.IdempotencyKey,
 	}
 	defer func() { out, err = p.finish(ctx, rec, start, out, err) }()
@@ -163,6 +171,9 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 		rec.Arguments = args
 	}
 	// rate + budget, approval gate, redact egress: later issues, here.
+	if p.auditDown.Load() {
+		return nil, problem.New(http.StatusServiceUnavailable, problem.AuditUnavailable, "the audit log cannot be written; corral acts on nothing it cannot record")
+	}
 	return p.invokeOnce(ctx, rec, caller, entry, args, digest, a.IdempotencyKey)
 }
 
@@ -181,10 +192,15 @@ func (p *Pipeline) finish(ctx context.Context, rec *audit.Record, start time.Tim
 			}
 		}
 		rec.Replayed = out.Replayed
-	case asProblem(err, &pe) && refusal(pe.Code):
+	case errors.As(err, &pe) && refusal(pe.Code):
 		rec.Decision, rec.Status, rec.Code, rec.Reason = "denied", "refused", pe.Code, pe.Detail
+		if v, ok := pe.Errors.([]tools.Violation); ok {
+			// The messages may quote argument values, which the audit keeps
+			// only where the tool source asks for them.
+			rec.Reason = "the arguments break the input schema at " + pointers(v)
+		}
 	default:
-		if !asProblem(err, &pe) {
+		if !errors.As(err, &pe) {
 			pe = problem.Wrap(http.StatusInternalServerError, problem.Internal, "the call failed inside corral", err)
 			err = pe
 		}
@@ -194,9 +210,11 @@ func (p *Pipeline) finish(ctx context.Context, rec *audit.Record, start time.Tim
 	id, aerr := p.Audit.Append(context.WithoutCancel(ctx), rec)
 	if aerr != nil {
 		// The action has happened (or was refused); failing it now would
-		// invite a retry that acts twice. Say so loudly instead.
+		// invite a retry that acts twice. Say so loudly, and refuse the next
+		// calls until the audit can be written again.
 		p.logger.ErrorContext(ctx, "audit record lost", "agent", rec.Agent, "target", rec.Target, "decision", rec.Decision, "err", aerr)
 	}
+	p.auditDown.Store(aerr != nil)
 	if out != nil {
 		out.AuditID = id
 	}
@@ -211,7 +229,7 @@ func (p *Pipeline) finish(ctx context.Context, rec *audit.Record, start time.Tim
 func refusal(code string) bool {
 	switch code {
 	case problem.Unauthenticated, problem.Killed, problem.ToolNotFound, problem.PolicyDenied,
-		problem.InvalidArguments, problem.IdempotencyConflict:
+		problem.InvalidArguments, problem.IdempotencyConflict, problem.AuditUnavailable:
 		return true
 	}
 	return false
@@ -336,10 +354,19 @@ func invalidDetail(tool string, v []tools.Violation) string {
 // same arguments written differently have the same digest.
 func canonicalJSON(raw json.RawMessage) ([]byte, error) {
 	var v any
-	dec := json.NewDecoder(bytesReader(raw))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	if err := dec.Decode(&v); err != nil {
 		return nil, err
 	}
 	return json.Marshal(v) // encoding/json sorts map keys
+}
+
+// truncate bounds what a caller wrote before it is recorded: the target of
+// an unauthenticated call is whatever the caller sent.
+func truncate(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	return s[:max]
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/corral-dev/corral/internal/audit"
@@ -180,5 +181,48 @@ func TestUpstreamFailures(t *testing.T) {
 		if rec := aud.records[0]; rec.Decision != "allowed" || rec.Status != "error" || rec.Code != tt.wantCode {
 			t.Errorf("audit record %+v, want allowed, error, %s", rec, tt.wantCode)
 		}
+	}
+}
+
+type failingAudit struct{ fail bool }
+
+func (f *failingAudit) Append(context.Context, *audit.Record) (string, error) {
+	if f.fail {
+		return "", errors.New("stream unavailable")
+	}
+	return "a", nil
+}
+
+// TestAuditDownRefusesUntilItRecovers: an action whose record is lost is
+// answered (it happened), but the next ones are refused before they act
+// until a record can be written again.
+func TestAuditDownRefusesUntilItRecovers(t *testing.T) {
+	src := &fakeSource{res: &tools.Result{Structured: json.RawMessage(`{}`)}}
+	p, _ := newTestPipeline(t, src)
+	aud := &failingAudit{fail: true}
+	p.Audit = aud
+	call := func() error {
+		_, err := p.Invoke(t.Context(), Action{Credential: "k-impact", Target: "erp.get", Arguments: json.RawMessage(`{"id": 1}`)})
+		return err
+	}
+	if err := call(); err != nil {
+		t.Fatalf("first call with the audit down: %v, want its answer", err)
+	}
+	var pe *problem.Error
+	if err := call(); !errors.As(err, &pe) || pe.Code != problem.AuditUnavailable || src.calls != 1 {
+		t.Fatalf("second call: %v after %d upstream calls, want 503 audit_unavailable before acting", err, src.calls)
+	}
+	aud.fail = false
+	_ = call() // refused, but its record is written: the audit is back
+	if err := call(); err != nil || src.calls != 2 {
+		t.Errorf("call after the audit recovered: %v (%d upstream calls), want it to act", err, src.calls)
+	}
+}
+
+func TestAuditKeepsNoArgumentValues(t *testing.T) {
+	p, aud := newTestPipeline(t, &fakeSource{})
+	_, _ = p.Invoke(t.Context(), Action{Credential: "k-impact", Target: "erp.get", Arguments: json.RawMessage(`{"id": "4111-1111-1111-1111"}`)})
+	if r := aud.records[0]; strings.Contains(r.Reason, "4111") || r.Code != problem.InvalidArguments {
+		t.Errorf("audit reason %q quotes the argument's value", r.Reason)
 	}
 }

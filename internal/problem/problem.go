@@ -41,6 +41,7 @@ const (
 	UpstreamTimeout     = "upstream_timeout"
 	UpstreamInvalid     = "upstream_invalid"
 	UpstreamError       = "upstream_error"
+	AuditUnavailable    = "audit_unavailable"
 )
 
 // Error is an error with the HTTP status and stable code it should be

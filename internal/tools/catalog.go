@@ -111,7 +111,8 @@ type Catalog struct {
 	rebuild chan struct{} // a source's tools changed
 
 	mu      sync.Mutex
-	sources map[string]*runner // by ToolSource name
+	sources map[string]*runner // by ToolSource name: the runner whose tools are served
+	next    map[string]*runner // a newer revision being built while the current one serves
 }
 
 type snapshot struct {
@@ -146,6 +147,7 @@ func NewCatalog(logger *slog.Logger, resources Resources, factories map[string]F
 		secret:    secret,
 		rebuild:   make(chan struct{}, 1),
 		sources:   map[string]*runner{},
+		next:      map[string]*runner{},
 	}
 	c.snap.Store(&snapshot{byName: map[string]*Entry{}})
 	return c
@@ -165,10 +167,14 @@ func (c *Catalog) Status() []SourceStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]SourceStatus, 0, len(c.sources))
-	for _, r := range c.sources {
-		r.mu.Lock()
-		out = append(out, r.status)
-		r.mu.Unlock()
+	for name, r := range c.sources {
+		st := r.currentStatus()
+		if n := c.next[name]; n != nil {
+			if ns := n.currentStatus(); ns.Error != "" {
+				st.Error = fmt.Sprintf("revision %d cannot load, revision %d still serves: %s", ns.Revision, st.Revision, ns.Error)
+			}
+		}
+		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b SourceStatus) int { return cmp.Compare(a.Name, b.Name) })
 	return out
@@ -191,47 +197,85 @@ func (c *Catalog) Run(ctx context.Context) error {
 	}
 }
 
-// reconcile starts a runner for every ToolSource revision without one and
-// stops runners whose resource changed or went away.
+// reconcile makes the runners follow the ToolSources. A new source gets a
+// runner at once. A changed one gets a second runner beside the one that
+// serves, promoted by publish once it is ready, so that editing a source
+// never leaves its tools missing, and a revision that cannot load leaves the
+// previous one serving. A deleted one stops. Runners are stopped outside the
+// lock: closing a source can take a while.
 func (c *Catalog) reconcile(ctx context.Context) {
 	want := map[string]config.Resource{}
 	for _, res := range c.resources.List("ToolSource") {
 		want[res.Metadata.Name] = res
 	}
+	var stop []*runner
+	defer func() {
+		for _, r := range stop {
+			r.stop()
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for name, r := range c.sources {
-		if res, ok := want[name]; !ok || res.Metadata.Revision != r.rev {
-			r.stop()
+		if _, ok := want[name]; !ok {
+			stop = append(stop, r)
 			delete(c.sources, name)
 		}
 	}
-	for name, res := range want {
-		if _, ok := c.sources[name]; ok {
-			continue
+	for name, r := range c.next {
+		if res, ok := want[name]; !ok || res.Metadata.Revision != r.rev {
+			stop = append(stop, r)
+			delete(c.next, name)
 		}
-		var spec config.ToolSourceSpec
-		if err := json.Unmarshal(res.Spec, &spec); err != nil {
-			c.logger.ErrorContext(ctx, "unreadable ToolSource", "source", name, "err", err)
-			continue
-		}
-		rctx, cancel := context.WithCancel(ctx)
-		r := &runner{name: name, rev: res.Metadata.Revision, spec: &spec, cancel: cancel, done: make(chan struct{}),
-			status: SourceStatus{Name: name, Revision: res.Metadata.Revision, State: Connecting, Since: time.Now()}}
-		c.sources[name] = r
-		go func() {
-			defer close(r.done)
-			c.run(rctx, r)
-		}()
 	}
+	for name, res := range want {
+		cur := c.sources[name]
+		switch {
+		case cur == nil:
+			c.sources[name] = c.start(ctx, res)
+		case cur.rev == res.Metadata.Revision:
+		case !cur.ready():
+			// Nothing served yet: no reason to keep the old revision.
+			stop = append(stop, cur)
+			c.sources[name] = c.start(ctx, res)
+		case c.next[name] == nil:
+			c.next[name] = c.start(ctx, res)
+		}
+	}
+}
+
+// start begins building the source a ToolSource revision declares.
+func (c *Catalog) start(ctx context.Context, res config.Resource) *runner {
+	name := res.Metadata.Name
+	rctx, cancel := context.WithCancel(ctx)
+	r := &runner{name: name, rev: res.Metadata.Revision, cancel: cancel, done: make(chan struct{}),
+		status: SourceStatus{Name: name, Revision: res.Metadata.Revision, State: Connecting, Since: time.Now()}}
+	var spec config.ToolSourceSpec
+	if err := json.Unmarshal(res.Spec, &spec); err != nil {
+		r.status.State, r.status.Error = Failed, "unreadable ToolSource: "+err.Error()
+		close(r.done)
+		return r
+	}
+	r.spec = &spec
+	go func() {
+		defer close(r.done)
+		c.run(rctx, r)
+	}()
+	return r
 }
 
 func (c *Catalog) stopAll() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	for name, r := range c.sources {
+	var stop []*runner
+	for _, m := range []map[string]*runner{c.sources, c.next} {
+		for name, r := range m {
+			stop = append(stop, r)
+			delete(m, name)
+		}
+	}
+	c.mu.Unlock()
+	for _, r := range stop {
 		r.stop()
-		delete(c.sources, name)
 	}
 }
 
@@ -295,6 +339,18 @@ func (c *Catalog) factoryFor(spec *config.ToolSourceSpec) (string, Factory) {
 	return kind, c.factories[kind]
 }
 
+func (r *runner) currentStatus() SourceStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status
+}
+
+func (r *runner) ready() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.source != nil
+}
+
 func (r *runner) setStatus(state SourceState, err error, tools int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -312,14 +368,29 @@ func (c *Catalog) signal() {
 	}
 }
 
-// publish builds a snapshot of every ready source's tools and swaps it in.
+// publish promotes newer revisions that are ready, then builds a snapshot of
+// every serving source's tools and swaps it in.
 func (c *Catalog) publish() {
+	var retired []*runner
 	c.mu.Lock()
+	for name, n := range c.next {
+		if n.ready() {
+			retired = append(retired, c.sources[name])
+			c.sources[name] = n
+			delete(c.next, name)
+		}
+	}
 	runners := make([]*runner, 0, len(c.sources))
 	for _, r := range c.sources {
 		runners = append(runners, r)
 	}
 	c.mu.Unlock()
+	defer func() {
+		// After the swap, so that calls never find the tools missing.
+		for _, r := range retired {
+			r.stop()
+		}
+	}()
 
 	next := &snapshot{byName: map[string]*Entry{}}
 	for _, r := range runners {

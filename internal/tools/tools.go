@@ -100,9 +100,15 @@ type Source interface {
 	Close() error
 }
 
-// ErrInvalidAnswer: the upstream answered something that is not a valid
-// answer (not JSON where JSON was declared, a protocol error).
-var ErrInvalidAnswer = errors.New("upstream answer invalid")
+// Errors sources wrap, besides upstream's.
+var (
+	// ErrInvalidAnswer: the upstream answered something that is not a
+	// valid answer (not JSON where JSON was declared, a protocol error).
+	ErrInvalidAnswer = errors.New("upstream answer invalid")
+	// ErrCredentials: the upstream's credentials cannot be resolved (a
+	// missing Secret or variable); the request was not sent.
+	ErrCredentials = errors.New("upstream credentials unavailable")
+)
 
 // Env is what a source may use while it is built and runs.
 type Env struct {

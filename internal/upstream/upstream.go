@@ -25,6 +25,13 @@ var (
 	ErrTimeout = errors.New("upstream timed out")
 	// ErrTooLarge: the answer exceeds the size cap.
 	ErrTooLarge = errors.New("upstream response too large")
+	// ErrInvalidRequest: the request cannot be sent as it is (a header
+	// value with control characters); the caller's fault, not the upstream's.
+	ErrInvalidRequest = errors.New("invalid request")
+	// ErrNotSent is wrapped, beside another error, when the request
+	// certainly never reached the upstream (breaker open, connection
+	// refused, invalid request), so a caller may safely try it again.
+	ErrNotSent = errors.New("request not sent")
 )
 
 // Config describes one upstream. Zero values take the defaults in New.
@@ -79,7 +86,12 @@ func New(cfg Config) *Client {
 	if cfg.OnBreakerChange != nil {
 		b.onChange = func(from, to State) { cfg.OnBreakerChange(cfg.Name, from, to) }
 	}
-	return &Client{cfg: cfg, http: &http.Client{Transport: transport}, breaker: b}
+	return &Client{cfg: cfg, breaker: b, http: &http.Client{
+		Transport: transport,
+		// A redirect is the upstream's answer, not an instruction: following
+		// it could carry the credentials corral adds to another host.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
 }
 
 // Request is one call. Body is bytes, not a reader, so that a retry can send
@@ -114,10 +126,17 @@ func (c *Client) Do(ctx context.Context, r Request) (*Response, error) {
 		resp *Response
 		err  error
 	)
+	for name, values := range r.Header {
+		for _, v := range values {
+			if !validHeaderValue(v) {
+				return nil, fmt.Errorf("%s: header %s: control characters are not allowed: %w: %w", c.cfg.Name, name, ErrInvalidRequest, ErrNotSent)
+			}
+		}
+	}
 	backoff := c.cfg.Backoff
 	for i := 1; i <= attempts; i++ {
 		if !c.breaker.allow() {
-			return nil, fmt.Errorf("%s: circuit breaker open: %w", c.cfg.Name, ErrUnavailable)
+			return nil, fmt.Errorf("%s: circuit breaker open: %w: %w", c.cfg.Name, ErrUnavailable, ErrNotSent)
 		}
 		resp, err = c.attempt(ctx, r)
 		if ctx.Err() != nil {
@@ -174,13 +193,29 @@ func (c *Client) attempt(ctx context.Context, r Request) (*Response, error) {
 	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}, nil
 }
 
-// classify turns a transport error into ErrTimeout or ErrUnavailable.
+// classify turns a transport error into ErrTimeout or ErrUnavailable, and
+// marks a failure to connect as ErrNotSent.
 func (c *Client) classify(ctx context.Context, err error) error {
 	var netErr net.Error
 	if ctx.Err() != nil || errors.As(err, &netErr) && netErr.Timeout() {
 		return fmt.Errorf("%s: %w: %v", c.cfg.Name, ErrTimeout, err)
 	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return fmt.Errorf("%s: %w: %w: %v", c.cfg.Name, ErrUnavailable, ErrNotSent, err)
+	}
 	return fmt.Errorf("%s: %w: %v", c.cfg.Name, ErrUnavailable, err)
+}
+
+// validHeaderValue reports whether v can be sent as a header value: no
+// control characters but tab (RFC 9110, section 5.5).
+func validHeaderValue(v string) bool {
+	for i := range len(v) {
+		if b := v[i]; b < 0x20 && b != '\t' || b == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // Close closes the client's idle connections.

@@ -223,3 +223,35 @@ func TestCallerCancelDoesNotTrip(t *testing.T) {
 		t.Errorf("the caller giving up tripped the breaker: %v", c.BreakerState())
 	}
 }
+
+func TestRedirectsAreAnswersAndControlCharactersRefused(t *testing.T) {
+	var elsewhere atomic.Int64
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { elsewhere.Add(1) }))
+	defer other.Close()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/steal", http.StatusFound)
+	}))
+	defer up.Close()
+	c := New(Config{Name: "t", BreakerFailures: 1})
+	resp, err := c.Do(t.Context(), Request{Method: "GET", URL: up.URL, Header: http.Header{"X-Api-Key": {"s3cret"}}})
+	if err != nil || resp.Status != http.StatusFound || elsewhere.Load() != 0 {
+		t.Errorf("Do against a redirect = %v, %v (other host hit %d times); want the 302 itself", resp, err, elsewhere.Load())
+	}
+	_, err = c.Do(t.Context(), Request{Method: "GET", URL: up.URL, Header: http.Header{"X-Tenant": {"a\r\nX-Evil: 1"}}, Idempotent: true})
+	if !errors.Is(err, ErrInvalidRequest) || !errors.Is(err, ErrNotSent) {
+		t.Errorf("Do with CR/LF in a header: err = %v, want ErrInvalidRequest and ErrNotSent", err)
+	}
+	if got := c.BreakerState(); got != Closed {
+		t.Errorf("breaker after a refused request = %v, want closed: the caller's mistake is not the upstream's failure", got)
+	}
+}
+
+func TestConnectionRefusedIsNotSent(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close()
+	_, err := New(Config{Name: "t", MaxRetries: -1}).Do(t.Context(), Request{Method: "POST", URL: url})
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrNotSent) {
+		t.Errorf("Do against a closed port: err = %v, want ErrUnavailable and ErrNotSent", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -99,7 +100,11 @@ func New(ctx context.Context, name string, spec *config.ToolSourceSpec, env tool
 	case m.URL != "" && len(m.Command) == 0:
 		base := http.DefaultTransport.(*http.Transport).Clone()
 		s.idle = base.CloseIdleConnections
-		rt := &authRoundTripper{base: base, headers: m.Headers, auth: spec.Auth, secret: env.Secret}
+		endpoint, err := url.Parse(m.URL)
+		if err != nil {
+			return nil, fmt.Errorf("mcpsource: %s: spec.mcp.url: %w", name, err)
+		}
+		rt := &authRoundTripper{base: base, host: endpoint.Host, headers: m.Headers, auth: spec.Auth, secret: env.Secret}
 		s.transport = httpTransport(m.URL, &http.Client{Transport: rt})
 	case m.URL == "" && len(m.Command) > 0:
 		s.transport = commandTransport(m.Command, m.Env, log)

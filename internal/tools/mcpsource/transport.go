@@ -41,7 +41,10 @@ func httpTransport(url string, client *http.Client) func() mcp.Transport {
 // request. Credentials are resolved per request so that a rotated secret
 // takes effect on the next request, without reconnecting.
 type authRoundTripper struct {
-	base    http.RoundTripper
+	base http.RoundTripper
+	// host is the configured endpoint's host: credentials go to it only,
+	// never to a host a redirect points at.
+	host    string
 	headers map[string]string
 	auth    *config.UpstreamAuth
 	secret  func(ctx context.Context, ref config.SecretValue) (string, error)
@@ -60,6 +63,9 @@ func (rt *authRoundTripper) RoundTrip(req *http.Request) (*http.Response, error)
 	}
 	// A RoundTripper must not modify the request it was given.
 	req = req.Clone(ctx)
+	if req.URL.Host != rt.host {
+		return rt.base.RoundTrip(req)
+	}
 	for k, v := range rt.headers {
 		req.Header.Set(k, v)
 	}
@@ -108,7 +114,7 @@ func (rt *authRoundTripper) authorize(req *http.Request) error {
 // each connect. The process is not tied to any request's context: it lives
 // until the session is closed or the process exits.
 func commandTransport(argv []string, env map[string]string, logger *slog.Logger) func() mcp.Transport {
-	environ := os.Environ()
+	environ := baseEnviron()
 	for _, k := range slices.Sorted(maps.Keys(env)) {
 		environ = append(environ, k+"="+env[k])
 	}
@@ -178,4 +184,21 @@ func (w *stderrLog) flush() {
 		}
 	}
 	w.line, w.cut, w.dropped = w.line[:0], false, 0
+}
+
+// inherited are the variables a server started over stdio gets from corral's
+// own environment: what programs need to run, nothing more. corral's
+// environment holds credentials for other upstreams and the substrate; a
+// server gets those only through spec.mcp.env.
+var inherited = []string{"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TEMP", "TMP",
+	"SYSTEMROOT", "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"}
+
+func baseEnviron() []string {
+	var out []string
+	for _, k := range inherited {
+		if v, ok := os.LookupEnv(k); ok {
+			out = append(out, k+"="+v)
+		}
+	}
+	return out
 }

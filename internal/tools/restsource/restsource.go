@@ -77,6 +77,9 @@ type Source struct {
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+	// life ends with Close, cutting short a document being re-read.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 // state is one document's tools; replaced whole when the document changes.
@@ -109,6 +112,7 @@ func New(ctx context.Context, name string, spec *config.ToolSourceSpec, env tool
 		Name: name, Timeout: spec.TimeoutOrDefault(), OnBreakerChange: onChange,
 		BreakerFailures: spec.Breaker.FailuresOrDefault(), BreakerCooldown: spec.Breaker.CooldownOrDefault(),
 	})
+	s.life, s.endLife = context.WithCancel(context.WithoutCancel(ctx))
 	go s.refresh()
 	return s, nil
 }
@@ -253,7 +257,7 @@ func (s *Source) refresh() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(s.life, time.Minute)
 		data, where, err := Read(ctx, s.opts.HTTPClient, s.spec.OpenAPI)
 		if err != nil {
 			s.env.Logger.WarnContext(ctx, "re-reading the tool source's document", "err", err)
@@ -402,9 +406,6 @@ func (s *Source) Call(ctx context.Context, c tools.Call) (*tools.Result, error) 
 	return result(resp)
 }
 
-// ErrCredentials: the upstream's credentials cannot be resolved.
-var ErrCredentials = errors.New("upstream credentials unavailable")
-
 func (s *Source) authenticate(ctx context.Context, h http.Header) error {
 	a := s.spec.Auth
 	if a == nil {
@@ -413,7 +414,7 @@ func (s *Source) authenticate(ctx context.Context, h http.Header) error {
 	resolve := func(ref config.SecretValue) (string, error) {
 		v, err := s.env.Secret(ctx, ref)
 		if err != nil {
-			return "", fmt.Errorf("%w: %w", ErrCredentials, err)
+			return "", fmt.Errorf("%w: %w", tools.ErrCredentials, err)
 		}
 		return v, nil
 	}
@@ -470,6 +471,7 @@ func result(resp *upstream.Response) (*tools.Result, error) {
 // Close stops re-reading the document and releases idle connections.
 func (s *Source) Close() error {
 	s.closeOnce.Do(func() {
+		s.endLife()
 		close(s.stop)
 		<-s.done
 		s.client.Close()
