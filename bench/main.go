@@ -1,129 +1,104 @@
-// Command bench measures corral's resource path against the substrate it sits
-// on, in one run on one machine, and prints each result as a ratio to its
-// baseline, because absolute numbers on shared machines mean little.
+// Command bench measures corral against what it sits on and what it sits in
+// front of, in one run on one machine, and prints each result beside its
+// baseline from the same run, because absolute numbers on shared machines
+// mean little:
 //
-//	go run ./bench            # or: make bench
+//   - the resource path (registry, control-plane API) against the substrate;
+//   - a tool call through corral's whole pipeline against the same upstream
+//     called directly: added latency and throughput ratio.
+//
+// Usage:
+//
+//	go run ./bench                          # or: make bench; about 70 s
+//	go run ./bench -short                   # about 20 s
+//	go run ./bench -cpuprofile bench.prof   # plus a profiled corral phase
 package main
 
 import (
-	"bytes"
 	"context"
+	"flag"
 	"fmt"
-	"io"
-	"log/slog"
-	"net/http"
 	"os"
-	"testing"
-	"text/tabwriter"
-
-	"github.com/corral-dev/corral/internal/app"
-	"github.com/corral-dev/corral/internal/bus"
-	"github.com/corral-dev/corral/internal/identity"
-	"github.com/corral-dev/corral/internal/registry"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
 )
 
-const agent = `{"apiVersion":"corral.dev/v1","kind":"Agent","metadata":{"name":"impact"},"spec":{"description":"finds delayed orders"}}`
+// options are the command line.
+type options struct {
+	short      bool
+	resources  bool
+	calls      int           // sequential calls per path in the latency phase
+	warmup     int           // calls per path before it
+	block      int           // calls per path in a row before switching paths
+	duration   time.Duration // each throughput phase
+	repeats    int           // throughput phases per path and concurrency
+	clients    []int         // concurrencies of the throughput phases
+	cpuprofile string
+}
 
 func main() {
-	if err := run(context.Background()); err != nil {
+	var o options
+	var clients string
+	flag.BoolVar(&o.short, "short", false, "fewer calls, shorter and unrepeated throughput phases")
+	flag.BoolVar(&o.resources, "resources", true, "measure the resource path against the substrate too")
+	flag.IntVar(&o.calls, "n", 2000, "sequential calls per path in the latency phase")
+	flag.DurationVar(&o.duration, "d", 2*time.Second, "duration of each throughput phase")
+	flag.StringVar(&clients, "c", "8,32", "concurrent clients of the throughput phases, comma-separated")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of one extra throughput phase through corral to `file`")
+	flag.Parse()
+	o.warmup, o.block, o.repeats = 200, 100, 3
+	if o.short {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["n"] {
+			o.calls = 500
+		}
+		if !set["d"] {
+			o.duration = time.Second
+		}
+		o.warmup, o.repeats = 100, 1
+	}
+	for _, s := range strings.Split(clients, ",") {
+		c, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || c < 1 {
+			fmt.Fprintf(os.Stderr, "bench: -c %s: want positive integers, comma-separated\n", clients)
+			os.Exit(2)
+		}
+		o.clients = append(o.clients, c)
+	}
+	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context) error {
-	dir, err := os.MkdirTemp("", "corral-bench-")
+func run(ctx context.Context, o options) error {
+	// The load average says how much else the machine was doing, which the
+	// ratios are meant to survive but the absolute numbers are not.
+	load, _ := os.ReadFile("/proc/loadavg")
+	fmt.Printf("%s %s/%s, GOMAXPROCS %d, %d CPUs, %s, load average %s\n\n", runtime.Version(), runtime.GOOS, runtime.GOARCH,
+		runtime.GOMAXPROCS(0), runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339), loadavg(load))
+	c, err := startCorral(ctx)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	logger := slog.New(slog.DiscardHandler)
-
-	// corral itself, with its embedded substrate listening so the baseline
-	// below can reach the same server as a separate client.
-	a, err := app.New(ctx, logger, app.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", NATSListen: "127.0.0.1:0", Version: "bench"})
-	if err != nil {
-		return err
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(runCtx) }()
-	defer func() { stop(); <-done }()
-	<-a.Ready()
-	path, _ := a.AdminToken()
-	token, err := identity.ReadToken(path)
-	if err != nil {
-		return err
-	}
-
-	b, err := bus.Open(ctx, logger, bus.Options{URL: a.NATSURL()})
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	kv, err := b.JetStream().KeyValue(ctx, registry.Bucket)
-	if err != nil {
-		return err
-	}
-	reg, err := registry.Open(ctx, logger, b)
-	if err != nil {
-		return err
-	}
-	go func() { _ = reg.Run(runCtx) }()
-	if err := reg.WaitLoaded(ctx); err != nil {
-		return err
-	}
-
-	client := &http.Client{}
-	call := func(method, url string, body []byte) error {
-		req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
-		if err != nil {
+	defer c.stop()
+	if o.resources {
+		if err := benchResources(ctx, c); err != nil {
 			return err
 		}
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode >= 300 {
-			return fmt.Errorf("%s %s: %s", method, url, resp.Status)
-		}
-		return nil
+		fmt.Println()
 	}
-	if err := call("PUT", a.URL()+"/v1/resources/agents/impact", []byte(agent)); err != nil {
-		return err
-	}
+	return benchTools(ctx, c, o)
+}
 
-	loop := func(f func() error) func(*testing.B) {
-		return func(tb *testing.B) {
-			for tb.Loop() {
-				if err := f(); err != nil {
-					tb.Fatal(err)
-				}
-			}
-		}
+// loadavg is the first three fields of /proc/loadavg, or "unknown".
+func loadavg(b []byte) string {
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
 	}
-	kvGet := testing.Benchmark(loop(func() error { _, err := kv.Get(ctx, "Agent.impact"); return err }))
-	kvPut := testing.Benchmark(loop(func() error { _, err := kv.Put(ctx, "Bench.put", []byte(agent)); return err }))
-	results := []struct {
-		name     string
-		r        testing.BenchmarkResult
-		baseline testing.BenchmarkResult
-		against  string
-	}{
-		{"substrate: KV get over NATS", kvGet, kvGet, "itself"},
-		{"registry.Get (in-memory mirror)", testing.Benchmark(loop(func() error { reg.Get("Agent", "impact"); return nil })), kvGet, "KV get"},
-		{"HTTP GET /v1/resources/agents/impact", testing.Benchmark(loop(func() error { return call("GET", a.URL()+"/v1/resources/agents/impact", nil) })), kvGet, "KV get"},
-		{"substrate: KV put over NATS", kvPut, kvPut, "itself"},
-		{"HTTP PUT, unchanged resource", testing.Benchmark(loop(func() error { return call("PUT", a.URL()+"/v1/resources/agents/impact", []byte(agent)) })), kvPut, "KV put"},
-	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "operation\tns/op\tallocs/op\tratio\tagainst\t")
-	for _, r := range results {
-		ratio := float64(r.r.NsPerOp()) / float64(r.baseline.NsPerOp())
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.3g\t%s\t\n", r.name, r.r.NsPerOp(), r.r.AllocsPerOp(), ratio, r.against)
-	}
-	return tw.Flush()
+	return strings.Join(f[:3], " ")
 }

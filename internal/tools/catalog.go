@@ -187,7 +187,7 @@ func (c *Catalog) Run(ctx context.Context) error {
 	for {
 		changed := c.resources.Changed()
 		c.reconcile(ctx)
-		c.publish()
+		c.publish(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -370,7 +370,7 @@ func (c *Catalog) signal() {
 
 // publish promotes newer revisions that are ready, then builds a snapshot of
 // every serving source's tools and swaps it in.
-func (c *Catalog) publish() {
+func (c *Catalog) publish(ctx context.Context) {
 	var retired []*runner
 	c.mu.Lock()
 	for name, n := range c.next {
@@ -394,9 +394,9 @@ func (c *Catalog) publish() {
 
 	next := &snapshot{byName: map[string]*Entry{}}
 	for _, r := range runners {
-		for _, e := range r.current(c.logger) {
+		for _, e := range r.current(ctx, c.logger) {
 			if prev, dup := next.byName[e.Tool.Name]; dup {
-				c.logger.Warn("two sources declare the same tool; keeping the first", "tool", e.Tool.Name, "sources", []string{prev.Tool.Source, e.Tool.Source})
+				c.logger.WarnContext(ctx, "two sources declare the same tool; keeping the first", "tool", e.Tool.Name, "sources", []string{prev.Tool.Source, e.Tool.Source})
 				continue
 			}
 			next.byName[e.Tool.Name] = e
@@ -409,7 +409,7 @@ func (c *Catalog) publish() {
 
 // current returns entries for the source's tools, compiling schemas only for
 // tools that changed since the last call.
-func (r *runner) current(logger *slog.Logger) []*Entry {
+func (r *runner) current(ctx context.Context, logger *slog.Logger) []*Entry {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.source == nil {
@@ -426,11 +426,11 @@ func (r *runner) current(logger *slog.Logger) []*Entry {
 		}
 		e, err := newEntry(t, r.source, r.spec)
 		if err != nil {
-			logger.Warn("tool left out: its input schema does not compile", "tool", t.Name, "err", err)
+			logger.WarnContext(ctx, "tool left out: its input schema does not compile", "tool", t.Name, "err", err)
 			continue
 		}
 		if len(e.Validator.Unenforced) > 0 {
-			logger.Warn("tool input schema has patterns Go cannot check; they are not enforced", "tool", t.Name, "patterns", e.Validator.Unenforced)
+			logger.WarnContext(ctx, "tool input schema has patterns Go cannot check; they are not enforced", "tool", t.Name, "patterns", e.Validator.Unenforced)
 		}
 		entries[t.Name] = e
 		out = append(out, e)
