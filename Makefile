@@ -34,6 +34,6 @@ fuzz:
 	$(GO) test ./internal/secret -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/audit -run '^$$' -fuzz '^FuzzToken$$' -fuzztime $(FUZZTIME)
 
-## bench: corral's resource path as ratios to the substrate, measured in one run
+## bench: the resource path against the substrate and a tool call against the upstream called directly, in one run
 bench:
 	$(GO) run ./bench

@@ -9,9 +9,9 @@
 //
 // Usage:
 //
-//	go run ./bench                          # or: make bench; about 70 s
-//	go run ./bench -short                   # about 20 s
-//	go run ./bench -cpuprofile bench.prof   # plus a profiled corral phase
+//	go run ./bench                          # or: make bench; about a minute
+//	go run ./bench -short                   # about 15 s
+//	go run ./bench -cpuprofile bench.prof   # plus a profiled phase through corral
 package main
 
 import (
@@ -41,7 +41,7 @@ type options struct {
 func main() {
 	var o options
 	var clients string
-	flag.BoolVar(&o.short, "short", false, "fewer calls, shorter and unrepeated throughput phases")
+	flag.BoolVar(&o.short, "short", false, "500 calls, throughput phases of 1s and unrepeated (-n and -d still apply)")
 	flag.BoolVar(&o.resources, "resources", true, "measure the resource path against the substrate too")
 	flag.IntVar(&o.calls, "n", 2000, "sequential calls per path in the latency phase")
 	flag.DurationVar(&o.duration, "d", 2*time.Second, "duration of each throughput phase")

@@ -37,6 +37,14 @@ func Build(t *Tool, baseURL string, arguments json.RawMessage) (*Request, error)
 	if err := dec.Decode(&args); err != nil {
 		return nil, fmt.Errorf("%w: arguments must be a JSON object: %v", ErrArguments, err)
 	}
+	return BuildValue(t, baseURL, args)
+}
+
+// BuildValue is Build for arguments already decoded, numbers as
+// json.Number (as jsonschema.UnmarshalJSON and a json.Decoder with
+// UseNumber give them), so that a caller that validated them need not parse
+// them again.
+func BuildValue(t *Tool, baseURL string, args map[string]any) (*Request, error) {
 	path := t.Path
 	query := url.Values{}
 	header := http.Header{}

@@ -21,9 +21,10 @@ import (
 
 // invokeOnce calls the tool, at most once per Idempotency-Key: a key seen
 // before with the same arguments replays the recorded answer.
-func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, e *tools.Entry, args json.RawMessage, digest, key string) (*Outcome, error) {
+func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, e *tools.Entry, call tools.Call, digest string) (*Outcome, error) {
+	key := call.IdempotencyKey
 	if key == "" {
-		return p.invoke(ctx, rec, e, args, "")
+		return p.invoke(ctx, rec, e, call)
 	}
 	if len(key) > idempotency.MaxKey {
 		return nil, problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("Idempotency-Key is longer than %d characters", idempotency.MaxKey))
@@ -50,7 +51,7 @@ func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, 
 		}
 		return &Outcome{Tool: &e.Tool, Result: &res, Replayed: true}, nil
 	}
-	out, err := p.invoke(ctx, rec, e, args, key)
+	out, err := p.invoke(ctx, rec, e, call)
 	if err != nil {
 		if notSent(err) {
 			// The request never left: let a retry run it.
@@ -88,12 +89,12 @@ func printable(s string) bool {
 }
 
 // invoke calls the tool's source and inspects the answer.
-func (p *Pipeline) invoke(ctx context.Context, rec *audit.Record, e *tools.Entry, args json.RawMessage, key string) (*Outcome, error) {
+func (p *Pipeline) invoke(ctx context.Context, rec *audit.Record, e *tools.Entry, call tools.Call) (*Outcome, error) {
 	// The audit id is fixed before the call, so the idempotency record can name it.
 	rec.ID = nuid.Next()
 	// A call that has left runs to its answer or its timeout even if the
 	// caller goes away, so that its outcome is recorded (audit, idempotency).
-	res, err := e.Source.Call(context.WithoutCancel(ctx), tools.Call{Tool: &e.Tool, Arguments: args, IdempotencyKey: key})
+	res, err := e.Source.Call(context.WithoutCancel(ctx), call)
 	if err != nil {
 		return nil, upstreamProblem(e.Tool.Name, err)
 	}

@@ -24,6 +24,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/idempotency"
@@ -162,7 +164,7 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	if err := authorize(agent, entry); err != nil {
 		return nil, err
 	}
-	args, digest, err := validate(entry, a.Arguments)
+	args, value, digest, err := validate(entry, a.Arguments)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +176,7 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	if p.auditDown.Load() {
 		return nil, problem.New(http.StatusServiceUnavailable, problem.AuditUnavailable, "the audit log cannot be written; corral acts on nothing it cannot record")
 	}
-	return p.invokeOnce(ctx, rec, caller, entry, args, digest, a.IdempotencyKey)
+	return p.invokeOnce(ctx, rec, caller, entry, tools.Call{Tool: &entry.Tool, Arguments: args, Value: value, IdempotencyKey: a.IdempotencyKey}, digest)
 }
 
 // finish completes the audit record and appends it. The audit append is
@@ -319,23 +321,30 @@ func (p *Pipeline) Tools(c Caller) ([]*tools.Entry, error) {
 }
 
 // validate checks the arguments against the tool's input schema and returns
-// them in canonical form (the form the upstream gets) with their digest.
-func validate(e *tools.Entry, raw json.RawMessage) (json.RawMessage, string, error) {
+// them in canonical form (the form the upstream gets) with their digest. The
+// arguments are parsed once, for both.
+func validate(e *tools.Entry, raw json.RawMessage) (json.RawMessage, any, string, error) {
 	if len(raw) == 0 {
 		raw = json.RawMessage("{}")
 	}
-	if v := e.Validator.Validate(raw); v != nil {
-		return nil, "", &problem.Error{
+	value, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return nil, nil, "", problem.New(http.StatusUnprocessableEntity, problem.InvalidArguments, "the arguments are not valid JSON")
+	}
+	if v := e.Validator.ValidateValue(value); v != nil {
+		return nil, nil, "", &problem.Error{
 			Status: http.StatusUnprocessableEntity, Code: problem.InvalidArguments,
 			Detail: invalidDetail(e.Tool.Name, v), Errors: v,
 		}
 	}
-	canonical, err := canonicalJSON(raw)
+	// encoding/json sorts map keys: the same arguments written differently
+	// have the same canonical form and digest.
+	canonical, err := json.Marshal(value)
 	if err != nil {
-		return nil, "", problem.New(http.StatusUnprocessableEntity, problem.InvalidArguments, "the arguments are not valid JSON")
+		return nil, nil, "", problem.New(http.StatusUnprocessableEntity, problem.InvalidArguments, "the arguments cannot be encoded")
 	}
 	sum := sha256.Sum256(canonical)
-	return canonical, "sha256:" + hex.EncodeToString(sum[:]), nil
+	return canonical, value, "sha256:" + hex.EncodeToString(sum[:]), nil
 }
 
 func invalidDetail(tool string, v []tools.Violation) string {
@@ -348,18 +357,6 @@ func invalidDetail(tool string, v []tools.Violation) string {
 		d += " (and more in errors)"
 	}
 	return d
-}
-
-// canonicalJSON re-encodes a JSON value with object keys sorted, so that the
-// same arguments written differently have the same digest.
-func canonicalJSON(raw json.RawMessage) ([]byte, error) {
-	var v any
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	return json.Marshal(v) // encoding/json sorts map keys
 }
 
 // truncate bounds what a caller wrote before it is recorded: the target of

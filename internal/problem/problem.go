@@ -154,6 +154,16 @@ func WriteJSON(w http.ResponseWriter, status int, v any) error {
 	return enc.Encode(v)
 }
 
+// WriteCompactJSON writes v as unindented JSON: for the gateway's answers,
+// which programs read and which may be large.
+func WriteCompactJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
 // NotAllowed returns a handler for a path's other methods: 405 with the
 // Allow header listing the ones it takes.
 func NotAllowed(allowed ...string) HandlerFunc {

@@ -72,15 +72,18 @@ func (m *HTTPMetrics) Middleware(logger *slog.Logger, next *http.ServeMux) http.
 		next.ServeHTTP(rec, r)
 
 		// The matched pattern, not the path, keeps label cardinality bounded.
-		_, route := next.Handler(r)
+		// The mux records it on the request it served.
+		route := r.Pattern
 		if route == "" {
 			route = "unmatched"
 		}
 		elapsed := time.Since(start)
 		m.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
 		m.duration.WithLabelValues(route).Observe(elapsed.Seconds())
-		logger.DebugContext(r.Context(), "http request", "method", r.Method, "path", r.URL.Path,
-			"status", rec.status, "duration_ms", float64(elapsed.Microseconds())/1000)
+		if logger.Enabled(r.Context(), slog.LevelDebug) {
+			logger.DebugContext(r.Context(), "http request", "method", r.Method, "path", r.URL.Path,
+				"status", rec.status, "duration_ms", float64(elapsed.Microseconds())/1000)
+		}
 	})
 }
 

@@ -64,6 +64,9 @@ type Call struct {
 	Tool *Tool
 	// Arguments is a JSON object, already validated against the input schema.
 	Arguments json.RawMessage
+	// Value is Arguments decoded (maps, slices, json.Number, ...), when the
+	// caller has it; sources may use it instead of parsing Arguments again.
+	Value any
 	// IdempotencyKey, when set, is passed on to the upstream.
 	IdempotencyKey string
 }

@@ -123,7 +123,7 @@ func (e *Edge) invoke(w http.ResponseWriter, r *http.Request) error {
 	if out.Replayed {
 		w.Header().Set("Idempotency-Replayed", "true")
 	}
-	return problem.WriteJSON(w, http.StatusOK, resp)
+	return problem.WriteCompactJSON(w, http.StatusOK, resp)
 }
 
 // ResultJSON is the one JSON value that stands for a result.

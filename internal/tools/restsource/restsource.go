@@ -385,7 +385,13 @@ func (s *Source) Call(ctx context.Context, c tools.Call) (*tools.Result, error) 
 	if !ok {
 		return nil, fmt.Errorf("restsource: %s has no operation %s", s.name, c.Tool.Name)
 	}
-	req, err := openapi.Build(op, st.baseURL, c.Arguments)
+	var req *openapi.Request
+	var err error
+	if args, ok := c.Value.(map[string]any); ok {
+		req, err = openapi.BuildValue(op, st.baseURL, args)
+	} else {
+		req, err = openapi.Build(op, st.baseURL, c.Arguments)
+	}
 	if err != nil {
 		return nil, err
 	}
