@@ -1,16 +1,22 @@
-# corral's build. `make test` is what CI runs (.ci/run): it needs only Go;
-# modules and tools come through the Go module proxy.
+# corral's build. `make test` is what CI runs (.ci/run): it needs Go, and
+# Node.js with npm for the MCP interop and conformance tests; modules, tools
+# and npm packages come through the Go module proxy and the npm registry.
 
 GO          ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 5s
 
-.PHONY: test build lint fuzz bench
+.PHONY: test build lint fuzz bench conformance
 
-## test: lint, then every test with the race detector, then a short fuzz run
+## test: lint, every test with the race detector, the MCP conformance suite, a short fuzz run
 test: lint
 	$(GO) test -race -count=1 ./...
+	$(MAKE) --no-print-directory conformance
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
+
+## conformance: the MCP conformance suite against /mcp/{source} (Node.js and npm; fetches Node 22 with npx)
+conformance:
+	CORRAL_CONFORMANCE=1 $(GO) test -count=1 -run TestConformance ./test/conformance
 
 ## build: the corral binary in bin/
 build:

@@ -23,6 +23,7 @@ import (
 	"github.com/corral-dev/corral/internal/api"
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/bus"
+	mcpedge "github.com/corral-dev/corral/internal/edge/mcp"
 	"github.com/corral-dev/corral/internal/edge/rest"
 	"github.com/corral-dev/corral/internal/idempotency"
 	"github.com/corral-dev/corral/internal/identity"
@@ -168,6 +169,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	mux := http.NewServeMux()
 	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).Register(mux)
 	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).Register(mux)
+	mcpedge.New(logger.With("component", "mcp"), gateway).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
