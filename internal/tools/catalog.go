@@ -124,6 +124,7 @@ type snapshot struct {
 type runner struct {
 	name   string
 	rev    uint64
+	labels map[string]string
 	spec   *config.ToolSourceSpec
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -248,7 +249,7 @@ func (c *Catalog) reconcile(ctx context.Context) {
 func (c *Catalog) start(ctx context.Context, res config.Resource) *runner {
 	name := res.Metadata.Name
 	rctx, cancel := context.WithCancel(ctx)
-	r := &runner{name: name, rev: res.Metadata.Revision, cancel: cancel, done: make(chan struct{}),
+	r := &runner{name: name, rev: res.Metadata.Revision, labels: res.Metadata.Labels, cancel: cancel, done: make(chan struct{}),
 		status: SourceStatus{Name: name, Revision: res.Metadata.Revision, State: Connecting, Since: time.Now()}}
 	var spec config.ToolSourceSpec
 	if err := json.Unmarshal(res.Spec, &spec); err != nil {
@@ -300,7 +301,7 @@ func (c *Catalog) run(ctx context.Context, r *runner) {
 		r.setStatus(Failed, fmt.Errorf("no tool source of kind %s is built into this server", kind), 0)
 		return
 	}
-	env := Env{Logger: logger, Revision: r.rev, Secret: c.secret, Changed: c.signal}
+	env := Env{Logger: logger, Revision: r.rev, Labels: r.labels, Secret: c.secret, Changed: c.signal}
 	wait := retryMin
 	for {
 		src, err := factory(ctx, r.name, r.spec, env)

@@ -119,6 +119,8 @@ type Env struct {
 	// Revision is the ToolSource resource's revision the source is built
 	// for: sources that pin what they loaded key the pin by it.
 	Revision uint64
+	// Labels are the ToolSource's labels (AcceptDriftLabel among them).
+	Labels map[string]string
 	// Secret resolves a credential reference (a Secret's name or an
 	// environment variable) to its value. Call it per request, so that a
 	// rotated secret applies without a rebuild.
@@ -127,6 +129,11 @@ type Env struct {
 	// MCP server's list changed, a drift was accepted).
 	Changed func()
 }
+
+// AcceptDriftLabel, on a ToolSource, names the held-back definition its
+// owner accepted (the first 12 hex digits of its SHA-256): a new revision
+// of the source takes that definition into force, and no other.
+const AcceptDriftLabel = "drift.corral.dev/accepted"
 
 // Factory builds the source a ToolSource resource declares. It returns once
 // the source's tools are known, or with an error that says why not; the

@@ -246,11 +246,6 @@ func (e *Edge) drift(w http.ResponseWriter, _ *http.Request) error {
 	return problem.WriteJSON(w, http.StatusOK, DriftList{Drift: d})
 }
 
-// AcceptLabel records on a ToolSource which held-back document its owner
-// accepted; the change of revision makes every replica load the source
-// afresh, taking the document its URL serves now.
-const AcceptLabel = "drift.corral.dev/accepted"
-
 func (e *Edge) accept(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("source")
 	var held *tools.Drift
@@ -270,7 +265,10 @@ func (e *Edge) accept(w http.ResponseWriter, r *http.Request) error {
 	for k, v := range res.Metadata.Labels {
 		labels[k] = v
 	}
-	labels[AcceptLabel] = strings.TrimPrefix(held.Candidate, "sha256:")[:12]
+	// The label records which definition was accepted; the change of
+	// revision makes every replica load the source afresh and take exactly
+	// that one into force.
+	labels[tools.AcceptDriftLabel] = strings.TrimPrefix(held.Candidate, "sha256:")[:12]
 	res.Metadata.Labels = labels
 	applied, err := e.res.Apply(r.Context(), []config.Resource{res})
 	if errors.Is(err, registry.ErrConflict) {

@@ -38,31 +38,31 @@ func OpenPins(ctx context.Context, b objectStores) (*ObjectPins, error) {
 	return &ObjectPins{store: store}, nil
 }
 
-// Get returns the pinned document of source and the revision it was pinned for.
-func (p *ObjectPins) Get(ctx context.Context, source string) ([]byte, uint64, bool, error) {
+// Get returns the pin of source.
+func (p *ObjectPins) Get(ctx context.Context, source string) (Pin, bool, error) {
 	res, err := p.store.GetBytes(ctx, source)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, 0, false, nil
+		return Pin{}, false, nil
 	}
 	if err != nil {
-		return nil, 0, false, err
+		return Pin{}, false, err
 	}
 	info, err := p.store.GetInfo(ctx, source)
 	if err != nil {
-		return nil, 0, false, err
+		return Pin{}, false, err
 	}
 	rev, err := strconv.ParseUint(info.Metadata["revision"], 10, 64)
 	if err != nil {
-		return nil, 0, false, fmt.Errorf("pin of %s has no revision", source)
+		return Pin{}, false, fmt.Errorf("pin of %s has no revision", source)
 	}
-	return res, rev, true, nil
+	return Pin{Doc: res, Revision: rev, From: info.Metadata["from"]}, true, nil
 }
 
-// Put pins doc for source at revision.
-func (p *ObjectPins) Put(ctx context.Context, source string, revision uint64, doc []byte) error {
+// Put pins a document for source.
+func (p *ObjectPins) Put(ctx context.Context, source string, pin Pin) error {
 	_, err := p.store.Put(ctx, jetstream.ObjectMeta{
 		Name:     source,
-		Metadata: map[string]string{"revision": strconv.FormatUint(revision, 10)},
-	}, bytes.NewReader(doc))
+		Metadata: map[string]string{"revision": strconv.FormatUint(pin.Revision, 10), "from": pin.From},
+	}, bytes.NewReader(pin.Doc))
 	return err
 }

@@ -36,8 +36,17 @@ const maxDocument = 32 << 20
 // that a restarted replica serves the same tools while a newer document that
 // would break callers is held back.
 type Pins interface {
-	Get(ctx context.Context, source string) (doc []byte, revision uint64, ok bool, err error)
-	Put(ctx context.Context, source string, revision uint64, doc []byte) error
+	Get(ctx context.Context, source string) (Pin, bool, error)
+	Put(ctx context.Context, source string, pin Pin) error
+}
+
+// Pin is the document in force for a tool source.
+type Pin struct {
+	Doc []byte
+	// Revision is the ToolSource revision it is in force for.
+	Revision uint64
+	// From is the URL it was read from.
+	From string
 }
 
 // Options tune every source the factory builds.
@@ -125,48 +134,74 @@ func (s *Source) fromURL() bool {
 
 func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") }
 
-// load builds the tools in force at start: the pinned document for this
-// revision of the ToolSource if there is one (and the URL's current one is
-// then checked for drift), else the document as read now, pinned.
+// load builds the tools in force at start. Documents read from a URL are
+// pinned per ToolSource revision, so that restarts and replicas agree:
+//   - the pin of this revision is served (and the URL's current document
+//     checked for drift);
+//   - a new revision of a source already pinned (an edit, or drift being
+//     accepted) serves the URL's current document if it is the one accepted,
+//     else the pinned one, checking the current one for drift as usual: an
+//     edit never adopts a breaking change by the way;
+//   - otherwise (a new source, a new URL) the current document is pinned.
+//
+// If the URL cannot be read, a pinned document is served.
 func (s *Source) load(ctx context.Context) error {
 	data, where, readErr := Read(ctx, s.opts.HTTPClient, s.spec.OpenAPI)
 	if !s.fromURL() || s.opts.Pins == nil {
 		if readErr != nil {
 			return readErr
 		}
-		st, err := s.build(data, where)
-		if err != nil {
-			return err
-		}
-		s.state.Store(st)
-		return nil
+		return s.adopt(ctx, data, where, false)
 	}
-	pinned, rev, ok, err := s.opts.Pins.Get(ctx, s.name)
+	pin, ok, err := s.opts.Pins.Get(ctx, s.name)
 	if err != nil {
 		return fmt.Errorf("restsource: read pin: %w", err)
 	}
-	if ok && rev == s.env.Revision {
-		st, err := s.build(pinned, where+" (pinned)")
-		if err != nil {
-			return err
-		}
-		s.state.Store(st)
+	if !ok || pin.From != s.spec.OpenAPI.Spec {
 		if readErr != nil {
-			s.env.Logger.WarnContext(ctx, "serving the pinned document: its URL cannot be read", "err", readErr)
-			return nil
+			return readErr
 		}
-		s.check(ctx, data, where)
+		return s.adopt(ctx, data, where, true)
+	}
+	if pin.Revision != s.env.Revision && readErr == nil && s.accepted(data) {
+		return s.adopt(ctx, data, where, true)
+	}
+	st, err := s.build(pin.Doc, where+" (pinned)")
+	if err != nil {
+		return err
+	}
+	if pin.Revision != s.env.Revision {
+		pin.Revision = s.env.Revision
+		if err := s.opts.Pins.Put(ctx, s.name, pin); err != nil {
+			return fmt.Errorf("restsource: pin: %w", err)
+		}
+	}
+	s.state.Store(st)
+	if readErr != nil {
+		s.env.Logger.WarnContext(ctx, "serving the pinned document: its URL cannot be read", "err", readErr)
 		return nil
 	}
-	if readErr != nil {
-		return readErr
-	}
+	s.check(ctx, data, where)
+	return nil
+}
+
+// accepted reports whether data is the definition the ToolSource's
+// AcceptDriftLabel names.
+func (s *Source) accepted(data []byte) bool {
+	label := s.env.Labels[tools.AcceptDriftLabel]
+	return label != "" && strings.HasPrefix(strings.TrimPrefix(digest(data), "sha256:"), label)
+}
+
+// adopt puts a document into force, pinned if pin is set.
+func (s *Source) adopt(ctx context.Context, data []byte, where string, pin bool) error {
 	st, err := s.build(data, where)
 	if err != nil {
 		return err
 	}
-	if err := s.opts.Pins.Put(ctx, s.name, s.env.Revision, data); err != nil {
-		return fmt.Errorf("restsource: pin: %w", err)
+	if pin {
+		if err := s.opts.Pins.Put(ctx, s.name, Pin{Doc: data, Revision: s.env.Revision, From: s.spec.OpenAPI.Spec}); err != nil {
+			return fmt.Errorf("restsource: pin: %w", err)
+		}
 	}
 	s.state.Store(st)
 	return nil
@@ -211,7 +246,7 @@ func (s *Source) check(ctx context.Context, data []byte, where string) {
 		return
 	}
 	if s.opts.Pins != nil {
-		if err := s.opts.Pins.Put(ctx, s.name, s.env.Revision, data); err != nil {
+		if err := s.opts.Pins.Put(ctx, s.name, Pin{Doc: data, Revision: s.env.Revision, From: s.spec.OpenAPI.Spec}); err != nil {
 			s.env.Logger.WarnContext(ctx, "pinning the new document", "err", err)
 			return // adopt it only once pinned, so replicas and restarts agree
 		}

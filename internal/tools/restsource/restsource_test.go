@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -126,9 +127,9 @@ func TestDrift(t *testing.T) {
 	var reported []tools.Drift
 	opts := restsource.Options{Pins: pins, HTTPClient: up.Client(), OnDrift: func(d tools.Drift) { reported = append(reported, d) }}
 	spec := &config.ToolSourceSpec{OpenAPI: &config.OpenAPISource{Spec: up.URL + "/openapi.yaml"}, Refresh: "0s"}
-	open := func(rev uint64) *restsource.Source {
+	open := func(rev uint64, labels map[string]string) *restsource.Source {
 		e := env(t)
-		e.Revision = rev
+		e.Revision, e.Labels = rev, labels
 		src, err := restsource.New(t.Context(), "orders", spec, e, opts)
 		if err != nil {
 			t.Fatal(err)
@@ -140,12 +141,12 @@ func TestDrift(t *testing.T) {
 		return string(src.Tools()[0].InputSchema)
 	}
 
-	src := open(1)
+	src := open(1, nil)
 	first := required(src)
 
 	// An optional field added: adopted at the next read.
 	docs.set(orders("sku", `, note: {type: string}`))
-	src = open(1)
+	src = open(1, nil)
 	if src.Drift() != nil || required(src) == first {
 		t.Fatalf("compatible change: drift %v, schema unchanged %v; want it adopted", src.Drift(), required(src) == first)
 	}
@@ -153,7 +154,7 @@ func TestDrift(t *testing.T) {
 
 	// A required field added: held back, reported, and still held after a restart.
 	docs.set(orders("sku, qty", `, note: {type: string}`))
-	src = open(1)
+	src = open(1, nil)
 	d := src.Drift()
 	if d == nil || len(d.Changes) != 1 || d.Changes[0].Kind != tools.RequiredAdded || d.Changes[0].Pointer != "/body/qty" {
 		t.Fatalf("breaking change: Drift() = %+v, want required_added at /body/qty", d)
@@ -164,9 +165,21 @@ func TestDrift(t *testing.T) {
 	if len(reported) != 1 {
 		t.Errorf("OnDrift called %d times, want 1", len(reported))
 	}
-	// A new revision of the ToolSource is someone applying the new definition.
-	src = open(2)
+	// An unrelated edit (a new revision) does not adopt the breaking change.
+	src = open(2, nil)
+	if src.Drift() == nil || required(src) != adopted {
+		t.Errorf("after an unrelated edit: drift %v, new schema in force %v; want the change still held", src.Drift(), required(src) != adopted)
+	}
+	// Accepting names the candidate; the next revision takes exactly it.
+	candidate := strings.TrimPrefix(src.Drift().Candidate, "sha256:")[:12]
+	src = open(3, map[string]string{tools.AcceptDriftLabel: candidate})
 	if src.Drift() != nil || required(src) == adopted {
-		t.Errorf("after a new revision: drift %v; want the new document in force", src.Drift())
+		t.Errorf("after accepting: drift %v; want the new document in force", src.Drift())
+	}
+	// An accept label naming another document adopts nothing.
+	docs.set(orders("sku, qty, note", `, note: {type: string}`))
+	src = open(4, map[string]string{tools.AcceptDriftLabel: candidate})
+	if src.Drift() == nil {
+		t.Error("a document other than the accepted one was adopted")
 	}
 }
