@@ -35,6 +35,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/corral-dev/corral/internal/app/apptest"
+	"github.com/corral-dev/corral/test/nodetest"
 )
 
 var update = flag.Bool("update", false, "rewrite baseline.txt with the scenarios that pass now")
@@ -68,13 +69,14 @@ func TestConformance(t *testing.T) {
 	if os.Getenv("CORRAL_CONFORMANCE") != "1" && !*update {
 		t.Skip("set CORRAL_CONFORMANCE=1 to run the MCP conformance suite (make conformance does): it needs Node.js with npm, and fetches Node 22 from the npm registry")
 	}
-	npm, npx := program(t, "npm"), program(t, "npx")
-	install(t, npm)
+	npx := nodetest.Program(t, "npx")
+	// The suite declares Node 22; npm only warns when it installs under older.
+	nodetest.Install(t, "@modelcontextprotocol/conformance")
 	node := node22(t, npx)
 	fixture := buildFixture(t)
 
 	srv := apptest.Start(t)
-	apply(t, srv, map[string]any{
+	srv.ApplyValues(t, map[string]any{
 		"apiVersion": "corral.dev/v1", "kind": "ToolSource", "metadata": map[string]any{"name": "everything"},
 		"spec": map[string]any{
 			"description": "The MCP conformance suite's tools.",
@@ -84,7 +86,7 @@ func TestConformance(t *testing.T) {
 		"apiVersion": "corral.dev/v1", "kind": "Agent", "metadata": map[string]any{"name": "conformance"},
 		"spec": map[string]any{"description": "The MCP conformance suite.", "tools": []string{"everything.*"}},
 	})
-	key := createKey(t, srv, "conformance")
+	key := srv.Key(t, "conformance")
 	waitForTool(t, srv.URL+"/mcp/everything", key, "test_simple_text")
 
 	// The suite's client sends no credentials: a proxy adds the agent key
@@ -128,41 +130,6 @@ func TestConformance(t *testing.T) {
 	}
 }
 
-// program finds a program on PATH or skips the test.
-func program(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		t.Skipf("%s is not installed: the conformance suite runs under Node.js (install Node.js 20 or later with npm)", name)
-	}
-	return path
-}
-
-// install runs npm ci when node_modules is missing or holds another
-// version of the suite than package.json pins.
-func install(t *testing.T, npm string) {
-	t.Helper()
-	b, err := os.ReadFile("package.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pkg struct{ Dependencies map[string]string }
-	if err := json.Unmarshal(b, &pkg); err != nil {
-		t.Fatalf("package.json: %v", err)
-	}
-	var installed struct{ Version string }
-	b, err = os.ReadFile(filepath.Join("node_modules", "@modelcontextprotocol", "conformance", "package.json"))
-	if err == nil && json.Unmarshal(b, &installed) == nil && installed.Version == pkg.Dependencies["@modelcontextprotocol/conformance"] {
-		return
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), installTimeout)
-	defer cancel()
-	// The suite declares Node 22; npm only warns when it runs under older.
-	if out, err := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund").CombinedOutput(); err != nil {
-		t.Fatalf("npm ci in test/conformance: %v\n%s", err, out)
-	}
-}
-
 // node22 returns a Node.js 22 binary: npx fetches the node package (which
 // carries the binary) from the npm registry once and caches it.
 func node22(t *testing.T, npx string) string {
@@ -185,42 +152,6 @@ func buildFixture(t *testing.T) string {
 		t.Fatalf("go build ./everything: %v\n%s", err, out)
 	}
 	return bin
-}
-
-func apply(t *testing.T, srv *apptest.Server, resources ...map[string]any) {
-	t.Helper()
-	body, _ := json.Marshal(map[string]any{"resources": resources})
-	do(t, srv.Request(t, "POST", "/v1/apply", body), http.StatusOK, nil)
-}
-
-func createKey(t *testing.T, srv *apptest.Server, agent string) string {
-	t.Helper()
-	body, _ := json.Marshal(map[string]string{"agent": agent})
-	var created struct{ Key string }
-	do(t, srv.Request(t, "POST", "/v1/keys", body), http.StatusCreated, &created)
-	if created.Key == "" {
-		t.Fatal("POST /v1/keys answered no key")
-	}
-	return created.Key
-}
-
-func do(t *testing.T, req *http.Request, want int, out any) {
-	t.Helper()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	_, _ = buf.ReadFrom(resp.Body)
-	if resp.StatusCode != want {
-		t.Fatalf("%s %s = %d, want %d: %s", req.Method, req.URL.Path, resp.StatusCode, want, buf.Bytes())
-	}
-	if out != nil {
-		if err := json.Unmarshal(buf.Bytes(), out); err != nil {
-			t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
-		}
-	}
 }
 
 // waitForTool polls tools/list at endpoint, as the agent, until it shows name.

@@ -13,7 +13,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,33 +20,33 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/corral-dev/corral/internal/app/apptest"
+	"github.com/corral-dev/corral/test/nodetest"
 )
 
-// The npm install and the node client are given generous bounds for a
-// shared two-core machine: they catch a hang, not a slow run.
+// The node client is given generous bounds for a shared two-core machine:
+// they catch a hang, not a slow run.
 const (
-	installTimeout = 5 * time.Minute
-	clientTimeout  = 2 * time.Minute
-	readyTimeout   = 30 * time.Second
+	clientTimeout = 2 * time.Minute
+	readyTimeout  = 30 * time.Second
 )
 
 func TestTypeScriptSDK(t *testing.T) {
-	node, npm := tool(t, "node"), tool(t, "npm")
-	install(t, npm)
+	node := nodetest.Program(t, "node")
+	nodetest.Install(t, "@modelcontextprotocol/sdk")
 
 	upstream := httptest.NewServer(greeter())
 	t.Cleanup(upstream.Close)
 	srv := apptest.Start(t)
 	requireMCP(t, srv.URL)
 
-	apply(t, srv, map[string]any{
+	srv.ApplyValues(t, map[string]any{
 		"apiVersion": "corral.dev/v1", "kind": "ToolSource", "metadata": map[string]any{"name": "greeter"},
 		"spec": map[string]any{"openapi": map[string]any{"document": greeterSpec, "baseURL": upstream.URL}},
 	}, map[string]any{
 		"apiVersion": "corral.dev/v1", "kind": "Agent", "metadata": map[string]any{"name": "interop"},
 		"spec": map[string]any{"description": "The TypeScript SDK interop client.", "tools": []string{"greeter.greet"}},
 	})
-	key := createKey(t, srv, "interop")
+	key := srv.Key(t, "interop")
 	// The catalogue builds the source in the background; its tools appear
 	// together, so once the agent sees greet, delete_item exists too.
 	waitForTools(t, srv.URL, key, "greeter.greet")
@@ -76,7 +75,10 @@ func checkAudit(t *testing.T, srv *apptest.Server) {
 			RequestID                    string `json:"request_id"`
 		}
 	}
-	do(t, srv.Request(t, "GET", "/v1/audit?agent=interop", nil), http.StatusOK, &audit)
+	status, body := srv.Call(t, srv.Token, "GET", "/v1/audit?agent=interop", nil, nil)
+	if err := json.Unmarshal(body, &audit); status != http.StatusOK || err != nil {
+		t.Fatalf("GET /v1/audit: HTTP %d %s", status, body)
+	}
 	seen := map[string]bool{}
 	for _, r := range audit.Records {
 		if r.Edge != "mcp" || r.RequestID == "" {
@@ -89,47 +91,6 @@ func checkAudit(t *testing.T, srv *apptest.Server) {
 			t.Errorf("audit has no record %q; has %v", want, seen)
 		}
 	}
-}
-
-// tool finds a program on PATH or skips the test.
-func tool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		t.Skipf("%s is not installed: this test runs the TypeScript MCP SDK under Node.js (install Node.js 20 or later with npm to run it)", name)
-	}
-	return path
-}
-
-// install runs npm ci when node_modules is missing or holds another SDK
-// version than package.json pins.
-func install(t *testing.T, npm string) {
-	t.Helper()
-	want := pinnedSDK(t)
-	var installed struct{ Version string }
-	b, err := os.ReadFile(filepath.Join("node_modules", "@modelcontextprotocol", "sdk", "package.json"))
-	if err == nil && json.Unmarshal(b, &installed) == nil && installed.Version == want {
-		return
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), installTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm ci in test/interop: %v\n%s", err, out)
-	}
-}
-
-func pinnedSDK(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile("package.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pkg struct{ Dependencies map[string]string }
-	if err := json.Unmarshal(b, &pkg); err != nil {
-		t.Fatalf("package.json: %v", err)
-	}
-	return pkg.Dependencies["@modelcontextprotocol/sdk"]
 }
 
 // greeterSpec describes greeter: one read-only operation the agent may
@@ -189,42 +150,6 @@ func requireMCP(t *testing.T, base string) {
 	resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
 		t.Fatal("POST /mcp = 404: this corral does not serve the MCP edge (internal/app must register internal/edge/mcp)")
-	}
-}
-
-func apply(t *testing.T, srv *apptest.Server, resources ...map[string]any) {
-	t.Helper()
-	body, _ := json.Marshal(map[string]any{"resources": resources})
-	do(t, srv.Request(t, "POST", "/v1/apply", body), http.StatusOK, nil)
-}
-
-func createKey(t *testing.T, srv *apptest.Server, agent string) string {
-	t.Helper()
-	body, _ := json.Marshal(map[string]string{"agent": agent})
-	var created struct{ Key string }
-	do(t, srv.Request(t, "POST", "/v1/keys", body), http.StatusCreated, &created)
-	if created.Key == "" {
-		t.Fatal("POST /v1/keys answered no key")
-	}
-	return created.Key
-}
-
-func do(t *testing.T, req *http.Request, want int, out any) {
-	t.Helper()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	_, _ = buf.ReadFrom(resp.Body)
-	if resp.StatusCode != want {
-		t.Fatalf("%s %s = %d, want %d: %s", req.Method, req.URL.Path, resp.StatusCode, want, buf.Bytes())
-	}
-	if out != nil {
-		if err := json.Unmarshal(buf.Bytes(), out); err != nil {
-			t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
-		}
 	}
 }
 

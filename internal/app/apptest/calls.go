@@ -34,6 +34,16 @@ func (s *Server) Apply(t testing.TB, yaml string) {
 	}
 }
 
+// ApplyValues stores resources given as JSON values (structs or maps)
+// through POST /v1/apply and fails the test if the server refuses them.
+func (s *Server) ApplyValues(t testing.TB, resources ...any) {
+	t.Helper()
+	status, body := s.Call(t, s.Token, "POST", "/v1/apply", map[string]any{"resources": resources}, nil)
+	if status != http.StatusOK {
+		t.Fatalf("ApplyValues: HTTP %d: %s", status, body)
+	}
+}
+
 // Key creates an API key for agent and returns it.
 func (s *Server) Key(t testing.TB, agent string) string {
 	t.Helper()
