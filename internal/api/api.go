@@ -13,7 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 
 	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/identity"
@@ -86,8 +85,8 @@ func (a *API) Register(mux *http.ServeMux) {
 
 func (a *API) requireAdmin(next problem.HandlerFunc) problem.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		token, ok := bearerToken(r)
-		if !ok {
+		token := identity.BearerToken(r)
+		if token == "" {
 			return problem.New(http.StatusUnauthorized, problem.Unauthenticated, "send the admin token as Authorization: Bearer <token>")
 		}
 		if !a.creds.VerifyAdmin(token) {
@@ -95,14 +94,6 @@ func (a *API) requireAdmin(next problem.HandlerFunc) problem.HandlerFunc {
 		}
 		return next(w, r)
 	}
-}
-
-// bearerToken reads "Authorization: Bearer <token>"; the scheme is
-// case-insensitive (RFC 9110).
-func bearerToken(r *http.Request) (string, bool) {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	token = strings.TrimSpace(token)
-	return token, ok && strings.EqualFold(scheme, "Bearer") && token != ""
 }
 
 // kind resolves the {kind} path segment: "Agent", "agent" or "agents".

@@ -21,11 +21,11 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
-	"strings"
 	"sync"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/corral-dev/corral/internal/identity"
 	"github.com/corral-dev/corral/internal/pipeline"
 	"github.com/corral-dev/corral/internal/problem"
 	"github.com/corral-dev/corral/internal/tools"
@@ -120,7 +120,7 @@ type requestKey struct{}
 // missing or invalid key is refused here, as HTTP 401 problem+json, before
 // any MCP handling, so that clients see the standard authorization failure.
 func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	credential := bearer(r)
+	credential := identity.BearerToken(r)
 	caller, err := e.gw.Authenticate(credential)
 	if err != nil {
 		problem.Write(w, r, e.logger, err)
@@ -155,16 +155,6 @@ func (e *Edge) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 		}
 		return e.callTool(ctx, r, call)
 	}
-}
-
-// bearer reads "Authorization: Bearer <token>"; the scheme is
-// case-insensitive (RFC 9110).
-func bearer(r *http.Request) string {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return ""
-	}
-	return strings.TrimSpace(token)
 }
 
 // version is the binary's module version, for serverInfo.

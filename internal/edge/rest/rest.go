@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/identity"
 	"github.com/corral-dev/corral/internal/pipeline"
 	"github.com/corral-dev/corral/internal/problem"
 	"github.com/corral-dev/corral/internal/registry"
@@ -102,7 +103,7 @@ func (e *Edge) invoke(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out, err := e.gw.Invoke(r.Context(), pipeline.Action{
-		Credential:     bearer(r),
+		Credential:     identity.BearerToken(r),
 		Kind:           "tool",
 		Target:         r.PathValue("name"),
 		Arguments:      req.Arguments,
@@ -202,7 +203,7 @@ func (e *Edge) describe(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (e *Edge) visible(r *http.Request) ([]*tools.Entry, bool, error) {
-	token := bearer(r)
+	token := identity.BearerToken(r)
 	if token != "" && e.admins.VerifyAdmin(token) {
 		return e.sources.List(), true, nil
 	}
@@ -214,19 +215,9 @@ func (e *Edge) visible(r *http.Request) ([]*tools.Entry, bool, error) {
 	return entries, false, err
 }
 
-// bearer reads "Authorization: Bearer <token>"; the scheme is
-// case-insensitive (RFC 9110).
-func bearer(r *http.Request) string {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return ""
-	}
-	return strings.TrimSpace(token)
-}
-
 func (e *Edge) admin(next problem.HandlerFunc) problem.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		if token := bearer(r); token == "" || !e.admins.VerifyAdmin(token) {
+		if token := identity.BearerToken(r); token == "" || !e.admins.VerifyAdmin(token) {
 			return problem.New(http.StatusUnauthorized, problem.Unauthenticated, "send the admin token as Authorization: Bearer <token>")
 		}
 		return next(w, r)
