@@ -16,6 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/corral-dev/corral/internal/tools"
 	"github.com/nats-io/nuid"
 )
 
@@ -365,35 +367,13 @@ func (l *Log) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
 	}
 }
 
-// matcher returns a test for tool names: exact, or a pattern with '*'.
+// matcher returns a test for tool names: exact, or a glob with * and ?.
 func matcher(pattern string) func(string) bool {
-	switch {
-	case pattern == "" || pattern == "*":
+	if pattern == "" {
 		return func(string) bool { return true }
-	case !strings.Contains(pattern, "*"):
-		return func(name string) bool { return name == pattern }
 	}
-	parts := strings.Split(pattern, "*")
-	return func(name string) bool { return globMatch(parts, name) }
-}
-
-// globMatch reports whether name is parts joined by runs of any characters.
-// Greedy matching of each middle part at its first occurrence is correct
-// because '*' is the only special character.
-func globMatch(parts []string, name string) bool {
-	first, last := parts[0], parts[len(parts)-1]
-	if len(name) < len(first)+len(last) || !strings.HasPrefix(name, first) || !strings.HasSuffix(name, last) {
-		return false
-	}
-	rest := name[len(first) : len(name)-len(last)]
-	for _, p := range parts[1 : len(parts)-1] {
-		i := strings.Index(rest, p)
-		if i < 0 {
-			return false
-		}
-		rest = rest[i+len(p):]
-	}
-	return true
+	// The same globs as Agent.spec.tools.
+	return func(name string) bool { return tools.Match(pattern, name) }
 }
 
 // ring keeps the last n records added.
