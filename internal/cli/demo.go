@@ -206,7 +206,7 @@ func exampleDocuments() ([]config.Document, error) {
 // corral, called as the agent "impact".
 func toolTour(ctx context.Context, s streams, c *client, logisticsURL string, step func(int, string)) error {
 	step(6, "import the logistics system's OpenAPI document as ToolSource/logistics: one tool per operation")
-	src, ops, err := importOpenAPIData(LogisticsSource, demo.LogisticsSpec, logisticsURL)
+	src, ops, err := importOpenAPIData(logisticsSource, demo.LogisticsSpec, logisticsURL)
 	if err != nil {
 		return err
 	}
@@ -287,8 +287,8 @@ func toolTour(ctx context.Context, s streams, c *client, logisticsURL string, st
 	return tw.Flush()
 }
 
-// LogisticsSource is the name the demo gives the logistics ToolSource.
-const LogisticsSource = "logistics"
+// logisticsSource is the name the demo gives the logistics ToolSource.
+const logisticsSource = "logistics"
 
 func compactJSON(raw json.RawMessage) string {
 	var b bytes.Buffer

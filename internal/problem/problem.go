@@ -146,21 +146,21 @@ func Handle(logger *slog.Logger, h HandlerFunc) http.Handler {
 
 // WriteJSON writes v as a JSON response with the given status.
 func WriteJSON(w http.ResponseWriter, status int, v any) error {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	return writeJSON(w, status, v, "  ")
 }
 
 // WriteCompactJSON writes v as unindented JSON: for the gateway's answers,
 // which programs read and which may be large.
 func WriteCompactJSON(w http.ResponseWriter, status int, v any) error {
+	return writeJSON(w, status, v, "")
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any, indent string) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
+	enc.SetIndent("", indent)
 	return enc.Encode(v)
 }
 

@@ -407,12 +407,6 @@ func baseURL(src *config.OpenAPISource, data []byte) (string, error) {
 // Tools returns the API's operations as tools.
 func (s *Source) Tools() []tools.Tool { return s.state.Load().tools }
 
-// Digest identifies the document the tools in force were built from.
-func (s *Source) Digest() string { return s.state.Load().digest }
-
-// Breaker reports the upstream's breaker state.
-func (s *Source) Breaker() upstream.State { return s.client.BreakerState() }
-
 // Call builds the HTTP request for the operation and sends it.
 func (s *Source) Call(ctx context.Context, c tools.Call) (*tools.Result, error) {
 	st := s.state.Load()
