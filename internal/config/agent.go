@@ -12,6 +12,8 @@ type AgentSpec struct {
 	// or globs ("erp.*", "*.get_*"). A tool that matches none is refused and
 	// is not listed to the agent.
 	Tools []string `json:"tools,omitempty"`
+	// Models lists the models the agent may use, as names or globs.
+	Models []string `json:"models,omitempty"`
 }
 
 //go:embed schemas/agent.json

@@ -51,6 +51,20 @@ var kinds = []*Kind{
 		newSpec:    func() any { return new(SecretSpec) },
 		specSchema: secretSpecSchema,
 	},
+	{
+		Name:       "Policy",
+		Plural:     "policies",
+		Summary:    "Rego rules that decide, on every action, whether an agent may do it.",
+		newSpec:    func() any { return new(PolicySpec) },
+		specSchema: policySpecSchema,
+	},
+	{
+		Name:       "Issuer",
+		Plural:     "issuers",
+		Summary:    "A trusted identity provider whose users' tokens agents can exchange for delegated tokens.",
+		newSpec:    func() any { return new(IssuerSpec) },
+		specSchema: issuerSpecSchema,
+	},
 }
 
 // checker is implemented by spec types with rules their JSON Schema states

@@ -3,6 +3,7 @@ package config
 import (
 	_ "embed"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -30,7 +31,45 @@ type ToolSourceSpec struct {
 	// AuditArguments keeps the argument values in the audit record; by
 	// default only their digest is kept.
 	AuditArguments bool `json:"auditArguments,omitempty"`
+	// Identity says how each call tells the upstream who acts: a short-lived
+	// token signed by corral, verifiable with its JWKS, with sub (the user,
+	// or the agent acting for itself) and act (the agent). On by default.
+	Identity *IdentityPropagation `json:"identity,omitempty"`
 }
+
+// IdentityPropagation tunes the identity token sent with each upstream call.
+type IdentityPropagation struct {
+	// Header carries the token; default DefaultIdentityHeader. When it is
+	// Authorization, the token is sent as a Bearer token, and auth must not
+	// be set.
+	Header string `json:"header,omitempty"`
+	// Audience is the token's aud; default the ToolSource's name.
+	Audience string `json:"audience,omitempty"`
+	// Disabled sends no identity token.
+	Disabled bool `json:"disabled,omitempty"`
+}
+
+// DefaultIdentityHeader carries the identity token to upstreams.
+const DefaultIdentityHeader = "Corral-Identity"
+
+// HeaderOr returns the header the token goes in.
+func (p *IdentityPropagation) HeaderOr() string {
+	if p == nil || p.Header == "" {
+		return DefaultIdentityHeader
+	}
+	return p.Header
+}
+
+// AudienceOr returns the token's audience for the source named source.
+func (p *IdentityPropagation) AudienceOr(source string) string {
+	if p == nil || p.Audience == "" {
+		return source
+	}
+	return p.Audience
+}
+
+// Enabled reports whether calls carry an identity token.
+func (p *IdentityPropagation) Enabled() bool { return p == nil || !p.Disabled }
 
 // OpenAPISource is an HTTP API described by an OpenAPI 3.0 or 3.1 document.
 type OpenAPISource struct {
@@ -196,6 +235,9 @@ func (s *ToolSourceSpec) check() []FieldError {
 		if s.MCP != nil && len(s.MCP.Command) > 0 {
 			add("spec.auth", "an MCP server started with command takes credentials in env, not auth")
 		}
+	}
+	if p := s.Identity; p != nil && !p.Disabled && strings.EqualFold(p.Header, "Authorization") && s.Auth != nil {
+		add("spec.identity.header", "Authorization already carries spec.auth; pick another header or drop auth")
 	}
 	durations := map[string]string{"spec.timeout": s.Timeout, "spec.refresh": s.Refresh}
 	if s.Breaker != nil {
