@@ -8,9 +8,10 @@ FUZZTIME    ?= 5s
 
 .PHONY: test build lint fuzz bench conformance
 
-## test: lint, every test with the race detector, the MCP conformance suite, a short fuzz run
+## test: lint, every test with the race detector, the example policies' Rego tests, the MCP conformance suite, a short fuzz run
 test: lint
 	$(GO) test -race -count=1 ./...
+	$(GO) run ./cmd/corral policy test examples/policies/payments
 	$(MAKE) --no-print-directory conformance
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
@@ -39,6 +40,13 @@ fuzz:
 	$(GO) test ./internal/tools -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/secret -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/audit -run '^$$' -fuzz '^FuzzToken$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/policy -run '^$$' -fuzz '^FuzzDecideArguments$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/policy -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/policy -run '^$$' -fuzz '^FuzzDecodeInput$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/policy -run '^$$' -fuzz '^FuzzIsMutation$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/identity -run '^$$' -fuzz '^FuzzSignerVerify$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/identity -run '^$$' -fuzz '^FuzzIssuersVerify$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/edge/oauth -run '^$$' -fuzz '^FuzzToken$$' -fuzztime $(FUZZTIME)
 
 ## bench: the resource path against the substrate and a tool call against the upstream called directly, in one run
 bench:

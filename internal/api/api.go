@@ -47,6 +47,9 @@ type API struct {
 
 	kills Killer      // nil until WithOps
 	audit AuditReader // nil until WithOps
+
+	policies    Policies    // nil until WithSecurity
+	signingKeys SigningKeys // nil until WithSecurity
 }
 
 // New returns the API over store, letting in callers with an admin token.
@@ -70,6 +73,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("GET /v1/schemas", open(a.schemas))
 	mux.Handle("GET /v1/schemas/{kind}", open(a.schema))
 	a.registerOps(mux, admin, open)
+	a.registerSecurity(mux, admin, open)
 	for path, allowed := range map[string][]string{
 		"/v1/resources/{kind}":        {"GET"},
 		"/v1/resources/{kind}/{name}": {"GET", "PUT", "DELETE"},

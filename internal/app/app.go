@@ -4,6 +4,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,12 +25,15 @@ import (
 	"github.com/corral-dev/corral/internal/api"
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/bus"
+	"github.com/corral-dev/corral/internal/config"
 	mcpedge "github.com/corral-dev/corral/internal/edge/mcp"
+	"github.com/corral-dev/corral/internal/edge/oauth"
 	"github.com/corral-dev/corral/internal/edge/rest"
 	"github.com/corral-dev/corral/internal/idempotency"
 	"github.com/corral-dev/corral/internal/identity"
 	"github.com/corral-dev/corral/internal/killswitch"
 	"github.com/corral-dev/corral/internal/pipeline"
+	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/problem"
 	"github.com/corral-dev/corral/internal/registry"
 	"github.com/corral-dev/corral/internal/secret"
@@ -46,9 +51,16 @@ type Config struct {
 	NATSListen string // embedded server's optional TCP listener
 	NATSCreds  string // credentials file for an external NATS
 	SecretsKey string // key file sealing Secrets; "" is DATA/secrets.key
-	Replicas   int
-	SyncAlways bool
-	Version    string
+	// Issuer is corral's public URL, the iss of its tokens; "" is URL().
+	Issuer string
+	// TokenTTL is the lifetime of access tokens; 0 is 15 minutes.
+	TokenTTL time.Duration
+	// PolicyDefault is the policy under every Policy resource: "builtin"
+	// (or ""), "none", or a path to .rego files that replace it.
+	PolicyDefault string
+	Replicas      int
+	SyncAlways    bool
+	Version       string
 }
 
 // drainTimeout bounds how long shutdown waits for in-flight requests.
@@ -64,6 +76,9 @@ type App struct {
 	kill     *killswitch.Switches
 	audit    *audit.Log
 	catalog  *tools.Catalog
+	signer   *identity.Signer
+	issuers  *identity.Issuers
+	policies *policy.Store
 	listener net.Listener
 	server   *http.Server
 
@@ -120,7 +135,32 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	if err != nil {
 		return nil, fmt.Errorf("app: --secrets-key: %w", err)
 	}
-	a.registry.SetPrepare(sealer.Prepare)
+	issuer := cfg.Issuer
+	if issuer == "" {
+		issuer = a.URL()
+	}
+	ttl := cmp.Or(cfg.TokenTTL, 15*time.Minute)
+	if a.signer, err = identity.OpenSigner(ctx, logger.With("component", "tokens"), a.bus, cfg.DataDir, identity.SignerOptions{Issuer: issuer, MaxTTL: ttl}); err != nil {
+		return nil, err
+	}
+	a.issuers = identity.NewIssuers(logger.With("component", "issuers"), a.registry, nil)
+	defaults, err := defaultPolicy(cfg.PolicyDefault)
+	if err != nil {
+		return nil, err
+	}
+	a.policies = policy.NewStore(logger.With("component", "policy"), a.registry, policy.StoreOptions{Default: defaults})
+	a.registry.SetPrepare(func(res config.Resource) (config.Resource, error) {
+		res, err := sealer.Prepare(res)
+		if err != nil || res.Kind != "Policy" {
+			return res, err
+		}
+		// A Policy that does not compile with the others is refused here,
+		// with its errors, rather than found broken at the first call.
+		if err := a.policies.Check(res); err != nil {
+			return config.Resource{}, fmt.Errorf("spec.rego: %w", err)
+		}
+		return res, nil
+	})
 	if a.kill, err = killswitch.Open(ctx, logger.With("component", "killswitch"), a.bus); err != nil {
 		return nil, err
 	}
@@ -152,6 +192,8 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	}, resolver.Resolve)
 	gateway := pipeline.New(logger.With("component", "pipeline"), pipeline.Deps{
 		Keys:        a.creds,
+		Tokens:      a.signer,
+		Policy:      a.policies,
 		Resources:   a.registry,
 		Kill:        a.kill,
 		Catalog:     a.catalog,
@@ -167,7 +209,11 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).Register(mux)
+	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).Register(mux)
+	oauth.New(httpLogger, oauth.Deps{
+		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers,
+		Delegations: delegations{gateway}, Audit: a.audit,
+	}, oauth.Options{TTL: ttl}).Register(mux)
 	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).Register(mux)
 	mcpedge.New(logger.With("component", "mcp"), gateway).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
@@ -188,6 +234,38 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		ErrorLog:          slog.NewLogLogger(httpLogger.Handler(), slog.LevelWarn),
 	}
 	return a, nil
+}
+
+// delegations tells the token endpoint what policy lets an agent do for a
+// user: the scope of a delegated token.
+type delegations struct{ gateway *pipeline.Pipeline }
+
+func (d delegations) Scopes(ctx context.Context, agent string, u *identity.External) ([]string, error) {
+	return d.gateway.Scopes(ctx, agent, &pipeline.Principal{Subject: u.Subject, Issuer: u.Issuer, Groups: u.Groups, Roles: u.Roles})
+}
+
+// defaultPolicy reads --policy-default: nil is the built-in bundle.
+func defaultPolicy(setting string) ([]policy.Module, error) {
+	switch setting {
+	case "", "builtin":
+		return nil, nil
+	case "none":
+		return []policy.Module{}, nil
+	}
+	b, err := policy.LoadDir(setting)
+	if err != nil {
+		return nil, fmt.Errorf("app: --policy-default: %w", err)
+	}
+	var out []policy.Module
+	for _, m := range b.Modules {
+		if !strings.HasSuffix(m.Name, "_test.rego") {
+			out = append(out, m)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("app: --policy-default %s: no .rego modules there", setting)
+	}
+	return out, nil
 }
 
 // auditDrift records a tool source's drift in the audit log.
@@ -234,14 +312,30 @@ func (a *App) Run(ctx context.Context) error {
 	g.Go(func() error { return a.registry.Run(regCtx) })
 	g.Go(func() error { return a.creds.Run(regCtx) })
 	g.Go(func() error { return a.kill.Run(regCtx) })
+	g.Go(func() error { return a.signer.Run(regCtx) })
 	g.Go(func() error {
 		if a.registry.WaitLoaded(regCtx) != nil {
 			return nil
 		}
 		return a.catalog.Run(regCtx)
 	})
+	// Policy and trusted issuers are built from the whole registry: a
+	// partial one could miss a deny rule.
 	g.Go(func() error {
-		if a.registry.WaitLoaded(gctx) != nil || a.creds.WaitLoaded(gctx) != nil || a.kill.WaitLoaded(gctx) != nil {
+		if a.registry.WaitLoaded(regCtx) != nil {
+			return nil
+		}
+		return a.policies.Run(regCtx)
+	})
+	g.Go(func() error {
+		if a.registry.WaitLoaded(regCtx) != nil {
+			return nil
+		}
+		return a.issuers.Run(regCtx)
+	})
+	g.Go(func() error {
+		if a.registry.WaitLoaded(gctx) != nil || a.creds.WaitLoaded(gctx) != nil || a.kill.WaitLoaded(gctx) != nil ||
+			a.signer.WaitLoaded(gctx) != nil || a.policies.WaitLoaded(gctx) != nil {
 			return nil // shutting down before ready
 		}
 		a.logger.InfoContext(ctx, "corral ready", "url", a.URL(), "version", a.cfg.Version, "substrate", a.substrate(),

@@ -48,8 +48,17 @@ type Record struct {
 	// Kind is what was called: "tool" now; "model" and "agent" later.
 	Kind string `json:"kind"`
 	// Agent is the acting identity; empty when authentication failed.
-	Agent     string `json:"agent,omitempty"`
+	Agent string `json:"agent,omitempty"`
+	// Principal is the user the agent acts for (the sub of a delegated
+	// token); empty when the agent acts for itself.
 	Principal string `json:"principal,omitempty"`
+	// PrincipalIssuer is the identity provider that vouched for Principal.
+	PrincipalIssuer string `json:"principal_issuer,omitempty"`
+	// Credential says which credential authenticated the call: "key:<id>"
+	// for an agent key, "token:<jti>" for a corral token.
+	Credential string `json:"credential,omitempty"`
+	// Task is the task the call belongs to, when its token names one.
+	Task string `json:"task,omitempty"`
 	// Target is the tool's name (or, for an Event, what it concerns).
 	Target string `json:"target"`
 	Source string `json:"source,omitempty"`
@@ -61,6 +70,8 @@ type Record struct {
 	// unauthenticated, killed, policy_denied, invalid_arguments, ...
 	Code   string `json:"code,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Policy is what policy decided, when the call got that far.
+	Policy *PolicyDecision `json:"policy,omitempty"`
 	// ArgsDigest is "sha256:<hex>" of the canonical arguments.
 	ArgsDigest string `json:"args_digest,omitempty"`
 	// Arguments are kept only when the tool source asks for it.
@@ -77,6 +88,15 @@ type Record struct {
 	// Target the source); Detail is its payload.
 	Event  string          `json:"event,omitempty"`
 	Detail json.RawMessage `json:"detail,omitempty"`
+}
+
+// PolicyDecision is policy's verdict on a call, as the audit keeps it.
+type PolicyDecision struct {
+	// Effect is "allow", "deny" or "approval"; "error" when evaluation failed.
+	Effect  string   `json:"effect"`
+	Reasons []string `json:"reasons,omitempty"`
+	// Revision names the policy that decided: a digest of its modules and data.
+	Revision string `json:"revision"`
 }
 
 // Options configure the audit stream.

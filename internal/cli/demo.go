@@ -10,7 +10,9 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -41,8 +43,10 @@ refused with the field named and nothing stored. Then list what is stored.
 
 Then the tool gateway: start the demo world's logistics system on loopback,
 import its OpenAPI document as a ToolSource, and act as the agent "impact":
-list its tools, call one, be refused for wrong arguments and for a destructive
-tool outside its list, be stopped by a kill switch, and read the audit.
+trade its key for a short-lived token at /oauth2/token, list its tools, call
+one, be refused for wrong arguments and for a tool outside its token's scope,
+see policy send the agent "returns" to a human for a destructive tool
+(approval_required), be stopped by a kill switch, and read the audit.
 
 It exits when done; with --keep it goes on serving until interrupted, and
 prints how to point the CLI at it.`,
@@ -220,10 +224,15 @@ func toolTour(ctx context.Context, s streams, c *client, logisticsURL string, st
 	if err := c.do(ctx, "POST", "/v1/keys", api.CreateKeyRequest{Agent: "impact"}, &created); err != nil {
 		return err
 	}
-	agent := newClient(c.base, created.Secret)
 	fmt.Fprintf(s.out, "  an API key for Agent/impact: %s... (shown once; corral keeps its hash)\n", created.Secret[:16])
+	access, err := clientCredentials(ctx, c.base, "impact", created.Secret)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(s.out, "  POST /oauth2/token (client_credentials) -> a %ds token, scope %q, signed by corral (/.well-known/jwks.json)\n", access.ExpiresIn, access.Scope)
+	agent := newClient(c.base, access.AccessToken)
 
-	step(7, "as Agent/impact: list my tools, call one")
+	step(7, "as Agent/impact, with its token: list my tools, call one")
 	var list rest.ToolList
 	deadline := time.Now().Add(10 * time.Second)
 	for len(list.Tools) < 2 { // the source loads in the background
@@ -247,17 +256,27 @@ func toolTour(ctx context.Context, s streams, c *client, logisticsURL string, st
 	}
 	fmt.Fprintf(s.out, "  POST /v1/tools/logistics.list_delayed_shipments/invoke {\"min_hours\": 24}\n  -> %s\n", compactJSON(answer.Result))
 
-	step(8, "refused before anything reaches the system: wrong arguments, a destructive tool not in its list")
-	for _, call := range []struct{ tool, args string }{
-		{"logistics.get_order", `{"order_id": "1001"}`},
-		{"logistics.cancel_order", `{"order_id": "ORD-1001"}`},
+	step(8, "refused before anything reaches the system: wrong arguments, a tool outside the agent's list, a destructive tool")
+	var returnsKey api.CreatedKey
+	if err := c.do(ctx, "POST", "/v1/keys", api.CreateKeyRequest{Agent: "returns"}, &returnsKey); err != nil {
+		return err
+	}
+	returns := newClient(c.base, returnsKey.Secret)
+	for _, call := range []struct {
+		as         *client
+		who        string
+		tool, args string
+	}{
+		{agent, "impact", "logistics.get_order", `{"order_id": "1001"}`},
+		{agent, "impact", "logistics.cancel_order", `{"order_id": "ORD-1001"}`},
+		{returns, "returns", "logistics.cancel_order", `{"order_id": "ORD-1001"}`},
 	} {
-		err := agent.do(ctx, "POST", "/v1/tools/"+call.tool+"/invoke", rest.InvokeRequest{Arguments: json.RawMessage(call.args)}, nil)
+		err := call.as.do(ctx, "POST", "/v1/tools/"+call.tool+"/invoke", rest.InvokeRequest{Arguments: json.RawMessage(call.args)}, nil)
 		var refused *apiError
 		if !errors.As(err, &refused) {
 			return fmt.Errorf("demo: %s was not refused: %v", call.tool, err)
 		}
-		fmt.Fprintf(s.out, "  %s %s -> HTTP %d %s: %s\n", call.tool, call.args, refused.Status, refused.Code, refused.Detail)
+		fmt.Fprintf(s.out, "  %s: %s %s -> HTTP %d %s: %s\n", call.who, call.tool, call.args, refused.Status, refused.Code, refused.Detail)
 	}
 
 	step(9, "corral kill --agent impact: every replica refuses it at once; then the audit")
@@ -280,7 +299,7 @@ func toolTour(ctx context.Context, s streams, c *client, logisticsURL string, st
 		return err
 	}
 	tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  AGENT\tTOOL\tDECISION\tCODE\tSTATUS\tDURATION")
+	fmt.Fprintln(tw, "  AGENT\tTARGET\tDECISION\tCODE\tSTATUS\tDURATION")
 	for _, r := range records.Records {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%.2fms\n", r.Agent, r.Target, r.Decision, orDash(r.Code), r.Status, r.DurationMS)
 	}
@@ -319,4 +338,33 @@ func (i *indenter) Write(p []byte) (int, error) {
 		i.start = b == '\n'
 	}
 	return len(p), nil
+}
+
+// tokenResponse is the part of an RFC 6749 token response the demo shows.
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	ExpiresIn   int    `json:"expires_in"`
+	Scope       string `json:"scope"`
+}
+
+// clientCredentials trades an agent key for an access token, as an agent
+// with an OAuth client library would.
+func clientCredentials(ctx context.Context, base, agent, key string) (*tokenResponse, error) {
+	form := url.Values{"grant_type": {"client_credentials"}}
+	req, err := http.NewRequestWithContext(ctx, "POST", base+"/oauth2/token", strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(agent), url.QueryEscape(key))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("demo: /oauth2/token: %w", err)
+	}
+	defer resp.Body.Close()
+	var out tokenResponse
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("demo: /oauth2/token answered HTTP %d (%v)", resp.StatusCode, err)
+	}
+	return &out, nil
 }

@@ -87,6 +87,7 @@ variable, and the variable over the file.`,
 		newKeys(s),
 		newTools(s),
 		newKill(s), newUnkill(s), newAudit(s),
+		newPolicy(s), newSigningKeys(s),
 		newVersion(s),
 		newCompletion(root),
 	)

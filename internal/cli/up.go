@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -15,6 +18,8 @@ import (
 type serverFlags struct {
 	data, http, nats, natsListen string
 	natsCreds, secretsKey        string
+	issuer, policyDefault        string
+	tokenTTL                     time.Duration
 	replicas                     int
 	sync                         string
 	logFormat, logLevel          string
@@ -33,6 +38,9 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.StringVar(&f.natsCreds, "nats-creds", "", "NATS credentials file (JWT and nkey) for --nats; a user and password can go in the URL instead")
 	fl.StringVar(&f.natsListen, "nats-listen", "", "also let other processes reach the embedded NATS on this host:port, with the password in DATA/nats.password (default: no TCP port)")
 	fl.StringVar(&f.secretsKey, "secrets-key", "", "file holding the key that seals Secrets (default DATA/secrets.key, created if missing); replicas sharing a NATS need the same key")
+	fl.StringVar(&f.issuer, "issuer", "", "corral's public URL, the iss of the tokens it signs; replicas must share it (default: the server's own URL)")
+	fl.DurationVar(&f.tokenTTL, "token-ttl", 15*time.Minute, "lifetime of the access tokens /oauth2/token issues (at most 24h)")
+	fl.StringVar(&f.policyDefault, "policy-default", "builtin", "the policy under every Policy resource: 'builtin' (corral policy show-default), 'none', or a path to .rego files that replace it")
 	fl.IntVar(&f.replicas, "replicas", 1, "replicas of every stream and bucket (more than 1 needs a NATS cluster)")
 	fl.StringVar(&f.sync, "sync", "interval", "embedded store durability: 'always' fsyncs every write, 'interval' syncs periodically")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -66,16 +74,30 @@ func (f *serverFlags) config() (app.Config, error) {
 	if f.data == "" {
 		return app.Config{}, fmt.Errorf("--data: must name a directory")
 	}
+	if f.tokenTTL < time.Second || f.tokenTTL > 24*time.Hour {
+		return app.Config{}, fmt.Errorf("--token-ttl %v: must be between 1s and 24h", f.tokenTTL)
+	}
+	if f.issuer != "" {
+		if u, err := url.Parse(f.issuer); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return app.Config{}, fmt.Errorf("--issuer %q: want an http or https URL without query or fragment", f.issuer)
+		}
+	}
+	if f.policyDefault == "" {
+		return app.Config{}, fmt.Errorf("--policy-default: want builtin, none or a path")
+	}
 	return app.Config{
-		DataDir:    f.data,
-		HTTPAddr:   f.http,
-		NATSURL:    f.nats,
-		NATSListen: f.natsListen,
-		NATSCreds:  f.natsCreds,
-		SecretsKey: f.secretsKey,
-		Replicas:   f.replicas,
-		SyncAlways: f.sync == "always",
-		Version:    Version(),
+		DataDir:       f.data,
+		HTTPAddr:      f.http,
+		NATSURL:       f.nats,
+		NATSListen:    f.natsListen,
+		NATSCreds:     f.natsCreds,
+		SecretsKey:    f.secretsKey,
+		Issuer:        strings.TrimSuffix(f.issuer, "/"),
+		TokenTTL:      f.tokenTTL,
+		PolicyDefault: f.policyDefault,
+		Replicas:      f.replicas,
+		SyncAlways:    f.sync == "always",
+		Version:       Version(),
 	}, nil
 }
 

@@ -11,6 +11,8 @@ type Metrics struct {
 	actions  *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	drift    *prometheus.CounterVec
+	policy   *prometheus.CounterVec
+	errors   prometheus.Counter
 }
 
 // NewMetrics registers the pipeline's metrics with reg.
@@ -29,8 +31,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "corral_tool_output_drift_total",
 			Help: "Tool answers that broke the tool's declared output schema.",
 		}, []string{"source", "tool"}),
+		policy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "corral_policy_decisions_total",
+			Help: "Policy decisions by kind and effect (allow, deny, approval, error).",
+		}, []string{"kind", "effect"}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "corral_policy_errors_total",
+			Help: "Policy evaluations that failed or timed out; each denied its action (fail closed) or hid a tool.",
+		}),
 	}
-	reg.MustRegister(m.actions, m.duration, m.drift)
+	reg.MustRegister(m.actions, m.duration, m.drift, m.policy, m.errors)
 	return m
 }
 
@@ -39,6 +49,9 @@ func (m *Metrics) observe(r *audit.Record) {
 		return
 	}
 	m.actions.WithLabelValues(r.Kind, r.Decision, r.Status, r.Code).Inc()
+	if r.Policy != nil {
+		m.policy.WithLabelValues(r.Kind, r.Policy.Effect).Inc()
+	}
 	m.duration.WithLabelValues(r.Kind, r.Status).Observe(r.DurationMS / 1000)
 }
 
@@ -47,4 +60,11 @@ func (m *Metrics) outputDrift(source, tool string) {
 		return
 	}
 	m.drift.WithLabelValues(source, tool).Inc()
+}
+
+func (m *Metrics) policyError() {
+	if m == nil {
+		return
+	}
+	m.errors.Inc()
 }

@@ -4,11 +4,11 @@
 // Each stage is a small function of its own that may end the action with a
 // *problem.Error carrying the stage's stable code.
 //
-// Stages today, in order: authenticate, kill switch, authorize (the agent's
-// tool list), validate arguments, idempotency, invoke, inspect, audit. The
+// Stages today, in order: authenticate (agent key or corral token), kill
+// switch, token scope, policy (OPA), validate arguments, idempotency,
+// invoke (with an identity token for the upstream), inspect, audit. The
 // stages later issues add have their places marked in Invoke: task context,
-// policy (replacing authorize), rate and budget, approval, redaction,
-// accounting and tracing.
+// rate and budget, approval, redaction, accounting and tracing.
 package pipeline
 
 import (
@@ -31,6 +31,7 @@ import (
 	"github.com/corral-dev/corral/internal/idempotency"
 	"github.com/corral-dev/corral/internal/identity"
 	"github.com/corral-dev/corral/internal/killswitch"
+	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/problem"
 	"github.com/corral-dev/corral/internal/tools"
 )
@@ -52,12 +53,6 @@ type Action struct {
 	RequestID string
 }
 
-// Caller is an authenticated agent.
-type Caller struct {
-	Agent string
-	KeyID string
-}
-
 // Outcome is what an allowed action produced.
 type Outcome struct {
 	AuditID string
@@ -71,6 +66,19 @@ type Outcome struct {
 // Keys verifies agent API keys.
 type Keys interface {
 	VerifyKey(secret string) (identity.Key, bool)
+}
+
+// Tokens verifies corral's tokens and mints the identity tokens sent to
+// upstreams.
+type Tokens interface {
+	Issuer() string
+	Verify(token, audience string) (*identity.Claims, error)
+	IdentityToken(audience string, c identity.Claims, ttl time.Duration) (string, error)
+}
+
+// Policy holds the live policy engine.
+type Policy interface {
+	Engine() *policy.Engine
 }
 
 // Resources reads Agent resources.
@@ -104,6 +112,8 @@ type Auditor interface {
 // Deps are the pipeline's collaborators.
 type Deps struct {
 	Keys        Keys
+	Tokens      Tokens // nil: agent keys only
+	Policy      Policy
 	Resources   Resources
 	Kill        KillSwitches
 	Catalog     Catalog
@@ -118,7 +128,8 @@ type Pipeline struct {
 	logger *slog.Logger
 	now    func() time.Time
 
-	agents sync.Map // agent name -> *agentCache: the decoded spec per revision
+	agents  sync.Map                        // agent name -> *agentCache: the decoded spec per revision
+	visible atomic.Pointer[visibilityCache] // Visible's answers under the live policy
 
 	// auditDown is set while appending to the audit fails: calls are then
 	// refused before they act, so that nothing happens unrecorded for long.
@@ -146,7 +157,7 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	if err != nil {
 		return nil, err
 	}
-	rec.Agent = caller.Agent
+	noteCaller(rec, caller)
 	// task context: the durable-tasks issue loads the task and its chain here.
 	if err := p.checkKill(caller); err != nil {
 		return nil, err
@@ -160,11 +171,17 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 		return nil, err
 	}
 	rec.Source = entry.Tool.Source
-	// policy: the identity and policy issue replaces authorize with OPA here.
-	if err := authorize(agent, entry); err != nil {
+	if err := inScope(caller, "tool", entry.Tool.Name); err != nil {
 		return nil, err
 	}
-	args, value, digest, err := validate(entry, a.Arguments)
+	value, err := parseArguments(a.Arguments)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.decide(ctx, rec, p.input(caller, agent, entry, value)); err != nil {
+		return nil, err
+	}
+	args, digest, err := validate(entry, value)
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +193,12 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	if p.auditDown.Load() {
 		return nil, problem.New(http.StatusServiceUnavailable, problem.AuditUnavailable, "the audit log cannot be written; corral acts on nothing it cannot record")
 	}
-	return p.invokeOnce(ctx, rec, caller, entry, tools.Call{Tool: &entry.Tool, Arguments: args, Value: value, IdempotencyKey: a.IdempotencyKey}, digest)
+	ident, err := p.identityToken(caller, entry)
+	if err != nil {
+		return nil, problem.Wrap(http.StatusInternalServerError, problem.Internal, "corral cannot sign the identity token for the upstream", err)
+	}
+	call := tools.Call{Tool: &entry.Tool, Arguments: args, Value: value, IdempotencyKey: a.IdempotencyKey, Identity: ident}
+	return p.invokeOnce(ctx, rec, caller, entry, call, digest)
 }
 
 // finish completes the audit record and appends it. The audit append is
@@ -231,23 +253,10 @@ func (p *Pipeline) finish(ctx context.Context, rec *audit.Record, start time.Tim
 func refusal(code string) bool {
 	switch code {
 	case problem.Unauthenticated, problem.Killed, problem.ToolNotFound, problem.PolicyDenied,
-		problem.InvalidArguments, problem.IdempotencyConflict, problem.AuditUnavailable:
+		problem.ApprovalRequired, problem.PolicyError, problem.InvalidArguments, problem.IdempotencyConflict, problem.AuditUnavailable:
 		return true
 	}
 	return false
-}
-
-// Authenticate checks an agent key. The edges call it on its own to list
-// what an agent may see; Invoke calls it as its first stage.
-func (p *Pipeline) Authenticate(credential string) (Caller, error) {
-	if credential == "" {
-		return Caller{}, problem.New(http.StatusUnauthorized, problem.Unauthenticated, "send an agent key as Authorization: Bearer <key>")
-	}
-	key, ok := p.Keys.VerifyKey(credential)
-	if !ok {
-		return Caller{}, problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the key is not valid: unknown or revoked")
-	}
-	return Caller{Agent: key.Agent, KeyID: key.ID}, nil
 }
 
 // checkKill refuses an agent whose kill switch, or the global one, is on.
@@ -266,25 +275,27 @@ func (p *Pipeline) checkKill(c Caller) error {
 }
 
 type agentCache struct {
-	rev  uint64
-	spec *config.AgentSpec
+	rev    uint64
+	spec   *config.AgentSpec
+	labels map[string]string
 }
 
 // agent returns the caller's Agent spec, decoded once per revision.
-func (p *Pipeline) agent(c Caller) (*config.AgentSpec, error) {
+func (p *Pipeline) agent(c Caller) (*agentCache, error) {
 	res, ok := p.Resources.Get("Agent", c.Agent)
 	if !ok {
-		return nil, problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the key's agent "+c.Agent+" no longer exists")
+		return nil, problem.New(http.StatusUnauthorized, problem.Unauthenticated, string(identity.ReasonUnknownAgent)+": the credential's agent "+c.Agent+" does not exist")
 	}
 	if v, ok := p.agents.Load(c.Agent); ok && v.(*agentCache).rev == res.Metadata.Revision {
-		return v.(*agentCache).spec, nil
+		return v.(*agentCache), nil
 	}
 	var spec config.AgentSpec
 	if err := json.Unmarshal(res.Spec, &spec); err != nil {
 		return nil, problem.Wrap(http.StatusInternalServerError, problem.Internal, "the agent's resource is unreadable", err)
 	}
-	p.agents.Store(c.Agent, &agentCache{rev: res.Metadata.Revision, spec: &spec})
-	return &spec, nil
+	ac := &agentCache{rev: res.Metadata.Revision, spec: &spec, labels: res.Metadata.Labels}
+	p.agents.Store(c.Agent, ac)
+	return ac, nil
 }
 
 // lookup finds the tool.
@@ -296,43 +307,24 @@ func (p *Pipeline) lookup(name string) (*tools.Entry, error) {
 	return e, nil
 }
 
-// authorize allows the tools the agent's spec.tools lists.
-func authorize(agent *config.AgentSpec, e *tools.Entry) error {
-	if !tools.Allowed(agent.Tools, e.Tool.Name) {
-		return problem.New(http.StatusForbidden, problem.PolicyDenied, "the agent may not call "+e.Tool.Name+": it is not in the agent's spec.tools")
-	}
-	return nil
-}
-
-// Tools returns the tools the caller may call, for listings. It applies
-// the same checks as Invoke's authorize stage.
-func (p *Pipeline) Tools(c Caller) ([]*tools.Entry, error) {
-	agent, err := p.agent(c)
-	if err != nil {
-		return nil, err
-	}
-	var out []*tools.Entry
-	for _, e := range p.Catalog.List() {
-		if authorize(agent, e) == nil {
-			out = append(out, e)
-		}
-	}
-	return out, nil
-}
-
-// validate checks the arguments against the tool's input schema and returns
-// them in canonical form (the form the upstream gets) with their digest. The
-// arguments are parsed once, for both.
-func validate(e *tools.Entry, raw json.RawMessage) (json.RawMessage, any, string, error) {
+// parseArguments decodes the arguments once, for policy, validation and
+// the canonical form.
+func parseArguments(raw json.RawMessage) (any, error) {
 	if len(raw) == 0 {
 		raw = json.RawMessage("{}")
 	}
 	value, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
 	if err != nil {
-		return nil, nil, "", problem.New(http.StatusUnprocessableEntity, problem.InvalidArguments, "the arguments are not valid JSON")
+		return nil, problem.New(http.StatusUnprocessableEntity, problem.InvalidArguments, "the arguments are not valid JSON")
 	}
+	return value, nil
+}
+
+// validate checks the arguments against the tool's input schema and returns
+// them in canonical form (the form the upstream gets) with their digest.
+func validate(e *tools.Entry, value any) (json.RawMessage, string, error) {
 	if v := e.Validator.ValidateValue(value); v != nil {
-		return nil, nil, "", &problem.Error{
+		return nil, "", &problem.Error{
 			Status: http.StatusUnprocessableEntity, Code: problem.InvalidArguments,
 			Detail: invalidDetail(e.Tool.Name, v), Errors: v,
 		}
@@ -341,10 +333,10 @@ func validate(e *tools.Entry, raw json.RawMessage) (json.RawMessage, any, string
 	// have the same canonical form and digest.
 	canonical, err := json.Marshal(value)
 	if err != nil {
-		return nil, nil, "", problem.New(http.StatusUnprocessableEntity, problem.InvalidArguments, "the arguments cannot be encoded")
+		return nil, "", problem.New(http.StatusUnprocessableEntity, problem.InvalidArguments, "the arguments cannot be encoded")
 	}
 	sum := sha256.Sum256(canonical)
-	return canonical, value, "sha256:" + hex.EncodeToString(sum[:]), nil
+	return canonical, "sha256:" + hex.EncodeToString(sum[:]), nil
 }
 
 func invalidDetail(tool string, v []tools.Violation) string {

@@ -6,13 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/identity"
 	"github.com/corral-dev/corral/internal/killswitch"
+	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/problem"
 	"github.com/corral-dev/corral/internal/tools"
 	"github.com/corral-dev/corral/internal/upstream"
@@ -73,6 +76,43 @@ func (f *fakeAudit) Append(_ context.Context, r *audit.Record) (string, error) {
 	return fmt.Sprintf("a%d", len(f.records)), nil
 }
 
+// fixedPolicy serves one engine.
+type fixedPolicy struct{ e *policy.Engine }
+
+func (f fixedPolicy) Engine() *policy.Engine { return f.e }
+
+// compilePolicy builds the default bundle plus extra modules.
+func compilePolicy(t *testing.T, extra ...string) fixedPolicy {
+	t.Helper()
+	b := policy.Bundle{Modules: policy.DefaultModules()}
+	for i, src := range extra {
+		b.Modules = append(b.Modules, policy.Module{Name: fmt.Sprintf("test/%d.rego", i), Source: src})
+	}
+	e, err := policy.Compile(t.Context(), b, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fixedPolicy{e}
+}
+
+// fakeTokens accepts tokens named in its map and mints readable identity tokens.
+type fakeTokens map[string]*identity.Claims
+
+func (f fakeTokens) Issuer() string { return "https://corral.test" }
+func (f fakeTokens) Verify(token, _ string) (*identity.Claims, error) {
+	if c, ok := f[token]; ok {
+		return c, nil
+	}
+	return nil, identity.Refused(identity.ReasonExpired, "the token expired")
+}
+func (f fakeTokens) IdentityToken(aud string, c identity.Claims, _ time.Duration) (string, error) {
+	act := ""
+	if c.Act != nil {
+		act = c.Act.Subject
+	}
+	return aud + "|" + c.Subject + "|" + act, nil
+}
+
 func newTestPipeline(t *testing.T, src *fakeSource) (*Pipeline, *fakeAudit) {
 	t.Helper()
 	v, err := tools.NewValidator(json.RawMessage(`{"type": "object", "required": ["id"], "properties": {"id": {"type": "integer"}}}`))
@@ -81,15 +121,21 @@ func newTestPipeline(t *testing.T, src *fakeSource) (*Pipeline, *fakeAudit) {
 	}
 	entry := &tools.Entry{Tool: tools.Tool{Name: "erp.get", Source: "erp"}, Source: src, Spec: &config.ToolSourceSpec{}, Validator: v}
 	other := &tools.Entry{Tool: tools.Tool{Name: "crm.get", Source: "crm"}, Source: src, Spec: &config.ToolSourceSpec{}, Validator: v}
+	drop := &tools.Entry{Tool: tools.Tool{Name: "erp.drop", Source: "erp", Annotations: tools.Annotations{Destructive: true}}, Source: src, Spec: &config.ToolSourceSpec{}, Validator: v}
 	aud := &fakeAudit{}
 	p := New(slog.New(slog.DiscardHandler), Deps{
-		Keys: fakeKeys{"k-impact": "impact", "k-ghost": "ghost", "k-stopped": "stopped"},
+		Keys: fakeKeys{"corral_ak_impact": "impact", "corral_ak_ghost": "ghost", "corral_ak_stopped": "stopped"},
 		Resources: fakeResources{
 			"Agent/impact":  {Spec: json.RawMessage(`{"tools": ["erp.*"]}`)},
 			"Agent/stopped": {Spec: json.RawMessage(`{"tools": ["*"]}`)},
 		},
+		Tokens: fakeTokens{
+			"t-scoped":    {ClientID: "impact", Subject: "impact", ID: "j1", Scope: "tool:erp.get"},
+			"t-delegated": {ClientID: "impact", Subject: "alice", ID: "j2", Scope: "tool:erp.*", Act: &identity.Actor{Subject: "impact"}, Principal: &identity.PrincipalClaims{Issuer: "https://idp.test"}},
+		},
+		Policy:  compilePolicy(t),
 		Kill:    fakeKill{"stopped": {Reason: "looping"}},
-		Catalog: fakeCatalog{"erp.get": entry, "crm.get": other},
+		Catalog: fakeCatalog{"erp.get": entry, "crm.get": other, "erp.drop": drop},
 		Audit:   aud,
 	})
 	return p, aud
@@ -101,14 +147,20 @@ func TestStages(t *testing.T) {
 		wantStatus            int
 		wantCode              string
 	}{
-		{"allowed", "k-impact", "erp.get", `{"id": 1}`, 200, ""},
+		{"allowed", "corral_ak_impact", "erp.get", `{"id": 1}`, 200, ""},
 		{"no credential", "", "erp.get", `{"id": 1}`, 401, problem.Unauthenticated},
-		{"unknown key", "k-nope", "erp.get", `{"id": 1}`, 401, problem.Unauthenticated},
-		{"agent deleted since its key was made", "k-ghost", "erp.get", `{"id": 1}`, 401, problem.Unauthenticated},
-		{"killed", "k-stopped", "erp.get", `{"id": 1}`, 423, problem.Killed},
-		{"unknown tool", "k-impact", "erp.nope", `{}`, 404, problem.ToolNotFound},
-		{"not in the agent's tools", "k-impact", "crm.get", `{"id": 1}`, 403, problem.PolicyDenied},
-		{"invalid arguments", "k-impact", "erp.get", `{"id": "x"}`, 422, problem.InvalidArguments},
+		{"unknown key", "corral_ak_nope", "erp.get", `{"id": 1}`, 401, problem.Unauthenticated},
+		{"agent deleted since its key was made", "corral_ak_ghost", "erp.get", `{"id": 1}`, 401, problem.Unauthenticated},
+		{"killed", "corral_ak_stopped", "erp.get", `{"id": 1}`, 423, problem.Killed},
+		{"unknown tool", "corral_ak_impact", "erp.nope", `{}`, 404, problem.ToolNotFound},
+		{"not in the agent's tools", "corral_ak_impact", "crm.get", `{"id": 1}`, 403, problem.PolicyDenied},
+		{"destructive: needs approval", "corral_ak_impact", "erp.drop", `{"id": 1}`, 403, problem.ApprovalRequired},
+		{"invalid arguments", "corral_ak_impact", "erp.get", `{"id": "x"}`, 422, problem.InvalidArguments},
+		{"arguments not JSON", "corral_ak_impact", "erp.get", `{"id": `, 422, problem.InvalidArguments},
+		{"token within its scope", "t-scoped", "erp.get", `{"id": 1}`, 200, ""},
+		{"token outside its scope", "t-scoped", "erp.drop", `{"id": 1}`, 403, problem.PolicyDenied},
+		{"refused token", "t-expired", "erp.get", `{"id": 1}`, 401, problem.Unauthenticated},
+		{"delegated token", "t-delegated", "erp.get", `{"id": 1}`, 200, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -146,7 +198,7 @@ func TestSameArgumentsSameDigest(t *testing.T) {
 	src := &fakeSource{res: &tools.Result{Structured: json.RawMessage(`{}`)}}
 	p, aud := newTestPipeline(t, src)
 	for _, args := range []string{`{"id": 1, "x": [1, {"b": 1, "a": 2}]}`, `{"x":[1,{"a":2,"b":1}],"id":1}`} {
-		if _, err := p.Invoke(t.Context(), Action{Credential: "k-impact", Target: "erp.get", Arguments: json.RawMessage(args)}); err != nil {
+		if _, err := p.Invoke(t.Context(), Action{Credential: "corral_ak_impact", Target: "erp.get", Arguments: json.RawMessage(args)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -172,7 +224,7 @@ func TestUpstreamFailures(t *testing.T) {
 	for _, tt := range tests {
 		src := &fakeSource{err: tt.err, res: tt.res}
 		p, aud := newTestPipeline(t, src)
-		_, err := p.Invoke(t.Context(), Action{Credential: "k-impact", Target: "erp.get", Arguments: json.RawMessage(`{"id": 1}`)})
+		_, err := p.Invoke(t.Context(), Action{Credential: "corral_ak_impact", Target: "erp.get", Arguments: json.RawMessage(`{"id": 1}`)})
 		var pe *problem.Error
 		if !errors.As(err, &pe) || pe.Status != tt.wantStatus || pe.Code != tt.wantCode {
 			t.Errorf("source error %v / result %+v: Invoke err = %v, want %d %s", tt.err, tt.res, err, tt.wantStatus, tt.wantCode)
@@ -202,7 +254,7 @@ func TestAuditDownRefusesUntilItRecovers(t *testing.T) {
 	aud := &failingAudit{fail: true}
 	p.Audit = aud
 	call := func() error {
-		_, err := p.Invoke(t.Context(), Action{Credential: "k-impact", Target: "erp.get", Arguments: json.RawMessage(`{"id": 1}`)})
+		_, err := p.Invoke(t.Context(), Action{Credential: "corral_ak_impact", Target: "erp.get", Arguments: json.RawMessage(`{"id": 1}`)})
 		return err
 	}
 	if err := call(); err != nil {
@@ -221,8 +273,107 @@ func TestAuditDownRefusesUntilItRecovers(t *testing.T) {
 
 func TestAuditKeepsNoArgumentValues(t *testing.T) {
 	p, aud := newTestPipeline(t, &fakeSource{})
-	_, _ = p.Invoke(t.Context(), Action{Credential: "k-impact", Target: "erp.get", Arguments: json.RawMessage(`{"id": "4111-1111-1111-1111"}`)})
+	_, _ = p.Invoke(t.Context(), Action{Credential: "corral_ak_impact", Target: "erp.get", Arguments: json.RawMessage(`{"id": "4111-1111-1111-1111"}`)})
 	if r := aud.records[0]; strings.Contains(r.Reason, "4111") || r.Code != problem.InvalidArguments {
 		t.Errorf("audit reason %q quotes the argument's value", r.Reason)
+	}
+}
+
+// TestPolicyInAudit: the record says what policy decided, why, and which
+// revision of it; a refused token's reason is in the record.
+func TestPolicyInAudit(t *testing.T) {
+	p, aud := newTestPipeline(t, &fakeSource{res: &tools.Result{Status: 200}})
+	_, _ = p.Invoke(t.Context(), Action{Credential: "corral_ak_impact", Target: "erp.drop", Arguments: json.RawMessage(`{"id": 1}`)})
+	_, _ = p.Invoke(t.Context(), Action{Credential: "t-expired", Target: "erp.get", Arguments: json.RawMessage(`{"id": 1}`)})
+	rec := aud.records[0]
+	if rec.Policy == nil || rec.Policy.Effect != policy.Approval || len(rec.Policy.Reasons) == 0 || rec.Policy.Revision == "" {
+		t.Errorf("audit policy = %+v, want approval with reasons and a revision", rec.Policy)
+	}
+	if rec.Credential != "key:id-corral_ak_impact" {
+		t.Errorf("audit credential = %q, want the key's id", rec.Credential)
+	}
+	if r := aud.records[1].Reason; !strings.HasPrefix(r, "expired: ") {
+		t.Errorf("refused token's audit reason = %q, want it to start with the reason", r)
+	}
+}
+
+// TestPolicyFaultDenies: a policy whose evaluation fails denies with
+// policy_error, whatever else it says.
+func TestPolicyFaultDenies(t *testing.T) {
+	src := &fakeSource{res: &tools.Result{Status: 200}}
+	p, aud := newTestPipeline(t, src)
+	p.Policy = compilePolicy(t, `package corral.authz
+deny contains msg if { msg := sprintf("%d", [to_number(input.action.arguments.id) / 0]) }
+`)
+	_, err := p.Invoke(t.Context(), Action{Credential: "corral_ak_impact", Target: "erp.get", Arguments: json.RawMessage(`{"id": 1}`)})
+	var pe *problem.Error
+	if !errors.As(err, &pe) || pe.Code != problem.PolicyError || src.calls != 0 {
+		t.Fatalf("Invoke with a failing policy = %v (%d upstream calls), want policy_error before acting", err, src.calls)
+	}
+	if rec := aud.records[0]; rec.Policy == nil || rec.Policy.Effect != "error" {
+		t.Errorf("audit policy = %+v, want effect error", rec.Policy)
+	}
+}
+
+// TestIdentityToken: the upstream gets a token naming the user and the
+// agent for a delegated call, the agent alone otherwise; a source can turn
+// it off.
+func TestIdentityToken(t *testing.T) {
+	var got []string
+	src := &recordingSource{seen: &got}
+	p, _ := newTestPipeline(t, nil)
+	e, _ := p.Catalog.Lookup("erp.get")
+	e.Source = src
+	for _, cred := range []string{"corral_ak_impact", "t-delegated"} {
+		if _, err := p.Invoke(t.Context(), Action{Credential: cred, Target: "erp.get", Arguments: json.RawMessage(`{"id": 1}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Spec = &config.ToolSourceSpec{Identity: &config.IdentityPropagation{Disabled: true}}
+	if _, err := p.Invoke(t.Context(), Action{Credential: "corral_ak_impact", Target: "erp.get", Arguments: json.RawMessage(`{"id": 1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"erp|impact|", "erp|alice|impact", ""}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("identity tokens = %q, want %q", got, want)
+	}
+}
+
+type recordingSource struct{ seen *[]string }
+
+func (r *recordingSource) Tools() []tools.Tool { return nil }
+func (r *recordingSource) Call(_ context.Context, c tools.Call) (*tools.Result, error) {
+	*r.seen = append(*r.seen, c.Identity)
+	return &tools.Result{Status: 200}, nil
+}
+func (r *recordingSource) Close() error { return nil }
+
+// TestToolsHidesWhatPolicyNeverAllows: listings show what the agent could
+// call and nothing else.
+func TestToolsHidesWhatPolicyNeverAllows(t *testing.T) {
+	p, _ := newTestPipeline(t, &fakeSource{})
+	for _, tt := range []struct {
+		cred string
+		want string
+	}{
+		{"corral_ak_impact", "erp.drop,erp.get"},
+		{"t-scoped", "erp.get"},
+	} {
+		c, err := p.Authenticate(tt.cred)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries, err := p.Tools(t.Context(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Tool.Name)
+		}
+		slices.Sort(names)
+		if got := strings.Join(names, ","); got != tt.want {
+			t.Errorf("Tools(%s) = %s, want %s", tt.cred, got, tt.want)
+		}
 	}
 }

@@ -34,6 +34,8 @@ const (
 	// The pipeline's codes (ARCHITECTURE.md, "The Action and the pipeline").
 	ToolNotFound        = "tool_not_found"
 	PolicyDenied        = "policy_denied"
+	ApprovalRequired    = "approval_required"
+	PolicyError         = "policy_error"
 	InvalidArguments    = "invalid_arguments"
 	Killed              = "killed"
 	IdempotencyConflict = "idempotency_conflict"

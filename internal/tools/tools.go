@@ -69,6 +69,10 @@ type Call struct {
 	Value any
 	// IdempotencyKey, when set, is passed on to the upstream.
 	IdempotencyKey string
+	// Identity, when set, is a corral-signed token telling the upstream who
+	// acts (sub, act); sources send it as the ToolSource's spec.identity
+	// says.
+	Identity string
 }
 
 // Result is what a tool answered.

@@ -51,7 +51,7 @@ const (
 // Gateway is what the edge needs from the pipeline.
 type Gateway interface {
 	Authenticate(credential string) (pipeline.Caller, error)
-	Tools(c pipeline.Caller) ([]*tools.Entry, error)
+	Tools(ctx context.Context, c pipeline.Caller) ([]*tools.Entry, error)
 	Invoke(ctx context.Context, a pipeline.Action) (*pipeline.Outcome, error)
 }
 

@@ -49,7 +49,7 @@ func (g *fakeGateway) Authenticate(credential string) (pipeline.Caller, error) {
 	return pipeline.Caller{Agent: agent, KeyID: "key-" + agent}, nil
 }
 
-func (g *fakeGateway) Tools(c pipeline.Caller) ([]*tools.Entry, error) {
+func (g *fakeGateway) Tools(_ context.Context, c pipeline.Caller) ([]*tools.Entry, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var out []*tools.Entry

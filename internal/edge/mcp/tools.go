@@ -33,7 +33,7 @@ type listResult struct {
 // case costs one pass comparing pointers. The cache holds one list per
 // agent and source that has tools, and is bounded by those.
 func (e *Edge) listTools(ctx context.Context, r *request) (mcp.Result, error) {
-	entries, err := e.gw.Tools(r.caller)
+	entries, err := e.gw.Tools(ctx, r.caller)
 	if err != nil {
 		e.logProblem(ctx, "tools/list", err)
 		return nil, rpcError(err)

@@ -29,7 +29,7 @@ const maxBody = 4 << 20
 // Gateway is what the edge needs from the pipeline.
 type Gateway interface {
 	Authenticate(credential string) (pipeline.Caller, error)
-	Tools(c pipeline.Caller) ([]*tools.Entry, error)
+	Tools(ctx context.Context, c pipeline.Caller) ([]*tools.Entry, error)
 	Invoke(ctx context.Context, a pipeline.Action) (*pipeline.Outcome, error)
 }
 
@@ -211,7 +211,7 @@ func (e *Edge) visible(r *http.Request) ([]*tools.Entry, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	entries, err := e.gw.Tools(caller)
+	entries, err := e.gw.Tools(r.Context(), caller)
 	return entries, false, err
 }
 

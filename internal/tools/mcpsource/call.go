@@ -19,6 +19,11 @@ import (
 // that deduplicates calls can read it from the request's _meta.
 const IdempotencyKeyMeta = "dev.corral/idempotency-key"
 
+// IdentityMeta is the tools/call _meta key that carries tools.Call.Identity,
+// the corral-signed token saying who acts. Over HTTP it also goes in the
+// header spec.identity names; over stdio _meta is the only way.
+const IdentityMeta = "dev.corral/identity"
+
 // errAttemptTimeout is the cause of an attempt's context when the source's
 // own timeout ended it, as opposed to the caller's context.
 var errAttemptTimeout = errors.New("mcp attempt timed out")
@@ -70,8 +75,15 @@ func (s *Source) callOnce(ctx context.Context, cs *mcp.ClientSession, name strin
 	if len(c.Arguments) > 0 {
 		params.Arguments = c.Arguments
 	}
+	if c.IdempotencyKey != "" || c.Identity != "" {
+		params.Meta = mcp.Meta{}
+	}
 	if c.IdempotencyKey != "" {
-		params.Meta = mcp.Meta{IdempotencyKeyMeta: c.IdempotencyKey}
+		params.Meta[IdempotencyKeyMeta] = c.IdempotencyKey
+	}
+	if c.Identity != "" {
+		params.Meta[IdentityMeta] = c.Identity
+		ctx = withIdentity(ctx, c.Identity)
 	}
 	actx, cancel := context.WithTimeoutCause(ctx, s.timeout, errAttemptTimeout)
 	defer cancel()

@@ -105,6 +105,9 @@ func New(ctx context.Context, name string, spec *config.ToolSourceSpec, env tool
 			return nil, fmt.Errorf("mcpsource: %s: spec.mcp.url: %w", name, err)
 		}
 		rt := &authRoundTripper{base: base, host: endpoint.Host, headers: m.Headers, auth: spec.Auth, secret: env.Secret}
+		if spec.Identity.Enabled() {
+			rt.identityHeader = spec.Identity.HeaderOr()
+		}
 		s.transport = httpTransport(m.URL, &http.Client{Transport: rt})
 	case m.URL == "" && len(m.Command) > 0:
 		s.transport = commandTransport(m.Command, m.Env, log)

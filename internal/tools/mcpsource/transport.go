@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +49,16 @@ type authRoundTripper struct {
 	headers map[string]string
 	auth    *config.UpstreamAuth
 	secret  func(ctx context.Context, ref config.SecretValue) (string, error)
+	// identityHeader carries the call's identity token, when it has one.
+	identityHeader string
+}
+
+type identityKey struct{}
+
+// withIdentity hands a call's identity token to the RoundTripper, which
+// sees only the request the SDK builds.
+func withIdentity(ctx context.Context, token string) context.Context {
+	return context.WithValue(ctx, identityKey{}, token)
 }
 
 // RoundTrip implements http.RoundTripper. Its errors name the credential
@@ -68,6 +79,12 @@ func (rt *authRoundTripper) RoundTrip(req *http.Request) (*http.Response, error)
 	}
 	for k, v := range rt.headers {
 		req.Header.Set(k, v)
+	}
+	if token, _ := ctx.Value(identityKey{}).(string); token != "" && rt.identityHeader != "" {
+		if strings.EqualFold(rt.identityHeader, "Authorization") {
+			token = "Bearer " + token
+		}
+		req.Header.Set(rt.identityHeader, token)
 	}
 	if err := rt.authorize(req); err != nil {
 		if req.Body != nil {

@@ -428,6 +428,13 @@ func (s *Source) Call(ctx context.Context, c tools.Call) (*tools.Result, error) 
 	if c.IdempotencyKey != "" {
 		req.Header.Set("Idempotency-Key", c.IdempotencyKey)
 	}
+	if c.Identity != "" && s.spec.Identity.Enabled() {
+		if h := s.spec.Identity.HeaderOr(); strings.EqualFold(h, "Authorization") {
+			req.Header.Set(h, "Bearer "+c.Identity)
+		} else {
+			req.Header.Set(h, c.Identity)
+		}
+	}
 	if err := s.authenticate(ctx, req.Header); err != nil {
 		return nil, err
 	}

@@ -89,8 +89,11 @@ func newServer() *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "corral-conformance-everything", Version: "1.0.0"}, &mcp.ServerOptions{
 		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}, Logging: &mcp.LoggingCapabilities{}},
 	})
+	// Every tool here only reads. Saying so matters behind corral: MCP
+	// takes an unannotated tool as destructive, and corral's default policy
+	// sends destructive tools to a human.
 	add := func(name, description string, schema json.RawMessage, h mcp.ToolHandler) {
-		s.AddTool(&mcp.Tool{Name: name, Description: description, InputSchema: schema}, h)
+		s.AddTool(&mcp.Tool{Name: name, Description: description, InputSchema: schema, Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, h)
 	}
 	text := func(s string) []mcp.Content { return []mcp.Content{&mcp.TextContent{Text: s}} }
 
