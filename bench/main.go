@@ -4,6 +4,8 @@
 // mean little:
 //
 //   - the resource path (registry, control-plane API) against the substrate;
+//   - policy decisions with the default bundle and with the payments
+//     example added, as the pipeline's policy stage makes them;
 //   - a tool call through corral's whole pipeline against the same upstream
 //     called directly: added latency and throughput ratio.
 //
@@ -29,6 +31,7 @@ import (
 type options struct {
 	short      bool
 	resources  bool
+	policy     bool
 	calls      int           // sequential calls per path in the latency phase
 	warmup     int           // calls per path before it
 	block      int           // calls per path in a row before switching paths
@@ -43,6 +46,7 @@ func main() {
 	var clients string
 	flag.BoolVar(&o.short, "short", false, "500 calls, throughput phases of 1s and unrepeated (-n and -d still apply)")
 	flag.BoolVar(&o.resources, "resources", true, "measure the resource path against the substrate too")
+	flag.BoolVar(&o.policy, "policy", true, "measure policy decisions (default bundle, and with examples/policies/payments) too")
 	flag.IntVar(&o.calls, "n", 2000, "sequential calls per path in the latency phase")
 	flag.DurationVar(&o.duration, "d", 2*time.Second, "duration of each throughput phase")
 	flag.StringVar(&clients, "c", "8,32", "concurrent clients of the throughput phases, comma-separated")
@@ -87,6 +91,12 @@ func run(ctx context.Context, o options) error {
 	defer c.stop()
 	if o.resources {
 		if err := benchResources(ctx, c); err != nil {
+			return err
+		}
+		fmt.Println()
+	}
+	if o.policy {
+		if err := benchPolicy(ctx, o); err != nil {
 			return err
 		}
 		fmt.Println()

@@ -192,6 +192,11 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
 	if !config.ValidName(name) {
 		return notFound(k, name) // and never a key the substrate would refuse
 	}
+	if k.Name == "Policy" && a.policies != nil {
+		if err := a.policies.CheckDelete(name); err != nil {
+			return problem.Wrap(http.StatusConflict, problem.Conflict, "Policy/"+name+" cannot be deleted: the other policies would not compile without it: "+err.Error(), err)
+		}
+	}
 	if err := a.store.Delete(r.Context(), k.Name, name); err != nil {
 		return storeError(err)
 	}

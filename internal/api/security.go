@@ -16,6 +16,8 @@ import (
 // Policies holds the live policy engine.
 type Policies interface {
 	Engine() *policy.Engine
+	// CheckDelete says whether the other policies compile without this one.
+	CheckDelete(name string) error
 }
 
 // SigningKeys lists and rotates the keys corral signs tokens with.

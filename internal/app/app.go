@@ -256,6 +256,11 @@ func defaultPolicy(setting string) ([]policy.Module, error) {
 	if err != nil {
 		return nil, fmt.Errorf("app: --policy-default: %w", err)
 	}
+	if len(b.Data) > 0 {
+		// Rules that read data would run without it, and a deny rule over
+		// an absent list never fires: refuse rather than fail open.
+		return nil, fmt.Errorf("app: --policy-default %s: holds data files; put data in a Policy resource's spec.data", setting)
+	}
 	var out []policy.Module
 	for _, m := range b.Modules {
 		if !strings.HasSuffix(m.Name, "_test.rego") {

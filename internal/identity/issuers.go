@@ -31,6 +31,10 @@ const (
 	// unknown kid triggers a fetch at most this often, so that tokens with
 	// made-up kids cannot make corral hammer the issuer.
 	refetchEvery = 10 * time.Second
+	// keysMaxAge is how long fetched keys are trusted before they are
+	// fetched again, so that a key the provider withdrew (rotated out, or
+	// compromised) stops being accepted within the hour.
+	keysMaxAge = time.Hour
 	// maxIssuerResponse bounds a discovery document or a JWKS.
 	maxIssuerResponse = 1 << 20
 	// minRSABits is the smallest RSA key trusted.
@@ -87,9 +91,13 @@ type issuerKeys struct {
 
 // jwkSet is a fetched JWKS, the keys corral can use.
 type jwkSet struct {
-	byKID map[string][]jose.JSONWebKey
-	all   []jose.JSONWebKey
+	byKID   map[string][]jose.JSONWebKey
+	all     []jose.JSONWebKey
+	fetched time.Time
 }
+
+// fresh reports whether the set was fetched less than keysMaxAge ago.
+func (s *jwkSet) fresh(now time.Time) bool { return s != nil && now.Sub(s.fetched) < keysMaxAge }
 
 // NewIssuers returns the trusted issuers as the registry has them now; Run
 // keeps them current. A nil client means one with a 10s timeout.
@@ -204,6 +212,11 @@ func externalClaims(ti *trustedIssuer, payload []byte, now time.Time) (*External
 	var claims map[string]any
 	if err := json.Unmarshal(payload, &claims); err != nil || claims == nil {
 		return nil, Refused(ReasonMalformed, "claims are not a JSON object")
+	}
+	// The issuer was picked from the unverified claims; the verified ones
+	// must say the same, exactly (JSON decoding into a struct ignores case).
+	if iss, _ := claims["iss"].(string); iss != ti.spec.Issuer {
+		return nil, Refused(ReasonWrongIssuer, "issuer %q is not trusted", truncate(iss))
 	}
 	if !audienceContains(claims["aud"], ti.spec.Audience) {
 		return nil, Refused(ReasonWrongAudience, "token is not for %s", ti.spec.Audience)
@@ -344,17 +357,22 @@ func keyFits(alg string, key any) bool {
 // fetch is more than refetchEvery old.
 func (is *Issuers) keysFor(ctx context.Context, ti *trustedIssuer, kid string) ([]jose.JSONWebKey, *TokenError) {
 	ik := ti.keys
-	if keys := ik.set.Load().find(kid); len(keys) > 0 {
-		return keys, nil
+	now := is.now()
+	if set := ik.set.Load(); set.fresh(now) {
+		if keys := set.find(kid); len(keys) > 0 {
+			return keys, nil
+		}
 	}
 	ik.mu.Lock()
 	defer ik.mu.Unlock()
 	set := ik.set.Load()
-	if keys := set.find(kid); len(keys) > 0 { // fetched while we waited
+	if keys := set.find(kid); len(keys) > 0 && set.fresh(now) { // fetched while we waited
 		return keys, nil
 	}
-	now := is.now()
 	if !ik.lastAttempt.IsZero() && now.Sub(ik.lastAttempt) < refetchEvery {
+		if keys := set.find(kid); len(keys) > 0 {
+			return keys, nil // stale, but the provider cannot be asked again yet
+		}
 		if ik.lastErr != nil {
 			return nil, &TokenError{Reason: ReasonIssuerDown, Detail: fmt.Sprintf("keys of issuer %s are unavailable", ti.name), Err: ik.lastErr}
 		}
@@ -364,6 +382,12 @@ func (is *Issuers) keysFor(ctx context.Context, ti *trustedIssuer, kid string) (
 	if err != nil {
 		if ctx.Err() == nil { // the caller giving up says nothing of the issuer
 			ik.lastAttempt, ik.lastErr = now, err
+		}
+		if keys := set.find(kid); len(keys) > 0 {
+			// Keys past their age beat locking every user out while the
+			// provider is down.
+			is.logger.WarnContext(ctx, "issuer keys could not be refreshed; using the last ones fetched", "issuer", ti.name, "err", err)
+			return keys, nil
 		}
 		return nil, &TokenError{Reason: ReasonIssuerDown, Detail: fmt.Sprintf("keys of issuer %s are unavailable", ti.name), Err: err}
 	}
@@ -403,7 +427,7 @@ func (is *Issuers) fetchKeys(ctx context.Context, ik *issuerKeys) (*jwkSet, erro
 	if err := is.getJSON(ctx, jwksURL, &doc); err != nil {
 		return nil, err
 	}
-	set := &jwkSet{byKID: map[string][]jose.JSONWebKey{}}
+	set := &jwkSet{byKID: map[string][]jose.JSONWebKey{}, fetched: is.now()}
 	for _, raw := range doc.Keys {
 		var k jose.JSONWebKey
 		if err := k.UnmarshalJSON(raw); err != nil {

@@ -264,6 +264,9 @@ func (p *Pipeline) visibility(revision string) *visibilityCache {
 	return c
 }
 
+// identityTTL is the lifetime of the identity tokens sent to upstreams.
+const identityTTL = time.Minute
+
 // identityToken mints the token that tells the upstream who acts: sub is
 // the user (or the agent acting for itself), act the agent.
 func (p *Pipeline) identityToken(c Caller, e *tools.Entry) (string, error) {
@@ -275,11 +278,16 @@ func (p *Pipeline) identityToken(c Caller, e *tools.Entry) (string, error) {
 		return "", nil
 	}
 	claims := identity.Claims{Subject: c.Agent, ClientID: c.Agent}
+	ttl := identityTTL
 	if c.Token != nil {
 		claims.Task = c.Token.Task
 		if c.Token.Delegated() {
 			claims.Subject, claims.Act, claims.Principal = c.Token.Subject, c.Token.Act, c.Token.Principal
 		}
+		// Never longer than the caller's own token, and so the user's.
+		if left := time.Unix(c.Token.Expiry, 0).Sub(p.now()); left < ttl {
+			ttl = max(left, time.Second)
+		}
 	}
-	return p.Tokens.IdentityToken(prop.AudienceOr(e.Tool.Source), claims, 0)
+	return p.Tokens.IdentityToken(prop.AudienceOr(e.Tool.Source), claims, ttl)
 }

@@ -259,12 +259,29 @@ func refusal(code string) bool {
 	return false
 }
 
-// checkKill refuses an agent whose kill switch, or the global one, is on.
+// checkKill refuses an agent whose kill switch, or the global one, is on;
+// for a delegated token, also one any earlier agent in its chain is under:
+// stopping an agent stops the work it handed on.
 func (p *Pipeline) checkKill(c Caller) error {
-	if sw, on := p.Kill.Killed(c.Agent); on {
-		detail := "agent " + c.Agent + " is stopped by a kill switch"
-		if sw.All {
+	agents := []string{c.Agent}
+	if c.Token != nil {
+		for a := c.Token.Act; a != nil; a = a.Act {
+			if a.Subject != c.Agent {
+				agents = append(agents, a.Subject)
+			}
+		}
+	}
+	for _, agent := range agents {
+		sw, on := p.Kill.Killed(agent)
+		if !on {
+			continue
+		}
+		detail := "agent " + agent + " is stopped by a kill switch"
+		switch {
+		case sw.All:
 			detail = "every agent is stopped by the global kill switch"
+		case agent != c.Agent:
+			detail = "agent " + agent + ", which handed this work to " + c.Agent + ", is stopped by a kill switch"
 		}
 		if sw.Reason != "" {
 			detail += ": " + sw.Reason

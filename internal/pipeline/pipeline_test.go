@@ -131,6 +131,7 @@ func newTestPipeline(t *testing.T, src *fakeSource) (*Pipeline, *fakeAudit) {
 		},
 		Tokens: fakeTokens{
 			"t-scoped":    {ClientID: "impact", Subject: "impact", ID: "j1", Scope: "tool:erp.get"},
+			"t-handed-on": {ClientID: "impact", Subject: "alice", ID: "j3", Scope: "tool:erp.*", Act: &identity.Actor{Subject: "impact", Act: &identity.Actor{Subject: "stopped"}}},
 			"t-delegated": {ClientID: "impact", Subject: "alice", ID: "j2", Scope: "tool:erp.*", Act: &identity.Actor{Subject: "impact"}, Principal: &identity.PrincipalClaims{Issuer: "https://idp.test"}},
 		},
 		Policy:  compilePolicy(t),
@@ -161,6 +162,7 @@ func TestStages(t *testing.T) {
 		{"token outside its scope", "t-scoped", "erp.drop", `{"id": 1}`, 403, problem.PolicyDenied},
 		{"refused token", "t-expired", "erp.get", `{"id": 1}`, 401, problem.Unauthenticated},
 		{"delegated token", "t-delegated", "erp.get", `{"id": 1}`, 200, ""},
+		{"handed on by a stopped agent", "t-handed-on", "erp.get", `{"id": 1}`, 423, problem.Killed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -160,6 +160,25 @@ func (s *Store) Check(candidate config.Resource) error {
 	return err
 }
 
+// CheckDelete reports whether the live Policy resources without the one
+// named name would still compile: a delete that would leave another
+// policy calling a rule only the deleted one defined is refused, rather
+// than leaving replicas on the previous policy and restarted ones on none.
+func (s *Store) CheckDelete(name string) error {
+	var set []config.Resource
+	for _, r := range s.res.List("Policy") {
+		if r.Metadata.Name != name {
+			set = append(set, r)
+		}
+	}
+	b, err := s.bundle(set)
+	if err != nil {
+		return err
+	}
+	_, err = Compile(context.Background(), b, s.opts.Engine)
+	return err
+}
+
 // bundle joins the default modules and the policies' modules and data.
 func (s *Store) bundle(policies []config.Resource) (Bundle, error) {
 	b := Bundle{Modules: append([]Module(nil), s.opts.Default...)}

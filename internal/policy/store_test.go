@@ -256,3 +256,20 @@ func TestStoreWaitLoaded(t *testing.T) {
 		t.Errorf("WaitLoaded() before Run = %v, want context.Canceled", err)
 	}
 }
+
+// TestStoreCheckDelete: deleting a policy that another one depends on is
+// refused; deleting one that nothing uses is not.
+func TestStoreCheckDelete(t *testing.T) {
+	res := newFakeResources()
+	res.put(policyResource(t, "grant", nil, "package corral.authz\nhelper if input.agent.name == \"a\""))
+	res.put(policyResource(t, "user", nil, "package corral.authz\ndeny contains \"no\" if not helper"))
+	res.put(policyResource(t, "alone", nil, "package corral.authz\ndeny contains \"late\" if input.time > \"2100\""))
+	s := NewStore(discard(), res, StoreOptions{})
+	var ce *CompileError
+	if err := s.CheckDelete("grant"); !errors.As(err, &ce) {
+		t.Errorf("CheckDelete(grant) = %v, want a *CompileError (user calls its helper)", err)
+	}
+	if err := s.CheckDelete("alone"); err != nil {
+		t.Errorf("CheckDelete(alone) = %v, want nil", err)
+	}
+}

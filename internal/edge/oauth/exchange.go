@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/internal/audit"
-	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/identity"
 )
 
 // Limits on what a token exchange may ask for.
 const (
-	maxAudiences = 8
+	// maxScopeBytes bounds the scope policy grants without a scope
+	// parameter: a token must fit in an HTTP header (8 KiB at many proxies).
+	maxScopeBytes = 4096
 	// maxChain bounds the act nesting of a delegated token: each agent
 	// that re-delegates adds a level, and a token must stay header-sized.
 	maxChain = 8
@@ -87,6 +88,9 @@ func (h *Handler) exchange(ctx context.Context, f form, agent string, rec *audit
 		return nil, invalidScope("policy lets agent %s do nothing for this user", agent)
 	}
 	scope := allowed
+	if n := len(strings.Join(allowed, " ")); n > maxScopeBytes && len(requested) == 0 {
+		return nil, invalidScope("what policy lets agent %s do for this user takes %d bytes, too many for a token: ask for the tools this task needs with scope", agent, n)
+	}
 	if len(requested) > 0 {
 		if item, ok := narrow(requested, allowed); !ok {
 			return nil, invalidScope("scope item %q is not among what policy lets agent %s do for this user", clip(item, 80), agent)
@@ -192,32 +196,22 @@ func (h *Handler) actor(f form, agent string) *failure {
 	return nil
 }
 
-// audiences reads the audience parameters: corral itself by default, or
-// tool sources, which then get the token as it stands.
+// audiences reads the audience parameter. A delegated token is for corral
+// only: a token for a tool source would let the agent call the upstream
+// directly, past policy and the audit, and one naming both could be
+// replayed by that upstream against corral. Upstreams get their own token
+// on every call instead (spec.identity).
 func (h *Handler) audiences(f form) (identity.Audience, *failure) {
 	if len(f.all("resource")) > 0 {
-		return nil, failf(http.StatusBadRequest, CodeInvalidTarget, "resource is not supported; name the audience instead")
+		return nil, failf(http.StatusBadRequest, CodeInvalidTarget, "resource is not supported")
 	}
 	issuer := h.deps.Signer.Issuer()
-	auds := dedupe(f.all("audience"))
-	if len(auds) == 0 {
-		return identity.Audience{issuer}, nil
-	}
-	if len(auds) > maxAudiences {
-		return nil, failf(http.StatusBadRequest, CodeInvalidTarget, "at most %d audiences", maxAudiences)
-	}
-	for _, a := range auds {
-		if a == issuer {
-			continue
+	for _, a := range dedupe(f.all("audience")) {
+		if a != issuer {
+			return nil, failf(http.StatusBadRequest, CodeInvalidTarget, "audience %q: a delegated token is for corral (%s) only; upstreams get their own token with each call", clip(a, 80), issuer)
 		}
-		if config.ValidName(a) {
-			if _, ok := h.deps.Resources.Get("ToolSource", a); ok {
-				continue
-			}
-		}
-		return nil, failf(http.StatusBadRequest, CodeInvalidTarget, "audience %q is neither corral (%s) nor a ToolSource", clip(a, 80), issuer)
 	}
-	return identity.Audience(auds), nil
+	return identity.Audience{issuer}, nil
 }
 
 // capTTL is the delegated token's lifetime: the configured one, cut so that
