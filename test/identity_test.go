@@ -2,8 +2,6 @@ package test
 
 import (
 	"crypto/ed25519"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -181,7 +179,6 @@ spec: {tools: [banking.get_balance]}
 		t.Fatalf("apply: exit %d\n%s%s", exit, stdout, stderr)
 	}
 	key := createKey(t, p, "teller")
-	auditorKey := createKey(t, p, "auditor")
 
 	// client_credentials, with HTTP Basic: a token scoped to the agent's tools.
 	status, tok := tokenRequest(t, p, url.Values{"grant_type": {"client_credentials"}}, "teller", key)
@@ -257,7 +254,6 @@ spec: {tools: [banking.get_balance]}
 	if status != http.StatusUnauthorized || tok["error"] != "invalid_client" {
 		t.Errorf("teller's key presented as auditor: HTTP %d %v, want 401 invalid_client", status, tok)
 	}
-	_ = auditorKey
 
 	out, stderr, exit := runCLI(t, p.env(), "audit", "--limit", "1000", "-o", "json")
 	if exit != 0 {
@@ -333,24 +329,25 @@ func forger(t *testing.T, p *proc) *tokenForger {
 	return &tokenForger{t: t, kid: jwk.KeyID, key: priv, public: priv.Public().(ed25519.PublicKey)}
 }
 
-func (f *tokenForger) encode(header, claims map[string]any) string {
-	h, _ := json.Marshal(header)
-	c, _ := json.Marshal(claims)
-	return base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(c)
+func (f *tokenForger) claims(c map[string]any) []byte {
+	b, err := json.Marshal(c)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return b
 }
 
 func (f *tokenForger) sign(claims map[string]any) string {
-	in := f.encode(map[string]any{"alg": "EdDSA", "kid": f.kid, "typ": "JWT"}, claims)
-	return in + "." + base64.RawURLEncoding.EncodeToString(ed25519.Sign(f.key, []byte(in)))
+	header := map[string]any{"alg": "EdDSA", "kid": f.kid, "typ": "JWT"}
+	unsigned := oidctest.Compact(header, f.claims(claims), nil)
+	signingInput := unsigned[:len(unsigned)-1]
+	return oidctest.Compact(header, f.claims(claims), ed25519.Sign(f.key, []byte(signingInput)))
 }
 
 func (f *tokenForger) none(claims map[string]any) string {
-	return f.encode(map[string]any{"alg": "none", "typ": "JWT"}, claims) + "."
+	return oidctest.Compact(map[string]any{"alg": "none", "typ": "JWT"}, f.claims(claims), nil)
 }
 
 func (f *tokenForger) hs256(claims map[string]any) string {
-	in := f.encode(map[string]any{"alg": "HS256", "kid": f.kid, "typ": "JWT"}, claims)
-	mac := hmac.New(sha256.New, f.public)
-	mac.Write([]byte(in))
-	return in + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+	return oidctest.HS256(map[string]any{"alg": "HS256", "kid": f.kid, "typ": "JWT"}, f.claims(claims), f.public)
 }

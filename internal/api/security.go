@@ -1,9 +1,7 @@
 package api
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
@@ -58,18 +56,15 @@ func (a *API) evalPolicy(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var in policy.Input
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	dec.UseNumber()
-	if err := dec.Decode(&in); err != nil {
+	in, err := policy.DecodeInput(body)
+	if err != nil {
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "the body is not a policy input document: "+err.Error())
 	}
 	if in.Time == "" {
 		in.Time = time.Now().UTC().Format(time.RFC3339Nano)
 	}
 	engine := a.policies.Engine()
-	d, err := engine.Decide(r.Context(), &in)
+	d, err := engine.Decide(r.Context(), in)
 	if err != nil {
 		a.logger.ErrorContext(r.Context(), "policy evaluation failed", "revision", engine.Revision(), "err", err)
 		return problem.Wrap(http.StatusUnprocessableEntity, problem.PolicyError, "policy could not decide: "+err.Error(), err)

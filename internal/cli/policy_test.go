@@ -204,3 +204,20 @@ func write(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// TestPolicyApplyYAML: a directory becomes one Policy whose modules leave
+// the tests out and whose data is the directory's data; a bad name is
+// refused as apply would refuse it.
+func TestPolicyApplyYAML(t *testing.T) {
+	out, errOut, code := runPolicy(t, "", "apply", paymentsExample, "--name", "payments", "-o", "yaml")
+	if code != 0 || !strings.Contains(out, "kind: Policy") || !strings.Contains(out, "known_recipients:") ||
+		!strings.Contains(out, "package corral.authz") || strings.Contains(out, "test_") {
+		t.Errorf("policy apply -o yaml = exit %d\n%s%s", code, out, errOut)
+	}
+	if _, errOut, code := runPolicy(t, "", "apply", paymentsExample, "--name", "Bad_Name", "-o", "yaml"); code == 0 || !strings.Contains(errOut, "metadata.name") {
+		t.Errorf("policy apply --name Bad_Name = exit %d %s, want the name refused", code, errOut)
+	}
+	if _, errOut, code := runPolicy(t, "", "apply", paymentsExample); code == 0 || !strings.Contains(errOut, "--name is required") {
+		t.Errorf("policy apply without --name = exit %d %s", code, errOut)
+	}
+}

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -78,18 +77,9 @@ func policyResource(name, description string, paths []string) (config.Resource, 
 	for _, m := range b.Modules {
 		spec.Rego = append(spec.Rego, m.Source)
 	}
-	rawSpec, err := json.Marshal(spec)
+	res, err := validResource("Policy", name, spec)
 	if err != nil {
 		return config.Resource{}, 0, err
-	}
-	raw, _ := json.Marshal(config.Resource{APIVersion: config.APIVersion, Kind: "Policy", Metadata: config.Metadata{Name: name}, Spec: rawSpec})
-	var value any
-	if err := json.Unmarshal(raw, &value); err != nil {
-		return config.Resource{}, 0, err
-	}
-	res, problems := config.Validate(value)
-	if len(problems) > 0 {
-		return config.Resource{}, 0, config.Errors(problems)
 	}
 	return res, len(b.Modules), nil
 }

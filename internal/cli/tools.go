@@ -158,21 +158,33 @@ func toolSource(name, where string, data []byte, src *config.OpenAPISource) (con
 	for i := range ops {
 		out[i] = restsource.Convert(name, &ops[i])
 	}
-	spec, err := json.Marshal(config.ToolSourceSpec{OpenAPI: src})
+	res, err := validResource("ToolSource", name, config.ToolSourceSpec{OpenAPI: src})
 	if err != nil {
 		return config.Resource{}, nil, err
 	}
-	// Through the same validation as apply, so -o yaml prints what apply accepts.
+	return res, out, nil
+}
+
+// validResource builds a resource around spec and puts it through the same
+// validation as apply, so that -o yaml prints what apply accepts.
+func validResource(kind, name string, spec any) (config.Resource, error) {
+	rawSpec, err := json.Marshal(spec)
+	if err != nil {
+		return config.Resource{}, err
+	}
+	raw, err := json.Marshal(config.Resource{APIVersion: config.APIVersion, Kind: kind, Metadata: config.Metadata{Name: name}, Spec: rawSpec})
+	if err != nil {
+		return config.Resource{}, err
+	}
 	var value any
-	raw, _ := json.Marshal(config.Resource{APIVersion: config.APIVersion, Kind: "ToolSource", Metadata: config.Metadata{Name: name}, Spec: spec})
 	if err := json.Unmarshal(raw, &value); err != nil {
-		return config.Resource{}, nil, err
+		return config.Resource{}, err
 	}
 	res, problems := config.Validate(value)
 	if len(problems) > 0 {
-		return config.Resource{}, nil, config.Errors(problems)
+		return config.Resource{}, config.Errors(problems)
 	}
-	return res, out, nil
+	return res, nil
 }
 
 func isAbsURL(s string) bool {

@@ -13,6 +13,10 @@ import (
 // agentKeyPrefix makes corral agent keys recognisable to secret scanners.
 const agentKeyPrefix = "corral_ak_"
 
+// IsAgentKey reports whether a credential has the form of an agent key
+// (as opposed to a token), without looking it up.
+func IsAgentKey(credential string) bool { return strings.HasPrefix(credential, agentKeyPrefix) }
+
 // ErrKeyNotFound is returned (wrapped) for a key id that names no key.
 var ErrKeyNotFound = errors.New("no such key")
 

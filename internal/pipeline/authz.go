@@ -16,9 +16,6 @@ import (
 	"github.com/corral-dev/corral/internal/tools"
 )
 
-// agentKeyPrefix starts every agent key; anything else is read as a token.
-const agentKeyPrefix = "corral_ak_"
-
 // Caller is an authenticated agent, and the user it acts for, if any.
 type Caller struct {
 	Agent string
@@ -60,7 +57,7 @@ func (p *Pipeline) Authenticate(credential string) (Caller, error) {
 	if credential == "" {
 		return Caller{}, problem.New(http.StatusUnauthorized, problem.Unauthenticated, "send an agent key or a corral token as Authorization: Bearer <credential>")
 	}
-	if strings.HasPrefix(credential, agentKeyPrefix) || p.Tokens == nil {
+	if identity.IsAgentKey(credential) || p.Tokens == nil {
 		key, ok := p.Keys.VerifyKey(credential)
 		if !ok {
 			return Caller{}, problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the key is not valid: unknown or revoked")

@@ -206,7 +206,7 @@ func (h *Handler) audiences(f form) (identity.Audience, *failure) {
 		return nil, failf(http.StatusBadRequest, CodeInvalidTarget, "resource is not supported")
 	}
 	issuer := h.deps.Signer.Issuer()
-	for _, a := range dedupe(f.all("audience")) {
+	for _, a := range f.all("audience") {
 		if a != issuer {
 			return nil, failf(http.StatusBadRequest, CodeInvalidTarget, "audience %q: a delegated token is for corral (%s) only; upstreams get their own token with each call", clip(a, 80), issuer)
 		}
