@@ -123,6 +123,9 @@ func FuzzCompile(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, src string) {
+		// A Policy's modules arrive as JSON strings, so always as valid
+		// UTF-8: the store and Compile must be given the same text.
+		src = strings.ToValidUTF8(src, "\uFFFD")
 		// Every module allows: the one under test can only take that away or
 		// fail to compile.
 		allowAll := Module{Name: "allow/0.rego", Source: "package corral.authz\nallow := true"}
