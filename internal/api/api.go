@@ -50,6 +50,10 @@ type API struct {
 
 	policies    Policies    // nil until WithSecurity
 	signingKeys SigningKeys // nil until WithSecurity
+
+	traces TraceReader // nil until WithTraces
+
+	budgets BudgetReader // nil until WithBudgets
 }
 
 // New returns the API over store, letting in callers with an admin token.
@@ -74,6 +78,8 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("GET /v1/schemas/{kind}", open(a.schema))
 	a.registerOps(mux, admin, open)
 	a.registerSecurity(mux, admin, open)
+	a.registerTraces(mux, admin, open)
+	a.registerBudgets(mux, admin, open)
 	for path, allowed := range map[string][]string{
 		"/v1/resources/{kind}":        {"GET"},
 		"/v1/resources/{kind}/{name}": {"GET", "PUT", "DELETE"},

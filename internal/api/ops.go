@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,9 +28,13 @@ type Killer interface {
 	List() []killswitch.Switch
 }
 
-// AuditReader reads the audit.
+// AuditReader reads the audit: queries it, verifies its chain and exports
+// it as stored.
 type AuditReader interface {
 	Query(ctx context.Context, f audit.Filter) ([]audit.Record, error)
+	Verify(ctx context.Context, since time.Time, progress func(audit.Progress)) (audit.Report, error)
+	Export(ctx context.Context, rg audit.Range, fn func(seq uint64, data []byte) error) error
+	ExportCheckpoints(ctx context.Context, rg audit.Range, fn func(seq uint64, data []byte) error) error
 }
 
 // WithOps gives the API the kill switches and the audit log, whose routes
@@ -51,7 +58,12 @@ func (a *API) registerOps(mux *http.ServeMux, admin, open func(problem.HandlerFu
 	}
 	if a.audit != nil {
 		mux.Handle("GET /v1/audit", admin(a.queryAudit))
-		allowed["/v1/audit"] = []string{"GET"}
+		mux.Handle("GET /v1/audit/verify", admin(a.verifyAudit))
+		mux.Handle("GET /v1/audit/export", admin(a.exportAudit))
+		mux.Handle("GET /v1/audit/checkpoints", admin(a.exportCheckpoints))
+		for _, path := range []string{"/v1/audit", "/v1/audit/verify", "/v1/audit/export", "/v1/audit/checkpoints"} {
+			allowed[path] = []string{"GET"}
+		}
 	}
 	for path, methods := range allowed {
 		mux.Handle(path, open(problem.NotAllowed(methods...)))
@@ -166,9 +178,6 @@ type AuditList struct {
 	Records []audit.Record `json:"records"`
 }
 
-// auditParams are the query parameters GET /v1/audit takes.
-var auditParams = map[string]bool{"agent": true, "tool": true, "since": true, "limit": true}
-
 // maxToolPattern caps the tool parameter; tool names are far shorter.
 const maxToolPattern = 256
 
@@ -177,10 +186,8 @@ const maxToolPattern = 256
 // answer without a word.
 func (a *API) queryAudit(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	for name := range q {
-		if !auditParams[name] {
-			return problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("unknown parameter %q; the parameters are agent, tool, since and limit", name))
-		}
+	if err := checkParams(q, "agent", "tool", "since", "limit"); err != nil {
+		return err
 	}
 	var f audit.Filter
 	if f.Agent = q.Get("agent"); f.Agent != "" && !config.ValidName(f.Agent) {
@@ -189,12 +196,9 @@ func (a *API) queryAudit(w http.ResponseWriter, r *http.Request) error {
 	if f.Tool = q.Get("tool"); len(f.Tool) > maxToolPattern {
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("tool: at most %d characters", maxToolPattern))
 	}
-	if s := q.Get("since"); s != "" {
-		since, err := ParseSince(s, time.Now())
-		if err != nil {
-			return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, "since: "+err.Error(), err)
-		}
-		f.Since = since
+	var err error
+	if f.Since, err = timeParam(q, "since", time.Now()); err != nil {
+		return err
 	}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -213,15 +217,19 @@ func (a *API) queryAudit(w http.ResponseWriter, r *http.Request) error {
 	return problem.WriteJSON(w, http.StatusOK, AuditList{Records: records})
 }
 
-// ParseSince reads a point in time given as an RFC 3339 time or as a
-// duration before now: Go's syntax (90m, 1h30m) plus days (7d).
+// ParseSince reads a point in time given as an RFC 3339 time, as a date
+// (midnight UTC: record times are UTC) or as a duration before now: Go's
+// syntax (90m, 1h30m) plus days (7d).
 func ParseSince(s string, now time.Time) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339, s); err == nil {
 		return t, nil
 	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
 	d, err := parseDuration(s)
 	if err != nil || d <= 0 {
-		return time.Time{}, fmt.Errorf("%q is neither a positive duration (30m, 1h, 7d) nor an RFC 3339 time (2026-01-02T15:04:05Z)", s)
+		return time.Time{}, fmt.Errorf("%q is neither a positive duration (30m, 1h, 7d), a date (2026-01-02, midnight UTC) nor an RFC 3339 time (2026-01-02T15:04:05Z)", s)
 	}
 	return now.Add(-d), nil
 }
@@ -236,4 +244,145 @@ func parseDuration(s string) (time.Duration, error) {
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
 	return time.ParseDuration(s)
+}
+
+// checkParams refuses query parameters other than the allowed ones: a
+// misspelt one would otherwise be ignored without a word.
+func checkParams(q url.Values, allowed ...string) error {
+	for name := range q {
+		if !slices.Contains(allowed, name) {
+			return problem.New(http.StatusBadRequest, problem.InvalidRequest,
+				fmt.Sprintf("unknown parameter %q; the parameters are %s", name, strings.Join(allowed, ", ")))
+		}
+	}
+	return nil
+}
+
+// timeParam reads the query parameter name as ParseSince does; zero when
+// it is absent.
+func timeParam(q url.Values, name string, now time.Time) (time.Time, error) {
+	s := q.Get(name)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := ParseSince(s, now)
+	if err != nil {
+		return time.Time{}, problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, name+": "+err.Error(), err)
+	}
+	return t, nil
+}
+
+// verifyAudit answers GET /v1/audit/verify?since=: the audit chain walked
+// from the oldest record kept (or since), as an audit.Report. A broken
+// chain is an answer, 200 with "ok": false, not an error.
+func (a *API) verifyAudit(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	if err := checkParams(q, "since"); err != nil {
+		return err
+	}
+	since, err := timeParam(q, "since", time.Now())
+	if err != nil {
+		return err
+	}
+	rep, err := a.audit.Verify(r.Context(), since, nil)
+	if err != nil {
+		return err
+	}
+	if !rep.OK && len(rep.Problems) > 0 {
+		a.logger.WarnContext(r.Context(), "audit chain broken", "problems", len(rep.Problems)+rep.MoreProblems,
+			"first", rep.Problems[0].String())
+	}
+	return problem.WriteJSON(w, http.StatusOK, rep)
+}
+
+// exportAudit answers GET /v1/audit/export?since=&until=: every record
+// stored in that period, one per line exactly as stored, so that the
+// archive can be verified offline.
+func (a *API) exportAudit(w http.ResponseWriter, r *http.Request) error {
+	return a.export(w, r, a.audit.Export)
+}
+
+// exportCheckpoints answers GET /v1/audit/checkpoints?since=&until=: the
+// checkpoints stored in that period, one per line, to keep off the host.
+func (a *API) exportCheckpoints(w http.ResponseWriter, r *http.Request) error {
+	return a.export(w, r, a.audit.ExportCheckpoints)
+}
+
+// Export streaming: the answer is flushed every exportFlushRecords lines,
+// or when exportFlushInterval has passed, so that a slow walk still shows.
+const (
+	exportFlushRecords  = 1000
+	exportFlushInterval = time.Second
+)
+
+// export streams what export yields as application/x-ndjson, flushing as it
+// goes, so memory stays bounded however long the period. An error before
+// the first line is a problem answer; after it, the answer is cut short
+// (the client sees an incomplete transfer, not a clean end).
+func (a *API) export(w http.ResponseWriter, r *http.Request, export func(context.Context, audit.Range, func(uint64, []byte) error) error) error {
+	q := r.URL.Query()
+	if err := checkParams(q, "since", "until"); err != nil {
+		return err
+	}
+	now := time.Now()
+	var (
+		rg  audit.Range
+		err error
+	)
+	if rg.Since, err = timeParam(q, "since", now); err != nil {
+		return err
+	}
+	if rg.Until, err = timeParam(q, "until", now); err != nil {
+		return err
+	}
+	if !rg.Since.IsZero() && !rg.Until.IsZero() && rg.Until.Before(rg.Since) {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "until: before since")
+	}
+
+	rc := http.NewResponseController(w)
+	started := false
+	start := func() {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		started = true
+	}
+	lines, lastFlush := 0, now
+	err = export(r.Context(), rg, func(_ uint64, data []byte) error {
+		if !started {
+			start()
+			// The status goes at once: the client knows the export began.
+			if err := rc.Flush(); err != nil {
+				return err
+			}
+		}
+		if _, err := w.Write(data); err != nil {
+			return err
+		}
+		if _, err := w.Write([]byte{'\n'}); err != nil {
+			return err
+		}
+		lines++
+		if lines%exportFlushRecords == 0 || time.Since(lastFlush) >= exportFlushInterval {
+			lastFlush = time.Now()
+			return rc.Flush()
+		}
+		return nil
+	})
+	switch {
+	case err != nil && !started:
+		return err
+	case err != nil:
+		level := slog.LevelWarn
+		if r.Context().Err() != nil {
+			level = slog.LevelDebug // the client went away
+		}
+		a.logger.Log(r.Context(), level, "audit export cut short", "path", r.URL.Path, "lines", lines, "err", err)
+		// The status is sent; aborting is how the client learns that the
+		// archive is incomplete.
+		panic(http.ErrAbortHandler)
+	case !started:
+		start()
+	}
+	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,6 +19,8 @@ import (
 
 	"github.com/corral-dev/corral/internal/api"
 	"github.com/corral-dev/corral/internal/audit"
+	"github.com/corral-dev/corral/internal/audit/audittest"
+	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/bus/bustest"
 	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/identity"
@@ -30,12 +34,20 @@ import (
 // served by httptest: these routes are tested without the rest of corral.
 type opsServer struct {
 	url, token string
+	bus        *bus.Bus
 	reg        *registry.Registry
 	kills      *killswitch.Switches
 	log        *audit.Log
 }
 
 func startOps(t *testing.T) *opsServer {
+	t.Helper()
+	return startOpsWith(t, nil)
+}
+
+// startOpsWith is startOps with the audit the API reads replaced by what
+// wrap makes of the real one, when wrap is not nil.
+func startOpsWith(t *testing.T, wrap func(*audit.Log) api.AuditReader) *opsServer {
 	t.Helper()
 	ctx := t.Context()
 	logger := slog.New(slog.DiscardHandler)
@@ -83,11 +95,15 @@ func startOps(t *testing.T) *opsServer {
 			t.Fatal(err)
 		}
 	}
+	var reader api.AuditReader = log
+	if wrap != nil {
+		reader = wrap(log)
+	}
 	mux := http.NewServeMux()
-	api.New(logger, reg, creds).WithOps(kills, log).Register(mux)
+	api.New(logger, reg, creds).WithOps(kills, reader).Register(mux)
 	srv := httptest.NewServer(telemetry.NewHTTPMetrics(prometheus.NewRegistry()).Middleware(logger, mux))
 	t.Cleanup(srv.Close)
-	return &opsServer{url: srv.URL, token: token, reg: reg, kills: kills, log: log}
+	return &opsServer{url: srv.URL, token: token, bus: b, reg: reg, kills: kills, log: log}
 }
 
 type opsAnswer struct {
@@ -219,6 +235,14 @@ func TestOpsErrors(t *testing.T) {
 		{"audit limit zero", "GET", "/v1/audit?limit=0", "", 400, problem.InvalidRequest, "limit:"},
 		{"audit bad agent", "GET", "/v1/audit?agent=a.b", "", 400, problem.InvalidRequest, "agent:"},
 		{"audit unknown parameter", "GET", "/v1/audit?agnet=impact", "", 400, problem.InvalidRequest, `"agnet"`},
+		{"verify unknown parameter", "GET", "/v1/audit/verify?from=1", "", 400, problem.InvalidRequest, `unknown parameter "from"; the parameters are since`},
+		{"verify bad since", "GET", "/v1/audit/verify?since=yesterday", "", 400, problem.InvalidRequest, `since: "yesterday"`},
+		{"verify wrong method", "POST", "/v1/audit/verify", "", 405, problem.MethodNotAllowed, "GET"},
+		{"export unknown parameter", "GET", "/v1/audit/export?format=csv", "", 400, problem.InvalidRequest, `unknown parameter "format"; the parameters are since, until`},
+		{"export bad until", "GET", "/v1/audit/export?until=later", "", 400, problem.InvalidRequest, `until: "later"`},
+		{"export until before since", "GET", "/v1/audit/export?since=2026-02-01&until=2026-01-01", "", 400, problem.InvalidRequest, "until: before since"},
+		{"export wrong method", "DELETE", "/v1/audit/export", "", 405, problem.MethodNotAllowed, "GET"},
+		{"checkpoints bad since", "GET", "/v1/audit/checkpoints?since=-1h", "", 400, problem.InvalidRequest, "since:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -231,7 +255,7 @@ func TestOpsErrors(t *testing.T) {
 	t.Run("admin token required", func(t *testing.T) {
 		anon := *s
 		anon.token = ""
-		for _, path := range []string{"/v1/killswitches", "/v1/audit"} {
+		for _, path := range []string{"/v1/killswitches", "/v1/audit", "/v1/audit/verify", "/v1/audit/export", "/v1/audit/checkpoints"} {
 			if a := anon.call(t, "GET", path, ""); a.status != 401 || a.problem.Code != problem.Unauthenticated {
 				t.Errorf("GET %s without a token = %d %s, want 401", path, a.status, a.body)
 			}
@@ -297,12 +321,14 @@ func TestParseSince(t *testing.T) {
 		{"7d", now.Add(-7 * 24 * time.Hour), true},
 		{"2026-03-01T00:00:00Z", time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), true},
 		{"2026-03-01T00:00:00+02:00", time.Date(2026, 2, 28, 22, 0, 0, 0, time.UTC), true},
+		{"2026-03-01", time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), true},
 		{"0s", time.Time{}, false},
 		{"-1h", time.Time{}, false},
 		{"1.5d", time.Time{}, false},
 		{"d", time.Time{}, false},
 		{"yesterday", time.Time{}, false},
-		{"2026-03-01", time.Time{}, false},
+		{"2026-13-01", time.Time{}, false},
+		{"2026-03-01T00:00", time.Time{}, false},
 	}
 	for _, tt := range tests {
 		got, err := api.ParseSince(tt.in, now)
@@ -310,4 +336,155 @@ func TestParseSince(t *testing.T) {
 			t.Errorf("ParseSince(%q) = %v, %v; want %v, ok %v", tt.in, got, err, tt.want, tt.ok)
 		}
 	}
+}
+
+// appendAudit appends n tool call records and returns them as stored.
+func (s *opsServer) appendAudit(t *testing.T, n int) []audit.Record {
+	t.Helper()
+	var out []audit.Record
+	for i := range n {
+		r := audit.Record{Kind: "tool", Agent: "impact", Target: fmt.Sprintf("crm.op%d", i), Edge: "rest", Decision: "allowed", Status: "ok"}
+		if _, err := s.log.Append(t.Context(), &r); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func TestAuditVerifyAPI(t *testing.T) {
+	s := startOps(t)
+	if rep := decode[audit.Report](t, s.call(t, "GET", "/v1/audit/verify", "")); !rep.OK || rep.Records != 0 {
+		t.Errorf("GET verify of an empty audit = %+v, want ok", rep)
+	}
+	records := s.appendAudit(t, 5)
+	a := s.call(t, "GET", "/v1/audit/verify", "")
+	if rep := decode[audit.Report](t, a); a.status != 200 || !rep.OK || rep.Records != 5 || rep.LastSeq != 5 {
+		t.Errorf("GET verify = %d %s, want ok over 5 records", a.status, a.body)
+	}
+	if rep := decode[audit.Report](t, s.call(t, "GET", "/v1/audit/verify?since=2026-01-01", "")); !rep.OK || rep.Records != 5 {
+		t.Errorf("GET verify?since = %+v, want ok over 5 records", rep)
+	}
+
+	audittest.Rewrite(t, s.bus.JetStream(), func(seq uint64, data []byte) []byte {
+		if seq == 2 {
+			return bytes.Replace(data, []byte(`"decision":"allowed"`), []byte(`"decision":"refused"`), 1)
+		}
+		return data
+	})
+	a = s.call(t, "GET", "/v1/audit/verify", "")
+	rep := decode[audit.Report](t, a)
+	if a.status != 200 || rep.OK || len(rep.Problems) != 1 {
+		t.Fatalf("GET verify after tampering = %d %s, want 200 with ok false and one problem", a.status, a.body)
+	}
+	if p := rep.Problems[0]; p.Seq != 2 || p.ID != records[1].ID || p.Agent != "impact" || p.Target != "crm.op1" || !strings.HasPrefix(p.What, "changed after it was written") {
+		t.Errorf("problem = %+v, want seq 2 (%s) named as changed", p, records[1].ID)
+	}
+	if !bytes.Contains(a.body, []byte(`"ok": false`)) {
+		t.Errorf("GET verify body %s lacks \"ok\": false", a.body)
+	}
+}
+
+func TestAuditExportAPI(t *testing.T) {
+	s := startOps(t)
+	a := s.call(t, "GET", "/v1/audit/export", "")
+	if a.status != 200 || len(a.body) != 0 {
+		t.Errorf("GET export of an empty audit = %d %q, want 200 and nothing", a.status, a.body)
+	}
+	// More records than one flush holds.
+	const n = 2500
+	s.appendAudit(t, n)
+	resp := s.get(t, "/v1/audit/export?since=1h")
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || ct != "application/x-ndjson" {
+		t.Fatalf("GET export = %d %s, want 200 application/x-ndjson", resp.StatusCode, ct)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read export: %v", err)
+	}
+	lines := bytes.Split(bytes.TrimSuffix(body, []byte("\n")), []byte("\n"))
+	if len(lines) != n {
+		t.Fatalf("GET export = %d lines, want %d", len(lines), n)
+	}
+	// Each line is the record exactly as stored: the archive verifies.
+	var first audit.Record
+	if err := json.Unmarshal(lines[0], &first); err != nil || first.Seq != 1 || first.Target != "crm.op0" {
+		t.Errorf("first line = %s (%v), want record seq 1", lines[0], err)
+	}
+	rep, err := audit.VerifyArchive(bytes.NewReader(body), nil, nil)
+	if err != nil || !rep.OK || rep.Records != n {
+		t.Errorf("VerifyArchive(export) = %+v, %v; want ok over %d", rep, err, n)
+	}
+	for _, query := range []string{"?since=" + time.Now().Add(time.Hour).UTC().Format(time.RFC3339), "?until=2026-01-01"} {
+		if a := s.call(t, "GET", "/v1/audit/export"+query, ""); a.status != 200 || len(a.body) != 0 {
+			t.Errorf("GET export%s = %d, %d bytes; want nothing", query, a.status, len(a.body))
+		}
+	}
+}
+
+func TestAuditCheckpointsAPI(t *testing.T) {
+	s := startOps(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.log.Run(ctx) }()
+	s.appendAudit(t, 3)
+	cancel() // Run checkpoints what it has not covered as it stops
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	a := s.call(t, "GET", "/v1/audit/checkpoints?since=1h", "")
+	cps, err := audit.ReadCheckpoints(bytes.NewReader(a.body))
+	if a.status != 200 || err != nil || len(cps) != 1 || cps[0].Seq != 3 {
+		t.Fatalf("GET checkpoints = %d %s (%v), want the checkpoint of seq 3", a.status, a.body, err)
+	}
+	archive := s.call(t, "GET", "/v1/audit/export", "")
+	if rep, err := audit.VerifyArchive(bytes.NewReader(archive.body), cps, nil); err != nil || !rep.OK || rep.Checkpoints != 1 {
+		t.Errorf("VerifyArchive(export, checkpoints) = %+v, %v; want ok with the checkpoint matched", rep, err)
+	}
+}
+
+// failingExport is the audit with an Export that fails after its first
+// record, as a substrate that goes away mid-export.
+type failingExport struct {
+	*audit.Log
+}
+
+func (f failingExport) Export(ctx context.Context, rg audit.Range, fn func(uint64, []byte) error) error {
+	if err := fn(1, []byte(`{"id":"a"}`)); err != nil {
+		return err
+	}
+	return errors.New("substrate gone")
+}
+
+func (f failingExport) ExportCheckpoints(context.Context, audit.Range, func(uint64, []byte) error) error {
+	return errors.New("substrate gone")
+}
+
+func TestAuditExportCutShort(t *testing.T) {
+	s := startOpsWith(t, func(l *audit.Log) api.AuditReader { return failingExport{l} })
+	resp := s.get(t, "/v1/audit/export")
+	body, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || err == nil {
+		t.Errorf("GET export failing midway = %d, %q, read error %v; want 200 and a transfer cut short", resp.StatusCode, body, err)
+	}
+	// Failing before the first line is a problem answer.
+	if a := s.call(t, "GET", "/v1/audit/checkpoints", ""); a.status != 500 || a.problem.Code != problem.Internal {
+		t.Errorf("GET checkpoints failing at once = %d %s, want 500 internal", a.status, a.body)
+	}
+}
+
+// get sends an admin GET and returns the response, its body unread.
+func (s *opsServer) get(t *testing.T, path string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), "GET", s.url+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
 }

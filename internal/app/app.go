@@ -24,14 +24,17 @@ import (
 
 	"github.com/corral-dev/corral/internal/api"
 	"github.com/corral-dev/corral/internal/audit"
+	"github.com/corral-dev/corral/internal/budget"
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
 	mcpedge "github.com/corral-dev/corral/internal/edge/mcp"
 	"github.com/corral-dev/corral/internal/edge/oauth"
+	openaiedge "github.com/corral-dev/corral/internal/edge/openai"
 	"github.com/corral-dev/corral/internal/edge/rest"
 	"github.com/corral-dev/corral/internal/idempotency"
 	"github.com/corral-dev/corral/internal/identity"
 	"github.com/corral-dev/corral/internal/killswitch"
+	"github.com/corral-dev/corral/internal/llm"
 	"github.com/corral-dev/corral/internal/pipeline"
 	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/problem"
@@ -76,6 +79,9 @@ type App struct {
 	kill     *killswitch.Switches
 	audit    *audit.Log
 	catalog  *tools.Catalog
+	models   *llm.Catalog
+	budgets  *budget.Budgets
+	gateway  *pipeline.Pipeline
 	signer   *identity.Signer
 	issuers  *identity.Issuers
 	policies *policy.Store
@@ -185,12 +191,17 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	if err != nil {
 		return nil, err
 	}
+	if a.budgets, err = budget.Open(ctx, logger.With("component", "budget"), a.bus, a.registry, nil); err != nil {
+		return nil, err
+	}
+	metrics.MustRegister(budget.NewCollector(a.budgets))
 	resolver := secret.NewResolver(sealer, a.registry.Get, os.LookupEnv)
+	a.models = llm.NewCatalog(logger.With("component", "models"), a.registry, resolver.Resolve, nil)
 	a.catalog = tools.NewCatalog(logger.With("component", "tools"), a.registry, map[string]tools.Factory{
 		"openapi": restsource.Factory(restsource.Options{OnBreakerChange: breakers.set, Pins: pins, OnDrift: a.auditDrift}),
 		"mcp":     mcpsource.New,
 	}, resolver.Resolve)
-	gateway := pipeline.New(logger.With("component", "pipeline"), pipeline.Deps{
+	a.gateway = pipeline.New(logger.With("component", "pipeline"), pipeline.Deps{
 		Keys:        a.creds,
 		Tokens:      a.signer,
 		Policy:      a.policies,
@@ -199,8 +210,11 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		Catalog:     a.catalog,
 		Idempotency: idem,
 		Audit:       a.audit,
+		Models:      a.models,
+		Budgets:     a.budgets,
 		Metrics:     pipeline.NewMetrics(metrics),
 	})
+	gateway := a.gateway
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "corral_build_info", Help: "Always 1; labels say which corral runs and on which substrate.",
 	}, []string{"version", "substrate"})
@@ -209,13 +223,14 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).Register(mux)
+	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).Register(mux)
 	oauth.New(httpLogger, oauth.Deps{
 		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers,
 		Delegations: delegations{gateway}, Audit: a.audit,
 	}, oauth.Options{TTL: ttl}).Register(mux)
 	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).Register(mux)
 	mcpedge.New(logger.With("component", "mcp"), gateway).Register(mux)
+	openaiedge.New(logger.With("component", "openai"), gateway).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
@@ -324,6 +339,18 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		return a.catalog.Run(regCtx)
 	})
+	g.Go(func() error {
+		if a.registry.WaitLoaded(regCtx) != nil {
+			return nil
+		}
+		return a.models.Run(regCtx)
+	})
+	g.Go(func() error {
+		if a.registry.WaitLoaded(regCtx) != nil {
+			return nil
+		}
+		return a.budgets.Run(regCtx)
+	})
 	// Policy and trusted issuers are built from the whole registry: a
 	// partial one could miss a deny rule.
 	g.Go(func() error {
@@ -360,6 +387,7 @@ func (a *App) Run(ctx context.Context) error {
 		drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
 		defer cancel()
 		err := a.server.Shutdown(drainCtx)
+		a.gateway.Close() // shadow calls still running
 		stopRegistry()
 		if err != nil {
 			return fmt.Errorf("app: drain http: %w", err)

@@ -1,8 +1,11 @@
 // Package audit is corral's record of what agents did: one Record per call
 // or event, appended to a JetStream stream that survives restarts and is
 // acknowledged before the caller answers, so an action that was answered is
-// never missing from the audit. Records are read back newest last, filtered
-// by agent, tool and time.
+// never missing from the audit. Each record carries the digest of the one
+// stored before it, and checkpoints of that chain are kept apart, so that
+// Verify can show that no stored record was changed or removed. Records are
+// read back newest last, filtered by agent, tool and time, or exported as
+// stored for archives.
 package audit
 
 import (
@@ -12,13 +15,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/corral-dev/corral/internal/tools"
-	"github.com/nats-io/nuid"
 )
 
 // Stream is the JetStream stream that holds the audit.
@@ -42,6 +44,15 @@ const (
 
 // Record is one audited call or event.
 type Record struct {
+	// Seq is where the record is stored in the audit stream, set by Append.
+	// With Prev it chains the record to the one before it; records stored
+	// before the chain existed have neither.
+	Seq uint64 `json:"seq,omitempty"`
+	// Prev is "sha256:<hex>" of the stored bytes of the record at Seq-1, set
+	// by Append; empty only when no record was stored before this one, or
+	// when that record had aged out (or could not be read) as this one was
+	// written.
+	Prev string `json:"prev,omitempty"`
 	// ID is assigned by Append if empty; callers hand it out as audit_id.
 	ID   string    `json:"id"`
 	Time time.Time `json:"time"`
@@ -72,6 +83,8 @@ type Record struct {
 	Reason string `json:"reason,omitempty"`
 	// Policy is what policy decided, when the call got that far.
 	Policy *PolicyDecision `json:"policy,omitempty"`
+	// Model is what a model call did: which target answered, tokens, cost.
+	Model *ModelCall `json:"model,omitempty"`
 	// ArgsDigest is "sha256:<hex>" of the canonical arguments.
 	ArgsDigest string `json:"args_digest,omitempty"`
 	// Arguments are kept only when the tool source asks for it.
@@ -99,7 +112,7 @@ type PolicyDecision struct {
 	Revision string `json:"revision"`
 }
 
-// Options configure the audit stream.
+// Options configure the audit stream and its checkpoints.
 type Options struct {
 	// MaxAge is how long records are kept; 0 means DefaultMaxAge.
 	MaxAge time.Duration
@@ -107,6 +120,18 @@ type Options struct {
 	// that a flood (unauthenticated calls are audited too) cannot fill the
 	// disk; 0 means DefaultMaxBytes.
 	MaxBytes int64
+	// CheckpointMaxAge is how long checkpoints are kept: 0 means
+	// DefaultCheckpointMaxAge, and never less than MaxAge, so that every
+	// retained record stays covered and an archive can be checked against
+	// them long after its records aged out.
+	CheckpointMaxAge time.Duration
+	// CheckpointRecords is how many records Append stores between
+	// checkpoints that Run publishes; 0 means DefaultCheckpointRecords.
+	CheckpointRecords int
+	// CheckpointInterval is the longest Run waits before checkpointing
+	// records appended since the last checkpoint; 0 means
+	// DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
 }
 
 // substrate is what the log needs from the bus.
@@ -115,20 +140,45 @@ type substrate interface {
 	JetStream() jetstream.JetStream
 }
 
-// Log appends to and reads the audit stream.
+// Log appends to, reads, verifies and exports the audit stream.
 type Log struct {
-	js     jetstream.JetStream
-	stream jetstream.Stream
-	logger *slog.Logger
+	js          jetstream.JetStream
+	stream      jetstream.Stream
+	checkpoints jetstream.Stream
+	logger      *slog.Logger
+	opts        Options
+
+	// appending is held by the one Append at a time that writes, so that
+	// each record names the digest of the one before it; end is what that
+	// Append knows of the chain's end, and is guarded by it.
+	appending chan struct{}
+	end       chainEnd
+
+	// mu guards written, which Append updates and Run reads.
+	mu      sync.Mutex
+	written written
+	// due wakes Run when CheckpointRecords records await a checkpoint.
+	due chan struct{}
 }
 
-// Open creates the audit stream, or updates its configuration.
+// Open creates the audit stream and the checkpoint stream, or updates their
+// configuration.
 func Open(ctx context.Context, logger *slog.Logger, s substrate, opts Options) (*Log, error) {
 	if opts.MaxAge <= 0 {
 		opts.MaxAge = DefaultMaxAge
 	}
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = DefaultMaxBytes
+	}
+	if opts.CheckpointMaxAge <= 0 {
+		opts.CheckpointMaxAge = DefaultCheckpointMaxAge
+	}
+	opts.CheckpointMaxAge = max(opts.CheckpointMaxAge, opts.MaxAge)
+	if opts.CheckpointRecords <= 0 {
+		opts.CheckpointRecords = DefaultCheckpointRecords
+	}
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = DefaultCheckpointInterval
 	}
 	stream, err := s.Stream(ctx, jetstream.StreamConfig{
 		Name:        Stream,
@@ -146,34 +196,29 @@ func Open(ctx context.Context, logger *slog.Logger, s substrate, opts Options) (
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	return &Log{js: s.JetStream(), stream: stream, logger: logger}, nil
-}
-
-// Append stores r and returns its ID, assigning one (and the time) if r has
-// none. It returns once JetStream has acknowledged the record, so that
-// nothing answered goes unrecorded; the caller decides whether a failure
-// fails the call. The ID doubles as the message id, so a retried Append of
-// the same record within two minutes is stored once.
-func (l *Log) Append(ctx context.Context, r *Record) (string, error) {
-	if r.ID == "" {
-		r.ID = nuid.Next()
-	}
-	if r.Time.IsZero() {
-		r.Time = time.Now().UTC()
-	}
-	data, err := json.Marshal(r)
+	checkpoints, err := s.Stream(ctx, jetstream.StreamConfig{
+		Name:        CheckpointStream,
+		Description: "corral audit checkpoints: the digest of the audit chain at a sequence, kept longer than the audit",
+		Subjects:    []string{checkpointSubject},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      opts.CheckpointMaxAge,
+		MaxBytes:    checkpointMaxBytes,
+		Discard:     jetstream.DiscardOld,
+		DenyDelete:  true,
+		DenyPurge:   true,
+	})
 	if err != nil {
-		return "", fmt.Errorf("audit: encode %s: %w", r.ID, err)
+		return nil, fmt.Errorf("audit: %w", err)
 	}
-	msg := nats.NewMsg(subject(r.Kind, r.Agent))
-	msg.Data = data
-	if headerSafe(r.Target) {
-		msg.Header.Set(targetHeader, r.Target)
-	}
-	if _, err := l.js.PublishMsg(ctx, msg, jetstream.WithMsgID(r.ID), jetstream.WithExpectStream(Stream)); err != nil {
-		return "", fmt.Errorf("audit: append %s: %w", r.ID, err)
-	}
-	return r.ID, nil
+	return &Log{
+		js:          s.JetStream(),
+		stream:      stream,
+		checkpoints: checkpoints,
+		logger:      logger,
+		opts:        opts,
+		appending:   make(chan struct{}, 1),
+		due:         make(chan struct{}, 1),
+	}, nil
 }
 
 // targetHeader carries a record's Target beside it, so that Query can filter
@@ -286,56 +331,18 @@ func (l *Log) Query(ctx context.Context, f Filter) ([]Record, error) {
 	if f.Agent != "" {
 		cfg.FilterSubjects = []string{subjectPrefix + "*." + token(f.Agent)}
 	}
-	// The server would keep a consumer it no longer hears from for this
-	// long; Query deletes its own when done, so this only covers a crash.
-	cfg.InactiveThreshold = 30 * time.Second
-	cons, err := l.js.OrderedConsumer(ctx, Stream, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("audit: query: %w", err)
-	}
-	msgs, err := cons.Messages()
-	if err != nil {
-		return nil, fmt.Errorf("audit: query: %w", err)
-	}
-	defer func() {
-		msgs.Stop()
-		l.deleteConsumer(ctx, cons)
-	}()
-	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
-		return []Record{}, nil
-	}
-
-	// Next blocks until a message comes; ending the query's context stops it.
-	stop := context.AfterFunc(ctx, msgs.Stop)
-	defer stop()
-
 	match := matcher(f.Tool)
 	ring := newRing(f.Limit)
-	for {
-		m, err := msgs.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				err = ctx.Err()
-			}
-			return nil, fmt.Errorf("audit: query: %w", err)
-		}
-		meta, err := m.Metadata()
-		if err != nil {
-			return nil, fmt.Errorf("audit: query: %w", err)
-		}
+	err = l.scan(ctx, l.stream, cfg, last, func(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
 		seq := meta.Sequence.Stream
-		if seq > last {
-			break // stored after the query started
-		}
 		// The start-by-sequence path may begin before Since.
 		if !meta.Timestamp.Before(f.Since) && match(l.target(ctx, m, seq)) {
 			ring.add(stored{seq: seq, data: m.Data()})
 		}
-		// Records leave the stream only from the front, by age, so the
-		// pending count never promises one that will not come.
-		if seq == last || meta.NumPending == 0 {
-			break
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit: query: %w", err)
 	}
 	// Only the records kept are decoded.
 	out := make([]Record, 0, len(ring.buf))
@@ -373,17 +380,17 @@ type stored struct {
 	data []byte
 }
 
-// deleteConsumer removes a query's consumer from the server, so that a busy
+// deleteConsumer removes a scan's consumer from the server, so that a busy
 // console does not leave one behind per query.
-func (l *Log) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
+func (l *Log) deleteConsumer(ctx context.Context, stream jetstream.Stream, cons jetstream.Consumer) {
 	ci := cons.CachedInfo()
 	if ci == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	if err := l.js.DeleteConsumer(ctx, Stream, ci.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		l.logger.DebugContext(ctx, "audit query consumer left to expire", "consumer", ci.Name, "err", err)
+	if err := stream.DeleteConsumer(ctx, ci.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		l.logger.DebugContext(ctx, "audit consumer left to expire", "consumer", ci.Name, "err", err)
 	}
 }
 

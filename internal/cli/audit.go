@@ -2,10 +2,14 @@ package cli
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -35,14 +39,21 @@ the audit_id that answer carried.
 --tool takes a tool's name or a pattern where '*' stands for anything.
 
 -o json prints the server's answer, {"records": [...]}; -o jsonl prints one
-record per line, for jq, grep and log tools.`,
+record per line, for jq, grep and log tools.
+
+Each record carries the digest of the record stored before it: 'corral audit
+verify' checks that none was changed or removed, and 'corral audit export'
+writes them as stored, for archives that can be verified offline.`,
 		Example: `  corral audit                               # the last 24 hours, newest 100
   corral audit --agent impact --since 1h
   corral audit --tool 'crm.*' --since 7d --limit 1000
   corral audit --since 2026-05-01T00:00:00Z -o jsonl | jq 'select(.status != "ok")'
-  corral audit -o json | jq -r '.records[].id'`,
+  corral audit -o json | jq -r '.records[].id'
+  corral audit verify
+  corral audit export --since 2026-11-01 > audit.jsonl`,
 		Args: cobra.NoArgs,
 	}
+	cmd.AddCommand(newAuditVerify(s), newAuditExport(s))
 	cf.register(cmd)
 	cmd.Flags().StringVar(&agent, "agent", "", "only this agent's records")
 	cmd.Flags().StringVar(&tool, "tool", "", "only calls of this tool; '*' matches anything (crm.*)")
@@ -146,4 +157,269 @@ func auditDuration(ms float64) string {
 		return fmt.Sprintf("%.1fms", ms)
 	}
 	return (time.Duration(ms * float64(time.Millisecond))).Round(10 * time.Millisecond).String()
+}
+
+func newAuditVerify(s streams) *cobra.Command {
+	var (
+		cf                       clientFlags
+		since, file, checkpoints string
+	)
+	cmd := &cobra.Command{
+		Use:   "verify [--since 7d] [--file ARCHIVE.jsonl [--checkpoints FILE]] [-o json]",
+		Short: "Check that no stored audit record was changed or removed",
+		Long: `Every audit record carries the digest of the record stored before it, and
+corral keeps checkpoints of that chain apart from the records. 'corral audit
+verify' walks the chain on the server, from the oldest record kept or from
+--since, and reports what is wrong: a record changed after it was written, a
+record missing, a record that does not match its checkpoint. When the chain is
+broken it exits 1 and names the record: its seq, id, time, agent and target.
+
+--file verifies an archive written by 'corral audit export' offline, with no
+server. --checkpoints adds checkpoints written by 'corral audit export
+--checkpoints' and kept apart from the archive: they also catch an archive
+rewritten whole, chain and all.
+
+What verify cannot see: a change to the newest record before a later record
+or a checkpoint covers it, and a forger who rewrote the records and every
+checkpoint too. Keep exported checkpoints off the host to close the second.
+
+-o json prints the whole report.`,
+		Example: `  corral audit verify
+  corral audit verify --since 7d -o json
+  corral audit verify --file audit-2026-11.jsonl --checkpoints checkpoints.jsonl`,
+		Args: cobra.NoArgs,
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVar(&since, "since", "", "verify the records stored since: a duration before now (1h, 7d), a date or an RFC 3339 time (default: every record kept)")
+	cmd.Flags().StringVar(&file, "file", "", "verify this archive from 'corral audit export' offline ('-' reads standard input)")
+	cmd.Flags().StringVar(&checkpoints, "checkpoints", "", "with --file: checkpoints from 'corral audit export --checkpoints' to check the archive against")
+	output := outputFlag(cmd, "text", "json")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		var (
+			rep audit.Report
+			err error
+		)
+		switch {
+		case file != "" && since != "":
+			return usageError{cmd, errors.New("--since goes with the server's audit, not --file")}
+		case file == "" && checkpoints != "":
+			return usageError{cmd, errors.New("--checkpoints goes with --file")}
+		case file != "":
+			rep, err = verifyArchive(s, file, checkpoints)
+		default:
+			rep, err = verifyServer(cmd.Context(), cf, since)
+		}
+		if err != nil {
+			return err
+		}
+		if *output == "json" {
+			err = writeJSON(s.out, rep)
+		} else {
+			err = writeVerifyReport(s.out, rep)
+		}
+		if err != nil {
+			return err
+		}
+		if !rep.OK {
+			return brokenChain{rep}
+		}
+		return nil
+	}
+	return cmd
+}
+
+// verifyServer asks the server to verify its audit.
+func verifyServer(ctx context.Context, cf clientFlags, since string) (audit.Report, error) {
+	c, err := cf.client()
+	if err != nil {
+		return audit.Report{}, err
+	}
+	path := "/v1/audit/verify"
+	if since != "" {
+		path += "?" + url.Values{"since": {since}}.Encode()
+	}
+	var rep audit.Report
+	// A large audit takes longer than a request usually may.
+	if err := c.untimed().do(ctx, "GET", path, nil, &rep); err != nil {
+		return audit.Report{}, err
+	}
+	return rep, nil
+}
+
+// verifyArchive verifies an exported archive offline, saying how far it got
+// every million records.
+func verifyArchive(s streams, file, checkpoints string) (audit.Report, error) {
+	var cps []audit.Checkpoint
+	if checkpoints != "" {
+		f, err := os.Open(checkpoints)
+		if err != nil {
+			return audit.Report{}, err
+		}
+		defer f.Close()
+		if cps, err = audit.ReadCheckpoints(f); err != nil {
+			return audit.Report{}, fmt.Errorf("--checkpoints %s: %w", checkpoints, err)
+		}
+	}
+	var in io.Reader = s.in
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return audit.Report{}, err
+		}
+		defer f.Close()
+		in = f
+	}
+	rep, err := audit.VerifyArchive(in, cps, func(p audit.Progress) {
+		if p.Records%1_000_000 == 0 {
+			fmt.Fprintf(s.err, "checked %d records (seq %d)\n", p.Records, p.Seq)
+		}
+	})
+	if err != nil {
+		return audit.Report{}, fmt.Errorf("--file %s: %w", file, err)
+	}
+	return rep, nil
+}
+
+// writeVerifyReport prints a verification's summary, notes and problems.
+func writeVerifyReport(w io.Writer, rep audit.Report) error {
+	state := "intact"
+	if !rep.OK {
+		state = "BROKEN"
+	}
+	span := ""
+	if rep.LastSeq > 0 {
+		span = fmt.Sprintf(" (seq %d to %d)", rep.FirstSeq, rep.LastSeq)
+	}
+	line := fmt.Sprintf("audit chain %s: %d records checked%s, %s matched", state, rep.Records, span, plural(rep.Checkpoints, "checkpoint"))
+	if n := len(rep.Problems) + rep.MoreProblems; n > 0 {
+		line += ", " + plural(n, "problem")
+	}
+	fmt.Fprintln(w, line)
+	for _, n := range rep.Notes {
+		fmt.Fprintln(w, "  note: "+n)
+	}
+	for _, p := range rep.Problems {
+		fmt.Fprintln(w, "  problem: "+p.String())
+	}
+	if rep.MoreProblems > 0 {
+		fmt.Fprintf(w, "  and %s more\n", plural(rep.MoreProblems, "problem"))
+	}
+	return nil
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// brokenChain is a verification that found problems: the command fails,
+// naming the first.
+type brokenChain struct{ rep audit.Report }
+
+func (e brokenChain) Error() string {
+	msg := "the audit chain is broken"
+	if len(e.rep.Problems) > 0 {
+		msg += " at " + e.rep.Problems[0].String()
+	}
+	if more := len(e.rep.Problems) + e.rep.MoreProblems - 1; more > 0 {
+		msg += fmt.Sprintf(" (and %s more)", plural(more, "problem"))
+	}
+	return msg
+}
+
+func newAuditExport(s streams) *cobra.Command {
+	var (
+		cf           clientFlags
+		since, until string
+		checkpoints  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "export [--since 24h|2026-11-01] [--until ...] [--format jsonl] [--checkpoints] > FILE",
+		Short: "Write the audit records as stored, for archives",
+		Long: `'corral audit export' writes every audit record stored in a period to standard
+output, one per line exactly as stored, so that the archive can be verified
+offline with 'corral audit verify --file', long after its records aged out of
+corral (30 days by default).
+
+--since and --until take a duration before now (30m, 2h, 7d), a date
+(2026-11-01, midnight UTC) or an RFC 3339 time; without them the export holds
+every record kept. --format jsonl, one JSON record per line, is the only
+format for now.
+
+--checkpoints writes the checkpoints of the chain instead. Keep them apart
+from the archives (another host, write-once storage): an archive rewritten
+whole, chain and all, still fails verification against them.
+
+An export cut short (the server went away) exits 1 and says so: the output is
+then incomplete.`,
+		Example: `  corral audit export --since 2026-11-01 --until 2026-12-01 > audit-2026-11.jsonl
+  corral audit export --checkpoints > checkpoints.jsonl
+  corral audit verify --file audit-2026-11.jsonl --checkpoints checkpoints.jsonl`,
+		Args: cobra.NoArgs,
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVar(&since, "since", "", "records stored since: a duration before now (1h, 7d), a date (2026-11-01) or an RFC 3339 time (default: every record kept)")
+	cmd.Flags().StringVar(&until, "until", "", "records stored until, in the same forms (default: now)")
+	cmd.Flags().BoolVar(&checkpoints, "checkpoints", false, "export the checkpoints of the chain instead of the records")
+	format := &enumValue{value: "jsonl", allowed: []string{"jsonl"}}
+	cmd.Flags().Var(format, "format", "archive format: jsonl, the only one for now")
+	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions(format.allowed, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		path := "/v1/audit/export"
+		if checkpoints {
+			path = "/v1/audit/checkpoints"
+		}
+		q := url.Values{}
+		for name, v := range map[string]string{"since": since, "until": until} {
+			if v != "" {
+				q.Set(name, v)
+			}
+		}
+		if len(q) > 0 {
+			path += "?" + q.Encode()
+		}
+		return c.untimed().stream(cmd.Context(), path, s.out)
+	}
+	return cmd
+}
+
+// untimed is c without a limit on how long a request takes: verifying or
+// exporting a large audit takes minutes. The context still ends it.
+func (c *client) untimed() *client {
+	out := *c
+	out.http = &http.Client{Transport: c.http.Transport}
+	return &out
+}
+
+// stream sends a GET and copies a successful answer's body to w as it
+// comes. An answer cut short is an error saying that w got only part.
+func (c *client) stream(ctx context.Context, path string, w io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", c.base+path, nil)
+	if err != nil {
+		return fmt.Errorf("--server %q: %w", c.base, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach corral at %s (is `corral up` running? --server or CORRAL_SERVER names another): %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err != nil {
+			return fmt.Errorf("read answer of GET %s: %w", path, err)
+		}
+		return decodeProblem(resp, data)
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return fmt.Errorf("the export was cut short after %d bytes: the output is incomplete: %w", n, err)
+	}
+	return nil
 }

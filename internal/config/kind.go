@@ -65,6 +65,20 @@ var kinds = []*Kind{
 		newSpec:    func() any { return new(IssuerSpec) },
 		specSchema: issuerSpecSchema,
 	},
+	{
+		Name:       "Model",
+		Plural:     "models",
+		Summary:    "A model agents call through corral: a concrete model at a provider, or a route over models.",
+		newSpec:    func() any { return new(ModelSpec) },
+		specSchema: modelSpecSchema,
+	},
+	{
+		Name:       "Budget",
+		Plural:     "budgets",
+		Summary:    "A cap on the tokens, cost and calls of the actions it covers, per window.",
+		newSpec:    func() any { return new(BudgetSpec) },
+		specSchema: budgetSpecSchema,
+	},
 }
 
 // checker is implemented by spec types with rules their JSON Schema states

@@ -133,23 +133,23 @@ func (p *Pipeline) input(c Caller, agent *agentCache, e *tools.Entry, value any)
 
 // decide asks policy. It records the decision and turns anything but an
 // allow into the refusal the caller sees: a fault denies (fails closed).
-func (p *Pipeline) decide(ctx context.Context, rec *audit.Record, in *policy.Input) error {
+func (p *Pipeline) decide(ctx context.Context, rec *audit.Record, in *policy.Input) (policy.Decision, error) {
 	engine := p.Policy.Engine()
 	d, err := engine.Decide(ctx, in)
 	if err != nil {
 		rec.Policy = &audit.PolicyDecision{Effect: "error", Revision: engine.Revision()}
 		p.Metrics.policyError()
 		p.logger.ErrorContext(ctx, "policy evaluation failed; the action is denied", "target", in.Action.Target, "agent", in.Agent.Name, "revision", engine.Revision(), "err", err)
-		return problem.Wrap(http.StatusForbidden, problem.PolicyError, "policy could not decide on "+in.Action.Target+", so it is denied; an operator can see why in corral's log", err)
+		return d, problem.Wrap(http.StatusForbidden, problem.PolicyError, "policy could not decide on "+in.Action.Target+", so it is denied; an operator can see why in corral's log", err)
 	}
 	rec.Policy = &audit.PolicyDecision{Effect: d.Effect, Reasons: d.Reasons, Revision: d.Revision}
 	switch d.Effect {
 	case policy.Allow:
-		return nil
+		return d, nil
 	case policy.Approval:
-		return problem.New(http.StatusForbidden, problem.ApprovalRequired, in.Action.Target+" needs a human's approval: "+strings.Join(d.Reasons, "; "))
+		return d, problem.New(http.StatusForbidden, problem.ApprovalRequired, in.Action.Target+" needs a human's approval: "+strings.Join(d.Reasons, "; "))
 	default:
-		return problem.New(http.StatusForbidden, problem.PolicyDenied, "policy denies "+in.Action.Target+": "+strings.Join(d.Reasons, "; "))
+		return d, problem.New(http.StatusForbidden, problem.PolicyDenied, "policy denies "+in.Action.Target+": "+strings.Join(d.Reasons, "; "))
 	}
 }
 

@@ -13,6 +13,7 @@ type Metrics struct {
 	drift    *prometheus.CounterVec
 	policy   *prometheus.CounterVec
 	errors   prometheus.Counter
+	models   modelMetrics
 }
 
 // NewMetrics registers the pipeline's metrics with reg.
@@ -40,7 +41,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Policy evaluations that failed or timed out; each denied its action (fail closed) or hid a tool.",
 		}),
 	}
-	reg.MustRegister(m.actions, m.duration, m.drift, m.policy, m.errors)
+	m.models = modelMetrics{
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "corral_model_tokens_total",
+			Help: "Tokens used by model calls, by agent, concrete model and direction (input, output).",
+		}, []string{"agent", "model", "direction"}),
+		cost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "corral_model_cost_total",
+			Help: "Cost of model calls from the models' pricing, by agent and concrete model.",
+		}, []string{"agent", "model"}),
+	}
+	reg.MustRegister(m.actions, m.duration, m.drift, m.policy, m.errors, m.models.tokens, m.models.cost)
 	return m
 }
 
@@ -67,4 +78,19 @@ func (m *Metrics) policyError() {
 		return
 	}
 	m.errors.Inc()
+}
+
+// modelMetrics count what model calls used.
+type modelMetrics struct {
+	tokens *prometheus.CounterVec
+	cost   *prometheus.CounterVec
+}
+
+func (m *Metrics) modelUsage(agent, model string, in, out int, cost float64) {
+	if m == nil {
+		return
+	}
+	m.models.tokens.WithLabelValues(agent, model, "input").Add(float64(in))
+	m.models.tokens.WithLabelValues(agent, model, "output").Add(float64(out))
+	m.models.cost.WithLabelValues(agent, model).Add(cost)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/corral-dev/corral/internal/audit"
+	"github.com/corral-dev/corral/internal/budget"
 	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/idempotency"
 	"github.com/corral-dev/corral/internal/identity"
@@ -119,6 +120,8 @@ type Deps struct {
 	Catalog     Catalog
 	Idempotency Idempotency
 	Audit       Auditor
+	Models      Models   // nil: no model gateway
+	Budgets     Budgets  // nil: no budgets
 	Metrics     *Metrics // nil: not measured
 }
 
@@ -135,12 +138,21 @@ type Pipeline struct {
 	// refused before they act, so that nothing happens unrecorded for long.
 	// Refusals still try to append, and the first that succeeds clears it.
 	auditDown atomic.Bool
+
+	// shadows are the copies of model calls sent to a route's shadow
+	// targets: bounded, and waited for by Close.
+	shadows    sync.WaitGroup
+	shadowSlot chan struct{}
+	redactors  sync.Map // redactorKey -> *redact.Redactor
 }
 
 // New returns a pipeline over deps.
 func New(logger *slog.Logger, deps Deps) *Pipeline {
-	return &Pipeline{Deps: deps, logger: logger, now: time.Now}
+	return &Pipeline{Deps: deps, logger: logger, now: time.Now, shadowSlot: make(chan struct{}, maxShadows)}
 }
+
+// Close waits for the shadow calls still running.
+func (p *Pipeline) Close() { p.shadows.Wait() }
 
 // Invoke runs one action through every stage. It returns the outcome, or a
 // *problem.Error saying which stage refused it and why. Every action,
@@ -178,7 +190,7 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	if err != nil {
 		return nil, err
 	}
-	if err := p.decide(ctx, rec, p.input(caller, agent, entry, value)); err != nil {
+	if _, err := p.decide(ctx, rec, p.input(caller, agent, entry, value)); err != nil {
 		return nil, err
 	}
 	args, digest, err := validate(entry, value)
@@ -189,7 +201,7 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	if entry.Spec != nil && entry.Spec.AuditArguments {
 		rec.Arguments = args
 	}
-	// rate + budget, approval gate, redact egress: later issues, here.
+	// approval gate, redact egress: later issues, here.
 	if p.auditDown.Load() {
 		return nil, problem.New(http.StatusServiceUnavailable, problem.AuditUnavailable, "the audit log cannot be written; corral acts on nothing it cannot record")
 	}
@@ -197,18 +209,46 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	if err != nil {
 		return nil, problem.Wrap(http.StatusInternalServerError, problem.Internal, "corral cannot sign the identity token for the upstream", err)
 	}
+	res, err := p.reserveTool(ctx, caller, rec)
+	if err != nil {
+		return nil, err
+	}
 	call := tools.Call{Tool: &entry.Tool, Arguments: args, Value: value, IdempotencyKey: a.IdempotencyKey, Identity: ident}
-	return p.invokeOnce(ctx, rec, caller, entry, call, digest)
+	out, err = p.invokeOnce(ctx, rec, caller, entry, call, digest)
+	// A call that never left, or a replayed answer, costs nothing.
+	var pe *problem.Error
+	if (err != nil && (notSent(err) || errors.As(err, &pe) && refusal(pe.Code))) || (out != nil && out.Replayed) {
+		err2 := res.Release(context.WithoutCancel(ctx))
+		if err2 != nil {
+			p.logger.ErrorContext(ctx, "releasing a budget reservation; the call stays counted", "err", err2)
+		}
+	} else if err2 := res.Settle(context.WithoutCancel(ctx), budget.Usage{Calls: 1}); err2 != nil {
+		p.logger.ErrorContext(ctx, "settling budgets", "err", err2)
+	}
+	return out, err
+}
+
+// reserveTool counts a tool call on the budgets with a calls limit that
+// cover it, so one budget caps a runaway agent whatever it spends on.
+func (p *Pipeline) reserveTool(ctx context.Context, c Caller, rec *audit.Record) (*budget.Reservation, error) {
+	if p.Budgets == nil {
+		return nil, nil
+	}
+	s := budget.Subject{Kind: "tool", Agent: c.Agent, Task: rec.Task}
+	if c.Principal != nil {
+		s.Principal = c.Principal.Subject
+	}
+	res, err := p.Budgets.Reserve(ctx, s, budget.Usage{Calls: 1})
+	if err != nil {
+		return nil, budgetProblem(err)
+	}
+	return res, nil
 }
 
 // finish completes the audit record and appends it. The audit append is
 // synchronous: an answered action is never missing from the audit.
 func (p *Pipeline) finish(ctx context.Context, rec *audit.Record, start time.Time, out *Outcome, err error) (*Outcome, error) {
-	rec.DurationMS = float64(p.now().Sub(start).Microseconds()) / 1000
-	var pe *problem.Error
-	switch {
-	case err == nil:
-		rec.Decision, rec.Status = "allowed", "ok"
+	if err == nil {
 		if out.Result != nil {
 			rec.UpstreamStatus = out.Result.Status
 			if out.Result.IsError {
@@ -216,6 +256,27 @@ func (p *Pipeline) finish(ctx context.Context, rec *audit.Record, start time.Tim
 			}
 		}
 		rec.Replayed = out.Replayed
+	}
+	id, err := p.finishRecord(ctx, rec, start, err)
+	if out != nil {
+		out.AuditID = id
+	}
+	return out, err
+}
+
+// finishRecord completes any action's audit record and appends it; it
+// returns the record's id and err, made a *problem.Error naming the record.
+// A Status already set on success ("error": the upstream answered with an
+// error) is kept.
+func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start time.Time, err error) (string, error) {
+	rec.DurationMS = float64(p.now().Sub(start).Microseconds()) / 1000
+	var pe *problem.Error
+	switch {
+	case err == nil:
+		rec.Decision = "allowed"
+		if rec.Status == "" {
+			rec.Status = "ok"
+		}
 	case errors.As(err, &pe) && refusal(pe.Code):
 		rec.Decision, rec.Status, rec.Code, rec.Reason = "denied", "refused", pe.Code, pe.Detail
 		if v, ok := pe.Errors.([]tools.Violation); ok {
@@ -239,13 +300,10 @@ func (p *Pipeline) finish(ctx context.Context, rec *audit.Record, start time.Tim
 		p.logger.ErrorContext(ctx, "audit record lost", "agent", rec.Agent, "target", rec.Target, "decision", rec.Decision, "err", aerr)
 	}
 	p.auditDown.Store(aerr != nil)
-	if out != nil {
-		out.AuditID = id
-	}
 	if pe != nil {
 		pe.AuditID = id
 	}
-	return out, err
+	return id, err
 }
 
 // refusal reports whether a code is a stage saying no (as opposed to a
@@ -253,7 +311,8 @@ func (p *Pipeline) finish(ctx context.Context, rec *audit.Record, start time.Tim
 func refusal(code string) bool {
 	switch code {
 	case problem.Unauthenticated, problem.Killed, problem.ToolNotFound, problem.PolicyDenied,
-		problem.ApprovalRequired, problem.PolicyError, problem.InvalidArguments, problem.IdempotencyConflict, problem.AuditUnavailable:
+		problem.ApprovalRequired, problem.PolicyError, problem.InvalidArguments, problem.IdempotencyConflict, problem.AuditUnavailable,
+		problem.ModelNotFound, problem.BudgetExceeded:
 		return true
 	}
 	return false

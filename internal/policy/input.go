@@ -85,4 +85,7 @@ type Model struct {
 	Name     string `json:"name"`
 	Provider string `json:"provider,omitempty"`
 	Region   string `json:"region,omitempty"`
+	// Targets are, for a route, every concrete model a call may reach
+	// (targets and fallbacks): a rule about regions must hold for each.
+	Targets []Model `json:"targets,omitempty"`
 }

@@ -68,13 +68,22 @@ func (in *Input) value() (ast.Value, error) {
 		)})
 	}
 	if m := in.Model; m != nil {
-		items = append(items, [2]*ast.Term{keyModel, ast.ObjectTerm(
-			[2]*ast.Term{keyName, str(m.Name)},
-			[2]*ast.Term{keyProvider, str(m.Provider)},
-			[2]*ast.Term{keyRegion, str(m.Region)},
-		)})
+		items = append(items, [2]*ast.Term{keyModel, modelTerm(m)})
 	}
 	return ast.NewObject(items...), nil
+}
+
+func modelTerm(m *Model) *ast.Term {
+	targets := make([]*ast.Term, len(m.Targets))
+	for i := range m.Targets {
+		targets[i] = modelTerm(&m.Targets[i])
+	}
+	return ast.ObjectTerm(
+		[2]*ast.Term{keyName, str(m.Name)},
+		[2]*ast.Term{keyProvider, str(m.Provider)},
+		[2]*ast.Term{keyRegion, str(m.Region)},
+		[2]*ast.Term{keyTargets, ast.ArrayTerm(targets...)},
+	)
 }
 
 // The input's keys, made once: a decision builds the input on every action.
@@ -84,7 +93,7 @@ var (
 	keyPrincipal, keySub, keyIssuer, keyGroups, keyRoles    = ast.StringTerm("principal"), ast.StringTerm("sub"), ast.StringTerm("issuer"), ast.StringTerm("groups"), ast.StringTerm("roles")
 	keyClaims, keyTask, keyID, keyChain, keyDepth, keyTurns = ast.StringTerm("claims"), ast.StringTerm("task"), ast.StringTerm("id"), ast.StringTerm("chain"), ast.StringTerm("depth"), ast.StringTerm("turns")
 	keyTool, keySource, keyMethod, keyPath, keyAnnotations  = ast.StringTerm("tool"), ast.StringTerm("source"), ast.StringTerm("method"), ast.StringTerm("path"), ast.StringTerm("annotations")
-	keyModel, keyProvider, keyRegion, keyTime               = ast.StringTerm("model"), ast.StringTerm("provider"), ast.StringTerm("region"), ast.StringTerm("time")
+	keyModel, keyProvider, keyRegion, keyTime, keyTargets   = ast.StringTerm("model"), ast.StringTerm("provider"), ast.StringTerm("region"), ast.StringTerm("time"), ast.StringTerm("targets")
 	keyReadOnly, keyDestructive, keyIdempotent              = ast.StringTerm("readOnly"), ast.StringTerm("destructive"), ast.StringTerm("idempotent")
 )
 

@@ -8,8 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/corral-dev/corral/internal/telemetry"
 )
@@ -44,6 +47,8 @@ const (
 	UpstreamInvalid     = "upstream_invalid"
 	UpstreamError       = "upstream_error"
 	AuditUnavailable    = "audit_unavailable"
+	ModelNotFound       = "model_not_found"
+	BudgetExceeded      = "budget_exceeded"
 )
 
 // Error is an error with the HTTP status and stable code it should be
@@ -58,7 +63,9 @@ type Error struct {
 	Errors any
 	// AuditID, when set, names the audit record of the refused action.
 	AuditID string
-	Err     error
+	// RetryAfter, when set, is sent as the Retry-After header.
+	RetryAfter time.Duration
+	Err        error
 }
 
 // New returns a problem with no internal cause.
@@ -91,6 +98,15 @@ type Details struct {
 	RequestID string `json:"request_id,omitempty"`
 	Errors    any    `json:"errors,omitempty"`
 	AuditID   string `json:"audit_id,omitempty"`
+	// OpenAI is set on the OpenAI-compatible edge only.
+	OpenAI *openAIError `json:"error,omitempty"`
+}
+
+// openAIError is the "error" member OpenAI's clients look for.
+type openAIError struct {
+	Message string `json:"message"`
+	Type    string `json:"type"`
+	Code    string `json:"code"`
 }
 
 // TypeURI is the problem type URI of a code; docs/api.md describes each.
@@ -122,6 +138,13 @@ func Write(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err erro
 		RequestID: telemetry.RequestID(ctx),
 		Errors:    p.Errors,
 		AuditID:   p.AuditID,
+	}
+	if strings.HasPrefix(r.URL.Path, "/openai/") {
+		// OpenAI's SDKs read the message from an "error" member.
+		d.OpenAI = &openAIError{Message: p.Detail, Type: p.Code, Code: p.Code}
+	}
+	if p.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(p.RetryAfter.Seconds()))))
 	}
 	if p.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="corral"`)

@@ -56,7 +56,9 @@ func NewHTTPMetrics(reg prometheus.Registerer) *HTTPMetrics {
 
 // Middleware gives every request an id (the caller's X-Request-Id when it is
 // sane, else a new one), echoes it in the response, puts it in the context for
-// logs and problem responses, and records metrics and a debug access log line.
+// logs and problem responses, continues the caller's trace (traceparent and
+// baggage headers) in that context, and records metrics and a debug access
+// log line.
 func (m *HTTPMetrics) Middleware(logger *slog.Logger, next *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -67,7 +69,7 @@ func (m *HTTPMetrics) Middleware(logger *slog.Logger, next *http.ServeMux) http.
 			id = NewRequestID()
 		}
 		w.Header().Set(RequestIDHeader, id)
-		r = r.WithContext(WithRequestID(r.Context(), id))
+		r = r.WithContext(ExtractHTTP(WithRequestID(r.Context(), id), r.Header))
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
 

@@ -1,7 +1,9 @@
-// Package telemetry provides corral's logging, request correlation and
-// metrics plumbing: a slog logger whose records carry the request id of the
-// context they are written in, and HTTP middleware that assigns that id and
-// counts requests.
+// Package telemetry provides corral's observability plumbing: a slog logger
+// whose records carry the request id and trace ids of the context they are
+// written in, HTTP middleware that assigns request ids, continues callers'
+// traces and counts requests, OpenTelemetry tracing with the attribute names
+// corral's spans use, trace context propagation over HTTP and NATS, and the
+// built-in trace store on JetStream.
 package telemetry
 
 import (
@@ -10,6 +12,8 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // NewLogger builds the process logger. format is "text" or "json"; level is
@@ -45,13 +49,17 @@ func RequestID(ctx context.Context) string {
 	return id
 }
 
-// contextHandler adds the request id of the record's context to every record,
-// so that the ...Context logging calls correlate without passing ids around.
+// contextHandler adds the request id and the trace and span ids of the
+// record's context to every record, so that the ...Context logging calls
+// correlate with requests and traces without passing ids around.
 type contextHandler struct{ slog.Handler }
 
 func (h contextHandler) Handle(ctx context.Context, r slog.Record) error {
 	if id := RequestID(ctx); id != "" {
 		r.AddAttrs(slog.String("request_id", id))
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
 	}
 	return h.Handler.Handle(ctx, r)
 }

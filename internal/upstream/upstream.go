@@ -1,7 +1,8 @@
 // Package upstream calls the HTTP services behind corral's tools: one client
 // per upstream with keep-alive and timeouts, retries with backoff only for
 // idempotent calls, a circuit breaker that makes calls fail fast while the
-// upstream is down, and a cap on the size of what it answers.
+// upstream is down, a cap on the size of what it answers, and the caller's
+// trace context passed on in a traceparent header.
 package upstream
 
 import (
@@ -14,6 +15,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/corral-dev/corral/internal/telemetry"
 )
 
 // Errors callers branch on; the gateway maps them to 503 upstream_unavailable,
@@ -87,7 +90,9 @@ func New(cfg Config) *Client {
 		b.onChange = func(from, to State) { cfg.OnBreakerChange(cfg.Name, from, to) }
 	}
 	return &Client{cfg: cfg, breaker: b, http: &http.Client{
-		Transport: transport,
+		// Each attempt carries the caller's trace context (traceparent) and,
+		// when the caller's span records, gets a client span of its own.
+		Transport: telemetry.Transport(transport),
 		// A redirect is the upstream's answer, not an instruction: following
 		// it could carry the credentials corral adds to another host.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

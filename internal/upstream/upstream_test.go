@@ -11,6 +11,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 // fakeClock is a clock the test moves by hand.
@@ -253,5 +256,48 @@ func TestConnectionRefusedIsNotSent(t *testing.T) {
 	_, err := New(Config{Name: "t", MaxRetries: -1}).Do(t.Context(), Request{Method: "POST", URL: url})
 	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrNotSent) {
 		t.Errorf("Do against a closed port: err = %v, want ErrUnavailable and ErrNotSent", err)
+	}
+}
+
+// TestPropagatesTraceContext: every attempt of a call carries the caller's
+// trace in traceparent, under a client span of its own.
+func TestPropagatesTraceContext(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		seen []string
+	)
+	u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("Traceparent"))
+		n := len(seen)
+		mu.Unlock()
+		if n == 1 {
+			w.WriteHeader(http.StatusBadGateway) // retried: the call is idempotent
+		}
+	})
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	ctx, span := tp.Tracer("test").Start(t.Context(), "invoke")
+	c := New(Config{Name: "crm", Backoff: time.Millisecond})
+	defer c.Close()
+	resp, err := c.Do(ctx, Request{Method: "GET", URL: u.URL + "/orders/7", Idempotent: true})
+	span.End()
+	if err != nil || resp.Status != 200 || resp.Attempts != 2 {
+		t.Fatalf("Do = %+v, %v; want 200 after 2 attempts", resp, err)
+	}
+	traceID := span.SpanContext().TraceID().String()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || seen[0] == seen[1] {
+		t.Fatalf("upstream saw traceparents %q, want two, one per attempt", seen)
+	}
+	for _, tp := range seen {
+		if !strings.HasPrefix(tp, "00-"+traceID+"-") {
+			t.Errorf("upstream saw traceparent %q, want trace %s", tp, traceID)
+		}
+	}
+	if ended := rec.Ended(); len(ended) != 3 || ended[0].Name() != "GET" || ended[0].Parent().SpanID() != span.SpanContext().SpanID() {
+		t.Errorf("recorded %d spans, want two GET client spans under invoke, then invoke", len(ended))
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/telemetry"
 	"github.com/corral-dev/corral/internal/tools"
 	"github.com/corral-dev/corral/internal/upstream"
 )
@@ -104,7 +105,8 @@ func New(ctx context.Context, name string, spec *config.ToolSourceSpec, env tool
 		if err != nil {
 			return nil, fmt.Errorf("mcpsource: %s: spec.mcp.url: %w", name, err)
 		}
-		rt := &authRoundTripper{base: base, host: endpoint.Host, headers: m.Headers, auth: spec.Auth, secret: env.Secret}
+		// telemetry.Transport passes the call's trace context on (traceparent).
+		rt := &authRoundTripper{base: telemetry.Transport(base), host: endpoint.Host, headers: m.Headers, auth: spec.Auth, secret: env.Secret}
 		if spec.Identity.Enabled() {
 			rt.identityHeader = spec.Identity.HeaderOr()
 		}

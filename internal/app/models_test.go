@@ -1,0 +1,393 @@
+package app_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/corral-dev/corral/internal/app/apptest"
+	"github.com/corral-dev/corral/internal/llm"
+	"github.com/corral-dev/corral/internal/llm/llmtest"
+)
+
+// chat posts a chat completion as the agent and returns the status, body
+// and the header naming the target that answered.
+func chat(t *testing.T, srv *apptest.Server, key string, body any) (int, []byte, string) {
+	t.Helper()
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest("POST", srv.URL+"/openai/v1/chat/completions", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out, resp.Header.Get("Corral-Model-Target")
+}
+
+func userMessage(model, text string) map[string]any {
+	return map[string]any{"model": model, "messages": []any{map[string]any{"role": "user", "content": text}}}
+}
+
+// waitModel waits until the agent's model list shows name: the catalogue
+// follows the registry in the background.
+func waitModel(t *testing.T, srv *apptest.Server, key, name string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		status, body := srv.Call(t, key, "GET", "/openai/v1/models", nil, nil)
+		if status == http.StatusOK && strings.Contains(string(body), `"id":"`+name+`"`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("model %s never listed: HTTP %d %s", name, status, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// echo is an OpenAI-compatible upstream that answers with what it was sent,
+// so a test sees both what the provider got and what the agent got back.
+func echo(t *testing.T) *llmtest.Server {
+	return llmtest.Start(t, llmtest.WithHandler(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		req, err := llm.DecodeRequest(body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		said := "you said: " + req.Messages[len(req.Messages)-1].Content.String()
+		resp := &llm.ChatResponse{ID: "chatcmpl-echo", Object: "chat.completion", Created: 1, Model: req.Model,
+			Choices: []llm.Choice{{Message: llm.Message{Role: "assistant", Content: llm.TextContent(said)}, FinishReason: "stop"}},
+			Usage:   &llm.Usage{PromptTokens: 10, CompletionTokens: 5, TotalTokens: 15}}
+		if !req.Stream {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(resp)
+			return
+		}
+		// Streamed in pieces of three bytes, so placeholders are split.
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, c := range llmChunks(resp) {
+			b, _ := json.Marshal(c)
+			fmt.Fprintf(w, "data: %s\n\n", b)
+		}
+		fmt.Fprint(w, "data: [DONE]\n\n")
+	}))
+}
+
+func llmChunks(resp *llm.ChatResponse) []*llm.ChatChunk {
+	text := resp.Choices[0].Message.Content.Text
+	var out []*llm.ChatChunk
+	stop := "stop"
+	for i := 0; i < len(text); i += 3 {
+		piece := text[i:min(i+3, len(text))]
+		out = append(out, &llm.ChatChunk{ID: resp.ID, Object: "chat.completion.chunk", Created: 1, Model: resp.Model,
+			Choices: []llm.ChunkChoice{{Delta: llm.Delta{Content: &piece}}}})
+	}
+	out = append(out, &llm.ChatChunk{ID: resp.ID, Object: "chat.completion.chunk", Created: 1, Model: resp.Model,
+		Choices: []llm.ChunkChoice{{Delta: llm.Delta{}, FinishReason: &stop}}})
+	out = append(out, &llm.ChatChunk{ID: resp.ID, Object: "chat.completion.chunk", Created: 1, Model: resp.Model, Usage: resp.Usage, Choices: []llm.ChunkChoice{}})
+	return out
+}
+
+const pii = "Refund alice@example.com, card 4111 1111 1111 1111, IBAN DE89 3704 0044 0532 0130 00."
+
+// TestModelRedaction: a prompt with an email, a card and an IBAN reaches
+// the provider with placeholders only, and the agent's answer, plain and
+// streamed, has the originals back.
+func TestModelRedaction(t *testing.T) {
+	up := echo(t)
+	srv := apptest.Start(t)
+	srv.Apply(t, fmt.Sprintf(`apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: gpt-eu}
+spec: {provider: openai, baseURL: %q, model: gpt-4o, region: eu-west-1, redact: reversible, pricing: {inputPerMTok: 2.5, outputPerMTok: 10}}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: support}
+spec: {models: [gpt-eu]}
+`, up.URL()))
+	key := srv.Key(t, "support")
+	waitModel(t, srv, key, "gpt-eu")
+
+	status, body, target := chat(t, srv, key, userMessage("gpt-eu", pii))
+	if status != http.StatusOK || target != "gpt-eu" {
+		t.Fatalf("chat: HTTP %d target %q %s", status, target, body)
+	}
+	var resp llm.ChatResponse
+	if err := json.Unmarshal(body, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Choices[0].Message.Content.String(); got != "you said: "+pii {
+		t.Errorf("the agent got %q, want the originals restored: %q", got, "you said: "+pii)
+	}
+	sent := up.ChatRequests()
+	if len(sent) != 1 {
+		t.Fatalf("upstream got %d requests", len(sent))
+	}
+	prompt := sent[0].Messages[0].Content.String()
+	for _, value := range []string{"alice@example.com", "4111 1111 1111 1111", "DE89 3704 0044 0532 0130 00"} {
+		if strings.Contains(prompt, value) {
+			t.Errorf("the provider saw %q in %q", value, prompt)
+		}
+	}
+	for _, placeholder := range []string{"<EMAIL_1>", "<CARD_1>", "<IBAN_1>"} {
+		if !strings.Contains(prompt, placeholder) {
+			t.Errorf("the provider's prompt %q lacks %s", prompt, placeholder)
+		}
+	}
+	if sent[0].Model != "gpt-4o" {
+		t.Errorf("the provider was asked for model %q, want its own name gpt-4o", sent[0].Model)
+	}
+
+	// Streamed in three-byte pieces: placeholders arrive split, and are
+	// restored whole.
+	stream := userMessage("gpt-eu", pii)
+	stream["stream"] = true
+	status, body, _ = chat(t, srv, key, stream)
+	if status != http.StatusOK {
+		t.Fatalf("streamed chat: HTTP %d %s", status, body)
+	}
+	var text strings.Builder
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	done := false
+	for sc.Scan() {
+		line := sc.Text()
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		if data == "[DONE]" {
+			done = true
+			break
+		}
+		var c llm.ChatChunk
+		if err := json.Unmarshal([]byte(data), &c); err != nil {
+			t.Fatalf("chunk %q: %v", data, err)
+		}
+		if c.Usage != nil {
+			t.Errorf("a usage chunk reached an agent that did not ask for it: %s", data)
+		}
+		for _, ch := range c.Choices {
+			if ch.Delta.Content != nil {
+				text.WriteString(*ch.Delta.Content)
+			}
+		}
+	}
+	if !done || text.String() != "you said: "+pii {
+		t.Errorf("streamed answer %q (done %v), want %q", text.String(), done, "you said: "+pii)
+	}
+
+	// The audit has both calls, with what was redacted and the cost.
+	var records struct {
+		Records []struct {
+			Target, Source, Status string
+			Model                  struct {
+				Target   string
+				Stream   bool
+				Redacted map[string]int
+				Cost     float64
+			}
+		}
+	}
+	status, body = srv.Call(t, srv.Token, "GET", "/v1/audit?agent=support", nil, nil)
+	if err := json.Unmarshal(body, &records); status != http.StatusOK || err != nil || len(records.Records) != 2 {
+		t.Fatalf("audit: HTTP %d %s", status, body)
+	}
+	for _, r := range records.Records {
+		if r.Status != "ok" || r.Model.Target != "gpt-eu" || r.Model.Redacted["EMAIL"] != 1 || r.Model.Redacted["CARD"] != 1 || r.Model.Redacted["IBAN"] != 1 || r.Model.Cost <= 0 {
+			t.Errorf("audit record %+v, want ok, target gpt-eu, one EMAIL, CARD and IBAN redacted, a cost", r)
+		}
+	}
+}
+
+// TestModelRoutes: a primary answering 503 falls back, and the audit says
+// which target answered; weights 80/20 hold over 1,000 calls; a model
+// outside the agent's list is refused and not listed.
+func TestModelRoutes(t *testing.T) {
+	down := llmtest.Start(t, llmtest.WithError(http.StatusServiceUnavailable, "server_error", "overloaded"))
+	up := llmtest.Start(t, llmtest.WithContent("fallback answer"))
+	srv := apptest.Start(t)
+	srv.Apply(t, fmt.Sprintf(`apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: primary}
+spec: {provider: openai, baseURL: %q, redact: "off"}
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: backup}
+spec: {provider: openai, baseURL: %q, redact: "off"}
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: smart}
+spec: {route: {targets: [{model: primary}], fallbacks: [backup]}}
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: a}
+spec: {provider: scripted, script: [{content: "a"}]}
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: b}
+spec: {provider: scripted, script: [{content: "b"}]}
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: split}
+spec: {route: {targets: [{model: a, weight: 80}, {model: b, weight: 20}]}}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: router}
+spec: {models: [smart, split]}
+`, down.URL(), up.URL()))
+	key := srv.Key(t, "router")
+	waitModel(t, srv, key, "split")
+
+	status, body, target := chat(t, srv, key, userMessage("smart", "hello"))
+	if status != http.StatusOK || target != "backup" || !strings.Contains(string(body), "fallback answer") {
+		t.Fatalf("smart: HTTP %d target %q %s, want the fallback's answer", status, target, body)
+	}
+	var records struct {
+		Records []struct {
+			Target string
+			Model  struct {
+				Target   string
+				Attempts []string
+			}
+		}
+	}
+	status, body = srv.Call(t, srv.Token, "GET", "/v1/audit?agent=router", nil, nil)
+	if err := json.Unmarshal(body, &records); status != http.StatusOK || err != nil || len(records.Records) != 1 {
+		t.Fatalf("audit: HTTP %d %s", status, body)
+	}
+	if r := records.Records[0]; r.Target != "smart" || r.Model.Target != "backup" || len(r.Model.Attempts) != 1 || r.Model.Attempts[0] != "primary: HTTP 503" {
+		t.Errorf("audit record %+v, want target smart answered by backup after primary: HTTP 503", r)
+	}
+
+	// 1,000 calls over 80/20, eight at a time.
+	const calls = 1000
+	var mu sync.Mutex
+	counts := map[string]int{}
+	var wg sync.WaitGroup
+	work := make(chan struct{})
+	for range 8 {
+		wg.Go(func() {
+			for range work {
+				status, body, target := chat(t, srv, key, userMessage("split", "pick"))
+				if status != http.StatusOK {
+					t.Errorf("split: HTTP %d %s", status, body)
+				}
+				mu.Lock()
+				counts[target]++
+				mu.Unlock()
+			}
+		})
+	}
+	for range calls {
+		work <- struct{}{}
+	}
+	close(work)
+	wg.Wait()
+	share := float64(counts["a"]) / calls * 100
+	t.Logf("80/20 over %d calls: %v (a: %.1f%%)", calls, counts, share)
+	if share < 75 || share > 85 || counts["a"]+counts["b"] != calls {
+		t.Errorf("a answered %.1f%% of %d calls (%v), want 80 ± 5", share, calls, counts)
+	}
+
+	// A model outside spec.models: refused and not listed.
+	status, body, _ = chat(t, srv, key, userMessage("backup", "hello"))
+	if status != http.StatusForbidden || !strings.Contains(string(body), `"code":"policy_denied"`) || !strings.Contains(string(body), `"error":{`) {
+		t.Errorf("backup, outside the agent's models: HTTP %d %s, want 403 policy_denied with an OpenAI error member", status, body)
+	}
+	_, body = srv.Call(t, key, "GET", "/openai/v1/models", nil, nil)
+	if strings.Contains(string(body), `"backup"`) || !strings.Contains(string(body), `"smart"`) {
+		t.Errorf("models list %s, want smart and split only", body)
+	}
+}
+
+// TestModelBudget: 20 concurrent calls against a calls limit of 5: exactly
+// 5 pass and 15 are refused with 429 budget_exceeded naming the budget.
+// The same budget counts tool calls (see TestToolCallsCountOnBudgets).
+func TestModelBudget(t *testing.T) {
+	srv := apptest.Start(t)
+	srv.Apply(t, `apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: local}
+spec: {provider: scripted, script: [{content: "ok"}], pricing: {inputPerMTok: 1, outputPerMTok: 2}}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: looper}
+spec: {models: [local]}
+---
+apiVersion: corral.dev/v1
+kind: Budget
+metadata: {name: looper-day}
+spec: {scope: {agent: looper}, window: day, limit: {calls: 5}}
+`)
+	key := srv.Key(t, "looper")
+	waitModel(t, srv, key, "local")
+	// The budget loads from the registry in the background too.
+	waitBudget(t, srv, "looper-day")
+
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var refused []byte
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			status, body, _ := chat(t, srv, key, userMessage("local", "again"))
+			mu.Lock()
+			defer mu.Unlock()
+			codes[status]++
+			if status == http.StatusTooManyRequests {
+				refused = body
+			}
+		})
+	}
+	wg.Wait()
+	if codes[http.StatusOK] != 5 || codes[http.StatusTooManyRequests] != 15 {
+		t.Fatalf("20 concurrent calls against calls: 5 gave %v, want 5 × 200 and 15 × 429", codes)
+	}
+	if !bytes.Contains(refused, []byte(`"code":"budget_exceeded"`)) || !bytes.Contains(refused, []byte("looper-day")) {
+		t.Errorf("refusal %s, want budget_exceeded naming looper-day", refused)
+	}
+	status, body := srv.Call(t, srv.Token, "GET", "/v1/budgets", nil, nil)
+	if status != http.StatusOK || !strings.Contains(string(body), `"calls": 5`) {
+		t.Errorf("GET /v1/budgets: HTTP %d %s, want 5 calls used", status, body)
+	}
+}
+
+func waitBudget(t *testing.T, srv *apptest.Server, name string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		status, body := srv.Call(t, srv.Token, "GET", "/v1/budgets", nil, nil)
+		if status == http.StatusOK && strings.Contains(string(body), `"`+name+`"`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("budget %s never loaded: HTTP %d %s", name, status, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

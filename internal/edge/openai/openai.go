@@ -1,0 +1,253 @@
+// Package openaiedge is the OpenAI-compatible edge of the model gateway:
+// POST /openai/v1/chat/completions (plain and streamed), GET
+// /openai/v1/models and POST /openai/v1/embeddings, so that an agent built
+// on any OpenAI SDK uses corral by changing only its base URL and key. It
+// translates requests into pipeline actions and answers back; it holds no
+// policy of its own.
+package openaiedge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/corral-dev/corral/internal/identity"
+	"github.com/corral-dev/corral/internal/llm"
+	"github.com/corral-dev/corral/internal/pipeline"
+	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/telemetry"
+)
+
+// maxBody caps a request: long conversations with images fit.
+const maxBody = 32 << 20
+
+// Gateway is what the edge needs from the pipeline.
+type Gateway interface {
+	Authenticate(credential string) (pipeline.Caller, error)
+	ModelList(ctx context.Context, c pipeline.Caller) ([]*llm.Model, error)
+	Chat(ctx context.Context, a pipeline.Action, req *llm.ChatRequest) (*pipeline.ChatOutcome, error)
+	Embed(ctx context.Context, a pipeline.Action, req *llm.EmbeddingRequest) (*pipeline.EmbedOutcome, error)
+}
+
+// Headers corral adds to answers.
+const (
+	// TargetHeader names the concrete model that answered (a route's pick
+	// or a fallback).
+	TargetHeader = "Corral-Model-Target"
+	// AuditHeader names the call's audit record (plain answers only: a
+	// stream's record is written when it ends).
+	AuditHeader = "Corral-Audit-Id"
+)
+
+// Edge serves the OpenAI-compatible endpoints.
+type Edge struct {
+	gw     Gateway
+	logger *slog.Logger
+}
+
+// New returns the edge.
+func New(logger *slog.Logger, gw Gateway) *Edge {
+	return &Edge{gw: gw, logger: logger}
+}
+
+// Register adds the edge's routes to mux.
+func (e *Edge) Register(mux *http.ServeMux) {
+	h := func(f problem.HandlerFunc) http.Handler { return problem.Handle(e.logger, f) }
+	mux.Handle("POST /openai/v1/chat/completions", h(e.chat))
+	mux.Handle("POST /openai/v1/embeddings", h(e.embeddings))
+	mux.Handle("GET /openai/v1/models", h(e.models))
+	mux.Handle("GET /openai/v1/models/{model...}", h(e.model))
+	mux.Handle("/openai/v1/chat/completions", h(problem.NotAllowed("POST")))
+	mux.Handle("/openai/v1/embeddings", h(problem.NotAllowed("POST")))
+	mux.Handle("/openai/v1/models", h(problem.NotAllowed("GET")))
+}
+
+func (e *Edge) action(r *http.Request) pipeline.Action {
+	return pipeline.Action{Credential: identity.BearerToken(r), Edge: "openai", RequestID: telemetry.RequestID(r.Context())}
+}
+
+// readBody reads a request body of at most maxBody bytes.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, problem.New(http.StatusRequestEntityTooLarge, problem.RequestTooLarge, "the request is larger than 32 MiB")
+	case err != nil:
+		return nil, problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, "the request body could not be read", err)
+	}
+	return body, nil
+}
+
+// readJSON decodes the request body into v with the caller's mistakes
+// named.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, "the request is not valid: "+err.Error(), err)
+	}
+	return nil
+}
+
+func (e *Edge) chat(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	req, err := llm.DecodeRequest(body)
+	if err == nil {
+		err = req.Validate()
+	}
+	if err != nil {
+		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, err.Error(), err)
+	}
+	out, err := e.gw.Chat(r.Context(), e.action(r), req)
+	if err != nil {
+		return err
+	}
+	w.Header().Set(TargetHeader, out.Target)
+	if out.Stream == nil {
+		w.Header().Set(AuditHeader, out.AuditID)
+		return problem.WriteCompactJSON(w, http.StatusOK, out.Response)
+	}
+	defer out.Stream.Close()
+	return e.stream(w, r, out.Stream)
+}
+
+// stream writes a streamed answer as server-sent events, the way OpenAI
+// does: one "data:" event per chunk, "data: [DONE]" at the end. A failure
+// after the first event can only be told in the stream: an event carrying
+// an "error" object, as OpenAI sends.
+func (e *Edge) stream(w http.ResponseWriter, r *http.Request, s *pipeline.ChatStream) error {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	for {
+		c, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			e.logger.DebugContext(r.Context(), "stream ended with an error", "err", err)
+			_ = writeEvent(w, streamError(r, err))
+			break
+		}
+		if err := writeEvent(w, c); err != nil {
+			return nil // the agent went away; Close settles and audits
+		}
+		_ = rc.Flush()
+	}
+	_, _ = io.WriteString(w, "data: [DONE]\n\n")
+	_ = rc.Flush()
+	return nil
+}
+
+func writeEvent(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 0, len(b)+8)
+	buf = append(buf, "data: "...)
+	buf = append(buf, b...)
+	buf = append(buf, "\n\n"...)
+	_, err = w.Write(buf)
+	return err
+}
+
+// streamError is the error event that ends a broken stream.
+func streamError(r *http.Request, err error) any {
+	var pe *problem.Error
+	if !errors.As(err, &pe) {
+		pe = problem.New(http.StatusBadGateway, problem.UpstreamError, "the stream failed")
+	}
+	type body struct {
+		Message   string `json:"message"`
+		Type      string `json:"type"`
+		Code      string `json:"code"`
+		RequestID string `json:"request_id,omitempty"`
+		AuditID   string `json:"audit_id,omitempty"`
+	}
+	return map[string]body{"error": {Message: pe.Detail, Type: pe.Code, Code: pe.Code, RequestID: telemetry.RequestID(r.Context()), AuditID: pe.AuditID}}
+}
+
+func (e *Edge) embeddings(w http.ResponseWriter, r *http.Request) error {
+	var req llm.EmbeddingRequest
+	if err := readJSON(w, r, &req); err != nil {
+		return err
+	}
+	switch {
+	case req.Model == "":
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "model: required")
+	case len(req.Input) == 0:
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "input: required")
+	}
+	out, err := e.gw.Embed(r.Context(), e.action(r), &req)
+	if err != nil {
+		return err
+	}
+	w.Header().Set(TargetHeader, out.Target)
+	w.Header().Set(AuditHeader, out.AuditID)
+	return problem.WriteCompactJSON(w, http.StatusOK, out.Response)
+}
+
+// modelObject is one entry of GET /openai/v1/models.
+type modelObject struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+func toObject(m *llm.Model) modelObject {
+	return modelObject{ID: m.Name, Object: "model", Created: created, OwnedBy: "corral"}
+}
+
+// created is a fixed date for the models' "created": a Model resource's
+// age says nothing about the model.
+var created = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+
+// visible lists the models the caller may use.
+func (e *Edge) visible(r *http.Request) ([]*llm.Model, error) {
+	c, err := e.gw.Authenticate(identity.BearerToken(r))
+	if err != nil {
+		return nil, err
+	}
+	return e.gw.ModelList(r.Context(), c)
+}
+
+func (e *Edge) models(w http.ResponseWriter, r *http.Request) error {
+	models, err := e.visible(r)
+	if err != nil {
+		return err
+	}
+	data := make([]modelObject, len(models))
+	for i, m := range models {
+		data[i] = toObject(m)
+	}
+	return problem.WriteCompactJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+}
+
+func (e *Edge) model(w http.ResponseWriter, r *http.Request) error {
+	models, err := e.visible(r)
+	if err != nil {
+		return err
+	}
+	name := r.PathValue("model")
+	for _, m := range models {
+		if m.Name == name {
+			return problem.WriteCompactJSON(w, http.StatusOK, toObject(m))
+		}
+	}
+	return problem.New(http.StatusNotFound, problem.ModelNotFound, "no model named "+name+" that this agent may use")
+}

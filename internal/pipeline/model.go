@@ -1,0 +1,457 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/corral-dev/corral/internal/audit"
+	"github.com/corral-dev/corral/internal/budget"
+	"github.com/corral-dev/corral/internal/llm"
+	"github.com/corral-dev/corral/internal/policy"
+	"github.com/corral-dev/corral/internal/problem"
+)
+
+// Models finds models and plans calls over routes.
+type Models interface {
+	Lookup(name string) (*llm.Model, bool)
+	List() []*llm.Model
+	Plan(m *llm.Model, pick func(n int) int) (llm.Plan, error)
+	Candidates(m *llm.Model) []*llm.Model
+}
+
+// Budgets reserves a call's worst case on every budget that covers it.
+type Budgets interface {
+	Reserve(ctx context.Context, s budget.Subject, worst budget.Usage) (*budget.Reservation, error)
+}
+
+// ChatOutcome is an allowed model call's answer: Response for a plain call,
+// Stream for a streamed one.
+type ChatOutcome struct {
+	// AuditID names the call's audit record; for a stream it is known only
+	// once the stream has ended (ChatStream.AuditID).
+	AuditID string
+	// Target is the concrete model that answered.
+	Target   string
+	Response *llm.ChatResponse
+	Stream   *ChatStream
+}
+
+// EmbedOutcome is an allowed embeddings call's answer.
+type EmbedOutcome struct {
+	AuditID  string
+	Target   string
+	Response *llm.EmbeddingResponse
+}
+
+// modelCall is what the stages before the provider learned about a call.
+type modelCall struct {
+	caller      Caller
+	model       *llm.Model
+	plan        llm.Plan
+	obligations redactObligation
+	reservation *budget.Reservation
+	subject     budget.Subject
+}
+
+// Chat runs a chat completion through every stage: authenticate, kill
+// switch, scope, policy, budget, then each planned target in turn with the
+// prompt redacted for it, falling back on failures a retry elsewhere may
+// cure, and the answer restored. A streamed call's audit record is written
+// when its stream ends.
+func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (out *ChatOutcome, err error) {
+	start := p.now()
+	rec := &audit.Record{
+		Time: start.UTC(), Kind: "model", Target: truncate(req.Model, 256), Edge: a.Edge, RequestID: a.RequestID,
+		Model: &audit.ModelCall{Stream: req.Stream},
+	}
+	var mc *modelCall
+	defer func() {
+		if out != nil && out.Stream != nil {
+			return // the stream finishes the record
+		}
+		if mc != nil && err != nil {
+			mc.settleFailed(ctx, p, rec)
+		}
+		var auditID string
+		auditID, err = p.finishRecord(ctx, rec, start, err)
+		if out != nil {
+			out.AuditID = auditID
+		}
+	}()
+
+	mc, err = p.prepareModel(ctx, rec, a, req.Model, chatArguments(req), p.worstChat(req))
+	if err != nil {
+		return nil, err
+	}
+	if p.auditDown.Load() {
+		return nil, problem.New(http.StatusServiceUnavailable, problem.AuditUnavailable, "the audit log cannot be written; corral acts on nothing it cannot record")
+	}
+	if req.Stream {
+		return p.chatStream(ctx, rec, start, mc, req)
+	}
+	for i, target := range mc.plan.Attempts {
+		sess, err := p.session(target, mc.obligations, rec.Model)
+		if err != nil {
+			return nil, err
+		}
+		preq := redactRequest(req, sess)
+		noteRedactions(rec.Model, sess)
+		resp, err := target.Provider.Chat(ctx, preq)
+		if err != nil {
+			rec.Model.Attempts = append(rec.Model.Attempts, target.Name+": "+attemptError(err))
+			if llm.Retryable(err) && i < len(mc.plan.Attempts)-1 {
+				continue
+			}
+			return nil, modelProblem(target.Name, err)
+		}
+		restoreResponse(resp, sess)
+		resp.Model = mc.model.Name
+		usage, estimated := responseUsage(resp, preq)
+		p.settle(ctx, rec, mc, target, usage, estimated)
+		if len(resp.Choices) > 0 {
+			rec.Model.FinishReason = resp.Choices[0].FinishReason
+		}
+		p.shadow(ctx, mc, req, target.Name, resp)
+		return &ChatOutcome{Target: target.Name, Response: resp}, nil
+	}
+	return nil, problem.New(http.StatusServiceUnavailable, problem.UpstreamUnavailable, "model "+mc.model.Name+" has no target to call")
+}
+
+// Embed runs an embeddings call through the same stages as Chat. Inputs are
+// redacted for the target (placeholders stay: there is nothing to restore).
+func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingRequest) (out *EmbedOutcome, err error) {
+	start := p.now()
+	rec := &audit.Record{
+		Time: start.UTC(), Kind: "model", Target: truncate(req.Model, 256), Edge: a.Edge, RequestID: a.RequestID,
+		Model: &audit.ModelCall{}, Event: "embeddings",
+	}
+	var mc *modelCall
+	defer func() {
+		if mc != nil && err != nil {
+			mc.settleFailed(ctx, p, rec)
+		}
+		var auditID string
+		auditID, err = p.finishRecord(ctx, rec, start, err)
+		if out != nil {
+			out.AuditID = auditID
+		}
+	}()
+	inputs, err := embeddingInputs(req.Input)
+	if err != nil {
+		return nil, err
+	}
+	tokens := 0
+	for _, s := range inputs {
+		tokens += llm.EstimateTokens(s)
+	}
+	mc, err = p.prepareModel(ctx, rec, a, req.Model, map[string]any{"embeddings": true}, func(cands []*llm.Model) budget.Usage {
+		return worstUsage(cands, tokens, 0)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if p.auditDown.Load() {
+		return nil, problem.New(http.StatusServiceUnavailable, problem.AuditUnavailable, "the audit log cannot be written; corral acts on nothing it cannot record")
+	}
+	for i, target := range mc.plan.Attempts {
+		sess, err := p.session(target, mc.obligations, rec.Model)
+		if err != nil {
+			return nil, err
+		}
+		preq := *req
+		preq.Input = redactInputs(req.Input, inputs, sess)
+		noteRedactions(rec.Model, sess)
+		resp, err := target.Provider.Embed(ctx, &preq)
+		if err != nil {
+			rec.Model.Attempts = append(rec.Model.Attempts, target.Name+": "+attemptError(err))
+			if llm.Retryable(err) && i < len(mc.plan.Attempts)-1 {
+				continue
+			}
+			return nil, modelProblem(target.Name, err)
+		}
+		resp.Model = mc.model.Name
+		usage, estimated := llm.Usage{PromptTokens: tokens, TotalTokens: tokens}, true
+		if resp.Usage != nil {
+			usage, estimated = *resp.Usage, false
+		}
+		p.settle(ctx, rec, mc, target, usage, estimated)
+		return &EmbedOutcome{Target: target.Name, Response: resp}, nil
+	}
+	return nil, problem.New(http.StatusServiceUnavailable, problem.UpstreamUnavailable, "model "+mc.model.Name+" has no target to call")
+}
+
+// prepareModel runs the stages before a model is called: authenticate,
+// kill switch, the model's existence, scope, policy and budget.
+func (p *Pipeline) prepareModel(ctx context.Context, rec *audit.Record, a Action, name string, args map[string]any,
+	worst func([]*llm.Model) budget.Usage) (*modelCall, error) {
+	caller, err := p.Authenticate(a.Credential)
+	if err != nil {
+		return nil, err
+	}
+	noteCaller(rec, caller)
+	if err := p.checkKill(caller); err != nil {
+		return nil, err
+	}
+	agent, err := p.agent(caller)
+	if err != nil {
+		return nil, err
+	}
+	if p.Models == nil {
+		return nil, problem.New(http.StatusNotFound, problem.ModelNotFound, "this corral serves no models")
+	}
+	m, ok := p.Models.Lookup(name)
+	if !ok {
+		return nil, problem.New(http.StatusNotFound, problem.ModelNotFound, "no model named "+name+" (GET /openai/v1/models lists the ones this agent may use)")
+	}
+	if err := inScope(caller, "model", m.Name); err != nil {
+		return nil, err
+	}
+	plan, err := p.Models.Plan(m, rand.IntN)
+	if err != nil {
+		return nil, problem.Wrap(http.StatusServiceUnavailable, problem.UpstreamUnavailable, err.Error(), err)
+	}
+	cands := p.Models.Candidates(m)
+	d, err := p.decide(ctx, rec, p.modelInput(caller, agent, m, cands, args))
+	if err != nil {
+		return nil, err
+	}
+	obl, err := redactObligations(d.Obligations)
+	if err != nil {
+		return nil, problem.Wrap(http.StatusForbidden, problem.PolicyError, "policy's redact obligation is invalid, so the call is denied: "+err.Error(), err)
+	}
+	mc := &modelCall{caller: caller, model: m, plan: plan, obligations: obl}
+	mc.subject = budget.Subject{Kind: "model", Agent: caller.Agent, Task: rec.Task, Models: modelNames(m, cands)}
+	if caller.Principal != nil {
+		mc.subject.Principal = caller.Principal.Subject
+	}
+	if p.Budgets != nil {
+		mc.reservation, err = p.Budgets.Reserve(ctx, mc.subject, worst(cands))
+		if err != nil {
+			return nil, budgetProblem(err)
+		}
+	}
+	return mc, nil
+}
+
+// modelInput is the policy input for a model call.
+func (p *Pipeline) modelInput(c Caller, agent *agentCache, m *llm.Model, cands []*llm.Model, args map[string]any) *policy.Input {
+	in := &policy.Input{
+		Action: policy.Action{Kind: policy.KindModel, Target: m.Name, Arguments: args},
+		Agent:  policy.Agent{Name: c.Agent, Labels: agent.labels, Tools: agent.spec.Tools, Models: agent.spec.Models},
+		Model:  &policy.Model{Name: m.Name, Provider: m.Spec.Provider, Region: m.Spec.Region},
+		Time:   p.now().UTC().Format(time.RFC3339Nano),
+	}
+	if m.IsRoute() {
+		for _, t := range cands {
+			in.Model.Targets = append(in.Model.Targets, policy.Model{Name: t.Name, Provider: t.Spec.Provider, Region: t.Spec.Region})
+		}
+	}
+	if c.Principal != nil {
+		in.Principal = &policy.Principal{Sub: c.Principal.Subject, Issuer: c.Principal.Issuer, Groups: c.Principal.Groups, Roles: c.Principal.Roles}
+	}
+	if c.Token != nil && c.Token.Task != "" {
+		in.Task = &policy.Task{ID: c.Token.Task}
+	}
+	return in
+}
+
+// ModelList returns the models the caller may use, for GET /openai/v1/models:
+// those in its token's scope that policy could allow.
+func (p *Pipeline) ModelList(ctx context.Context, c Caller) ([]*llm.Model, error) {
+	agent, err := p.agent(c)
+	if err != nil {
+		return nil, err
+	}
+	if p.Models == nil {
+		return nil, nil
+	}
+	engine := p.Policy.Engine()
+	var out []*llm.Model
+	for _, m := range p.Models.List() {
+		if inScope(c, "model", m.Name) != nil {
+			continue
+		}
+		visible, err := engine.Visible(ctx, p.modelInput(c, agent, m, p.Models.Candidates(m), nil))
+		if err != nil {
+			p.Metrics.policyError()
+			p.logger.WarnContext(ctx, "policy cannot say whether a model is visible; hiding it", "model", m.Name, "agent", c.Agent, "err", err)
+			continue
+		}
+		if visible {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// worstChat is the chat call's worst case for budgets: the estimated prompt
+// plus the most output the request (or the models) allow.
+func (p *Pipeline) worstChat(req *llm.ChatRequest) func([]*llm.Model) budget.Usage {
+	return func(cands []*llm.Model) budget.Usage {
+		out := 0
+		switch {
+		case req.MaxCompletionTokens != nil:
+			out = *req.MaxCompletionTokens
+		case req.MaxTokens != nil:
+			out = *req.MaxTokens
+		default:
+			for _, m := range cands {
+				out = max(out, m.Spec.MaxOutputOrDefault())
+			}
+		}
+		return worstUsage(cands, llm.EstimatePrompt(req), out)
+	}
+}
+
+// worstUsage prices a call at the dearest model it may reach.
+func worstUsage(cands []*llm.Model, in, out int) budget.Usage {
+	u := budget.Usage{Tokens: int64(in + out), Calls: 1}
+	for _, m := range cands {
+		u.Cost = max(u.Cost, cost(m, in, out))
+	}
+	return u
+}
+
+// cost is what in and out tokens cost at m's prices.
+func cost(m *llm.Model, in, out int) float64 {
+	if m.Spec.Pricing == nil {
+		return 0
+	}
+	return (float64(in)*m.Spec.Pricing.InputPerMTok + float64(out)*m.Spec.Pricing.OutputPerMTok) / 1e6
+}
+
+// settle charges what the call used and notes it in the audit record.
+func (p *Pipeline) settle(ctx context.Context, rec *audit.Record, mc *modelCall, target *llm.Model, u llm.Usage, estimated bool) {
+	c := cost(target, u.PromptTokens, u.CompletionTokens)
+	rec.Source = target.Name
+	rec.Model.Target = target.Name
+	rec.Model.PromptTokens, rec.Model.CompletionTokens, rec.Model.Estimated = u.PromptTokens, u.CompletionTokens, estimated
+	rec.Model.Cost = c
+	p.Metrics.modelUsage(rec.Agent, target.Name, u.PromptTokens, u.CompletionTokens, c)
+	total := u.TotalTokens
+	if total == 0 {
+		total = u.PromptTokens + u.CompletionTokens
+	}
+	if err := mc.reservation.Settle(context.WithoutCancel(ctx), budget.Usage{Tokens: int64(total), Cost: c, Calls: 1}); err != nil {
+		p.logger.ErrorContext(ctx, "settling budgets; the worst case stays charged", "model", target.Name, "err", err)
+	}
+	mc.reservation = nil
+}
+
+// settleFailed charges a call that failed: the call counts, the tokens do
+// not (providers do not bill failed calls).
+func (mc *modelCall) settleFailed(ctx context.Context, p *Pipeline, rec *audit.Record) {
+	if mc.reservation == nil {
+		return
+	}
+	if err := mc.reservation.Settle(context.WithoutCancel(ctx), budget.Usage{Calls: 1}); err != nil {
+		p.logger.ErrorContext(ctx, "settling budgets; the worst case stays charged", "model", rec.Target, "err", err)
+	}
+	mc.reservation = nil
+}
+
+// responseUsage is the provider's usage, or an estimate when it sent none.
+func responseUsage(resp *llm.ChatResponse, req *llm.ChatRequest) (llm.Usage, bool) {
+	if resp.Usage != nil {
+		return *resp.Usage, false
+	}
+	u := llm.Usage{PromptTokens: llm.EstimatePrompt(req)}
+	for _, c := range resp.Choices {
+		if c.Message.Content != nil {
+			u.CompletionTokens += llm.EstimateTokens(c.Message.Content.Text)
+			for _, part := range c.Message.Content.Parts {
+				u.CompletionTokens += llm.EstimateTokens(part.Text)
+			}
+		}
+		for _, tc := range c.Message.ToolCalls {
+			u.CompletionTokens += llm.EstimateTokens(tc.Function.Name + tc.Function.Arguments)
+		}
+	}
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	return u, true
+}
+
+// modelNames are the names a budget's model scope may match: the model
+// asked for and every model the call may reach.
+func modelNames(m *llm.Model, cands []*llm.Model) []string {
+	out := []string{m.Name}
+	for _, c := range cands {
+		if c.Name != m.Name {
+			out = append(out, c.Name)
+		}
+	}
+	return out
+}
+
+// chatArguments is what policy sees of a chat request: not the prompt, but
+// its shape and which kinds of personal data it carries.
+func chatArguments(req *llm.ChatRequest) map[string]any {
+	tools := make([]any, len(req.Tools))
+	for i, t := range req.Tools {
+		tools[i] = t.Function.Name
+	}
+	args := map[string]any{"stream": req.Stream, "tools": tools, "messages": len(req.Messages)}
+	if req.MaxCompletionTokens != nil {
+		args["max_tokens"] = *req.MaxCompletionTokens
+	} else if req.MaxTokens != nil {
+		args["max_tokens"] = *req.MaxTokens
+	}
+	return args
+}
+
+// attemptError says briefly why a target failed, for the audit.
+func attemptError(err error) string {
+	var pe *llm.ProviderError
+	switch {
+	case errors.As(err, &pe) && pe.Status != 0:
+		return fmt.Sprintf("HTTP %d", pe.Status)
+	case errors.Is(err, llm.ErrTimeout):
+		return "time-out"
+	case errors.Is(err, llm.ErrConnection):
+		return "connection failed"
+	}
+	return "failed"
+}
+
+// modelProblem maps a provider's failure to the pipeline's codes.
+func modelProblem(model string, err error) error {
+	var pe *llm.ProviderError
+	switch {
+	case errors.Is(err, llm.ErrTimeout):
+		return problem.Wrap(http.StatusGatewayTimeout, problem.UpstreamTimeout, "model "+model+" did not answer in time", err)
+	case errors.Is(err, llm.ErrConnection):
+		return problem.Wrap(http.StatusServiceUnavailable, problem.UpstreamUnavailable, "model "+model+" cannot be reached", err)
+	case errors.Is(err, llm.ErrUnsupported):
+		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, "model "+model+": "+err.Error(), err)
+	case errors.Is(err, llm.ErrBadRequest):
+		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, "model "+model+": "+err.Error(), err)
+	case errors.Is(err, llm.ErrInvalidAnswer):
+		return problem.Wrap(http.StatusBadGateway, problem.UpstreamInvalid, "model "+model+"'s answer is invalid", err)
+	case errors.As(err, &pe) && pe.Status == http.StatusTooManyRequests:
+		e := problem.Wrap(http.StatusTooManyRequests, problem.UpstreamUnavailable, "model "+model+" is rate limited by its provider", err)
+		e.RetryAfter = pe.RetryAfter
+		return e
+	case errors.As(err, &pe) && pe.Status >= 400 && pe.Status < 500:
+		// The provider refused the request itself (a context too long, a bad
+		// parameter): its message helps the agent fix it.
+		return problem.Wrap(http.StatusBadGateway, problem.UpstreamError, "model "+model+" refused the request: "+truncate(pe.Message, 512), err)
+	}
+	return problem.Wrap(http.StatusBadGateway, problem.UpstreamError, "model "+model+" failed", err)
+}
+
+// budgetProblem turns a budget's refusal into a 429 naming the budget.
+func budgetProblem(err error) error {
+	var ex *budget.Exceeded
+	if !errors.As(err, &ex) {
+		return problem.Wrap(http.StatusServiceUnavailable, problem.Internal, "budgets are unavailable, so the call is refused", err)
+	}
+	e := problem.Wrap(http.StatusTooManyRequests, problem.BudgetExceeded, ex.Error(), err)
+	if !ex.ResetAt.IsZero() {
+		e.RetryAfter = time.Until(ex.ResetAt)
+	}
+	return e
+}

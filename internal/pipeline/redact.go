@@ -1,0 +1,229 @@
+package pipeline
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/corral-dev/corral/internal/audit"
+	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/llm"
+	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/redact"
+)
+
+// redactObligation is what policy asked of redaction for one call, through
+// the obligation "redact": a mode ("mask", "reversible") that overrides the
+// model's, and patterns added to the model's.
+type redactObligation struct {
+	mode     redact.Mode
+	patterns []config.RedactPattern
+}
+
+// redactObligations reads obligations.redact: a mode string, or an object
+// {"mode": ..., "patterns": [{"name": ..., "regex": ...}]}.
+func redactObligations(obligations map[string]any) (redactObligation, error) {
+	var o redactObligation
+	v, ok := obligations["redact"]
+	if !ok {
+		return o, nil
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return o, err
+	}
+	var mode string
+	if json.Unmarshal(raw, &mode) == nil {
+		o.mode = redact.Mode(mode)
+	} else {
+		var spec struct {
+			Mode     string                 `json:"mode"`
+			Patterns []config.RedactPattern `json:"patterns"`
+		}
+		if err := json.Unmarshal(raw, &spec); err != nil {
+			return o, fmt.Errorf("redact: want a mode or {mode, patterns}: %w", err)
+		}
+		o.mode, o.patterns = redact.Mode(spec.Mode), spec.Patterns
+	}
+	switch o.mode {
+	case "", redact.Off, redact.Mask, redact.Reversible:
+	default:
+		return o, fmt.Errorf("redact: mode %q: want off, mask or reversible", o.mode)
+	}
+	return o, nil
+}
+
+// redactorKey names a redactor built for a model revision and the
+// patterns policy added.
+type redactorKey struct {
+	model    string
+	revision uint64
+	extra    string
+}
+
+// maxRedactors bounds the redactor cache; past it, it starts again.
+const maxRedactors = 1024
+
+// session starts the redaction of one call to target: the model's mode
+// unless policy set one, the built-in detectors plus the model's and
+// policy's patterns. Its counts go to the audit record.
+func (p *Pipeline) session(target *llm.Model, o redactObligation, rec *audit.ModelCall) (*redact.Session, error) {
+	mode := redact.Mode(target.Spec.RedactOrDefault())
+	if o.mode != "" {
+		mode = o.mode
+	}
+	if mode == redact.Off {
+		return nil, nil
+	}
+	r, err := p.redactor(target, o.patterns)
+	if err != nil {
+		return nil, err
+	}
+	s := r.NewSession(mode)
+	rec.Redacted = nil
+	return s, nil
+}
+
+func (p *Pipeline) redactor(target *llm.Model, extra []config.RedactPattern) (*redact.Redactor, error) {
+	key := redactorKey{model: target.Name, revision: target.Revision}
+	if len(extra) > 0 {
+		b, _ := json.Marshal(extra)
+		key.extra = string(b)
+	}
+	if r, ok := p.redactors.Load(key); ok {
+		return r.(*redact.Redactor), nil
+	}
+	r, err := redact.New(slices.Concat(target.Spec.Patterns, extra))
+	if err != nil {
+		return nil, problem.Wrap(http.StatusInternalServerError, problem.Internal, "model "+target.Name+": the redaction patterns do not compile", err)
+	}
+	n := 0
+	p.redactors.Range(func(any, any) bool { n++; return n < maxRedactors })
+	if n >= maxRedactors {
+		p.redactors.Clear()
+	}
+	p.redactors.Store(key, r)
+	return r, nil
+}
+
+// noteRedactions copies a session's counts into the audit record.
+func noteRedactions(rec *audit.ModelCall, s *redact.Session) {
+	if s == nil {
+		return
+	}
+	counts := s.Counts()
+	if len(counts) == 0 {
+		return
+	}
+	rec.Redacted = make(map[string]int, len(counts))
+	for t, n := range counts {
+		rec.Redacted[string(t)] = n
+	}
+}
+
+// redactRequest returns a copy of req with personal data in every message's
+// text and every tool call's arguments replaced. The original is kept: a
+// fallback target may redact differently.
+func redactRequest(req *llm.ChatRequest, s *redact.Session) *llm.ChatRequest {
+	out := *req
+	if s == nil {
+		return &out
+	}
+	out.Messages = make([]llm.Message, len(req.Messages))
+	for i, m := range req.Messages {
+		if m.Content != nil {
+			c := llm.Content{Text: s.Redact(m.Content.Text)}
+			if m.Content.Parts != nil {
+				c.Parts = make([]llm.ContentPart, len(m.Content.Parts))
+				for j, part := range m.Content.Parts {
+					if part.Type == "text" {
+						part.Text = s.Redact(part.Text)
+					}
+					c.Parts[j] = part
+				}
+			}
+			m.Content = &c
+		}
+		if m.ToolCalls != nil {
+			calls := make([]llm.ToolCall, len(m.ToolCalls))
+			for j, tc := range m.ToolCalls {
+				tc.Function.Arguments = redactArguments(s, tc.Function.Arguments)
+				calls[j] = tc
+			}
+			m.ToolCalls = calls
+		}
+		out.Messages[i] = m
+	}
+	return &out
+}
+
+// redactArguments redacts inside a tool call's JSON arguments, or, when
+// they are not JSON, as text.
+func redactArguments(s *redact.Session, args string) string {
+	if b, err := s.RedactJSON([]byte(args)); err == nil {
+		return string(b)
+	}
+	return s.Redact(args)
+}
+
+// restoreArguments puts the values back into a tool call's arguments.
+func restoreArguments(s *redact.Session, args string) string {
+	if b, err := s.RestoreJSON([]byte(args)); err == nil {
+		return string(b)
+	}
+	return s.Restore(args)
+}
+
+// restoreResponse puts the redacted values back into the answer.
+func restoreResponse(resp *llm.ChatResponse, s *redact.Session) {
+	if s == nil {
+		return
+	}
+	for i := range resp.Choices {
+		m := &resp.Choices[i].Message
+		if m.Content != nil {
+			m.Content.Text = s.Restore(m.Content.Text)
+			for j := range m.Content.Parts {
+				m.Content.Parts[j].Text = s.Restore(m.Content.Parts[j].Text)
+			}
+		}
+		for j := range m.ToolCalls {
+			m.ToolCalls[j].Function.Arguments = restoreArguments(s, m.ToolCalls[j].Function.Arguments)
+		}
+	}
+}
+
+// embeddingInputs reads the texts of an embeddings request: a string or a
+// list of strings (token arrays carry no text to redact, and are refused).
+func embeddingInputs(raw json.RawMessage) ([]string, error) {
+	var one string
+	if err := json.Unmarshal(raw, &one); err == nil {
+		return []string{one}, nil
+	}
+	var many []string
+	if err := json.Unmarshal(raw, &many); err == nil && len(many) > 0 {
+		return many, nil
+	}
+	return nil, problem.New(http.StatusBadRequest, problem.InvalidRequest, "input: want a string or a non-empty list of strings (corral does not accept token arrays: it cannot redact them)")
+}
+
+// redactInputs returns the embeddings input with personal data replaced,
+// in the form it came in.
+func redactInputs(raw json.RawMessage, inputs []string, s *redact.Session) json.RawMessage {
+	if s == nil {
+		return raw
+	}
+	out := make([]string, len(inputs))
+	for i, in := range inputs {
+		out[i] = s.Redact(in)
+	}
+	var b []byte
+	if strings.HasPrefix(strings.TrimSpace(string(raw)), "[") {
+		b, _ = json.Marshal(out)
+	} else {
+		b, _ = json.Marshal(out[0])
+	}
+	return b
+}

@@ -1,0 +1,288 @@
+package redact
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/corral-dev/corral/internal/config"
+)
+
+// findCase is a text and what Find should report in it, as "TYPE value".
+type findCase struct {
+	name string
+	text string
+	want []string
+}
+
+// findCases are the detector tables; FuzzFind is seeded with them.
+var findCases = map[Type][]findCase{
+	Email: {
+		{"plain", "write to bob@example.com today", []string{"EMAIL bob@example.com"}},
+		{"plus tag and subdomains", "bob.smith+tag@mail.example.co.uk", []string{"EMAIL bob.smith+tag@mail.example.co.uk"}},
+		{"in angle brackets", "Bob <bob_s@example.io>", []string{"EMAIL bob_s@example.io"}},
+		{"full stop after", "mail x-y@sub.example.com.", []string{"EMAIL x-y@sub.example.com"}},
+		{"full stop before", "done.bob@example.com", []string{"EMAIL done.bob@example.com"}},
+		{"punycode", "user@xn--80ak6aa92e.com and a@xn--d1acufc.xn--p1ai", []string{"EMAIL user@xn--80ak6aa92e.com", "EMAIL a@xn--d1acufc.xn--p1ai"}},
+		{"two", "a@b.io, c@d.org", []string{"EMAIL a@b.io", "EMAIL c@d.org"}},
+		{"no domain dot", "a@localhost", nil},
+		{"one-letter tld", "a@b.c", nil},
+		{"numeric tld", "a@b.123", nil},
+		{"nothing before", "@example.com", nil},
+		{"double dot", "a..b@example.com", []string{}},
+		{"dot before at", "foo.@example.com", nil},
+		{"hyphen label", "user@-example.com", nil},
+		{"trailing dot only", "my email is info@presidio.", nil},
+		{"handle", "ping @bob on slack", nil},
+		{"no at", "this is not an email: hello-world here", nil},
+	},
+	Phone: {
+		{"E.164 spaced", "call +1 415 555 0132 now", []string{"PHONE +1 415 555 0132"}},
+		{"E.164 compact", "+4930123456", []string{"PHONE +4930123456"}},
+		{"E.164 parenthesised area", "+44 (20) 7123 4567", []string{"PHONE +44 (20) 7123 4567"}},
+		{"E.164 dashes", "+1-415-555-0132.", []string{"PHONE +1-415-555-0132"}},
+		{"US parentheses", "(555) 123-4567", []string{"PHONE (555) 123-4567"}},
+		{"US dashes", "tel: 555-123-4567", []string{"PHONE 555-123-4567"}},
+		{"US dots", "415.555.0132", []string{"PHONE 415.555.0132"}},
+		{"US with 1", "1-800-555-0132", []string{"PHONE 1-800-555-0132"}},
+		{"UK", "020 7123 4567", []string{"PHONE 020 7123 4567"}},
+		{"UK mobile", "07700 900123", []string{"PHONE 07700 900123"}},
+		{"DE", "030 1234567", []string{"PHONE 030 1234567"}},
+		{"FR", "01 42 68 53 00", []string{"PHONE 01 42 68 53 00"}},
+		{"JP", "090-1234-5678", []string{"PHONE 090-1234-5678"}},
+		{"date", "on 2024-01-15", nil},
+		{"dotted date", "on 15.01.2024", nil},
+		{"order number", "order 2024-556677", nil},
+		{"bare digits", "order 4155550132", nil},
+		{"area code 1", "123-456-7890", nil},
+		{"too short", "+49 301", nil},
+		{"version", "1.2.3.4.5", nil},
+		{"time", "at 10:30", nil},
+		{"glued", "is415-555-0132", nil},
+		{"zero-padded blocks", "0440 1162 44", nil},
+		{"MAC", "01-23-45-67-89-AB", nil},
+	},
+	Card: {
+		{"visa grouped", "card 4111 1111 1111 1111 exp 12/29", []string{"CARD 4111 1111 1111 1111"}},
+		{"visa dashes", "4111-1111-1111-1111", []string{"CARD 4111-1111-1111-1111"}},
+		{"visa plain", "4012888888881881", []string{"CARD 4012888888881881"}},
+		{"amex", "378282246310005", []string{"CARD 378282246310005"}},
+		{"amex grouped", "3782 822463 10005", []string{"CARD 3782 822463 10005"}},
+		{"mastercard", "5105105105105100", []string{"CARD 5105105105105100"}},
+		{"mastercard 2-series", "2223003122003222", []string{"CARD 2223003122003222"}},
+		{"discover", "6011111111111117", []string{"CARD 6011111111111117"}},
+		{"jcb", "3530111333300000", []string{"CARD 3530111333300000"}},
+		{"diners", "30569309025904", []string{"CARD 30569309025904"}},
+		{"unionpay", "6200000000000005", []string{"CARD 6200000000000005"}},
+		{"after a number", "ref 12 4111 1111 1111 1111", []string{"CARD 4111 1111 1111 1111"}},
+		{"three cards", "4012888888881881 4012-8888-8888-1881 4012 8888 8888 1881", []string{"CARD 4012888888881881", "CARD 4012-8888-8888-1881", "CARD 4012 8888 8888 1881"}},
+		{"invalid Luhn", "4111 1111 1111 1112", nil},
+		{"unknown issuer", "1234567812345670", nil},
+		{"wrong length for issuer", "4111111111111111111", nil},
+		{"mixed separators", "4111-1111 1111-1111", nil},
+		{"longer number", "41111111111111111111", nil},
+		{"decimal", "4111111111111111.5", nil},
+		{"glued", "x4111111111111111", nil},
+		{"after plus", "+4111111111111111", nil},
+	},
+	IBAN: {
+		{"DE grouped", "IBAN DE89 3704 0044 0532 0130 00.", []string{"IBAN DE89 3704 0044 0532 0130 00"}},
+		{"GB compact", "GB29NWBK60161331926819", []string{"IBAN GB29NWBK60161331926819"}},
+		{"FR dashes", "FR14-2004-1010-0505-0001-3M02-606", []string{"IBAN FR14-2004-1010-0505-0001-3M02-606"}},
+		{"NO shortest", "NO93 8601 1117 947", []string{"IBAN NO93 8601 1117 947"}},
+		{"word after group", "VG96 VPVG 0000 0123 4567 8901 X", []string{"IBAN VG96 VPVG 0000 0123 4567 8901"}},
+		{"bad mod-97", "DE89 3704 0044 0532 0130 01", nil},
+		{"too short", "DE89 3704 0044 0532 0130", nil},
+		{"too long", "DE8937040044053201300012", nil},
+		{"unknown country", "XX89370400440532013000", nil},
+		{"lower case", "de89370400440532013000", nil},
+		{"bad grouping", "DE89 370 40044 0532 0130 00", nil},
+		{"slashes", "AL47/2121/1009/0000/0002/3569/8741", nil},
+	},
+	SSN: {
+		{"dashes", "SSN 078-05-1123.", []string{"SSN 078-05-1123"}},
+		{"spaces", "078 05 1123", []string{"SSN 078 05 1123"}},
+		{"dots", "078.05.1123", []string{"SSN 078.05.1123"}},
+		{"plain", "078051123", []string{"SSN 078051123"}},
+		{"half dashed", "078-051123 and 07805-1123", []string{"SSN 078-051123", "SSN 07805-1123"}},
+		{"area 000", "000-12-3456", nil},
+		{"area 666", "666-12-3456", nil},
+		{"area 9xx", "900-12-3456", nil},
+		{"group 00", "123-00-4567", nil},
+		{"serial 0000", "123-45-0000", nil},
+		{"voided", "078-05-1120", nil},
+		{"mixed separators", "078-05.1123", nil},
+		{"longer number", "078-05-1123-4", nil},
+		{"ten digits", "0780511231", nil},
+		{"ZIP+4", "Springfield, IL 62704-1234", nil},
+		{"date", "1999-05-1234", nil},
+	},
+	IP: {
+		{"v4", "host 192.168.0.1 up", []string{"IP 192.168.0.1"}},
+		{"v4 with port", "10.0.0.1:8080", []string{"IP 10.0.0.1"}},
+		{"v4 full stop", "IP: 192.168.1.1.", []string{"IP 192.168.1.1"}},
+		{"v4 zeros", "0.0.0.0 and 255.255.255.255", []string{"IP 0.0.0.0", "IP 255.255.255.255"}},
+		{"v6", "2001:db8::1", []string{"IP 2001:db8::1"}},
+		{"v6 full", "2345:0425:2CA1:0000:0000:0567:5673:23b5", []string{"IP 2345:0425:2CA1:0000:0000:0567:5673:23b5"}},
+		{"v6 zone", "fe80::1%eth0", []string{"IP fe80::1%eth0"}},
+		{"v6 bracketed", "[::1]:80", []string{"IP ::1"}},
+		{"v6 mapped v4", "::ffff:192.0.2.1", []string{"IP ::ffff:192.0.2.1"}},
+		{"v6 embedded v4", "2001:db8::10.0.0.1", []string{"IP 2001:db8::10.0.0.1"}},
+		{"v6 unspecified", "src=:: dst=::1", []string{"IP ::", "IP ::1"}},
+		{"v6 full stop", "via 2001:db8::1.", []string{"IP 2001:db8::1"}},
+		{"v6 trailing colon", ": ::f: ::f:", []string{"IP ::f", "IP ::f"}},
+		{"octet too big", "999.1.1.1", nil},
+		{"version", "1.2.3.4.5", nil},
+		{"windows build", "version 10.0.19041.1", nil},
+		{"three octets", "192.168.1", nil},
+		{"leading zero", "192.168.01.1", nil},
+		{"glued", "IP192.168.1.1text", nil},
+		{"time", "12:34:56", nil},
+		{"C++", "std::cout << MyClass::toString()", nil},
+		{"two compressions", "2001::db8::1", nil},
+		{"MAC", "aa:bb:cc:dd:ee:ff", nil},
+		{"glued v6", "text::1", nil},
+	},
+}
+
+// newTestRedactor builds a Redactor or fails the test.
+func newTestRedactor(tb testing.TB, patterns ...config.RedactPattern) *Redactor {
+	tb.Helper()
+	r, err := New(patterns)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r
+}
+
+// describe renders findings as "TYPE value" for comparison.
+func describe(text string, fs []Finding) []string {
+	out := []string{}
+	for _, f := range fs {
+		out = append(out, string(f.Type)+" "+text[f.Start:f.End])
+	}
+	return out
+}
+
+func TestFind(t *testing.T) {
+	r := newTestRedactor(t)
+	for typ, cases := range findCases {
+		for _, tc := range cases {
+			t.Run(string(typ)+"/"+tc.name, func(t *testing.T) {
+				want := tc.want
+				if want == nil {
+					want = []string{}
+				}
+				if diff := cmp.Diff(want, describe(tc.text, r.Find(tc.text))); diff != "" {
+					t.Errorf("Find(%q) (-want +got):\n%s", tc.text, diff)
+				}
+			})
+		}
+	}
+}
+
+func TestFindNothing(t *testing.T) {
+	r := newTestRedactor(t)
+	for _, text := range []string{
+		"",
+		"Deploy v1.2.3 to prod on 2024-01-15 at 10:30; ticket ORD-2024-000123, invoice 9876543210.",
+		"Order #A-20240117-0042 shipped 15/01/2024; total 1,234.56 EUR; build 10.0.19041.1",
+		"Section 1.2.3.4.5 says the ratio is 1:2:3:4 and the hash is 8f953371d3e85eddb89b05ed6b9e6807",
+		"func (s *Server) Run(ctx context.Context) error { return s.mux::serve() }",
+	} {
+		if got := describe(text, r.Find(text)); len(got) != 0 {
+			t.Errorf("Find(%q) = %q, want nothing", text, got)
+		}
+	}
+}
+
+// TestFindLimits pins known false positives, so a change to them is seen.
+func TestFindLimits(t *testing.T) {
+	r := newTestRedactor(t)
+	tests := []struct {
+		text string
+		want []string
+	}{
+		// The unspecified address alone is an address to the labelled data;
+		// a spaced Haskell type signature pays for it.
+		{"map :: (a -> b)", []string{"IP ::"}},
+		// A four-part version is an IPv4 address.
+		{"release 1.2.3.4", []string{"IP 1.2.3.4"}},
+		// Nine plain digits in the SSN ranges are an SSN.
+		{"order 123456789", []string{"SSN 123456789"}},
+	}
+	for _, tt := range tests {
+		if diff := cmp.Diff(tt.want, describe(tt.text, r.Find(tt.text))); diff != "" {
+			t.Errorf("Find(%q) (-want +got):\n%s", tt.text, diff)
+		}
+	}
+}
+
+func TestFindOverlaps(t *testing.T) {
+	r := newTestRedactor(t,
+		config.RedactPattern{Name: "short", Regex: `\d{3}-\d{2}`},
+		config.RedactPattern{Name: "case_ref", Regex: `SSN \d{3}-\d{2}-\d{4}`},
+		config.RedactPattern{Name: "mail", Regex: `[a-z]+@example\.com`},
+	)
+	tests := []struct {
+		name string
+		text string
+		want []string
+	}{
+		{"longest wins over a built-in", "SSN 078-05-1123", []string{"CASE_REF SSN 078-05-1123"}},
+		{"built-in longer than custom", "id 078-05-1123", []string{"SSN 078-05-1123"}},
+		{"equal length: built-in first", "bob@example.com", []string{"EMAIL bob@example.com"}},
+		{"IPv4 inside IPv6", "2001:db8::10.0.0.1", []string{"IP 2001:db8::10.0.0.1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, describe(tt.text, r.Find(tt.text))); diff != "" {
+				t.Errorf("Find(%q) (-want +got):\n%s", tt.text, diff)
+			}
+		})
+	}
+}
+
+func TestNewPatterns(t *testing.T) {
+	tests := []struct {
+		name    string
+		p       config.RedactPattern
+		wantErr string // "" for success
+	}{
+		{"valid", config.RedactPattern{Name: "employee_id", Regex: `EMP-\d{6}`}, ""},
+		{"built-in name", config.RedactPattern{Name: "email", Regex: `[a-z]+@corp`}, ""},
+		{"bad regex", config.RedactPattern{Name: "broken", Regex: `(`}, `pattern "broken"`},
+		{"lookahead", config.RedactPattern{Name: "perl", Regex: `a(?=b)`}, `pattern "perl"`},
+		{"empty regex", config.RedactPattern{Name: "empty", Regex: ``}, `pattern "empty": empty regex`},
+		{"matches empty", config.RedactPattern{Name: "star", Regex: `a*`}, `pattern "star": regex matches the empty string`},
+		{"too long", config.RedactPattern{Name: "long", Regex: strings.Repeat("a", maxPatternLen+1)}, `pattern "long": regex is`},
+		{"too complex", config.RedactPattern{Name: "big", Regex: `[a-z]{700}[0-9]{700}x{700}`}, `pattern "big": regex too complex`},
+		{"bad name", config.RedactPattern{Name: "employee id", Regex: `x`}, `pattern "employee id": name must be`},
+		{"name starts with digit", config.RedactPattern{Name: "1x", Regex: `x`}, `pattern "1x": name must be`},
+		{"name too long", config.RedactPattern{Name: strings.Repeat("n", maxPatternName+1), Regex: `x`}, `name must be`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New([]config.RedactPattern{tt.p})
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("New(%+v) = %v, want success", tt.p, err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("New(%+v) = %v, want error containing %q", tt.p, err, tt.wantErr)
+			}
+		})
+	}
+	if _, err := New(make([]config.RedactPattern, maxPatterns+1)); err == nil {
+		t.Errorf("New(%d patterns) succeeded, want error", maxPatterns+1)
+	}
+}
+
+func TestCustomPattern(t *testing.T) {
+	r := newTestRedactor(t, config.RedactPattern{Name: "employee_id", Regex: `\bEMP-\d{6}\b`})
+	text := "EMP-004211 reports to EMP-000017, not EMP-12"
+	want := []string{"EMPLOYEE_ID EMP-004211", "EMPLOYEE_ID EMP-000017"}
+	if diff := cmp.Diff(want, describe(text, r.Find(text))); diff != "" {
+		t.Errorf("Find(%q) (-want +got):\n%s", text, diff)
+	}
+}
