@@ -391,3 +391,61 @@ func waitBudget(t *testing.T, srv *apptest.Server, name string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestModelRegionPolicy: the docs' rule keeping an agent's prompts on EU
+// models refuses a route that may reach a US model, whichever target it
+// would pick, and allows an EU-only one.
+func TestModelRegionPolicy(t *testing.T) {
+	srv := apptest.Start(t)
+	srv.Apply(t, `apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: eu}
+spec: {provider: scripted, region: eu-west-1, script: [{content: "bonjour"}]}
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: us}
+spec: {provider: scripted, region: us-east-1, script: [{content: "howdy"}]}
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: mixed}
+spec: {route: {targets: [{model: eu, weight: 99}], fallbacks: [us]}}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: care, labels: {team: customer-care}}
+spec: {models: [eu, mixed]}
+---
+apiVersion: corral.dev/v1
+kind: Policy
+metadata: {name: eu-only}
+spec:
+  rego: |
+    package corral.authz
+
+    deny contains sprintf("model %s runs outside the EU", [t.name]) if {
+    	input.action.kind == "model"
+    	input.agent.labels.team == "customer-care"
+    	some t in array.concat([input.model], object.get(input.model, "targets", []))
+    	t.provider != ""
+    	not startswith(t.region, "eu-")
+    }
+`)
+	key := srv.Key(t, "care")
+	waitModel(t, srv, key, "eu")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		status, body, _ := chat(t, srv, key, userMessage("mixed", "hello"))
+		if status == http.StatusForbidden && strings.Contains(string(body), "model us runs outside the EU") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mixed: HTTP %d %s, want 403 naming us", status, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if status, body, _ := chat(t, srv, key, userMessage("eu", "hello")); status != http.StatusOK {
+		t.Errorf("eu: HTTP %d %s, want 200", status, body)
+	}
+}

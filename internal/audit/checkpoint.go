@@ -35,7 +35,7 @@ const (
 	// checkpoint.
 	DefaultCheckpointInterval = time.Minute
 	// checkpointMaxBytes bounds the checkpoint stream: at one checkpoint a
-	// minute, 400 days take about 100 MiB.
+	// minute, 400 days take about 150 MiB per corral process.
 	checkpointMaxBytes = 1 << 30
 	// finalCheckpointTimeout bounds the checkpoint Run writes as it stops.
 	finalCheckpointTimeout = 5 * time.Second

@@ -227,11 +227,14 @@ func (l *Log) gap(ctx context.Context, w *walker, from, before uint64) error {
 	if err != nil {
 		return err
 	}
-	first := info.State.FirstSeq
+	first := min(info.State.FirstSeq, before)
 	if first > from {
-		// Aged out: before the walk began, or while it went.
 		w.restart()
-		w.note("chain starts at seq %d; earlier records aged out", min(first, before))
+		if w.report.Records == 0 {
+			w.note("chain starts at seq %d; earlier records aged out", first)
+		} else {
+			w.note("records seq %d to %d aged out while being verified; the chain starts again at seq %d", from, first-1, first)
+		}
 		from = first
 	}
 	if from < before {

@@ -167,7 +167,7 @@ func (s *ModelSpec) check() []FieldError {
 			}
 		}
 	}
-	if s.Provider != "scripted" && len(s.Script) > 0 {
+	if s.Provider != "" && s.Provider != "scripted" && len(s.Script) > 0 {
 		add("spec.script", "only applies with provider scripted")
 	}
 	if s.BaseURL != "" && !isHTTPURL(s.BaseURL) {

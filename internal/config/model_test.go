@@ -82,12 +82,12 @@ func TestModelValidation(t *testing.T) {
 		{
 			name: "route weights",
 			spec: `{"route":{"targets":[{"model":"a","weight":0},{"model":"b","weight":-2}]}}`,
-			want: []string{"Model/m: spec.route.targets.0.weight: must be >= 1", "Model/m: spec.route.targets.1.weight: must be >= 1"},
+			want: []string{"Model/m: spec.route.targets[0].weight: must be >= 1", "Model/m: spec.route.targets[1].weight: must be >= 1"},
 		},
 		{
 			name: "route without targets",
 			spec: `{"route":{"targets":[]}}`,
-			want: []string{"Model/m: spec.route.targets: must have at least 1 items, got 0"},
+			want: []string{"Model/m: spec.route.targets: must have at least 1 items"},
 		},
 		{
 			name: "route target twice",
@@ -120,7 +120,7 @@ func TestModelValidation(t *testing.T) {
 		{
 			name: "script arguments must be an object",
 			spec: `{"provider":"scripted","script":[{"toolCalls":[{"name":"f","arguments":"{}"}]}]}`,
-			want: []string{"Model/m: spec.script.0.toolCalls.0.arguments: must be object, got string"},
+			want: []string{"Model/m: spec.script[0].toolCalls[0].arguments: must be object, got string"},
 		},
 		{
 			name: "timeout does not parse",
@@ -210,5 +210,18 @@ func TestModelDefaults(t *testing.T) {
 		if got := tt.spec.RedactOrDefault(); got != tt.redact {
 			t.Errorf("RedactOrDefault(%+v) = %s, want %s", tt.spec, got, tt.redact)
 		}
+	}
+}
+
+// TestRouteCheck covers what the schema already refuses, in case the schema
+// loosens: a negative weight, and weights that send no call anywhere.
+func TestRouteCheck(t *testing.T) {
+	r := &RouteSpec{Targets: []RouteTarget{{Model: "a", Weight: -1}}}
+	want := []FieldError{
+		{Field: "spec.route.targets[0].weight", Message: "must not be negative"},
+		{Field: "spec.route.targets", Message: "at least one target needs a positive weight"},
+	}
+	if diff := cmp.Diff(want, r.check()); diff != "" {
+		t.Errorf("check() mismatch (-want +got):\n%s", diff)
 	}
 }

@@ -6,8 +6,9 @@ import (
 )
 
 // IP addresses. IPv4: four decimal octets 0-255 without leading zeros, not
-// glued to a word and not part of a longer dotted number ("1.2.3.4.5" is a
-// version, not an address). IPv6: any form net/netip accepts, including "::"
+// glued to a word. Four octets followed by more dotted digits are still
+// taken ("192.168.1.1.1" hides "192.168.1.1"): a redactor that misses an
+// address costs more than one that hides the head of a version number. IPv6: any form net/netip accepts, including "::"
 // compression, an IPv4 suffix and a zone ("fe80::1%eth0"), not glued to a
 // word ("std::cout" and "text::1" are not addresses).
 
@@ -24,7 +25,7 @@ func findIPv4(s string, out []Finding) []Finding {
 			continue
 		}
 		end, ok := readIPv4(s, i)
-		if !ok || !numberEnd(s, end) {
+		if !ok || wordAfter(s, end) {
 			continue
 		}
 		out = append(out, Finding{Type: IP, Start: i, End: end})
