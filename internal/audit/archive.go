@@ -25,6 +25,7 @@ func VerifyArchive(r io.Reader, checkpoints []Checkpoint, progress func(Progress
 		w.addCheckpoint(cp)
 	}
 	err := readLines(r, maxLine, func(n int, line []byte, tooLong bool) {
+		w.line = n
 		if tooLong {
 			w.restart()
 			w.report.Records++

@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/bus/bustest"
 )
@@ -293,4 +295,47 @@ func publishUnchained(t testing.TB, l *Log, r Record) {
 // contains reports whether one of notes contains part.
 func contains(notes []string, part string) bool {
 	return slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, part) })
+}
+
+// TestVerifyChecksWhereRecordsAreStored publishes records around Append,
+// chained but stored where their fields do not put them, and one whose
+// prev is forged: the problems come in stream order, though the record
+// before the forged link is blamed only after the next record is read.
+func TestVerifyChecksWhereRecordsAreStored(t *testing.T) {
+	l := open(t, bustest.Open(t))
+	appendAll(t, l, call("impact", "a.b"))
+	prev := digest(storedAt(t, l, 1))
+	publish := func(seq, says uint64, r Record, subj, target string) {
+		t.Helper()
+		r.ID, r.Time = fmt.Sprintf("id%d", seq), time.Date(2026, 1, 2, 3, 4, int(seq), 0, time.UTC)
+		body, err := json.Marshal(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := nats.NewMsg(subj)
+		msg.Data = chained(body, says, prev)
+		if target != "" {
+			msg.Header.Set(targetHeader, target)
+		}
+		if _, err := l.js.PublishMsg(t.Context(), msg); err != nil {
+			t.Fatal(err)
+		}
+		prev = digest(msg.Data)
+	}
+	publish(2, 2, call("impact", "c.d"), subject("tool", "mailer"), "c.d")
+	publish(3, 3, call("impact", "e.f"), subject("tool", "impact"), "x.y")
+	prev = digest([]byte("forged"))
+	publish(4, 7, call("impact", "g.h"), subject("tool", "impact"), "g.h")
+	publish(5, 5, call("impact", "i.j"), subject("tool", "impact"), "i.j")
+
+	rep := verify(t, l)
+	want := []string{
+		`seq 2: stored under subject "corral.audit.tool.mailer", not "corral.audit.tool.impact" as its kind and agent say`,
+		"seq 3: its Corral-Target header does not match its target",
+		"seq 3: changed after it was written: its digest does not match the prev stored in seq 4",
+		"seq 4: says it is seq 7 but is stored at seq 4: copied or moved",
+	}
+	if diff := cmp.Diff(want, problems(rep)); diff != "" {
+		t.Errorf("Verify problems (-want +got):\n%s", diff)
+	}
 }

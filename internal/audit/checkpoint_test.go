@@ -102,7 +102,7 @@ func TestCheckpoint(t *testing.T) {
 		t.Errorf("lastCheckpoint = %+v, %v, %v; want %+v", got, ok, err, cp)
 	}
 	rep := verify(t, l)
-	if !rep.OK || rep.Checkpoints != 1 || contains(rep.Notes, "newest record") {
+	if !rep.OK || rep.Checkpoints != 1 || contains(rep.Notes, "no checkpoint covers") {
 		t.Errorf("Verify = %+v, want OK with the checkpoint matched and the newest covered", rep)
 	}
 }

@@ -1,10 +1,12 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,9 +32,9 @@ type Report struct {
 	// Notes say where the chain was picked up and what it does not cover,
 	// e.g. "chain starts at seq 1200; earlier records aged out".
 	Notes []string `json:"notes,omitempty"`
-	// Problems are what is wrong, in the order found: the first is the
-	// first broken link. At most maxProblems are listed; MoreProblems
-	// counts the rest.
+	// Problems are what is wrong, in stream (or archive) order: the first
+	// is the first broken link. At most maxProblems are listed, the first
+	// found; MoreProblems counts the rest.
 	Problems     []Problem `json:"problems,omitempty"`
 	MoreProblems int       `json:"more_problems,omitempty"`
 }
@@ -320,7 +322,10 @@ type link struct{ before, after *entry }
 // walker checks records in order, one at a time, in the stream or in an
 // archive, and builds the Report.
 type walker struct {
-	report      Report
+	report Report
+	// problems are kept with where they are in the walk, to be put in
+	// order at the end: a changed record is blamed a record or two after.
+	problems    []placed
 	checkpoints map[uint64]Checkpoint
 	// prev is the record before the next one, when the next is its
 	// successor; nil at the start and after a gap.
@@ -333,7 +338,17 @@ type walker struct {
 	chained bool
 	// inStream is set for a walk over the stream, unset for an archive.
 	inStream bool
+	// line is the archive line being read.
+	line     int
 	progress func(Progress)
+}
+
+// placed is a problem and its place in the walk: twice its sequence in the
+// stream, twice its line in an archive, and one less for records missing
+// before a line.
+type placed struct {
+	at uint64
+	p  Problem
 }
 
 func newWalker(inStream bool, progress func(Progress)) *walker {
@@ -345,11 +360,20 @@ func (w *walker) note(format string, args ...any) {
 }
 
 func (w *walker) problem(p Problem) {
-	if len(w.report.Problems) >= maxProblems {
+	if len(w.problems) >= maxProblems {
 		w.report.MoreProblems++
 		return
 	}
-	w.report.Problems = append(w.report.Problems, p)
+	var at uint64
+	switch {
+	case w.inStream:
+		at = 2 * p.Seq
+	case p.Line > 0:
+		at = 2 * uint64(p.Line)
+	case w.line > 0:
+		at = 2*uint64(w.line) - 1 // missing before this line
+	}
+	w.problems = append(w.problems, placed{at: at, p: p})
 }
 
 func (w *walker) addCheckpoint(cp Checkpoint) {
@@ -511,12 +535,17 @@ func (w *walker) settle() {
 func (w *walker) finish() Report {
 	w.settle()
 	r := &w.report
+	slices.SortStableFunc(w.problems, func(a, b placed) int { return cmp.Compare(a.at, b.at) })
+	r.Problems = nil
+	for _, p := range w.problems {
+		r.Problems = append(r.Problems, p.p)
+	}
 	if r.Unchained > 0 {
 		w.note("%d records written before the chain existed (no seq and prev) were read but cannot be checked", r.Unchained)
 	}
 	if p := w.prev; p != nil && p.chained {
 		if _, ok := w.checkpoints[p.seq]; !ok {
-			w.note("the newest record, %s, is covered by no later record or checkpoint yet: a change to it alone would not show", p.label())
+			w.note("no checkpoint covers the last record checked, %s: a change to it alone shows only once a later record or checkpoint covers it", p.label())
 		}
 	}
 	r.OK = len(r.Problems) == 0 && r.MoreProblems == 0

@@ -98,7 +98,7 @@ func tour(ctx context.Context, s streams, a *app.App, keep bool) error {
 	if err != nil {
 		return err
 	}
-	step := func(n int, title string) { fmt.Fprintf(s.out, "\n[%d/9] %s\n", n, title) }
+	step := func(n int, title string) { fmt.Fprintf(s.out, "\n[%d/11] %s\n", n, title) }
 	apply := func(docs []config.Document) error {
 		results, err := c.apply(ctx, docs)
 		if err != nil {
@@ -110,7 +110,7 @@ func tour(ctx context.Context, s streams, a *app.App, keep bool) error {
 		return nil
 	}
 
-	step(1, "apply the example agents (examples/agents.yaml): stored in a JetStream key-value bucket")
+	step(1, "apply the example files (examples/*.yaml: agents, models, a budget): stored in a JetStream key-value bucket")
 	if err := apply(docs); err != nil {
 		return err
 	}
@@ -165,7 +165,11 @@ func tour(ctx context.Context, s streams, a *app.App, keep bool) error {
 	if err != nil {
 		return err
 	}
-	logistics := &http.Server{Handler: demo.NewLogistics(), ReadHeaderTimeout: 10 * time.Second}
+	world := http.NewServeMux()
+	world.Handle("/", demo.NewLogistics())
+	model := demo.NewModel()
+	world.Handle("/v1/", model)
+	logistics := &http.Server{Handler: world, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -176,6 +180,12 @@ func tour(ctx context.Context, s streams, a *app.App, keep bool) error {
 		<-served
 	}()
 	if err := toolTour(ctx, s, c, "http://"+ln.Addr().String(), step); err != nil {
+		return err
+	}
+	if err := modelTour(ctx, s, c, "http://"+ln.Addr().String()+"/v1", model, step); err != nil {
+		return err
+	}
+	if err := killTour(ctx, s, c, step); err != nil {
 		return err
 	}
 
@@ -279,11 +289,21 @@ func toolTour(ctx context.Context, s streams, c *client, logisticsURL string, st
 		fmt.Fprintf(s.out, "  %s: %s %s -> HTTP %d %s: %s\n", call.who, call.tool, call.args, refused.Status, refused.Code, refused.Detail)
 	}
 
-	step(9, "corral kill --agent impact: every replica refuses it at once; then the audit")
+	return nil
+}
+
+// killTour stops the agent impact with a kill switch, then shows the audit.
+func killTour(ctx context.Context, s streams, c *client, step func(int, string)) error {
+	var created api.CreatedKey
+	if err := c.do(ctx, "POST", "/v1/keys", api.CreateKeyRequest{Agent: "impact"}, &created); err != nil {
+		return err
+	}
+	agent := newClient(c.base, created.Secret)
+	step(11, "corral kill --agent impact: every replica refuses it at once; then the audit")
 	if err := c.do(ctx, "POST", "/v1/killswitches", api.KillRequest{Agent: "impact", Reason: "demo"}, nil); err != nil {
 		return err
 	}
-	err = agent.do(ctx, "POST", "/v1/tools/logistics.get_order/invoke", rest.InvokeRequest{Arguments: json.RawMessage(`{"order_id": "ORD-1001"}`)}, nil)
+	err := agent.do(ctx, "POST", "/v1/tools/logistics.get_order/invoke", rest.InvokeRequest{Arguments: json.RawMessage(`{"order_id": "ORD-1001"}`)}, nil)
 	var killed *apiError
 	if !errors.As(err, &killed) {
 		return fmt.Errorf("demo: the killed agent was not refused: %v", err)
@@ -295,7 +315,7 @@ func toolTour(ctx context.Context, s streams, c *client, logisticsURL string, st
 	var records struct {
 		Records []audit.Record `json:"records"`
 	}
-	if err := c.do(ctx, "GET", "/v1/audit?agent=impact", nil, &records); err != nil {
+	if err := c.do(ctx, "GET", "/v1/audit?since=1h", nil, &records); err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)

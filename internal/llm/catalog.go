@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -50,12 +51,18 @@ type modelSnapshot struct {
 
 // NewCatalog returns a catalogue of the Model resources in res. Credentials
 // are resolved with secret on every call, so a rotated Secret takes effect
-// at once. client sends every provider request; nil means one that never
+// at once; with a nil secret, calls of models that have auth fail with
+// ErrCredentials. client sends every provider request; nil means one that never
 // follows redirects (a redirect would carry the credentials elsewhere).
 // Nothing is served until Run has started.
 func NewCatalog(logger *slog.Logger, res Resources, secret SecretFunc, client *http.Client) *Catalog {
 	if client == nil {
 		client = defaultClient
+	}
+	if secret == nil {
+		secret = func(context.Context, config.SecretValue) (string, error) {
+			return "", errors.New("this server resolves no credentials")
+		}
 	}
 	c := &Catalog{logger: logger, resources: res, secret: secret, client: client}
 	c.snap.Store(&modelSnapshot{byName: map[string]*Model{}, specs: map[string][]byte{}})

@@ -66,12 +66,18 @@ func NewOpenAI(ep Endpoint) Provider {
 	return p
 }
 
-// defaultClient serves providers built without a client. It does not follow
-// redirects: a redirect is the provider's answer, and following it would
-// carry the credentials to another host.
-var defaultClient = &http.Client{
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-}
+// defaultClient serves providers built without a client. It keeps enough
+// idle connections for a busy provider (the standard transport keeps 2 per
+// host), and does not follow redirects: a redirect is the provider's answer,
+// and following it would carry the credentials to another host.
+var defaultClient = func() *http.Client {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConnsPerHost = 64
+	return &http.Client{
+		Transport:     transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}()
 
 // endpointURL appends path to base's path, keeping base's query.
 func endpointURL(base, path string) (string, error) {
