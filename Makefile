@@ -36,21 +36,23 @@ lint:
 	$(GO) run $(STATICCHECK) ./...
 
 ## fuzz: fuzz every parser for FUZZTIME executions each (make fuzz FUZZTIME=1000000x for longer)
+FUZZ_TARGETS := \
+	config:FuzzDecode openapi:FuzzImport openapi:FuzzBuild tools:FuzzValidate tools:FuzzMatch \
+	secret:FuzzOpen audit:FuzzToken audit:FuzzVerifyArchive \
+	policy:FuzzDecideArguments policy:FuzzCompile policy:FuzzDecodeInput policy:FuzzIsMutation \
+	policy:FuzzHostOf policy:FuzzValidIBAN \
+	identity:FuzzSignerVerify identity:FuzzIssuersVerify edge/oauth:FuzzToken \
+	llm:FuzzDecodeRequest llm:FuzzSSEReader llm:FuzzOpenAIStream llm:FuzzErrorBody \
+	llm:FuzzAnthropicStream llm:FuzzAnthropicTranslate llm:FuzzScriptedEmbed \
+	redact:FuzzFind redact:FuzzRoundTrip redact:FuzzRestorer redact:FuzzRedactJSON \
+	budget:FuzzTaskToken telemetry:FuzzExtractHTTP telemetry:FuzzDecodeSpans \
+	telemetry:FuzzAppendJSONString telemetry:FuzzParseOTLPEndpoint cli:FuzzTraceArg
 fuzz:
-	$(GO) test ./internal/config -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/openapi -run '^$$' -fuzz '^FuzzImport$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/openapi -run '^$$' -fuzz '^FuzzBuild$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/tools -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/tools -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/secret -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/audit -run '^$$' -fuzz '^FuzzToken$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/policy -run '^$$' -fuzz '^FuzzDecideArguments$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/policy -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/policy -run '^$$' -fuzz '^FuzzDecodeInput$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/policy -run '^$$' -fuzz '^FuzzIsMutation$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/identity -run '^$$' -fuzz '^FuzzSignerVerify$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/identity -run '^$$' -fuzz '^FuzzIssuersVerify$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/edge/oauth -run '^$$' -fuzz '^FuzzToken$$' -fuzztime $(FUZZTIME)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz ./internal/$$pkg $$name"; \
+		$(GO) test ./internal/$$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME); \
+	done
 
 ## bench: the resource path against the substrate and a tool call against the upstream called directly, in one run
 bench:

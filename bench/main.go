@@ -7,13 +7,17 @@
 //   - policy decisions with the default bundle and with the payments
 //     example added, as the pipeline's policy stage makes them;
 //   - a tool call through corral's whole pipeline against the same upstream
-//     called directly: added latency and throughput ratio.
+//     called directly: added latency and throughput ratio;
+//   - a model call (chat completion, whole and streamed, with reversible
+//     redaction of a 2 KB prompt) through corral against the same upstream
+//     called directly, and through the Portkey gateway when node can run it.
 //
 // Usage:
 //
 //	go run ./bench                          # or: make bench; about a minute
 //	go run ./bench -short                   # about 15 s
 //	go run ./bench -cpuprofile bench.prof   # plus a profiled phase through corral
+//	go run ./bench -short -resources=false -policy=false -tools=false   # model calls only
 package main
 
 import (
@@ -32,6 +36,8 @@ type options struct {
 	short      bool
 	resources  bool
 	policy     bool
+	tools      bool
+	models     bool
 	calls      int           // sequential calls per path in the latency phase
 	warmup     int           // calls per path before it
 	block      int           // calls per path in a row before switching paths
@@ -47,6 +53,8 @@ func main() {
 	flag.BoolVar(&o.short, "short", false, "500 calls, throughput phases of 1s and unrepeated (-n and -d still apply)")
 	flag.BoolVar(&o.resources, "resources", true, "measure the resource path against the substrate too")
 	flag.BoolVar(&o.policy, "policy", true, "measure policy decisions (default bundle, and with examples/policies/payments) too")
+	flag.BoolVar(&o.tools, "tools", true, "measure a tool call through corral against the upstream called directly")
+	flag.BoolVar(&o.models, "models", true, "measure a model call through corral (and the Portkey gateway, when node runs it) against the upstream called directly")
 	flag.IntVar(&o.calls, "n", 2000, "sequential calls per path in the latency phase")
 	flag.DurationVar(&o.duration, "d", 2*time.Second, "duration of each throughput phase")
 	flag.StringVar(&clients, "c", "8,32", "concurrent clients of the throughput phases, comma-separated")
@@ -101,7 +109,16 @@ func run(ctx context.Context, o options) error {
 		}
 		fmt.Println()
 	}
-	return benchTools(ctx, c, o)
+	if o.tools {
+		if err := benchTools(ctx, c, o); err != nil {
+			return err
+		}
+		fmt.Println()
+	}
+	if o.models {
+		return benchModels(ctx, c, o)
+	}
+	return nil
 }
 
 // loadavg is the first three fields of /proc/loadavg, or "unknown".

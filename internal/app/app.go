@@ -333,6 +333,9 @@ func (a *App) Run(ctx context.Context) error {
 	g.Go(func() error { return a.creds.Run(regCtx) })
 	g.Go(func() error { return a.kill.Run(regCtx) })
 	g.Go(func() error { return a.signer.Run(regCtx) })
+	// Checkpoints of the audit chain; the last one, at shutdown, covers
+	// what was written while requests drained.
+	g.Go(func() error { return a.audit.Run(regCtx) })
 	g.Go(func() error {
 		if a.registry.WaitLoaded(regCtx) != nil {
 			return nil

@@ -255,9 +255,14 @@ metadata: {name: split}
 spec: {route: {targets: [{model: a, weight: 80}, {model: b, weight: 20}]}}
 ---
 apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: compare}
+spec: {route: {targets: [{model: a}], shadow: [b]}}
+---
+apiVersion: corral.dev/v1
 kind: Agent
 metadata: {name: router}
-spec: {models: [smart, split]}
+spec: {models: [smart, split, compare]}
 `, down.URL(), up.URL()))
 	key := srv.Key(t, "router")
 	waitModel(t, srv, key, "split")
@@ -281,6 +286,30 @@ spec: {models: [smart, split]}
 	}
 	if r := records.Records[0]; r.Target != "smart" || r.Model.Target != "backup" || len(r.Model.Attempts) != 1 || r.Model.Attempts[0] != "primary: HTTP 503" {
 		t.Errorf("audit record %+v, want target smart answered by backup after primary: HTTP 503", r)
+	}
+
+	// A shadow gets a copy; its answer is audited, never returned.
+	status, body, target = chat(t, srv, key, userMessage("compare", "which?"))
+	if status != http.StatusOK || target != "a" || !strings.Contains(string(body), `"content":"a"`) {
+		t.Fatalf("compare: HTTP %d target %q %s, want a's answer", status, target, body)
+	}
+	var shadow struct {
+		Records []struct {
+			Target, Event, Edge string
+			Detail             struct{ Of, Primary, Answer string }
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(shadow.Records) == 0 && time.Now().Before(deadline) {
+		_, body = srv.Call(t, srv.Token, "GET", "/v1/audit?agent=router&tool=b", nil, nil)
+		if err := json.Unmarshal(body, &shadow); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(shadow.Records) != 1 || shadow.Records[0].Event != "shadow" || shadow.Records[0].Detail.Answer != "b" ||
+		shadow.Records[0].Detail.Of != "compare" || shadow.Records[0].Detail.Primary != "a" {
+		t.Errorf("shadow audit records %+v, want one event shadow of compare answered by a, with answer b", shadow.Records)
 	}
 
 	// 1,000 calls over 80/20, eight at a time.

@@ -32,10 +32,8 @@ func VerifyArchive(r io.Reader, checkpoints []Checkpoint, progress func(Progress
 			w.problem(Problem{Line: n, What: fmt.Sprintf("unreadable: longer than %d MiB, not an audit record", maxLine>>20)})
 			return
 		}
-		seq := uint64(0)
-		if h, err := parseHead(line); err == nil {
-			seq = h.Seq
-		}
+		h, err := parseHead(line)
+		seq := h.Seq // 0 when unreadable
 		if p := w.prev; seq != 0 && p != nil && p.chained {
 			switch {
 			case seq <= p.seq:
@@ -45,7 +43,7 @@ func VerifyArchive(r io.Reader, checkpoints []Checkpoint, progress func(Progress
 				w.missing(p.seq+1, seq-1)
 			}
 		}
-		w.add(item{seq: seq, line: n, data: line})
+		w.add(item{seq: seq, line: n, data: line, head: &h, headErr: err})
 	})
 	if err != nil {
 		return Report{}, fmt.Errorf("audit: verify archive: %w", err)

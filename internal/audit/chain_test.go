@@ -339,3 +339,21 @@ func TestVerifyChecksWhereRecordsAreStored(t *testing.T) {
 		t.Errorf("Verify problems (-want +got):\n%s", diff)
 	}
 }
+
+// BenchmarkVerify walks a stream of 10000 records.
+func BenchmarkVerify(b *testing.B) {
+	l := open(b, bustest.Open(b))
+	for i := range 10000 {
+		r := call("impact", fmt.Sprintf("crm.op%d", i%50))
+		if _, err := l.Append(b.Context(), &r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if rep := verify(b, l); !rep.OK || rep.Records != 10000 {
+			b.Fatalf("Verify = %+v", rep)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/10000, "ns/record")
+}

@@ -278,6 +278,9 @@ type item struct {
 	stored          time.Time
 	subject, target string
 	hasTarget       bool
+	// head, when set, is data already parsed, with the error parsing gave.
+	head    *head
+	headErr error
 }
 
 // head is what the walker reads of a record.
@@ -388,7 +391,15 @@ func (w *walker) addCheckpoint(cp Checkpoint) {
 // entry reads a record into an entry, without checking it; the error says
 // why it cannot be read.
 func (w *walker) entry(it item) (*entry, error) {
-	h, err := parseHead(it.data)
+	var (
+		h   head
+		err error
+	)
+	if it.head != nil {
+		h, err = *it.head, it.headErr
+	} else {
+		h, err = parseHead(it.data)
+	}
 	e := &entry{seq: it.seq, digest: digest(it.data), head: h, chained: err == nil && h.Seq != 0}
 	e.name = Problem{Seq: it.seq, Line: it.line, ID: h.ID, Time: h.Time, Agent: h.Agent, Target: h.Target}
 	if e.name.Time.IsZero() {

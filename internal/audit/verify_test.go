@@ -369,3 +369,17 @@ func FuzzVerifyArchive(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkVerifyArchive is the offline check of an archive of 10000
+// records: what a year's archive costs, per record.
+func BenchmarkVerifyArchive(b *testing.B) {
+	data := archive(testChain(b, 10000))
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		rep, err := VerifyArchive(bytes.NewReader(data), nil, nil)
+		if err != nil || !rep.OK {
+			b.Fatalf("VerifyArchive = %+v, %v", rep, err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/10000, "ns/record")
+}

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // RequestError is a request corral cannot read or will not send. Field
@@ -56,15 +57,17 @@ func (r *ChatRequest) UnmarshalJSON(data []byte) error {
 	if err != nil {
 		return &RequestError{Message: "the request must be a JSON object"}
 	}
-	*r = ChatRequest{}
-	for _, key := range sortedKeys(fields) {
-		raw := fields[key]
-		if isNull(raw) && slices.Contains(requestFields, key) {
+	*r = ChatRequest{Extra: extra(fields, requestFields)}
+	// Known fields in a fixed order, so that of several faults the same one
+	// is always reported.
+	for _, key := range requestFields {
+		raw, ok := fields[key]
+		if !ok || isNull(raw) {
 			continue
 		}
 		switch key {
 		case "model":
-			err = field(key, raw, &r.Model)
+			err = str(key, raw, &r.Model)
 		case "messages":
 			err = r.decodeMessages(raw)
 		case "tools":
@@ -88,12 +91,7 @@ func (r *ChatRequest) UnmarshalJSON(data []byte) error {
 		case "stream_options":
 			err = field(key, raw, &r.StreamOptions)
 		case "user":
-			err = field(key, raw, &r.User)
-		default:
-			if r.Extra == nil {
-				r.Extra = map[string]json.RawMessage{}
-			}
-			r.Extra[key] = raw
+			err = str(key, raw, &r.User)
 		}
 		if err != nil {
 			return err
@@ -103,6 +101,10 @@ func (r *ChatRequest) UnmarshalJSON(data []byte) error {
 }
 
 func (r *ChatRequest) decodeMessages(raw json.RawMessage) error {
+	if json.Unmarshal(raw, &r.Messages) == nil {
+		return nil
+	}
+	// Again element by element, to say which message is at fault.
 	var list []json.RawMessage
 	if err := json.Unmarshal(raw, &list); err != nil {
 		return &RequestError{Field: "messages", Message: "must be a list of messages"}
@@ -113,7 +115,7 @@ func (r *ChatRequest) decodeMessages(raw json.RawMessage) error {
 			return within(fmt.Sprintf("messages[%d]", i), err)
 		}
 	}
-	return nil
+	return &RequestError{Field: "messages", Message: "must be a list of messages"}
 }
 
 // chatRequestFields is ChatRequest without its methods, for MarshalJSON.
@@ -139,33 +141,28 @@ func (m *Message) UnmarshalJSON(data []byte) error {
 	if err != nil {
 		return &RequestError{Message: "must be an object with a role"}
 	}
-	*m = Message{}
-	for _, key := range sortedKeys(fields) {
-		raw := fields[key]
-		if isNull(raw) && slices.Contains(messageFields, key) {
+	*m = Message{Extra: extra(fields, messageFields)}
+	for _, key := range messageFields {
+		raw, ok := fields[key]
+		if !ok || isNull(raw) {
 			continue
 		}
 		switch key {
 		case "role":
-			err = field(key, raw, &m.Role)
+			err = str(key, raw, &m.Role)
 		case "content":
 			m.Content = new(Content)
 			if err = m.Content.UnmarshalJSON(raw); err != nil {
 				err = within(key, err)
 			}
 		case "name":
-			err = field(key, raw, &m.Name)
+			err = str(key, raw, &m.Name)
 		case "tool_calls":
 			m.ToolCalls, err = list[ToolCall](key, raw)
 		case "tool_call_id":
-			err = field(key, raw, &m.ToolCallID)
+			err = str(key, raw, &m.ToolCallID)
 		case "refusal":
-			err = field(key, raw, &m.Refusal)
-		default:
-			if m.Extra == nil {
-				m.Extra = map[string]json.RawMessage{}
-			}
-			m.Extra[key] = raw
+			err = str(key, raw, &m.Refusal)
 		}
 		if err != nil {
 			return err
@@ -225,7 +222,7 @@ func (c *Content) UnmarshalJSON(data []byte) error {
 	*c = Content{}
 	data = bytes.TrimSpace(data)
 	if len(data) > 0 && data[0] == '"' {
-		if err := json.Unmarshal(data, &c.Text); err != nil {
+		if !unquote(data, &c.Text) {
 			return &RequestError{Message: "must be a string or a list of parts"}
 		}
 		return nil
@@ -264,7 +261,7 @@ func (p *ContentPart) UnmarshalJSON(data []byte) error {
 	if !ok {
 		return &RequestError{Field: "type", Message: "required"}
 	}
-	if err := field("type", typ, &p.Type); err != nil {
+	if err := str("type", typ, &p.Type); err != nil {
 		return err
 	}
 	if p.Type != "text" {
@@ -275,7 +272,7 @@ func (p *ContentPart) UnmarshalJSON(data []byte) error {
 	if !ok {
 		return &RequestError{Field: "text", Message: "required in a text part"}
 	}
-	return field("text", text, &p.Text)
+	return str("text", text, &p.Text)
 }
 
 // MarshalJSON writes a text part from Type and Text, any other as it came.
@@ -340,20 +337,59 @@ func object(data []byte) (map[string]json.RawMessage, error) {
 	return fields, nil
 }
 
-// sortedKeys returns the object's field names in order, so that of several
-// faults the same one is always reported.
-func sortedKeys(fields map[string]json.RawMessage) []string {
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		keys = append(keys, k)
+// extra returns the fields not named in own, or nil if there are none.
+func extra(fields map[string]json.RawMessage, own []string) map[string]json.RawMessage {
+	var out map[string]json.RawMessage
+	for k, v := range fields {
+		if slices.Contains(own, k) {
+			continue
+		}
+		if out == nil {
+			out = map[string]json.RawMessage{}
+		}
+		out[k] = v
 	}
-	slices.Sort(keys)
-	return keys
+	return out
+}
+
+// str decodes a string field, naming it in the error.
+func str(name string, raw json.RawMessage, s *string) error {
+	if unquote(raw, s) {
+		return nil
+	}
+	return field(name, raw, s)
+}
+
+// unquote decodes a JSON string into s. Strings without escapes, which are
+// most of them, are copied as they are, saving a pass of encoding/json
+// over text it has already checked; the others go through it.
+func unquote(raw []byte, s *string) bool {
+	if n := len(raw); n >= 2 && raw[0] == '"' && raw[n-1] == '"' {
+		inner := raw[1 : n-1]
+		if bytes.IndexByte(inner, '\\') < 0 && bytes.IndexByte(inner, '"') < 0 && !hasControl(inner) && utf8.Valid(inner) {
+			*s = string(inner)
+			return true
+		}
+	}
+	return json.Unmarshal(raw, s) == nil
+}
+
+func hasControl(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 {
+			return true
+		}
+	}
+	return false
 }
 
 // list decodes a list element by element, so that an error names the
 // element at fault ("tools[3].function.name").
 func list[T any](name string, raw json.RawMessage) ([]T, error) {
+	var all []T
+	if json.Unmarshal(raw, &all) == nil {
+		return all, nil
+	}
 	var elems []json.RawMessage
 	if err := json.Unmarshal(raw, &elems); err != nil {
 		return nil, &RequestError{Field: name, Message: "must be a list"}

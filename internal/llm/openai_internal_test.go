@@ -1,6 +1,10 @@
 package llm
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -79,4 +83,61 @@ func TestEndpointURL(t *testing.T) {
 			t.Errorf("endpointURL(%q) = nil error, want one", bad)
 		}
 	}
+}
+
+// FuzzErrorBody feeds error answers to errorBody: it must not panic, and
+// what it keeps must be bounded and free of control characters.
+func FuzzErrorBody(f *testing.F) {
+	f.Add([]byte(`{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}`))
+	f.Add([]byte(`{"error":"model 'llama9' not found"}`))
+	f.Add([]byte(`{"object":"error","message":"max_tokens is too large","type":"BadRequestError","code":400}`))
+	f.Add([]byte(`{"detail":"Not Found"}`))
+	f.Add([]byte("upstream connect error\n"))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		typ, msg := errorBody(body)
+		for _, s := range []string{typ, msg} {
+			if len(s) > maxErrorMessage+len("…") {
+				t.Fatalf("errorBody kept %d bytes", len(s))
+			}
+			if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) {
+				t.Fatalf("errorBody kept control characters: %q", s)
+			}
+		}
+	})
+}
+
+// FuzzOpenAIStream feeds arbitrary stream bodies to the stream reader: it
+// must end with io.EOF or a *ProviderError, never panic, and what it yields
+// must fold into an answer.
+func FuzzOpenAIStream(f *testing.F) {
+	for _, tt := range sseTests {
+		f.Add([]byte(tt.input))
+	}
+	f.Add([]byte(`data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}` + "\n\n" +
+		`data: {"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"a","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}` + "\n\n" +
+		`data: {"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}` + "\n\ndata: [DONE]\n\n"))
+	f.Add([]byte(`data: {"error":{"message":"boom","type":"server_error"}}` + "\n\n"))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		_, d := watch(t.Context(), 0)
+		s := &openAIStream{body: io.NopCloser(bytes.NewReader(body)), events: NewSSEReader(bytes.NewReader(body), 1<<16), deadline: d}
+		defer s.Close()
+		var acc Accumulator
+		for range 10000 {
+			c, err := s.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				var pe *ProviderError
+				if !errors.As(err, &pe) {
+					t.Fatalf("Recv() error %T, want *ProviderError: %v", err, err)
+				}
+				break
+			}
+			acc.Add(c)
+		}
+		if _, err := json.Marshal(acc.Response()); err != nil {
+			t.Fatalf("the folded answer does not encode: %v", err)
+		}
+	})
 }

@@ -240,3 +240,31 @@ func TestEstimate(t *testing.T) {
 		t.Errorf("EstimatePrompt = %d, want %d", got, want)
 	}
 }
+
+// FuzzScriptedEmbed feeds arbitrary inputs to the scripted embeddings: a
+// 400 or one unit vector per input, never a panic.
+func FuzzScriptedEmbed(f *testing.F) {
+	for _, s := range []string{`"hello"`, `["a","b"]`, `[1,2,3]`, `[[1,2],[3]]`, `[]`, `{}`, `null`, `[1,"a"]`} {
+		f.Add([]byte(s))
+	}
+	p := NewScripted(Endpoint{}, nil)
+	f.Fuzz(func(t *testing.T, input []byte) {
+		if !json.Valid(input) {
+			return
+		}
+		resp, err := p.Embed(t.Context(), &EmbeddingRequest{Input: input})
+		if err != nil {
+			var pe *ProviderError
+			if !errors.As(err, &pe) || pe.Status != 400 {
+				t.Fatalf("Embed(%s) = %v, want a 400", input, err)
+			}
+			return
+		}
+		for _, d := range resp.Data {
+			var v []float32
+			if err := json.Unmarshal(d.Embedding, &v); err != nil || len(v) != DefaultEmbeddingDimensions {
+				t.Fatalf("Embed(%s) vector %s: %v", input, d.Embedding, err)
+			}
+		}
+	})
+}

@@ -98,7 +98,7 @@ func (p *Pipeline) runShadow(ctx context.Context, mc *modelCall, t *llm.Model, r
 		if len(resp.Choices) > 0 {
 			rec.Model.FinishReason = resp.Choices[0].FinishReason
 			if c := resp.Choices[0].Message.Content; c != nil {
-				detail.Answer = truncate(c.Text, maxShadowText)
+				detail.Answer = truncate(c.String(), maxShadowText)
 			}
 		}
 		return nil

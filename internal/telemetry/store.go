@@ -11,13 +11,16 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -131,9 +134,8 @@ func OpenStore(ctx context.Context, logger *slog.Logger, s storeSubstrate, opts 
 		MaxAge:      opts.MaxAge,
 		MaxBytes:    opts.MaxBytes,
 		Discard:     jetstream.DiscardOld,
-		// JSON spans shrink to a fraction; the server compresses whole
-		// blocks, off the path of any action.
-		Compression: jetstream.S2Compression,
+		// No compression: S2 made storing a batch four times slower
+		// (BenchmarkStoreExport), and MaxBytes bounds the disk anyway.
 	})
 	if err != nil {
 		return nil, fmt.Errorf("trace store: %w", err)
@@ -151,7 +153,7 @@ func (s *Store) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) 
 		return errors.New("trace store: export after shutdown")
 	}
 	var (
-		line    bytes.Buffer
+		line    []byte
 		pending = map[trace.TraceID][]byte{}
 		order   []trace.TraceID
 		futures []jetstream.PubAckFuture
@@ -169,30 +171,22 @@ func (s *Store) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) 
 		futures = append(futures, f)
 	}
 	for _, sp := range spans {
-		line.Reset()
-		if err := encodeSpan(&line, sp, false); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if line.Len() > maxStoreMessage {
+		line = appendSpan(line[:0], sp, false)
+		if len(line) > maxStoreMessage {
 			// Attributes made it too large (captured content beyond the
 			// caps): keep the span's shape, say what was dropped.
-			line.Reset()
-			if err := encodeSpan(&line, sp, true); err != nil {
-				errs = append(errs, err)
-				continue
-			}
+			line = appendSpan(line[:0], sp, true)
 		}
 		id := sp.SpanContext().TraceID()
 		buf, seen := pending[id]
 		if !seen {
 			order = append(order, id)
 		}
-		if len(buf)+line.Len() > maxStoreMessage {
+		if len(buf)+len(line) > maxStoreMessage {
 			publish(id, buf)
 			buf = nil
 		}
-		pending[id] = append(buf, line.Bytes()...)
+		pending[id] = append(buf, line...)
 	}
 	for _, id := range order {
 		publish(id, pending[id])
@@ -312,42 +306,87 @@ func ValidTraceID(id string) bool {
 	return !zero
 }
 
-// encodeSpan appends sp to buf as one line of JSON. With lean, attributes
-// and events are left out and corral.store.dropped says so.
-func encodeSpan(buf *bytes.Buffer, sp sdktrace.ReadOnlySpan, lean bool) error {
+// appendSpan appends sp to b as one line of JSON, the form Span decodes
+// from. It is written by hand because it runs for every span corral makes:
+// encoding/json took four times as long (BenchmarkStoreEncode). With lean,
+// attributes and events are left out and corral.store.dropped says so.
+func appendSpan(b []byte, sp sdktrace.ReadOnlySpan, lean bool) []byte {
 	sc := sp.SpanContext()
-	out := Span{
-		TraceID:    sc.TraceID().String(),
-		SpanID:     sc.SpanID().String(),
-		Name:       sp.Name(),
-		Kind:       spanKind(sp.SpanKind()),
-		Start:      sp.StartTime().UTC(),
-		End:        sp.EndTime().UTC(),
-		DurationMS: float64(sp.EndTime().Sub(sp.StartTime())) / float64(time.Millisecond),
-		Status:     Status{Code: strings.ToLower(sp.Status().Code.String()), Message: sp.Status().Description},
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b = append(b, `{"trace_id":"`...)
+	b = hex.AppendEncode(b, tid[:])
+	b = append(b, `","span_id":"`...)
+	b = hex.AppendEncode(b, sid[:])
+	b = append(b, '"')
+	if p := sp.Parent().SpanID(); p.IsValid() {
+		b = append(b, `,"parent_span_id":"`...)
+		b = hex.AppendEncode(b, p[:])
+		b = append(b, '"')
 	}
-	if p := sp.Parent(); p.SpanID().IsValid() {
-		out.ParentSpanID = p.SpanID().String()
+	b = append(b, `,"name":`...)
+	b = appendJSONString(b, sp.Name())
+	b = append(b, `,"kind":"`...)
+	b = append(b, spanKind(sp.SpanKind())...)
+	start, end := sp.StartTime(), sp.EndTime()
+	b = append(b, `","start":"`...)
+	b = start.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","end":"`...)
+	b = end.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","duration_ms":`...)
+	b = appendJSONFloat(b, float64(end.Sub(start))/float64(time.Millisecond))
+	status := sp.Status()
+	b = append(b, `,"status":{"code":"`...)
+	b = append(b, statusCode(status.Code)...)
+	b = append(b, '"')
+	if status.Description != "" {
+		b = append(b, `,"message":`...)
+		b = appendJSONString(b, status.Description)
+	}
+	b = append(b, '}')
+	if lean {
+		b = append(b, `,"attributes":{"corral.store.dropped":"attributes and events: the span exceeded the store's message size"}`...)
+	} else {
+		if attrs := sp.Attributes(); len(attrs) > 0 {
+			b = append(b, `,"attributes":`...)
+			b = appendAttributes(b, attrs)
+		}
+		if events := sp.Events(); len(events) > 0 {
+			b = append(b, `,"events":[`...)
+			for i, e := range events {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = append(b, `{"name":`...)
+				b = appendJSONString(b, e.Name)
+				b = append(b, `,"time":"`...)
+				b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+				b = append(b, '"')
+				if len(e.Attributes) > 0 {
+					b = append(b, `,"attributes":`...)
+					b = appendAttributes(b, e.Attributes)
+				}
+				b = append(b, '}')
+			}
+			b = append(b, ']')
+		}
 	}
 	if res := sp.Resource(); res != nil {
-		if v, ok := res.Set().Value("service.name"); ok {
-			out.Service = v.AsString()
+		if v, ok := res.Set().Value("service.name"); ok && v.AsString() != "" {
+			b = append(b, `,"service":`...)
+			b = appendJSONString(b, v.AsString())
 		}
 	}
-	if lean {
-		out.Attributes = map[string]any{"corral.store.dropped": "attributes and events: the span exceeded the store's message size"}
-	} else {
-		out.Attributes = attributeMap(sp.Attributes())
-		for _, e := range sp.Events() {
-			out.Events = append(out.Events, SpanEvent{Name: e.Name, Time: e.Time.UTC(), Attributes: attributeMap(e.Attributes)})
-		}
+	return append(b, "}\n"...)
+}
+
+func statusCode(c codes.Code) string {
+	switch c {
+	case codes.Ok:
+		return "ok"
+	case codes.Error:
+		return "error"
 	}
-	enc := json.NewEncoder(buf) // Encode ends the line
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(out); err != nil {
-		return fmt.Errorf("trace store: encode span %s: %w", out.SpanID, err)
-	}
-	return nil
+	return "unset"
 }
 
 func spanKind(k trace.SpanKind) string {
@@ -357,36 +396,109 @@ func spanKind(k trace.SpanKind) string {
 	return k.String()
 }
 
-// attributeMap turns attributes into JSON values of the same types.
-func attributeMap(attrs []attribute.KeyValue) map[string]any {
-	if len(attrs) == 0 {
-		return nil
-	}
-	m := make(map[string]any, len(attrs))
-	for _, kv := range attrs {
-		switch kv.Value.Type() {
-		case attribute.FLOAT64:
-			m[string(kv.Key)] = jsonFloat(kv.Value.AsFloat64())
-		case attribute.FLOAT64SLICE:
-			fs := kv.Value.AsFloat64Slice()
-			out := make([]any, len(fs))
-			for i, f := range fs {
-				out[i] = jsonFloat(f)
-			}
-			m[string(kv.Key)] = out
-		default:
-			m[string(kv.Key)] = kv.Value.AsInterface()
+// appendAttributes appends attributes as a JSON object of typed values.
+func appendAttributes(b []byte, attrs []attribute.KeyValue) []byte {
+	b = append(b, '{')
+	for i, kv := range attrs {
+		if i > 0 {
+			b = append(b, ',')
 		}
+		b = appendJSONString(b, string(kv.Key))
+		b = append(b, ':')
+		b = appendValue(b, kv.Value)
 	}
-	return m
+	return append(b, '}')
 }
 
-// jsonFloat is f, or its name when JSON has no number for it.
-func jsonFloat(f float64) any {
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return fmt.Sprint(f)
+func appendValue(b []byte, v attribute.Value) []byte {
+	switch v.Type() {
+	case attribute.BOOL:
+		return strconv.AppendBool(b, v.AsBool())
+	case attribute.INT64:
+		return strconv.AppendInt(b, v.AsInt64(), 10)
+	case attribute.FLOAT64:
+		return appendJSONFloat(b, v.AsFloat64())
+	case attribute.STRING:
+		return appendJSONString(b, v.AsString())
+	case attribute.BOOLSLICE:
+		return appendList(b, v.AsBoolSlice(), strconv.AppendBool)
+	case attribute.INT64SLICE:
+		return appendList(b, v.AsInt64Slice(), func(b []byte, n int64) []byte { return strconv.AppendInt(b, n, 10) })
+	case attribute.FLOAT64SLICE:
+		return appendList(b, v.AsFloat64Slice(), appendJSONFloat)
+	case attribute.STRINGSLICE:
+		return appendList(b, v.AsStringSlice(), appendJSONString)
 	}
-	return f
+	return append(b, "null"...)
+}
+
+func appendList[T any](b []byte, items []T, appendItem func([]byte, T) []byte) []byte {
+	b = append(b, '[')
+	for i, x := range items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendItem(b, x)
+	}
+	return append(b, ']')
+}
+
+// appendJSONFloat appends f as encoding/json writes it, or, for the values
+// JSON has no number for, their name as a string.
+func appendJSONFloat(b []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return appendJSONString(b, fmt.Sprint(f))
+	}
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	return strconv.AppendFloat(b, f, format, -1, 64)
+}
+
+// appendJSONString appends s as a JSON string: quotes, backslashes and
+// control characters escaped, each byte of invalid UTF-8 replaced by U+FFFD,
+// as encoding/json does (without its HTML escaping).
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, "\ufffd"...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // decodeSpans reads the JSON lines of one stored message, at most limit

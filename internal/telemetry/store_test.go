@@ -1,7 +1,6 @@
 package telemetry
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -204,17 +203,15 @@ func TestStoreAfterShutdown(t *testing.T) {
 }
 
 func TestDecodeSpansLimit(t *testing.T) {
-	var buf bytes.Buffer
+	var buf []byte
 	for i := range 5 {
-		if err := encodeSpan(&buf, stub(traceA, byte(i+1), 0, "s", 0, 1).Snapshot(), false); err != nil {
-			t.Fatal(err)
-		}
+		buf = appendSpan(buf, stub(traceA, byte(i+1), 0, "s", 0, 1).Snapshot(), false)
 	}
-	got, err := decodeSpans(buf.Bytes(), 3)
+	got, err := decodeSpans(buf, 3)
 	if err != nil || len(got) != 3 {
 		t.Errorf("decodeSpans(5 spans, limit 3) = %d, %v; want 3", len(got), err)
 	}
-	got, err = decodeSpans(append(buf.Bytes(), "{not json\n"...), 10)
+	got, err = decodeSpans(append(buf, "{not json\n"...), 10)
 	if err == nil || len(got) != 5 {
 		t.Errorf("decodeSpans(5 spans then junk) = %d, %v; want 5 and an error", len(got), err)
 	}
@@ -237,10 +234,10 @@ func TestValidTraceID(t *testing.T) {
 }
 
 func FuzzDecodeSpans(f *testing.F) {
-	var buf bytes.Buffer
-	_ = encodeSpan(&buf, stub(traceA, 1, 0, "execute_tool x", 0, 1, AttrAgent.String("a"), AttrCost.Float64(1.5)).Snapshot(), false)
-	_ = encodeSpan(&buf, stub(traceA, 2, 1, "policy", 0, 1).Snapshot(), true)
-	f.Add(buf.Bytes())
+	var buf []byte
+	buf = appendSpan(buf, stub(traceA, 1, 0, "execute_tool x", 0, 1, AttrAgent.String("a"), AttrCost.Float64(1.5)).Snapshot(), false)
+	buf = appendSpan(buf, stub(traceA, 2, 1, "policy", 0, 1).Snapshot(), true)
+	f.Add(buf)
 	f.Add([]byte(`{"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7"}`))
 	f.Add([]byte(`{"trace_id":"x"}`))
 	f.Add([]byte("\n\n"))
@@ -256,6 +253,59 @@ func FuzzDecodeSpans(f *testing.F) {
 			if _, err := json.Marshal(sp); err != nil {
 				t.Fatalf("a decoded span does not encode again: %v", err)
 			}
+		}
+	})
+}
+
+// TestAppendSpanTypes: every attribute type comes back as the same JSON
+// value encoding/json would have written, and odd text stays readable.
+func TestAppendSpanTypes(t *testing.T) {
+	sp := stub(traceA, 1, 0, "name with \"quotes\", a tab\t, \x01 and bad \xff utf-8", 0, 1,
+		attribute.Bool("b", true),
+		attribute.Int64("i", -42),
+		attribute.Float64("f", 1e-7),
+		attribute.Float64("big", 1e21),
+		attribute.Float64("nan", math.NaN()),
+		attribute.String("s", "line\nbreak </script> ü"),
+		attribute.BoolSlice("bs", []bool{true, false}),
+		attribute.Int64Slice("is", []int64{1, 2}),
+		attribute.Float64Slice("fs", []float64{0.5, math.Inf(-1)}),
+		attribute.StringSlice("ss", []string{"a", "\"b\""}),
+	)
+	sp.Status = sdktrace.Status{Code: codes.Error, Description: "bad\r\n"}
+	line := appendSpan(nil, sp.Snapshot(), false)
+	var got map[string]any
+	if err := json.Unmarshal(line, &got); err != nil {
+		t.Fatalf("appendSpan wrote invalid JSON %s: %v", line, err)
+	}
+	want := map[string]any{
+		"b": true, "i": -42.0, "f": 1e-7, "big": 1e21, "nan": "NaN", "s": "line\nbreak </script> ü",
+		"bs": []any{true, false}, "is": []any{1.0, 2.0}, "fs": []any{0.5, "-Inf"}, "ss": []any{"a", `"b"`},
+	}
+	if diff := cmp.Diff(want, got["attributes"]); diff != "" {
+		t.Errorf("attributes (-want +got):\n%s", diff)
+	}
+	if got["name"] != "name with \"quotes\", a tab\t, \x01 and bad \ufffd utf-8" {
+		t.Errorf("name = %q", got["name"])
+	}
+	if got["status"].(map[string]any)["message"] != "bad\r\n" {
+		t.Errorf("status = %v", got["status"])
+	}
+}
+
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range []string{"", "plain", "quote \" backslash \\", "\x00\x1f\x7f", "ü€😀", "\xff\xfe", "\u2028"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var got, want string
+		if err := json.Unmarshal(appendJSONString(nil, s), &got); err != nil {
+			t.Fatalf("appendJSONString(%q) is not a JSON string: %v", s, err)
+		}
+		std, _ := json.Marshal(s)
+		_ = json.Unmarshal(std, &want)
+		if got != want {
+			t.Fatalf("appendJSONString(%q) decodes to %q; encoding/json's to %q", s, got, want)
 		}
 	})
 }

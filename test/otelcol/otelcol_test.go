@@ -195,6 +195,7 @@ func TestTelemetryExportsToCollector(t *testing.T) {
 			}
 			traceID := string(m[1])
 			got := c.await(t, traceID, func(s []span) bool { return len(s) >= 4 })
+			t.Logf("the collector received trace %s over %s: %v", traceID, protocol, names(got))
 			action, ok := byName(got, "execute_tool crm.get_order")
 			if !ok {
 				t.Fatalf("received %v, want the action span", names(got))
