@@ -296,7 +296,7 @@ spec: {models: [smart, split, compare]}
 	var shadow struct {
 		Records []struct {
 			Target, Event, Edge string
-			Detail             struct{ Of, Primary, Answer string }
+			Detail              struct{ Of, Primary, Answer string }
 		}
 	}
 	deadline := time.Now().Add(5 * time.Second)
