@@ -109,7 +109,7 @@ func benchModels(ctx context.Context, c *corral, o options) error {
 		fmt.Printf("peer: Portkey skipped: %v\n\n", err)
 	} else {
 		defer peer.stop()
-		fmt.Printf("peer: Portkey (@portkey-ai/gateway %s on node %s) from %s\n\n", peer.version, peer.node, peer.dir)
+		fmt.Printf("peer: Portkey (@portkey-ai/gateway %s with @hono/node-server %s, node %s) from %s\n\n", peer.version, honoNodeServer, peer.node, peer.dir)
 	}
 	auditBefore, err := auditCount(ctx, c)
 	if err != nil {
@@ -118,27 +118,50 @@ func benchModels(ctx context.Context, c *corral, o options) error {
 
 	bearer := http.Header{"Authorization": {"Bearer sk-bench"}}
 	agent := http.Header{"Authorization": {"Bearer " + key}}
-	var paths []*completion
-	for _, stream := range []bool{false, true} {
-		paths = append(paths,
+	portkey := http.Header{}
+	if peer != nil {
+		portkey.Set("Authorization", "Bearer sk-bench")
+		portkey.Set("X-Portkey-Provider", "openai")
+		portkey.Set("X-Portkey-Custom-Host", up.url+"/v1")
+	}
+	ways := func(stream bool) []*completion {
+		p := []*completion{
 			newCompletion("direct", up.url+"/v1/chat/completions", upstreamModel, bearer, stream),
 			newCompletion("bare reverse proxy", proxy.url+"/v1/chat/completions", upstreamModel, bearer, stream),
 			throughCorral(newCompletion("corral, redact off", c.url+"/openai/v1/chat/completions", modelOff, agent, stream)),
 			throughCorral(newCompletion("corral, reversible", c.url+"/openai/v1/chat/completions", modelRedacted, agent, stream)),
-		)
-		if peer != nil {
-			h := http.Header{}
-			h.Set("Authorization", "Bearer sk-bench")
-			h.Set("X-Portkey-Provider", "openai")
-			h.Set("X-Portkey-Custom-Host", up.url+"/v1")
-			paths = append(paths, newCompletion("Portkey "+peer.version, peer.url+"/v1/chat/completions", upstreamModel, h, stream))
 		}
+		if peer != nil {
+			p = append(p, newCompletion("Portkey "+peer.version, peer.url+"/v1/chat/completions", upstreamModel, portkey, stream))
+		}
+		return p
 	}
-	plain, streamed := paths[:len(paths)/2], paths[len(paths)/2:]
+	plain, streamed := ways(false), ways(true)
+	all := append(slices.Clone(plain), streamed...)
 
-	lat := measureCompletions(ctx, paths, o)
+	lat := measureCompletions(ctx, all, o)
 	fmt.Printf("model call, a %d-byte prompt with an email, a card and an IBAN, %d sequential calls per path after %d to warm up,\n"+
 		"paths interleaved in blocks of %d (µs); added = path minus direct:\n", len(benchPrompt), o.calls, o.warmup, o.block)
+	if err := printCompletions(plain, streamed, lat); err != nil {
+		return err
+	}
+	if err := completionThroughput(ctx, plain, o); err != nil {
+		return err
+	}
+	if o.cpuprofile != "" {
+		// Whole answers with reversible redaction: the path with the most of
+		// corral in it.
+		redacted := plain[slices.IndexFunc(plain, func(p *completion) bool { return p.model == modelRedacted })]
+		if err := profile(ctx, redacted.path, slices.Max(o.clients), o.duration, o.cpuprofile+".models"); err != nil {
+			return err
+		}
+	}
+	return verifyModels(ctx, c, up, all, auditBefore)
+}
+
+// printCompletions prints the latency of whole answers, then of streamed
+// ones: lat holds plain's, then streamed's, in order.
+func printCompletions(plain, streamed []*completion, lat []completionLatency) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "whole answer\tp50\tp90\tp99\tadded p50\tadded p99\t")
 	for i, p := range plain {
@@ -155,13 +178,16 @@ func benchModels(ctx context.Context, c *corral, o options) error {
 		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%s\t%.0f\t%.0f\t%s\t\n", p.name, us(l.first.p50), us(l.first.p90), us(l.first.p99),
 			addedUS(i, l.first, d.first), us(l.end.p50), us(l.end.p99), addedUS(i, l.end, d.end))
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
+	return tw.Flush()
+}
 
+// completionThroughput prints the requests/s of each path at each of
+// o.clients, and their ratio to the first path's.
+func completionThroughput(ctx context.Context, paths []*completion, o options) error {
 	fmt.Printf("\nthroughput, whole answers, requests/s, median of %d phase(s) of %s per path and concurrency, paths rotated; ratio to direct:\n", o.repeats, o.duration)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	header := "clients\t"
-	for i, p := range plain {
+	for i, p := range paths {
 		header += p.name + "\t"
 		if i > 0 {
 			header += "ratio\t"
@@ -169,16 +195,16 @@ func benchModels(ctx context.Context, c *corral, o options) error {
 	}
 	fmt.Fprintln(tw, header)
 	for _, n := range o.clients {
-		rates := make([][]float64, len(plain))
+		rates := make([][]float64, len(paths))
 		for r := range o.repeats {
-			for k := range plain {
-				i := (k + r) % len(plain) // no path always goes first
-				rates[i] = append(rates[i], measureThroughput(ctx, plain[i].path, n, o.duration))
+			for k := range paths {
+				i := (k + r) % len(paths) // no path always goes first
+				rates[i] = append(rates[i], measureThroughput(ctx, paths[i].path, n, o.duration))
 			}
 		}
 		row := fmt.Sprintf("%d\t", n)
 		d := median(rates[0])
-		for i := range plain {
+		for i := range paths {
 			m := median(rates[i])
 			row += fmt.Sprintf("%.0f\t", m)
 			if i > 0 {
@@ -187,10 +213,7 @@ func benchModels(ctx context.Context, c *corral, o options) error {
 		}
 		fmt.Fprintln(tw, row)
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	return verifyModels(ctx, c, up, paths, auditBefore)
+	return tw.Flush()
 }
 
 // addedUS is "+p50 +p99" of l over the baseline d, in µs, or two empty
@@ -619,8 +642,23 @@ func newUpstreamAnswer(email string) upstreamAnswer {
 }
 
 // portkeyVersion is the Portkey gateway the bench measures, pinned so that
-// runs compare.
-const portkeyVersion = "1.15.2"
+// runs compare. honoNodeServer is pinned beside it: with the
+// @hono/node-server that npm picks for it (1.19), Portkey answers every
+// streamed completion with HTTP 500 "TypeError: immutable"
+// (Portkey-AI/gateway issues 1389 and 1550); with 1.13.8 it streams.
+const (
+	portkeyVersion = "1.15.2"
+	honoNodeServer = "1.13.8"
+)
+
+// portkeyManifest is the package.json of the Portkey install.
+const portkeyManifest = `{
+  "private": true,
+  "description": "The Portkey gateway, for corral's bench (bench/models.go).",
+  "dependencies": {"@portkey-ai/gateway": "` + portkeyVersion + `"},
+  "overrides": {"@hono/node-server": "` + honoNodeServer + `"}
+}
+`
 
 // loopbackPreload is loaded into node before the Portkey gateway: its
 // start-server.js listens on every interface and has no option for the
@@ -716,18 +754,15 @@ func startPortkey(ctx context.Context, upstreamURL string) (*peer, error) {
 }
 
 // installPortkey runs npm install in dir unless it already holds
-// portkeyVersion.
+// portkeyVersion with honoNodeServer.
 func installPortkey(ctx context.Context, npm, dir string) error {
-	var installed struct{ Version string }
-	b, err := os.ReadFile(filepath.Join(dir, "node_modules", "@portkey-ai", "gateway", "package.json"))
-	if err == nil && json.Unmarshal(b, &installed) == nil && installed.Version == portkeyVersion {
+	if installedVersion(dir, "@portkey-ai/gateway") == portkeyVersion && installedVersion(dir, "@hono/node-server") == honoNodeServer {
 		return nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	manifest := `{"private": true, "description": "The Portkey gateway, for corral's bench (bench/models.go).", "dependencies": {"@portkey-ai/gateway": "` + portkeyVersion + `"}}` + "\n"
-	if err := os.WriteFile(filepath.Join(dir, "package.json"), []byte(manifest), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "package.json"), []byte(portkeyManifest), 0o644); err != nil {
 		return err
 	}
 	fmt.Printf("peer: installing @portkey-ai/gateway %s into %s (npm install, once)\n", portkeyVersion, dir)
@@ -739,6 +774,17 @@ func installPortkey(ctx context.Context, npm, dir string) error {
 		return fmt.Errorf("npm install @portkey-ai/gateway@%s in %s: %w: %s", portkeyVersion, dir, err, lastLines(out, 10))
 	}
 	return nil
+}
+
+// installedVersion is the version of the npm package pkg in dir's
+// node_modules, or "" when it is not there.
+func installedVersion(dir, pkg string) string {
+	var installed struct{ Version string }
+	b, err := os.ReadFile(filepath.Join(dir, "node_modules", filepath.FromSlash(pkg), "package.json"))
+	if err != nil || json.Unmarshal(b, &installed) != nil {
+		return ""
+	}
+	return installed.Version
 }
 
 // freePort is a TCP port free on loopback a moment ago.

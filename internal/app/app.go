@@ -61,7 +61,14 @@ type Config struct {
 	// PolicyDefault is the policy under every Policy resource: "builtin"
 	// (or ""), "none", or a path to .rego files that replace it.
 	PolicyDefault string
-	Replicas      int
+	// OTLPEndpoint and OTLPProtocol export traces to a collector; "" leaves
+	// it to the OTEL_* variables.
+	OTLPEndpoint, OTLPProtocol string
+	// TraceMaxAge is how long the built-in trace store keeps spans; 0 is a week.
+	TraceMaxAge time.Duration
+	// NoTracing records no spans.
+	NoTracing bool
+	Replicas  int
 	SyncAlways    bool
 	Version       string
 }
@@ -85,6 +92,7 @@ type App struct {
 	signer   *identity.Signer
 	issuers  *identity.Issuers
 	policies *policy.Store
+	tracing  *telemetry.Tracing
 	listener net.Listener
 	server   *http.Server
 
@@ -178,6 +186,18 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		return nil, err
 	}
 
+	traces, err := telemetry.OpenStore(ctx, logger.With("component", "traces"), a.bus, telemetry.StoreOptions{MaxAge: cfg.TraceMaxAge})
+	if err != nil {
+		return nil, err
+	}
+	a.tracing, err = telemetry.NewTracing(ctx, logger.With("component", "tracing"), telemetry.TracingOptions{
+		ServiceName: "corral", ServiceVersion: cfg.Version, OTLPEndpoint: cfg.OTLPEndpoint, OTLPProtocol: cfg.OTLPProtocol,
+		Store: traces, Disabled: cfg.NoTracing,
+	})
+	if err != nil {
+		return nil, err
+	}
+
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(
 		collectors.NewGoCollector(),
@@ -196,7 +216,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	}
 	metrics.MustRegister(budget.NewCollector(a.budgets))
 	resolver := secret.NewResolver(sealer, a.registry.Get, os.LookupEnv)
-	a.models = llm.NewCatalog(logger.With("component", "models"), a.registry, resolver.Resolve, nil)
+	a.models = llm.NewCatalog(logger.With("component", "models"), a.registry, resolver.Resolve, llm.NewClient(telemetry.Transport))
 	a.catalog = tools.NewCatalog(logger.With("component", "tools"), a.registry, map[string]tools.Factory{
 		"openapi": restsource.Factory(restsource.Options{OnBreakerChange: breakers.set, Pins: pins, OnDrift: a.auditDrift}),
 		"mcp":     mcpsource.New,
@@ -213,6 +233,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		Models:      a.models,
 		Budgets:     a.budgets,
 		Metrics:     pipeline.NewMetrics(metrics),
+		Tracer:      a.tracing.Tracer(),
 	})
 	gateway := a.gateway
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -223,7 +244,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).Register(mux)
+	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithTraces(traces).Register(mux)
 	oauth.New(httpLogger, oauth.Deps{
 		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers,
 		Delegations: delegations{gateway}, Audit: a.audit,
@@ -242,7 +263,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	}))
 
 	a.server = &http.Server{
-		Handler:           telemetry.NewHTTPMetrics(metrics).Middleware(httpLogger, mux),
+		Handler:           telemetry.NewHTTPMetrics(metrics).WithTracer(a.tracing.Tracer()).Middleware(httpLogger, mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute, // whole request; no WriteTimeout, so responses may stream
 		IdleTimeout:       2 * time.Minute,
@@ -324,6 +345,14 @@ func (a *App) Ready() <-chan struct{} { return a.ready }
 // drain in-flight requests, stop the registry's watch, close the substrate.
 func (a *App) Run(ctx context.Context) error {
 	defer a.bus.Close()
+	defer func() {
+		// Spans still batched go out before the substrate closes.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := a.tracing.Shutdown(sctx); err != nil {
+			a.logger.WarnContext(ctx, "flushing traces", "err", err)
+		}
+	}()
 	g, gctx := errgroup.WithContext(ctx)
 
 	// The registry outlives the HTTP drain, so in-flight requests still read it.

@@ -19,6 +19,9 @@ type serverFlags struct {
 	data, http, nats, natsListen string
 	natsCreds, secretsKey        string
 	issuer, policyDefault        string
+	otlpEndpoint, otlpProtocol   string
+	traceRetention               time.Duration
+	tracing                      bool
 	tokenTTL                     time.Duration
 	replicas                     int
 	sync                         string
@@ -41,6 +44,10 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.StringVar(&f.issuer, "issuer", "", "corral's public URL, the iss of the tokens it signs; replicas must share it (default: the server's own URL)")
 	fl.DurationVar(&f.tokenTTL, "token-ttl", 15*time.Minute, "lifetime of the access tokens /oauth2/token issues (at most 24h)")
 	fl.StringVar(&f.policyDefault, "policy-default", "builtin", "the policy under every Policy resource: 'builtin' (corral policy show-default), 'none', or a path to .rego files that replace it")
+	fl.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "also export traces over OTLP to this collector (http://host:4317 for gRPC, http://host:4318 for HTTP; default: OTEL_EXPORTER_OTLP_ENDPOINT, else none)")
+	fl.StringVar(&f.otlpProtocol, "otlp-protocol", "", "OTLP protocol: grpc or http/protobuf (default: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc)")
+	fl.DurationVar(&f.traceRetention, "trace-retention", 7*24*time.Hour, "how long the built-in trace store keeps spans (corral trace ID)")
+	fl.BoolVar(&f.tracing, "tracing", true, "record traces; --tracing=false records none (the audit is kept either way)")
 	fl.IntVar(&f.replicas, "replicas", 1, "replicas of every stream and bucket (more than 1 needs a NATS cluster)")
 	fl.StringVar(&f.sync, "sync", "interval", "embedded store durability: 'always' fsyncs every write, 'interval' syncs periodically")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -85,6 +92,19 @@ func (f *serverFlags) config() (app.Config, error) {
 	if f.policyDefault == "" {
 		return app.Config{}, fmt.Errorf("--policy-default: want builtin, none or a path")
 	}
+	if f.otlpEndpoint != "" {
+		if _, err := telemetry.ParseOTLPEndpoint(f.otlpEndpoint); err != nil {
+			return app.Config{}, fmt.Errorf("--otlp-endpoint: %w", err)
+		}
+	}
+	switch f.otlpProtocol {
+	case "", telemetry.ProtocolGRPC, telemetry.ProtocolHTTP:
+	default:
+		return app.Config{}, fmt.Errorf("--otlp-protocol %q: want %s or %s", f.otlpProtocol, telemetry.ProtocolGRPC, telemetry.ProtocolHTTP)
+	}
+	if f.traceRetention < time.Minute {
+		return app.Config{}, fmt.Errorf("--trace-retention %v: must be at least 1m", f.traceRetention)
+	}
 	return app.Config{
 		DataDir:       f.data,
 		HTTPAddr:      f.http,
@@ -95,6 +115,10 @@ func (f *serverFlags) config() (app.Config, error) {
 		Issuer:        strings.TrimSuffix(f.issuer, "/"),
 		TokenTTL:      f.tokenTTL,
 		PolicyDefault: f.policyDefault,
+		OTLPEndpoint:  f.otlpEndpoint,
+		OTLPProtocol:  f.otlpProtocol,
+		TraceMaxAge:   f.traceRetention,
+		NoTracing:     !f.tracing,
 		Replicas:      f.replicas,
 		SyncAlways:    f.sync == "always",
 		Version:       Version(),

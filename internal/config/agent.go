@@ -14,6 +14,9 @@ type AgentSpec struct {
 	Tools []string `json:"tools,omitempty"`
 	// Models lists the models the agent may use, as names or globs.
 	Models []string `json:"models,omitempty"`
+	// CaptureContent records the agent's prompts, completions, tool
+	// arguments and answers in its traces, redacted and capped.
+	CaptureContent bool `json:"captureContent,omitempty"`
 }
 
 //go:embed schemas/agent.json

@@ -31,6 +31,9 @@ type ToolSourceSpec struct {
 	// AuditArguments keeps the argument values in the audit record; by
 	// default only their digest is kept.
 	AuditArguments bool `json:"auditArguments,omitempty"`
+	// CaptureContent records calls' arguments and answers in traces,
+	// redacted and capped.
+	CaptureContent bool `json:"captureContent,omitempty"`
 	// Identity says how each call tells the upstream who acts: a short-lived
 	// token signed by corral, verifiable with its JWKS, with sub (the user,
 	// or the agent acting for itself) and act (the agent). On by default.

@@ -70,14 +70,23 @@ func NewOpenAI(ep Endpoint) Provider {
 // idle connections for a busy provider (the standard transport keeps 2 per
 // host), and does not follow redirects: a redirect is the provider's answer,
 // and following it would carry the credentials to another host.
-var defaultClient = func() *http.Client {
+var defaultClient = NewClient(nil)
+
+// NewClient returns the HTTP client providers use: keep-alive to each
+// provider, and no redirects (a redirect could carry a key elsewhere).
+// wrap, when set, wraps its transport (tracing does).
+func NewClient(wrap func(http.RoundTripper) http.RoundTripper) *http.Client {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = 64
+	var rt http.RoundTripper = transport
+	if wrap != nil {
+		rt = wrap(rt)
+	}
 	return &http.Client{
-		Transport:     transport,
+		Transport:     rt,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-}()
+}
 
 // endpointURL appends path to base's path, keeping base's query.
 func endpointURL(base, path string) (string, error) {

@@ -13,6 +13,7 @@ import (
 	"github.com/corral-dev/corral/internal/identity"
 	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/telemetry"
 	"github.com/corral-dev/corral/internal/tools"
 )
 
@@ -134,6 +135,22 @@ func (p *Pipeline) input(c Caller, agent *agentCache, e *tools.Entry, value any)
 // decide asks policy. It records the decision and turns anything but an
 // allow into the refusal the caller sees: a fault denies (fails closed).
 func (p *Pipeline) decide(ctx context.Context, rec *audit.Record, in *policy.Input) (policy.Decision, error) {
+	ctx, span := p.stage(ctx, telemetry.StagePolicy)
+	d, err := p.decideOnce(ctx, rec, in)
+	if span.IsRecording() && rec.Policy != nil {
+		span.SetAttributes(
+			telemetry.AttrPolicyEffect.String(rec.Policy.Effect),
+			telemetry.AttrPolicyRevision.String(rec.Policy.Revision),
+		)
+		if len(rec.Policy.Reasons) > 0 {
+			span.SetAttributes(telemetry.AttrPolicyReasons.StringSlice(rec.Policy.Reasons))
+		}
+	}
+	endStage(span, err)
+	return d, err
+}
+
+func (p *Pipeline) decideOnce(ctx context.Context, rec *audit.Record, in *policy.Input) (policy.Decision, error) {
 	engine := p.Policy.Engine()
 	d, err := engine.Decide(ctx, in)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/corral-dev/corral/internal/idempotency"
 	"github.com/corral-dev/corral/internal/openapi"
 	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/telemetry"
 	"github.com/corral-dev/corral/internal/tools"
 	"github.com/corral-dev/corral/internal/upstream"
 )
@@ -94,10 +95,17 @@ func (p *Pipeline) invoke(ctx context.Context, rec *audit.Record, e *tools.Entry
 	rec.ID = nuid.Next()
 	// A call that has left runs to its answer or its timeout even if the
 	// caller goes away, so that its outcome is recorded (audit, idempotency).
-	res, err := e.Source.Call(context.WithoutCancel(ctx), call)
+	ictx, span := p.stage(ctx, telemetry.StageInvoke)
+	res, err := e.Source.Call(context.WithoutCancel(ictx), call)
 	if err != nil {
-		return nil, upstreamProblem(e.Tool.Name, err)
+		err = upstreamProblem(e.Tool.Name, err)
+		endStage(span, err)
+		return nil, err
 	}
+	if span.IsRecording() {
+		span.SetAttributes(telemetry.AttrToolSource.String(e.Tool.Source), telemetry.AttrHTTPResponseStatusCode.Int(res.Status))
+	}
+	span.End()
 	rec.UpstreamStatus = res.Status
 	if res.Status >= 500 {
 		return nil, problem.New(http.StatusBadGateway, problem.UpstreamError, fmt.Sprintf("%s answered HTTP %d", e.Tool.Source, res.Status))

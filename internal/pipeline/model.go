@@ -8,11 +8,15 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/budget"
 	"github.com/corral-dev/corral/internal/llm"
 	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/redact"
+	"github.com/corral-dev/corral/internal/telemetry"
 )
 
 // Models finds models and plans calls over routes.
@@ -55,6 +59,38 @@ type modelCall struct {
 	obligations redactObligation
 	reservation *budget.Reservation
 	subject     budget.Subject
+	// agentCapture: the agent asked for content in its traces.
+	agentCapture, capture bool
+}
+
+// prepareAttempt redacts the request for one target, recording a redact
+// span when something was redacted.
+func (p *Pipeline) prepareAttempt(ctx context.Context, target *llm.Model, mc *modelCall, rec *audit.Record, req *llm.ChatRequest) (*llm.ChatRequest, *redact.Session, error) {
+	t0 := p.now()
+	sess, err := p.session(target, mc.obligations, rec.Model)
+	if err != nil {
+		return nil, nil, err
+	}
+	preq := redactRequest(req, sess)
+	noteRedactions(rec.Model, sess)
+	if sess != nil {
+		p.stageDone(ctx, telemetry.StageRedact, t0, redactCounts(sess)...)
+	}
+	return preq, sess, nil
+}
+
+// attemptSpan opens the invoke span of one target: the provider's HTTP
+// calls are its children.
+func (p *Pipeline) attemptSpan(ctx context.Context, target *llm.Model) (context.Context, trace.Span) {
+	ctx, span := p.stage(ctx, telemetry.StageInvoke)
+	if span.IsRecording() {
+		span.SetAttributes(
+			telemetry.AttrGenAIProviderName.String(target.Spec.Provider),
+			telemetry.AttrGenAIRequestModel.String(target.ProviderModel()),
+			telemetry.AttrGenAIResponseModel.String(target.Name),
+		)
+	}
+	return ctx, span
 }
 
 // Chat runs a chat completion through every stage: authenticate, kill
@@ -64,6 +100,7 @@ type modelCall struct {
 // when its stream ends.
 func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (out *ChatOutcome, err error) {
 	start := p.now()
+	ctx, span := p.startAction(ctx, telemetry.OpChat, req.Model, a)
 	rec := &audit.Record{
 		Time: start.UTC(), Kind: "model", Target: truncate(req.Model, 256), Edge: a.Edge, RequestID: a.RequestID,
 		Model: &audit.ModelCall{Stream: req.Stream},
@@ -71,7 +108,7 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 	var mc *modelCall
 	defer func() {
 		if out != nil && out.Stream != nil {
-			return // the stream finishes the record
+			return // the stream finishes the record and the span
 		}
 		if mc != nil && err != nil {
 			mc.settleFailed(ctx, p, rec)
@@ -81,26 +118,29 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 		if out != nil {
 			out.AuditID = auditID
 		}
+		endAction(span, rec, err)
 	}()
 
 	mc, err = p.prepareModel(ctx, rec, a, req.Model, chatArguments(req), p.worstChat(req))
 	if err != nil {
 		return nil, err
 	}
+	mc.capture = mc.agentCapture
+	p.capture(span, mc.capture, telemetry.AttrGenAIInputMessages, req.Messages)
 	if p.auditDown.Load() {
 		return nil, problem.New(http.StatusServiceUnavailable, problem.AuditUnavailable, "the audit log cannot be written; corral acts on nothing it cannot record")
 	}
 	if req.Stream {
-		return p.chatStream(ctx, rec, start, mc, req)
+		return p.chatStream(ctx, span, rec, start, mc, req)
 	}
 	for i, target := range mc.plan.Attempts {
-		sess, err := p.session(target, mc.obligations, rec.Model)
+		preq, sess, err := p.prepareAttempt(ctx, target, mc, rec, req)
 		if err != nil {
 			return nil, err
 		}
-		preq := redactRequest(req, sess)
-		noteRedactions(rec.Model, sess)
-		resp, err := target.Provider.Chat(ctx, preq)
+		ictx, ispan := p.attemptSpan(ctx, target)
+		resp, err := target.Provider.Chat(ictx, preq)
+		endStage(ispan, err)
 		if err != nil {
 			rec.Model.Attempts = append(rec.Model.Attempts, target.Name+": "+attemptError(err))
 			if llm.Retryable(err) && i < len(mc.plan.Attempts)-1 {
@@ -110,6 +150,7 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 		}
 		restoreResponse(resp, sess)
 		resp.Model = mc.model.Name
+		p.capture(span, mc.capture, telemetry.AttrGenAIOutputMessages, resp.Choices)
 		usage, estimated := responseUsage(resp, preq)
 		p.settle(ctx, rec, mc, target, usage, estimated)
 		if len(resp.Choices) > 0 {
@@ -125,6 +166,7 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 // redacted for the target (placeholders stay: there is nothing to restore).
 func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingRequest) (out *EmbedOutcome, err error) {
 	start := p.now()
+	ctx, span := p.startAction(ctx, telemetry.OpEmbeddings, req.Model, a)
 	rec := &audit.Record{
 		Time: start.UTC(), Kind: "model", Target: truncate(req.Model, 256), Edge: a.Edge, RequestID: a.RequestID,
 		Model: &audit.ModelCall{}, Event: "embeddings",
@@ -139,6 +181,7 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 		if out != nil {
 			out.AuditID = auditID
 		}
+		endAction(span, rec, err)
 	}()
 	inputs, err := embeddingInputs(req.Input)
 	if err != nil {
@@ -158,6 +201,7 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 		return nil, problem.New(http.StatusServiceUnavailable, problem.AuditUnavailable, "the audit log cannot be written; corral acts on nothing it cannot record")
 	}
 	for i, target := range mc.plan.Attempts {
+		t0 := p.now()
 		sess, err := p.session(target, mc.obligations, rec.Model)
 		if err != nil {
 			return nil, err
@@ -165,7 +209,12 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 		preq := *req
 		preq.Input = redactInputs(req.Input, inputs, sess)
 		noteRedactions(rec.Model, sess)
-		resp, err := target.Provider.Embed(ctx, &preq)
+		if sess != nil {
+			p.stageDone(ctx, telemetry.StageRedact, t0, redactCounts(sess)...)
+		}
+		ictx, ispan := p.attemptSpan(ctx, target)
+		resp, err := target.Provider.Embed(ictx, &preq)
+		endStage(ispan, err)
 		if err != nil {
 			rec.Model.Attempts = append(rec.Model.Attempts, target.Name+": "+attemptError(err))
 			if llm.Retryable(err) && i < len(mc.plan.Attempts)-1 {
@@ -228,10 +277,16 @@ func (p *Pipeline) prepareModel(ctx context.Context, rec *audit.Record, a Action
 	if caller.Principal != nil {
 		mc.subject.Principal = caller.Principal.Subject
 	}
+	mc.agentCapture = agent.spec.CaptureContent
 	if p.Budgets != nil {
+		t0 := p.now()
 		mc.reservation, err = p.Budgets.Reserve(ctx, mc.subject, worst(cands))
 		if err != nil {
+			p.stageDone(ctx, telemetry.StageBudget, t0, telemetry.AttrBudgetExceeded.Bool(true))
 			return nil, budgetProblem(err)
+		}
+		if mc.reservation != nil {
+			p.stageDone(ctx, telemetry.StageBudget, t0)
 		}
 	}
 	return mc, nil

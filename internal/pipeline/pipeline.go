@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/budget"
@@ -34,6 +36,8 @@ import (
 	"github.com/corral-dev/corral/internal/killswitch"
 	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/redact"
+	"github.com/corral-dev/corral/internal/telemetry"
 	"github.com/corral-dev/corral/internal/tools"
 )
 
@@ -120,9 +124,10 @@ type Deps struct {
 	Catalog     Catalog
 	Idempotency Idempotency
 	Audit       Auditor
-	Models      Models   // nil: no model gateway
-	Budgets     Budgets  // nil: no budgets
-	Metrics     *Metrics // nil: not measured
+	Models      Models       // nil: no model gateway
+	Budgets     Budgets      // nil: no budgets
+	Metrics     *Metrics     // nil: not measured
+	Tracer      trace.Tracer // nil: no spans
 }
 
 // Pipeline runs actions through the stages.
@@ -144,11 +149,22 @@ type Pipeline struct {
 	shadows    sync.WaitGroup
 	shadowSlot chan struct{}
 	redactors  sync.Map // redactorKey -> *redact.Redactor
+
+	tracer trace.Tracer
+	masker *redact.Redactor // the built-in detectors, for captured content
 }
 
 // New returns a pipeline over deps.
 func New(logger *slog.Logger, deps Deps) *Pipeline {
-	return &Pipeline{Deps: deps, logger: logger, now: time.Now, shadowSlot: make(chan struct{}, maxShadows)}
+	p := &Pipeline{Deps: deps, logger: logger, now: time.Now, shadowSlot: make(chan struct{}, maxShadows), tracer: deps.Tracer}
+	if p.tracer == nil {
+		p.tracer = noop.NewTracerProvider().Tracer("")
+	}
+	var err error
+	if p.masker, err = redact.New(nil); err != nil {
+		panic("pipeline: the built-in detectors do not compile: " + err.Error()) // a bug, found by every test
+	}
+	return p
 }
 
 // Close waits for the shadow calls still running.
@@ -159,11 +175,15 @@ func (p *Pipeline) Close() { p.shadows.Wait() }
 // allowed or refused, leaves an audit record.
 func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err error) {
 	start := p.now()
+	ctx, span := p.startAction(ctx, telemetry.OpExecuteTool, a.Target, a)
 	rec := &audit.Record{
 		Time: start.UTC(), Kind: "tool", Target: truncate(a.Target, 256), Edge: a.Edge,
 		RequestID: a.RequestID, IdempotencyKey: a.IdempotencyKey,
 	}
-	defer func() { out, err = p.finish(ctx, rec, start, out, err) }()
+	defer func() {
+		out, err = p.finish(ctx, rec, start, out, err)
+		endAction(span, rec, err)
+	}()
 
 	caller, err := p.Authenticate(a.Credential)
 	if err != nil {
@@ -193,10 +213,14 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	if _, err := p.decide(ctx, rec, p.input(caller, agent, entry, value)); err != nil {
 		return nil, err
 	}
+	_, vspan := p.stage(ctx, telemetry.StageValidate)
 	args, digest, err := validate(entry, value)
+	endStage(vspan, err)
 	if err != nil {
 		return nil, err
 	}
+	capture := agent.spec.CaptureContent || entry.Spec != nil && entry.Spec.CaptureContent
+	p.capture(span, capture, telemetry.AttrGenAIToolCallArguments, []byte(args))
 	rec.ArgsDigest = digest
 	if entry.Spec != nil && entry.Spec.AuditArguments {
 		rec.Arguments = args
@@ -215,6 +239,9 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	}
 	call := tools.Call{Tool: &entry.Tool, Arguments: args, Value: value, IdempotencyKey: a.IdempotencyKey, Identity: ident}
 	out, err = p.invokeOnce(ctx, rec, caller, entry, call, digest)
+	if out != nil && out.Result != nil {
+		p.capture(span, capture, telemetry.AttrGenAIToolCallResult, out.Result)
+	}
 	// A call that never left, or a replayed answer, costs nothing.
 	var pe *problem.Error
 	if (err != nil && (notSent(err) || errors.As(err, &pe) && refusal(pe.Code))) || (out != nil && out.Replayed) {
@@ -238,9 +265,14 @@ func (p *Pipeline) reserveTool(ctx context.Context, c Caller, rec *audit.Record)
 	if c.Principal != nil {
 		s.Principal = c.Principal.Subject
 	}
+	t0 := p.now()
 	res, err := p.Budgets.Reserve(ctx, s, budget.Usage{Calls: 1})
 	if err != nil {
+		p.stageDone(ctx, telemetry.StageBudget, t0, telemetry.AttrBudgetExceeded.Bool(true))
 		return nil, budgetProblem(err)
+	}
+	if res != nil {
+		p.stageDone(ctx, telemetry.StageBudget, t0)
 	}
 	return res, nil
 }
@@ -292,7 +324,9 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 		rec.Decision, rec.Status, rec.Code, rec.Reason = "allowed", "error", pe.Code, pe.Detail
 	}
 	p.Metrics.observe(rec)
+	_, aspan := p.stage(ctx, telemetry.StageAudit)
 	id, aerr := p.Audit.Append(context.WithoutCancel(ctx), rec)
+	endStage(aspan, aerr)
 	if aerr != nil {
 		// The action has happened (or was refused); failing it now would
 		// invite a retry that acts twice. Say so loudly, and refuse the next

@@ -8,26 +8,28 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/llm"
 	"github.com/corral-dev/corral/internal/problem"
 	"github.com/corral-dev/corral/internal/redact"
+	"github.com/corral-dev/corral/internal/telemetry"
 )
 
 // chatStream starts a streamed completion on the first target that gives a
 // first chunk: a failure before it falls back like a plain call; after it,
 // the agent has part of an answer and the stream ends with the error.
-func (p *Pipeline) chatStream(ctx context.Context, rec *audit.Record, start time.Time, mc *modelCall, req *llm.ChatRequest) (*ChatOutcome, error) {
+func (p *Pipeline) chatStream(ctx context.Context, span trace.Span, rec *audit.Record, start time.Time, mc *modelCall, req *llm.ChatRequest) (*ChatOutcome, error) {
 	for i, target := range mc.plan.Attempts {
-		sess, err := p.session(target, mc.obligations, rec.Model)
+		preq, sess, err := p.prepareAttempt(ctx, target, mc, rec, req)
 		if err != nil {
 			return nil, err
 		}
-		preq := redactRequest(req, sess)
-		noteRedactions(rec.Model, sess)
 		// Usage comes last, whatever the agent asked: budgets settle from it.
 		preq.StreamOptions = &llm.StreamOptions{IncludeUsage: true}
-		src, err := target.Provider.ChatStream(ctx, preq)
+		ictx, ispan := p.attemptSpan(ctx, target)
+		src, err := target.Provider.ChatStream(ictx, preq)
 		var first *llm.ChatChunk
 		if err == nil {
 			if first, err = src.Recv(); err != nil && !errors.Is(err, io.EOF) {
@@ -35,6 +37,7 @@ func (p *Pipeline) chatStream(ctx context.Context, rec *audit.Record, start time
 			}
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
+			endStage(ispan, err)
 			rec.Model.Attempts = append(rec.Model.Attempts, target.Name+": "+attemptError(err))
 			if llm.Retryable(err) && i < len(mc.plan.Attempts)-1 {
 				continue
@@ -42,7 +45,7 @@ func (p *Pipeline) chatStream(ctx context.Context, rec *audit.Record, start time
 			return nil, modelProblem(target.Name, err)
 		}
 		s := &ChatStream{
-			p: p, ctx: ctx, rec: rec, start: start, mc: mc, target: target, req: req, preq: preq, sess: sess, src: src,
+			p: p, ctx: ctx, span: span, invokeSpan: ispan, rec: rec, start: start, mc: mc, target: target, req: req, preq: preq, sess: sess, src: src,
 			wantUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage,
 			text:      map[int]*redact.Restorer{},
 			args:      map[[2]int]*strings.Builder{},
@@ -63,16 +66,19 @@ func (p *Pipeline) chatStream(ctx context.Context, rec *audit.Record, start time
 // choice finishes, and when the stream ends the call is settled from the
 // final usage and audited. The edge must Close it.
 type ChatStream struct {
-	p      *Pipeline
-	ctx    context.Context
-	rec    *audit.Record
-	start  time.Time
-	mc     *modelCall
-	target *llm.Model
-	req    *llm.ChatRequest // as the agent sent it
-	preq   *llm.ChatRequest // as the provider got it
-	sess   *redact.Session  // nil: nothing redacted, chunks pass as they are
-	src    llm.Stream
+	p   *Pipeline
+	ctx context.Context
+	// span is the action's, invokeSpan the answering target's: both end
+	// with the stream.
+	span, invokeSpan trace.Span
+	rec              *audit.Record
+	start            time.Time
+	mc               *modelCall
+	target           *llm.Model
+	req              *llm.ChatRequest // as the agent sent it
+	preq             *llm.ChatRequest // as the provider got it
+	sess             *redact.Session  // nil: nothing redacted, chunks pass as they are
+	src              llm.Stream
 
 	acc       llm.Accumulator // the provider's chunks, for usage and the audit
 	id        string
@@ -241,7 +247,9 @@ func (s *ChatStream) end(err error) {
 		return
 	}
 	s.ended, s.err = true, err
+	endStage(s.invokeSpan, err)
 	resp := s.acc.Response()
+	s.p.capture(s.span, s.mc.capture, telemetry.AttrGenAIOutputMessages, resp.Choices)
 	if err != nil {
 		s.mc.settleFailed(s.ctx, s.p, s.rec)
 	} else {
@@ -256,6 +264,7 @@ func (s *ChatStream) end(err error) {
 	}
 	s.rec.Source, s.rec.Model.Target = s.target.Name, s.target.Name
 	s.auditID, s.err = s.p.finishRecord(s.ctx, s.rec, s.start, err)
+	endAction(s.span, s.rec, s.err)
 }
 
 func sortToolDeltas(d []llm.ToolCallDelta) {

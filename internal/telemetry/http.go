@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -10,6 +11,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // RequestIDHeader carries the request id in both directions.
@@ -31,7 +35,20 @@ type HTTPMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight prometheus.Gauge
+	tracer   trace.Tracer // nil: no server spans
 }
+
+// WithTracer makes the middleware open a server span for each request (but
+// health checks and metrics scrapes), answer its traceresponse header, and
+// hand the span's context to the handler, so an action's span sits under
+// the request that carried it.
+func (m *HTTPMetrics) WithTracer(t trace.Tracer) *HTTPMetrics {
+	m.tracer = t
+	return m
+}
+
+// untraced are the paths polled by machines, whose spans would drown the rest.
+var untraced = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
 
 // NewHTTPMetrics registers the HTTP metrics with reg.
 func NewHTTPMetrics(reg prometheus.Registerer) *HTTPMetrics {
@@ -70,8 +87,33 @@ func (m *HTTPMetrics) Middleware(logger *slog.Logger, next *http.ServeMux) http.
 		}
 		w.Header().Set(RequestIDHeader, id)
 		r = r.WithContext(ExtractHTTP(WithRequestID(r.Context(), id), r.Header))
+		var span trace.Span
+		if m.tracer != nil && !untraced[r.URL.Path] {
+			_, pattern := next.Handler(r)
+			name := pattern
+			if name == "" {
+				name = r.Method
+			}
+			var ctx context.Context
+			ctx, span = m.tracer.Start(r.Context(), name, trace.WithSpanKind(trace.SpanKindServer))
+			if span.IsRecording() {
+				span.SetAttributes(AttrHTTPRequestMethod.String(r.Method), attribute.String("url.path", r.URL.Path),
+					attribute.String("http.route", pattern), AttrRequestID.String(id))
+			}
+			SetTraceResponse(ctx, w.Header())
+			r = r.WithContext(ctx)
+		}
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
+		if span != nil {
+			if span.IsRecording() {
+				span.SetAttributes(AttrHTTPResponseStatusCode.Int(rec.status))
+				if rec.status >= 500 {
+					span.SetStatus(codes.Error, http.StatusText(rec.status))
+				}
+			}
+			span.End()
+		}
 
 		// The matched pattern, not the path, keeps label cardinality bounded.
 		// The mux records it on the request it served.

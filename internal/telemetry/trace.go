@@ -63,7 +63,7 @@ type TracingOptions struct {
 	// then grpc.
 	OTLPProtocol string
 	// Store, when not nil, also receives every span: the built-in trace
-	// store. Pass a nil interface, not a nil *Store, for none.
+	// store.
 	Store SpanStore
 	// Disabled turns span recording off: Tracer returns a tracer whose
 	// spans cost next to nothing and record nothing. Trace context from
@@ -99,6 +99,9 @@ func NewTracing(ctx context.Context, logger *slog.Logger, opts TracingOptions) (
 	if opts.Disabled {
 		logger.InfoContext(ctx, "tracing disabled")
 		return &Tracing{tracer: noop.NewTracerProvider().Tracer(instrumentationName)}, nil
+	}
+	if s, ok := opts.Store.(*Store); ok && s == nil {
+		opts.Store = nil // a nil *Store in the interface: no store
 	}
 	var procs []sdktrace.TracerProviderOption
 	if opts.Store != nil {

@@ -227,6 +227,7 @@ func TestTracingWithoutExporters(t *testing.T) {
 	for name, opts := range map[string]TracingOptions{
 		"disabled":     {Disabled: true, Store: openStore(t), OTLPEndpoint: "127.0.0.1:4317"},
 		"no exporters": {},
+		"nil store":    {Store: (*Store)(nil)},
 	} {
 		t.Run(name, func(t *testing.T) {
 			tr, err := NewTracing(t.Context(), slog.New(slog.DiscardHandler), opts)
