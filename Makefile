@@ -12,9 +12,10 @@ FUZZTIME    ?= 10000x
 
 .PHONY: test build lint fuzz bench conformance
 
-## test: lint, every test with the race detector, the example policies' Rego tests, the MCP conformance suite, a short fuzz run
+## test: lint, every test with the race detector, the OTLP export against a real Collector receiver, the example policies' Rego tests, the MCP conformance suite, a short fuzz run
 test: lint
 	$(GO) test -race -count=1 ./...
+	cd test/otelcol && $(GO) test -count=1 ./...
 	$(GO) run ./cmd/corral policy test examples/policies/payments
 	$(MAKE) --no-print-directory conformance
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
@@ -34,6 +35,11 @@ lint:
 	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	@# test/otelcol is a module of its own: the OpenTelemetry Collector's
+	@# receiver cannot share a build with OPA (they need different gobwas/glob).
+	@unformatted=$$(gofmt -l test/otelcol); \
+	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted:"; echo "$$unformatted"; exit 1; fi
+	cd test/otelcol && $(GO) mod tidy -diff && $(GO) vet ./...
 
 ## fuzz: fuzz every parser for FUZZTIME executions each (make fuzz FUZZTIME=1000000x for longer)
 FUZZ_TARGETS := \

@@ -67,10 +67,10 @@ type Config struct {
 	// TraceMaxAge is how long the built-in trace store keeps spans; 0 is a week.
 	TraceMaxAge time.Duration
 	// NoTracing records no spans.
-	NoTracing bool
-	Replicas  int
-	SyncAlways    bool
-	Version       string
+	NoTracing  bool
+	Replicas   int
+	SyncAlways bool
+	Version    string
 }
 
 // drainTimeout bounds how long shutdown waits for in-flight requests.

@@ -218,13 +218,6 @@ func TestTelemetryExportsToCollector(t *testing.T) {
 // trace, the collector receives the action's spans under the caller's span,
 // and `corral trace` shows them from the built-in store.
 func TestCorralExportsToCollector(t *testing.T) {
-	help, err := exec.Command(corralBin, "up", "--help").CombinedOutput()
-	if err != nil {
-		t.Fatalf("corral up --help: %v\n%s", err, help)
-	}
-	if !bytes.Contains(help, []byte("--otlp-endpoint")) {
-		t.Skip("pending wiring: `corral up` has no --otlp-endpoint flag yet; it comes with the pipeline's spans (app and pipeline wiring)")
-	}
 	for i, protocol := range protocols {
 		t.Run(protocol, func(t *testing.T) {
 			c := startCollector(t, protocol)
@@ -243,13 +236,20 @@ func TestCorralExportsToCollector(t *testing.T) {
 				t.Errorf("upstream received traceparent %q, want trace %s", tp, traceID)
 			}
 
+			const route = "POST /v1/tools/{name}/invoke"
 			got := c.await(t, traceID, func(s []span) bool {
-				_, ok := byName(s, "execute_tool inventory.getItem")
-				return ok
+				_, action := byName(s, "execute_tool inventory.getItem")
+				_, server := byName(s, route)
+				return action && server
 			})
+			// The request's server span continues the caller's; the action is under it.
+			server, _ := byName(got, route)
 			action, _ := byName(got, "execute_tool inventory.getItem")
-			if action.service != "corral" || action.parentID != callerSpan {
-				t.Errorf("action span = %+v, want service.name corral under the caller's span %s", action, callerSpan)
+			if server.service != "corral" || server.kind != "Server" || server.parentID != callerSpan {
+				t.Errorf("server span = %+v, want service.name corral, kind Server, under the caller's span %s", server, callerSpan)
+			}
+			if action.service != "corral" || action.parentID != server.spanID {
+				t.Errorf("action span = %+v, want service.name corral under the server span %s", action, server.spanID)
 			}
 
 			// The built-in store has the same trace: corral trace shows it.
