@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/http"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -60,7 +61,11 @@ func benchTools(ctx context.Context, c *corral, o options) error {
 	viaProxy := getItem("bare reverse proxy", proxy.url)
 	viaCorral := invoke("corral", c.url, key, false)
 	keyed := invoke("corral + Idempotency-Key", c.url, key, true)
-	paths := []*path{direct, viaProxy, viaCorral, keyed}
+	// A caller's trace that is not sampled: corral records no span, so the
+	// difference to "corral" (a new trace, recorded) is what tracing costs.
+	untraced := invoke("corral, trace not sampled", c.url, key, false)
+	untraced.header = http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"}}
+	paths := []*path{direct, viaProxy, viaCorral, keyed, untraced}
 	refs := []*path{
 		{name: "stage: audit append", call: appendAudit},
 		{name: "stage: idempotency claim + record", call: claim},
@@ -82,6 +87,17 @@ func benchTools(ctx context.Context, c *corral, o options) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	// What tracing and the audit add to corral's own overhead (its p50 over
+	// direct): tracing as the recorded path against the unsampled one, the
+	// audit as its append measured alone.
+	traced, plain, appendP50 := lat[2].p50-base.p50, lat[4].p50-base.p50, lat[len(paths)].p50
+	without := plain - appendP50
+	fmt.Printf("\ntracing and audit: overhead p50 %.0f µs recorded, %.0f µs unsampled; the audit append alone %.0f µs\n",
+		us(traced), us(plain), us(appendP50))
+	if without > 0 {
+		fmt.Printf("  tracing adds %+.0f%%, tracing and audit together %+.0f%% to the overhead without either (%.0f µs)\n",
+			100*float64(traced-plain)/float64(plain), 100*float64(traced-without)/float64(without), us(without))
 	}
 
 	fmt.Printf("\nthroughput, requests/s, median of %d phase(s) of %s per path and concurrency, paths rotated; ratio to direct:\n", o.repeats, o.duration)
@@ -129,7 +145,7 @@ func benchTools(ctx context.Context, c *corral, o options) error {
 	for range replays {
 		_ = replay.do(ctx)
 	}
-	return verify(ctx, c, up, append([]*path{direct, viaProxy, viaCorral, keyed, replay}, refs...), auditBefore)
+	return verify(ctx, c, up, append([]*path{direct, viaProxy, viaCorral, keyed, untraced, replay}, refs...), auditBefore)
 }
 
 // verify fails the run if any call failed, if the upstream was called other
@@ -197,6 +213,8 @@ type path struct {
 	// upstream, corral, keyed and replayed say what verify should find the
 	// upstream answered and corral stored.
 	upstream, corral, keyed, replayed bool
+	// header is sent with every call through corral.
+	header http.Header
 
 	next            atomic.Int64 // numbers the calls: item ids and idempotency keys
 	calls, failures atomic.Int64

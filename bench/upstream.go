@@ -208,6 +208,9 @@ func invoke(name, base, key string, keyed bool) *path {
 		if keyed {
 			req.Header.Set("Idempotency-Key", "bench-"+strconv.FormatInt(n, 10))
 		}
+		for k, v := range p.header {
+			req.Header[k] = v
+		}
 		out, err := send(client, req)
 		if err != nil {
 			return err
