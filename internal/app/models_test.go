@@ -156,6 +156,31 @@ spec: {models: [gpt-eu]}
 		t.Errorf("the provider was asked for model %q, want its own name gpt-4o", sent[0].Model)
 	}
 
+	// Every other string that reaches the provider is redacted too: names,
+	// user, tools, response_format, fields corral only passes through.
+	leaky := map[string]any{
+		"model": "gpt-eu", "user": "alice@example.com", "metadata": map[string]any{"customer": "alice@example.com"},
+		"messages": []any{
+			map[string]any{"role": "user", "name": "alice@example.com", "content": []any{
+				map[string]any{"type": "text", "text": "hi"}, map[string]any{"type": "input_text", "text": "alice@example.com"}}},
+		},
+		"tools": []any{map[string]any{"type": "function", "function": map[string]any{"name": "lookup", "description": "for alice@example.com",
+			"parameters": map[string]any{"type": "object", "description": "alice@example.com"}}}},
+		"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "description": "alice@example.com"}},
+		"stop": []string{"alice@example.com"},
+	}
+	if status, body, _ := chat(t, srv, key, leaky); status != http.StatusOK {
+		t.Fatalf("chat with extra fields: HTTP %d %s", status, body)
+	}
+	reqs := up.Requests()
+	if last := string(reqs[len(reqs)-1].Body); strings.Contains(last, "alice@example.com") || !strings.Contains(last, "EMAIL_1") {
+		t.Errorf("the provider got %s, want the address nowhere", last)
+	}
+	if status, body, _ := chat(t, srv, key, map[string]any{"model": "gpt-eu", "max_completion_tokens": -1000,
+		"messages": []any{map[string]any{"role": "user", "content": "x"}}}); status != http.StatusBadRequest || !strings.Contains(string(body), "max_completion_tokens") {
+		t.Errorf("negative max_completion_tokens: HTTP %d %s, want 400 naming the field", status, body)
+	}
+
 	// Streamed in three-byte pieces: placeholders arrive split, and are
 	// restored whole.
 	stream := userMessage("gpt-eu", pii)
@@ -206,11 +231,12 @@ spec: {models: [gpt-eu]}
 			}
 		}
 	}
-	status, body = srv.Call(t, srv.Token, "GET", "/v1/audit?agent=support", nil, nil)
-	if err := json.Unmarshal(body, &records); status != http.StatusOK || err != nil || len(records.Records) != 2 {
+	status, body = srv.Call(t, srv.Token, "GET", "/v1/audit?agent=support&tool=gpt-eu", nil, nil)
+	if err := json.Unmarshal(body, &records); status != http.StatusOK || err != nil || len(records.Records) != 3 {
 		t.Fatalf("audit: HTTP %d %s", status, body)
 	}
-	for _, r := range records.Records {
+	for _, r := range []int{0, 2} { // the plain and the streamed call with the three values
+		r := records.Records[r]
 		if r.Status != "ok" || r.Model.Target != "gpt-eu" || r.Model.Redacted["EMAIL"] != 1 || r.Model.Redacted["CARD"] != 1 || r.Model.Redacted["IBAN"] != 1 || r.Model.Cost <= 0 {
 			t.Errorf("audit record %+v, want ok, target gpt-eu, one EMAIL, CARD and IBAN redacted, a cost", r)
 		}
@@ -442,9 +468,14 @@ metadata: {name: mixed}
 spec: {route: {targets: [{model: eu, weight: 99}], fallbacks: [us]}}
 ---
 apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: shadowed}
+spec: {route: {targets: [{model: eu}], shadow: [us]}}
+---
+apiVersion: corral.dev/v1
 kind: Agent
 metadata: {name: care, labels: {team: customer-care}}
-spec: {models: [eu, mixed]}
+spec: {models: [eu, mixed, shadowed]}
 ---
 apiVersion: corral.dev/v1
 kind: Policy
@@ -476,5 +507,88 @@ spec:
 	}
 	if status, body, _ := chat(t, srv, key, userMessage("eu", "hello")); status != http.StatusOK {
 		t.Errorf("eu: HTTP %d %s, want 200", status, body)
+	}
+	// A shadow gets the prompt too: policy sees it among the targets.
+	if status, body, _ := chat(t, srv, key, userMessage("shadowed", "hello")); status != http.StatusForbidden || !strings.Contains(string(body), "model us runs outside the EU") {
+		t.Errorf("shadowed: HTTP %d %s, want 403 naming the US shadow", status, body)
+	}
+}
+
+// TestModelStreamCut: an agent that hangs up after the answer but before
+// the provider's usage chunk is still charged for what was streamed, and the
+// audit says it closed the stream.
+func TestModelStreamCut(t *testing.T) {
+	up := llmtest.Start(t, llmtest.WithHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\""+strings.Repeat("word ", 200)+"\"},\"finish_reason\":null}]}\n\n")
+		fmt.Fprint(w, "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // the usage chunk never comes
+	}))
+	srv := apptest.Start(t)
+	srv.Apply(t, fmt.Sprintf(`apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: m}
+spec: {provider: openai, baseURL: %q, redact: "off"}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: cutter}
+spec: {models: [m]}
+---
+apiVersion: corral.dev/v1
+kind: Budget
+metadata: {name: cutter-day}
+spec: {scope: {agent: cutter}, window: day, limit: {tokens: 1000000}}
+`, up.URL()))
+	key := srv.Key(t, "cutter")
+	waitModel(t, srv, key, "m")
+	waitBudget(t, srv, "cutter-day")
+
+	req, err := http.NewRequestWithContext(t.Context(), "POST", srv.URL+"/openai/v1/chat/completions",
+		strings.NewReader(`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() && !strings.Contains(sc.Text(), `"finish_reason":"stop"`) {
+	}
+	resp.Body.Close() // hang up before the usage
+
+	var records struct {
+		Records []struct {
+			Status, Reason string
+			Model          struct {
+				CompletionTokens int `json:"completion_tokens"`
+				Estimated        bool
+			}
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(records.Records) == 0 && time.Now().Before(deadline) {
+		_, body := srv.Call(t, srv.Token, "GET", "/v1/audit?agent=cutter", nil, nil)
+		if err := json.Unmarshal(body, &records); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(records.Records) != 1 {
+		t.Fatalf("audit records %+v, want the cut call", records.Records)
+	}
+	r := records.Records[0]
+	if r.Status != "error" || !strings.Contains(r.Reason, "closed the stream") || r.Model.CompletionTokens < 200 || !r.Model.Estimated {
+		t.Errorf("audit record %+v, want the stream closed by the agent with its ~250 streamed tokens estimated", r)
+	}
+	_, body := srv.Call(t, srv.Token, "GET", "/v1/budgets", nil, nil)
+	var budgets struct {
+		Items []struct{ Used struct{ Tokens int } }
+	}
+	if err := json.Unmarshal(body, &budgets); err != nil || len(budgets.Items) != 1 || budgets.Items[0].Used.Tokens < 200 {
+		t.Errorf("budgets %s, want the streamed tokens charged", body)
 	}
 }

@@ -377,9 +377,10 @@ func (b *Budgets) addAll(ctx context.Context, what string, holds []hold, delta U
 	for _, h := range holds {
 		err := b.update(ctx, h.key, func(cur Usage, exists bool) (Usage, bool, error) {
 			if !exists {
-				// Deleted by hand meanwhile: nothing to take back from, and
-				// a counter made of a negative delta is zero anyway.
-				return cur, delta.Tokens > 0 || delta.Cost > 0, nil
+				// Deleted by hand meanwhile: what the call used beyond its
+				// reservation still counts; a negative delta has nothing to
+				// take back from.
+				return add(Usage{}, delta), delta.Tokens > 0 || delta.Cost > 0, nil
 			}
 			return add(cur, delta), true, nil
 		})

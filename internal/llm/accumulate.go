@@ -28,6 +28,7 @@ type choiceParts struct {
 	sawContent bool
 	refusal    strings.Builder
 	calls      []ToolCall
+	args       []*strings.Builder // each call's arguments, beside calls
 	// callAt maps a delta's tool call index to its place in calls.
 	callAt map[int]int
 	finish string
@@ -100,6 +101,7 @@ func (p *choiceParts) addCall(tc ToolCallDelta) {
 	}
 	if !ok {
 		p.calls = append(p.calls, ToolCall{})
+		p.args = append(p.args, new(strings.Builder))
 		at = len(p.calls) - 1
 		p.callAt[tc.Index] = at
 	}
@@ -110,11 +112,14 @@ func (p *choiceParts) addCall(tc ToolCallDelta) {
 	if call.Type == "" {
 		call.Type = tc.Type
 	}
-	if name := tc.Function.Name; name != "" && name != call.Function.Name {
+	if name := tc.Function.Name; name != "" && name != call.Function.Name && len(call.Function.Name) < maxNameBytes {
 		call.Function.Name += name
 	}
-	call.Function.Arguments += tc.Function.Arguments
+	p.args[at].WriteString(tc.Function.Arguments) // a Builder: pieces may be many and small
 }
+
+// maxNameBytes bounds a function name assembled from pieces.
+const maxNameBytes = 1024
 
 // Response returns the answer assembled so far. An assistant message that
 // only calls tools has a nil Content, as OpenAI answers it unstreamed.
@@ -126,8 +131,9 @@ func (a *Accumulator) Response() *ChatResponse {
 	}
 	for index, p := range a.choices {
 		m := Message{Role: cmp.Or(p.role, "assistant"), Refusal: p.refusal.String()}
-		for _, call := range p.calls {
+		for i, call := range p.calls {
 			call.Type = cmp.Or(call.Type, "function")
+			call.Function.Arguments = p.args[i].String()
 			m.ToolCalls = append(m.ToolCalls, call)
 		}
 		if text := p.content.String(); text != "" || p.sawContent && len(m.ToolCalls) == 0 {

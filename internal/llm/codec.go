@@ -313,6 +313,13 @@ func (r *ChatRequest) Validate() error {
 			return &RequestError{Field: at + ".tool_call_id", Message: "required in a tool message: the id of the call it answers"}
 		}
 	}
+	// Budgets reserve the output a request allows: it must be some.
+	if r.MaxTokens != nil && *r.MaxTokens < 1 {
+		return &RequestError{Field: "max_tokens", Message: "must be at least 1"}
+	}
+	if r.MaxCompletionTokens != nil && *r.MaxCompletionTokens < 1 {
+		return &RequestError{Field: "max_completion_tokens", Message: "must be at least 1"}
+	}
 	if raw, ok := r.Extra["n"]; ok && !isNull(raw) {
 		var n float64
 		if err := json.Unmarshal(raw, &n); err != nil {

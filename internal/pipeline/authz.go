@@ -146,7 +146,7 @@ func (p *Pipeline) decide(ctx context.Context, rec *audit.Record, in *policy.Inp
 			span.SetAttributes(telemetry.AttrPolicyReasons.StringSlice(rec.Policy.Reasons))
 		}
 	}
-	endStage(span, err)
+	p.endStage(span, err)
 	return d, err
 }
 

@@ -99,13 +99,13 @@ func (p *Pipeline) invoke(ctx context.Context, rec *audit.Record, e *tools.Entry
 	res, err := e.Source.Call(context.WithoutCancel(ictx), call)
 	if err != nil {
 		err = upstreamProblem(e.Tool.Name, err)
-		endStage(span, err)
+		p.endStage(span, err)
 		return nil, err
 	}
 	if span.IsRecording() {
 		span.SetAttributes(telemetry.AttrToolSource.String(e.Tool.Source), telemetry.AttrHTTPResponseStatusCode.Int(res.Status))
 	}
-	span.End()
+	p.endStage(span, nil)
 	rec.UpstreamStatus = res.Status
 	if res.Status >= 500 {
 		return nil, problem.New(http.StatusBadGateway, problem.UpstreamError, fmt.Sprintf("%s answered HTTP %d", e.Tool.Source, res.Status))

@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/corral-dev/corral/internal/audit"
@@ -14,6 +16,7 @@ type Metrics struct {
 	policy   *prometheus.CounterVec
 	errors   prometheus.Counter
 	models   modelMetrics
+	stages   *prometheus.HistogramVec
 }
 
 // NewMetrics registers the pipeline's metrics with reg.
@@ -51,7 +54,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Cost of model calls from the models' pricing, by agent and concrete model.",
 		}, []string{"agent", "model"}),
 	}
-	reg.MustRegister(m.actions, m.duration, m.drift, m.policy, m.errors, m.models.tokens, m.models.cost)
+	m.stages = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "corral_stage_duration_seconds",
+		Help:    "Time spent in each pipeline stage that did work: policy, validate, budget, redact, invoke, audit.",
+		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1, .5, 2.5, 10},
+	}, []string{"stage"})
+	reg.MustRegister(m.actions, m.duration, m.drift, m.policy, m.errors, m.models.tokens, m.models.cost, m.stages)
 	return m
 }
 
@@ -93,4 +101,11 @@ func (m *Metrics) modelUsage(agent, model string, in, out int, cost float64) {
 	m.models.tokens.WithLabelValues(agent, model, "input").Add(float64(in))
 	m.models.tokens.WithLabelValues(agent, model, "output").Add(float64(out))
 	m.models.cost.WithLabelValues(agent, model).Add(cost)
+}
+
+func (m *Metrics) stageTime(stage string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.stages.WithLabelValues(stage).Observe(d.Seconds())
 }

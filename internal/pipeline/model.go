@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"time"
-
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/budget"
@@ -61,6 +60,8 @@ type modelCall struct {
 	subject     budget.Subject
 	// agentCapture: the agent asked for content in its traces.
 	agentCapture, capture bool
+	// sent: a provider call may have reached its provider.
+	sent bool
 }
 
 // prepareAttempt redacts the request for one target, recording a redact
@@ -81,7 +82,7 @@ func (p *Pipeline) prepareAttempt(ctx context.Context, target *llm.Model, mc *mo
 
 // attemptSpan opens the invoke span of one target: the provider's HTTP
 // calls are its children.
-func (p *Pipeline) attemptSpan(ctx context.Context, target *llm.Model) (context.Context, trace.Span) {
+func (p *Pipeline) attemptSpan(ctx context.Context, target *llm.Model) (context.Context, stageSpan) {
 	ctx, span := p.stage(ctx, telemetry.StageInvoke)
 	if span.IsRecording() {
 		span.SetAttributes(
@@ -126,7 +127,6 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 		return nil, err
 	}
 	mc.capture = mc.agentCapture
-	p.capture(span, mc.capture, telemetry.AttrGenAIInputMessages, req.Messages)
 	if p.auditDown.Load() {
 		return nil, problem.New(http.StatusServiceUnavailable, problem.AuditUnavailable, "the audit log cannot be written; corral acts on nothing it cannot record")
 	}
@@ -140,7 +140,8 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 		}
 		ictx, ispan := p.attemptSpan(ctx, target)
 		resp, err := target.Provider.Chat(ictx, preq)
-		endStage(ispan, err)
+		p.endStage(ispan, err)
+		mc.noteSent(err)
 		if err != nil {
 			rec.Model.Attempts = append(rec.Model.Attempts, target.Name+": "+attemptError(err))
 			if llm.Retryable(err) && i < len(mc.plan.Attempts)-1 {
@@ -148,9 +149,11 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 			}
 			return nil, modelProblem(target.Name, err)
 		}
+		// Captured as the provider saw them: redacted for it, then masked.
+		p.capture(span, mc.capture, telemetry.AttrGenAIInputMessages, preq.Messages)
+		p.capture(span, mc.capture, telemetry.AttrGenAIOutputMessages, resp.Choices)
 		restoreResponse(resp, sess)
 		resp.Model = mc.model.Name
-		p.capture(span, mc.capture, telemetry.AttrGenAIOutputMessages, resp.Choices)
 		usage, estimated := responseUsage(resp, preq)
 		p.settle(ctx, rec, mc, target, usage, estimated)
 		if len(resp.Choices) > 0 {
@@ -214,7 +217,8 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 		}
 		ictx, ispan := p.attemptSpan(ctx, target)
 		resp, err := target.Provider.Embed(ictx, &preq)
-		endStage(ispan, err)
+		p.endStage(ispan, err)
+		mc.noteSent(err)
 		if err != nil {
 			rec.Model.Attempts = append(rec.Model.Attempts, target.Name+": "+attemptError(err))
 			if llm.Retryable(err) && i < len(mc.plan.Attempts)-1 {
@@ -264,7 +268,8 @@ func (p *Pipeline) prepareModel(ctx context.Context, rec *audit.Record, a Action
 		return nil, problem.Wrap(http.StatusServiceUnavailable, problem.UpstreamUnavailable, err.Error(), err)
 	}
 	cands := p.Models.Candidates(m)
-	d, err := p.decide(ctx, rec, p.modelInput(caller, agent, m, cands, args))
+	// Shadows get the prompt too: policy must allow them like the targets.
+	d, err := p.decide(ctx, rec, p.modelInput(caller, agent, m, withShadows(cands, plan.Shadows), args))
 	if err != nil {
 		return nil, err
 	}
@@ -398,15 +403,41 @@ func (p *Pipeline) settle(ctx context.Context, rec *audit.Record, mc *modelCall,
 }
 
 // settleFailed charges a call that failed: the call counts, the tokens do
-// not (providers do not bill failed calls).
+// not (providers do not bill failed calls); a call that never reached a
+// provider gives its whole reservation back.
 func (mc *modelCall) settleFailed(ctx context.Context, p *Pipeline, rec *audit.Record) {
 	if mc.reservation == nil {
 		return
 	}
-	if err := mc.reservation.Settle(context.WithoutCancel(ctx), budget.Usage{Calls: 1}); err != nil {
+	var err error
+	if mc.sent {
+		err = mc.reservation.Settle(context.WithoutCancel(ctx), budget.Usage{Calls: 1})
+	} else {
+		err = mc.reservation.Release(context.WithoutCancel(ctx))
+	}
+	if err != nil {
 		p.logger.ErrorContext(ctx, "settling budgets; the worst case stays charged", "model", rec.Target, "err", err)
 	}
 	mc.reservation = nil
+}
+
+// noteSent records whether a provider call may have reached the provider:
+// all but those refused before they left.
+func (mc *modelCall) noteSent(err error) {
+	if err == nil || !(errors.Is(err, llm.ErrConnection) || errors.Is(err, llm.ErrCredentials) || errors.Is(err, llm.ErrBadRequest)) {
+		mc.sent = true
+	}
+}
+
+// withShadows is cands with the shadows not among them.
+func withShadows(cands, shadows []*llm.Model) []*llm.Model {
+	out := cands
+	for _, s := range shadows {
+		if !slices.Contains(out, s) {
+			out = append(slices.Clip(out), s)
+		}
+	}
+	return out
 }
 
 // responseUsage is the provider's usage, or an estimate when it sent none.
@@ -490,6 +521,10 @@ func modelProblem(model string, err error) error {
 		e := problem.Wrap(http.StatusTooManyRequests, problem.UpstreamUnavailable, "model "+model+" is rate limited by its provider", err)
 		e.RetryAfter = pe.RetryAfter
 		return e
+	case errors.As(err, &pe) && (pe.Status == http.StatusUnauthorized || pe.Status == http.StatusForbidden):
+		// The provider refused corral's credentials: an operator's matter,
+		// and its message may quote part of the key.
+		return problem.Wrap(http.StatusBadGateway, problem.UpstreamError, "model "+model+" refused corral's credentials; an operator must fix the Model's auth", err)
 	case errors.As(err, &pe) && pe.Status >= 400 && pe.Status < 500:
 		// The provider refused the request itself (a context too long, a bad
 		// parameter): its message helps the agent fix it.

@@ -215,7 +215,7 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	}
 	_, vspan := p.stage(ctx, telemetry.StageValidate)
 	args, digest, err := validate(entry, value)
-	endStage(vspan, err)
+	p.endStage(vspan, err)
 	if err != nil {
 		return nil, err
 	}
@@ -326,7 +326,7 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 	p.Metrics.observe(rec)
 	_, aspan := p.stage(ctx, telemetry.StageAudit)
 	id, aerr := p.Audit.Append(context.WithoutCancel(ctx), rec)
-	endStage(aspan, aerr)
+	p.endStage(aspan, aerr)
 	if aerr != nil {
 		// The action has happened (or was refused); failing it now would
 		// invite a retry that acts twice. Say so loudly, and refuse the next

@@ -123,23 +123,48 @@ func noteRedactions(rec *audit.ModelCall, s *redact.Session) {
 	}
 }
 
-// redactRequest returns a copy of req with personal data in every message's
-// text and every tool call's arguments replaced. The original is kept: a
-// fallback target may redact differently.
+// redactRequest returns a copy of req with personal data replaced in
+// every string that reaches the provider: messages' text, names and
+// refusals, tool calls' arguments, the tools' descriptions and schemas,
+// response_format, stop, user, and every field corral passes through
+// without knowing it. Only media (images, audio, files: base64 data a
+// detector would corrupt) go as they are. The original is kept: a fallback
+// target may redact differently.
 func redactRequest(req *llm.ChatRequest, s *redact.Session) *llm.ChatRequest {
 	out := *req
 	if s == nil {
 		return &out
 	}
+	out.User = s.Redact(req.User)
+	out.Stop = redactRaw(s, req.Stop)
+	out.Extra = redactFields(s, req.Extra)
+	if req.ResponseFormat != nil {
+		rf := *req.ResponseFormat
+		rf.JSONSchema = redactRaw(s, rf.JSONSchema)
+		out.ResponseFormat = &rf
+	}
+	if req.Tools != nil {
+		out.Tools = make([]llm.Tool, len(req.Tools))
+		for i, t := range req.Tools {
+			t.Function.Description = s.Redact(t.Function.Description)
+			t.Function.Parameters = redactRaw(s, t.Function.Parameters)
+			out.Tools[i] = t
+		}
+	}
 	out.Messages = make([]llm.Message, len(req.Messages))
 	for i, m := range req.Messages {
+		m.Name, m.Refusal = s.Redact(m.Name), s.Redact(m.Refusal)
+		m.Extra = redactFields(s, m.Extra)
 		if m.Content != nil {
 			c := llm.Content{Text: s.Redact(m.Content.Text)}
 			if m.Content.Parts != nil {
 				c.Parts = make([]llm.ContentPart, len(m.Content.Parts))
 				for j, part := range m.Content.Parts {
-					if part.Type == "text" {
+					switch {
+					case part.Type == "text":
 						part.Text = s.Redact(part.Text)
+					case !media[part.Type]:
+						part.Raw = redactRaw(s, part.Raw)
 					}
 					c.Parts[j] = part
 				}
@@ -157,6 +182,32 @@ func redactRequest(req *llm.ChatRequest, s *redact.Session) *llm.ChatRequest {
 		out.Messages[i] = m
 	}
 	return &out
+}
+
+// media are the content part types whose payload is media, left as they are.
+var media = map[string]bool{"image_url": true, "input_audio": true, "file": true, "image": true, "audio": true}
+
+// redactRaw redacts every string of a JSON value.
+func redactRaw(s *redact.Session, raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 {
+		return raw
+	}
+	if b, err := s.RedactJSON(raw); err == nil {
+		return b
+	}
+	return raw // not JSON: the codec would not have kept it
+}
+
+// redactFields redacts every string of passed-through fields.
+func redactFields(s *redact.Session, fields map[string]json.RawMessage) map[string]json.RawMessage {
+	if fields == nil {
+		return nil
+	}
+	out := make(map[string]json.RawMessage, len(fields))
+	for k, v := range fields {
+		out[k] = redactRaw(s, v)
+	}
+	return out
 }
 
 // redactArguments redacts inside a tool call's JSON arguments, or, when
@@ -183,6 +234,7 @@ func restoreResponse(resp *llm.ChatResponse, s *redact.Session) {
 	}
 	for i := range resp.Choices {
 		m := &resp.Choices[i].Message
+		m.Refusal = s.Restore(m.Refusal)
 		if m.Content != nil {
 			m.Content.Text = s.Restore(m.Content.Text)
 			for j := range m.Content.Parts {

@@ -69,7 +69,7 @@ func (p *Pipeline) runShadow(ctx context.Context, mc *modelCall, t *llm.Model, r
 	}
 	err := func() error {
 		sub := mc.subject
-		sub.Models = []string{t.Name}
+		sub.Models = []string{mc.model.Name, t.Name}
 		var res *budget.Reservation
 		if p.Budgets != nil {
 			var err error

@@ -30,6 +30,7 @@ func (p *Pipeline) chatStream(ctx context.Context, span trace.Span, rec *audit.R
 		preq.StreamOptions = &llm.StreamOptions{IncludeUsage: true}
 		ictx, ispan := p.attemptSpan(ctx, target)
 		src, err := target.Provider.ChatStream(ictx, preq)
+		mc.noteSent(err)
 		var first *llm.ChatChunk
 		if err == nil {
 			if first, err = src.Recv(); err != nil && !errors.Is(err, io.EOF) {
@@ -37,7 +38,7 @@ func (p *Pipeline) chatStream(ctx context.Context, span trace.Span, rec *audit.R
 			}
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
-			endStage(ispan, err)
+			p.endStage(ispan, err)
 			rec.Model.Attempts = append(rec.Model.Attempts, target.Name+": "+attemptError(err))
 			if llm.Retryable(err) && i < len(mc.plan.Attempts)-1 {
 				continue
@@ -70,15 +71,16 @@ type ChatStream struct {
 	ctx context.Context
 	// span is the action's, invokeSpan the answering target's: both end
 	// with the stream.
-	span, invokeSpan trace.Span
-	rec              *audit.Record
-	start            time.Time
-	mc               *modelCall
-	target           *llm.Model
-	req              *llm.ChatRequest // as the agent sent it
-	preq             *llm.ChatRequest // as the provider got it
-	sess             *redact.Session  // nil: nothing redacted, chunks pass as they are
-	src              llm.Stream
+	span       trace.Span
+	invokeSpan stageSpan
+	rec        *audit.Record
+	start      time.Time
+	mc         *modelCall
+	target     *llm.Model
+	req        *llm.ChatRequest // as the agent sent it
+	preq       *llm.ChatRequest // as the provider got it
+	sess       *redact.Session  // nil: nothing redacted, chunks pass as they are
+	src        llm.Stream
 
 	acc       llm.Accumulator // the provider's chunks, for usage and the audit
 	id        string
@@ -106,6 +108,10 @@ func (s *ChatStream) Recv() (*llm.ChatChunk, error) {
 		switch {
 		case errors.Is(err, io.EOF):
 			s.flush(nil)
+			s.end(nil)
+		case err != nil && s.ctx.Err() != nil:
+			// The agent went away: nothing failed but the connection.
+			s.rec.Status, s.rec.Reason = "error", "the agent closed the stream before its end"
 			s.end(nil)
 		case err != nil:
 			s.end(modelProblem(s.target.Name, err))
@@ -247,20 +253,19 @@ func (s *ChatStream) end(err error) {
 		return
 	}
 	s.ended, s.err = true, err
-	endStage(s.invokeSpan, err)
+	s.p.endStage(s.invokeSpan, err)
 	resp := s.acc.Response()
+	s.p.capture(s.span, s.mc.capture, telemetry.AttrGenAIInputMessages, s.preq.Messages)
 	s.p.capture(s.span, s.mc.capture, telemetry.AttrGenAIOutputMessages, resp.Choices)
-	if err != nil {
-		s.mc.settleFailed(s.ctx, s.p, s.rec)
-	} else {
-		usage, estimated := responseUsage(resp, s.preq)
-		s.p.settle(s.ctx, s.rec, s.mc, s.target, usage, estimated)
-		if len(resp.Choices) > 0 {
-			s.rec.Model.FinishReason = resp.Choices[0].FinishReason
-		}
-		if s.rec.Status == "" {
-			s.p.shadow(s.ctx, s.mc, s.req, s.target.Name, resp)
-		}
+	// However it ended, the stream was generated up to here: charge what
+	// the provider reported, or an estimate of what was streamed.
+	usage, estimated := responseUsage(resp, s.preq)
+	s.p.settle(s.ctx, s.rec, s.mc, s.target, usage, estimated)
+	if len(resp.Choices) > 0 {
+		s.rec.Model.FinishReason = resp.Choices[0].FinishReason
+	}
+	if err == nil && s.rec.Status == "" {
+		s.p.shadow(s.ctx, s.mc, s.req, s.target.Name, resp)
 	}
 	s.rec.Source, s.rec.Model.Target = s.target.Name, s.target.Name
 	s.auditID, s.err = s.p.finishRecord(s.ctx, s.rec, s.start, err)

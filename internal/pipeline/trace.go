@@ -86,9 +86,17 @@ func endAction(span trace.Span, rec *audit.Record, err error) {
 	span.End()
 }
 
+// stageSpan is a stage's span, with what its duration metric needs.
+type stageSpan struct {
+	trace.Span
+	name  string
+	start time.Time
+}
+
 // stage opens a stage's span under the action's.
-func (p *Pipeline) stage(ctx context.Context, name string) (context.Context, trace.Span) {
-	return p.tracer.Start(ctx, name)
+func (p *Pipeline) stage(ctx context.Context, name string) (context.Context, stageSpan) {
+	ctx, span := p.tracer.Start(ctx, name)
+	return ctx, stageSpan{Span: span, name: name, start: p.now()}
 }
 
 // stageDone records a stage that has already run, from start until now:
@@ -96,19 +104,24 @@ func (p *Pipeline) stage(ctx context.Context, name string) (context.Context, tra
 // done something (a budget that covered the call, a redaction that found
 // values).
 func (p *Pipeline) stageDone(ctx context.Context, name string, start time.Time, attrs ...attribute.KeyValue) {
+	end := p.now()
 	_, span := p.tracer.Start(ctx, name, trace.WithTimestamp(start), trace.WithAttributes(attrs...))
-	span.End(trace.WithTimestamp(p.now()))
+	span.End(trace.WithTimestamp(end))
+	p.Metrics.stageTime(name, end.Sub(start))
 }
 
-// endStage closes a stage's span, marking it failed when err is set.
-func endStage(span trace.Span, err error) {
+// endStage closes a stage's span, marking it failed when err is set, and
+// counts its duration.
+func (p *Pipeline) endStage(span stageSpan, err error) {
+	p.Metrics.stageTime(span.name, p.now().Sub(span.start))
 	if err != nil && span.IsRecording() {
 		var pe *problem.Error
 		if errors.As(err, &pe) {
 			telemetry.SetCode(span, pe.Code)
 			span.SetStatus(codes.Error, pe.Code)
 		} else {
-			span.SetStatus(codes.Error, err.Error())
+			// Not err's text: a provider's error may quote a URL with its query.
+			span.SetStatus(codes.Error, attemptError(err))
 		}
 	}
 	span.End()

@@ -177,19 +177,21 @@ func (r *Redactor) Find(s string) []Finding {
 		}
 		return cmp.Compare(a.Start, b.Start)
 	})
-	// kept stays sorted by Start and disjoint; each candidate is checked
-	// against its neighbours only.
+	// covered marks the bytes already taken: each detector's findings are
+	// disjoint, so checking a candidate's bytes costs, in all, a few passes
+	// over s whatever the number of findings.
+	covered := make([]bool, len(s))
 	kept := make([]Finding, 0, len(all))
 	for _, c := range all {
-		i, _ := slices.BinarySearchFunc(kept, c.Start, func(f Finding, start int) int { return cmp.Compare(f.Start, start) })
-		if i > 0 && kept[i-1].End > c.Start {
+		if slices.Contains(covered[c.Start:c.End], true) {
 			continue
 		}
-		if i < len(kept) && kept[i].Start < c.End {
-			continue
+		for i := c.Start; i < c.End; i++ {
+			covered[i] = true
 		}
-		kept = slices.Insert(kept, i, c.Finding)
+		kept = append(kept, c.Finding)
 	}
+	slices.SortFunc(kept, func(a, b Finding) int { return cmp.Compare(a.Start, b.Start) })
 	return kept
 }
 
