@@ -167,7 +167,7 @@ spec: {models: [gpt-eu]}
 		"tools": []any{map[string]any{"type": "function", "function": map[string]any{"name": "lookup", "description": "for alice@example.com",
 			"parameters": map[string]any{"type": "object", "description": "alice@example.com"}}}},
 		"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "description": "alice@example.com"}},
-		"stop": []string{"alice@example.com"},
+		"stop":            []string{"alice@example.com"},
 	}
 	if status, body, _ := chat(t, srv, key, leaky); status != http.StatusOK {
 		t.Fatalf("chat with extra fields: HTTP %d %s", status, body)
