@@ -77,7 +77,7 @@ customer that confirms where the refund goes. Do not promise anything the policy
 	return b.String()[:2048]
 }()
 
-// answerText is what the upstream answers, in about twenty pieces when
+// answerText is what the upstream answers, in 25 pieces of two words when
 // streamed; %s is the customer's address, or the placeholder when that is
 // what the prompt had.
 const answerText = "Hello Dana, I am sorry you were charged twice. Under policy R-7 the duplicate payment of " +
@@ -174,7 +174,7 @@ func printCompletions(plain, streamed []*completion, lat []completionLatency) er
 		return err
 	}
 	fmt.Println()
-	fmt.Fprintln(tw, "streamed, ~20 chunks\tfirst byte p50\tp90\tp99\tadded p50\tadded p99\tend p50\tp99\tadded p50\tadded p99\t")
+	fmt.Fprintln(tw, "streamed, 28 events\tfirst byte p50\tp90\tp99\tadded p50\tadded p99\tend p50\tp99\tadded p50\tadded p99\t")
 	for i, p := range streamed {
 		l, d := lat[len(plain)+i], lat[len(plain)]
 		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%s\t%.0f\t%.0f\t%s\t\n", p.name, us(l.first.p50), us(l.first.p90), us(l.first.p99),
@@ -308,8 +308,7 @@ func newCompletion(name, url, model string, header http.Header, stream bool) *co
 	c := &completion{
 		url: url, header: header, model: model, stream: stream, body: body,
 		want: fmt.Sprintf(answerText, benchEmail),
-		// No compression: the bench measures the gateways, not gzip (the
-		// Portkey gateway compresses when asked).
+		// No compression: the bench measures the gateways, not gzip.
 		client: &http.Client{Transport: &http.Transport{
 			MaxIdleConns: 512, MaxIdleConnsPerHost: 512, IdleConnTimeout: time.Minute, DisableCompression: true,
 		}},
@@ -573,7 +572,7 @@ type modelUpstream struct {
 // startModelUpstream serves POST /v1/chat/completions on loopback: it
 // decodes the request as a provider would, and answers answerText (with the
 // placeholder when the prompt had it, so that corral has it to restore),
-// whole or as server-sent events of about twenty content pieces, flushed one
+// whole or as server-sent events of 25 content pieces, flushed one
 // by one, then the finish, the usage when asked and [DONE].
 func startModelUpstream(ctx context.Context) (*modelUpstream, error) {
 	u := &modelUpstream{}
