@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"time"
 )
@@ -53,7 +51,7 @@ func (p *anthropicProvider) Chat(ctx context.Context, req *ChatRequest) (*ChatRe
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxAnswerBytes+1))
 	if err != nil {
-		return nil, anthropicTransportError("read answer", err, d)
+		return nil, transportError("anthropic", "read answer", err, d)
 	}
 	if len(data) > MaxAnswerBytes {
 		return nil, &ProviderError{Err: fmt.Errorf("anthropic: answer over %d bytes: %w", MaxAnswerBytes, ErrInvalidAnswer)}
@@ -113,19 +111,8 @@ func (p *anthropicProvider) post(ctx context.Context, body []byte, accept string
 	if err != nil {
 		return nil, &ProviderError{Err: fmt.Errorf("anthropic: build request: %w: %v", ErrConnection, err)}
 	}
-	for name, values := range p.ep.Headers {
-		for _, v := range values {
-			hreq.Header.Add(name, v)
-		}
-	}
-	if p.ep.Auth != nil {
-		auth, err := p.ep.Auth(ctx)
-		if err != nil {
-			return nil, &ProviderError{Err: fmt.Errorf("anthropic: %w: %w", ErrCredentials, err)}
-		}
-		for name, values := range auth {
-			hreq.Header[http.CanonicalHeaderKey(name)] = values
-		}
+	if err := setHeaders(ctx, hreq, p.ep, "anthropic"); err != nil {
+		return nil, err
 	}
 	if hreq.Header.Get("anthropic-version") == "" {
 		hreq.Header.Set("anthropic-version", anthropicVersion)
@@ -134,7 +121,7 @@ func (p *anthropicProvider) post(ctx context.Context, body []byte, accept string
 	hreq.Header.Set("Accept", accept)
 	resp, err := p.client.Do(hreq)
 	if err != nil {
-		return nil, anthropicTransportError("send request", err, d)
+		return nil, transportError("anthropic", "send request", err, d)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		// statusError reads Anthropic's {"type":"error","error":{"type",
@@ -173,23 +160,3 @@ func anthropicErrorStatus(errType string) int {
 	return http.StatusInternalServerError
 }
 
-// anthropicTransportError classifies a failure to send or to read as
-// transportError does for OpenAI: our time-out (or the network's) is
-// ErrTimeout, the caller giving up or running out of time stays
-// context.Canceled or context.DeadlineExceeded, anything else is
-// ErrConnection.
-//
-// TODO: share transportError once it takes the provider's name; it says
-// "openai" in every message.
-func anthropicTransportError(what string, err error, d *deadline) error {
-	var netErr net.Error
-	switch {
-	case d.fired.Load():
-		return &ProviderError{Err: fmt.Errorf("anthropic: %s: %w: silent for %s", what, ErrTimeout, d.limit)}
-	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-		return &ProviderError{Err: fmt.Errorf("anthropic: %s: %w", what, err)}
-	case errors.As(err, &netErr) && netErr.Timeout():
-		return &ProviderError{Err: fmt.Errorf("anthropic: %s: %w: %v", what, ErrTimeout, err)}
-	}
-	return &ProviderError{Err: fmt.Errorf("anthropic: %s: %w: %v", what, ErrConnection, err)}
-}

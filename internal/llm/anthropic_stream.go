@@ -109,7 +109,7 @@ func (s *anthropicStream) readFailure(err error) error {
 	case errors.Is(err, ErrEventTooLarge):
 		return &ProviderError{Err: fmt.Errorf("anthropic: stream: %w: %v", ErrInvalidAnswer, err)}
 	}
-	return anthropicTransportError("read stream", err, s.deadline)
+	return transportError("anthropic", "read stream", err, s.deadline)
 }
 
 // handle translates one event, queueing the chunks it makes; after

@@ -203,25 +203,14 @@ func (p *openAI) post(ctx context.Context, target string, body []byte, accept st
 	if err != nil {
 		return nil, &ProviderError{Err: fmt.Errorf("openai: build request: %w: %v", ErrBadRequest, err)}
 	}
-	for name, values := range p.ep.Headers {
-		for _, v := range values {
-			req.Header.Add(name, v)
-		}
-	}
-	if p.ep.Auth != nil {
-		auth, err := p.ep.Auth(ctx)
-		if err != nil {
-			return nil, &ProviderError{Err: fmt.Errorf("openai: %w: %w", ErrCredentials, err)}
-		}
-		for name, values := range auth {
-			req.Header[http.CanonicalHeaderKey(name)] = values
-		}
+	if err := setHeaders(ctx, req, p.ep, "openai"); err != nil {
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", accept)
 	resp, err := p.client.Do(req)
 	if err != nil {
-		return nil, transportError("send request", err, d)
+		return nil, transportError("openai", "send request", err, d)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		defer resp.Body.Close()
@@ -234,7 +223,7 @@ func (p *openAI) post(ctx context.Context, target string, body []byte, accept st
 func readAnswer(body io.Reader, d *deadline) ([]byte, error) {
 	data, err := io.ReadAll(io.LimitReader(body, int64(maxAnswer)+1))
 	if err != nil {
-		return nil, transportError("read answer", err, d)
+		return nil, transportError("openai", "read answer", err, d)
 	}
 	if len(data) > maxAnswer {
 		return nil, &ProviderError{Err: fmt.Errorf("openai: answer over %d bytes: %w", maxAnswer, ErrInvalidAnswer)}
@@ -277,7 +266,7 @@ func (s *openAIStream) next() (*ChatChunk, error) {
 	case errors.Is(err, ErrEventTooLarge):
 		return nil, &ProviderError{Err: fmt.Errorf("openai: %w: %v", ErrInvalidAnswer, err)}
 	case err != nil:
-		return nil, transportError("read stream", err, s.deadline)
+		return nil, transportError("openai", "read stream", err, s.deadline)
 	}
 	s.deadline.reset()
 	s.read += len(data)
@@ -352,21 +341,42 @@ func (d *deadline) stop() {
 	d.cancel()
 }
 
-// transportError classifies a failure to send or to read: a time-out (ours
-// or the network's), the caller giving up, or a connection error.
-func transportError(what string, err error, d *deadline) error {
+// transportError classifies a failure to send or to read, for the
+// provider named: a time-out (ours or the network's), the caller giving
+// up, or a connection error.
+func transportError(provider, what string, err error, d *deadline) error {
 	var ne net.Error
 	switch {
 	case d.fired.Load():
-		return &ProviderError{Err: fmt.Errorf("openai: %s: %w: silent for %s", what, ErrTimeout, d.limit)}
+		return &ProviderError{Err: fmt.Errorf("%s: %s: %w: silent for %s", provider, what, ErrTimeout, d.limit)}
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		// The caller gave up or ran out of time: say so, not that the
 		// provider failed.
-		return &ProviderError{Err: fmt.Errorf("openai: %s: %w", what, err)}
+		return &ProviderError{Err: fmt.Errorf("%s: %s: %w", provider, what, err)}
 	case errors.As(err, &ne) && ne.Timeout():
-		return &ProviderError{Err: fmt.Errorf("openai: %s: %w: %v", what, ErrTimeout, err)}
+		return &ProviderError{Err: fmt.Errorf("%s: %s: %w: %v", provider, what, ErrTimeout, err)}
 	}
-	return &ProviderError{Err: fmt.Errorf("openai: %s: %w: %v", what, ErrConnection, err)}
+	return &ProviderError{Err: fmt.Errorf("%s: %s: %w: %v", provider, what, ErrConnection, err)}
+}
+
+// setHeaders puts the endpoint's headers and credentials on req.
+func setHeaders(ctx context.Context, req *http.Request, ep Endpoint, provider string) error {
+	for name, values := range ep.Headers {
+		for _, v := range values {
+			req.Header.Add(name, v)
+		}
+	}
+	if ep.Auth == nil {
+		return nil
+	}
+	auth, err := ep.Auth(ctx)
+	if err != nil {
+		return &ProviderError{Err: fmt.Errorf("%s: %w: %w", provider, ErrCredentials, err)}
+	}
+	for name, values := range auth {
+		req.Header[http.CanonicalHeaderKey(name)] = values
+	}
+	return nil
 }
 
 // statusError reads a non-2xx answer into a *ProviderError.
