@@ -159,4 +159,3 @@ func anthropicErrorStatus(errType string) int {
 	}
 	return http.StatusInternalServerError
 }
-
