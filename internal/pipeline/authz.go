@@ -121,15 +121,21 @@ func (p *Pipeline) input(c Caller, agent *agentCache, e *tools.Entry, value any)
 				ReadOnly: e.Tool.Annotations.ReadOnly, Destructive: e.Tool.Annotations.Destructive, Idempotent: e.Tool.Annotations.Idempotent,
 			},
 		},
-		Time: p.now().UTC().Format(time.RFC3339Nano),
 	}
+	p.noteInput(in, c)
+	return in
+}
+
+// noteInput fills what every policy input says of the caller: the time,
+// the user it acts for, its task.
+func (p *Pipeline) noteInput(in *policy.Input, c Caller) {
+	in.Time = p.now().UTC().Format(time.RFC3339Nano)
 	if c.Principal != nil {
 		in.Principal = &policy.Principal{Sub: c.Principal.Subject, Issuer: c.Principal.Issuer, Groups: c.Principal.Groups, Roles: c.Principal.Roles}
 	}
 	if c.Token != nil && c.Token.Task != "" {
 		in.Task = &policy.Task{ID: c.Token.Task}
 	}
-	return in
 }
 
 // decide asks policy. It records the decision and turns anything but an

@@ -127,8 +127,8 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 		return nil, err
 	}
 	mc.capture = mc.agentCapture
-	if p.auditDown.Load() {
-		return nil, problem.New(http.StatusServiceUnavailable, problem.AuditUnavailable, "the audit log cannot be written; corral acts on nothing it cannot record")
+	if err := p.auditAvailable(); err != nil {
+		return nil, err
 	}
 	if req.Stream {
 		return p.chatStream(ctx, span, rec, start, mc, req)
@@ -200,8 +200,8 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 	if err != nil {
 		return nil, err
 	}
-	if p.auditDown.Load() {
-		return nil, problem.New(http.StatusServiceUnavailable, problem.AuditUnavailable, "the audit log cannot be written; corral acts on nothing it cannot record")
+	if err := p.auditAvailable(); err != nil {
+		return nil, err
 	}
 	for i, target := range mc.plan.Attempts {
 		t0 := p.now()
@@ -303,19 +303,13 @@ func (p *Pipeline) modelInput(c Caller, agent *agentCache, m *llm.Model, cands [
 		Action: policy.Action{Kind: policy.KindModel, Target: m.Name, Arguments: args},
 		Agent:  policy.Agent{Name: c.Agent, Labels: agent.labels, Tools: agent.spec.Tools, Models: agent.spec.Models},
 		Model:  &policy.Model{Name: m.Name, Provider: m.Spec.Provider, Region: m.Spec.Region},
-		Time:   p.now().UTC().Format(time.RFC3339Nano),
 	}
 	if m.IsRoute() {
 		for _, t := range cands {
 			in.Model.Targets = append(in.Model.Targets, policy.Model{Name: t.Name, Provider: t.Spec.Provider, Region: t.Spec.Region})
 		}
 	}
-	if c.Principal != nil {
-		in.Principal = &policy.Principal{Sub: c.Principal.Subject, Issuer: c.Principal.Issuer, Groups: c.Principal.Groups, Roles: c.Principal.Roles}
-	}
-	if c.Token != nil && c.Token.Task != "" {
-		in.Task = &policy.Task{ID: c.Token.Task}
-	}
+	p.noteInput(in, c)
 	return in
 }
 

@@ -146,9 +146,10 @@ type Pipeline struct {
 
 	// shadows are the copies of model calls sent to a route's shadow
 	// targets: bounded, and waited for by Close.
-	shadows    sync.WaitGroup
-	shadowSlot chan struct{}
-	redactors  sync.Map // redactorKey -> *redact.Redactor
+	shadows       sync.WaitGroup
+	shadowSlot    chan struct{}
+	redactors     sync.Map     // redactorKey -> *redact.Redactor
+	redactorCount atomic.Int64 // entries stored since the last Clear
 
 	tracer trace.Tracer
 	masker *redact.Redactor // the built-in detectors, for captured content
@@ -226,8 +227,8 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 		rec.Arguments = args
 	}
 	// approval gate, redact egress: later issues, here.
-	if p.auditDown.Load() {
-		return nil, problem.New(http.StatusServiceUnavailable, problem.AuditUnavailable, "the audit log cannot be written; corral acts on nothing it cannot record")
+	if err := p.auditAvailable(); err != nil {
+		return nil, err
 	}
 	ident, err := p.identityToken(caller, entry)
 	if err != nil {
@@ -275,6 +276,15 @@ func (p *Pipeline) reserveTool(ctx context.Context, c Caller, rec *audit.Record)
 		p.stageDone(ctx, telemetry.StageBudget, t0)
 	}
 	return res, nil
+}
+
+// auditAvailable refuses an action while the audit cannot be written:
+// nothing happens unrecorded for long.
+func (p *Pipeline) auditAvailable() error {
+	if p.auditDown.Load() {
+		return problem.New(http.StatusServiceUnavailable, problem.AuditUnavailable, "the audit log cannot be written; corral acts on nothing it cannot record")
+	}
+	return nil
 }
 
 // finish completes the audit record and appends it. The audit append is

@@ -99,10 +99,9 @@ func (p *Pipeline) redactor(target *llm.Model, extra []config.RedactPattern) (*r
 	if err != nil {
 		return nil, problem.Wrap(http.StatusInternalServerError, problem.Internal, "model "+target.Name+": the redaction patterns do not compile", err)
 	}
-	n := 0
-	p.redactors.Range(func(any, any) bool { n++; return n < maxRedactors })
-	if n >= maxRedactors {
+	if p.redactorCount.Add(1) > maxRedactors {
 		p.redactors.Clear()
+		p.redactorCount.Store(1)
 	}
 	p.redactors.Store(key, r)
 	return r, nil

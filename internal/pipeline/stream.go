@@ -1,10 +1,12 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -107,7 +109,7 @@ func (s *ChatStream) Recv() (*llm.ChatChunk, error) {
 		c, err := s.src.Recv()
 		switch {
 		case errors.Is(err, io.EOF):
-			s.flush(nil)
+			s.flush()
 			s.end(nil)
 		case err != nil && s.ctx.Err() != nil:
 			// The agent went away: nothing failed but the connection.
@@ -223,13 +225,13 @@ func (s *ChatStream) rest(choice int) *llm.ChatChunk {
 	if d.Content == nil && d.ToolCalls == nil {
 		return nil
 	}
-	sortToolDeltas(d.ToolCalls)
+	slices.SortFunc(d.ToolCalls, func(a, b llm.ToolCallDelta) int { return cmp.Compare(a.Index, b.Index) })
 	return &llm.ChatChunk{ID: s.id, Object: "chat.completion.chunk", Created: s.created, Model: s.mc.model.Name,
 		Choices: []llm.ChunkChoice{{Index: choice, Delta: d}}}
 }
 
 // flush queues what every choice still holds back, at the stream's end.
-func (s *ChatStream) flush(_ error) {
+func (s *ChatStream) flush() {
 	if s.sess == nil {
 		return
 	}
@@ -270,12 +272,4 @@ func (s *ChatStream) end(err error) {
 	s.rec.Source, s.rec.Model.Target = s.target.Name, s.target.Name
 	s.auditID, s.err = s.p.finishRecord(s.ctx, s.rec, s.start, err)
 	endAction(s.span, s.rec, s.err)
-}
-
-func sortToolDeltas(d []llm.ToolCallDelta) {
-	for i := 1; i < len(d); i++ {
-		for j := i; j > 0 && d[j].Index < d[j-1].Index; j-- {
-			d[j], d[j-1] = d[j-1], d[j]
-		}
-	}
 }
