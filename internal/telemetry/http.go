@@ -89,16 +89,11 @@ func (m *HTTPMetrics) Middleware(logger *slog.Logger, next *http.ServeMux) http.
 		r = r.WithContext(ExtractHTTP(WithRequestID(r.Context(), id), r.Header))
 		var span trace.Span
 		if m.tracer != nil && !untraced[r.URL.Path] {
-			_, pattern := next.Handler(r)
-			name := pattern
-			if name == "" {
-				name = r.Method
-			}
 			var ctx context.Context
-			ctx, span = m.tracer.Start(r.Context(), name, trace.WithSpanKind(trace.SpanKindServer))
+			// Named for its route once the mux has matched it (below).
+			ctx, span = m.tracer.Start(r.Context(), r.Method, trace.WithSpanKind(trace.SpanKindServer))
 			if span.IsRecording() {
-				span.SetAttributes(AttrHTTPRequestMethod.String(r.Method), attribute.String("url.path", r.URL.Path),
-					attribute.String("http.route", pattern), AttrRequestID.String(id))
+				span.SetAttributes(AttrHTTPRequestMethod.String(r.Method), attribute.String("url.path", r.URL.Path), AttrRequestID.String(id))
 			}
 			SetTraceResponse(ctx, w.Header())
 			r = r.WithContext(ctx)
@@ -107,6 +102,10 @@ func (m *HTTPMetrics) Middleware(logger *slog.Logger, next *http.ServeMux) http.
 		next.ServeHTTP(rec, r)
 		if span != nil {
 			if span.IsRecording() {
+				if r.Pattern != "" { // the mux records the pattern it served on r
+					span.SetName(r.Pattern)
+					span.SetAttributes(attribute.String("http.route", r.Pattern))
+				}
 				span.SetAttributes(AttrHTTPResponseStatusCode.Int(rec.status))
 				if rec.status >= 500 {
 					span.SetStatus(codes.Error, http.StatusText(rec.status))
