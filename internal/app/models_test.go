@@ -373,6 +373,9 @@ spec: {models: [smart, split, compare]}
 	if status != http.StatusForbidden || !strings.Contains(string(body), `"code":"policy_denied"`) || !strings.Contains(string(body), `"error":{`) {
 		t.Errorf("backup, outside the agent's models: HTTP %d %s, want 403 policy_denied with an OpenAI error member", status, body)
 	}
+	if status, body := srv.Call(t, key, "POST", "/openai/v1/completions", map[string]any{}, nil); status != http.StatusNotFound || !strings.Contains(string(body), `"error":{"message":"no such endpoint`) {
+		t.Errorf("an endpoint corral does not serve: HTTP %d %s, want 404 with OpenAI's error member", status, body)
+	}
 	_, body = srv.Call(t, key, "GET", "/openai/v1/models", nil, nil)
 	if strings.Contains(string(body), `"backup"`) || !strings.Contains(string(body), `"smart"`) {
 		t.Errorf("models list %s, want smart and split only", body)

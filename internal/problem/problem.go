@@ -98,15 +98,9 @@ type Details struct {
 	RequestID string `json:"request_id,omitempty"`
 	Errors    any    `json:"errors,omitempty"`
 	AuditID   string `json:"audit_id,omitempty"`
-	// OpenAI is set on the OpenAI-compatible edge only.
-	OpenAI *openAIError `json:"error,omitempty"`
-}
-
-// openAIError is the "error" member OpenAI's clients look for.
-type openAIError struct {
-	Message string `json:"message"`
-	Type    string `json:"type"`
-	Code    string `json:"code"`
+	// Error is a protocol's own error member, set by an edge through
+	// HandleWith: OpenAI's SDKs read the message from "error".
+	Error any `json:"error,omitempty"`
 }
 
 // TypeURI is the problem type URI of a code; docs/api.md describes each.
@@ -115,6 +109,11 @@ func TypeURI(code string) string { return "https://corral.dev/problems/" + code 
 // Write renders err. A *Error (anywhere in the chain) is shown as it says;
 // anything else is an internal error whose text stays in the log.
 func Write(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
+	write(w, r, logger, err, nil)
+}
+
+// write renders err, letting decorate add to the details first.
+func write(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error, decorate func(*Details)) {
 	var p *Error
 	if !errors.As(err, &p) {
 		p = Wrap(http.StatusInternalServerError, Internal, "internal error; the server log has the details under this request_id", err)
@@ -139,9 +138,8 @@ func Write(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err erro
 		Errors:    p.Errors,
 		AuditID:   p.AuditID,
 	}
-	if strings.HasPrefix(r.URL.Path, "/openai/") {
-		// OpenAI's SDKs read the message from an "error" member.
-		d.OpenAI = &openAIError{Message: p.Detail, Type: p.Code, Code: p.Code}
+	if decorate != nil {
+		decorate(&d)
 	}
 	if p.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(p.RetryAfter.Seconds()))))
@@ -162,9 +160,15 @@ type HandlerFunc func(http.ResponseWriter, *http.Request) error
 
 // Handle adapts h to http.Handler, rendering the error h returns with Write.
 func Handle(logger *slog.Logger, h HandlerFunc) http.Handler {
+	return HandleWith(logger, nil, h)
+}
+
+// HandleWith is Handle for an edge whose clients expect more in an error
+// body: decorate adds it to the details before they are written.
+func HandleWith(logger *slog.Logger, decorate func(*Details), h HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
-			Write(w, r, logger, err)
+			write(w, r, logger, err, decorate)
 		}
 	})
 }

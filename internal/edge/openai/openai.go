@@ -56,7 +56,7 @@ func New(logger *slog.Logger, gw Gateway) *Edge {
 
 // Register adds the edge's routes to mux.
 func (e *Edge) Register(mux *http.ServeMux) {
-	h := func(f problem.HandlerFunc) http.Handler { return problem.Handle(e.logger, f) }
+	h := func(f problem.HandlerFunc) http.Handler { return problem.HandleWith(e.logger, withOpenAIError, f) }
 	mux.Handle("POST /openai/v1/chat/completions", h(e.chat))
 	mux.Handle("POST /openai/v1/embeddings", h(e.embeddings))
 	mux.Handle("GET /openai/v1/models", h(e.models))
@@ -64,6 +64,25 @@ func (e *Edge) Register(mux *http.ServeMux) {
 	mux.Handle("/openai/v1/chat/completions", h(problem.NotAllowed("POST")))
 	mux.Handle("/openai/v1/embeddings", h(problem.NotAllowed("POST")))
 	mux.Handle("/openai/v1/models", h(problem.NotAllowed("GET")))
+	mux.Handle("/openai/", h(func(_ http.ResponseWriter, r *http.Request) error {
+		return problem.New(http.StatusNotFound, problem.NotFound, "no such endpoint: "+r.URL.Path+" (corral serves chat/completions, embeddings and models)")
+	}))
+}
+
+// openAIError is the "error" member OpenAI's SDKs read a failure from;
+// type and code are corral's code.
+type openAIError struct {
+	Message   string `json:"message"`
+	Type      string `json:"type"`
+	Code      string `json:"code"`
+	RequestID string `json:"request_id,omitempty"`
+	AuditID   string `json:"audit_id,omitempty"`
+}
+
+// withOpenAIError adds OpenAI's error member to a problem's details, so the
+// SDKs show corral's detail.
+func withOpenAIError(d *problem.Details) {
+	d.Error = openAIError{Message: d.Detail, Type: d.Code, Code: d.Code}
 }
 
 func (e *Edge) action(r *http.Request) pipeline.Action {
@@ -171,14 +190,7 @@ func streamError(r *http.Request, err error) any {
 	if !errors.As(err, &pe) {
 		pe = problem.New(http.StatusBadGateway, problem.UpstreamError, "the stream failed")
 	}
-	type body struct {
-		Message   string `json:"message"`
-		Type      string `json:"type"`
-		Code      string `json:"code"`
-		RequestID string `json:"request_id,omitempty"`
-		AuditID   string `json:"audit_id,omitempty"`
-	}
-	return map[string]body{"error": {Message: pe.Detail, Type: pe.Code, Code: pe.Code, RequestID: telemetry.RequestID(r.Context()), AuditID: pe.AuditID}}
+	return map[string]openAIError{"error": {Message: pe.Detail, Type: pe.Code, Code: pe.Code, RequestID: telemetry.RequestID(r.Context()), AuditID: pe.AuditID}}
 }
 
 func (e *Edge) embeddings(w http.ResponseWriter, r *http.Request) error {
