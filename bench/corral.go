@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"runtime/pprof"
 
+	"github.com/corral-dev/corral/internal/api"
 	"github.com/corral-dev/corral/internal/app"
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/identity"
@@ -101,4 +103,37 @@ func (c *corral) call(ctx context.Context, method, path string, body []byte) ([]
 		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, out)
 	}
 	return out, nil
+}
+
+// applyWithKey applies resources through the API and creates a key for
+// agent.
+func (c *corral) applyWithKey(ctx context.Context, resources []map[string]any, agent string) (api.CreatedKey, error) {
+	var req api.ApplyRequest
+	for _, r := range resources {
+		raw, err := json.Marshal(r)
+		if err != nil {
+			return api.CreatedKey{}, err
+		}
+		req.Resources = append(req.Resources, raw)
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return api.CreatedKey{}, err
+	}
+	if _, err := c.call(ctx, "POST", "/v1/apply", body); err != nil {
+		return api.CreatedKey{}, err
+	}
+	body, err = json.Marshal(api.CreateKeyRequest{Agent: agent})
+	if err != nil {
+		return api.CreatedKey{}, err
+	}
+	out, err := c.call(ctx, "POST", "/v1/keys", body)
+	if err != nil {
+		return api.CreatedKey{}, err
+	}
+	var key api.CreatedKey
+	if err := json.Unmarshal(out, &key); err != nil {
+		return api.CreatedKey{}, fmt.Errorf("POST /v1/keys: %w", err)
+	}
+	return key, nil
 }

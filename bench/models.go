@@ -22,7 +22,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/corral-dev/corral/internal/api"
 )
 
 // The Model resources the bench applies, both in front of the same
@@ -501,28 +500,9 @@ func setupModels(ctx context.Context, c *corral, baseURL string) (string, error)
 		"apiVersion": "corral.dev/v1", "kind": "Agent", "metadata": map[string]any{"name": modelAgent},
 		"spec": map[string]any{"description": "calls the bench's model upstream", "models": []string{modelOff, modelRedacted}},
 	}}
-	var req api.ApplyRequest
-	for _, r := range resources {
-		raw, err := json.Marshal(r)
-		if err != nil {
-			return "", err
-		}
-		req.Resources = append(req.Resources, raw)
-	}
-	body, err := json.Marshal(req)
+	key, err := c.applyWithKey(ctx, resources, modelAgent)
 	if err != nil {
 		return "", err
-	}
-	if _, err := c.call(ctx, "POST", "/v1/apply", body); err != nil {
-		return "", err
-	}
-	out, err := c.call(ctx, "POST", "/v1/keys", []byte(`{"agent": "`+modelAgent+`"}`))
-	if err != nil {
-		return "", err
-	}
-	var key api.CreatedKey
-	if err := json.Unmarshal(out, &key); err != nil {
-		return "", fmt.Errorf("POST /v1/keys: %w", err)
 	}
 	// The model catalogue follows the registry in the background.
 	deadline := time.Now().Add(10 * time.Second)

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/corral-dev/corral/internal/api"
 )
 
 // itemSpec describes the upstream. The operation has a path parameter and a
@@ -118,28 +117,9 @@ func setupTool(ctx context.Context, c *corral, upstreamURL string) (string, erro
 		"apiVersion": "corral.dev/v1", "kind": "Agent", "metadata": map[string]any{"name": "bench"},
 		"spec": map[string]any{"description": "calls the bench upstream", "tools": []string{tool}},
 	}}
-	var req api.ApplyRequest
-	for _, r := range resources {
-		raw, err := json.Marshal(r)
-		if err != nil {
-			return "", err
-		}
-		req.Resources = append(req.Resources, raw)
-	}
-	body, err := json.Marshal(req)
+	key, err := c.applyWithKey(ctx, resources, "bench")
 	if err != nil {
 		return "", err
-	}
-	if _, err := c.call(ctx, "POST", "/v1/apply", body); err != nil {
-		return "", err
-	}
-	out, err := c.call(ctx, "POST", "/v1/keys", []byte(`{"agent": "bench"}`))
-	if err != nil {
-		return "", err
-	}
-	var key api.CreatedKey
-	if err := json.Unmarshal(out, &key); err != nil {
-		return "", fmt.Errorf("POST /v1/keys: %w", err)
 	}
 	// Tool sources load in the background after their ToolSource is stored.
 	deadline := time.Now().Add(10 * time.Second)
