@@ -21,7 +21,6 @@ import (
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
-
 )
 
 // The Model resources the bench applies, both in front of the same

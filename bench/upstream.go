@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
-
 )
 
 // itemSpec describes the upstream. The operation has a path parameter and a
