@@ -87,8 +87,12 @@ type Record struct {
 	Model *ModelCall `json:"model,omitempty"`
 	// ArgsDigest is "sha256:<hex>" of the canonical arguments.
 	ArgsDigest string `json:"args_digest,omitempty"`
-	// Arguments are kept only when the tool source asks for it.
+	// Arguments are kept only when the tool source asks for it, and whole
+	// only up to MaxArguments bytes.
 	Arguments json.RawMessage `json:"arguments,omitempty"`
+	// ArgumentsPrefix is what is kept of larger arguments besides their
+	// digest: their first bytes, masked by the built-in detectors.
+	ArgumentsPrefix string `json:"arguments_prefix,omitempty"`
 	// Status is "ok", "error" or "refused".
 	Status         string  `json:"status"`
 	DurationMS     float64 `json:"duration_ms"`
@@ -101,7 +105,28 @@ type Record struct {
 	// Target the source); Detail is its payload.
 	Event  string          `json:"event,omitempty"`
 	Detail json.RawMessage `json:"detail,omitempty"`
+	// Phase is "intent" for the record appended before a call leaves
+	// corral; empty for a record of what happened. An intent with no
+	// record naming it in Intent is a call whose outcome is unknown (corral
+	// stopped while it ran).
+	Phase string `json:"phase,omitempty"`
+	// Intent is, on the record of a call's outcome, the ID of its intent.
+	Intent string `json:"intent,omitempty"`
+	// Sampled, on an unauthenticated refusal, is how many refusals from the
+	// same address this record stands for: past a rate, only one in so many
+	// is stored (see docs/audit.md).
+	Sampled int `json:"sampled,omitempty"`
+	// Truncated names the fields that were cut to their bounds (MaxName,
+	// MaxReason, MaxArguments...) when the record was stored.
+	Truncated []string `json:"truncated,omitempty"`
 }
+
+// PhaseIntent marks a record appended before a call leaves corral.
+const PhaseIntent = "intent"
+
+// StatusUnknown is the Status Query gives an intent that has no outcome
+// record: corral stopped (or lost the audit) while the call ran.
+const StatusUnknown = "unknown"
 
 // PolicyDecision is policy's verdict on a call, as the audit keeps it.
 type PolicyDecision struct {

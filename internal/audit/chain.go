@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -93,13 +92,11 @@ func (l *Log) Append(ctx context.Context, r *Record) (string, error) {
 	if r.Time.IsZero() {
 		r.Time = time.Now().UTC()
 	}
-	// The record is encoded before waiting for the turn to write; its place
-	// in the chain is spliced in once known.
-	unchained := *r
-	unchained.Seq, unchained.Prev = 0, ""
-	body, err := json.Marshal(&unchained)
+	// The record is bounded and encoded before waiting for the turn to
+	// write; its place in the chain is spliced in once known.
+	body, err := r.encode(l.maxRecord())
 	if err != nil {
-		return "", fmt.Errorf("audit: encode %s: %w", r.ID, err)
+		return "", err
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -157,6 +154,19 @@ func (l *Log) Append(ctx context.Context, r *Record) (string, error) {
 			return "", fmt.Errorf("audit: append %s: %w", r.ID, err)
 		}
 	}
+}
+
+// maxRecord is the most bytes a record may encode to: MaxRecord, or less
+// when the server takes smaller messages (room kept for the chain's seq and
+// prev, the subject and headers).
+func (l *Log) maxRecord() int {
+	const overhead = 4 << 10
+	if nc := l.js.Conn(); nc != nil {
+		if mp := int(nc.MaxPayload()); mp > overhead && mp-overhead < MaxRecord {
+			return mp - overhead
+		}
+	}
+	return MaxRecord
 }
 
 // readEnd learns the end of the chain from the stream: the sequence and

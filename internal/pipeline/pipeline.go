@@ -224,7 +224,7 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	p.capture(span, capture, telemetry.AttrGenAIToolCallArguments, []byte(args))
 	rec.ArgsDigest = digest
 	if entry.Spec != nil && entry.Spec.AuditArguments {
-		rec.Arguments = args
+		p.keepArguments(rec, args)
 	}
 	// approval gate, redact egress: later issues, here.
 	if err := p.auditAvailable(); err != nil {
