@@ -101,6 +101,8 @@ type Record struct {
 	// Replayed is set when the answer came from the idempotency record.
 	Replayed  bool   `json:"replayed,omitempty"`
 	RequestID string `json:"request_id,omitempty"`
+	// Remote is the caller's address as the edge saw it.
+	Remote string `json:"remote,omitempty"`
 	// Event names a record that is not a call, e.g. "drift" (Kind "tool",
 	// Target the source); Detail is its payload.
 	Event  string          `json:"event,omitempty"`

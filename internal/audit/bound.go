@@ -68,7 +68,7 @@ func (r *Record) bound() {
 		{"principal_issuer", &r.PrincipalIssuer}, {"credential", &r.Credential}, {"task", &r.Task},
 		{"target", &r.Target}, {"source", &r.Source}, {"edge", &r.Edge}, {"decision", &r.Decision},
 		{"code", &r.Code}, {"args_digest", &r.ArgsDigest}, {"status", &r.Status},
-		{"idempotency_key", &r.IdempotencyKey}, {"request_id", &r.RequestID}, {"event", &r.Event},
+		{"idempotency_key", &r.IdempotencyKey}, {"request_id", &r.RequestID}, {"remote", &r.Remote}, {"event", &r.Event},
 		{"phase", &r.Phase}, {"intent", &r.Intent},
 	}
 	for _, f := range names {

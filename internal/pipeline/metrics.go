@@ -17,6 +17,8 @@ type Metrics struct {
 	errors   prometheus.Counter
 	models   modelMetrics
 	stages   *prometheus.HistogramVec
+	// suppressed counts unauthenticated refusals not stored in full.
+	suppressed prometheus.Counter
 }
 
 // NewMetrics registers the pipeline's metrics with reg.
@@ -59,7 +61,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help:    "Time spent in each pipeline stage that did work: policy, validate, budget, redact, invoke, audit.",
 		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1, .5, 2.5, 10},
 	}, []string{"stage"})
-	reg.MustRegister(m.actions, m.duration, m.drift, m.policy, m.errors, m.models.tokens, m.models.cost, m.stages)
+	m.suppressed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "corral_audit_refusals_suppressed_total",
+		Help: "Unauthenticated refusals past the per-address rate, not stored one by one: a sampled record a second stands for them.",
+	})
+	reg.MustRegister(m.actions, m.duration, m.drift, m.policy, m.errors, m.models.tokens, m.models.cost, m.stages, m.suppressed)
 	return m
 }
 
@@ -108,4 +114,11 @@ func (m *Metrics) stageTime(stage string, d time.Duration) {
 		return
 	}
 	m.stages.WithLabelValues(stage).Observe(d.Seconds())
+}
+
+func (m *Metrics) refusalSuppressed() {
+	if m == nil {
+		return
+	}
+	m.suppressed.Inc()
 }

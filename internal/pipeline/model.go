@@ -103,7 +103,7 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 	start := p.now()
 	ctx, span := p.startAction(ctx, telemetry.OpChat, req.Model, a)
 	rec := &audit.Record{
-		Time: start.UTC(), Kind: "model", Target: truncate(req.Model, 256), Edge: a.Edge, RequestID: a.RequestID,
+		Time: start.UTC(), Kind: "model", Target: truncate(req.Model, 256), Edge: a.Edge, RequestID: a.RequestID, Remote: a.RemoteAddr,
 		Model: &audit.ModelCall{Stream: req.Stream},
 	}
 	var mc *modelCall
@@ -171,7 +171,7 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 	start := p.now()
 	ctx, span := p.startAction(ctx, telemetry.OpEmbeddings, req.Model, a)
 	rec := &audit.Record{
-		Time: start.UTC(), Kind: "model", Target: truncate(req.Model, 256), Edge: a.Edge, RequestID: a.RequestID,
+		Time: start.UTC(), Kind: "model", Target: truncate(req.Model, 256), Edge: a.Edge, RequestID: a.RequestID, Remote: a.RemoteAddr,
 		Model: &audit.ModelCall{}, Event: "embeddings",
 	}
 	var mc *modelCall

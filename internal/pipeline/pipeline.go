@@ -56,6 +56,9 @@ type Action struct {
 	// Edge names the entry point, for the audit: "rest" or "mcp".
 	Edge      string
 	RequestID string
+	// RemoteAddr is the caller's address as the edge saw it (host:port):
+	// unauthenticated refusals reach the audit at a bounded rate per address.
+	RemoteAddr string
 }
 
 // Outcome is what an allowed action produced.
@@ -143,6 +146,8 @@ type Pipeline struct {
 	// refused before they act, so that nothing happens unrecorded for long.
 	// Refusals still try to append, and the first that succeeds clears it.
 	auditDown atomic.Bool
+	// refusals bounds the audit records of unauthenticated refusals.
+	refusals refusalLimiter
 
 	// shadows are the copies of model calls sent to a route's shadow
 	// targets: bounded, and waited for by Close.
@@ -179,7 +184,7 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	ctx, span := p.startAction(ctx, telemetry.OpExecuteTool, a.Target, a)
 	rec := &audit.Record{
 		Time: start.UTC(), Kind: "tool", Target: truncate(a.Target, 256), Edge: a.Edge,
-		RequestID: a.RequestID, IdempotencyKey: a.IdempotencyKey,
+		RequestID: a.RequestID, IdempotencyKey: a.IdempotencyKey, Remote: a.RemoteAddr,
 	}
 	defer func() {
 		out, err = p.finish(ctx, rec, start, out, err)
@@ -334,6 +339,17 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 		rec.Decision, rec.Status, rec.Code, rec.Reason = "allowed", "error", pe.Code, pe.Detail
 	}
 	p.Metrics.observe(rec)
+	if rec.Code == problem.Unauthenticated && rec.Agent == "" {
+		store, n := p.refusals.admit(rec.Remote, p.now())
+		if !store {
+			// Counted, and stood for by the next record from this address.
+			p.Metrics.refusalSuppressed()
+			return "", err
+		}
+		if n > 1 {
+			rec.Sampled = n
+		}
+	}
 	_, aspan := p.stage(ctx, telemetry.StageAudit)
 	id, aerr := p.Audit.Append(context.WithoutCancel(ctx), rec)
 	p.endStage(aspan, aerr)

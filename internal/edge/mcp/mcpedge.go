@@ -112,6 +112,7 @@ type request struct {
 	// source is set on /mcp/{source}: only that source's tools, under their
 	// upstream names.
 	source string
+	remote string // the caller's address, for the audit
 }
 
 type requestKey struct{}
@@ -126,7 +127,7 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, r, e.logger, err)
 		return
 	}
-	req := &request{credential: credential, caller: caller, source: r.PathValue("source")}
+	req := &request{credential: credential, caller: caller, source: r.PathValue("source"), remote: r.RemoteAddr}
 	e.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestKey{}, req)))
 }
 

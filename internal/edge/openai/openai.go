@@ -86,7 +86,7 @@ func withOpenAIError(d *problem.Details) {
 }
 
 func (e *Edge) action(r *http.Request) pipeline.Action {
-	return pipeline.Action{Credential: identity.BearerToken(r), Edge: "openai", RequestID: telemetry.RequestID(r.Context())}
+	return pipeline.Action{Credential: identity.BearerToken(r), Edge: "openai", RequestID: telemetry.RequestID(r.Context()), RemoteAddr: r.RemoteAddr}
 }
 
 // readBody reads a request body of at most maxBody bytes.

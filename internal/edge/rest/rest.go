@@ -110,6 +110,7 @@ func (e *Edge) invoke(w http.ResponseWriter, r *http.Request) error {
 		IdempotencyKey: r.Header.Get("Idempotency-Key"),
 		Edge:           "rest",
 		RequestID:      telemetry.RequestID(r.Context()),
+		RemoteAddr:     r.RemoteAddr,
 	})
 	if err != nil {
 		return err
