@@ -181,6 +181,10 @@ type Log struct {
 	appending chan struct{}
 	end       chainEnd
 
+	// qmu guards queue: the records waiting for a writer, oldest first.
+	qmu   sync.Mutex
+	queue []*pending
+
 	// mu guards written, which Append updates and Run reads.
 	mu      sync.Mutex
 	written written
@@ -219,6 +223,8 @@ func Open(ctx context.Context, logger *slog.Logger, s substrate, opts Options) (
 		// append-only, and only age removes them.
 		DenyDelete: true,
 		DenyPurge:  true,
+		// Append stores concurrent records as one atomic batch.
+		AllowAtomicPublish: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
