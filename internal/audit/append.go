@@ -258,6 +258,12 @@ func (l *Log) storeOnce(ctx context.Context, batch []*pending) ([]*pending, erro
 		if headerSafe(p.r.Target) {
 			m.Header.Set(targetHeader, p.r.Target)
 		}
+		if p.r.Phase == PhaseIntent {
+			m.Header.Set(phaseHeader, PhaseIntent)
+		}
+		if headerSafe(p.r.Intent) && p.r.Intent != "" {
+			m.Header.Set(intentHeader, p.r.Intent)
+		}
 		var f jetstream.PubAckFuture
 		if f, err = l.js.PublishMsgAsync(m); err != nil {
 			break

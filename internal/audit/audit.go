@@ -9,11 +9,14 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -258,6 +261,14 @@ func Open(ctx context.Context, logger *slog.Logger, s substrate, opts Options) (
 // by tool without decoding every record.
 const targetHeader = "Corral-Target"
 
+// phaseHeader marks an intent record, and intentHeader names the intent on
+// its outcome's record, so that Query can pair them without decoding
+// every record.
+const (
+	phaseHeader  = "Corral-Phase"
+	intentHeader = "Corral-Intent"
+)
+
 // headerSafe reports whether s can be a header value as it is: printable
 // ASCII. Anything else (an unauthenticated caller's made-up tool name) is
 // left to the record, which Query then decodes.
@@ -366,24 +377,45 @@ func (l *Log) Query(ctx context.Context, f Filter) ([]Record, error) {
 	}
 	match := matcher(f.Tool)
 	ring := newRing(f.Limit)
+	// An intent is shown only while no outcome names it: a call that left
+	// corral and whose outcome is unknown.
+	intents := map[string]stored{}
 	err = l.scan(ctx, l.stream, cfg, last, func(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
 		seq := meta.Sequence.Stream
 		// The start-by-sequence path may begin before Since.
-		if !meta.Timestamp.Before(f.Since) && match(l.target(ctx, m, seq)) {
-			ring.add(stored{seq: seq, data: m.Data()})
+		if meta.Timestamp.Before(f.Since) || !match(l.target(ctx, m, seq)) {
+			return nil
 		}
+		h := m.Headers()
+		switch {
+		case h.Get(phaseHeader) == PhaseIntent:
+			intents[h.Get(jetstream.MsgIDHeader)] = stored{seq: seq, data: m.Data()}
+			return nil
+		case h.Get(intentHeader) != "":
+			delete(intents, h.Get(intentHeader))
+		}
+		ring.add(stored{seq: seq, data: m.Data()})
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("audit: query: %w", err)
 	}
+	kept := ring.ordered()
+	if len(intents) > 0 {
+		kept = slices.AppendSeq(kept, maps.Values(intents))
+		slices.SortFunc(kept, func(a, b stored) int { return cmp.Compare(a.seq, b.seq) })
+		kept = kept[max(0, len(kept)-f.Limit):]
+	}
 	// Only the records kept are decoded.
-	out := make([]Record, 0, len(ring.buf))
-	for _, s := range ring.ordered() {
+	out := make([]Record, 0, len(kept))
+	for _, s := range kept {
 		var r Record
 		if err := json.Unmarshal(s.data, &r); err != nil {
 			l.logger.WarnContext(ctx, "skipping unreadable audit record", "seq", s.seq, "err", err)
 			continue
+		}
+		if r.Phase == PhaseIntent {
+			r.Status = StatusUnknown
 		}
 		out = append(out, r)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,6 +38,13 @@ type Report struct {
 	// found; MoreProblems counts the rest.
 	Problems     []Problem `json:"problems,omitempty"`
 	MoreProblems int       `json:"more_problems,omitempty"`
+	// OutcomeUnknown counts the intents read with no outcome record after
+	// them: calls that left corral while it stopped (or lost the audit)
+	// before their outcome was stored, or calls still running. They are not
+	// problems of the chain. UnknownOutcomes lists their ids, the first
+	// maxProblems found.
+	OutcomeUnknown  int      `json:"outcome_unknown,omitempty"`
+	UnknownOutcomes []string `json:"unknown_outcomes,omitempty"`
 }
 
 // Problem names a record found wrong and says what is wrong with it.
@@ -292,6 +300,8 @@ type head struct {
 	Kind   string    `json:"kind"`
 	Agent  string    `json:"agent"`
 	Target string    `json:"target"`
+	Phase  string    `json:"phase"`
+	Intent string    `json:"intent"`
 }
 
 // parseHead reads a record's head; a record has an ID.
@@ -344,6 +354,10 @@ type walker struct {
 	// line is the archive line being read.
 	line     int
 	progress func(Progress)
+	// intents are the intent records read whose outcome has not been, by
+	// id, in the order read.
+	intents map[string]uint64
+	order   uint64
 }
 
 // placed is a problem and its place in the walk: twice its sequence in the
@@ -355,7 +369,7 @@ type placed struct {
 }
 
 func newWalker(inStream bool, progress func(Progress)) *walker {
-	return &walker{checkpoints: map[uint64]Checkpoint{}, inStream: inStream, progress: progress}
+	return &walker{checkpoints: map[uint64]Checkpoint{}, inStream: inStream, progress: progress, intents: map[string]uint64{}}
 }
 
 func (w *walker) note(format string, args ...any) {
@@ -492,6 +506,7 @@ func (w *walker) add(it item) {
 	if cur.chained {
 		w.chained = true
 	}
+	w.pair(cur)
 	w.prev = cur
 	if w.progress != nil && w.report.Records%progressEvery == 0 {
 		w.progress(Progress{Records: w.report.Records, Seq: cur.seq})
@@ -551,6 +566,7 @@ func (w *walker) finish() Report {
 	for _, p := range w.problems {
 		r.Problems = append(r.Problems, p.p)
 	}
+	w.unknownOutcomes()
 	if r.Unchained > 0 {
 		w.note("%d records written before the chain existed (no seq and prev) were read but cannot be checked", r.Unchained)
 	}
@@ -561,6 +577,29 @@ func (w *walker) finish() Report {
 	}
 	r.OK = len(r.Problems) == 0 && r.MoreProblems == 0
 	return *r
+}
+
+// pair keeps track of intents and the outcomes that name them.
+func (w *walker) pair(e *entry) {
+	switch {
+	case e.head.Phase == PhaseIntent:
+		w.order++
+		w.intents[e.head.ID] = w.order
+	case e.head.Intent != "":
+		delete(w.intents, e.head.Intent)
+	}
+}
+
+// unknownOutcomes reports the intents left without an outcome.
+func (w *walker) unknownOutcomes() {
+	r := &w.report
+	r.OutcomeUnknown = len(w.intents)
+	if r.OutcomeUnknown == 0 {
+		return
+	}
+	ids := slices.SortedFunc(maps.Keys(w.intents), func(a, b string) int { return cmp.Compare(w.intents[a], w.intents[b]) })
+	r.UnknownOutcomes = ids[:min(len(ids), maxProblems)]
+	w.note("%d calls have an intent but no outcome record: corral stopped (or could not write the audit) while they ran, or they are still running; 'corral audit' shows them as outcome unknown", r.OutcomeUnknown)
 }
 
 // named is a problem with e's name.

@@ -77,7 +77,8 @@ func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, 
 
 // notSent reports whether a failed call certainly never reached the upstream.
 func notSent(err error) bool {
-	return errors.Is(err, upstream.ErrNotSent) || errors.Is(err, openapi.ErrArguments) || errors.Is(err, tools.ErrCredentials)
+	return errors.Is(err, upstream.ErrNotSent) || errors.Is(err, openapi.ErrArguments) || errors.Is(err, tools.ErrCredentials) ||
+		errors.Is(err, errIntentNotStored)
 }
 
 func printable(s string) bool {
@@ -93,6 +94,9 @@ func printable(s string) bool {
 func (p *Pipeline) invoke(ctx context.Context, rec *audit.Record, e *tools.Entry, call tools.Call) (*Outcome, error) {
 	// The audit id is fixed before the call, so the idempotency record can name it.
 	rec.ID = nuid.Next()
+	if err := p.writeIntent(ctx, rec); err != nil {
+		return nil, err
+	}
 	// A call that has left runs to its answer or its timeout even if the
 	// caller goes away, so that its outcome is recorded (audit, idempotency).
 	ictx, span := p.stage(ctx, telemetry.StageInvoke)

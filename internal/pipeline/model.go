@@ -116,7 +116,9 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 		}
 		var auditID string
 		auditID, err = p.finishRecord(ctx, rec, start, err)
-		if out != nil {
+		if err != nil {
+			out = nil // never a success without its record
+		} else if out != nil {
 			out.AuditID = auditID
 		}
 		endAction(span, rec, err)
@@ -127,7 +129,7 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 		return nil, err
 	}
 	mc.capture = mc.agentCapture
-	if err := p.auditAvailable(); err != nil {
+	if err := p.writeIntent(ctx, rec); err != nil {
 		return nil, err
 	}
 	if req.Stream {
@@ -181,7 +183,9 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 		}
 		var auditID string
 		auditID, err = p.finishRecord(ctx, rec, start, err)
-		if out != nil {
+		if err != nil {
+			out = nil // never a success without its record
+		} else if out != nil {
 			out.AuditID = auditID
 		}
 		endAction(span, rec, err)
@@ -200,7 +204,7 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 	if err != nil {
 		return nil, err
 	}
-	if err := p.auditAvailable(); err != nil {
+	if err := p.writeIntent(ctx, rec); err != nil {
 		return nil, err
 	}
 	for i, target := range mc.plan.Attempts {

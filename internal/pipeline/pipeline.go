@@ -146,6 +146,9 @@ type Pipeline struct {
 	// refused before they act, so that nothing happens unrecorded for long.
 	// Refusals still try to append, and the first that succeeds clears it.
 	auditDown atomic.Bool
+	// auditFull is set with auditDown when the audit stream is full.
+	auditFull atomic.Bool
+	lost      lossLog
 	// refusals bounds the audit records of unauthenticated refusals.
 	refusals refusalLimiter
 
@@ -286,10 +289,14 @@ func (p *Pipeline) reserveTool(ctx context.Context, c Caller, rec *audit.Record)
 // auditAvailable refuses an action while the audit cannot be written:
 // nothing happens unrecorded for long.
 func (p *Pipeline) auditAvailable() error {
-	if p.auditDown.Load() {
-		return problem.New(http.StatusServiceUnavailable, problem.AuditUnavailable, "the audit log cannot be written; corral acts on nothing it cannot record")
+	if !p.auditDown.Load() {
+		return nil
 	}
-	return nil
+	err := audit.ErrUnavailable
+	if p.auditFull.Load() {
+		err = audit.ErrFull
+	}
+	return p.auditProblem(err, "the audit log cannot be written; corral acts on nothing it cannot record")
 }
 
 // finish completes the audit record and appends it. The audit append is
@@ -305,10 +312,11 @@ func (p *Pipeline) finish(ctx context.Context, rec *audit.Record, start time.Tim
 		rec.Replayed = out.Replayed
 	}
 	id, err := p.finishRecord(ctx, rec, start, err)
-	if out != nil {
-		out.AuditID = id
+	if err != nil {
+		return nil, err
 	}
-	return out, err
+	out.AuditID = id
+	return out, nil
 }
 
 // finishRecord completes any action's audit record and appends it; it
@@ -354,12 +362,26 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 	id, aerr := p.Audit.Append(context.WithoutCancel(ctx), rec)
 	p.endStage(aspan, aerr)
 	if aerr != nil {
-		// The action has happened (or was refused); failing it now would
-		// invite a retry that acts twice. Say so loudly, and refuse the next
-		// calls until the audit can be written again.
-		p.logger.ErrorContext(ctx, "audit record lost", "agent", rec.Agent, "target", rec.Target, "decision", rec.Decision, "err", aerr)
+		// The action has happened (or was refused). An answer never claims
+		// success without its record: the caller gets audit_unavailable,
+		// and the audit id of the call's intent, whose outcome the audit
+		// shows as unknown. Refusals keep their own answer. The next calls
+		// are refused until the audit can be written again.
+		p.auditFailed(ctx, rec, aerr)
+		id = rec.Intent
+		if pe == nil {
+			pe = p.auditProblem(aerr, "the call was made, but the record of its outcome could not be stored")
+			if id != "" {
+				pe.Detail += "; the audit holds its intent " + id + ", outcome unknown"
+			}
+			err = pe
+		}
+	} else {
+		p.auditDown.Store(false)
+		if p.auditFull.Swap(false) {
+			p.Metrics.auditStored()
+		}
 	}
-	p.auditDown.Store(aerr != nil)
 	if pe != nil {
 		pe.AuditID = id
 	}
@@ -371,7 +393,7 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 func refusal(code string) bool {
 	switch code {
 	case problem.Unauthenticated, problem.Killed, problem.ToolNotFound, problem.PolicyDenied,
-		problem.ApprovalRequired, problem.PolicyError, problem.InvalidArguments, problem.IdempotencyConflict, problem.AuditUnavailable,
+		problem.ApprovalRequired, problem.PolicyError, problem.InvalidArguments, problem.IdempotencyConflict, problem.AuditUnavailable, problem.AuditFull,
 		problem.ModelNotFound, problem.BudgetExceeded:
 		return true
 	}

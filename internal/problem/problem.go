@@ -47,6 +47,7 @@ const (
 	UpstreamInvalid     = "upstream_invalid"
 	UpstreamError       = "upstream_error"
 	AuditUnavailable    = "audit_unavailable"
+	AuditFull           = "audit_full"
 	ModelNotFound       = "model_not_found"
 	BudgetExceeded      = "budget_exceeded"
 )
