@@ -146,9 +146,10 @@ type PolicyDecision struct {
 type Options struct {
 	// MaxAge is how long records are kept; 0 means DefaultMaxAge.
 	MaxAge time.Duration
-	// MaxBytes bounds the stream's size, oldest records going first, so
-	// that a flood (unauthenticated calls are audited too) cannot fill the
-	// disk; 0 means DefaultMaxBytes.
+	// MaxBytes bounds the stream's size, so that the audit cannot fill the
+	// disk; 0 means DefaultMaxBytes. Records are never evicted to make
+	// room: when the stream is full, Append fails with ErrFull (and the
+	// pipeline refuses calls) until records age out or the bound is raised.
 	MaxBytes int64
 	// CheckpointMaxAge is how long checkpoints are kept: 0 means
 	// DefaultCheckpointMaxAge, and never less than MaxAge, so that every
@@ -221,7 +222,9 @@ func Open(ctx context.Context, logger *slog.Logger, s substrate, opts Options) (
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      opts.MaxAge,
 		MaxBytes:    opts.MaxBytes,
-		Discard:     jetstream.DiscardOld,
+		// Only age removes records: a full stream refuses new ones rather
+		// than evicting history (a flood must not flush the audit).
+		Discard: jetstream.DiscardNew,
 		// Records are never deleted or purged one by one: the audit is
 		// append-only, and only age removes them.
 		DenyDelete: true,

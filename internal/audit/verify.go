@@ -240,7 +240,9 @@ func (l *Log) gap(ctx context.Context, w *walker, from, before uint64) error {
 	first := min(info.State.FirstSeq, before)
 	if first > from {
 		w.restart()
-		if w.report.Records == 0 {
+		if why := l.notAged(w, from, first-1, info.Config, time.Now()); why != "" {
+			w.problem(Problem{Seq: from, What: fmt.Sprintf("records seq %d to %d are gone, and not by age: %s", from, first-1, why)})
+		} else if w.report.Records == 0 {
 			w.note("chain starts at seq %d; earlier records aged out", first)
 		} else {
 			w.note("records seq %d to %d aged out while being verified; the chain starts again at seq %d", from, first-1, first)
@@ -251,6 +253,27 @@ func (l *Log) gap(ctx context.Context, w *walker, from, before uint64) error {
 		w.missing(from, before-1)
 	}
 	return nil
+}
+
+// notAged says why records from to through gone from the front of the
+// stream cannot have aged out, or "" if they may have. Age removes a record
+// once it is older than MaxAge; a checkpoint of one of them taken at T shows
+// it was stored after T minus two checkpoint intervals (Run checkpoints a
+// record within one), so one taken less than MaxAge ago proves another
+// cause: eviction by size, or a deletion.
+func (l *Log) notAged(w *walker, from, to uint64, cfg jetstream.StreamConfig, now time.Time) string {
+	if cfg.Discard == jetstream.DiscardOld && (cfg.MaxBytes > 0 || cfg.MaxMsgs > 0) {
+		return "the stream is configured to evict its oldest records when full (discard old), which corral never sets"
+	}
+	newest := w.beforeFirst
+	if newest == nil || newest.Seq < from || newest.Seq > to || cfg.MaxAge <= 0 {
+		return ""
+	}
+	if storedAfter := newest.Time.Add(-2 * l.opts.CheckpointInterval); storedAfter.After(now.Add(-cfg.MaxAge)) {
+		return fmt.Sprintf("the checkpoint of seq %d taken at %s shows it was stored after %s, less than the retention (%s) ago",
+			newest.Seq, newest.Time.UTC().Format(time.RFC3339), storedAfter.UTC().Format(time.RFC3339), cfg.MaxAge)
+	}
+	return ""
 }
 
 // loadCheckpoints reads the checkpoints stored since from that cover
@@ -269,6 +292,8 @@ func (l *Log) loadCheckpoints(ctx context.Context, w *walker, from time.Time, fi
 		}
 		if cp.Seq+1 >= first && cp.Seq <= last {
 			w.addCheckpoint(cp)
+		} else if cp.Seq < first && (w.beforeFirst == nil || cp.Seq > w.beforeFirst.Seq) {
+			w.beforeFirst = &cp
 		}
 		return nil
 	})
@@ -358,6 +383,9 @@ type walker struct {
 	// id, in the order read.
 	intents map[string]uint64
 	order   uint64
+	// beforeFirst is the newest checkpoint of a record before the first
+	// kept, which tells whether that record can have aged out.
+	beforeFirst *Checkpoint
 }
 
 // placed is a problem and its place in the walk: twice its sequence in the
