@@ -62,6 +62,9 @@ type Redactor struct {
 	// detectors in priority order: when two findings of equal length
 	// overlap, the earlier detector wins.
 	detectors []detector
+	// builtIn are the built-in detectors of plain text, which also scan
+	// decoded base64.
+	builtIn []detector
 }
 
 // New builds a Redactor with the built-in detectors and the custom patterns.
@@ -73,7 +76,7 @@ func New(patterns []config.RedactPattern) (*Redactor, error) {
 	if len(patterns) > maxPatterns {
 		return nil, fmt.Errorf("redact: %d custom patterns, at most %d", len(patterns), maxPatterns)
 	}
-	r := &Redactor{detectors: []detector{
+	r := &Redactor{builtIn: []detector{
 		{Card, findCards},
 		{IBAN, findIBANs},
 		{SSN, findSSNs},
@@ -81,6 +84,7 @@ func New(patterns []config.RedactPattern) (*Redactor, error) {
 		{IP, findIPs},
 		{Phone, findPhones},
 	}}
+	r.detectors = append(slices.Clip(r.builtIn), detector{"", r.findEncoded})
 	for _, p := range patterns {
 		d, err := compilePattern(p)
 		if err != nil {
@@ -204,9 +208,11 @@ func isHex(c byte) bool {
 	return isDigit(c) || ('a' <= c && c <= 'f') || ('A' <= c && c <= 'F')
 }
 
-// isWord reports whether c continues a word: an ASCII letter, digit or '_'.
-// A value glued to a word ("IP192.168.1.1", "is415-555-0132") is not taken.
-func isWord(c byte) bool { return isAlnum(c) || c == '_' }
+// isWord reports whether c continues a word: an ASCII letter or digit. A
+// value glued to a word ("IP192.168.1.1", "is415-555-0132") is not taken;
+// one glued to an underscore is ("card_4111111111111111", "ssn_078051123"):
+// identifiers and log keys are written that way.
+func isWord(c byte) bool { return isAlnum(c) }
 
 // wordBefore reports whether the byte before i continues a word.
 func wordBefore(s string, i int) bool { return i > 0 && isWord(s[i-1]) }
