@@ -21,7 +21,7 @@ const (
 )
 
 // findEncoded appends the base64 runs in s that carry personal data.
-func (r *Redactor) findEncoded(s string, out []Finding) []Finding {
+func (r *Redactor) findEncoded(s string, out []Finding, b *budget) []Finding {
 	var buf, dec []byte
 	for i := 0; i < len(s); {
 		if !isBase64(s[i]) {
@@ -43,7 +43,7 @@ func (r *Redactor) findEncoded(s string, out []Finding) []Finding {
 		if dec == nil || !printable(dec) {
 			continue
 		}
-		if typ, ok := r.firstBuiltIn(string(dec)); ok {
+		if typ, ok := r.firstBuiltIn(string(dec), b); ok {
 			out = append(out, Finding{Type: typ, Start: start, End: end})
 			i = end
 		}
@@ -96,10 +96,10 @@ func printable(b []byte) bool {
 
 // firstBuiltIn returns the type of the first value the built-in detectors
 // find in s (decoded text: it is not decoded again).
-func (r *Redactor) firstBuiltIn(s string) (Type, bool) {
+func (r *Redactor) firstBuiltIn(s string, b *budget) (Type, bool) {
 	var buf []Finding
 	for _, d := range r.builtIn {
-		if buf = d.find(s, buf[:0]); len(buf) > 0 {
+		if buf = d.find(s, buf[:0], b); len(buf) > 0 {
 			return buf[0].Type, true
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"regexp/syntax"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/corral-dev/corral/internal/config"
 )
@@ -53,8 +54,23 @@ const (
 // detector never overlap each other.
 type detector struct {
 	typ  Type
-	find func(s string, out []Finding) []Finding
+	find func(s string, out []Finding, b *budget) []Finding
 }
+
+// budget is what the texts of one request may still spend on the costlier
+// checks: libphonenumber's look at a phone candidate. It is shared by a
+// session's texts, so a request's cost is bounded whatever it is split
+// into.
+type budget struct{ phoneChecks atomic.Int64 }
+
+func newBudget() *budget {
+	b := &budget{}
+	b.phoneChecks.Store(maxPhoneChecks)
+	return b
+}
+
+// takePhoneCheck reports whether a phone check is left, and spends it.
+func (b *budget) takePhoneCheck() bool { return b.phoneChecks.Add(-1) >= 0 }
 
 // Redactor finds personal data. It is immutable once built and safe for
 // concurrent use; build one per model configuration and share it.
@@ -77,11 +93,11 @@ func New(patterns []config.RedactPattern) (*Redactor, error) {
 		return nil, fmt.Errorf("redact: %d custom patterns, at most %d", len(patterns), maxPatterns)
 	}
 	r := &Redactor{builtIn: []detector{
-		{Card, findCards},
-		{IBAN, findIBANs},
-		{SSN, findSSNs},
-		{Email, findEmails},
-		{IP, findIPs},
+		{Card, ignoreBudget(findCards)},
+		{IBAN, ignoreBudget(findIBANs)},
+		{SSN, ignoreBudget(findSSNs)},
+		{Email, ignoreBudget(findEmails)},
+		{IP, ignoreBudget(findIPs)},
 		{Phone, findPhones},
 	}}
 	r.detectors = append(slices.Clip(r.builtIn), detector{"", r.findEncoded})
@@ -93,6 +109,11 @@ func New(patterns []config.RedactPattern) (*Redactor, error) {
 		r.detectors = append(r.detectors, d)
 	}
 	return r, nil
+}
+
+// ignoreBudget adapts a detector that has no costly checks.
+func ignoreBudget(find func(string, []Finding) []Finding) func(string, []Finding, *budget) []Finding {
+	return func(s string, out []Finding, _ *budget) []Finding { return find(s, out) }
 }
 
 // compilePattern turns a configured pattern into a detector, refusing names
@@ -128,7 +149,7 @@ func compilePattern(p config.RedactPattern) (detector, error) {
 		return detector{}, fmt.Errorf("redact: pattern %q: regex matches the empty string", p.Name)
 	}
 	typ := Type(name)
-	return detector{typ: typ, find: func(s string, out []Finding) []Finding {
+	return detector{typ: typ, find: func(s string, out []Finding, _ *budget) []Finding {
 		for _, m := range re.FindAllStringIndex(s, -1) {
 			if m[1] > m[0] {
 				out = append(out, Finding{Type: typ, Start: m[0], End: m[1]})
@@ -156,7 +177,10 @@ func validTypeName(name string) bool {
 // overlapping. Where findings overlap, the longest wins, then the one of
 // higher priority: CARD, IBAN, SSN, EMAIL, IP, PHONE, then custom patterns
 // in configuration order.
-func (r *Redactor) Find(s string) []Finding {
+func (r *Redactor) Find(s string) []Finding { return r.find(s, newBudget()) }
+
+// find is Find spending from b.
+func (r *Redactor) find(s string, b *budget) []Finding {
 	type ranked struct {
 		Finding
 		prio int
@@ -164,7 +188,7 @@ func (r *Redactor) Find(s string) []Finding {
 	var all []ranked
 	var buf []Finding
 	for prio, d := range r.detectors {
-		buf = d.find(s, buf[:0])
+		buf = d.find(s, buf[:0], b)
 		for _, f := range buf {
 			all = append(all, ranked{f, prio})
 		}

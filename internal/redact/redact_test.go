@@ -338,3 +338,18 @@ func TestPhoneCheckBudget(t *testing.T) {
 		t.Errorf("Find(%d unassigned numbers) found %d, want the 10 past the budget", maxPhoneChecks+10, len(got))
 	}
 }
+
+// TestPhoneCheckBudgetPerSession: the budget is the request's, not each
+// text's, so splitting a prompt into many messages does not multiply it.
+func TestPhoneCheckBudgetPerSession(t *testing.T) {
+	s := newTestRedactor(t).NewSession(Mask)
+	redacted := 0
+	for range maxPhoneChecks + 10 {
+		if s.Redact("call 4925671040") != "call 4925671040" {
+			redacted++
+		}
+	}
+	if redacted != 10 {
+		t.Errorf("a session redacted %d of %d unassigned numbers, want the 10 past its budget", redacted, maxPhoneChecks+10)
+	}
+}

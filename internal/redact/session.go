@@ -43,8 +43,9 @@ func ParseMode(s string) (Mode, error) {
 // Only exact placeholders are restored: a model that writes "<email_1>" or
 // "<EMAIL 1>" gets that text back, not the value.
 type Session struct {
-	r    *Redactor
-	mode Mode
+	r      *Redactor
+	mode   Mode
+	budget *budget
 
 	mu sync.Mutex
 	// byValue maps a redacted value to its placeholder (its tag, in mask
@@ -77,6 +78,7 @@ func (r *Redactor) NewSession(mode Mode) *Session {
 	return &Session{
 		r:        r,
 		mode:     mode,
+		budget:   newBudget(),
 		byValue:  map[typedValue]string{},
 		values:   map[string]string{},
 		last:     map[Type]int{},
@@ -95,7 +97,7 @@ func (s *Session) Redact(text string) string {
 	if s.mode == Off {
 		return text
 	}
-	findings := s.r.Find(text)
+	findings := s.r.find(text, s.budget)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mode == Mask {

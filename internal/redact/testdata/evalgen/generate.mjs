@@ -263,6 +263,7 @@ function phone(f, locale) {
   let v = national;
   const withoutTrunk = () => {
     const s = national.replace(/^\(0(\d+)\)/, '($1)');
+    if (cc === '1') return s.replace(/^1[-. ]?/, ''); // North America's trunk 1
     return trunk ? s.replace(/^0/, '') : s;
   };
   switch (form) {
