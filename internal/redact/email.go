@@ -47,15 +47,18 @@ func nextAt(s string, i int) (at, width int) {
 
 // emailAt checks the address around the '@' at s[at:at+width].
 func emailAt(s string, at, width int) (Finding, bool) {
-	start := at
-	for start > 0 && isLocalByte(s[start-1]) {
+	// Both scans stop a byte past the longest valid part, so that many
+	// '@' or "%40" in a row ("%40%40%40...": '%', '4' and '0' are local
+	// part bytes) cost linear time.
+	start, floor := at, max(at-maxLocalPart-1, 0)
+	for start > floor && isLocalByte(s[start-1]) {
 		start--
 	}
 	for start < at && s[start] == '.' {
 		start++ // a sentence's full stop before the address
 	}
-	end := at + width
-	for end < len(s) && (isAlnum(s[end]) || s[end] == '.' || s[end] == '-') {
+	end, ceil := at+width, min(at+width+maxDomain+1, len(s))
+	for end < ceil && (isAlnum(s[end]) || s[end] == '.' || s[end] == '-') {
 		end++
 	}
 	for end > at+width && (s[end-1] == '.' || s[end-1] == '-') {

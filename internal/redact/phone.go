@@ -1,7 +1,6 @@
 package redact
 
 import (
-	"strings"
 	"unicode/utf8"
 
 	"github.com/nyaruka/phonenumbers"
@@ -485,44 +484,4 @@ func atoi(d []byte) int {
 		v = v*10 + int(c-'0')
 	}
 	return v
-}
-
-// identifierBefore reports whether the number at s[i] follows a sign or a
-// word that makes it an identifier rather than personal data: '#', "No.",
-// or a word such as "order", "invoice", "tracking" in one of the default
-// regions' languages ("order 4155550132", "Rechnung 0301 234567").
-func identifierBefore(s string, i int) bool {
-	if i > 0 && s[i-1] == '#' {
-		return true
-	}
-	for i > 0 && (s[i-1] == ' ' || s[i-1] == ':') {
-		i--
-	}
-	j := i
-	for j > 0 && (isAlpha(s[j-1]) || s[j-1] == '.' || s[j-1] >= utf8.RuneSelf) {
-		j--
-	}
-	w := strings.ToLower(s[j:i])
-	if numberWords[w] && j > 0 {
-		return identifierBefore(s, j) // "tracking number 0313 5822 5307"
-	}
-	return identifierWords[w] || identifierWords[strings.TrimSuffix(w, ".")]
-}
-
-// numberWords say "number": the word before them decides.
-var numberWords = map[string]bool{"number": true, "nummer": true, "número": true, "numéro": true, "numero": true, "nummer:": true}
-
-// identifierWords name identifiers that are written as digits. Numbers
-// after them are not phones, and nine plain digits after them are not an
-// SSN.
-var identifierWords = map[string]bool{
-	"order": true, "invoice": true, "ref": true, "reference": true, "ticket": true, "tracking": true,
-	"shipment": true, "parcel": true, "po": true, "sku": true, "id": true, "no.": true, "nr.": true,
-	"receipt": true, "case": true, "transaction": true, "txn": true, "build": true, "version": true,
-	"zip": true, "postcode": true, "serial": true, "customer": true,
-	"rechnung": true, "bestellung": true, "auftrag": true, "kundennummer": true, "sendung": true,
-	"commande": true, "facture": true, "référence": true, "pedido": true, "factura": true,
-	"referencia": true, "ordine": true, "fattura": true, "riferimento": true, "bestelling": true,
-	"factuur": true, "klantnummer": true, "faktura": true, "ordernummer": true, "fatura": true,
-	"boleto": true, "注文番号": true, "請求書": true,
 }

@@ -353,3 +353,19 @@ func TestPhoneCheckBudgetPerSession(t *testing.T) {
 		t.Errorf("a session redacted %d of %d unassigned numbers, want the 10 past its budget", redacted, maxPhoneChecks+10)
 	}
 }
+
+// TestIdentifierLookbackBounded: the look back for a word such as "order"
+// before a number is bounded, so runs of spaces, letters or "number"
+// words before many numbers cost linear time and no deep recursion.
+func TestIdentifierLookbackBounded(t *testing.T) {
+	r := newTestRedactor(t)
+	for _, prefix := range []string{strings.Repeat(" ", 1<<20), strings.Repeat("x", 1<<20) + " ", strings.Repeat("number ", 1<<17)} {
+		text := prefix + strings.Repeat("call 4155550132 ", 100)
+		if got := len(r.Find(text)); got != 100 {
+			t.Errorf("Find(%d-byte prefix + 100 phones) found %d, want 100", len(prefix), got)
+		}
+	}
+	if got := r.Find("order number 4155550132"); len(got) != 0 {
+		t.Errorf(`Find("order number 4155550132") = %v, want nothing`, got)
+	}
+}
