@@ -10,7 +10,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # to blame. A count has no deadline to race.
 FUZZTIME    ?= 10000x
 
-.PHONY: test build lint fuzz bench conformance
+.PHONY: test build lint fuzz bench conformance pii-eval
 
 ## test: lint, every test with the race detector, the OTLP export against a real Collector receiver, the example policies' Rego tests, the MCP conformance suite, a short fuzz run
 test: lint
@@ -59,6 +59,15 @@ fuzz:
 		echo "fuzz ./internal/$$pkg $$name"; \
 		$(GO) test ./internal/$$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME); \
 	done
+
+## pii-eval: regenerate the PII evaluation sets with @faker-js/faker (Node.js and npm) and print precision and recall per type
+PII_SEEDS ?= 1 2
+pii-eval:
+	cd internal/redact/testdata/evalgen && npm ci --no-audit --no-fund --silent
+	@set -e; for s in $(PII_SEEDS); do \
+		node internal/redact/testdata/evalgen/generate.mjs --seed $$s > internal/redact/testdata/eval/seed$$s.jsonl; \
+	done
+	$(GO) test -count=1 -run '^TestEvaluation$$' -v ./internal/redact | grep -E '^\s+\||^(---|ok|FAIL)'
 
 ## bench: the resource path against the substrate and a tool call against the upstream called directly, in one run
 bench:

@@ -154,7 +154,7 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 		// Captured as the provider saw them: redacted for it, then masked.
 		p.capture(span, mc.capture, telemetry.AttrGenAIInputMessages, preq.Messages)
 		p.capture(span, mc.capture, telemetry.AttrGenAIOutputMessages, resp.Choices)
-		restoreResponse(resp, sess)
+		restoreResponse(resp, sess, target)
 		resp.Model = mc.model.Name
 		usage, estimated := responseUsage(resp, preq)
 		p.settle(ctx, rec, mc, target, usage, estimated)
@@ -213,8 +213,7 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 		if err != nil {
 			return nil, err
 		}
-		preq := *req
-		preq.Input = redactInputs(req.Input, inputs, sess)
+		preq := redactEmbedding(req, inputs, sess)
 		noteRedactions(rec.Model, sess)
 		if sess != nil {
 			p.stageDone(ctx, telemetry.StageRedact, t0, redactCounts(sess)...)

@@ -219,7 +219,7 @@ func (s *ChatStream) rest(choice int) *llm.ChatChunk {
 		if key[0] != choice {
 			continue
 		}
-		d.ToolCalls = append(d.ToolCalls, llm.ToolCallDelta{Index: key[1], Function: llm.FunctionCallDelta{Arguments: restoreArguments(s.sess, b.String())}})
+		d.ToolCalls = append(d.ToolCalls, llm.ToolCallDelta{Index: key[1], Function: llm.FunctionCallDelta{Arguments: restoreArguments(s.sess, s.target, b.String())}})
 		delete(s.args, key)
 	}
 	if d.Content == nil && d.ToolCalls == nil {
