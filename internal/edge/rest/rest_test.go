@@ -182,12 +182,12 @@ func TestRefusals(t *testing.T) {
 		{"bad key", "corral_ak_nope", "shop.getOrder", `{"id": 1}`, 401, problem.Unauthenticated, nil},
 		{"unknown tool", key, "shop.nope", `{}`, 404, problem.ToolNotFound, nil},
 		{"not in the agent's tools", key, "shop.deleteOrder", `{"id": 1}`, 403, problem.PolicyDenied, nil},
-		{"every bad field named", key, "shop.createOrder", `{"body": {"sku": "abc", "qty": 0, "x": 1}}`, 422, problem.InvalidArguments, []tools.Violation{
-			{Pointer: "/body/x", Message: "unknown field"},
-			{Pointer: "/body/qty", Message: "must be >= 1"},
-			{Pointer: "/body/sku", Message: `"abc" does not match ^[A-Z]{3}-[0-9]+$`},
+		{"every bad field named", key, "shop.createOrder", `{"sku": "abc", "qty": 0, "x": 1}`, 422, problem.InvalidArguments, []tools.Violation{
+			{Pointer: "/x", Message: "unknown field"},
+			{Pointer: "/qty", Message: "must be >= 1"},
+			{Pointer: "/sku", Message: `"abc" does not match ^[A-Z]{3}-[0-9]+$`},
 		}},
-		{"missing body", key, "shop.createOrder", `{}`, 422, problem.InvalidArguments, []tools.Violation{{Pointer: "/body", Message: "required"}}},
+		{"missing body fields", key, "shop.createOrder", `{}`, 422, problem.InvalidArguments, []tools.Violation{{Pointer: "/qty", Message: "required"}, {Pointer: "/sku", Message: "required"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -233,13 +233,13 @@ func TestRevokedKey(t *testing.T) {
 func TestIdempotencyKey(t *testing.T) {
 	srv, up, key := setup(t)
 	h := http.Header{"Idempotency-Key": {"order-42"}}
-	status, first := invoke(t, srv, key, "shop.createOrder", `{"body": {"sku": "ABC-1", "qty": 1}}`, h)
+	status, first := invoke(t, srv, key, "shop.createOrder", `{"sku": "ABC-1", "qty": 1}`, h)
 	if status != 200 {
 		t.Fatalf("first call: HTTP %d %s", status, first)
 	}
 	calls := up.calls.Load()
 	// Same arguments, written differently: the recorded answer, no second call.
-	status, second := invoke(t, srv, key, "shop.createOrder", `{"body": {"qty": 1, "sku": "ABC-1"}}`, h)
+	status, second := invoke(t, srv, key, "shop.createOrder", `{"qty": 1, "sku": "ABC-1"}`, h)
 	r1, r2 := decode[rest.InvokeResponse](t, first), decode[rest.InvokeResponse](t, second)
 	if status != 200 || !r2.Replayed || !jsonEqual(r1.Result, string(r2.Result)) {
 		t.Errorf("retry: HTTP %d %s, want the first answer %s replayed", status, second, first)
@@ -252,7 +252,7 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Errorf("upstream got Idempotency-Key %q, want order-42", got)
 	}
 	up.mu.Unlock()
-	status, body := invoke(t, srv, key, "shop.createOrder", `{"body": {"sku": "ABC-2", "qty": 1}}`, h)
+	status, body := invoke(t, srv, key, "shop.createOrder", `{"sku": "ABC-2", "qty": 1}`, h)
 	if got := decode[problem.Details](t, body); status != 409 || got.Code != problem.IdempotencyConflict {
 		t.Errorf("same key, other arguments: HTTP %d %s, want 409 idempotency_conflict", status, body)
 	}
