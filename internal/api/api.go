@@ -157,7 +157,7 @@ func (a *API) put(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	docs, err := config.Decode("", body)
+	docs, err := decodeOne(body)
 	var fieldErrs config.Errors
 	switch {
 	case errors.As(err, &fieldErrs):
@@ -187,6 +187,20 @@ func (a *API) put(w http.ResponseWriter, r *http.Request) error {
 		status = http.StatusCreated
 	}
 	return problem.WriteJSON(w, status, applied[0])
+}
+
+// decodeOne decodes PUT's body: JSON as /v1/apply reads it (1e999999 is a
+// number out of range, refused, where YAML would read it as a string), and
+// anything else as a YAML stream.
+func decodeOne(body []byte) ([]config.Document, error) {
+	if t := bytes.TrimSpace(body); len(t) == 0 || t[0] != '{' {
+		return config.Decode("", body)
+	}
+	res, problems := config.DecodeJSON(body)
+	if len(problems) > 0 {
+		return nil, config.Errors(problems)
+	}
+	return []config.Document{{Index: 1, Resource: res}}, nil
 }
 
 func (a *API) delete(w http.ResponseWriter, r *http.Request) error {

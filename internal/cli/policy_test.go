@@ -221,3 +221,36 @@ func TestPolicyApplyYAML(t *testing.T) {
 		t.Errorf("policy apply without --name = exit %d %s", code, errOut)
 	}
 }
+
+// TestPolicyTestLint: `policy test` warns, naming file, line and rule,
+// about a rule that reads an argument none of the OpenAPI documents in its
+// paths has; the payments example itself reads none.
+func TestPolicyTestLint(t *testing.T) {
+	_, errOut, code := runPolicy(t, "", "test", paymentsExample)
+	if code != 0 || strings.Contains(errOut, "warning") {
+		t.Errorf("policy test %s = exit %d, stderr %q; want 0 and no warning", paymentsExample, code, errOut)
+	}
+
+	dir := t.TempDir()
+	spec, err := os.ReadFile(filepath.Join(paymentsExample, "banking.openapi.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(dir, "banking.openapi.yaml"), string(spec))
+	write(t, filepath.Join(dir, "big.rego"), `package corral.authz
+
+deny contains "too much" if {
+	input.action.target == "banking.send_money"
+	input.action.arguments.body.amount > 1000
+}
+`)
+	write(t, filepath.Join(dir, "big_test.rego"), `package corral.authz_test
+import data.corral.authz
+test_big if authz.deny["too much"] with input as {"action": {"target": "banking.send_money", "arguments": {"body": {"amount": 5000}}}}
+`)
+	_, errOut, code = runPolicy(t, "", "test", dir)
+	want := filepath.Join(dir, "big.rego") + ":5: rule deny reads body.amount, which no tool in the catalogue declares"
+	if code != 0 || !strings.Contains(errOut, want) {
+		t.Errorf("policy test = exit %d, stderr %q; want 0 and a warning %q", code, errOut, want)
+	}
+}

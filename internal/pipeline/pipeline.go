@@ -219,6 +219,9 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	if err != nil {
 		return nil, err
 	}
+	if err := checkIdempotencyKey(a.IdempotencyKey); err != nil {
+		return nil, err
+	}
 	if _, err := p.decide(ctx, rec, p.input(caller, agent, entry, value)); err != nil {
 		return nil, err
 	}
@@ -393,7 +396,8 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 func refusal(code string) bool {
 	switch code {
 	case problem.Unauthenticated, problem.Killed, problem.ToolNotFound, problem.PolicyDenied,
-		problem.ApprovalRequired, problem.PolicyError, problem.InvalidArguments, problem.IdempotencyConflict, problem.AuditUnavailable, problem.AuditFull,
+		problem.ApprovalRequired, problem.PolicyError, problem.InvalidArguments, problem.InvalidRequest, problem.IdempotencyConflict,
+		problem.AuditUnavailable, problem.AuditFull,
 		problem.ModelNotFound, problem.BudgetExceeded:
 		return true
 	}
@@ -474,6 +478,9 @@ func parseArguments(raw json.RawMessage) (any, error) {
 	value, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
 	if err != nil {
 		return nil, problem.New(http.StatusUnprocessableEntity, problem.InvalidArguments, "the arguments are not valid JSON")
+	}
+	if err := checkValue(value, 0); err != nil {
+		return nil, err
 	}
 	return value, nil
 }
