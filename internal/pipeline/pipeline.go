@@ -356,7 +356,7 @@ func refusal(code string) bool {
 	switch code {
 	case problem.Unauthenticated, problem.Killed, problem.ToolNotFound, problem.PolicyDenied,
 		problem.ApprovalRequired, problem.PolicyError, problem.InvalidArguments, problem.IdempotencyConflict, problem.AuditUnavailable,
-		problem.ModelNotFound, problem.BudgetExceeded:
+		problem.ModelNotFound, problem.BudgetExceeded, problem.OutputLimitTooHigh:
 		return true
 	}
 	return false

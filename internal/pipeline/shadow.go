@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 
 	"github.com/corral-dev/corral/internal/audit"
-	"github.com/corral-dev/corral/internal/budget"
 	"github.com/corral-dev/corral/internal/llm"
 )
 
@@ -70,30 +69,29 @@ func (p *Pipeline) runShadow(ctx context.Context, mc *modelCall, t *llm.Model, r
 	err := func() error {
 		sub := mc.subject
 		sub.Models = []string{mc.model.Name, t.Name}
-		var res *budget.Reservation
+		sc := &modelCall{prompt: mc.prompt, outCap: mc.outCap}
 		if p.Budgets != nil {
 			var err error
-			if res, err = p.Budgets.Reserve(ctx, sub, worstUsage([]*llm.Model{t}, llm.EstimatePrompt(req), t.Spec.MaxOutputOrDefault())); err != nil {
+			if sc.reservation, err = p.Budgets.Reserve(ctx, sub, sc.worstOn(t)); err != nil {
 				return budgetProblem(err)
 			}
 		}
+		defer sc.settleFailed(ctx, p, rec) // a no-op once settled
 		sess, err := p.session(t, mc.obligations, rec.Model)
 		if err != nil {
-			_ = res.Release(ctx)
 			return err
 		}
 		preq := redactRequest(req, sess)
 		preq.Stream, preq.StreamOptions = false, nil
+		setOutputCap(preq, sc.outCap(t))
 		noteRedactions(rec.Model, sess)
 		cctx, cancel := context.WithTimeout(ctx, t.Spec.TimeoutOrDefault())
 		defer cancel()
 		resp, err := t.Provider.Chat(cctx, preq)
 		if err != nil {
-			_ = res.Settle(ctx, budget.Usage{Calls: 1})
-			return modelProblem(t.Name, err)
+			return sc.attemptFailed(ctx, rec, t, err, true)
 		}
 		usage, estimated := responseUsage(resp, preq)
-		sc := &modelCall{reservation: res}
 		p.settle(ctx, rec, sc, t, usage, estimated)
 		if len(resp.Choices) > 0 {
 			rec.Model.FinishReason = resp.Choices[0].FinishReason
