@@ -288,7 +288,7 @@ spec: {route: {targets: [{model: a}], shadow: [b]}}
 apiVersion: corral.dev/v1
 kind: Agent
 metadata: {name: router}
-spec: {models: [smart, split, compare]}
+spec: {models: [smart, split, compare], captureContent: true}
 `, down.URL(), up.URL()))
 	key := srv.Key(t, "router")
 	waitModel(t, srv, key, "split")
@@ -314,7 +314,8 @@ spec: {models: [smart, split, compare]}
 		t.Errorf("audit record %+v, want target smart answered by backup after primary: HTTP 503", r)
 	}
 
-	// A shadow gets a copy; its answer is audited, never returned.
+	// A shadow gets a copy; its answer is audited (the agent captures
+	// content), never returned.
 	status, body, target = chat(t, srv, key, userMessage("compare", "which?"))
 	if status != http.StatusOK || target != "a" || !strings.Contains(string(body), `"content":"a"`) {
 		t.Fatalf("compare: HTTP %d target %q %s, want a's answer", status, target, body)

@@ -314,15 +314,25 @@ func (p *Pipeline) modelInput(c Caller, agent *agentCache, m *llm.Model, cands [
 	in := &policy.Input{
 		Action: policy.Action{Kind: policy.KindModel, Target: m.Name, Arguments: args},
 		Agent:  policy.Agent{Name: c.Agent, Labels: agent.labels, Tools: agent.spec.Tools, Models: agent.spec.Models},
-		Model:  &policy.Model{Name: m.Name, Provider: m.Spec.Provider, Region: m.Spec.Region},
+		Model:  policyModel(m),
 	}
 	if m.IsRoute() {
 		for _, t := range cands {
-			in.Model.Targets = append(in.Model.Targets, policy.Model{Name: t.Name, Provider: t.Spec.Provider, Region: t.Spec.Region})
+			in.Model.Targets = append(in.Model.Targets, *policyModel(t))
 		}
 	}
 	p.noteInput(in, c)
 	return in
+}
+
+// policyModel is what policy sees of one model: a route has no provider,
+// region or redaction mode of its own (its targets do).
+func policyModel(m *llm.Model) *policy.Model {
+	pm := &policy.Model{Name: m.Name, Provider: m.Spec.Provider, Region: m.Spec.Region}
+	if !m.IsRoute() {
+		pm.Redact = m.Spec.RedactOrDefault()
+	}
+	return pm
 }
 
 // ModelList returns the models the caller may use, for GET /openai/v1/models:
@@ -341,7 +351,7 @@ func (p *Pipeline) ModelList(ctx context.Context, c Caller) ([]*llm.Model, error
 		if inScope(c, "model", m.Name) != nil {
 			continue
 		}
-		visible, err := engine.Visible(ctx, p.modelInput(c, agent, m, p.Models.Candidates(m), nil))
+		visible, err := engine.Visible(ctx, p.modelInput(c, agent, m, p.reachable(m), nil))
 		if err != nil {
 			p.Metrics.policyError()
 			p.logger.WarnContext(ctx, "policy cannot say whether a model is visible; hiding it", "model", m.Name, "agent", c.Agent, "err", err)
@@ -352,6 +362,18 @@ func (p *Pipeline) ModelList(ctx context.Context, c Caller) ([]*llm.Model, error
 		}
 	}
 	return out, nil
+}
+
+// reachable is every model a call of m may reach, shadows included: what
+// policy sees of a call, so that a listing hides what a call would be
+// refused for (a shadow outside the agent's region, say).
+func (p *Pipeline) reachable(m *llm.Model) []*llm.Model {
+	cands := p.Models.Candidates(m)
+	plan, err := p.Models.Plan(m, func(int) int { return 0 })
+	if err != nil {
+		return cands
+	}
+	return withShadows(cands, plan.Shadows)
 }
 
 // worst is the call's worst case for budgets: the estimated prompt plus the

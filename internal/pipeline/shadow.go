@@ -3,9 +3,11 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"unicode/utf8"
 
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/llm"
+	"github.com/corral-dev/corral/internal/redact"
 )
 
 // maxShadows bounds the shadow calls running at once; past it, shadows are
@@ -42,8 +44,11 @@ type shadowDetail struct {
 	Of      string `json:"of"`
 	Primary string `json:"primary,omitempty"`
 	// Answer is the shadow's answer as the model wrote it (placeholders
-	// are not restored), capped.
+	// are not restored), with personal data masked and capped; only for
+	// an agent whose captureContent is on. AnswerChars is its length in
+	// characters, always kept, for comparison.
 	Answer          string `json:"answer,omitempty"`
+	AnswerChars     int    `json:"answer_chars,omitempty"`
 	PrimaryTokens   int    `json:"primary_completion_tokens,omitempty"`
 	PrimaryFinished string `json:"primary_finish_reason,omitempty"`
 }
@@ -96,7 +101,7 @@ func (p *Pipeline) runShadow(ctx context.Context, mc *modelCall, t *llm.Model, r
 		if len(resp.Choices) > 0 {
 			rec.Model.FinishReason = resp.Choices[0].FinishReason
 			if c := resp.Choices[0].Message.Content; c != nil {
-				detail.Answer = truncate(c.String(), maxShadowText)
+				detail.Answer, detail.AnswerChars = p.shadowAnswer(mc, c.String())
 			}
 		}
 		return nil
@@ -105,4 +110,17 @@ func (p *Pipeline) runShadow(ctx context.Context, mc *modelCall, t *llm.Model, r
 	if _, err := p.finishRecord(ctx, rec, start, err); err != nil {
 		p.logger.DebugContext(ctx, "shadow call failed", "shadow", t.Name, "err", err)
 	}
+}
+
+// shadowAnswer is what the audit keeps of a shadow's answer: nothing of its
+// text unless the agent's captureContent is on, and then masked by the
+// built-in detectors before it is capped (so that no value is cut in two
+// and missed). The audit is append-only and hash-chained: what is stored
+// in clear cannot be removed later without breaking the chain.
+func (p *Pipeline) shadowAnswer(mc *modelCall, answer string) (string, int) {
+	n := utf8.RuneCountInString(answer)
+	if !mc.agentCapture {
+		return "", n
+	}
+	return truncate(p.masker.NewSession(redact.Mask).Redact(answer), maxShadowText), n
 }
