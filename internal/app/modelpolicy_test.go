@@ -124,17 +124,7 @@ spec:
 `)
 	key := srv.Key(t, "care")
 	waitModel(t, srv, key, "safe")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		status, body, _ := chat(t, srv, key, userMessage("leaky", "hello"))
-		if status == http.StatusForbidden && strings.Contains(string(body), "model leaky would get prompts unredacted") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("leaky: HTTP %d %s, want 403 naming leaky", status, body)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitRefused(t, srv, key, "leaky", "model leaky would get prompts unredacted")
 	if status, body, _ := chat(t, srv, key, userMessage("shadowed", "hello")); status != http.StatusForbidden {
 		t.Errorf("shadowed: HTTP %d %s, want 403 for its unredacted shadow", status, body)
 	}
