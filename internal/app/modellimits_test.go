@@ -382,8 +382,8 @@ func TestStreamWriteTimeout(t *testing.T) {
 
 // TestModelCallAdmission (issue 12, item 9): a body over the model body cap
 // is refused before it is read, however many come at once, and past the
-// concurrency limit calls are answered 503 overloaded with Retry-After
-// instead of being taken in.
+// concurrency limits (all calls, and calls with large bodies) calls are
+// answered 503 overloaded with Retry-After instead of being taken in.
 func TestModelCallAdmission(t *testing.T) {
 	release := make(chan struct{})
 	arrived := make(chan struct{}, 16)
@@ -396,7 +396,7 @@ func TestModelCallAdmission(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprint(w, `{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
 	}))
-	srv := apptest.StartWith(t, app.Config{ModelLimits: openaiedge.Limits{MaxBody: 1 << 20, MaxConcurrent: 2}})
+	srv := apptest.StartWith(t, app.Config{ModelLimits: openaiedge.Limits{MaxBody: 2 << 20, MaxConcurrent: 3, MaxConcurrentLarge: 1}})
 	key := budgetedModel(t, srv, up.URL(), 1000, 1_000_000, "")
 
 	// Four 31 MB prompts at once: each refused from its Content-Length.
@@ -421,31 +421,48 @@ func TestModelCallAdmission(t *testing.T) {
 		}
 	}
 
-	// Two calls take the two slots; the next ones are turned away.
-	done := make(chan int, 2)
-	for range 2 {
+	// One large call takes the one large slot, two small ones the rest;
+	// the next of either kind is turned away.
+	largeBody := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("b", 1<<20+10) + `"}]}`
+	done := make(chan int, 3)
+	send := func(body string) {
 		go func() {
-			status, _, _ := chat(t, srv, key, userMessage("m", "hold"))
-			done <- status
+			resp, err := postChat(t.Context(), srv, key, body)
+			if err != nil {
+				done <- 0
+				return
+			}
+			resp.Body.Close()
+			done <- resp.StatusCode
 		}()
+		select {
+		case <-arrived:
+		case s := <-done:
+			t.Fatalf("a call within the limits ended with HTTP %d before it reached the provider", s)
+		}
 	}
-	<-arrived
-	<-arrived
-	for range 3 {
-		resp, err := postChat(t.Context(), srv, key, `{"model":"m","messages":[{"role":"user","content":"one more"}]}`)
+	send(largeBody)
+	refuse := func(what, body string) {
+		t.Helper()
+		resp, err := postChat(t.Context(), srv, key, body)
 		if err != nil {
 			t.Fatal(err)
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !bytes.Contains(b, []byte(`"code":"overloaded"`)) {
-			t.Errorf("a call past the limit: HTTP %d Retry-After %q %s, want 503 overloaded with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"), b)
+			t.Errorf("%s past the limit: HTTP %d Retry-After %q %s, want 503 overloaded with Retry-After", what, resp.StatusCode, resp.Header.Get("Retry-After"), b)
 		}
 	}
+	refuse("a large call", largeBody)
+	small := `{"model":"m","messages":[{"role":"user","content":"hold"}]}`
+	send(small)
+	send(small)
+	refuse("a small call", small)
 	close(release)
-	for range 2 {
+	for range 3 {
 		if s := <-done; s != http.StatusOK {
-			t.Errorf("a call within the limit: HTTP %d, want 200", s)
+			t.Errorf("a call within the limits: HTTP %d, want 200", s)
 		}
 	}
 	if status, body, _ := chat(t, srv, key, userMessage("m", "after")); status != http.StatusOK {

@@ -32,7 +32,7 @@ type serverFlags struct {
 
 // modelFlags are the limits on model calls (openaiedge.Limits).
 type modelFlags struct {
-	maxBodyMiB, concurrency         int
+	maxBodyMiB, concurrency, large  int
 	writeTimeout, maxStreamDuration time.Duration
 }
 
@@ -62,6 +62,7 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.StringVar(&f.logLevel, "log-level", d.logLevel, "log level: debug, info, warn or error")
 	fl.IntVar(&f.model.maxBodyMiB, "model-max-body", openaiedge.DefaultMaxBody>>20, "largest model request body, in MiB (docs/models.md, Limits)")
 	fl.IntVar(&f.model.concurrency, "model-concurrency", openaiedge.DefaultMaxConcurrent, "model calls in flight per replica, streams included; more are answered 503 overloaded")
+	fl.IntVar(&f.model.large, "model-concurrency-large", openaiedge.DefaultMaxConcurrentLarge, "of those, calls with a body over 1 MiB (or of unknown length)")
 	fl.DurationVar(&f.model.writeTimeout, "stream-write-timeout", openaiedge.DefaultWriteTimeout, "longest one write of a stream to an agent may take; an agent that stops reading loses its stream")
 	fl.DurationVar(&f.model.maxStreamDuration, "stream-max-duration", openaiedge.DefaultMaxStreamDuration, "longest a streamed model call may last")
 }
@@ -73,12 +74,14 @@ func (m modelFlags) limits() (openaiedge.Limits, error) {
 		return openaiedge.Limits{}, fmt.Errorf("--model-max-body %d: must be between 1 and 1024 (MiB)", m.maxBodyMiB)
 	case m.concurrency < 1:
 		return openaiedge.Limits{}, fmt.Errorf("--model-concurrency %d: must be at least 1", m.concurrency)
+	case m.large < 1 || m.large > m.concurrency:
+		return openaiedge.Limits{}, fmt.Errorf("--model-concurrency-large %d: must be between 1 and --model-concurrency", m.large)
 	case m.writeTimeout < time.Second:
 		return openaiedge.Limits{}, fmt.Errorf("--stream-write-timeout %v: must be at least 1s", m.writeTimeout)
 	case m.maxStreamDuration < time.Second:
 		return openaiedge.Limits{}, fmt.Errorf("--stream-max-duration %v: must be at least 1s", m.maxStreamDuration)
 	}
-	return openaiedge.Limits{MaxBody: int64(m.maxBodyMiB) << 20, MaxConcurrent: m.concurrency,
+	return openaiedge.Limits{MaxBody: int64(m.maxBodyMiB) << 20, MaxConcurrent: m.concurrency, MaxConcurrentLarge: m.large,
 		WriteTimeout: m.writeTimeout, MaxStreamDuration: m.maxStreamDuration}, nil
 }
 

@@ -35,6 +35,9 @@ type Limits struct {
 	// before their body is read to the end of their answer or stream; past
 	// it a call is answered 503 overloaded with Retry-After.
 	MaxConcurrent int
+	// MaxConcurrentLarge caps, among those, the calls whose body is over
+	// LargeBody (or of unknown length), which take most of the memory.
+	MaxConcurrentLarge int
 	// WriteTimeout bounds each write of a stream to the agent: an agent
 	// that stops reading loses its stream, and its reservation is settled.
 	WriteTimeout time.Duration
@@ -45,20 +48,26 @@ type Limits struct {
 
 // The defaults of Limits.
 const (
-	DefaultMaxBody           = 8 << 20
-	DefaultMaxConcurrent     = 64
-	DefaultWriteTimeout      = 30 * time.Second
-	DefaultMaxStreamDuration = 15 * time.Minute
+	DefaultMaxBody            = 8 << 20
+	DefaultMaxConcurrent      = 64
+	DefaultMaxConcurrentLarge = 4
+	DefaultWriteTimeout       = 30 * time.Second
+	DefaultMaxStreamDuration  = 15 * time.Minute
 )
 
 // withDefaults is l with its zero fields set to the defaults.
 func (l Limits) withDefaults() Limits {
 	l.MaxBody = cmp.Or(l.MaxBody, DefaultMaxBody)
 	l.MaxConcurrent = cmp.Or(l.MaxConcurrent, DefaultMaxConcurrent)
+	l.MaxConcurrentLarge = min(cmp.Or(l.MaxConcurrentLarge, DefaultMaxConcurrentLarge), l.MaxConcurrent)
 	l.WriteTimeout = cmp.Or(l.WriteTimeout, DefaultWriteTimeout)
 	l.MaxStreamDuration = cmp.Or(l.MaxStreamDuration, DefaultMaxStreamDuration)
 	return l
 }
+
+// LargeBody is the body size from which a model call takes one of the
+// Limits.MaxConcurrentLarge slots.
+const LargeBody = 1 << 20
 
 // retryOverloaded is the Retry-After of a call refused for load: model
 // calls last seconds, so a slot is likely free by then.
@@ -87,14 +96,16 @@ type Edge struct {
 	gw     Gateway
 	logger *slog.Logger
 	limits Limits
-	// slots holds one token per model call in flight.
-	slots chan struct{}
+	// slots holds one token per model call in flight; large one per call
+	// with a large body.
+	slots, large chan struct{}
 }
 
 // New returns the edge.
 func New(logger *slog.Logger, gw Gateway, limits Limits) *Edge {
 	limits = limits.withDefaults()
-	return &Edge{gw: gw, logger: logger, limits: limits, slots: make(chan struct{}, limits.MaxConcurrent)}
+	return &Edge{gw: gw, logger: logger, limits: limits,
+		slots: make(chan struct{}, limits.MaxConcurrent), large: make(chan struct{}, limits.MaxConcurrentLarge)}
 }
 
 // Register adds the edge's routes to mux.
@@ -132,22 +143,41 @@ func (e *Edge) action(r *http.Request) pipeline.Action {
 	return pipeline.Action{Credential: identity.BearerToken(r), Edge: "openai", RequestID: telemetry.RequestID(r.Context())}
 }
 
-// admit runs a model call if a slot is free, and answers 503 overloaded
-// otherwise, before the body is read: a burst of large prompts is refused
-// instead of exhausting memory. The slot is held to the end of the answer.
+// admit runs a model call if a slot is free (and, for a large body, a
+// large slot), and answers 503 overloaded otherwise, before the body is
+// read: a burst of large prompts is refused instead of exhausting memory.
+// The slots are held to the end of the answer.
 func (e *Edge) admit(next problem.HandlerFunc) problem.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		select {
-		case e.slots <- struct{}{}:
-		default:
-			p := problem.New(http.StatusServiceUnavailable, problem.Overloaded,
-				fmt.Sprintf("this corral is running %d model calls, its most; retry shortly", e.limits.MaxConcurrent))
-			p.RetryAfter = retryOverloaded
-			return p
+		if !take(e.slots) {
+			return overloaded(fmt.Sprintf("this corral is running %d model calls, its most; retry shortly", e.limits.MaxConcurrent))
 		}
 		defer func() { <-e.slots }()
+		if r.ContentLength < 0 || r.ContentLength > LargeBody {
+			if !take(e.large) {
+				return overloaded(fmt.Sprintf("this corral is running %d model calls with bodies over 1 MiB, its most; retry shortly", e.limits.MaxConcurrentLarge))
+			}
+			defer func() { <-e.large }()
+		}
 		return next(w, r)
 	}
+}
+
+// take takes a slot if one is free.
+func take(slots chan struct{}) bool {
+	select {
+	case slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// overloaded is the refusal of a call past a concurrency limit.
+func overloaded(detail string) error {
+	p := problem.New(http.StatusServiceUnavailable, problem.Overloaded, detail)
+	p.RetryAfter = retryOverloaded
+	return p
 }
 
 // readBody reads a request body of at most Limits.MaxBody bytes; a
