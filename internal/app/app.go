@@ -67,10 +67,13 @@ type Config struct {
 	// TraceMaxAge is how long the built-in trace store keeps spans; 0 is a week.
 	TraceMaxAge time.Duration
 	// NoTracing records no spans.
-	NoTracing  bool
-	Replicas   int
-	SyncAlways bool
-	Version    string
+	NoTracing bool
+	// ModelLimits bound model calls (body, concurrency, streams); zero
+	// fields take the defaults.
+	ModelLimits openaiedge.Limits
+	Replicas    int
+	SyncAlways  bool
+	Version     string
 }
 
 // drainTimeout bounds how long shutdown waits for in-flight requests.
@@ -251,7 +254,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	}, oauth.Options{TTL: ttl}).Register(mux)
 	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).Register(mux)
 	mcpedge.New(logger.With("component", "mcp"), gateway).Register(mux)
-	openaiedge.New(logger.With("component", "openai"), gateway).Register(mux)
+	openaiedge.New(logger.With("component", "openai"), gateway, cfg.ModelLimits).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))

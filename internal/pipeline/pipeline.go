@@ -398,7 +398,7 @@ func refusal(code string) bool {
 	case problem.Unauthenticated, problem.Killed, problem.ToolNotFound, problem.PolicyDenied,
 		problem.ApprovalRequired, problem.PolicyError, problem.InvalidArguments, problem.InvalidRequest, problem.IdempotencyConflict,
 		problem.AuditUnavailable, problem.AuditFull,
-		problem.ModelNotFound, problem.BudgetExceeded:
+		problem.ModelNotFound, problem.BudgetExceeded, problem.OutputLimitTooHigh:
 		return true
 	}
 	return false

@@ -82,6 +82,7 @@ func modelTerm(m *Model) *ast.Term {
 		[2]*ast.Term{keyName, str(m.Name)},
 		[2]*ast.Term{keyProvider, str(m.Provider)},
 		[2]*ast.Term{keyRegion, str(m.Region)},
+		[2]*ast.Term{keyRedact, str(m.Redact)},
 		[2]*ast.Term{keyTargets, ast.ArrayTerm(targets...)},
 	)
 }
@@ -96,6 +97,9 @@ var (
 	keyModel, keyProvider, keyRegion, keyTime, keyTargets   = ast.StringTerm("model"), ast.StringTerm("provider"), ast.StringTerm("region"), ast.StringTerm("time"), ast.StringTerm("targets")
 	keyReadOnly, keyDestructive, keyIdempotent              = ast.StringTerm("readOnly"), ast.StringTerm("destructive"), ast.StringTerm("idempotent")
 )
+
+// keyRedact is apart from the keys above, as a later addition.
+var keyRedact = ast.StringTerm("redact")
 
 // annotationTerms holds the eight possible annotations objects.
 var annotationTerms = func() map[Annotations]*ast.Term {

@@ -50,6 +50,11 @@ const (
 	AuditFull           = "audit_full"
 	ModelNotFound       = "model_not_found"
 	BudgetExceeded      = "budget_exceeded"
+
+	// The model gateway's limits (docs/models.md, "Limits").
+	OutputLimitTooHigh = "output_limit_too_high"
+	Overloaded         = "overloaded"
+	ClientClosed       = "client_closed"
 )
 
 // Error is an error with the HTTP status and stable code it should be
