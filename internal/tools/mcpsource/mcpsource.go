@@ -110,7 +110,7 @@ func New(ctx context.Context, name string, spec *config.ToolSourceSpec, env tool
 		if spec.Identity.Enabled() {
 			rt.identityHeader = spec.Identity.HeaderOr()
 		}
-		s.transport = httpTransport(m.URL, &http.Client{Transport: rt})
+		s.transport = httpTransport(m.URL, &http.Client{Transport: &limitTransport{base: rt, limit: maxResult}})
 	case m.URL == "" && len(m.Command) > 0:
 		s.transport = commandTransport(m.Command, m.Env, log)
 		s.stdio = true
