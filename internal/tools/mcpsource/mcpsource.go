@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -33,7 +34,10 @@ const (
 	maxBackoff = 30 * time.Second
 )
 
-var _ tools.Factory = New
+var (
+	_ tools.Factory = New
+	_ tools.Drifter = (*Source)(nil)
+)
 
 // Source is one MCP server's tools. It keeps one MCP session, reconnecting
 // (and for stdio restarting the server) when the session is lost. It is
@@ -53,8 +57,15 @@ type Source struct {
 	idle  func()
 	stdio bool
 
-	tools  atomic.Pointer[[]tools.Tool]
+	force  atomic.Pointer[inForce]
+	drift  atomic.Pointer[tools.Drift]
 	listMu sync.Mutex // serialises list-and-install, so an older list never replaces a newer one
+	// pins and onDrift are Options'; adoptChanges is spec.mcp.adoptChanges;
+	// from names the server in pins and drift.
+	pins         Pins
+	onDrift      func(tools.Drift)
+	adoptChanges bool
+	from         string
 
 	// relist is signalled on notifications/tools/list_changed, lost when
 	// the session ends by itself; the background loop answers both.
@@ -75,9 +86,14 @@ type Source struct {
 }
 
 // New connects to the MCP server spec.MCP declares, lists its tools, and
-// returns the source. If the first connect or list fails it returns an
-// error wrapping upstream.ErrUnavailable, and the caller retries.
+// returns the source, with no pins (Factory takes Options). If the first
+// connect or list fails it returns an error wrapping
+// upstream.ErrUnavailable, and the caller retries.
 func New(ctx context.Context, name string, spec *config.ToolSourceSpec, env tools.Env) (tools.Source, error) {
+	return build(ctx, name, spec, env, Options{})
+}
+
+func build(ctx context.Context, name string, spec *config.ToolSourceSpec, env tools.Env, opts Options) (tools.Source, error) {
 	if spec == nil || spec.MCP == nil {
 		return nil, fmt.Errorf("mcpsource: %s: spec.mcp is not set", name)
 	}
@@ -96,6 +112,14 @@ func New(ctx context.Context, name string, spec *config.ToolSourceSpec, env tool
 		overrides: spec.Overrides,
 		relist:    make(chan struct{}, 1),
 		lost:      make(chan struct{}, 1),
+
+		pins:         opts.Pins,
+		onDrift:      opts.OnDrift,
+		adoptChanges: m.AdoptChanges,
+		from:         m.URL,
+	}
+	if m.URL == "" {
+		s.from = strings.Join(m.Command, " ")
 	}
 	switch {
 	case m.URL != "" && len(m.Command) == 0:
@@ -151,8 +175,8 @@ func New(ctx context.Context, name string, spec *config.ToolSourceSpec, env tool
 
 // Tools returns the tools the server listed last, named "<source>.<tool>".
 func (s *Source) Tools() []tools.Tool {
-	if p := s.tools.Load(); p != nil {
-		return *p
+	if p := s.force.Load(); p != nil {
+		return p.tools
 	}
 	return nil
 }

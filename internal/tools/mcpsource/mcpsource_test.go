@@ -203,7 +203,8 @@ func TestListChanged(t *testing.T) {
 		default:
 		}
 	}
-	src := open(t, "t", &config.ToolSourceSpec{MCP: &config.MCPSource{URL: ts.URL}}, env)
+	// adoptChanges: the new tool is taken into force, not held as drift.
+	src := open(t, "t", &config.ToolSourceSpec{MCP: &config.MCPSource{URL: ts.URL, AdoptChanges: true}}, env)
 	if slices.Contains(toolNames(src), "t.added") {
 		t.Fatalf("Tools() = %v before the server added t.added", toolNames(src))
 	}
@@ -548,15 +549,17 @@ func TestToolsConverted(t *testing.T) {
 	for i := range got {
 		got[i].InputSchema, got[i].OutputSchema = nil, nil // checked by the conformance kit
 	}
+	pinned := &tools.AnnotationsSource{ReadOnly: tools.FromPinned, Destructive: tools.FromPinned, Idempotent: tools.FromPinned}
 	want := []tools.Tool{
 		{Name: "erp.echo", Source: "erp", Title: "Echo", Description: "Answers the text it is given.",
-			Annotations: tools.Annotations{ReadOnly: true, Idempotent: true}},
+			Annotations: tools.Annotations{ReadOnly: true, Idempotent: true}, AnnotationsSource: pinned},
 		{Name: "erp.fail", Source: "erp", Description: "Always fails.",
-			Annotations: tools.Annotations{Idempotent: true}},
+			Annotations:       tools.Annotations{Idempotent: true},
+			AnnotationsSource: &tools.AnnotationsSource{ReadOnly: tools.FromPinned, Destructive: tools.FromOverride, Idempotent: tools.FromOverride}},
 		{Name: "erp.key", Source: "erp", Description: "Answers the idempotency key.",
-			Annotations: tools.Annotations{Destructive: true}},
+			Annotations: tools.Annotations{Destructive: true}, AnnotationsSource: pinned},
 		{Name: "erp.slow", Source: "erp", Description: "Waits ms milliseconds.",
-			Annotations: tools.Annotations{Destructive: true}},
+			Annotations: tools.Annotations{Destructive: true}, AnnotationsSource: pinned},
 	}
 	sortTools := func(ts []tools.Tool) {
 		slices.SortFunc(ts, func(a, b tools.Tool) int { return strings.Compare(a.Name, b.Name) })
@@ -600,7 +603,7 @@ func TestAnnotations(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := annotations(tt.hints, tt.o)
+			got, _ := annotations(tt.hints, tt.o, tools.FromPinned)
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("annotations(%+v, %+v) mismatch (-want +got):\n%s", tt.hints, tt.o, diff)
 			}
