@@ -43,39 +43,42 @@ func TestMain(m *testing.M) {
 }
 
 var (
-	serverOnce sync.Once
-	serverDir  string
-	serverBin  string
-	serverErr  error
+	buildMu   sync.Mutex
+	serverDir string
+	built     = map[string]string{} // package dir -> binary
 )
 
 // stdioServer builds testdata/server once per package run and returns the
 // binary's path.
-func stdioServer(t *testing.T) string {
+func stdioServer(t *testing.T) string { return testBinary(t, "server") }
+
+// testBinary builds testdata/<name> once per package run and returns the
+// binary's path.
+func testBinary(t *testing.T, name string) string {
 	t.Helper()
-	serverOnce.Do(func() {
-		goBin, err := exec.LookPath("go")
-		if err != nil {
-			serverErr = fmt.Errorf("no go command to build the test server: %w", err)
-			return
-		}
-		serverDir, serverErr = os.MkdirTemp("", "mcpsource-test-")
-		if serverErr != nil {
-			return
-		}
-		serverBin = filepath.Join(serverDir, "server")
-		if runtime.GOOS == "windows" {
-			serverBin += ".exe"
-		}
-		out, err := exec.Command(goBin, "build", "-o", serverBin, "./testdata/server").CombinedOutput()
-		if err != nil {
-			serverErr = fmt.Errorf("go build ./testdata/server: %v\n%s", err, out)
-		}
-	})
-	if serverErr != nil {
-		t.Fatal(serverErr)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if bin, ok := built[name]; ok {
+		return bin
 	}
-	return serverBin
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("no go command to build the test server: %v", err)
+	}
+	if serverDir == "" {
+		if serverDir, err = os.MkdirTemp("", "mcpsource-test-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(serverDir, name)
+	if runtime.GOOS == "windows" {
+		bin += ".exe"
+	}
+	if out, err := exec.Command(goBin, "build", "-o", bin, "./testdata/"+name).CombinedOutput(); err != nil {
+		t.Fatalf("go build ./testdata/%s: %v\n%s", name, err, out)
+	}
+	built[name] = bin
+	return bin
 }
 
 type echoIn struct {
