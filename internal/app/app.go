@@ -222,7 +222,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	a.models = llm.NewCatalog(logger.With("component", "models"), a.registry, resolver.Resolve, llm.NewClient(telemetry.Transport))
 	a.catalog = tools.NewCatalog(logger.With("component", "tools"), a.registry, map[string]tools.Factory{
 		"openapi": restsource.Factory(restsource.Options{OnBreakerChange: breakers.set, Pins: pins, OnDrift: a.auditDrift}),
-		"mcp":     mcpsource.New,
+		"mcp":     mcpsource.Factory(mcpsource.Options{Pins: mcpPins{pins}, OnDrift: a.auditDrift}),
 	}, resolver.Resolve)
 	a.gateway = pipeline.New(logger.With("component", "pipeline"), pipeline.Deps{
 		Keys:        a.creds,
@@ -318,7 +318,7 @@ func (a *App) auditDrift(d tools.Drift) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	rec := &audit.Record{Time: d.Detected, Kind: "tool", Target: d.Source, Source: d.Source, Edge: "server",
-		Event: "drift", Decision: "held", Status: "drift", Reason: fmt.Sprintf("%d breaking change(s); previous tools stay in force", len(d.Changes)), Detail: detail}
+		Event: "drift", Decision: "held", Status: "drift", Reason: fmt.Sprintf("%d change(s) held back for review; previous tools stay in force", len(d.Changes)), Detail: detail}
 	if _, err := a.audit.Append(ctx, rec); err != nil {
 		a.logger.ErrorContext(ctx, "audit record of drift lost", "source", d.Source, "err", err)
 	}

@@ -120,6 +120,7 @@ func (p *Pipeline) input(c Caller, agent *agentCache, e *tools.Entry, value any)
 			Annotations: policy.Annotations{
 				ReadOnly: e.Tool.Annotations.ReadOnly, Destructive: e.Tool.Annotations.Destructive, Idempotent: e.Tool.Annotations.Idempotent,
 			},
+			AnnotationsSource: policy.AnnotationsSource(e.Tool.Origins()),
 		},
 	}
 	p.noteInput(in, c)

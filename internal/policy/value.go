@@ -65,6 +65,11 @@ func (in *Input) value() (ast.Value, error) {
 			[2]*ast.Term{keyMethod, str(t.Method)},
 			[2]*ast.Term{keyPath, str(t.Path)},
 			[2]*ast.Term{keyAnnotations, annotationTerms[t.Annotations]},
+			[2]*ast.Term{keyAnnotationsSource, ast.ObjectTerm(
+				[2]*ast.Term{keyReadOnly, str(t.AnnotationsSource.ReadOnly)},
+				[2]*ast.Term{keyDestructive, str(t.AnnotationsSource.Destructive)},
+				[2]*ast.Term{keyIdempotent, str(t.AnnotationsSource.Idempotent)},
+			)},
 		)})
 	}
 	if m := in.Model; m != nil {
@@ -96,6 +101,7 @@ var (
 	keyTool, keySource, keyMethod, keyPath, keyAnnotations  = ast.StringTerm("tool"), ast.StringTerm("source"), ast.StringTerm("method"), ast.StringTerm("path"), ast.StringTerm("annotations")
 	keyModel, keyProvider, keyRegion, keyTime, keyTargets   = ast.StringTerm("model"), ast.StringTerm("provider"), ast.StringTerm("region"), ast.StringTerm("time"), ast.StringTerm("targets")
 	keyReadOnly, keyDestructive, keyIdempotent              = ast.StringTerm("readOnly"), ast.StringTerm("destructive"), ast.StringTerm("idempotent")
+	keyAnnotationsSource                                    = ast.StringTerm("annotations_source")
 )
 
 // keyRedact is apart from the keys above, as a later addition.
