@@ -6,6 +6,7 @@ package registry
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -289,6 +290,13 @@ func (r *Registry) Apply(ctx context.Context, resources []config.Resource) ([]Ap
 				have = stored.Metadata.Revision
 			}
 			return nil, fmt.Errorf("%s: metadata.revision is %d but the stored revision is %d: %w", res.ID(), want, have, ErrConflict)
+		}
+		// The uid is the server's: kept from the stored resource, new for
+		// a resource created (or created again after a delete).
+		if stored != nil {
+			res.Metadata.UID = stored.Metadata.UID
+		} else {
+			res.Metadata.UID = rand.Text()
 		}
 		switch {
 		case stored != nil && stored.SameContent(res):
