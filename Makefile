@@ -10,7 +10,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # to blame. A count has no deadline to race.
 FUZZTIME    ?= 10000x
 
-.PHONY: test build lint fuzz bench conformance pii-eval
+.PHONY: test build lint fuzz bench conformance pii-eval chaos
 
 ## test: lint, every test with the race detector, the OTLP export against a real Collector receiver, the example policies' Rego tests, the MCP conformance suite, a short fuzz run
 test: lint
@@ -73,3 +73,7 @@ pii-eval:
 ## bench: the resource path against the substrate and a tool call against the upstream called directly, in one run
 bench:
 	$(GO) run ./bench
+
+## chaos: kill NATS nodes, leaders and a corral replica under load, then count what the upstream saw against the audit and the budget (test/chaos)
+chaos:
+	CORRAL_CHAOS=1 $(GO) test -count=1 -v -timeout 20m -run TestChaos ./test/chaos

@@ -34,9 +34,10 @@ type Store interface {
 // Credentials checks admin tokens and manages agent keys.
 type Credentials interface {
 	VerifyAdmin(token string) bool
-	CreateKey(ctx context.Context, agent string) (string, identity.Key, error)
+	CreateKey(ctx context.Context, agent, agentUID string) (string, identity.Key, error)
 	Keys(agent string) []identity.Key
 	RevokeKey(ctx context.Context, id string) (identity.Key, error)
+	RevokeAgent(ctx context.Context, agent string) ([]identity.Key, error)
 }
 
 // API holds the handlers' dependencies.
@@ -219,6 +220,15 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := a.store.Delete(r.Context(), k.Name, name); err != nil {
 		return storeError(err)
+	}
+	if k.Name == "Agent" {
+		// Its keys are refused already (they name the deleted agent's
+		// uid); revoking them keeps them out of `corral keys` too.
+		if revoked, err := a.creds.RevokeAgent(r.Context(), name); err != nil {
+			a.logger.WarnContext(r.Context(), "revoking a deleted agent's keys; they stay listed but are refused", "agent", name, "err", err)
+		} else if len(revoked) > 0 {
+			a.logger.InfoContext(r.Context(), "revoked a deleted agent's keys", "agent", name, "keys", len(revoked))
+		}
 	}
 	return problem.WriteJSON(w, http.StatusOK, map[string]string{"kind": k.Name, "name": name, "result": "deleted"})
 }

@@ -131,6 +131,9 @@ type Budgets struct {
 
 	mu       sync.Mutex
 	exceeded map[limitOf]uint64 // refusals by this replica
+
+	loaded   chan struct{} // closed once Run has read the Budget resources
+	loadOnce sync.Once
 }
 
 // budget is one revision of a Budget resource.
@@ -158,7 +161,7 @@ func Open(ctx context.Context, logger *slog.Logger, s substrate, resources Resou
 	if now == nil {
 		now = time.Now
 	}
-	b := &Budgets{kv: kv, resources: resources, logger: logger, now: now, exceeded: map[limitOf]uint64{}}
+	b := &Budgets{kv: kv, resources: resources, logger: logger, now: now, exceeded: map[limitOf]uint64{}, loaded: make(chan struct{})}
 	b.set.Store(&[]*budget{})
 	b.reconcile(ctx)
 	return b, nil
@@ -169,11 +172,23 @@ func (b *Budgets) Run(ctx context.Context) error {
 	for {
 		changed := b.resources.Changed()
 		b.reconcile(ctx)
+		b.loadOnce.Do(func() { close(b.loaded) })
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
 		}
+	}
+}
+
+// WaitLoaded blocks until Run has taken in the Budget resources, so that no
+// call is let through uncounted by a budget still being read, or ctx ends.
+func (b *Budgets) WaitLoaded(ctx context.Context) error {
+	select {
+	case <-b.loaded:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("budget: waiting for budgets to load: %w", ctx.Err())
 	}
 }
 

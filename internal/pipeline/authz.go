@@ -20,6 +20,9 @@ import (
 // Caller is an authenticated agent, and the user it acts for, if any.
 type Caller struct {
 	Agent string
+	// AgentUID is the incarnation of Agent the credential was issued to
+	// (its metadata.uid then); it must still be the agent's.
+	AgentUID string
 	// KeyID is set when an agent key authenticated the call.
 	KeyID string
 	// Token is set when a corral token authenticated the call.
@@ -63,7 +66,7 @@ func (p *Pipeline) Authenticate(credential string) (Caller, error) {
 		if !ok {
 			return Caller{}, problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the key is not valid: unknown or revoked")
 		}
-		return Caller{Agent: key.Agent, KeyID: key.ID}, nil
+		return Caller{Agent: key.Agent, AgentUID: key.AgentUID, KeyID: key.ID}, nil
 	}
 	claims, err := p.Tokens.Verify(credential, p.Tokens.Issuer())
 	if err != nil {
@@ -73,7 +76,7 @@ func (p *Pipeline) Authenticate(credential string) (Caller, error) {
 		}
 		return Caller{}, problem.New(http.StatusUnauthorized, problem.Unauthenticated, string(te.Reason)+": "+te.Detail)
 	}
-	c := Caller{Agent: claims.Agent(), Token: claims, Scopes: claims.Scopes()}
+	c := Caller{Agent: claims.Agent(), AgentUID: claims.AgentUID, Token: claims, Scopes: claims.Scopes()}
 	if claims.Delegated() {
 		c.Principal = &Principal{Subject: claims.Subject}
 		if pc := claims.Principal; pc != nil {

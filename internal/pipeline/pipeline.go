@@ -448,6 +448,9 @@ func (p *Pipeline) agent(c Caller) (*agentCache, error) {
 	if !ok {
 		return nil, problem.New(http.StatusUnauthorized, problem.Unauthenticated, string(identity.ReasonUnknownAgent)+": the credential's agent "+c.Agent+" does not exist")
 	}
+	if res.Metadata.UID != c.AgentUID {
+		return nil, problem.New(http.StatusUnauthorized, problem.Unauthenticated, string(identity.ReasonUnknownAgent)+": the credential was issued to an earlier agent "+c.Agent+", since deleted")
+	}
 	if v, ok := p.agents.Load(c.Agent); ok && v.(*agentCache).rev == res.Metadata.Revision {
 		return v.(*agentCache), nil
 	}

@@ -33,6 +33,12 @@ const (
 	RequestTooLarge  = "request_too_large"
 	UnsupportedMedia = "unsupported_media_type"
 	Internal         = "internal"
+	// NotReady: the replica is starting and serves no call yet (503,
+	// Retry-After); SubstrateUnavailable: NATS JetStream did not answer in
+	// time, as during a leader election (503, Retry-After). Both say "try
+	// again", unlike internal.
+	NotReady             = "not_ready"
+	SubstrateUnavailable = "substrate_unavailable"
 
 	// The pipeline's codes (ARCHITECTURE.md, "The Action and the pipeline").
 	ToolNotFound        = "tool_not_found"
