@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
@@ -45,6 +46,7 @@ type Engine struct {
 	unloaded string
 
 	decide    rego.PreparedEvalQuery
+	base      *baseCache                // the data decisions read, kept for the engine's life
 	allowable rego.PreparedPartialQuery // could allow ever be true
 	mustDeny  rego.PreparedPartialQuery // is deny non-empty whatever the unknowns
 	// visibleErr is why the queries of Visible could not be prepared.
@@ -79,7 +81,10 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	timer := time.AfterFunc(e.timeout, c.Cancel)
 	defer timer.Stop()
 	defer context.AfterFunc(ctx, c.Cancel)()
-	rs, err := e.decide.Eval(ctx, rego.EvalParsedInput(v), rego.EvalGenerateJSON(rawTerm), rego.EvalExternalCancel(c))
+	vc := borrowVirtualCache()
+	defer vc.release()
+	rs, err := e.decide.Eval(ctx, rego.EvalParsedInput(v), rego.EvalGenerateJSON(rawTerm), rego.EvalExternalCancel(c),
+		rego.EvalVirtualCache(vc), rego.EvalBaseCache(e.base), rego.EvalMetrics(metrics.NoOp()))
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
