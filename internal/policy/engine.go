@@ -47,6 +47,7 @@ type Engine struct {
 
 	decide    rego.PreparedEvalQuery
 	base      *baseCache                // the data decisions read, kept for the engine's life
+	decided   *decisions                // per agent and tool; nil when the policy reads more (decisions.go)
 	allowable rego.PreparedPartialQuery // could allow ever be true
 	mustDeny  rego.PreparedPartialQuery // is deny non-empty whatever the unknowns
 	// visibleErr is why the queries of Visible could not be prepared.
@@ -70,6 +71,12 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	}
 	if in == nil {
 		return Decision{}, fmt.Errorf("%w: no input", ErrEvaluation)
+	}
+	k, keep := e.decided.key(in)
+	if keep {
+		if d, ok := e.decided.get(k); ok {
+			return d, nil
+		}
 	}
 	v, err := in.value()
 	if err != nil {
@@ -97,7 +104,11 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
 		return Decision{}, fmt.Errorf("%w: the decision is undefined", ErrEvaluation)
 	}
-	return e.decision(rs[0].Expressions[0].Value.(*ast.Term))
+	d, err := e.decision(rs[0].Expressions[0].Value.(*ast.Term))
+	if err == nil && keep {
+		e.decided.put(k, d)
+	}
+	return d, err
 }
 
 // rawTerm keeps a result as the Rego term it is, so that sets stay sets.
