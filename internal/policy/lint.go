@@ -78,9 +78,6 @@ func Lint(modules []Module, schemas []json.RawMessage) ([]Warning, error) {
 	return out, nil
 }
 
-// argumentsRef is input.action.arguments.
-var argumentsRef = ast.MustParseRef("input.action.arguments")
-
 // ruleAliases returns the names of the module's complete rules whose value
 // is input.action.arguments (transfer := input.action.arguments if ...),
 // as the refs that read them: transfer and data.<package>.transfer.
