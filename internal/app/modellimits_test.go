@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -83,7 +84,10 @@ type auditRecord struct {
 	}
 }
 
-// waitRecords waits until the agent has n audit records and returns them.
+// waitRecords waits until the agent has n audit records of what happened
+// and returns them. A call still running shows as its intent (status
+// "unknown") until its outcome is appended, which for a call the agent left
+// is after the provider answers.
 func waitRecords(t *testing.T, srv *apptest.Server, agent string, n int) []auditRecord {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -93,7 +97,7 @@ func waitRecords(t *testing.T, srv *apptest.Server, agent string, n int) []audit
 		if err := json.Unmarshal(body, &out); err != nil {
 			t.Fatal(err)
 		}
-		if len(out.Records) >= n {
+		if len(out.Records) >= n && !slices.ContainsFunc(out.Records, func(r auditRecord) bool { return r.Status == "unknown" }) {
 			return out.Records
 		}
 		if time.Now().After(deadline) {
