@@ -254,6 +254,18 @@ test_big if authz.deny["too much"] with input as {"action": {"target": "banking.
 	if code != 0 || !strings.Contains(errOut, want) {
 		t.Errorf("policy test = exit %d, stderr %q; want 0 and a warning %q", code, errOut, want)
 	}
+
+	// A ToolSource with the document inline, as `corral tools import
+	// openapi -o yaml` writes it, is read the same way.
+	if err := os.Remove(filepath.Join(dir, "banking.openapi.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(dir, "banking.yaml"), "apiVersion: corral.dev/v1\nkind: ToolSource\nmetadata: {name: banking}\nspec:\n  openapi:\n    document: |\n      "+
+		strings.ReplaceAll(string(spec), "\n", "\n      ")+"\n")
+	_, errOut, code = runPolicy(t, "", "test", dir)
+	if code != 0 || !strings.Contains(errOut, want) {
+		t.Errorf("policy test with a ToolSource = exit %d, stderr %q; want 0 and a warning %q", code, errOut, want)
+	}
 }
 
 // TestApplyLint: `corral apply` of a Policy and `corral policy apply` warn,
