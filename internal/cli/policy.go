@@ -108,8 +108,8 @@ Tests may be in any package; package corral.authz_test with
 Each failing test is printed with its location; -v prints passing ones too,
 with what they print(). The command fails when a test fails or errors.
 
-OpenAPI documents in PATHs (YAML or JSON files with an openapi field) are
-imported as the server imports them, and a rule that reads
+OpenAPI documents in PATHs (YAML or JSON files with an openapi field, and
+ToolSources with the document inline) are imported as the server imports them, and a rule that reads
 input.action.arguments.<path> that none of their tools has is warned about
 (module, line and rule): it could never fire on those tools. 'corral policy
 apply' and 'corral apply' warn the same way against the server's catalogue.`,

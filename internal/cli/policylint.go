@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -91,15 +92,14 @@ func localSchemas(paths []string) ([]json.RawMessage, error) {
 			if err != nil {
 				return err
 			}
-			if !isOpenAPI(data) {
-				return nil
-			}
-			ops, err := openapi.Import("lint", data, openapi.Options{Document: p})
-			if err != nil {
-				return fmt.Errorf("policy lint: %w", err)
-			}
-			for _, op := range ops {
-				out = append(out, op.InputSchema)
+			for _, doc := range openAPIDocuments(p, data) {
+				ops, err := openapi.Import("lint", doc, openapi.Options{Document: p})
+				if err != nil {
+					return fmt.Errorf("policy lint: %w", err)
+				}
+				for _, op := range ops {
+					out = append(out, op.InputSchema)
+				}
 			}
 			return nil
 		})
@@ -108,6 +108,34 @@ func localSchemas(paths []string) ([]json.RawMessage, error) {
 		}
 	}
 	return out, nil
+}
+
+// openAPIDocuments returns the OpenAPI documents a file holds: itself, if
+// it is one, or the inline documents of its ToolSources (as `corral tools
+// import openapi -o yaml` writes them). Files that are neither, or that do
+// not decode, hold none.
+func openAPIDocuments(path string, data []byte) [][]byte {
+	if isOpenAPI(data) {
+		return [][]byte{data}
+	}
+	if !bytes.Contains(data, []byte("ToolSource")) {
+		return nil
+	}
+	docs, err := config.Decode(path, data)
+	if err != nil {
+		return nil
+	}
+	var out [][]byte
+	for _, d := range docs {
+		var spec config.ToolSourceSpec
+		if d.Resource.Kind != "ToolSource" || json.Unmarshal(d.Resource.Spec, &spec) != nil {
+			continue
+		}
+		if spec.OpenAPI != nil && spec.OpenAPI.Document != "" {
+			out = append(out, []byte(spec.OpenAPI.Document))
+		}
+	}
+	return out
 }
 
 // isOpenAPI reports whether a YAML or JSON file is an OpenAPI document: a

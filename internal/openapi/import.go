@@ -687,6 +687,9 @@ func flatBody(x any, c *schemas) (bodyFields, bool) {
 	if !ok || len(props) == 0 {
 		return bodyFields{}, false
 	}
+	if _, ok := props[""]; ok {
+		return bodyFields{}, false // a field needs a name to stand beside the parameters
+	}
 	f := bodyFields{names: sortedKeys(props), props: props, required: map[string]bool{}}
 	if list, ok := s["required"].([]any); ok {
 		for _, r := range list {

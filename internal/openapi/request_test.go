@@ -245,3 +245,41 @@ func FuzzBuild(f *testing.F) {
 		}
 	})
 }
+
+// TestFlatBodyEdgeCases: bodies that are not flattened stay "body", and a
+// flattened body round-trips through Build.
+func TestFlatBodyEdgeCases(t *testing.T) {
+	doc := func(schema string) []byte {
+		return []byte(`{"openapi": "3.1.0", "paths": {"/x/{id}": {"post": {"operationId": "op",
+			"parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+			"requestBody": {"content": {"application/json": {"schema": ` + schema + `}}}, "responses": {}}}}}`)
+	}
+	tests := []struct {
+		name, schema string
+		want         []string // the tool's properties, sorted
+	}{
+		{"object", `{"type": "object", "properties": {"id": {"type": "string"}, "amount": {"type": "number"}}}`, []string{"amount", "id", "id_body"}},
+		{"array", `{"type": "array", "items": {"type": "string"}}`, []string{"body", "id"}},
+		{"map", `{"type": "object", "additionalProperties": {"type": "string"}}`, []string{"body", "id"}},
+		{"oneOf", `{"oneOf": [{"type": "object", "properties": {"a": {}}}, {"type": "string"}]}`, []string{"body", "id"}},
+		{"minProperties", `{"type": "object", "minProperties": 1, "properties": {"a": {}}}`, []string{"body", "id"}},
+		{"empty field name", `{"type": "object", "properties": {"": {}}}`, []string{"body", "id"}},
+		{"no schema", `{}`, []string{"body", "id"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tools, err := Import("s", doc(tt.schema), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range tools[0].Params {
+				got = append(got, p.Property)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("properties = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -190,18 +191,17 @@ func (p *Pipeline) Tools(ctx context.Context, c Caller) ([]*tools.Entry, error) 
 	}
 	engine := p.Policy.Engine()
 	cache := p.visibility(engine.Revision())
+	// The answer depends on the agent, its spec, the tool and the user it
+	// acts for (sub, issuer, groups and roles, all in the key): arguments,
+	// task and time are left unknown by Visible.
+	principal := principalKey(c.Principal)
 	var out []*tools.Entry
 	for _, e := range p.Catalog.List() {
 		if inScope(c, "tool", e.Tool.Name) != nil {
 			continue
 		}
-		// A user's groups and roles may change the answer: those answers are
-		// not kept (listings with delegated tokens, and token exchanges).
-		key := visibilityKey{agent: c.Agent, agentRev: agent.rev, entry: e}
-		visible, ok := false, false
-		if c.Principal == nil {
-			visible, ok = cache.get(key)
-		}
+		key := visibilityKey{agent: c.Agent, agentRev: agent.rev, principal: principal, entry: e}
+		visible, ok := cache.get(key)
 		if !ok {
 			visible, err = engine.Visible(ctx, p.input(c, agent, e, nil))
 			if err != nil {
@@ -209,9 +209,7 @@ func (p *Pipeline) Tools(ctx context.Context, c Caller) ([]*tools.Entry, error) 
 				p.logger.WarnContext(ctx, "policy cannot say whether a tool is visible; hiding it", "tool", e.Tool.Name, "agent", c.Agent, "err", err)
 				continue
 			}
-			if c.Principal == nil {
-				cache.put(key, visible)
-			}
+			cache.put(key, visible)
 		}
 		if visible {
 			out = append(out, e)
@@ -246,9 +244,30 @@ func (p *Pipeline) Scopes(ctx context.Context, agent string, principal *Principa
 // visibilityKey names one answer of Visible under one policy revision.
 // The entry pointer changes whenever its source reloads.
 type visibilityKey struct {
-	agent    string
-	agentRev uint64
-	entry    *tools.Entry
+	agent     string
+	agentRev  uint64
+	principal string // principalKey: "" when the agent acts for itself
+	entry     *tools.Entry
+}
+
+// principalKey is everything policy sees of a principal, as one
+// unambiguous string (each part quoted): answers for users with other
+// groups or roles are kept apart.
+func principalKey(pr *Principal) string {
+	if pr == nil {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(strconv.Quote(pr.Issuer))
+	b.WriteString(strconv.Quote(pr.Subject))
+	for _, list := range [][]string{pr.Groups, pr.Roles} {
+		b.WriteByte('[')
+		for _, x := range list {
+			b.WriteString(strconv.Quote(x))
+		}
+		b.WriteByte(']')
+	}
+	return b.String()
 }
 
 // visibilityCache remembers Visible's answers for one policy revision.
