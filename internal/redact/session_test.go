@@ -341,6 +341,7 @@ func TestJSONNumbers(t *testing.T) {
 		{"metadata", `{"metadata":{"customer":4012888888881881}}`, `{"metadata":{"customer":"<CARD_1>"}}`},
 		{"fraction and exponent are not ids", `[4111111111111111.0, 4.111111111111111e15]`, `[4111111111111111.0, 4.111111111111111e15]`},
 		{"small numbers", `{"n":-1,"m":0,"k":1234}`, `{"n":-1,"m":0,"k":1234}`},
+		{"schema bounds", `{"type":"integer","maximum" : 2147483647,"enum":[2147483647]}`, `{"type":"integer","maximum" : 2147483647,"enum":["<PHONE_1>"]}`},
 	}
 	r := newTestRedactor(t)
 	for _, tt := range tests {
