@@ -23,14 +23,15 @@ var ErrNotJSON = errors.New("redact: not valid JSON")
 // values of JSON Schema's numeric bounds ("maximum": 2147483647) are left.
 func (s *Session) RedactJSON(raw []byte) ([]byte, error) {
 	return rewriteJSON(raw, func(lit string, number bool) (string, bool) {
-		red := s.Redact(lit)
-		if red == lit {
+		red := s.Redact
+		if number {
+			red = s.redactNumber
+		}
+		out := red(lit)
+		if out == lit {
 			return "", false
 		}
-		if number {
-			s.noteNumber(red)
-		}
-		return string(appendJSONString(nil, red)), true
+		return string(appendJSONString(nil, out)), true
 	})
 }
 
@@ -145,9 +146,10 @@ func jsonNumberEnd(raw []byte, i int) int {
 	return i
 }
 
-// isInteger reports whether the number literal lit has no fraction or
-// exponent: "1.5e3" or "4111111111111111.0" are measurements, not ids.
-func isInteger(lit string) bool { return !strings.ContainsAny(lit, ".eE") }
+// isInteger reports whether the number literal lit is a non-negative
+// integer: "1.5e3", "4111111111111111.0" or "-100010001" are quantities,
+// not ids.
+func isInteger(lit string) bool { return !strings.ContainsAny(lit, "-.eE") }
 
 // stringEnd returns the index just past the string literal that opens at
 // raw[i], which must be valid.
