@@ -132,14 +132,17 @@ func skipDigitRun(s string, i int) int {
 
 // phoneStart reports whether a phone number may start at s[i]: not glued to
 // a word, a longer number or a currency sign, not after '#' ("#4155550132"
-// is an order number).
+// is an order number). After a comma only if no digit precedes it: a CSV
+// field, not the tail of "8,600,419".
 func phoneStart(s string, i int) bool {
 	if i == 0 {
 		return true
 	}
 	switch p := s[i-1]; {
-	case isWord(p), p == '+', p == '-', p == '(', p == ')', p == '/', p == '#', p == '$', p == ',':
+	case isWord(p), p == '+', p == '-', p == '(', p == ')', p == '/', p == '#', p == '$':
 		return false
+	case p == ',':
+		return s[i] == '+' || i < 2 || !isDigit(s[i-2])
 	case p == '.':
 		return !decimalBefore(s, i)
 	case p >= utf8.RuneSelf:
@@ -159,8 +162,10 @@ func phoneEnd(s string, i int) bool {
 	switch c := s[i]; {
 	case isWord(c), c == '(', c == ')':
 		return false
-	case c == '-' || c == '.' || c == ',' || c == '/' || c == ':':
+	case c == '-' || c == '.' || c == '/' || c == ':':
 		return i+1 >= len(s) || !isAlnum(s[i+1])
+	case c == ',':
+		return i+1 >= len(s) || !isDigit(s[i+1]) // a CSV field, not "1.234,56"
 	}
 	return true
 }
