@@ -10,31 +10,34 @@ import (
 // runs of digit groups joined by spaces (ASCII, doubled or no-break),
 // dashes, dots or slashes, one group optionally in parentheses, starting
 // with '+', "00" or a digit, not glued to a word or a longer number, and
-// not shaped like a date or an amount. Then libphonenumber's metadata
-// (github.com/nyaruka/phonenumbers, the port Presidio uses) decides:
+// not shaped like a date, an amount, a version or an SSN. Then
+// libphonenumber's metadata (github.com/nyaruka/phonenumbers, the port
+// Presidio uses) decides:
 //
 //   - international ("+44 20 7123 4567", "0044 20 7123 4567"): the country
 //     code names the region; the number must be possible there (a length
 //     the country's numbering plan has);
-//   - national, in groups ("020 7123 4567", "(555) 123-4567",
-//     "0151 23456789"): possible in one of the default regions, with the
-//     trunk 0 where the region dials one;
-//   - national, one block of digits ("4155550132", "02079460958"): valid,
-//     not merely possible, in one of the default regions (the number
-//     plan's prefixes must match), and not after '#' or "No.": a bare digit
-//     string is as often an order number.
+//   - national in groups, with a trunk 0 ("020 7123 4567", "0151
+//     23456789"): possible in a region that dials one;
+//   - national in groups, without: possible if written as North America
+//     writes numbers or with a parenthesised area code ("(555) 123-4567",
+//     "(11) 98765-4321"), otherwise grouped as the region formats its
+//     numbers or valid there in groups of three digits or more;
+//   - one block of digits ("4155550132", "02079460958"): possible with a
+//     trunk 0, otherwise valid (the number plan's prefixes must match).
 //
-// The default regions are the ten whose formats the evaluation set covers;
-// numbers of other countries are found when written with their country
-// code. At most maxPhoneChecks candidates of one request (a Session's
-// texts, or one call of Find) go to the library; after that a candidate is
-// taken on its shape alone (redacting too much rather than too little), so
-// a request costs time linear in its length, and at most a few
-// milliseconds of library checks.
+// A number after '#' or a word naming an identifier ("order", "invoice";
+// identifier.go) is not a phone. The default regions are the ten whose
+// formats the evaluation set covers; numbers of other countries are found
+// when written with their country code. At most maxPhoneChecks candidates
+// of one request (a Session's texts, or one call of Find) go to the
+// library; after that a candidate is taken on its shape alone (redacting
+// too much rather than too little), so a request costs time linear in its
+// length, and at most a few milliseconds of library checks.
 
-// defaultRegions are tried, in order, for numbers without a country code.
-// trunkRegions dial a national number with a leading 0 (which the
-// international form drops); the others are written without one.
+// The regions tried for a number without a country code. trunkRegions
+// dial a national number with a leading 0 (which the international form
+// drops); the others write theirs without one.
 var (
 	trunkRegions   = []string{"GB", "DE", "FR", "NL", "SE", "JP", "IT", "BR"}
 	noTrunkRegions = []string{"US", "ES", "IT", "BR"}
