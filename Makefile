@@ -68,7 +68,7 @@ pii-eval:
 	@set -e; for s in $(PII_SEEDS); do \
 		node internal/redact/testdata/evalgen/generate.mjs --seed $$s > internal/redact/testdata/eval/seed$$s.jsonl; \
 	done
-	$(GO) test -count=1 -run '^TestEvaluation$$' -v ./internal/redact | grep -E '^\s+\||^(---|ok|FAIL)'
+	$(GO) test -count=1 -run '^TestEvaluation$$' -v ./internal/redact | grep -vE '^=== '
 
 ## bench: the resource path against the substrate and a tool call against the upstream called directly, in one run
 bench:
