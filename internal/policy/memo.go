@@ -23,6 +23,7 @@ const maxMemo = 4096
 
 var (
 	agentTerms = &memo[string, Agent]{build: agentTerm, key: func(a *Agent) string { return a.Name }, equal: agentEqual, clone: cloneAgent}
+	modelTerms = &memo[string, Model]{build: modelTerm, key: func(m *Model) string { return m.Name }, equal: modelEqual, clone: cloneModel}
 	toolTerms  = &memo[Tool, Tool]{build: toolTerm, key: func(t *Tool) Tool { return *t }, equal: func(a, b *Tool) bool { return *a == *b }, clone: func(t *Tool) Tool { return *t }}
 )
 
@@ -72,4 +73,19 @@ func cloneAgent(a *Agent) Agent {
 // empty slices and maps both become empty arrays and objects.
 func agentEqual(a, b *Agent) bool {
 	return a.Name == b.Name && maps.Equal(a.Labels, b.Labels) && slices.Equal(a.Tools, b.Tools) && slices.Equal(a.Models, b.Models)
+}
+
+// modelEqual reports whether two models make the same Rego value.
+func modelEqual(a, b *Model) bool {
+	return a.Name == b.Name && a.Provider == b.Provider && a.Region == b.Region &&
+		slices.EqualFunc(a.Targets, b.Targets, func(x, y Model) bool { return modelEqual(&x, &y) })
+}
+
+func cloneModel(m *Model) Model {
+	c := *m
+	c.Targets = make([]Model, len(m.Targets))
+	for i := range m.Targets {
+		c.Targets[i] = cloneModel(&m.Targets[i])
+	}
+	return c
 }

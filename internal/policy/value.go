@@ -57,7 +57,7 @@ func (in *Input) value() (ast.Value, error) {
 		items = append(items, [2]*ast.Term{keyTool, toolTerms.term(t)})
 	}
 	if m := in.Model; m != nil {
-		items = append(items, [2]*ast.Term{keyModel, modelTerm(m)})
+		items = append(items, [2]*ast.Term{keyModel, modelTerms.term(m)})
 	}
 	return ast.NewObject(items...), nil
 }
