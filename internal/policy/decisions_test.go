@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"context"
+	"errors"
 	"math/rand/v2"
 	"testing"
 
@@ -113,6 +115,12 @@ deny contains "not for mallory" if input.principal.sub == "mallory"`)...)}, slow
 	decide("for alice", in, Allow)
 	in.Principal = nil
 	decide("for itself again", in, Allow)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if d, err := e.Decide(ctx, in); !errors.Is(err, ErrEvaluation) || d.Effect != "" {
+		t.Errorf("Decide(ended request) = %+v, %v; want ErrEvaluation, as an evaluation gives, not the kept decision", d, err)
+	}
 }
 
 // TestKeptDecisionsAgreeWithEvaluation: over many agents, tools, targets
