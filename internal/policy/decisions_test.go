@@ -4,52 +4,57 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
 
+// decidesPerToolTests are modules added to the default bundle and whether
+// the engine keeps decisions; FuzzKeptDecisions starts from them too.
+var decidesPerToolTests = []struct {
+	name   string
+	module string // added to the default bundle; "" for the bundle alone
+	want   bool
+}{
+	{"default bundle", "", true},
+	{"labels and principal", `package corral.authz
+allow if input.agent.labels[_] == "x"
+deny contains "no" if input.principal.sub == "mallory"`, true},
+	{"an argument", `package corral.authz
+deny contains "big" if input.action.arguments.amount > 10`, false},
+	{"the time", `package corral.authz
+deny contains "late" if input.time > "2026-12-31"`, false},
+	{"the whole input", `package corral.authz
+deny contains "odd" if { x := input; x.action.arguments.n == 1 }`, false},
+	{"the whole action", `package corral.authz
+deny contains "odd" if { some k, v in input.action; k == "arguments"; v.n == 1 }`, false},
+	{"an action key from a variable", `package corral.authz
+deny contains "odd" if { some k; input.action[k].n == 1 }`, false},
+	{"through a function", `package corral.authz
+args(a) := a.arguments
+deny contains "odd" if args(input.action).n == 1`, false},
+	{"through an import", `package corral.authz
+import input.action.arguments as args
+deny contains "odd" if args.n == 1`, false},
+	{"with replaces the arguments", `package corral.authz
+probe if input.action.kind == "tool"
+deny contains "odd" if probe with input.action.arguments as {}`, false},
+	{"the clock", `package corral.authz
+deny contains "late" if time.now_ns() > 0`, false},
+	{"randomness", `package corral.authz
+deny contains "unlucky" if rand.intn("x", 2) == 0`, false},
+	{"a token checked against the clock", `package corral.authz
+deny contains "bad token" if { [ok, _, _] := io.jwt.decode_verify(input.agent.name, {"secret": "s"}); not ok }`, false},
+	{"a pure function of the tool", `package corral.authz
+deny contains "mutation" if corral.sql.is_mutation(input.tool.path)`, true},
+}
+
 // TestDecidesPerTool: an engine keeps decisions only for a policy that can
 // read nothing but what the decisions' key holds.
 func TestDecidesPerTool(t *testing.T) {
-	tests := []struct {
-		name   string
-		module string // added to the default bundle; "" for the bundle alone
-		want   bool
-	}{
-		{"default bundle", "", true},
-		{"labels and principal", `package corral.authz
-allow if input.agent.labels[_] == "x"
-deny contains "no" if input.principal.sub == "mallory"`, true},
-		{"an argument", `package corral.authz
-deny contains "big" if input.action.arguments.amount > 10`, false},
-		{"the time", `package corral.authz
-deny contains "late" if input.time > "2026-12-31"`, false},
-		{"the whole input", `package corral.authz
-deny contains "odd" if { x := input; x.action.arguments.n == 1 }`, false},
-		{"the whole action", `package corral.authz
-deny contains "odd" if { some k, v in input.action; k == "arguments"; v.n == 1 }`, false},
-		{"an action key from a variable", `package corral.authz
-deny contains "odd" if { some k; input.action[k].n == 1 }`, false},
-		{"through a function", `package corral.authz
-args(a) := a.arguments
-deny contains "odd" if args(input.action).n == 1`, false},
-		{"through an import", `package corral.authz
-import input.action.arguments as args
-deny contains "odd" if args.n == 1`, false},
-		{"with replaces the arguments", `package corral.authz
-probe if input.action.kind == "tool"
-deny contains "odd" if probe with input.action.arguments as {}`, false},
-		{"the clock", `package corral.authz
-deny contains "late" if time.now_ns() > 0`, false},
-		{"randomness", `package corral.authz
-deny contains "unlucky" if rand.intn("x", 2) == 0`, false},
-		{"a token checked against the clock", `package corral.authz
-deny contains "bad token" if { [ok, _, _] := io.jwt.decode_verify(input.agent.name, {"secret": "s"}); not ok }`, false},
-		{"a pure function of the tool", `package corral.authz
-deny contains "mutation" if corral.sql.is_mutation(input.tool.path)`, true},
-	}
-	for _, tt := range tests {
+	for _, tt := range decidesPerToolTests {
 		t.Run(tt.name, func(t *testing.T) {
 			mods := DefaultModules()
 			if tt.module != "" {
@@ -214,4 +219,37 @@ allow if input.principal.sub == "alice"`)
 	if _, keep := reader.decided.key(tool); !keep {
 		t.Errorf("a call with no principal is not kept, though the policy reads nothing else")
 	}
+}
+
+// FuzzKeptDecisions: whatever module is added to the default bundle, an
+// engine that keeps decisions answers every input as an evaluation does,
+// across inputs that differ only in what a kept decision's key leaves out
+// (arguments, time, and principal and task when no rule reads them).
+func FuzzKeptDecisions(f *testing.F) {
+	for _, tt := range decidesPerToolTests {
+		f.Add(tt.module)
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		src = strings.ToValidUTF8(src, "\uFFFD")
+		kept, err := Compile(t.Context(), Bundle{Modules: append(DefaultModules(), Module{Name: "fuzz/0.rego", Source: src})}, Options{Timeout: 10 * time.Second})
+		if err != nil || kept.decided == nil {
+			return
+		}
+		evaluated := *kept
+		evaluated.decided = nil
+		for i, in := range []*Input{
+			{Action: Action{Kind: KindTool, Target: "crm.find", Arguments: map[string]any{"n": 1, "amount": 5}}, Time: "2026-01-01T00:00:00Z"},
+			{Action: Action{Kind: KindTool, Target: "crm.find", Arguments: map[string]any{"n": 2, "amount": 50, "q": "x"}}, Time: "2027-06-01T00:00:00Z",
+				Principal: &Principal{Sub: "mallory"}, Task: &Task{ID: "t", Chain: []string{"a", "b"}}},
+			{Action: Action{Kind: KindTool, Target: "crm.find"}, Principal: &Principal{Sub: "alice"}, Task: &Task{ID: "u"}},
+		} {
+			in.Agent = Agent{Name: "impact", Labels: map[string]string{"k": "x"}, Tools: []string{"crm.*"}}
+			in.Tool = &Tool{Name: "crm.find", Source: "crm", Method: "GET", Path: "DELETE FROM t"}
+			got, err1 := kept.Decide(t.Context(), in)
+			want, err2 := evaluated.Decide(t.Context(), in)
+			if (err1 == nil) != (err2 == nil) || !cmp.Equal(got, want) {
+				t.Fatalf("input %d: kept Decide() = %+v, %v; evaluated %+v, %v", i, got, err1, want, err2)
+			}
+		}
+	})
 }
