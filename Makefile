@@ -46,7 +46,7 @@ FUZZ_TARGETS := \
 	config:FuzzDecode openapi:FuzzImport openapi:FuzzBuild tools:FuzzValidate tools:FuzzMatch \
 	secret:FuzzOpen audit:FuzzToken audit:FuzzVerifyArchive \
 	policy:FuzzDecideArguments policy:FuzzCompile policy:FuzzDecodeInput policy:FuzzIsMutation \
-	policy:FuzzHostOf policy:FuzzValidIBAN policy:FuzzLint edge/rest:FuzzDecodeBody pipeline:FuzzParseArguments \
+	policy:FuzzHostOf policy:FuzzValidIBAN policy:FuzzLint policy:FuzzKeptDecisions edge/rest:FuzzDecodeBody pipeline:FuzzParseArguments \
 	identity:FuzzSignerVerify identity:FuzzIssuersVerify edge/oauth:FuzzToken \
 	llm:FuzzDecodeRequest llm:FuzzSSEReader llm:FuzzOpenAIStream llm:FuzzErrorBody \
 	llm:FuzzAnthropicStream llm:FuzzAnthropicTranslate llm:FuzzScriptedEmbed \
