@@ -359,11 +359,31 @@ func requestID(req *http.Request) json.RawMessage {
 		return nil
 	}
 	defer body.Close()
-	var msg struct {
-		ID json.RawMessage `json:"id"`
+	return memberID(json.NewDecoder(body))
+}
+
+// memberID reads an object's members until "id" and returns its value, or
+// nil. The SDK writes the id before the params, so the arguments are
+// seldom read.
+func memberID(dec *json.Decoder) json.RawMessage {
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil // a batch, or not JSON
 	}
-	if json.NewDecoder(body).Decode(&msg) != nil || len(msg.ID) == 0 || string(msg.ID) == "null" {
-		return nil
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil
+		}
+		if key == "id" {
+			if string(v) == "null" {
+				return nil
+			}
+			return v
+		}
 	}
-	return msg.ID
+	return nil
 }

@@ -293,3 +293,33 @@ func abs(n int) int {
 	}
 	return n
 }
+
+var requestIDTests = []struct{ body, want string }{
+	{`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{}}`, "7"},
+	{`{"method":"tools/call","params":{"x":[1,2]},"id":"a"}`, `"a"`},
+	{`{"jsonrpc":"2.0","method":"notifications/initialized"}`, ""},
+	{`{"id":null}`, ""},
+	{`[{"id":1}]`, ""},
+	{`not json`, ""},
+}
+
+func TestRequestID(t *testing.T) {
+	for _, tt := range requestIDTests {
+		req, _ := http.NewRequest(http.MethodPost, "http://x/mcp", strings.NewReader(tt.body))
+		if got := string(requestID(req)); got != tt.want {
+			t.Errorf("requestID(%s) = %q, want %q", tt.body, got, tt.want)
+		}
+	}
+}
+
+func FuzzRequestID(f *testing.F) {
+	for _, tt := range requestIDTests {
+		f.Add([]byte(tt.body))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, _ := http.NewRequest(http.MethodPost, "http://x/mcp", bytes.NewReader(body))
+		if id := requestID(req); id != nil && !json.Valid(id) {
+			t.Fatalf("requestID(%q) = %q, not JSON", body, id)
+		}
+	})
+}
