@@ -117,6 +117,9 @@ func (l *frameLimiter) Close() error {
 // error (a last frame without its end is passed on first).
 func (l *frameLimiter) next() error {
 	l.frame = l.frame[:0]
+	if cap(l.frame) > 1<<20 {
+		l.frame = nil // a big frame's buffer is not kept for the small ones after it
+	}
 	var sc *idScanner // set once the frame is over the limit
 	lineStart := true
 	for {
