@@ -332,6 +332,14 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "text/event-stream" {
 		f = byEvent
 	}
+	if id != nil && f == byBody && resp.ContentLength > int64(t.limit) {
+		// Said to be over the cap: nothing of it is read.
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(tooLargeError(id, t.limit)))
+		resp.ContentLength = -1
+		resp.Header.Del("Content-Length")
+		return resp, nil
+	}
 	lim := newFrameLimiter(resp.Body, t.limit, f)
 	lim.body = resp.Body
 	if id != nil {

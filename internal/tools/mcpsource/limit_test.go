@@ -323,3 +323,30 @@ func FuzzRequestID(f *testing.F) {
 		}
 	})
 }
+
+// TestLimitTransportContentLength: an answer whose Content-Length is over
+// the cap is replaced without reading any of it.
+func TestLimitTransportContentLength(t *testing.T) {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "1048576")
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for range 16 {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(ts.Close)
+	rt := &limitTransport{base: http.DefaultTransport, limit: 1024}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, ts.URL, strings.NewReader(`{"jsonrpc":"2.0","id":3,"method":"tools/call"}`))
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !bytes.Equal(body, tooLargeError(json.RawMessage("3"), 1024)) {
+		t.Errorf("body = %.100q, %v; want the stand-in error for id 3", body, err)
+	}
+}
