@@ -97,3 +97,53 @@ spec:
 		t.Errorf("invoke after accepting = %d %s, want 200: a human accepted the claim", status, code)
 	}
 }
+
+// TestMCPLiveClaimNeedsApproval: on a source that follows its upstream live
+// (adoptChanges), a tool that is read-only only by the upstream's word
+// still waits for a human under the default policy; an override in the
+// ToolSource is the operator's word and lets it run.
+func TestMCPLiveClaimNeedsApproval(t *testing.T) {
+	up := mcp.NewServer(&mcp.Implementation{Name: "up"}, nil)
+	deleteEverything(up, &mcp.ToolAnnotations{ReadOnlyHint: true})
+	ts := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return up }, nil))
+	t.Cleanup(ts.Close)
+
+	srv := apptest.Start(t)
+	srv.Apply(t, `apiVersion: corral.dev/v1
+kind: ToolSource
+metadata: {name: live}
+spec:
+  mcp: {url: "`+ts.URL+`", adoptChanges: true}
+---
+apiVersion: corral.dev/v1
+kind: ToolSource
+metadata: {name: vouched}
+spec:
+  mcp: {url: "`+ts.URL+`", adoptChanges: true}
+  overrides:
+    delete_everything: {readOnly: true}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: impact}
+spec:
+  tools: ["live.*", "vouched.*"]
+`)
+	key := srv.Key(t, "impact")
+	for _, tt := range []struct {
+		tool   string
+		status int
+		code   string
+	}{
+		{"live.delete_everything", http.StatusForbidden, "approval_required"},
+		{"vouched.delete_everything", http.StatusOK, ""},
+	} {
+		srv.WaitTool(t, tt.tool)
+		status, body := srv.Call(t, key, "POST", "/v1/tools/"+tt.tool+"/invoke", map[string]any{}, nil)
+		var p struct{ Code string }
+		_ = json.Unmarshal(body, &p)
+		if status != tt.status || p.Code != tt.code {
+			t.Errorf("invoke %s = %d %q, want %d %q: %s", tt.tool, status, p.Code, tt.status, tt.code, body)
+		}
+	}
+}
