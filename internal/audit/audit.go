@@ -9,11 +9,14 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -87,8 +90,12 @@ type Record struct {
 	Model *ModelCall `json:"model,omitempty"`
 	// ArgsDigest is "sha256:<hex>" of the canonical arguments.
 	ArgsDigest string `json:"args_digest,omitempty"`
-	// Arguments are kept only when the tool source asks for it.
+	// Arguments are kept only when the tool source asks for it, and whole
+	// only up to MaxArguments bytes.
 	Arguments json.RawMessage `json:"arguments,omitempty"`
+	// ArgumentsPrefix is what is kept of larger arguments besides their
+	// digest: their first bytes, masked by the built-in detectors.
+	ArgumentsPrefix string `json:"arguments_prefix,omitempty"`
 	// Status is "ok", "error" or "refused".
 	Status         string  `json:"status"`
 	DurationMS     float64 `json:"duration_ms"`
@@ -97,11 +104,34 @@ type Record struct {
 	// Replayed is set when the answer came from the idempotency record.
 	Replayed  bool   `json:"replayed,omitempty"`
 	RequestID string `json:"request_id,omitempty"`
+	// Remote is the caller's address as the edge saw it.
+	Remote string `json:"remote,omitempty"`
 	// Event names a record that is not a call, e.g. "drift" (Kind "tool",
 	// Target the source); Detail is its payload.
 	Event  string          `json:"event,omitempty"`
 	Detail json.RawMessage `json:"detail,omitempty"`
+	// Phase is "intent" for the record appended before a call leaves
+	// corral; empty for a record of what happened. An intent with no
+	// record naming it in Intent is a call whose outcome is unknown (corral
+	// stopped while it ran).
+	Phase string `json:"phase,omitempty"`
+	// Intent is, on the record of a call's outcome, the ID of its intent.
+	Intent string `json:"intent,omitempty"`
+	// Sampled, on an unauthenticated refusal, is how many refusals from the
+	// same address this record stands for: past a rate, only one in so many
+	// is stored (see docs/audit.md).
+	Sampled int `json:"sampled,omitempty"`
+	// Truncated names the fields that were cut to their bounds (MaxName,
+	// MaxReason, MaxArguments...) when the record was stored.
+	Truncated []string `json:"truncated,omitempty"`
 }
+
+// PhaseIntent marks a record appended before a call leaves corral.
+const PhaseIntent = "intent"
+
+// StatusUnknown is the Status Query gives an intent that has no outcome
+// record: corral stopped (or lost the audit) while the call ran.
+const StatusUnknown = "unknown"
 
 // PolicyDecision is policy's verdict on a call, as the audit keeps it.
 type PolicyDecision struct {
@@ -116,9 +146,10 @@ type PolicyDecision struct {
 type Options struct {
 	// MaxAge is how long records are kept; 0 means DefaultMaxAge.
 	MaxAge time.Duration
-	// MaxBytes bounds the stream's size, oldest records going first, so
-	// that a flood (unauthenticated calls are audited too) cannot fill the
-	// disk; 0 means DefaultMaxBytes.
+	// MaxBytes bounds the stream's size, so that the audit cannot fill the
+	// disk; 0 means DefaultMaxBytes. Records are never evicted to make
+	// room: when the stream is full, Append fails with ErrFull (and the
+	// pipeline refuses calls) until records age out or the bound is raised.
 	MaxBytes int64
 	// CheckpointMaxAge is how long checkpoints are kept: 0 means
 	// DefaultCheckpointMaxAge, and never less than MaxAge, so that every
@@ -154,6 +185,10 @@ type Log struct {
 	appending chan struct{}
 	end       chainEnd
 
+	// qmu guards queue: the records waiting for a writer, oldest first.
+	qmu   sync.Mutex
+	queue []*pending
+
 	// mu guards written, which Append updates and Run reads.
 	mu      sync.Mutex
 	written written
@@ -187,11 +222,15 @@ func Open(ctx context.Context, logger *slog.Logger, s substrate, opts Options) (
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      opts.MaxAge,
 		MaxBytes:    opts.MaxBytes,
-		Discard:     jetstream.DiscardOld,
+		// Only age removes records: a full stream refuses new ones rather
+		// than evicting history (a flood must not flush the audit).
+		Discard: jetstream.DiscardNew,
 		// Records are never deleted or purged one by one: the audit is
 		// append-only, and only age removes them.
 		DenyDelete: true,
 		DenyPurge:  true,
+		// Append stores concurrent records as one atomic batch.
+		AllowAtomicPublish: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
@@ -224,6 +263,14 @@ func Open(ctx context.Context, logger *slog.Logger, s substrate, opts Options) (
 // targetHeader carries a record's Target beside it, so that Query can filter
 // by tool without decoding every record.
 const targetHeader = "Corral-Target"
+
+// phaseHeader marks an intent record, and intentHeader names the intent on
+// its outcome's record, so that Query can pair them without decoding
+// every record.
+const (
+	phaseHeader  = "Corral-Phase"
+	intentHeader = "Corral-Intent"
+)
 
 // headerSafe reports whether s can be a header value as it is: printable
 // ASCII. Anything else (an unauthenticated caller's made-up tool name) is
@@ -333,24 +380,45 @@ func (l *Log) Query(ctx context.Context, f Filter) ([]Record, error) {
 	}
 	match := matcher(f.Tool)
 	ring := newRing(f.Limit)
+	// An intent is shown only while no outcome names it: a call that left
+	// corral and whose outcome is unknown.
+	intents := map[string]stored{}
 	err = l.scan(ctx, l.stream, cfg, last, func(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
 		seq := meta.Sequence.Stream
 		// The start-by-sequence path may begin before Since.
-		if !meta.Timestamp.Before(f.Since) && match(l.target(ctx, m, seq)) {
-			ring.add(stored{seq: seq, data: m.Data()})
+		if meta.Timestamp.Before(f.Since) || !match(l.target(ctx, m, seq)) {
+			return nil
 		}
+		h := m.Headers()
+		switch {
+		case h.Get(phaseHeader) == PhaseIntent:
+			intents[h.Get(jetstream.MsgIDHeader)] = stored{seq: seq, data: m.Data()}
+			return nil
+		case h.Get(intentHeader) != "":
+			delete(intents, h.Get(intentHeader))
+		}
+		ring.add(stored{seq: seq, data: m.Data()})
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("audit: query: %w", err)
 	}
+	kept := ring.ordered()
+	if len(intents) > 0 {
+		kept = slices.AppendSeq(kept, maps.Values(intents))
+		slices.SortFunc(kept, func(a, b stored) int { return cmp.Compare(a.seq, b.seq) })
+		kept = kept[max(0, len(kept)-f.Limit):]
+	}
 	// Only the records kept are decoded.
-	out := make([]Record, 0, len(ring.buf))
-	for _, s := range ring.ordered() {
+	out := make([]Record, 0, len(kept))
+	for _, s := range kept {
 		var r Record
 		if err := json.Unmarshal(s.data, &r); err != nil {
 			l.logger.WarnContext(ctx, "skipping unreadable audit record", "seq", s.seq, "err", err)
 			continue
+		}
+		if r.Phase == PhaseIntent {
+			r.Status = StatusUnknown
 		}
 		out = append(out, r)
 	}

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -201,8 +202,8 @@ func TestConcurrentAppenders(t *testing.T) {
 }
 
 func TestVerifyAfterOldRecordsLeft(t *testing.T) {
-	// A small MaxBytes discards the oldest records, as age does.
-	l, err := Open(t.Context(), slog.New(slog.DiscardHandler), bustest.Open(t), Options{MaxBytes: 4000})
+	// A short MaxAge removes the oldest records; only age may.
+	l, err := Open(t.Context(), slog.New(slog.DiscardHandler), bustest.Open(t), Options{MaxAge: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,19 +212,116 @@ func TestVerifyAfterOldRecordsLeft(t *testing.T) {
 		if _, err := l.Append(t.Context(), &r); err != nil {
 			t.Fatal(err)
 		}
+		if i == 19 {
+			// The first 20 age out while the next 20 are appended.
+			waitFor(t, func() bool {
+				info, err := l.stream.Info(t.Context())
+				return err == nil && info.State.Msgs == 0
+			})
+		}
 	}
 	info, err := l.stream.Info(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	first := info.State.FirstSeq
-	if first <= 1 {
-		t.Fatalf("first seq %d: want the oldest records gone", first)
+	if first <= 1 || info.State.LastSeq != 40 {
+		t.Fatalf("first seq %d, last %d: want the oldest records gone, seq 40 kept", first, info.State.LastSeq)
 	}
 	rep := verify(t, l)
 	want := fmt.Sprintf("chain starts at seq %d; earlier records aged out", first)
 	if !rep.OK || rep.FirstSeq != first || rep.LastSeq != 40 || !contains(rep.Notes, want) {
 		t.Errorf("Verify = %+v, want OK from seq %d noting %q", rep, first, want)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s: the
+// server ages records out on its own clock.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestFullAuditRefusesRatherThanEvicts fills a small audit stream: the
+// append that does not fit fails with ErrFull at once, and no record was
+// evicted to make room. At d7dc022 the stream dropped its oldest records
+// (DiscardOld) and Verify called that aging out (issue 12.1).
+func TestFullAuditRefusesRatherThanEvicts(t *testing.T) {
+	l, err := Open(t.Context(), slog.New(slog.DiscardHandler), bustest.Open(t), Options{MaxBytes: 4000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored int
+	for i := range 100 {
+		r := call("impact", fmt.Sprintf("crm.op%d", i))
+		if _, err = l.Append(t.Context(), &r); err != nil {
+			break
+		}
+		stored++
+	}
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("Append to a full stream: %v, want ErrFull", err)
+	}
+	info, err := l.stream.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.FirstSeq != 1 || info.State.Msgs != uint64(stored) {
+		t.Errorf("stream holds seq %d on, %d records; want every one of the %d stored, from seq 1", info.State.FirstSeq, info.State.Msgs, stored)
+	}
+	if rep := verify(t, l); !rep.OK || rep.Records != uint64(stored) {
+		t.Errorf("Verify = %+v, want OK over %d records", rep, stored)
+	}
+}
+
+// TestVerifyReportsEvictionBySize: records gone from the front while a
+// checkpoint shows they were stored within the retention did not age out;
+// Verify says so and fails. At d7dc022 it noted "earlier records aged out"
+// and passed.
+func TestVerifyReportsEvictionBySize(t *testing.T) {
+	b := bustest.Open(t)
+	l, err := Open(t.Context(), slog.New(slog.DiscardHandler), b, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		r := call("victim", fmt.Sprintf("crm.op%d", i))
+		if _, err := l.Append(t.Context(), &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := l.checkpoint(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// The attack of issue 12.1, replayed on a stream set to evict by size.
+	cfg := l.stream.CachedInfo().Config
+	cfg.Discard, cfg.MaxBytes = jetstream.DiscardOld, 6000
+	if _, err := b.JetStream().UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 60 {
+		r := call("", fmt.Sprintf("flood%d", i))
+		if _, err := l.Append(t.Context(), &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep := verify(t, l)
+	if rep.OK || len(rep.Problems) == 0 || !strings.Contains(rep.Problems[0].What, "not by age") {
+		t.Errorf("Verify = %+v, want a problem: records gone, not by age", rep)
+	}
+	// Set back to what corral configures, the evidence is the checkpoint.
+	cfg.Discard = jetstream.DiscardNew
+	if _, err := b.JetStream().UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if rep := verify(t, l); rep.OK {
+		t.Errorf("Verify with discard new = %+v, want the eviction still reported", rep)
 	}
 }
 

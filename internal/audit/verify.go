@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,6 +38,13 @@ type Report struct {
 	// found; MoreProblems counts the rest.
 	Problems     []Problem `json:"problems,omitempty"`
 	MoreProblems int       `json:"more_problems,omitempty"`
+	// OutcomeUnknown counts the intents read with no outcome record after
+	// them: calls that left corral while it stopped (or lost the audit)
+	// before their outcome was stored, or calls still running. They are not
+	// problems of the chain. UnknownOutcomes lists their ids, the first
+	// maxProblems found.
+	OutcomeUnknown  int      `json:"outcome_unknown,omitempty"`
+	UnknownOutcomes []string `json:"unknown_outcomes,omitempty"`
 }
 
 // Problem names a record found wrong and says what is wrong with it.
@@ -232,7 +240,9 @@ func (l *Log) gap(ctx context.Context, w *walker, from, before uint64) error {
 	first := min(info.State.FirstSeq, before)
 	if first > from {
 		w.restart()
-		if w.report.Records == 0 {
+		if why := l.notAged(w, from, first-1, info.Config, time.Now()); why != "" {
+			w.problem(Problem{Seq: from, What: fmt.Sprintf("records seq %d to %d are gone, and not by age: %s", from, first-1, why)})
+		} else if w.report.Records == 0 {
 			w.note("chain starts at seq %d; earlier records aged out", first)
 		} else {
 			w.note("records seq %d to %d aged out while being verified; the chain starts again at seq %d", from, first-1, first)
@@ -243,6 +253,27 @@ func (l *Log) gap(ctx context.Context, w *walker, from, before uint64) error {
 		w.missing(from, before-1)
 	}
 	return nil
+}
+
+// notAged says why records from to through gone from the front of the
+// stream cannot have aged out, or "" if they may have. Age removes a record
+// once it is older than MaxAge; a checkpoint of one of them taken at T shows
+// it was stored after T minus two checkpoint intervals (Run checkpoints a
+// record within one), so one taken less than MaxAge ago proves another
+// cause: eviction by size, or a deletion.
+func (l *Log) notAged(w *walker, from, to uint64, cfg jetstream.StreamConfig, now time.Time) string {
+	if cfg.Discard == jetstream.DiscardOld && (cfg.MaxBytes > 0 || cfg.MaxMsgs > 0) {
+		return "the stream is configured to evict its oldest records when full (discard old), which corral never sets"
+	}
+	newest := w.beforeFirst
+	if newest == nil || newest.Seq < from || newest.Seq > to || cfg.MaxAge <= 0 {
+		return ""
+	}
+	if storedAfter := newest.Time.Add(-2 * l.opts.CheckpointInterval); storedAfter.After(now.Add(-cfg.MaxAge)) {
+		return fmt.Sprintf("the checkpoint of seq %d taken at %s shows it was stored after %s, less than the retention (%s) ago",
+			newest.Seq, newest.Time.UTC().Format(time.RFC3339), storedAfter.UTC().Format(time.RFC3339), cfg.MaxAge)
+	}
+	return ""
 }
 
 // loadCheckpoints reads the checkpoints stored since from that cover
@@ -261,6 +292,8 @@ func (l *Log) loadCheckpoints(ctx context.Context, w *walker, from time.Time, fi
 		}
 		if cp.Seq+1 >= first && cp.Seq <= last {
 			w.addCheckpoint(cp)
+		} else if cp.Seq < first && (w.beforeFirst == nil || cp.Seq > w.beforeFirst.Seq) {
+			w.beforeFirst = &cp
 		}
 		return nil
 	})
@@ -292,6 +325,8 @@ type head struct {
 	Kind   string    `json:"kind"`
 	Agent  string    `json:"agent"`
 	Target string    `json:"target"`
+	Phase  string    `json:"phase"`
+	Intent string    `json:"intent"`
 }
 
 // parseHead reads a record's head; a record has an ID.
@@ -344,6 +379,13 @@ type walker struct {
 	// line is the archive line being read.
 	line     int
 	progress func(Progress)
+	// intents are the intent records read whose outcome has not been, by
+	// id, in the order read.
+	intents map[string]uint64
+	order   uint64
+	// beforeFirst is the newest checkpoint of a record before the first
+	// kept, which tells whether that record can have aged out.
+	beforeFirst *Checkpoint
 }
 
 // placed is a problem and its place in the walk: twice its sequence in the
@@ -355,7 +397,7 @@ type placed struct {
 }
 
 func newWalker(inStream bool, progress func(Progress)) *walker {
-	return &walker{checkpoints: map[uint64]Checkpoint{}, inStream: inStream, progress: progress}
+	return &walker{checkpoints: map[uint64]Checkpoint{}, inStream: inStream, progress: progress, intents: map[string]uint64{}}
 }
 
 func (w *walker) note(format string, args ...any) {
@@ -492,6 +534,7 @@ func (w *walker) add(it item) {
 	if cur.chained {
 		w.chained = true
 	}
+	w.pair(cur)
 	w.prev = cur
 	if w.progress != nil && w.report.Records%progressEvery == 0 {
 		w.progress(Progress{Records: w.report.Records, Seq: cur.seq})
@@ -551,6 +594,7 @@ func (w *walker) finish() Report {
 	for _, p := range w.problems {
 		r.Problems = append(r.Problems, p.p)
 	}
+	w.unknownOutcomes()
 	if r.Unchained > 0 {
 		w.note("%d records written before the chain existed (no seq and prev) were read but cannot be checked", r.Unchained)
 	}
@@ -561,6 +605,29 @@ func (w *walker) finish() Report {
 	}
 	r.OK = len(r.Problems) == 0 && r.MoreProblems == 0
 	return *r
+}
+
+// pair keeps track of intents and the outcomes that name them.
+func (w *walker) pair(e *entry) {
+	switch {
+	case e.head.Phase == PhaseIntent:
+		w.order++
+		w.intents[e.head.ID] = w.order
+	case e.head.Intent != "":
+		delete(w.intents, e.head.Intent)
+	}
+}
+
+// unknownOutcomes reports the intents left without an outcome.
+func (w *walker) unknownOutcomes() {
+	r := &w.report
+	r.OutcomeUnknown = len(w.intents)
+	if r.OutcomeUnknown == 0 {
+		return
+	}
+	ids := slices.SortedFunc(maps.Keys(w.intents), func(a, b string) int { return cmp.Compare(w.intents[a], w.intents[b]) })
+	r.UnknownOutcomes = ids[:min(len(ids), maxProblems)]
+	w.note("%d calls have an intent but no outcome record: corral stopped (or could not write the audit) while they ran, or they are still running; 'corral audit' shows them as outcome unknown", r.OutcomeUnknown)
 }
 
 // named is a problem with e's name.

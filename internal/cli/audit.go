@@ -139,11 +139,20 @@ func writeAuditTable(w io.Writer, records []audit.Record) error {
 			cmp.Or(oneLine(r.Target, 60), "-"),
 			cmp.Or(decision, "-"),
 			cmp.Or(r.Code, "-"),
-			cmp.Or(r.Status, "-"),
+			cmp.Or(auditStatus(r), "-"),
 			auditDuration(r.DurationMS),
 			r.ID)
 	}
 	return tw.Flush()
+}
+
+// auditStatus is a record's status as people read it: an intent with no
+// outcome record is a call whose outcome is unknown.
+func auditStatus(r audit.Record) string {
+	if r.Phase == audit.PhaseIntent && r.Status == audit.StatusUnknown {
+		return "outcome unknown"
+	}
+	return r.Status
 }
 
 // auditDuration prints milliseconds the way people read them: 850µs, 12.3ms, 4.21s.
@@ -293,6 +302,9 @@ func writeVerifyReport(w io.Writer, rep audit.Report) error {
 	line := fmt.Sprintf("audit chain %s: %d records checked%s, %s matched", state, rep.Records, span, plural(rep.Checkpoints, "checkpoint"))
 	if n := len(rep.Problems) + rep.MoreProblems; n > 0 {
 		line += ", " + plural(n, "problem")
+	}
+	if rep.OutcomeUnknown > 0 {
+		line += fmt.Sprintf(", %d with outcome unknown", rep.OutcomeUnknown)
 	}
 	fmt.Fprintln(w, line)
 	for _, n := range rep.Notes {

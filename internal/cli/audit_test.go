@@ -71,16 +71,18 @@ func TestWriteAuditTable(t *testing.T) {
 		{ID: "A1", Time: at, Kind: "tool", Agent: "impact", Target: "crm.get_order", Decision: "allowed", Status: "ok", DurationMS: 12.34},
 		{ID: "A2", Time: at, Kind: "tool", Target: "crm.get_order", Decision: "denied", Code: "unauthenticated", Status: "refused", DurationMS: 0.05},
 		{ID: "A3", Time: at, Kind: "tool", Target: "crm", Event: "drift"},
+		{ID: "A4", Time: at, Kind: "tool", Agent: "impact", Target: "erp.pay", Decision: "allowed", Status: audit.StatusUnknown, Phase: audit.PhaseIntent},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := at.Local().Format(auditTimeLayout)
 	want := strings.Join([]string{
-		"TIME                 AGENT   TOOL           DECISION     CODE             STATUS   DURATION  AUDIT ID",
-		ts + "  impact  crm.get_order  allowed      -                ok       12.3ms    A1",
-		ts + "  -       crm.get_order  denied       unauthenticated  refused  50µs      A2",
-		ts + "  -       crm            event:drift  -                -        -         A3",
+		"TIME                 AGENT   TOOL           DECISION     CODE             STATUS           DURATION  AUDIT ID",
+		ts + "  impact  crm.get_order  allowed      -                ok               12.3ms    A1",
+		ts + "  -       crm.get_order  denied       unauthenticated  refused          50µs      A2",
+		ts + "  -       crm            event:drift  -                -                -         A3",
+		ts + "  impact  erp.pay        allowed      -                outcome unknown  -         A4",
 		"",
 	}, "\n")
 	if buf.String() != want {

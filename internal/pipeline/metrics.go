@@ -17,6 +17,12 @@ type Metrics struct {
 	errors   prometheus.Counter
 	models   modelMetrics
 	stages   *prometheus.HistogramVec
+	// suppressed counts unauthenticated refusals not stored in full.
+	suppressed prometheus.Counter
+	// lost counts records that could not be stored; full is 1 while the
+	// audit stream is full.
+	lost *prometheus.CounterVec
+	full prometheus.Gauge
 }
 
 // NewMetrics registers the pipeline's metrics with reg.
@@ -59,7 +65,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help:    "Time spent in each pipeline stage that did work: policy, validate, budget, redact, invoke, audit.",
 		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1, .5, 2.5, 10},
 	}, []string{"stage"})
-	reg.MustRegister(m.actions, m.duration, m.drift, m.policy, m.errors, m.models.tokens, m.models.cost, m.stages)
+	m.suppressed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "corral_audit_refusals_suppressed_total",
+		Help: "Unauthenticated refusals past the per-address rate, not stored one by one: a sampled record a second stands for them.",
+	})
+	m.lost = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "corral_audit_records_lost_total",
+		Help: "Audit records that could not be stored, by reason (full, unavailable); calls are refused meanwhile.",
+	}, []string{"reason"})
+	m.full = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "corral_audit_full",
+		Help: "1 while the audit stream is full and corral refuses calls (audit_full); alert on it.",
+	})
+	reg.MustRegister(m.actions, m.duration, m.drift, m.policy, m.errors, m.models.tokens, m.models.cost, m.stages, m.suppressed, m.lost, m.full)
 	return m
 }
 
@@ -108,4 +126,30 @@ func (m *Metrics) stageTime(stage string, d time.Duration) {
 		return
 	}
 	m.stages.WithLabelValues(stage).Observe(d.Seconds())
+}
+
+func (m *Metrics) refusalSuppressed() {
+	if m == nil {
+		return
+	}
+	m.suppressed.Inc()
+}
+
+func (m *Metrics) auditLost(full bool) {
+	if m == nil {
+		return
+	}
+	reason := "unavailable"
+	if full {
+		reason = "full"
+	}
+	m.lost.WithLabelValues(reason).Inc()
+	m.full.Set(map[bool]float64{true: 1}[full])
+}
+
+func (m *Metrics) auditStored() {
+	if m == nil {
+		return
+	}
+	m.full.Set(0)
 }

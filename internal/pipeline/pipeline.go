@@ -56,6 +56,9 @@ type Action struct {
 	// Edge names the entry point, for the audit: "rest" or "mcp".
 	Edge      string
 	RequestID string
+	// RemoteAddr is the caller's address as the edge saw it (host:port):
+	// unauthenticated refusals reach the audit at a bounded rate per address.
+	RemoteAddr string
 }
 
 // Outcome is what an allowed action produced.
@@ -143,6 +146,11 @@ type Pipeline struct {
 	// refused before they act, so that nothing happens unrecorded for long.
 	// Refusals still try to append, and the first that succeeds clears it.
 	auditDown atomic.Bool
+	// auditFull is set with auditDown when the audit stream is full.
+	auditFull atomic.Bool
+	lost      lossLog
+	// refusals bounds the audit records of unauthenticated refusals.
+	refusals refusalLimiter
 
 	// shadows are the copies of model calls sent to a route's shadow
 	// targets: bounded, and waited for by Close.
@@ -179,7 +187,7 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	ctx, span := p.startAction(ctx, telemetry.OpExecuteTool, a.Target, a)
 	rec := &audit.Record{
 		Time: start.UTC(), Kind: "tool", Target: truncate(a.Target, 256), Edge: a.Edge,
-		RequestID: a.RequestID, IdempotencyKey: a.IdempotencyKey,
+		RequestID: a.RequestID, IdempotencyKey: a.IdempotencyKey, Remote: a.RemoteAddr,
 	}
 	defer func() {
 		out, err = p.finish(ctx, rec, start, out, err)
@@ -211,6 +219,9 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	if err != nil {
 		return nil, err
 	}
+	if err := checkIdempotencyKey(a.IdempotencyKey); err != nil {
+		return nil, err
+	}
 	if _, err := p.decide(ctx, rec, p.input(caller, agent, entry, value)); err != nil {
 		return nil, err
 	}
@@ -224,7 +235,7 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	p.capture(span, capture, telemetry.AttrGenAIToolCallArguments, []byte(args))
 	rec.ArgsDigest = digest
 	if entry.Spec != nil && entry.Spec.AuditArguments {
-		rec.Arguments = args
+		p.keepArguments(rec, args)
 	}
 	// approval gate, redact egress: later issues, here.
 	if err := p.auditAvailable(); err != nil {
@@ -281,10 +292,14 @@ func (p *Pipeline) reserveTool(ctx context.Context, c Caller, rec *audit.Record)
 // auditAvailable refuses an action while the audit cannot be written:
 // nothing happens unrecorded for long.
 func (p *Pipeline) auditAvailable() error {
-	if p.auditDown.Load() {
-		return problem.New(http.StatusServiceUnavailable, problem.AuditUnavailable, "the audit log cannot be written; corral acts on nothing it cannot record")
+	if !p.auditDown.Load() {
+		return nil
 	}
-	return nil
+	err := audit.ErrUnavailable
+	if p.auditFull.Load() {
+		err = audit.ErrFull
+	}
+	return p.auditProblem(err, "the audit log cannot be written; corral acts on nothing it cannot record")
 }
 
 // finish completes the audit record and appends it. The audit append is
@@ -300,10 +315,11 @@ func (p *Pipeline) finish(ctx context.Context, rec *audit.Record, start time.Tim
 		rec.Replayed = out.Replayed
 	}
 	id, err := p.finishRecord(ctx, rec, start, err)
-	if out != nil {
-		out.AuditID = id
+	if err != nil {
+		return nil, err
 	}
-	return out, err
+	out.AuditID = id
+	return out, nil
 }
 
 // finishRecord completes any action's audit record and appends it; it
@@ -334,16 +350,41 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 		rec.Decision, rec.Status, rec.Code, rec.Reason = "allowed", "error", pe.Code, pe.Detail
 	}
 	p.Metrics.observe(rec)
+	if rec.Code == problem.Unauthenticated && rec.Agent == "" {
+		store, n := p.refusals.admit(rec.Remote, p.now())
+		if !store {
+			// Counted, and stood for by the next record from this address.
+			p.Metrics.refusalSuppressed()
+			return "", err
+		}
+		if n > 1 {
+			rec.Sampled = n
+		}
+	}
 	_, aspan := p.stage(ctx, telemetry.StageAudit)
 	id, aerr := p.Audit.Append(context.WithoutCancel(ctx), rec)
 	p.endStage(aspan, aerr)
 	if aerr != nil {
-		// The action has happened (or was refused); failing it now would
-		// invite a retry that acts twice. Say so loudly, and refuse the next
-		// calls until the audit can be written again.
-		p.logger.ErrorContext(ctx, "audit record lost", "agent", rec.Agent, "target", rec.Target, "decision", rec.Decision, "err", aerr)
+		// The action has happened (or was refused). An answer never claims
+		// success without its record: the caller gets audit_unavailable,
+		// and the audit id of the call's intent, whose outcome the audit
+		// shows as unknown. Refusals keep their own answer. The next calls
+		// are refused until the audit can be written again.
+		p.auditFailed(ctx, rec, aerr)
+		id = rec.Intent
+		if pe == nil {
+			pe = p.auditProblem(aerr, "the call was made, but the record of its outcome could not be stored")
+			if id != "" {
+				pe.Detail += "; the audit holds its intent " + id + ", outcome unknown"
+			}
+			err = pe
+		}
+	} else {
+		p.auditDown.Store(false)
+		if p.auditFull.Swap(false) {
+			p.Metrics.auditStored()
+		}
 	}
-	p.auditDown.Store(aerr != nil)
 	if pe != nil {
 		pe.AuditID = id
 	}
@@ -355,8 +396,9 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 func refusal(code string) bool {
 	switch code {
 	case problem.Unauthenticated, problem.Killed, problem.ToolNotFound, problem.PolicyDenied,
-		problem.ApprovalRequired, problem.PolicyError, problem.InvalidArguments, problem.IdempotencyConflict, problem.AuditUnavailable,
-		problem.ModelNotFound, problem.BudgetExceeded:
+		problem.ApprovalRequired, problem.PolicyError, problem.InvalidArguments, problem.InvalidRequest, problem.IdempotencyConflict,
+		problem.AuditUnavailable, problem.AuditFull,
+		problem.ModelNotFound, problem.BudgetExceeded, problem.OutputLimitTooHigh:
 		return true
 	}
 	return false
@@ -406,6 +448,9 @@ func (p *Pipeline) agent(c Caller) (*agentCache, error) {
 	if !ok {
 		return nil, problem.New(http.StatusUnauthorized, problem.Unauthenticated, string(identity.ReasonUnknownAgent)+": the credential's agent "+c.Agent+" does not exist")
 	}
+	if res.Metadata.UID != c.AgentUID {
+		return nil, problem.New(http.StatusUnauthorized, problem.Unauthenticated, string(identity.ReasonUnknownAgent)+": the credential was issued to an earlier agent "+c.Agent+", since deleted")
+	}
 	if v, ok := p.agents.Load(c.Agent); ok && v.(*agentCache).rev == res.Metadata.Revision {
 		return v.(*agentCache), nil
 	}
@@ -443,6 +488,9 @@ func parseArguments(raw json.RawMessage) (any, error) {
 	value, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
 	if err != nil {
 		return nil, problem.New(http.StatusUnprocessableEntity, problem.InvalidArguments, "the arguments are not valid JSON")
+	}
+	if err := checkValue(value, 0); err != nil {
+		return nil, err
 	}
 	return value, nil
 }

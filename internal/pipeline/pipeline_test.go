@@ -69,9 +69,24 @@ func (f *fakeSource) Call(context.Context, tools.Call) (*tools.Result, error) {
 }
 func (f *fakeSource) Close() error { return nil }
 
-type fakeAudit struct{ records []*audit.Record }
+// fakeAudit keeps intents apart from the records of what happened; fail,
+// when set, says how Append fails for the records it matches.
+type fakeAudit struct {
+	records []*audit.Record
+	intents []*audit.Record
+	fail    func(r *audit.Record) error
+}
 
 func (f *fakeAudit) Append(_ context.Context, r *audit.Record) (string, error) {
+	if f.fail != nil {
+		if err := f.fail(r); err != nil {
+			return "", err
+		}
+	}
+	if r.Phase == audit.PhaseIntent {
+		f.intents = append(f.intents, r)
+		return r.ID, nil
+	}
 	f.records = append(f.records, r)
 	return fmt.Sprintf("a%d", len(f.records)), nil
 }
@@ -82,7 +97,7 @@ type fixedPolicy struct{ e *policy.Engine }
 func (f fixedPolicy) Engine() *policy.Engine { return f.e }
 
 // compilePolicy builds the default bundle plus extra modules.
-func compilePolicy(t *testing.T, extra ...string) fixedPolicy {
+func compilePolicy(t testing.TB, extra ...string) fixedPolicy {
 	t.Helper()
 	b := policy.Bundle{Modules: policy.DefaultModules()}
 	for i, src := range extra {
@@ -186,8 +201,14 @@ func TestStages(t *testing.T) {
 			if rec.Code != tt.wantCode || (tt.wantCode == "") != (rec.Decision == "allowed") {
 				t.Errorf("audit record = %+v, want code %q", rec, tt.wantCode)
 			}
-			if wantCalls := map[bool]int{true: 1, false: 0}[tt.wantCode == ""]; src.calls != wantCalls {
+			wantCalls := map[bool]int{true: 1, false: 0}[tt.wantCode == ""]
+			if src.calls != wantCalls {
 				t.Errorf("upstream calls = %d, want %d", src.calls, wantCalls)
+			}
+			// A call that left has its intent, written first, which its
+			// record names; a refusal before any effect has one record.
+			if len(aud.intents) != wantCalls || wantCalls == 1 && (rec.Intent != aud.intents[0].ID || aud.intents[0].ArgsDigest != rec.ArgsDigest) {
+				t.Errorf("intents = %+v, record's intent %q; want %d, linked", aud.intents, rec.Intent, wantCalls)
 			}
 			if out != nil && out.AuditID != "a1" || pe != nil && pe.AuditID != "a1" {
 				t.Errorf("audit id not returned to the caller")
@@ -238,38 +259,55 @@ func TestUpstreamFailures(t *testing.T) {
 	}
 }
 
-type failingAudit struct{ fail bool }
-
-func (f *failingAudit) Append(context.Context, *audit.Record) (string, error) {
-	if f.fail {
-		return "", errors.New("stream unavailable")
+// TestAuditLossNeverAnswersSuccess: a call whose intent cannot be stored
+// does not leave; a call whose outcome cannot be stored is not answered as
+// a success but as audit_unavailable carrying its stored intent's id; the
+// next calls are refused before they act until a record can be written
+// again; a full audit says audit_full. At d7dc022 the second case answered
+// 200 with an empty audit id (issue 20.1).
+func TestAuditLossNeverAnswersSuccess(t *testing.T) {
+	down := errors.New("stream unavailable")
+	tests := []struct {
+		name      string
+		fail      func(*audit.Record) error
+		wantCalls int
+		wantCode  string
+		wantID    bool
+	}{
+		{"intent not stored", func(*audit.Record) error { return down }, 0, problem.AuditUnavailable, false},
+		{"outcome not stored", func(r *audit.Record) error {
+			if r.Phase == audit.PhaseIntent {
+				return nil
+			}
+			return down
+		}, 1, problem.AuditUnavailable, true},
+		{"audit full", func(*audit.Record) error { return fmt.Errorf("append: %w", audit.ErrFull) }, 0, problem.AuditFull, false},
 	}
-	return "a", nil
-}
-
-// TestAuditDownRefusesUntilItRecovers: an action whose record is lost is
-// answered (it happened), but the next ones are refused before they act
-// until a record can be written again.
-func TestAuditDownRefusesUntilItRecovers(t *testing.T) {
-	src := &fakeSource{res: &tools.Result{Structured: json.RawMessage(`{}`)}}
-	p, _ := newTestPipeline(t, src)
-	aud := &failingAudit{fail: true}
-	p.Audit = aud
-	call := func() error {
-		_, err := p.Invoke(t.Context(), Action{Credential: "corral_ak_impact", Target: "erp.get", Arguments: json.RawMessage(`{"id": 1}`)})
-		return err
-	}
-	if err := call(); err != nil {
-		t.Fatalf("first call with the audit down: %v, want its answer", err)
-	}
-	var pe *problem.Error
-	if err := call(); !errors.As(err, &pe) || pe.Code != problem.AuditUnavailable || src.calls != 1 {
-		t.Fatalf("second call: %v after %d upstream calls, want 503 audit_unavailable before acting", err, src.calls)
-	}
-	aud.fail = false
-	_ = call() // refused, but its record is written: the audit is back
-	if err := call(); err != nil || src.calls != 2 {
-		t.Errorf("call after the audit recovered: %v (%d upstream calls), want it to act", err, src.calls)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := &fakeSource{res: &tools.Result{Structured: json.RawMessage(`{}`)}}
+			p, aud := newTestPipeline(t, src)
+			aud.fail = tt.fail
+			call := func() (*Outcome, error) {
+				return p.Invoke(t.Context(), Action{Credential: "corral_ak_impact", Target: "erp.get", Arguments: json.RawMessage(`{"id": 1}`)})
+			}
+			out, err := call()
+			var pe *problem.Error
+			if out != nil || !errors.As(err, &pe) || pe.Code != tt.wantCode || src.calls != tt.wantCalls {
+				t.Fatalf("call with the audit failing = %v, %v after %d upstream calls; want %s after %d", out, err, src.calls, tt.wantCode, tt.wantCalls)
+			}
+			if tt.wantID && (pe.AuditID == "" || len(aud.intents) != 1 || pe.AuditID != aud.intents[0].ID) {
+				t.Errorf("audit id %q, want the stored intent's", pe.AuditID)
+			}
+			if _, err := call(); !errors.As(err, &pe) || pe.Code != tt.wantCode || src.calls != tt.wantCalls {
+				t.Fatalf("next call: %v after %d upstream calls, want %s before acting", err, src.calls, tt.wantCode)
+			}
+			aud.fail = nil
+			_, _ = call() // refused, but its record is written: the audit is back
+			if out, err := call(); err != nil || out.AuditID == "" || src.calls != tt.wantCalls+1 {
+				t.Errorf("call after the audit recovered: %v, %v (%d upstream calls), want it to act", out, err, src.calls)
+			}
+		})
 	}
 }
 

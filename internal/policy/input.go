@@ -97,6 +97,9 @@ type Model struct {
 	Name     string `json:"name"`
 	Provider string `json:"provider,omitempty"`
 	Region   string `json:"region,omitempty"`
+	// Redact is a concrete model's redaction mode ("off", "mask",
+	// "reversible"), defaults applied; "" for a route.
+	Redact string `json:"redact,omitempty"`
 	// Targets are, for a route, every concrete model a call may reach
 	// (targets and fallbacks): a rule about regions must hold for each.
 	Targets []Model `json:"targets,omitempty"`

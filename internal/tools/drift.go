@@ -11,7 +11,8 @@ import (
 // break its callers.
 type Change struct {
 	Tool string `json:"tool"`
-	// Kind is operation_removed, required_added, field_removed or type_changed.
+	// Kind is operation_removed, required_added, field_removed, type_changed
+	// or server_changed.
 	Kind string `json:"kind"`
 	// Pointer locates the field in the input ("/body/sku") or, prefixed
 	// "output:", in the output.
@@ -25,6 +26,9 @@ const (
 	RequiredAdded    = "required_added"
 	FieldRemoved     = "field_removed"
 	TypeChanged      = "type_changed"
+	// ServerChanged: calls would go elsewhere (an OpenAPI document's
+	// servers[0].url changed), and the source's credentials with them.
+	ServerChanged = "server_changed"
 )
 
 // The kinds of change held back for review on an MCP source, whose

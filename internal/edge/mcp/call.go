@@ -70,6 +70,7 @@ func (e *Edge) callTool(ctx context.Context, r *request, req *mcp.CallToolReques
 		IdempotencyKey: key,
 		Edge:           "mcp",
 		RequestID:      telemetry.RequestID(ctx),
+		RemoteAddr:     r.remote,
 	})
 	if err != nil {
 		e.logProblem(ctx, "tools/call", err)

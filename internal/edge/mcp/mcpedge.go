@@ -118,6 +118,7 @@ type request struct {
 	// source is set on /mcp/{source}: only that source's tools, under their
 	// upstream names.
 	source string
+	remote string // the caller's address, for the audit
 	// calls holds a token per tools/call running in this session.
 	calls chan struct{}
 }
@@ -134,7 +135,8 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, r, e.logger, err)
 		return
 	}
-	req := &request{credential: credential, caller: caller, source: r.PathValue("source"), calls: make(chan struct{}, MaxConcurrentCalls)}
+	req := &request{credential: credential, caller: caller, source: r.PathValue("source"), remote: r.RemoteAddr,
+		calls: make(chan struct{}, MaxConcurrentCalls)}
 	e.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestKey{}, req)))
 }
 

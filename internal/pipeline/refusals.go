@@ -1,0 +1,109 @@
+package pipeline
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Unauthenticated refusals reach the audit at most this fast per source
+// address; past it they are counted (corral_audit_refusals_suppressed_total)
+// and one record a second stands for them, its Sampled field saying how many.
+// A stranger cannot grow the audit faster than that, whatever it sends.
+const (
+	refusalRate  = 5.0 // records per second, per address
+	refusalBurst = 20.0
+	// sampleEvery is how often a record is stored for refusals past the rate.
+	sampleEvery = time.Second
+	// maxRefusalAddrs bounds the addresses tracked; past it, the ones that
+	// did not refuse for a while are forgotten, and if none, every new
+	// address shares one bucket.
+	maxRefusalAddrs = 4096
+)
+
+// refusalLimiter decides which unauthenticated refusals are stored.
+type refusalLimiter struct {
+	mu    sync.Mutex
+	addrs map[netip.Prefix]*refusalBucket
+}
+
+type refusalBucket struct {
+	tokens float64
+	last   time.Time // of the last refill
+	// suppressed counts the refusals not stored since the last record.
+	suppressed int
+	sampled    time.Time // when the last record of suppressed ones was stored
+}
+
+// admit reports whether an unauthenticated refusal from addr at now is
+// stored, and how many refusals its record stands for (1 when none was
+// suppressed before it).
+func (l *refusalLimiter) admit(addr string, now time.Time) (store bool, count int) {
+	key := addrKey(addr)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.bucket(key, now)
+	b.tokens = min(refusalBurst, b.tokens+now.Sub(b.last).Seconds()*refusalRate)
+	b.last = now
+	if b.tokens < 1 && now.Sub(b.sampled) < sampleEvery {
+		b.suppressed++
+		return false, 0
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+	} else {
+		b.sampled = now
+	}
+	count = b.suppressed + 1
+	b.suppressed = 0
+	return true, count
+}
+
+// bucket returns key's bucket, making room for it if need be.
+func (l *refusalLimiter) bucket(key netip.Prefix, now time.Time) *refusalBucket {
+	if b, ok := l.addrs[key]; ok {
+		return b
+	}
+	if l.addrs == nil {
+		l.addrs = make(map[netip.Prefix]*refusalBucket)
+	}
+	if len(l.addrs) >= maxRefusalAddrs {
+		// A bucket that would be full again, with nothing suppressed, holds
+		// nothing worth keeping.
+		idle := time.Duration(refusalBurst / refusalRate * float64(time.Second))
+		for k, b := range l.addrs {
+			if now.Sub(b.last) > idle && b.suppressed == 0 {
+				delete(l.addrs, k)
+			}
+		}
+		if len(l.addrs) >= maxRefusalAddrs {
+			key = netip.Prefix{} // everyone new shares one bucket
+			if b, ok := l.addrs[key]; ok {
+				return b
+			}
+		}
+	}
+	b := &refusalBucket{tokens: refusalBurst, last: now}
+	l.addrs[key] = b
+	return b
+}
+
+// addrKey is the source an address counts against: the host for IPv4, its
+// /64 for IPv6 (one host commonly holds a whole /64), and the zero prefix
+// for an address that cannot be parsed.
+func addrKey(addr string) netip.Prefix {
+	ap, err := netip.ParseAddrPort(addr)
+	var ip netip.Addr
+	if err == nil {
+		ip = ap.Addr()
+	} else if ip, err = netip.ParseAddr(addr); err != nil {
+		return netip.Prefix{}
+	}
+	ip = ip.Unmap()
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits)
+	return p
+}
