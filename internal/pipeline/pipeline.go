@@ -20,6 +20,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -470,6 +471,29 @@ func (p *Pipeline) lookup(name string) (*tools.Entry, error) {
 		return nil, NoSuchTool(name)
 	}
 	return e, nil
+}
+
+// Lister lists the tools a caller may see.
+type Lister interface {
+	Tools(ctx context.Context, c Caller) ([]*tools.Entry, error)
+}
+
+// Hide answers a policy refusal of a tool the caller may not see as if the
+// tool did not exist: an agent must not learn from the answer what else is
+// there. The audit keeps the real reason, and the answer its audit id. Any
+// other error, and a refusal of a visible tool, is returned as it is.
+func Hide(ctx context.Context, l Lister, c Caller, target string, err error) error {
+	var pe *problem.Error
+	if !errors.As(err, &pe) || pe.Code != problem.PolicyDenied {
+		return err
+	}
+	visible, lerr := l.Tools(ctx, c)
+	if lerr != nil || slices.ContainsFunc(visible, func(en *tools.Entry) bool { return en.Tool.Name == target }) {
+		return err
+	}
+	hidden := NoSuchTool(target)
+	hidden.AuditID = pe.AuditID
+	return hidden
 }
 
 // NoSuchTool is the refusal of a name that is no tool. The MCP edge gives

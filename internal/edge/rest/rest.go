@@ -121,6 +121,11 @@ func (e *Edge) invoke(w http.ResponseWriter, r *http.Request) error {
 	a.Arguments = req.Arguments
 	out, err := e.gw.Invoke(r.Context(), a)
 	if err != nil {
+		if c, aerr := e.gw.Authenticate(a.Credential); aerr == nil {
+			// A tool this agent may not see is answered as one that does
+			// not exist, as GET /v1/tools/{name} and the MCP edge do.
+			err = pipeline.Hide(r.Context(), e.gw, c, a.Target, err)
+		}
 		return err
 	}
 	resp := InvokeResponse{

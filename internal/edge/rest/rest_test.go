@@ -183,7 +183,9 @@ func TestRefusals(t *testing.T) {
 		{"no key", "", "shop.getOrder", `{"id": 1}`, 401, problem.Unauthenticated, nil},
 		{"bad key", "corral_ak_nope", "shop.getOrder", `{"id": 1}`, 401, problem.Unauthenticated, nil},
 		{"unknown tool", key, "shop.nope", `{}`, 404, problem.ToolNotFound, nil},
-		{"not in the agent's tools", key, "shop.deleteOrder", `{"id": 1}`, 403, problem.PolicyDenied, nil},
+		// A tool the agent may not see is answered as one that does not exist
+		// (issue 22); the audit keeps policy_denied.
+		{"not in the agent's tools", key, "shop.deleteOrder", `{"id": 1}`, 404, problem.ToolNotFound, nil},
 		{"every bad field named", key, "shop.createOrder", `{"sku": "abc", "qty": 0, "x": 1}`, 422, problem.InvalidArguments, []tools.Violation{
 			{Pointer: "/x", Message: "unknown field"},
 			{Pointer: "/qty", Message: "must be >= 1"},
