@@ -99,7 +99,7 @@ func addrKey(addr string) netip.Prefix {
 	} else if ip, err = netip.ParseAddr(addr); err != nil {
 		return netip.Prefix{}
 	}
-	ip = ip.Unmap()
+	ip = ip.Unmap().WithZone("")
 	bits := 32
 	if ip.Is6() {
 		bits = 64

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -91,4 +92,18 @@ func TestAddrKey(t *testing.T) {
 			t.Errorf("addrKey(%q) = %s, want %s", tt.in, got, tt.want)
 		}
 	}
+}
+
+// FuzzAddrKey: any remote address maps to a prefix without panicking, and
+// an address that parses maps to the prefix holding it.
+func FuzzAddrKey(f *testing.F) {
+	for _, s := range []string{"192.0.2.7:443", "[2001:db8::1]:80", "[::ffff:192.0.2.7]:1", "192.0.2.7", "@", "", "[fe80::1%eth0]:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, addr string) {
+		p := addrKey(addr)
+		if ap, err := netip.ParseAddrPort(addr); err == nil && !p.Contains(ap.Addr().Unmap().WithZone("")) {
+			t.Errorf("addrKey(%q) = %s, which does not hold %s", addr, p, ap.Addr())
+		}
+	})
 }
