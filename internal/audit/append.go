@@ -265,7 +265,11 @@ func (l *Log) storeOnce(ctx context.Context, batch []*pending) ([]*pending, erro
 			m.Header.Set(intentHeader, p.r.Intent)
 		}
 		var f jetstream.PubAckFuture
-		if f, err = l.js.PublishMsgAsync(m); err != nil {
+		if len(batch) == 1 {
+			// Alone, a plain request is quicker than the asynchronous
+			// machinery (about 3x on the embedded server).
+			f = syncPublish(ctx, l.js, m)
+		} else if f, err = l.js.PublishMsgAsync(m); err != nil {
 			break
 		}
 		out = append(out, sent{data: data, prev: prev, future: f})
@@ -302,6 +306,31 @@ func (l *Log) storeOnce(ctx context.Context, batch []*pending) ([]*pending, erro
 	}
 	return nil, nil
 }
+
+// syncPublish publishes m and waits for its answer, handing it over as an
+// answered future.
+func syncPublish(ctx context.Context, js jetstream.JetStream, m *nats.Msg) jetstream.PubAckFuture {
+	f := &answered{ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1), msg: m}
+	if ack, err := js.PublishMsg(ctx, m); err != nil {
+		f.err <- err
+	} else {
+		f.ok <- ack
+	}
+	return f
+}
+
+// answered is a PubAckFuture whose answer is in.
+type answered struct {
+	ok  chan *jetstream.PubAck
+	err chan error
+	msg *nats.Msg
+}
+
+var _ jetstream.PubAckFuture = (*answered)(nil)
+
+func (a *answered) Ok() <-chan *jetstream.PubAck { return a.ok }
+func (a *answered) Err() <-chan error            { return a.err }
+func (a *answered) Msg() *nats.Msg               { return a.msg }
 
 // wait returns the answer to an asynchronous publish.
 func wait(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
