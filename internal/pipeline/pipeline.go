@@ -131,6 +131,10 @@ type Deps struct {
 	Budgets     Budgets      // nil: no budgets
 	Metrics     *Metrics     // nil: not measured
 	Tracer      trace.Tracer // nil: no spans
+	// Refusals bounds the audit records of unauthenticated refusals per
+	// source address; share it with other edges that refuse strangers.
+	// nil: the pipeline's own.
+	Refusals *audit.Refusals
 }
 
 // Pipeline runs actions through the stages.
@@ -149,8 +153,6 @@ type Pipeline struct {
 	// auditFull is set with auditDown when the audit stream is full.
 	auditFull atomic.Bool
 	lost      lossLog
-	// refusals bounds the audit records of unauthenticated refusals.
-	refusals refusalLimiter
 
 	// shadows are the copies of model calls sent to a route's shadow
 	// targets: bounded, and waited for by Close.
@@ -166,6 +168,9 @@ type Pipeline struct {
 // New returns a pipeline over deps.
 func New(logger *slog.Logger, deps Deps) *Pipeline {
 	p := &Pipeline{Deps: deps, logger: logger, now: time.Now, shadowSlot: make(chan struct{}, maxShadows), tracer: deps.Tracer}
+	if p.Refusals == nil {
+		p.Refusals = &audit.Refusals{}
+	}
 	if p.tracer == nil {
 		p.tracer = noop.NewTracerProvider().Tracer("")
 	}
@@ -348,10 +353,9 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 	}
 	p.Metrics.observe(rec)
 	if rec.Code == problem.Unauthenticated && rec.Agent == "" {
-		store, n := p.refusals.admit(rec.Remote, p.now())
+		store, n := p.Refusals.Admit(rec.Remote, p.now())
 		if !store {
 			// Counted, and stood for by the next record from this address.
-			p.Metrics.refusalSuppressed()
 			return "", err
 		}
 		if n > 1 {
