@@ -122,7 +122,7 @@ func (l *Log) Append(ctx context.Context, r *Record) (string, error) {
 			// it gives up its turn.
 			return result(r, <-p.done)
 		}
-		l.writeBatch(batch)
+		l.writeBatch(ctx, batch)
 	}
 }
 
@@ -167,15 +167,16 @@ func (l *Log) unqueue(p *pending) bool {
 }
 
 // writeBatch stores batch, trying again after failures that may pass, until
-// the latest deadline of its records, and tells each record how it went.
-func (l *Log) writeBatch(batch []*pending) {
+// the latest deadline of its records (not the writer's: the others wait on
+// it), and tells each record how it went.
+func (l *Log) writeBatch(ctx context.Context, batch []*pending) {
 	deadline := batch[0].deadline
 	for _, p := range batch[1:] {
 		if p.deadline.After(deadline) {
 			deadline = p.deadline
 		}
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
 	l.store(ctx, batch)
 }
@@ -294,7 +295,7 @@ func (l *Log) storeOnce(ctx context.Context, batch []*pending) ([]*pending, erro
 		if want := base + uint64(i) + 1; ack.Sequence != want {
 			// The server checked the last sequence, so this cannot happen;
 			// if it does, Verify will name the record.
-			l.logger.Error("audit record stored out of its place in the chain", "id", batch[i].r.ID, "seq", ack.Sequence, "want_seq", want)
+			l.logger.ErrorContext(ctx, "audit record stored out of its place in the chain", "id", batch[i].r.ID, "seq", ack.Sequence, "want_seq", want)
 		}
 		l.end = chainEnd{known: true, seq: ack.Sequence, digest: digest(s.data)}
 		batch[i].r.Seq, batch[i].r.Prev = ack.Sequence, s.prev
