@@ -11,6 +11,7 @@ import (
 
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/bus/bustest"
+	"github.com/corral-dev/corral/internal/llm"
 	"github.com/corral-dev/corral/internal/problem"
 	"github.com/corral-dev/corral/internal/tools"
 )
@@ -85,6 +86,13 @@ func TestHostileCallsLeaveRecordsAndGatewayUp(t *testing.T) {
 			}
 		})
 	}
+	// A 2 MB model name: "no model named <name>" is the reason.
+	p.Models = noModels{}
+	_, err := p.Chat(t.Context(), Action{Credential: "corral_ak_impact", Edge: "openai"}, &llm.ChatRequest{Model: strings.Repeat("m", 2<<20)})
+	var pe *problem.Error
+	if !errors.As(err, &pe) || pe.Code != problem.ModelNotFound || pe.AuditID == "" {
+		t.Errorf("Chat with a 2 MB model name = %v, want model_not_found with an audit id", err)
+	}
 	out, err := p.Invoke(t.Context(), Action{Credential: "corral_ak_impact", Kind: "tool", Target: "erp.get", Arguments: json.RawMessage(`{"id":1}`), Edge: "rest"})
 	if err != nil || out.AuditID == "" {
 		t.Fatalf("a valid call after the attacks = %v, %v; want served with an audit id", out, err)
@@ -93,3 +101,11 @@ func TestHostileCallsLeaveRecordsAndGatewayUp(t *testing.T) {
 		t.Errorf("Verify = %+v, %v; want OK", rep, err)
 	}
 }
+
+// noModels is a model catalogue with no models.
+type noModels struct{}
+
+func (noModels) Lookup(string) (*llm.Model, bool)                 { return nil, false }
+func (noModels) List() []*llm.Model                               { return nil }
+func (noModels) Plan(*llm.Model, func(int) int) (llm.Plan, error) { return llm.Plan{}, nil }
+func (noModels) Candidates(*llm.Model) []*llm.Model               { return nil }
