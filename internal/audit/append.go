@@ -104,8 +104,9 @@ func (l *Log) Append(ctx context.Context, r *Record) (string, error) {
 		if l.unqueue(p) {
 			return "", fmt.Errorf("audit: append %s: waiting for the records before it: %w: %w", r.ID, ErrUnavailable, ctx.Err())
 		}
-		// A writer took it; its answer comes within that writer's deadline.
-		return result(r, <-p.done)
+		// A writer took it and may still store it; the caller's deadline
+		// has passed all the same (done is buffered: the writer never waits).
+		return "", fmt.Errorf("audit: append %s: %w: %w", r.ID, ErrUnavailable, ctx.Err())
 	}
 	// This Append's turn: write what is queued, batch after batch, until
 	// its own record is written (a writer before it may have taken it).

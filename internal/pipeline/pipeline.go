@@ -304,6 +304,9 @@ func (p *Pipeline) auditAvailable() error {
 	return p.auditProblem(err, "the audit log cannot be written; corral acts on nothing it cannot record")
 }
 
+// auditProbeTimeout bounds the append of a record while the audit is down.
+const auditProbeTimeout = time.Second
+
 // finish completes the audit record and appends it. The audit append is
 // synchronous: an answered action is never missing from the audit.
 func (p *Pipeline) finish(ctx context.Context, rec *audit.Record, start time.Time, out *Outcome, err error) (*Outcome, error) {
@@ -363,7 +366,15 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 		}
 	}
 	_, aspan := p.stage(ctx, telemetry.StageAudit)
-	id, aerr := p.Audit.Append(context.WithoutCancel(ctx), rec)
+	actx := context.WithoutCancel(ctx)
+	if p.auditDown.Load() {
+		// While the audit is down, a record only probes whether it is back:
+		// answers must not wait the whole append deadline each.
+		var cancel context.CancelFunc
+		actx, cancel = context.WithTimeout(actx, auditProbeTimeout)
+		defer cancel()
+	}
+	id, aerr := p.Audit.Append(actx, rec)
 	p.endStage(aspan, aerr)
 	if aerr != nil {
 		// The action has happened (or was refused). An answer never claims
