@@ -10,7 +10,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # to blame. A count has no deadline to race.
 FUZZTIME    ?= 10000x
 
-.PHONY: test build lint fuzz bench conformance
+.PHONY: test build lint fuzz bench conformance pii-eval chaos
 
 ## test: lint, every test with the race detector, the OTLP export against a real Collector receiver, the example policies' Rego tests, the MCP conformance suite, a short fuzz run
 test: lint
@@ -46,13 +46,14 @@ FUZZ_TARGETS := \
 	config:FuzzDecode openapi:FuzzImport openapi:FuzzBuild tools:FuzzValidate tools:FuzzMatch \
 	secret:FuzzOpen audit:FuzzToken audit:FuzzVerifyArchive audit:FuzzBound \
 	policy:FuzzDecideArguments policy:FuzzCompile policy:FuzzDecodeInput policy:FuzzIsMutation \
-	policy:FuzzHostOf policy:FuzzValidIBAN \
+	policy:FuzzHostOf policy:FuzzValidIBAN policy:FuzzLint edge/rest:FuzzDecodeBody pipeline:FuzzParseArguments \
 	identity:FuzzSignerVerify identity:FuzzIssuersVerify edge/oauth:FuzzToken \
 	llm:FuzzDecodeRequest llm:FuzzSSEReader llm:FuzzOpenAIStream llm:FuzzErrorBody \
 	llm:FuzzAnthropicStream llm:FuzzAnthropicTranslate llm:FuzzScriptedEmbed \
 	redact:FuzzFind redact:FuzzRoundTrip redact:FuzzRestorer redact:FuzzRedactJSON \
 	budget:FuzzTaskToken telemetry:FuzzExtractHTTP telemetry:FuzzDecodeSpans audit:FuzzAddrKey \
-	telemetry:FuzzAppendJSONString telemetry:FuzzParseOTLPEndpoint cli:FuzzTraceArg
+	telemetry:FuzzAppendJSONString telemetry:FuzzParseOTLPEndpoint cli:FuzzTraceArg \
+	tools/mcpsource:FuzzFrameLimiter
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
@@ -60,6 +61,19 @@ fuzz:
 		$(GO) test ./internal/$$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME); \
 	done
 
+## pii-eval: regenerate the PII evaluation sets with @faker-js/faker (Node.js and npm) and print precision and recall per type
+PII_SEEDS ?= 1 2
+pii-eval:
+	cd internal/redact/testdata/evalgen && npm ci --no-audit --no-fund --silent
+	@set -e; for s in $(PII_SEEDS); do \
+		node internal/redact/testdata/evalgen/generate.mjs --seed $$s > internal/redact/testdata/eval/seed$$s.jsonl; \
+	done
+	$(GO) test -count=1 -run '^TestEvaluation$$' -v ./internal/redact | grep -E '^\s+\||^(---|ok|FAIL)'
+
 ## bench: the resource path against the substrate and a tool call against the upstream called directly, in one run
 bench:
 	$(GO) run ./bench
+
+## chaos: kill NATS nodes, leaders and a corral replica under load, then count what the upstream saw against the audit and the budget (test/chaos)
+chaos:
+	CORRAL_CHAOS=1 $(GO) test -count=1 -v -timeout 20m -run TestChaos ./test/chaos

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/corral-dev/corral/internal/policy"
@@ -19,6 +20,9 @@ const paymentsDir = "examples/policies/payments"
 // built from the agent, the tool and the decoded arguments, then one
 // prepared evaluation) with the default bundle alone and with the payments
 // policy added, on calls that policy allows, denies and sends to a human.
+// An agent acting for itself under the default bundle gets the engine's
+// kept decision (the bundle reads no arguments); the call "for a user"
+// has a principal, so it is evaluated every time.
 func benchPolicy(ctx context.Context, o options) error {
 	payments, err := policy.LoadDir(paymentsDir)
 	if err != nil {
@@ -39,6 +43,11 @@ func benchPolicy(ctx context.Context, o options) error {
 		{"balance (GET)", policy.Allow, func() *policy.Input {
 			return toolInput("banking.get_balance", "GET", false, map[string]any{"account": "acc-1"})
 		}},
+		{"balance, for a user", policy.Allow, func() *policy.Input {
+			in := toolInput("banking.get_balance", "GET", false, map[string]any{"account": "acc-1"})
+			in.Principal = &policy.Principal{Sub: "alice@example.com", Groups: []string{"finance"}}
+			return in
+		}},
 		{"transfer, known, small", policy.Allow, func() *policy.Input {
 			return toolInput("banking.send_money", "POST", false, map[string]any{"to_iban": "DE89370400440532013000", "amount": json.Number("120.50"), "currency": "EUR", "reference": "invoice 42"})
 		}},
@@ -53,12 +62,15 @@ func benchPolicy(ctx context.Context, o options) error {
 	fmt.Printf("policy decisions: the input built as the pipeline builds it, then one prepared evaluation; %d per row after %d to warm up\n", n, o.warmup*5)
 	fmt.Printf("  %-20s %-24s %9s %9s %9s %11s\n", "bundle", "call", "p50 µs", "p90 µs", "p99 µs", "allocs/call")
 	for _, b := range bundles {
-		engine, err := policy.Compile(ctx, b.b, policy.Options{})
+		// A time-out far above the pipeline's: on a machine busy with other
+		// work a decision can wait longer than 50 ms for a core, and the
+		// bench measures rather than fails.
+		engine, err := policy.Compile(ctx, b.b, policy.Options{Timeout: 10 * time.Second})
 		if err != nil {
 			return fmt.Errorf("policy: compile %s: %w", b.name, err)
 		}
 		for _, tc := range inputs {
-			if b.name == "default bundle" && tc.name != "balance (GET)" {
+			if b.name == "default bundle" && !strings.HasPrefix(tc.name, "balance") {
 				continue // the default bundle knows nothing of transfers
 			}
 			if d, err := engine.Decide(ctx, tc.in()); err != nil || d.Effect != tc.want {

@@ -326,19 +326,28 @@ func profile(ctx context.Context, p *path, clients int, d time.Duration, file st
 	time.AfterFunc(d/2, func() { snapshot <- writeGoroutines(file + ".goroutines") })
 	rate := measureThroughput(ctx, p, clients, d)
 	pprof.StopCPUProfile()
-	if err := errors.Join(f.Close(), <-snapshot); err != nil { // the phase outlasts d/2
+	if err := errors.Join(f.Close(), <-snapshot, writeProfile("allocs", file+".allocs")); err != nil { // the phase outlasts d/2
 		return err
 	}
 	fmt.Printf("\nprofiled %s, %d clients, %s: %.0f requests/s; read it with\n  go tool pprof -top -tagfocus=role=corral %s\n", p.name, clients, d, rate, file)
+	fmt.Printf("allocations of the whole run (unlabelled: focus on a function):\n  go tool pprof -sample_index=alloc_objects -top -focus=Pipeline %s.allocs\n", file)
 	return nil
 }
 
-func writeGoroutines(file string) error {
+func writeGoroutines(file string) error { return writeProfile("goroutine", file) }
+
+// writeProfile writes the named runtime profile (debug 1 for goroutines,
+// readable as text; the binary form for the rest).
+func writeProfile(name, file string) error {
 	f, err := os.Create(file)
 	if err != nil {
 		return err
 	}
-	return errors.Join(pprof.Lookup("goroutine").WriteTo(f, 1), f.Close())
+	debug := 0
+	if name == "goroutine" {
+		debug = 1
+	}
+	return errors.Join(pprof.Lookup(name).WriteTo(f, debug), f.Close())
 }
 
 func median(xs []float64) float64 {

@@ -34,9 +34,10 @@ type Store interface {
 // Credentials checks admin tokens and manages agent keys.
 type Credentials interface {
 	VerifyAdmin(token string) bool
-	CreateKey(ctx context.Context, agent string) (string, identity.Key, error)
+	CreateKey(ctx context.Context, agent, agentUID string) (string, identity.Key, error)
 	Keys(agent string) []identity.Key
 	RevokeKey(ctx context.Context, id string) (identity.Key, error)
+	RevokeAgent(ctx context.Context, agent string) ([]identity.Key, error)
 }
 
 // API holds the handlers' dependencies.
@@ -157,7 +158,7 @@ func (a *API) put(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	docs, err := config.Decode("", body)
+	docs, err := decodeOne(body)
 	var fieldErrs config.Errors
 	switch {
 	case errors.As(err, &fieldErrs):
@@ -189,6 +190,20 @@ func (a *API) put(w http.ResponseWriter, r *http.Request) error {
 	return problem.WriteJSON(w, status, applied[0])
 }
 
+// decodeOne decodes PUT's body: JSON as /v1/apply reads it (1e999999 is a
+// number out of range, refused, where YAML would read it as a string), and
+// anything else as a YAML stream.
+func decodeOne(body []byte) ([]config.Document, error) {
+	if t := bytes.TrimSpace(body); len(t) == 0 || t[0] != '{' {
+		return config.Decode("", body)
+	}
+	res, problems := config.DecodeJSON(body)
+	if len(problems) > 0 {
+		return nil, config.Errors(problems)
+	}
+	return []config.Document{{Index: 1, Resource: res}}, nil
+}
+
 func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
 	k, err := kind(r)
 	if err != nil {
@@ -205,6 +220,15 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := a.store.Delete(r.Context(), k.Name, name); err != nil {
 		return storeError(err)
+	}
+	if k.Name == "Agent" {
+		// Its keys are refused already (they name the deleted agent's
+		// uid); revoking them keeps them out of `corral keys` too.
+		if revoked, err := a.creds.RevokeAgent(r.Context(), name); err != nil {
+			a.logger.WarnContext(r.Context(), "revoking a deleted agent's keys; they stay listed but are refused", "agent", name, "err", err)
+		} else if len(revoked) > 0 {
+			a.logger.InfoContext(r.Context(), "revoked a deleted agent's keys", "agent", name, "keys", len(revoked))
+		}
 	}
 	return problem.WriteJSON(w, http.StatusOK, map[string]string{"kind": k.Name, "name": name, "result": "deleted"})
 }

@@ -76,6 +76,10 @@ func TestErrorsAreProblems(t *testing.T) {
 		{"apply too large", s.Request(t, "POST", "/v1/apply", []byte(`{"resources":["`+strings.Repeat("x", 5<<20)+`"]}`)), 413, problem.RequestTooLarge},
 		{"put name mismatch", s.Request(t, "PUT", "/v1/resources/agents/other", []byte(agentJSON)), 422, problem.InvalidResource},
 		{"put two documents", s.Request(t, "PUT", "/v1/resources/agents/impact", []byte(agentJSON+"\n---\n"+agentJSON)), 422, problem.InvalidResource},
+		// As /v1/apply: JSON's 1e999999 is a number out of range, not the
+		// string YAML would make of it.
+		{"put a number out of range", s.Request(t, "PUT", "/v1/resources/policies/p", []byte(`{"apiVersion":"corral.dev/v1","kind":"Policy","metadata":{"name":"p"},"spec":{"rego":["package corral.authz"],"data":{"x":1e999999}}}`)), 422, problem.InvalidResource},
+		{"apply a number out of range", s.Request(t, "POST", "/v1/apply", []byte(`{"resources":[{"apiVersion":"corral.dev/v1","kind":"Policy","metadata":{"name":"p"},"spec":{"rego":["package corral.authz"],"data":{"x":1e999999}}}]}`)), 422, problem.InvalidResource},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

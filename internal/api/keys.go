@@ -44,10 +44,11 @@ func (a *API) createKey(w http.ResponseWriter, r *http.Request) error {
 	if req.Agent == "" {
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "agent: required")
 	}
-	if _, ok := a.store.Get("Agent", req.Agent); !ok {
+	res, ok := a.store.Get("Agent", req.Agent)
+	if !ok {
 		return problem.New(http.StatusNotFound, problem.ResourceNotFound, fmt.Sprintf("Agent/%s does not exist; apply it first", req.Agent))
 	}
-	secret, key, err := a.creds.CreateKey(r.Context(), req.Agent)
+	secret, key, err := a.creds.CreateKey(r.Context(), req.Agent, res.Metadata.UID)
 	if err != nil {
 		return err
 	}

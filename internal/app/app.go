@@ -67,10 +67,13 @@ type Config struct {
 	// TraceMaxAge is how long the built-in trace store keeps spans; 0 is a week.
 	TraceMaxAge time.Duration
 	// NoTracing records no spans.
-	NoTracing  bool
-	Replicas   int
-	SyncAlways bool
-	Version    string
+	NoTracing bool
+	// ModelLimits bound model calls (body, concurrency, streams); zero
+	// fields take the defaults.
+	ModelLimits openaiedge.Limits
+	Replicas    int
+	SyncAlways  bool
+	Version     string
 }
 
 // drainTimeout bounds how long shutdown waits for in-flight requests.
@@ -99,12 +102,13 @@ type App struct {
 	adminTokenPath string
 	adminCreated   bool
 	ready          chan struct{}
+	loading        *loading
 }
 
 // New builds corral: the substrate, the registry, the admin credential and the
 // HTTP server, whose port it binds so that URL is known before Run.
 func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err error) {
-	a := &App{cfg: cfg, logger: logger, ready: make(chan struct{})}
+	a := &App{cfg: cfg, logger: logger, ready: make(chan struct{}), loading: newLoading()}
 	// The port first: if it is taken, fail before anything is created.
 	if a.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("app: --http %s: %w", cfg.HTTPAddr, err)
@@ -219,7 +223,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	a.models = llm.NewCatalog(logger.With("component", "models"), a.registry, resolver.Resolve, llm.NewClient(telemetry.Transport))
 	a.catalog = tools.NewCatalog(logger.With("component", "tools"), a.registry, map[string]tools.Factory{
 		"openapi": restsource.Factory(restsource.Options{OnBreakerChange: breakers.set, Pins: pins, OnDrift: a.auditDrift}),
-		"mcp":     mcpsource.New,
+		"mcp":     mcpsource.Factory(mcpsource.Options{Pins: mcpPins{pins}, OnDrift: a.auditDrift}),
 	}, resolver.Resolve)
 	// One bound on unauthenticated refusals, whichever door they knock on.
 	refusals := &audit.Refusals{}
@@ -258,7 +262,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	}, oauth.Options{TTL: ttl}).Register(mux)
 	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).Register(mux)
 	mcpedge.New(logger.With("component", "mcp"), gateway).Register(mux)
-	openaiedge.New(logger.With("component", "openai"), gateway).Register(mux)
+	openaiedge.New(logger.With("component", "openai"), gateway, cfg.ModelLimits).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
@@ -270,7 +274,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	}))
 
 	a.server = &http.Server{
-		Handler:           telemetry.NewHTTPMetrics(metrics).WithTracer(a.tracing.Tracer()).Middleware(httpLogger, mux),
+		Handler:           telemetry.NewHTTPMetrics(metrics).WithTracer(a.tracing.Tracer()).Middleware(httpLogger, a.gate(httpLogger, mux)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute, // whole request; no WriteTimeout, so responses may stream
 		IdleTimeout:       2 * time.Minute,
@@ -322,7 +326,7 @@ func (a *App) auditDrift(d tools.Drift) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	rec := &audit.Record{Time: d.Detected, Kind: "tool", Target: d.Source, Source: d.Source, Edge: "server",
-		Event: "drift", Decision: "held", Status: "drift", Reason: fmt.Sprintf("%d breaking change(s); previous tools stay in force", len(d.Changes)), Detail: detail}
+		Event: "drift", Decision: "held", Status: "drift", Reason: fmt.Sprintf("%d change(s) held back for review; previous tools stay in force", len(d.Changes)), Detail: detail}
 	if _, err := a.audit.Append(ctx, rec); err != nil {
 		a.logger.ErrorContext(ctx, "audit record of drift lost", "source", d.Source, "err", err)
 	}
@@ -405,8 +409,7 @@ func (a *App) Run(ctx context.Context) error {
 		return a.issuers.Run(regCtx)
 	})
 	g.Go(func() error {
-		if a.registry.WaitLoaded(gctx) != nil || a.creds.WaitLoaded(gctx) != nil || a.kill.WaitLoaded(gctx) != nil ||
-			a.signer.WaitLoaded(gctx) != nil || a.policies.WaitLoaded(gctx) != nil {
+		if a.waitReady(gctx) != nil {
 			return nil // shutting down before ready
 		}
 		a.logger.InfoContext(ctx, "corral ready", "url", a.URL(), "version", a.cfg.Version, "substrate", a.substrate(),
@@ -446,18 +449,19 @@ func (a *App) healthz(w http.ResponseWriter, _ *http.Request) error {
 	return problem.WriteJSON(w, http.StatusOK, Health{Status: "alive"})
 }
 
-// readyz answers 200 when the substrate answers and resources are loaded,
-// 503 naming the failing check otherwise.
+// readyz answers 200 when the substrate answers and everything a call
+// needs is loaded (the same condition that lets calls through), 503 naming
+// the failing checks otherwise.
 func (a *App) readyz(w http.ResponseWriter, r *http.Request) error {
-	h := Health{Status: "ready", Checks: map[string]string{"substrate": "ok", "resources": "loaded"}}
+	h := Health{Status: "ready", Checks: a.loading.checks()}
+	h.Checks["substrate"] = "ok"
 	status := http.StatusOK
 	if err := a.bus.Ping(r.Context()); err != nil {
 		a.logger.WarnContext(r.Context(), "not ready", "err", err)
 		h.Checks["substrate"] = "unreachable"
 		h.Status, status = "not ready", http.StatusServiceUnavailable
 	}
-	if !a.registry.Loaded() {
-		h.Checks["resources"] = "loading"
+	if !a.isReady() {
 		h.Status, status = "not ready", http.StatusServiceUnavailable
 	}
 	return problem.WriteJSON(w, status, h)

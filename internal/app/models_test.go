@@ -288,7 +288,7 @@ spec: {route: {targets: [{model: a}], shadow: [b]}}
 apiVersion: corral.dev/v1
 kind: Agent
 metadata: {name: router}
-spec: {models: [smart, split, compare]}
+spec: {models: [smart, split, compare], captureContent: true}
 `, down.URL(), up.URL()))
 	key := srv.Key(t, "router")
 	waitModel(t, srv, key, "split")
@@ -314,7 +314,8 @@ spec: {models: [smart, split, compare]}
 		t.Errorf("audit record %+v, want target smart answered by backup after primary: HTTP 503", r)
 	}
 
-	// A shadow gets a copy; its answer is audited, never returned.
+	// A shadow gets a copy; its answer is audited (the agent captures
+	// content), never returned.
 	status, body, target = chat(t, srv, key, userMessage("compare", "which?"))
 	if status != http.StatusOK || target != "a" || !strings.Contains(string(body), `"content":"a"`) {
 		t.Fatalf("compare: HTTP %d target %q %s, want a's answer", status, target, body)
@@ -497,17 +498,7 @@ spec:
 `)
 	key := srv.Key(t, "care")
 	waitModel(t, srv, key, "eu")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		status, body, _ := chat(t, srv, key, userMessage("mixed", "hello"))
-		if status == http.StatusForbidden && strings.Contains(string(body), "model us runs outside the EU") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mixed: HTTP %d %s, want 403 naming us", status, body)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitRefused(t, srv, key, "mixed", "model us runs outside the EU")
 	if status, body, _ := chat(t, srv, key, userMessage("eu", "hello")); status != http.StatusOK {
 		t.Errorf("eu: HTTP %d %s, want 200", status, body)
 	}
@@ -594,5 +585,22 @@ spec: {scope: {agent: cutter}, window: day, limit: {tokens: 1000000}}
 	}
 	if err := json.Unmarshal(body, &budgets); err != nil || len(budgets.Items) != 1 || budgets.Items[0].Used.Tokens < 200 {
 		t.Errorf("budgets %s, want the streamed tokens charged", body)
+	}
+}
+
+// waitRefused waits until a call of model is refused with 403 and a detail
+// holding want: a Policy takes effect in the background.
+func waitRefused(t *testing.T, srv *apptest.Server, key, model, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		status, body, _ := chat(t, srv, key, userMessage(model, "hello"))
+		if status == http.StatusForbidden && strings.Contains(string(body), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: HTTP %d %s, want 403 saying %q", model, status, body, want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -131,6 +131,9 @@ type Budgets struct {
 
 	mu       sync.Mutex
 	exceeded map[limitOf]uint64 // refusals by this replica
+
+	loaded   chan struct{} // closed once Run has read the Budget resources
+	loadOnce sync.Once
 }
 
 // budget is one revision of a Budget resource.
@@ -158,7 +161,7 @@ func Open(ctx context.Context, logger *slog.Logger, s substrate, resources Resou
 	if now == nil {
 		now = time.Now
 	}
-	b := &Budgets{kv: kv, resources: resources, logger: logger, now: now, exceeded: map[limitOf]uint64{}}
+	b := &Budgets{kv: kv, resources: resources, logger: logger, now: now, exceeded: map[limitOf]uint64{}, loaded: make(chan struct{})}
 	b.set.Store(&[]*budget{})
 	b.reconcile(ctx)
 	return b, nil
@@ -169,11 +172,23 @@ func (b *Budgets) Run(ctx context.Context) error {
 	for {
 		changed := b.resources.Changed()
 		b.reconcile(ctx)
+		b.loadOnce.Do(func() { close(b.loaded) })
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
 		}
+	}
+}
+
+// WaitLoaded blocks until Run has taken in the Budget resources, so that no
+// call is let through uncounted by a budget still being read, or ctx ends.
+func (b *Budgets) WaitLoaded(ctx context.Context) error {
+	select {
+	case <-b.loaded:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("budget: waiting for budgets to load: %w", ctx.Err())
 	}
 }
 
@@ -336,7 +351,7 @@ func (r *Reservation) Settle(ctx context.Context, actual Usage) error {
 	if math.IsNaN(actual.Cost) || math.IsInf(actual.Cost, 0) {
 		return fmt.Errorf("budget: settle: the actual cost %v is not finite; the worst case stays charged", actual.Cost)
 	}
-	delta := Usage{Tokens: max(actual.Tokens, 0) - r.charge.Tokens, Cost: nonNegative(actual.Cost) - r.charge.Cost}
+	delta := Usage{Tokens: SatAdd(max(actual.Tokens, 0), -r.charge.Tokens), Cost: nonNegative(actual.Cost) - r.charge.Cost}
 	if delta == (Usage{}) {
 		return nil
 	}
@@ -392,13 +407,27 @@ func (b *Budgets) addAll(ctx context.Context, what string, holds []hold, delta U
 }
 
 // add returns cur plus delta, each counter at least zero: a counter is never
-// negative, even after someone reset it by hand during a call.
+// negative, even after someone reset it by hand during a call. The sums
+// saturate: a huge worst case pins a counter at its maximum instead of
+// wrapping it to a negative that would admit every later call.
 func add(cur, delta Usage) Usage {
 	return Usage{
-		Tokens: max(cur.Tokens+delta.Tokens, 0),
+		Tokens: max(SatAdd(cur.Tokens, delta.Tokens), 0),
 		Cost:   nonNegative(cur.Cost + delta.Cost),
-		Calls:  max(cur.Calls+delta.Calls, 0),
+		Calls:  max(SatAdd(cur.Calls, delta.Calls), 0),
 	}
+}
+
+// SatAdd is a+b, saturated at the bounds of int64 instead of wrapping.
+func SatAdd(a, b int64) int64 {
+	s := a + b
+	switch {
+	case a > 0 && b > 0 && s < 0:
+		return math.MaxInt64
+	case a < 0 && b < 0 && s >= 0:
+		return math.MinInt64
+	}
+	return s
 }
 
 // nonNegative is f, or 0 when f is negative or NaN.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -740,6 +741,54 @@ func BenchmarkReserveSettle(b *testing.B) {
 		}
 		if err := r.Settle(b.Context(), Usage{Tokens: 50}); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestHugeWorstCasesSaturate: reservations near the int64 range pin the
+// counter at its maximum instead of wrapping it to a negative that would let
+// every later call through (issue 22, item 2).
+func TestHugeWorstCasesSaturate(t *testing.T) {
+	res := newFakeResources()
+	res.put(t, "small", 1, &config.BudgetSpec{Window: config.WindowDay, Limit: config.BudgetLimit{Tokens: ptr[int64](10000)}})
+	b := open(t, bustest.Open(t), res, newClock(day).now)
+	ctx := t.Context()
+
+	huge := int64(math.MaxInt64 - 10)
+	r, err := b.Reserve(ctx, modelCall, Usage{Tokens: 100})
+	if err != nil {
+		t.Fatalf("Reserve(100) = %v", err)
+	}
+	if err := r.Settle(ctx, Usage{Tokens: huge}); err != nil {
+		t.Fatalf("Settle(%d) = %v", huge, err)
+	}
+	if u := counter(t, b, "small.2026-11-21"); u.Tokens != huge {
+		t.Fatalf("counter after settling %d = %+v", huge, u)
+	}
+	// A second huge charge would wrap below zero without saturation.
+	if err := b.addAll(ctx, "test", r.holds, Usage{Tokens: huge}); err != nil {
+		t.Fatal(err)
+	}
+	if u := counter(t, b, "small.2026-11-21"); u.Tokens != math.MaxInt64 {
+		t.Errorf("counter after two huge charges = %+v, want tokens pinned at %d", u, int64(math.MaxInt64))
+	}
+	if _, err := b.Reserve(ctx, modelCall, Usage{Tokens: 1}); err == nil {
+		t.Error("Reserve on a saturated counter was let through, want it refused")
+	}
+}
+
+func TestSatAdd(t *testing.T) {
+	tests := []struct{ a, b, want int64 }{
+		{1, 2, 3},
+		{math.MaxInt64, 1, math.MaxInt64},
+		{math.MaxInt64, math.MaxInt64, math.MaxInt64},
+		{math.MinInt64, -1, math.MinInt64},
+		{math.MaxInt64, -math.MaxInt64, 0},
+		{-5, 3, -2},
+	}
+	for _, tt := range tests {
+		if got := SatAdd(tt.a, tt.b); got != tt.want {
+			t.Errorf("SatAdd(%d, %d) = %d, want %d", tt.a, tt.b, got, tt.want)
 		}
 	}
 }

@@ -31,27 +31,21 @@ type Update struct {
 
 // Last returns a key's last revision, counting a deletion as a revision, and
 // its live entry (nil when the key is deleted or has never existed).
-// kv.Get cannot tell this: it hides delete markers.
+// kv.Get cannot tell this: it hides delete markers. It reads from the
+// stream's leader: a revision guard read from a lagging follower would be
+// stale, and the write it guards refused as a conflict.
 func (b *Bus) Last(ctx context.Context, kv jetstream.KeyValue, key string) (uint64, jetstream.KeyValueEntry, error) {
-	stream, err := b.js.Stream(ctx, "KV_"+kv.Bucket())
-	if err != nil {
-		return 0, nil, fmt.Errorf("bus: bucket %s: %w", kv.Bucket(), err)
-	}
-	msg, err := stream.GetLastMsgForSubject(ctx, kvSubject(kv, key))
+	e, err := b.leaderGet(ctx, kv, key, msgGetRequest{LastFor: kvSubject(kv, key)})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil, nil
 	}
 	if err != nil {
-		return 0, nil, fmt.Errorf("bus: read %s: %w", key, err)
+		return 0, nil, err
 	}
-	if op := msg.Header.Get("KV-Operation"); op != "" { // DEL or PURGE
-		return msg.Sequence, nil, nil
+	if e.op != jetstream.KeyValuePut {
+		return e.rev, nil, nil
 	}
-	e, err := kv.GetRevision(ctx, key, msg.Sequence)
-	if err != nil {
-		return 0, nil, fmt.Errorf("bus: read %s: %w", key, err)
-	}
-	return msg.Sequence, e, nil
+	return e.rev, e, nil
 }
 
 // UpdateAll writes every update to the bucket, or none of them: the writes go

@@ -243,3 +243,39 @@ func TestUpdateAllIsAtomic(t *testing.T) {
 		t.Errorf("UpdateAll(recreate b): %v", err)
 	}
 }
+
+// TestGetRevision reads revisions back from the stream's leader: a put is
+// found with its value and time; a delete marker, another key's revision and
+// one never written are not found.
+func TestGetRevision(t *testing.T) {
+	b := bustest.Open(t)
+	ctx := t.Context()
+	kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: "readback", History: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revs, err := b.UpdateAll(ctx, kv, []bus.Update{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("2")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := b.GetRevision(ctx, kv, "a", revs[0])
+	if err != nil || string(e.Value()) != "1" || e.Revision() != revs[0] || e.Created().IsZero() || e.Key() != "a" {
+		t.Fatalf("GetRevision(a, %d) = %v, %v; want value 1 with its revision and time", revs[0], e, err)
+	}
+	if _, err := b.GetRevision(ctx, kv, "a", revs[1]); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("GetRevision(a, b's revision) err = %v, want ErrKeyNotFound", err)
+	}
+	if _, err := b.GetRevision(ctx, kv, "a", revs[1]+100); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("GetRevision(a, unwritten) err = %v, want ErrKeyNotFound", err)
+	}
+	if err := kv.Delete(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	last, _, err := b.Last(ctx, kv, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.GetRevision(ctx, kv, "b", last); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("GetRevision(b's delete marker) err = %v, want ErrKeyNotFound", err)
+	}
+}

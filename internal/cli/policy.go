@@ -106,7 +106,13 @@ Tests may be in any package; package corral.authz_test with
 'import data.corral.authz' is the convention.
 
 Each failing test is printed with its location; -v prints passing ones too,
-with what they print(). The command fails when a test fails or errors.`,
+with what they print(). The command fails when a test fails or errors.
+
+OpenAPI documents in PATHs (YAML or JSON files with an openapi field, and
+ToolSources with the document inline) are imported as the server imports them, and a rule that reads
+input.action.arguments.<path> that none of their tools has is warned about
+(module, line and rule): it could never fire on those tools. 'corral policy
+apply' and 'corral apply' warn the same way against the server's catalogue.`,
 		Example: `  corral policy test examples/policies/payments
   corral policy test policies/ --run 'transfer' -v
   corral policy test payments.rego payments_test.rego data.json --no-default
@@ -133,6 +139,11 @@ with what they print(). The command fails when a test fails or errors.`,
 		results, err := policy.RunTests(cmd.Context(), b, opts)
 		if err != nil {
 			return err
+		}
+		if schemas, err := localSchemas(paths); err != nil {
+			fmt.Fprintf(s.err, "warning: policy lint skipped: %v\n", err)
+		} else if len(schemas) > 0 {
+			warnLint(s.err, b.WithoutTests().Modules, schemas)
 		}
 		sum := summarize(results)
 		if *output == "json" {

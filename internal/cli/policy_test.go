@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/corral-dev/corral/internal/app/apptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -219,5 +220,91 @@ func TestPolicyApplyYAML(t *testing.T) {
 	}
 	if _, errOut, code := runPolicy(t, "", "apply", paymentsExample); code == 0 || !strings.Contains(errOut, "--name is required") {
 		t.Errorf("policy apply without --name = exit %d %s", code, errOut)
+	}
+}
+
+// TestPolicyTestLint: `policy test` warns, naming file, line and rule,
+// about a rule that reads an argument none of the OpenAPI documents in its
+// paths has; the payments example itself reads none.
+func TestPolicyTestLint(t *testing.T) {
+	_, errOut, code := runPolicy(t, "", "test", paymentsExample)
+	if code != 0 || strings.Contains(errOut, "warning") {
+		t.Errorf("policy test %s = exit %d, stderr %q; want 0 and no warning", paymentsExample, code, errOut)
+	}
+
+	dir := t.TempDir()
+	spec, err := os.ReadFile(filepath.Join(paymentsExample, "banking.openapi.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(dir, "banking.openapi.yaml"), string(spec))
+	write(t, filepath.Join(dir, "big.rego"), `package corral.authz
+
+deny contains "too much" if {
+	input.action.target == "banking.send_money"
+	input.action.arguments.body.amount > 1000
+}
+`)
+	write(t, filepath.Join(dir, "big_test.rego"), `package corral.authz_test
+import data.corral.authz
+test_big if authz.deny["too much"] with input as {"action": {"target": "banking.send_money", "arguments": {"body": {"amount": 5000}}}}
+`)
+	_, errOut, code = runPolicy(t, "", "test", dir)
+	want := filepath.Join(dir, "big.rego") + ":5: rule deny reads body.amount, which no tool in the catalogue declares"
+	if code != 0 || !strings.Contains(errOut, want) {
+		t.Errorf("policy test = exit %d, stderr %q; want 0 and a warning %q", code, errOut, want)
+	}
+
+	// A ToolSource with the document inline, as `corral tools import
+	// openapi -o yaml` writes it, is read the same way.
+	if err := os.Remove(filepath.Join(dir, "banking.openapi.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(dir, "banking.yaml"), "apiVersion: corral.dev/v1\nkind: ToolSource\nmetadata: {name: banking}\nspec:\n  openapi:\n    document: |\n      "+
+		strings.ReplaceAll(string(spec), "\n", "\n      ")+"\n")
+	_, errOut, code = runPolicy(t, "", "test", dir)
+	if code != 0 || !strings.Contains(errOut, want) {
+		t.Errorf("policy test with a ToolSource = exit %d, stderr %q; want 0 and a warning %q", code, errOut, want)
+	}
+}
+
+// TestApplyLint: `corral apply` of a Policy and `corral policy apply` warn,
+// against the server's catalogue, about a rule reading an argument no tool
+// has; the apply itself succeeds.
+func TestApplyLint(t *testing.T) {
+	abs, err := filepath.Abs(filepath.Join(paymentsExample, "banking.openapi.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := apptest.Start(t)
+	t.Chdir(t.TempDir())
+	conn := []string{"--server", s.URL, "--token", s.Token}
+	_, errOut, code := run(t, "", append([]string{"tools", "import", "openapi", abs, "--name", "banking", "--base-url", "http://127.0.0.1:1", "--apply"}, conn...)...)
+	if code != 0 {
+		t.Fatalf("tools import --apply: exit %d %s", code, errOut)
+	}
+	s.WaitTool(t, "banking.send_money")
+
+	dir := t.TempDir()
+	file := filepath.Join(dir, "limits.yaml")
+	write(t, file, `apiVersion: corral.dev/v1
+kind: Policy
+metadata: {name: limits}
+spec:
+  rego:
+    - |
+      package corral.authz
+      deny contains "too much" if input.action.arguments.body.amount > 1000
+`)
+	_, errOut, code = run(t, "", append([]string{"apply", "-f", file}, conn...)...)
+	want := file + ": Policy/limits/0.rego:2: rule deny reads body.amount, which no tool in the catalogue declares"
+	if code != 0 || !strings.Contains(errOut, want) {
+		t.Errorf("apply = exit %d, stderr %q; want 0 and a warning %q", code, errOut, want)
+	}
+
+	write(t, filepath.Join(dir, "rules", "big.rego"), "package corral.authz\n\ndeny contains \"big\" if input.action.arguments.amount > 1000\nrequire_approval contains \"ref\" if input.action.arguments.referense != \"\"\n")
+	_, errOut, code = run(t, "", append([]string{"policy", "apply", filepath.Join(dir, "rules"), "--name", "big"}, conn...)...)
+	if code != 0 || !strings.Contains(errOut, "big.rego:4: rule require_approval reads referense") || strings.Contains(errOut, "reads amount") {
+		t.Errorf("policy apply = exit %d, stderr %q; want one warning, for referense", code, errOut)
 	}
 }

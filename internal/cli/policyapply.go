@@ -53,6 +53,12 @@ compiler's messages (module and line) if they do not compile.
 		if err != nil {
 			return err
 		}
+		if schemas, err := serverSchemas(cmd.Context(), c); err != nil {
+			fmt.Fprintf(s.err, "warning: policy lint skipped: listing the server's tools: %v\n", err)
+		} else {
+			b, _ := policy.LoadDir(paths...) // loaded once already by policyResource
+			warnLint(s.err, b.WithoutTests().Modules, schemas)
+		}
 		if *output == "json" {
 			return writeJSON(s.out, results[0])
 		}

@@ -59,6 +59,7 @@ a stale copy is refused instead of overwriting someone else's change.`,
 		if err != nil {
 			return err
 		}
+		lintApplied(cmd.Context(), s.err, c, docs)
 		if *output == "json" {
 			return writeJSON(s.out, api.ApplyResponse{Results: results})
 		}

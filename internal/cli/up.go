@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/corral-dev/corral/internal/app"
+	openaiedge "github.com/corral-dev/corral/internal/edge/openai"
 	"github.com/corral-dev/corral/internal/telemetry"
 )
 
@@ -26,6 +27,13 @@ type serverFlags struct {
 	replicas                     int
 	sync                         string
 	logFormat, logLevel          string
+	model                        modelFlags
+}
+
+// modelFlags are the limits on model calls (openaiedge.Limits).
+type modelFlags struct {
+	maxBodyMiB, concurrency, large  int
+	writeTimeout, maxStreamDuration time.Duration
 }
 
 // serverDefaults are the defaults that differ between `up` and `demo`.
@@ -52,6 +60,29 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.StringVar(&f.sync, "sync", "interval", "embedded store durability: 'always' fsyncs every write, 'interval' syncs periodically")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", d.logLevel, "log level: debug, info, warn or error")
+	fl.IntVar(&f.model.maxBodyMiB, "model-max-body", openaiedge.DefaultMaxBody>>20, "largest model request body, in MiB (docs/models.md, Limits)")
+	fl.IntVar(&f.model.concurrency, "model-concurrency", openaiedge.DefaultMaxConcurrent, "model calls in flight per replica, streams included; more are answered 503 overloaded")
+	fl.IntVar(&f.model.large, "model-concurrency-large", openaiedge.DefaultMaxConcurrentLarge, "of those, calls with a body over 1 MiB (or of unknown length)")
+	fl.DurationVar(&f.model.writeTimeout, "stream-write-timeout", openaiedge.DefaultWriteTimeout, "longest one write of a stream to an agent may take; an agent that stops reading loses its stream")
+	fl.DurationVar(&f.model.maxStreamDuration, "stream-max-duration", openaiedge.DefaultMaxStreamDuration, "longest a streamed model call may last")
+}
+
+// limits checks the model flags.
+func (m modelFlags) limits() (openaiedge.Limits, error) {
+	switch {
+	case m.maxBodyMiB < 1 || m.maxBodyMiB > 1024:
+		return openaiedge.Limits{}, fmt.Errorf("--model-max-body %d: must be between 1 and 1024 (MiB)", m.maxBodyMiB)
+	case m.concurrency < 1:
+		return openaiedge.Limits{}, fmt.Errorf("--model-concurrency %d: must be at least 1", m.concurrency)
+	case m.large < 1 || m.large > m.concurrency:
+		return openaiedge.Limits{}, fmt.Errorf("--model-concurrency-large %d: must be between 1 and --model-concurrency", m.large)
+	case m.writeTimeout < time.Second:
+		return openaiedge.Limits{}, fmt.Errorf("--stream-write-timeout %v: must be at least 1s", m.writeTimeout)
+	case m.maxStreamDuration < time.Second:
+		return openaiedge.Limits{}, fmt.Errorf("--stream-max-duration %v: must be at least 1s", m.maxStreamDuration)
+	}
+	return openaiedge.Limits{MaxBody: int64(m.maxBodyMiB) << 20, MaxConcurrent: m.concurrency, MaxConcurrentLarge: m.large,
+		WriteTimeout: m.writeTimeout, MaxStreamDuration: m.maxStreamDuration}, nil
 }
 
 // build checks the flags and turns them into the app's configuration and
@@ -105,6 +136,10 @@ func (f *serverFlags) config() (app.Config, error) {
 	if f.traceRetention < time.Minute {
 		return app.Config{}, fmt.Errorf("--trace-retention %v: must be at least 1m", f.traceRetention)
 	}
+	limits, err := f.model.limits()
+	if err != nil {
+		return app.Config{}, err
+	}
 	return app.Config{
 		DataDir:       f.data,
 		HTTPAddr:      f.http,
@@ -121,6 +156,7 @@ func (f *serverFlags) config() (app.Config, error) {
 		NoTracing:     !f.tracing,
 		Replicas:      f.replicas,
 		SyncAlways:    f.sync == "always",
+		ModelLimits:   limits,
 		Version:       Version(),
 	}, nil
 }

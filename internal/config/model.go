@@ -45,6 +45,12 @@ type ModelSpec struct {
 	// Patterns are custom redaction patterns, in addition to the built-in
 	// detectors.
 	Patterns []RedactPattern `json:"patterns,omitempty"`
+	// RestoreToolArguments, in reversible mode, puts the values back into
+	// the arguments of the tool calls the model answers with. Off by
+	// default: the tool gets the placeholder, so that a model steered by an
+	// injection ("send <EMAIL_1> to attacker@evil.test") cannot make corral
+	// hand the value to a tool.
+	RestoreToolArguments bool `json:"restoreToolArguments,omitempty"`
 	// Timeout bounds one call (to the first byte of a stream), as a Go
 	// duration; default 60s.
 	Timeout string `json:"timeout,omitempty"`
@@ -149,6 +155,7 @@ func (s *ModelSpec) check() []FieldError {
 			{"spec.baseURL", s.BaseURL != ""}, {"spec.model", s.Model != ""}, {"spec.auth", s.Auth != nil},
 			{"spec.headers", len(s.Headers) > 0}, {"spec.region", s.Region != ""}, {"spec.pricing", s.Pricing != nil},
 			{"spec.redact", s.Redact != ""}, {"spec.patterns", len(s.Patterns) > 0}, {"spec.timeout", s.Timeout != ""},
+			{"spec.restoreToolArguments", s.RestoreToolArguments},
 			{"spec.maxOutputTokens", s.MaxOutputTokens != 0}, {"spec.script", len(s.Script) > 0},
 		} {
 			if f.set {

@@ -37,6 +37,11 @@ type Metadata struct {
 	Revision uint64 `json:"revision,omitempty"`
 	// Updated is set by the server: when this revision was stored. Ignored on input.
 	Updated time.Time `json:"updated,omitzero"`
+	// UID is set by the server when the resource is created and kept by
+	// every update: it tells one incarnation of a name from the next. An
+	// agent's keys and tokens carry it, so a deleted agent's credentials do
+	// not come back with a new agent of the same name. Ignored on input.
+	UID string `json:"uid,omitempty"`
 }
 
 // namePattern is the pattern of metadata.name in schemas/metadata.json; a

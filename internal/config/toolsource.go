@@ -93,6 +93,9 @@ type MCPSource struct {
 	Headers map[string]string `json:"headers,omitempty"`
 	Command []string          `json:"command,omitempty"`
 	Env     map[string]string `json:"env,omitempty"`
+	// AdoptChanges takes new tools and changed annotations into force as
+	// the server lists them, instead of holding them back for review.
+	AdoptChanges bool `json:"adoptChanges,omitempty"`
 }
 
 // UpstreamAuth is how corral authenticates to an upstream; exactly one is set.

@@ -36,6 +36,9 @@ type Claims struct {
 	Task string `json:"task,omitempty"`
 	// Principal describes the user of a delegated token.
 	Principal *PrincipalClaims `json:"principal,omitempty"`
+	// AgentUID is the metadata.uid of the agent (ClientID) the token was
+	// issued to: the token serves that incarnation of the agent only.
+	AgentUID string `json:"agent_uid,omitempty"`
 }
 
 // Actor is an RFC 8693 act claim.

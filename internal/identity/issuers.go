@@ -68,6 +68,9 @@ type Issuers struct {
 	client  *http.Client
 	now     func() time.Time
 	trusted atomic.Pointer[map[string]*trustedIssuer] // by issuer URL
+
+	loaded   chan struct{} // closed once Run has read the Issuer resources
+	loadOnce sync.Once
 }
 
 // trustedIssuer is one Issuer resource in force.
@@ -105,7 +108,7 @@ func NewIssuers(logger *slog.Logger, res IssuerResources, client *http.Client) *
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}
 	}
-	is := &Issuers{logger: logger.With("component", "issuers"), res: res, client: client, now: time.Now}
+	is := &Issuers{logger: logger.With("component", "issuers"), res: res, client: client, now: time.Now, loaded: make(chan struct{})}
 	is.rebuild(context.Background())
 	return is
 }
@@ -115,11 +118,22 @@ func (is *Issuers) Run(ctx context.Context) error {
 	for {
 		changed := is.res.Changed()
 		is.rebuild(ctx)
+		is.loadOnce.Do(func() { close(is.loaded) })
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
 		}
+	}
+}
+
+// WaitLoaded blocks until Run has read the Issuer resources, or ctx ends.
+func (is *Issuers) WaitLoaded(ctx context.Context) error {
+	select {
+	case <-is.loaded:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("identity: waiting for trusted issuers to load: %w", ctx.Err())
 	}
 }
 

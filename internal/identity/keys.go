@@ -25,18 +25,24 @@ var ErrKeyNotFound = errors.New("no such key")
 type Key struct {
 	// ID is the first 12 hex digits of the key's SHA-256: enough to name it,
 	// useless for recovering it.
-	ID      string    `json:"id"`
-	Agent   string    `json:"agent"`
-	Created time.Time `json:"created"`
+	ID    string `json:"id"`
+	Agent string `json:"agent"`
+	// AgentUID is the metadata.uid of the Agent resource the key was made
+	// for: the key serves that incarnation of the agent only, never an
+	// agent created later under the same name. Empty for keys made before
+	// corral recorded it, which serve an Agent without a uid.
+	AgentUID string    `json:"agent_uid,omitempty"`
+	Created  time.Time `json:"created"`
 }
 
 const keyIDLength = 12
 
-// CreateKey creates an API key for agent and returns it with its
-// description. The caller must show it to the user now: only its hash is kept.
-func (s *Store) CreateKey(ctx context.Context, agent string) (string, Key, error) {
+// CreateKey creates an API key for agent, whose Agent resource has
+// metadata.uid agentUID, and returns it with its description. The caller
+// must show it to the user now: only its hash is kept.
+func (s *Store) CreateKey(ctx context.Context, agent, agentUID string) (string, Key, error) {
 	secret := newSecret(agentKeyPrefix)
-	r := record{Kind: kindAgent, Agent: agent, Created: time.Now().UTC()}
+	r := record{Kind: kindAgent, Agent: agent, AgentUID: agentUID, Created: time.Now().UTC()}
 	value, err := json.Marshal(r)
 	if err != nil {
 		return "", Key{}, err
@@ -111,7 +117,23 @@ func (s *Store) RevokeKey(ctx context.Context, id string) (Key, error) {
 	return key, nil
 }
 
+// RevokeAgent revokes every key of agent: its Agent resource was deleted.
+// Keys made for an earlier incarnation are refused anyway (their AgentUID
+// no longer matches); this removes them from the list and the bucket.
+func (s *Store) RevokeAgent(ctx context.Context, agent string) ([]Key, error) {
+	var revoked []Key
+	var errs []error
+	for _, k := range s.Keys(agent) {
+		if _, err := s.RevokeKey(ctx, k.ID); err != nil && !errors.Is(err, ErrKeyNotFound) {
+			errs = append(errs, err)
+			continue
+		}
+		revoked = append(revoked, k)
+	}
+	return revoked, errors.Join(errs...)
+}
+
 func describe(bucketKey string, r record) Key {
 	id := strings.TrimPrefix(bucketKey, kindAgent+".")
-	return Key{ID: id[:keyIDLength], Agent: r.Agent, Created: r.Created}
+	return Key{ID: id[:keyIDLength], Agent: r.Agent, AgentUID: r.AgentUID, Created: r.Created}
 }

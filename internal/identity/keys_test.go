@@ -15,7 +15,7 @@ func TestAgentKeys(t *testing.T) {
 	s, other := start(t, b), start(t, b)
 	ctx := t.Context()
 
-	secret, key, err := s.CreateKey(ctx, "impact")
+	secret, key, err := s.CreateKey(ctx, "impact", "uid-impact")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestAgentKeys(t *testing.T) {
 		t.Error("VerifyAdmin accepted an agent key")
 	}
 
-	_, second, err := s.CreateKey(ctx, "mailer")
+	_, second, err := s.CreateKey(ctx, "mailer", "uid-mailer")
 	if err != nil {
 		t.Fatal(err)
 	}

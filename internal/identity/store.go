@@ -38,9 +38,11 @@ type substrate interface {
 
 // record is what the bucket keeps about one credential.
 type record struct {
-	Kind    string    `json:"kind"`
-	Agent   string    `json:"agent,omitempty"`
-	Created time.Time `json:"created"`
+	Kind  string `json:"kind"`
+	Agent string `json:"agent,omitempty"`
+	// AgentUID is the metadata.uid of the Agent the key was made for.
+	AgentUID string    `json:"agent_uid,omitempty"`
+	Created  time.Time `json:"created"`
 }
 
 // Store verifies and manages credentials.

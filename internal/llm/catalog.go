@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/corral-dev/corral/internal/config"
@@ -41,6 +42,9 @@ type Catalog struct {
 	secret    SecretFunc
 	client    *http.Client
 	snap      atomic.Pointer[modelSnapshot]
+
+	loaded   chan struct{} // closed once Run has built the Model resources
+	loadOnce sync.Once
 }
 
 type modelSnapshot struct {
@@ -64,7 +68,7 @@ func NewCatalog(logger *slog.Logger, res Resources, secret SecretFunc, client *h
 			return "", errors.New("this server resolves no credentials")
 		}
 	}
-	c := &Catalog{logger: logger, resources: res, secret: secret, client: client}
+	c := &Catalog{logger: logger, resources: res, secret: secret, client: client, loaded: make(chan struct{})}
 	c.snap.Store(&modelSnapshot{byName: map[string]*Model{}, specs: map[string][]byte{}})
 	return c
 }
@@ -75,11 +79,22 @@ func (c *Catalog) Run(ctx context.Context) error {
 	for {
 		changed := c.resources.Changed()
 		c.rebuild(ctx)
+		c.loadOnce.Do(func() { close(c.loaded) })
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
 		}
+	}
+}
+
+// WaitLoaded blocks until Run has built the Model resources, or ctx ends.
+func (c *Catalog) WaitLoaded(ctx context.Context) error {
+	select {
+	case <-c.loaded:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("llm: waiting for models to load: %w", ctx.Err())
 	}
 }
 

@@ -39,6 +39,9 @@ var (
 	ErrTimeout = errors.New("the provider did not answer in time")
 	// ErrConnection: the request could not reach the provider.
 	ErrConnection = errors.New("the provider could not be reached")
+	// ErrBroken: the connection broke after the request may have reached
+	// the provider, which may then run it.
+	ErrBroken = errors.New("the connection to the provider broke")
 	// ErrUnsupported: the provider cannot do this (embeddings on Anthropic).
 	ErrUnsupported = errors.New("the provider does not support this")
 	// ErrInvalidAnswer: the provider's answer could not be read.
@@ -55,7 +58,7 @@ var (
 // failed: a 429, a 5xx, a time-out or a connection error. Route fallbacks
 // are taken on exactly these.
 func Retryable(err error) bool {
-	if errors.Is(err, ErrTimeout) || errors.Is(err, ErrConnection) {
+	if errors.Is(err, ErrTimeout) || errors.Is(err, ErrConnection) || errors.Is(err, ErrBroken) {
 		return true
 	}
 	var pe *ProviderError
@@ -63,4 +66,17 @@ func Retryable(err error) bool {
 		return pe.Status == 429 || pe.Status >= 500
 	}
 	return false
+}
+
+// MayHaveRun reports whether a failed call may have been run (and billed)
+// by its provider: the request may have left and no error answer came back.
+// Requests refused before they left (bad request, credentials, no
+// connection) and calls the provider answered with an HTTP error did not.
+func MayHaveRun(err error) bool {
+	if err == nil || errors.Is(err, ErrBadRequest) || errors.Is(err, ErrCredentials) ||
+		errors.Is(err, ErrConnection) || errors.Is(err, ErrUnsupported) {
+		return false
+	}
+	var pe *ProviderError
+	return !errors.As(err, &pe) || pe.Status == 0
 }

@@ -355,8 +355,20 @@ func transportError(provider, what string, err error, d *deadline) error {
 		return &ProviderError{Err: fmt.Errorf("%s: %s: %w", provider, what, err)}
 	case errors.As(err, &ne) && ne.Timeout():
 		return &ProviderError{Err: fmt.Errorf("%s: %s: %w: %v", provider, what, ErrTimeout, err)}
+	case !notDialed(err):
+		// The request may have reached the provider before the connection
+		// broke: it may run (and be billed) all the same.
+		return &ProviderError{Err: fmt.Errorf("%s: %s: %w: %v", provider, what, ErrBroken, err)}
 	}
 	return &ProviderError{Err: fmt.Errorf("%s: %s: %w: %v", provider, what, ErrConnection, err)}
+}
+
+// notDialed reports whether err is a failure to connect (resolve, dial):
+// nothing of the request left.
+func notDialed(err error) bool {
+	var op *net.OpError
+	var dns *net.DNSError
+	return errors.As(err, &dns) || (errors.As(err, &op) && op.Op == "dial")
 }
 
 // setHeaders puts the endpoint's headers and credentials on req.

@@ -73,12 +73,15 @@ const (
 type Param struct {
 	// Property is the property's name in the input schema. It is the
 	// parameter's name unless two parameters share one (then the second is
-	// "<name>_<in>"); the body is "body", or "requestBody" if a parameter is
-	// already called "body".
+	// "<name>_<in>"). A field of an object body is its own property, named
+	// as the field unless a parameter has that name (then "<name>_body");
+	// a body that is not flattened is "body", or "requestBody" if a
+	// parameter is already called "body".
 	Property string `json:"property"`
 	// In is InPath, InQuery, InHeader, InCookie or InBody.
 	In string `json:"in"`
-	// Name is the parameter's name in the request; empty for the body.
+	// Name is the parameter's name in the request, or the field's name in
+	// a flattened body; empty for a whole body.
 	Name string `json:"name,omitempty"`
 	// Required is set when the request must carry it.
 	Required bool `json:"required,omitempty"`
@@ -86,9 +89,18 @@ type Param struct {
 	// defaults filled in); empty and false for the body.
 	Style   string `json:"style,omitempty"`
 	Explode bool   `json:"explode,omitempty"`
+	// AllowReserved is the parameter's allowReserved: for a path parameter,
+	// it lets values hold / ? # ; [ ] % and \ (escaped); without it those
+	// are refused.
+	AllowReserved bool `json:"allowReserved,omitempty"`
 	// MediaType is the body's media type, or a parameter's when the document
 	// gives it as content rather than schema.
 	MediaType string `json:"mediaType,omitempty"`
+	// FieldRequired is set on a field of a flattened body that the body's
+	// schema requires; BodyRequired on every field of a flattened body that
+	// the operation requires. Required is set when both are.
+	FieldRequired bool `json:"fieldRequired,omitempty"`
+	BodyRequired  bool `json:"bodyRequired,omitempty"`
 }
 
 // Options tune an import.
@@ -107,13 +119,15 @@ type Options struct {
 // describes.
 //
 // The input schema has one property per parameter (path, query, header and
-// cookie) and one for the request body, all required as the document says.
-// Parameters that carry an apiKey security scheme's key are left out: corral
-// supplies credentials, agents never do.
-// The body stays one property, "body", rather than having its properties
-// merged in: a body need not be an object (arrays, strings, oneOf), merged
-// names would collide with parameters, and a validation error's JSON pointer
-// (/body/tags/0) then reads the same as the document. Every $ref is inlined,
+// cookie), all required as the document says. Parameters that carry an
+// apiKey security scheme's key are left out: corral supplies credentials,
+// agents never do.
+// A request body that is a plain object (see flatBody) is flattened: each
+// of its fields is a top-level property, as an MCP tool's or a model
+// function's arguments are, so that a policy reads arguments.amount
+// whatever kind of tool it guards. A field named like a parameter becomes
+// "<name>_body". Any other body (an array, a string, oneOf, a map with
+// additionalProperties) stays one property, "body". Every $ref is inlined,
 // except those that recur, which go to $defs, as do all of a schema's refs
 // when inlining would make it large.
 //
@@ -557,7 +571,8 @@ func (s *spec) input(op *operation, c *schemas) (map[string]any, []Param, error)
 		if err != nil {
 			return nil, nil, fmt.Errorf("parameter %s: %w", name, err)
 		}
-		params = append(params, Param{Property: prop, In: in, Name: name, Required: req, Style: style, Explode: explode, MediaType: mediaType})
+		params = append(params, Param{Property: prop, In: in, Name: name, Required: req, Style: style, Explode: explode,
+			AllowReserved: p["allowReserved"] == true, MediaType: mediaType})
 	}
 
 	if v, ok := op.op["requestBody"]; ok {
@@ -581,23 +596,12 @@ func (s *spec) input(op *operation, c *schemas) (map[string]any, []Param, error)
 					return nil, nil, fmt.Errorf("request body: %w", err)
 				}
 			}
-			extra := map[string]any{}
-			if desc, ok := rb["description"].(string); ok && strings.TrimSpace(desc) != "" {
-				extra["description"] = desc
-			}
-			prop := "body"
-			if _, taken := props[prop]; taken {
-				prop = "requestBody"
-				for i := 2; props[prop] != nil; i++ {
-					prop = "requestBody_" + strconv.Itoa(i)
-				}
-			}
-			props[prop] = withAnnotations(asObject(x), extra)
 			req := rb["required"] == true
-			if req {
-				required = append(required, prop)
+			if fields, ok := flatBody(x, c); ok {
+				required, params = addBodyFields(props, fields, required, params, req, mediaType)
+			} else {
+				required, params = addWholeBody(props, rb, x, required, params, req, mediaType)
 			}
-			params = append(params, Param{Property: prop, In: InBody, Required: req, MediaType: mediaType})
 		}
 	}
 
@@ -609,7 +613,150 @@ func (s *spec) input(op *operation, c *schemas) (map[string]any, []Param, error)
 	if len(required) > 0 {
 		schema["required"] = required
 	}
+	if dep := bodyDependencies(params); len(dep) > 0 {
+		schema["dependentRequired"] = dep
+	}
 	return c.root(schema), params, nil
+}
+
+// addWholeBody adds a body that is not flattened as one property, "body"
+// (or "requestBody", "requestBody_2", ... when a parameter has that name).
+func addWholeBody(props map[string]any, rb map[string]any, x any, required []any, params []Param, req bool, mediaType string) ([]any, []Param) {
+	extra := map[string]any{}
+	if desc, ok := rb["description"].(string); ok && strings.TrimSpace(desc) != "" {
+		extra["description"] = desc
+	}
+	prop := "body"
+	if _, taken := props[prop]; taken {
+		prop = "requestBody"
+		for i := 2; props[prop] != nil; i++ {
+			prop = "requestBody_" + strconv.Itoa(i)
+		}
+	}
+	props[prop] = withAnnotations(asObject(x), extra)
+	if req {
+		required = append(required, prop)
+	}
+	return required, append(params, Param{Property: prop, In: InBody, Required: req, MediaType: mediaType})
+}
+
+// bodyFields is an object body that can be flattened: its properties in
+// sorted order, and which of them the body requires.
+type bodyFields struct {
+	names    []string
+	props    map[string]any
+	required map[string]bool
+}
+
+// flatBodyKeywords are the keywords an object body's schema may have and
+// still be flattened into top-level arguments: nothing else about the body
+// as a whole is lost when its properties move up.
+var flatBodyKeywords = map[string]bool{
+	"type": true, "properties": true, "required": true, "additionalProperties": true,
+	"title": true, "description": true, "examples": true, "deprecated": true,
+}
+
+// flatBody reports whether a request body's (expanded) schema is a plain
+// object whose properties can become top-level arguments: type object (or
+// no type), declared properties, additionalProperties absent or false, and
+// no keyword that constrains the body as a whole (allOf, oneOf,
+// minProperties, patternProperties, ...). A $ref to $defs is followed once.
+func flatBody(x any, c *schemas) (bodyFields, bool) {
+	s, ok := x.(map[string]any)
+	if !ok {
+		return bodyFields{}, false
+	}
+	if ref, ok := s["$ref"].(string); ok && len(s) == 1 {
+		name, ok := strings.CutPrefix(ref, "#/$defs/")
+		if !ok {
+			return bodyFields{}, false
+		}
+		if s, ok = c.defs[name].(map[string]any); !ok {
+			return bodyFields{}, false
+		}
+	}
+	for k, v := range s {
+		if !flatBodyKeywords[k] {
+			return bodyFields{}, false
+		}
+		if k == "type" && v != "object" || k == "additionalProperties" && v != false {
+			return bodyFields{}, false
+		}
+	}
+	props, ok := s["properties"].(map[string]any)
+	if !ok || len(props) == 0 {
+		return bodyFields{}, false
+	}
+	if _, ok := props[""]; ok {
+		return bodyFields{}, false // a field needs a name to stand beside the parameters
+	}
+	f := bodyFields{names: sortedKeys(props), props: props, required: map[string]bool{}}
+	if list, ok := s["required"].([]any); ok {
+		for _, r := range list {
+			if name, ok := r.(string); ok {
+				f.required[name] = true
+			}
+		}
+	}
+	return f, true
+}
+
+// addBodyFields makes each property of an object body a top-level argument,
+// in sorted order. Parameters keep their names: a body field whose name a
+// parameter (or an earlier field) has taken becomes "<name>_body", then
+// "<name>_body_2", ... A field is required when the body is required and
+// the body requires it; an optional body's required fields are tied together
+// by dependentRequired (see bodyDependencies).
+func addBodyFields(props map[string]any, f bodyFields, required []any, params []Param, req bool, mediaType string) ([]any, []Param) {
+	for _, name := range f.names {
+		prop := name
+		if _, taken := props[prop]; taken {
+			prop = name + "_body"
+			for i := 2; props[prop] != nil; i++ {
+				prop = name + "_body_" + strconv.Itoa(i)
+			}
+		}
+		props[prop] = f.props[name]
+		fieldReq := req && f.required[name]
+		if fieldReq {
+			required = append(required, prop)
+		}
+		params = append(params, Param{Property: prop, In: InBody, Name: name, Required: fieldReq, MediaType: mediaType,
+			FieldRequired: f.required[name], BodyRequired: req})
+	}
+	return required, params
+}
+
+// bodyDependencies ties the fields an optional object body requires to
+// each other and to its other fields: sending any field of the body means
+// sending the body, which must then have its required fields.
+func bodyDependencies(params []Param) map[string]any {
+	var fields, needed []string
+	for _, p := range params {
+		if p.In != InBody || p.Name == "" || p.Required {
+			continue
+		}
+		fields = append(fields, p.Property)
+		if p.FieldRequired {
+			needed = append(needed, p.Property)
+		}
+	}
+	if len(needed) == 0 {
+		return nil
+	}
+	dep := map[string]any{}
+	for _, f := range fields {
+		var others []any
+		for _, n := range needed {
+			if n != f {
+				others = append(others, n)
+			}
+		}
+		if len(others) > 0 {
+			dep[f] = others
+		}
+	}
+	return dep
 }
 
 // isAPIKey reports whether a parameter is where an apiKey security scheme

@@ -165,24 +165,22 @@ components:
 			name:        "t.createOrder",
 			method:      "POST",
 			annotations: &Annotations{},
-			params:      []Param{{Property: "body", In: "body", Required: true, MediaType: "application/json"}},
+			params: []Param{
+				{Property: "count", In: "body", Name: "count", MediaType: "application/json", BodyRequired: true},
+				{Property: "item", In: "body", Name: "item", MediaType: "application/json", BodyRequired: true},
+				{Property: "kind", In: "body", Name: "kind", MediaType: "application/json", BodyRequired: true},
+				{Property: "note", In: "body", Name: "note", MediaType: "application/json", BodyRequired: true},
+			},
 			input: `{
 				"$schema": "https://json-schema.org/draft/2020-12/schema",
 				"type": "object",
 				"additionalProperties": false,
 				"properties": {
-					"body": {
-						"type": "object",
-						"description": "The order to place",
-						"properties": {
-							"kind": {"const": "order"},
-							"note": {"type": ["string", "null"], "examples": ["leave at door"]},
-							"item": {"type": "string", "description": "What to ship"},
-							"count": {"maximum": 10, "allOf": [{"type": "integer", "minimum": 1}]}
-						}
-					}
-				},
-				"required": ["body"]
+					"kind": {"const": "order"},
+					"note": {"type": ["string", "null"], "examples": ["leave at door"]},
+					"item": {"type": "string", "description": "What to ship"},
+					"count": {"maximum": 10, "allOf": [{"type": "integer", "minimum": 1}]}
+				}
 			}`,
 			output: `{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "string"}`,
 		}},
@@ -280,7 +278,10 @@ components:
 				"$schema": "https://json-schema.org/draft/2020-12/schema",
 				"type": "object",
 				"additionalProperties": false,
-				"properties": {"body": {"$ref": "#/$defs/Node"}},
+				"properties": {
+					"name": {"type": "string"},
+					"children": {"type": "array", "items": {"$ref": "#/$defs/Node"}}
+				},
 				"$defs": {
 					"Node": {
 						"type": "object",
@@ -326,7 +327,7 @@ paths:
       requestBody:
         content:
           application/x-www-form-urlencoded:
-            schema: {type: object, properties: {note: {type: string}}}
+            schema: {type: object, required: [id], properties: {note: {type: string}, id: {type: string}}}
       responses:
         2XX:
           description: ok
@@ -343,7 +344,8 @@ paths:
 				{Property: "id_header", In: "header", Name: "id", Style: "simple"},
 				{Property: "body", In: "query", Name: "body", Style: "spaceDelimited"},
 				{Property: "filter", In: "query", Name: "filter", Style: "form", Explode: true, MediaType: "application/json"},
-				{Property: "requestBody", In: "body", MediaType: "application/x-www-form-urlencoded"},
+				{Property: "id_body", In: "body", Name: "id", MediaType: "application/x-www-form-urlencoded", FieldRequired: true},
+				{Property: "note", In: "body", Name: "note", MediaType: "application/x-www-form-urlencoded"},
 			},
 			input: `{
 				"$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -355,9 +357,11 @@ paths:
 					"id_header": {"type": "string"},
 					"body": {"type": "array", "items": {"type": "string"}},
 					"filter": {"type": "object"},
-					"requestBody": {"type": "object", "properties": {"note": {"type": "string"}}}
+					"note": {"type": "string"},
+					"id_body": {"type": "string"}
 				},
-				"required": ["id"]
+				"required": ["id"],
+				"dependentRequired": {"note": ["id_body"]}
 			}`,
 			output: `{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"}`,
 		}},

@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -50,7 +54,13 @@ func BuildValue(t *Tool, baseURL string, args map[string]any) (*Request, error) 
 	header := http.Header{}
 	var cookies []string
 	var body []byte
+	var fields map[string]any // a flattened body's fields
+	declared := queryNames(t.Params)
+	bodyType, bodyRequired := "", false
 	for _, p := range t.Params {
+		if p.In == InBody && p.Name != "" {
+			bodyType, bodyRequired = p.MediaType, p.BodyRequired
+		}
 		v, ok := args[p.Property]
 		if !ok || v == nil {
 			if p.Required {
@@ -62,6 +72,9 @@ func BuildValue(t *Tool, baseURL string, args map[string]any) (*Request, error) 
 		switch p.In {
 		case InPath:
 			var s string
+			if err = pathSafe(p, v); err != nil {
+				break
+			}
 			if s, err = simple(v, p.Explode, url.PathEscape); err == nil {
 				if s == "" || s == "." || s == ".." {
 					// Proxies and frameworks collapse dot segments, even
@@ -72,7 +85,7 @@ func BuildValue(t *Tool, baseURL string, args map[string]any) (*Request, error) 
 				}
 			}
 		case InQuery:
-			err = addQuery(query, p, v)
+			err = addQuery(query, p, v, declared)
 		case InHeader:
 			var s string
 			if s, err = simple(v, p.Explode, identity); err == nil {
@@ -84,13 +97,26 @@ func BuildValue(t *Tool, baseURL string, args map[string]any) (*Request, error) 
 				cookies = append(cookies, p.Name+"="+s)
 			}
 		case InBody:
-			body, err = encodeBody(p.MediaType, v)
-			if err == nil {
-				header.Set("Content-Type", p.MediaType)
+			if p.Name != "" {
+				if fields == nil {
+					fields = map[string]any{}
+				}
+				fields[p.Name] = v
+				continue
 			}
+			body, err = encodeBody(header, p.MediaType, v)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrArguments, p.Property, err)
+		}
+	}
+	if fields != nil || bodyRequired {
+		if fields == nil {
+			fields = map[string]any{}
+		}
+		var err error
+		if body, err = encodeBody(header, bodyType, fields); err != nil {
+			return nil, fmt.Errorf("%w: body: %v", ErrArguments, err)
 		}
 	}
 	if len(cookies) > 0 {
@@ -153,9 +179,68 @@ func simple(v any, explode bool, escape func(string) string) (string, error) {
 	return escape(s), err
 }
 
+// pathReserved are the characters a path parameter's value may not hold
+// unless the parameter sets allowReserved: those that end or split a path
+// segment (/ ? # ; and \, which some servers read as /), the brackets, and
+// % (an upstream that decodes twice would turn %2F into /). Escaped, they
+// still reach upstreams that decode before routing.
+const pathReserved = "/?#;\\[]%"
+
+// pathSafe refuses a path parameter value (or any item or key of one) that
+// holds a reserved character or a control character, unless the parameter
+// allows reserved characters.
+func pathSafe(p Param, v any) error {
+	if p.AllowReserved {
+		return nil
+	}
+	check := func(s string) error {
+		for _, r := range s {
+			if r < 0x20 || r == 0x7f || strings.ContainsRune(pathReserved, r) {
+				return fmt.Errorf("the path parameter %s may not hold %q (it does not allow reserved characters)", p.Property, r)
+			}
+		}
+		return nil
+	}
+	switch v := v.(type) {
+	case string:
+		return check(v)
+	case []any:
+		for _, item := range v {
+			if err := pathSafe(p, item); err != nil {
+				return err
+			}
+		}
+	case map[string]any:
+		for k, item := range v {
+			if err := check(k); err != nil {
+				return err
+			}
+			if err := pathSafe(p, item); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// queryNames returns the names of an operation's query parameters: an
+// exploded object's keys may not take them.
+func queryNames(params []Param) map[string]bool {
+	names := map[string]bool{}
+	for _, p := range params {
+		if p.In == InQuery {
+			names[p.Name] = true
+		}
+	}
+	return names
+}
+
 // addQuery serializes one query parameter in its style: form (the default),
-// spaceDelimited, pipeDelimited or deepObject.
-func addQuery(q url.Values, p Param, v any) error {
+// spaceDelimited, pipeDelimited or deepObject. An exploded form object's
+// keys become query parameters of their own, so a key that names a declared
+// query parameter, or one already in the query, is refused: it would let
+// the caller send ?account=victim beside the checked ?account=mine.
+func addQuery(q url.Values, p Param, v any, declared map[string]bool) error {
 	switch v := v.(type) {
 	case []any:
 		items := make([]string, len(v))
@@ -187,6 +272,9 @@ func addQuery(q url.Values, p Param, v any) error {
 			case p.Style == "deepObject":
 				q.Add(p.Name+"["+k+"]", s)
 			case p.Explode:
+				if declared[k] || q.Has(k) {
+					return fmt.Errorf("the key %q of %s collides with the query parameter %s; refused rather than sent twice", k, p.Property, k)
+				}
 				q.Add(k, s)
 			default:
 				pairs = append(pairs, k, s)
@@ -205,36 +293,96 @@ func addQuery(q url.Values, p Param, v any) error {
 	return nil
 }
 
-// encodeBody encodes the body argument as mediaType says.
-func encodeBody(mediaType string, v any) ([]byte, error) {
+// encodeBody encodes the body argument as mediaType says and sets the
+// request's Content-Type: JSON, a URL-encoded form, multipart/form-data
+// (with its boundary), or a string's text as it is.
+func encodeBody(h http.Header, mediaType string, v any) ([]byte, error) {
+	var body []byte
+	var err error
+	contentType := mediaType
 	switch {
 	case isJSON(mediaType):
-		return json.Marshal(v)
+		body, err = json.Marshal(v)
 	case mediaType == "application/x-www-form-urlencoded":
-		obj, ok := v.(map[string]any)
-		if !ok {
-			return nil, fmt.Errorf("a form body must be an object, got %s", jsonType(v))
+		body, err = encodeForm(v)
+	case mediaType == "multipart/form-data":
+		body, contentType, err = encodeMultipart(v)
+	default:
+		if s, ok := v.(string); ok {
+			body = []byte(s)
+		} else {
+			body, err = json.Marshal(v)
 		}
-		form := url.Values{}
-		for _, k := range sortedKeys(obj) {
-			switch item := obj[k].(type) {
-			case map[string]any, []any:
-				b, err := json.Marshal(item)
-				if err != nil {
-					return nil, err
-				}
-				form.Add(k, string(b))
-			default:
-				s, _ := scalar(item)
-				form.Add(k, s)
+	}
+	if err != nil {
+		return nil, err
+	}
+	h.Set("Content-Type", contentType)
+	return body, nil
+}
+
+// formFields returns a form body's fields, in sorted order, as text: a
+// scalar as itself, an object or array as JSON (its second result says so).
+func formFields(v any, each func(name, value string, isJSON bool) error) error {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Errorf("a form body must be an object, got %s", jsonType(v))
+	}
+	for _, k := range sortedKeys(obj) {
+		switch item := obj[k].(type) {
+		case map[string]any, []any:
+			b, err := json.Marshal(item)
+			if err != nil {
+				return err
+			}
+			if err := each(k, string(b), true); err != nil {
+				return err
+			}
+		default:
+			s, _ := scalar(item)
+			if err := each(k, s, false); err != nil {
+				return err
 			}
 		}
-		return []byte(form.Encode()), nil
 	}
-	if s, ok := v.(string); ok {
-		return []byte(s), nil
+	return nil
+}
+
+func encodeForm(v any) ([]byte, error) {
+	form := url.Values{}
+	err := formFields(v, func(name, value string, _ bool) error {
+		form.Add(name, value)
+		return nil
+	})
+	return []byte(form.Encode()), err
+}
+
+// encodeMultipart encodes an object as multipart/form-data, one part per
+// field (objects and arrays as application/json parts), and returns the
+// Content-Type with its boundary.
+func encodeMultipart(v any) ([]byte, string, error) {
+	var buf bytes.Buffer
+	w := multipart.NewWriter(&buf)
+	err := formFields(v, func(name, value string, isJSON bool) error {
+		h := textproto.MIMEHeader{}
+		h.Set("Content-Disposition", mime.FormatMediaType("form-data", map[string]string{"name": name}))
+		if isJSON {
+			h.Set("Content-Type", "application/json")
+		}
+		part, err := w.CreatePart(h)
+		if err != nil {
+			return err
+		}
+		_, err = io.WriteString(part, value)
+		return err
+	})
+	if err != nil {
+		return nil, "", err
 	}
-	return json.Marshal(v)
+	if err := w.Close(); err != nil {
+		return nil, "", err
+	}
+	return buf.Bytes(), w.FormDataContentType(), nil
 }
 
 // Servers returns the URLs of a document's servers list, in order; relative

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +21,9 @@ import (
 // Caller is an authenticated agent, and the user it acts for, if any.
 type Caller struct {
 	Agent string
+	// AgentUID is the incarnation of Agent the credential was issued to
+	// (its metadata.uid then); it must still be the agent's.
+	AgentUID string
 	// KeyID is set when an agent key authenticated the call.
 	KeyID string
 	// Token is set when a corral token authenticated the call.
@@ -63,7 +67,7 @@ func (p *Pipeline) Authenticate(credential string) (Caller, error) {
 		if !ok {
 			return Caller{}, problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the key is not valid: unknown or revoked")
 		}
-		return Caller{Agent: key.Agent, KeyID: key.ID}, nil
+		return Caller{Agent: key.Agent, AgentUID: key.AgentUID, KeyID: key.ID}, nil
 	}
 	claims, err := p.Tokens.Verify(credential, p.Tokens.Issuer())
 	if err != nil {
@@ -73,7 +77,7 @@ func (p *Pipeline) Authenticate(credential string) (Caller, error) {
 		}
 		return Caller{}, problem.New(http.StatusUnauthorized, problem.Unauthenticated, string(te.Reason)+": "+te.Detail)
 	}
-	c := Caller{Agent: claims.Agent(), Token: claims, Scopes: claims.Scopes()}
+	c := Caller{Agent: claims.Agent(), AgentUID: claims.AgentUID, Token: claims, Scopes: claims.Scopes()}
 	if claims.Delegated() {
 		c.Principal = &Principal{Subject: claims.Subject}
 		if pc := claims.Principal; pc != nil {
@@ -120,6 +124,7 @@ func (p *Pipeline) input(c Caller, agent *agentCache, e *tools.Entry, value any)
 			Annotations: policy.Annotations{
 				ReadOnly: e.Tool.Annotations.ReadOnly, Destructive: e.Tool.Annotations.Destructive, Idempotent: e.Tool.Annotations.Idempotent,
 			},
+			AnnotationsSource: policy.AnnotationsSource(e.Tool.Origins()),
 		},
 	}
 	p.noteInput(in, c)
@@ -186,18 +191,17 @@ func (p *Pipeline) Tools(ctx context.Context, c Caller) ([]*tools.Entry, error) 
 	}
 	engine := p.Policy.Engine()
 	cache := p.visibility(engine.Revision())
+	// The answer depends on the agent, its spec, the tool and the user it
+	// acts for (sub, issuer, groups and roles, all in the key): arguments,
+	// task and time are left unknown by Visible.
+	principal := principalKey(c.Principal)
 	var out []*tools.Entry
 	for _, e := range p.Catalog.List() {
 		if inScope(c, "tool", e.Tool.Name) != nil {
 			continue
 		}
-		// A user's groups and roles may change the answer: those answers are
-		// not kept (listings with delegated tokens, and token exchanges).
-		key := visibilityKey{agent: c.Agent, agentRev: agent.rev, entry: e}
-		visible, ok := false, false
-		if c.Principal == nil {
-			visible, ok = cache.get(key)
-		}
+		key := visibilityKey{agent: c.Agent, agentRev: agent.rev, principal: principal, entry: e}
+		visible, ok := cache.get(key)
 		if !ok {
 			visible, err = engine.Visible(ctx, p.input(c, agent, e, nil))
 			if err != nil {
@@ -205,9 +209,7 @@ func (p *Pipeline) Tools(ctx context.Context, c Caller) ([]*tools.Entry, error) 
 				p.logger.WarnContext(ctx, "policy cannot say whether a tool is visible; hiding it", "tool", e.Tool.Name, "agent", c.Agent, "err", err)
 				continue
 			}
-			if c.Principal == nil {
-				cache.put(key, visible)
-			}
+			cache.put(key, visible)
 		}
 		if visible {
 			out = append(out, e)
@@ -242,9 +244,30 @@ func (p *Pipeline) Scopes(ctx context.Context, agent string, principal *Principa
 // visibilityKey names one answer of Visible under one policy revision.
 // The entry pointer changes whenever its source reloads.
 type visibilityKey struct {
-	agent    string
-	agentRev uint64
-	entry    *tools.Entry
+	agent     string
+	agentRev  uint64
+	principal string // principalKey: "" when the agent acts for itself
+	entry     *tools.Entry
+}
+
+// principalKey is everything policy sees of a principal, as one
+// unambiguous string (each part quoted): answers for users with other
+// groups or roles are kept apart.
+func principalKey(pr *Principal) string {
+	if pr == nil {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(strconv.Quote(pr.Issuer))
+	b.WriteString(strconv.Quote(pr.Subject))
+	for _, list := range [][]string{pr.Groups, pr.Roles} {
+		b.WriteByte('[')
+		for _, x := range list {
+			b.WriteString(strconv.Quote(x))
+		}
+		b.WriteByte(']')
+	}
+	return b.String()
 }
 
 // visibilityCache remembers Visible's answers for one policy revision.

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,12 +29,6 @@ func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, 
 	if key == "" {
 		return p.invoke(ctx, rec, e, call)
 	}
-	if len(key) > idempotency.MaxKey {
-		return nil, problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("Idempotency-Key is longer than %d characters", idempotency.MaxKey))
-	}
-	if !printable(key) {
-		return nil, problem.New(http.StatusBadRequest, problem.InvalidRequest, "Idempotency-Key must be printable ASCII")
-	}
 	// The lease outlasts every attempt the upstream client may make.
 	lease := 4*e.Spec.TimeoutOrDefault() + 10*time.Second
 	prev, claim, err := p.Idempotency.Begin(ctx, idempotency.Key(c.Agent, e.Tool.Name, key), digest, lease)
@@ -52,6 +48,7 @@ func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, 
 		}
 		return &Outcome{Tool: &e.Tool, Result: &res, Replayed: true}, nil
 	}
+	call.IdempotencyKey = UpstreamKey(c.Agent, e.Tool.Name, key)
 	out, err := p.invoke(ctx, rec, e, call)
 	if err != nil {
 		if notSent(err) {
@@ -73,6 +70,27 @@ func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, 
 		p.logger.ErrorContext(ctx, "recording idempotent result", "err", ferr)
 	}
 	return out, nil
+}
+
+// checkIdempotencyKey refuses an Idempotency-Key that is too long or not
+// printable ASCII, before anything is reserved or sent.
+func checkIdempotencyKey(key string) error {
+	if len(key) > idempotency.MaxKey {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("Idempotency-Key is longer than %d characters", idempotency.MaxKey))
+	}
+	if !printable(key) {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "Idempotency-Key must be printable ASCII")
+	}
+	return nil
+}
+
+// UpstreamKey is the Idempotency-Key sent upstream for an agent's key on a
+// tool: "corral-" and the base64url SHA-256 of agent, tool and key, so that
+// two agents' (or one agent's two tools') "order-42" never meet at the
+// upstream, and a retry sends the same key again.
+func UpstreamKey(agent, tool, key string) string {
+	sum := sha256.Sum256([]byte("corral idempotency\x00" + agent + "\x00" + tool + "\x00" + key))
+	return "corral-" + base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 // notSent reports whether a failed call certainly never reached the upstream.

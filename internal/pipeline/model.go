@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -60,8 +61,17 @@ type modelCall struct {
 	subject     budget.Subject
 	// agentCapture: the agent asked for content in its traces.
 	agentCapture, capture bool
+	// prompt is the prompt's estimated tokens; outCap the output a target
+	// may produce for this call (the agent's limit, clamped to the target's
+	// maximum). Together they are a target's worst case.
+	prompt int
+	outCap func(*llm.Model) int
 	// sent: a provider call may have reached its provider.
 	sent bool
+	// unreported is the worst case of the attempts that may have run at
+	// their provider without saying what they used (timed out, cut, the
+	// agent gone): it stays charged, on top of what the answer used.
+	unreported budget.Usage
 }
 
 // prepareAttempt redacts the request for one target, recording a redact
@@ -73,6 +83,7 @@ func (p *Pipeline) prepareAttempt(ctx context.Context, target *llm.Model, mc *mo
 		return nil, nil, err
 	}
 	preq := redactRequest(req, sess)
+	setOutputCap(preq, mc.outCap(target))
 	noteRedactions(rec.Model, sess)
 	if sess != nil {
 		p.stageDone(ctx, telemetry.StageRedact, t0, redactCounts(sess)...)
@@ -124,7 +135,7 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 		endAction(span, rec, err)
 	}()
 
-	mc, err = p.prepareModel(ctx, rec, a, req.Model, chatArguments(req), p.worstChat(req))
+	mc, err = p.prepareModel(ctx, rec, a, req.Model, chatArguments(req), llm.EstimatePrompt(req), req)
 	if err != nil {
 		return nil, err
 	}
@@ -143,18 +154,17 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 		ictx, ispan := p.attemptSpan(ctx, target)
 		resp, err := target.Provider.Chat(ictx, preq)
 		p.endStage(ispan, err)
-		mc.noteSent(err)
 		if err != nil {
-			rec.Model.Attempts = append(rec.Model.Attempts, target.Name+": "+attemptError(err))
-			if llm.Retryable(err) && i < len(mc.plan.Attempts)-1 {
-				continue
+			if err := mc.attemptFailed(ctx, rec, target, err, i == len(mc.plan.Attempts)-1); err != nil {
+				return nil, err
 			}
-			return nil, modelProblem(target.Name, err)
+			continue
 		}
+		mc.sent = true
 		// Captured as the provider saw them: redacted for it, then masked.
 		p.capture(span, mc.capture, telemetry.AttrGenAIInputMessages, preq.Messages)
 		p.capture(span, mc.capture, telemetry.AttrGenAIOutputMessages, resp.Choices)
-		restoreResponse(resp, sess)
+		restoreResponse(resp, sess, target)
 		resp.Model = mc.model.Name
 		usage, estimated := responseUsage(resp, preq)
 		p.settle(ctx, rec, mc, target, usage, estimated)
@@ -198,9 +208,7 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 	for _, s := range inputs {
 		tokens += llm.EstimateTokens(s)
 	}
-	mc, err = p.prepareModel(ctx, rec, a, req.Model, map[string]any{"embeddings": true}, func(cands []*llm.Model) budget.Usage {
-		return worstUsage(cands, tokens, 0)
-	})
+	mc, err = p.prepareModel(ctx, rec, a, req.Model, map[string]any{"embeddings": true}, tokens, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -213,8 +221,7 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 		if err != nil {
 			return nil, err
 		}
-		preq := *req
-		preq.Input = redactInputs(req.Input, inputs, sess)
+		preq := redactEmbedding(req, inputs, sess)
 		noteRedactions(rec.Model, sess)
 		if sess != nil {
 			p.stageDone(ctx, telemetry.StageRedact, t0, redactCounts(sess)...)
@@ -222,14 +229,13 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 		ictx, ispan := p.attemptSpan(ctx, target)
 		resp, err := target.Provider.Embed(ictx, &preq)
 		p.endStage(ispan, err)
-		mc.noteSent(err)
 		if err != nil {
-			rec.Model.Attempts = append(rec.Model.Attempts, target.Name+": "+attemptError(err))
-			if llm.Retryable(err) && i < len(mc.plan.Attempts)-1 {
-				continue
+			if err := mc.attemptFailed(ctx, rec, target, err, i == len(mc.plan.Attempts)-1); err != nil {
+				return nil, err
 			}
-			return nil, modelProblem(target.Name, err)
+			continue
 		}
+		mc.sent = true
 		resp.Model = mc.model.Name
 		usage, estimated := llm.Usage{PromptTokens: tokens, TotalTokens: tokens}, true
 		if resp.Usage != nil {
@@ -242,9 +248,11 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 }
 
 // prepareModel runs the stages before a model is called: authenticate,
-// kill switch, the model's existence, scope, policy and budget.
+// kill switch, the model's existence, scope, the output limit, policy and
+// budget. prompt is the prompt's estimated tokens; req is nil for calls
+// without output (embeddings).
 func (p *Pipeline) prepareModel(ctx context.Context, rec *audit.Record, a Action, name string, args map[string]any,
-	worst func([]*llm.Model) budget.Usage) (*modelCall, error) {
+	prompt int, req *llm.ChatRequest) (*modelCall, error) {
 	caller, err := p.Authenticate(a.Credential)
 	if err != nil {
 		return nil, err
@@ -272,6 +280,9 @@ func (p *Pipeline) prepareModel(ctx context.Context, rec *audit.Record, a Action
 		return nil, problem.Wrap(http.StatusServiceUnavailable, problem.UpstreamUnavailable, err.Error(), err)
 	}
 	cands := p.Models.Candidates(m)
+	if err := checkOutputLimit(req, m, cands); err != nil {
+		return nil, err
+	}
 	// Shadows get the prompt too: policy must allow them like the targets.
 	d, err := p.decide(ctx, rec, p.modelInput(caller, agent, m, withShadows(cands, plan.Shadows), args))
 	if err != nil {
@@ -281,7 +292,7 @@ func (p *Pipeline) prepareModel(ctx context.Context, rec *audit.Record, a Action
 	if err != nil {
 		return nil, problem.Wrap(http.StatusForbidden, problem.PolicyError, "policy's redact obligation is invalid, so the call is denied: "+err.Error(), err)
 	}
-	mc := &modelCall{caller: caller, model: m, plan: plan, obligations: obl}
+	mc := &modelCall{caller: caller, model: m, plan: plan, obligations: obl, prompt: prompt, outCap: outputCap(req)}
 	mc.subject = budget.Subject{Kind: "model", Agent: caller.Agent, Task: rec.Task, Models: modelNames(m, cands)}
 	if caller.Principal != nil {
 		mc.subject.Principal = caller.Principal.Subject
@@ -289,7 +300,7 @@ func (p *Pipeline) prepareModel(ctx context.Context, rec *audit.Record, a Action
 	mc.agentCapture = agent.spec.CaptureContent
 	if p.Budgets != nil {
 		t0 := p.now()
-		mc.reservation, err = p.Budgets.Reserve(ctx, mc.subject, worst(cands))
+		mc.reservation, err = p.Budgets.Reserve(ctx, mc.subject, mc.worst(cands))
 		if err != nil {
 			p.stageDone(ctx, telemetry.StageBudget, t0, telemetry.AttrBudgetExceeded.Bool(true))
 			return nil, budgetProblem(err)
@@ -306,15 +317,25 @@ func (p *Pipeline) modelInput(c Caller, agent *agentCache, m *llm.Model, cands [
 	in := &policy.Input{
 		Action: policy.Action{Kind: policy.KindModel, Target: m.Name, Arguments: args},
 		Agent:  policy.Agent{Name: c.Agent, Labels: agent.labels, Tools: agent.spec.Tools, Models: agent.spec.Models},
-		Model:  &policy.Model{Name: m.Name, Provider: m.Spec.Provider, Region: m.Spec.Region},
+		Model:  policyModel(m),
 	}
 	if m.IsRoute() {
 		for _, t := range cands {
-			in.Model.Targets = append(in.Model.Targets, policy.Model{Name: t.Name, Provider: t.Spec.Provider, Region: t.Spec.Region})
+			in.Model.Targets = append(in.Model.Targets, *policyModel(t))
 		}
 	}
 	p.noteInput(in, c)
 	return in
+}
+
+// policyModel is what policy sees of one model: a route has no provider,
+// region or redaction mode of its own (its targets do).
+func policyModel(m *llm.Model) *policy.Model {
+	pm := &policy.Model{Name: m.Name, Provider: m.Spec.Provider, Region: m.Spec.Region}
+	if !m.IsRoute() {
+		pm.Redact = m.Spec.RedactOrDefault()
+	}
+	return pm
 }
 
 // ModelList returns the models the caller may use, for GET /openai/v1/models:
@@ -333,7 +354,7 @@ func (p *Pipeline) ModelList(ctx context.Context, c Caller) ([]*llm.Model, error
 		if inScope(c, "model", m.Name) != nil {
 			continue
 		}
-		visible, err := engine.Visible(ctx, p.modelInput(c, agent, m, p.Models.Candidates(m), nil))
+		visible, err := engine.Visible(ctx, p.modelInput(c, agent, m, p.reachable(m), nil))
 		if err != nil {
 			p.Metrics.policyError()
 			p.logger.WarnContext(ctx, "policy cannot say whether a model is visible; hiding it", "model", m.Name, "agent", c.Agent, "err", err)
@@ -346,32 +367,35 @@ func (p *Pipeline) ModelList(ctx context.Context, c Caller) ([]*llm.Model, error
 	return out, nil
 }
 
-// worstChat is the chat call's worst case for budgets: the estimated prompt
-// plus the most output the request (or the models) allow.
-func (p *Pipeline) worstChat(req *llm.ChatRequest) func([]*llm.Model) budget.Usage {
-	return func(cands []*llm.Model) budget.Usage {
-		out := 0
-		switch {
-		case req.MaxCompletionTokens != nil:
-			out = *req.MaxCompletionTokens
-		case req.MaxTokens != nil:
-			out = *req.MaxTokens
-		default:
-			for _, m := range cands {
-				out = max(out, m.Spec.MaxOutputOrDefault())
-			}
-		}
-		return worstUsage(cands, llm.EstimatePrompt(req), out)
+// reachable is every model a call of m may reach, shadows included: what
+// policy sees of a call, so that a listing hides what a call would be
+// refused for (a shadow outside the agent's region, say).
+func (p *Pipeline) reachable(m *llm.Model) []*llm.Model {
+	cands := p.Models.Candidates(m)
+	plan, err := p.Models.Plan(m, func(int) int { return 0 })
+	if err != nil {
+		return cands
 	}
+	return withShadows(cands, plan.Shadows)
 }
 
-// worstUsage prices a call at the dearest model it may reach.
-func worstUsage(cands []*llm.Model, in, out int) budget.Usage {
-	u := budget.Usage{Tokens: int64(in + out), Calls: 1}
+// worst is the call's worst case for budgets: the estimated prompt plus the
+// most output it allows on the model that allows most, priced at the
+// dearest model it may reach. The sums saturate: no limit wraps to a
+// negative.
+func (mc *modelCall) worst(cands []*llm.Model) budget.Usage {
+	u := budget.Usage{Calls: 1}
 	for _, m := range cands {
-		u.Cost = max(u.Cost, cost(m, in, out))
+		w := mc.worstOn(m)
+		u.Tokens, u.Cost = max(u.Tokens, w.Tokens), max(u.Cost, w.Cost)
 	}
 	return u
+}
+
+// worstOn is the call's worst case on one target.
+func (mc *modelCall) worstOn(m *llm.Model) budget.Usage {
+	out := mc.outCap(m)
+	return budget.Usage{Tokens: budget.SatAdd(int64(mc.prompt), int64(out)), Cost: cost(m, mc.prompt, out), Calls: 1}
 }
 
 // cost is what in and out tokens cost at m's prices.
@@ -382,8 +406,15 @@ func cost(m *llm.Model, in, out int) float64 {
 	return (float64(in)*m.Spec.Pricing.InputPerMTok + float64(out)*m.Spec.Pricing.OutputPerMTok) / 1e6
 }
 
-// settle charges what the call used and notes it in the audit record.
+// settle charges what the call used and notes it in the audit record. When
+// the provider reported no usage, the target's worst case stays charged:
+// what was seen of the answer says nothing of hidden reasoning, nor of what
+// the provider went on generating after corral stopped reading. Attempts
+// that may have run before it (mc.unreported) are charged on top.
 func (p *Pipeline) settle(ctx context.Context, rec *audit.Record, mc *modelCall, target *llm.Model, u llm.Usage, estimated bool) {
+	if estimated {
+		u = atLeastWorst(u, mc, target)
+	}
 	c := cost(target, u.PromptTokens, u.CompletionTokens)
 	rec.Source = target.Name
 	rec.Model.Target = target.Name
@@ -394,23 +425,37 @@ func (p *Pipeline) settle(ctx context.Context, rec *audit.Record, mc *modelCall,
 	if total == 0 {
 		total = u.PromptTokens + u.CompletionTokens
 	}
-	if err := mc.reservation.Settle(context.WithoutCancel(ctx), budget.Usage{Tokens: int64(total), Cost: c, Calls: 1}); err != nil {
+	charge := budget.Usage{Tokens: budget.SatAdd(int64(total), mc.unreported.Tokens), Cost: c + mc.unreported.Cost, Calls: 1}
+	if err := mc.reservation.Settle(context.WithoutCancel(ctx), charge); err != nil {
 		p.logger.ErrorContext(ctx, "settling budgets; the worst case stays charged", "model", target.Name, "err", err)
 	}
 	mc.reservation = nil
 }
 
-// settleFailed charges a call that failed: the call counts, the tokens do
-// not (providers do not bill failed calls); a call that never reached a
-// provider gives its whole reservation back.
+// atLeastWorst is an estimated usage raised to the target's worst case.
+func atLeastWorst(u llm.Usage, mc *modelCall, target *llm.Model) llm.Usage {
+	u.PromptTokens = max(u.PromptTokens, mc.prompt)
+	u.CompletionTokens = max(u.CompletionTokens, mc.outCap(target))
+	u.TotalTokens = int(min(budget.SatAdd(int64(u.PromptTokens), int64(u.CompletionTokens)), math.MaxInt))
+	return u
+}
+
+// settleFailed charges a call that failed. Attempts that may have run at
+// their provider keep their worst case charged (a provider that got the
+// request usually finishes and bills it, whether or not the agent waited);
+// a call refused by every provider counts as a call only; a call that never
+// reached a provider gives its whole reservation back.
 func (mc *modelCall) settleFailed(ctx context.Context, p *Pipeline, rec *audit.Record) {
 	if mc.reservation == nil {
 		return
 	}
 	var err error
-	if mc.sent {
+	switch {
+	case mc.unreported != (budget.Usage{}):
+		err = mc.reservation.Settle(context.WithoutCancel(ctx), budget.Usage{Tokens: mc.unreported.Tokens, Cost: mc.unreported.Cost, Calls: 1})
+	case mc.sent:
 		err = mc.reservation.Settle(context.WithoutCancel(ctx), budget.Usage{Calls: 1})
-	} else {
+	default:
 		err = mc.reservation.Release(context.WithoutCancel(ctx))
 	}
 	if err != nil {
@@ -419,13 +464,49 @@ func (mc *modelCall) settleFailed(ctx context.Context, p *Pipeline, rec *audit.R
 	mc.reservation = nil
 }
 
-// noteSent records whether a provider call may have reached the provider:
-// all but those refused before they left.
-func (mc *modelCall) noteSent(err error) {
-	if err == nil || !(errors.Is(err, llm.ErrConnection) || errors.Is(err, llm.ErrCredentials) || errors.Is(err, llm.ErrBadRequest)) {
+// attemptFailed notes a target's failure in the audit record and the
+// charges. It returns nil when the next target should be tried, or else the
+// call's error: the agent went away (nothing more is tried for it), the
+// failure is not one another target may cure, or this was the last target.
+func (mc *modelCall) attemptFailed(ctx context.Context, rec *audit.Record, target *llm.Model, err error, last bool) error {
+	what := attemptError(err)
+	if llm.MayHaveRun(err) {
+		mc.sent = true
+		w := mc.worstOn(target)
+		mc.unreported.Tokens = budget.SatAdd(mc.unreported.Tokens, w.Tokens)
+		mc.unreported.Cost += w.Cost
+		what += fmt.Sprintf(" (may have run: its worst case, %d tokens, stays charged)", w.Tokens)
+	} else if pe := (*llm.ProviderError)(nil); errors.As(err, &pe) && pe.Status != 0 {
 		mc.sent = true
 	}
+	rec.Model.Attempts = append(rec.Model.Attempts, target.Name+": "+what)
+	if perr := callEnded(ctx, target.Name); perr != nil {
+		return perr
+	}
+	if llm.Retryable(err) && !last {
+		return nil
+	}
+	return modelProblem(target.Name, err)
 }
+
+// callEnded is the error of a call whose context ended before its answer:
+// the agent went away (client_closed, audited as such and not as the
+// provider's failure), or the edge's limit on the call's duration ran out.
+// Nil while ctx is live.
+func callEnded(ctx context.Context, target string) error {
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return problem.Wrap(http.StatusGatewayTimeout, problem.UpstreamTimeout, "model "+target+" ran past the longest a call may take on this corral", ctx.Err())
+	case ctx.Err() != nil:
+		return problem.Wrap(statusClientClosed, problem.ClientClosed, "the agent went away before model "+target+" finished", ctx.Err())
+	}
+	return nil
+}
+
+// statusClientClosed is the status of a call whose agent went away: nobody
+// reads it, but the audit and the metrics keep it apart from a failure
+// (nginx's 499).
+const statusClientClosed = 499
 
 // withShadows is cands with the shadows not among them.
 func withShadows(cands, shadows []*llm.Model) []*llm.Model {
@@ -497,6 +578,10 @@ func attemptError(err error) string {
 		return "time-out"
 	case errors.Is(err, llm.ErrConnection):
 		return "connection failed"
+	case errors.Is(err, llm.ErrBroken):
+		return "connection broke"
+	case errors.Is(err, context.Canceled):
+		return "the agent went away"
 	}
 	return "failed"
 }
@@ -509,6 +594,8 @@ func modelProblem(model string, err error) error {
 		return problem.Wrap(http.StatusGatewayTimeout, problem.UpstreamTimeout, "model "+model+" did not answer in time", err)
 	case errors.Is(err, llm.ErrConnection):
 		return problem.Wrap(http.StatusServiceUnavailable, problem.UpstreamUnavailable, "model "+model+" cannot be reached", err)
+	case errors.Is(err, llm.ErrBroken):
+		return problem.Wrap(http.StatusBadGateway, problem.UpstreamError, "the connection to model "+model+" broke", err)
 	case errors.Is(err, llm.ErrUnsupported):
 		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, "model "+model+": "+err.Error(), err)
 	case errors.Is(err, llm.ErrBadRequest):
@@ -542,4 +629,72 @@ func budgetProblem(err error) error {
 		e.RetryAfter = time.Until(ex.ResetAt)
 	}
 	return e
+}
+
+// requestedOutput is the output limit the agent asked for, the larger of
+// max_tokens and max_completion_tokens, with the field that set it; 0 when
+// it set neither.
+func requestedOutput(req *llm.ChatRequest) (int, string) {
+	n, field := 0, ""
+	if req == nil {
+		return 0, ""
+	}
+	if req.MaxTokens != nil {
+		n, field = *req.MaxTokens, "max_tokens"
+	}
+	if req.MaxCompletionTokens != nil && *req.MaxCompletionTokens >= n {
+		n, field = *req.MaxCompletionTokens, "max_completion_tokens"
+	}
+	return n, field
+}
+
+// checkOutputLimit refuses an output limit above the most that any model
+// the call may reach produces: such a limit would reserve far more than the
+// call can spend, and hold a shared budget hostage while in flight.
+func checkOutputLimit(req *llm.ChatRequest, m *llm.Model, cands []*llm.Model) error {
+	n, field := requestedOutput(req)
+	if n == 0 {
+		return nil
+	}
+	most := 0
+	for _, c := range cands {
+		most = max(most, c.Spec.MaxOutputOrDefault())
+	}
+	if n <= most {
+		return nil
+	}
+	e := problem.New(http.StatusUnprocessableEntity, problem.OutputLimitTooHigh,
+		fmt.Sprintf("%s: %d is more than model %s produces (at most %d tokens); ask for at most %d", field, n, m.Name, most, most))
+	e.Errors = []map[string]string{{"field": field, "message": fmt.Sprintf("at most %d", most)}}
+	return e
+}
+
+// outputCap returns the output limit a target gets: the agent's, clamped to
+// the target's maximum, or that maximum when the agent set none. Calls
+// without output (req nil) get 0.
+func outputCap(req *llm.ChatRequest) func(*llm.Model) int {
+	if req == nil {
+		return func(*llm.Model) int { return 0 }
+	}
+	n, _ := requestedOutput(req)
+	return func(m *llm.Model) int {
+		most := m.Spec.MaxOutputOrDefault()
+		if n == 0 || n > most {
+			return most
+		}
+		return n
+	}
+}
+
+// setOutputCap puts one consistent output limit on the request a provider
+// gets, even when the agent set none, so that the reservation bounds what
+// the call can spend: in max_tokens when that is the only field the agent
+// used (older OpenAI-compatible servers know no other), in
+// max_completion_tokens otherwise (which OpenAI's reasoning models require).
+func setOutputCap(req *llm.ChatRequest, n int) {
+	if req.MaxTokens != nil && req.MaxCompletionTokens == nil {
+		req.MaxTokens = &n
+		return
+	}
+	req.MaxTokens, req.MaxCompletionTokens = nil, &n
 }

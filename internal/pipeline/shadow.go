@@ -3,10 +3,11 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"unicode/utf8"
 
 	"github.com/corral-dev/corral/internal/audit"
-	"github.com/corral-dev/corral/internal/budget"
 	"github.com/corral-dev/corral/internal/llm"
+	"github.com/corral-dev/corral/internal/redact"
 )
 
 // maxShadows bounds the shadow calls running at once; past it, shadows are
@@ -43,8 +44,11 @@ type shadowDetail struct {
 	Of      string `json:"of"`
 	Primary string `json:"primary,omitempty"`
 	// Answer is the shadow's answer as the model wrote it (placeholders
-	// are not restored), capped.
+	// are not restored), with personal data masked and capped; only for
+	// an agent whose captureContent is on. AnswerChars is its length in
+	// characters, always kept, for comparison.
 	Answer          string `json:"answer,omitempty"`
+	AnswerChars     int    `json:"answer_chars,omitempty"`
 	PrimaryTokens   int    `json:"primary_completion_tokens,omitempty"`
 	PrimaryFinished string `json:"primary_finish_reason,omitempty"`
 }
@@ -70,35 +74,34 @@ func (p *Pipeline) runShadow(ctx context.Context, mc *modelCall, t *llm.Model, r
 	err := func() error {
 		sub := mc.subject
 		sub.Models = []string{mc.model.Name, t.Name}
-		var res *budget.Reservation
+		sc := &modelCall{prompt: mc.prompt, outCap: mc.outCap}
 		if p.Budgets != nil {
 			var err error
-			if res, err = p.Budgets.Reserve(ctx, sub, worstUsage([]*llm.Model{t}, llm.EstimatePrompt(req), t.Spec.MaxOutputOrDefault())); err != nil {
+			if sc.reservation, err = p.Budgets.Reserve(ctx, sub, sc.worstOn(t)); err != nil {
 				return budgetProblem(err)
 			}
 		}
+		defer sc.settleFailed(ctx, p, rec) // a no-op once settled
 		sess, err := p.session(t, mc.obligations, rec.Model)
 		if err != nil {
-			_ = res.Release(ctx)
 			return err
 		}
 		preq := redactRequest(req, sess)
 		preq.Stream, preq.StreamOptions = false, nil
+		setOutputCap(preq, sc.outCap(t))
 		noteRedactions(rec.Model, sess)
 		cctx, cancel := context.WithTimeout(ctx, t.Spec.TimeoutOrDefault())
 		defer cancel()
 		resp, err := t.Provider.Chat(cctx, preq)
 		if err != nil {
-			_ = res.Settle(ctx, budget.Usage{Calls: 1})
-			return modelProblem(t.Name, err)
+			return sc.attemptFailed(ctx, rec, t, err, true)
 		}
 		usage, estimated := responseUsage(resp, preq)
-		sc := &modelCall{reservation: res}
 		p.settle(ctx, rec, sc, t, usage, estimated)
 		if len(resp.Choices) > 0 {
 			rec.Model.FinishReason = resp.Choices[0].FinishReason
 			if c := resp.Choices[0].Message.Content; c != nil {
-				detail.Answer = truncate(c.String(), maxShadowText)
+				detail.Answer, detail.AnswerChars = p.shadowAnswer(mc, c.String())
 			}
 		}
 		return nil
@@ -107,4 +110,17 @@ func (p *Pipeline) runShadow(ctx context.Context, mc *modelCall, t *llm.Model, r
 	if _, err := p.finishRecord(ctx, rec, start, err); err != nil {
 		p.logger.DebugContext(ctx, "shadow call failed", "shadow", t.Name, "err", err)
 	}
+}
+
+// shadowAnswer is what the audit keeps of a shadow's answer: nothing of its
+// text unless the agent's captureContent is on, and then masked by the
+// built-in detectors before it is capped (so that no value is cut in two
+// and missed). The audit is append-only and hash-chained: what is stored
+// in clear cannot be removed later without breaking the chain.
+func (p *Pipeline) shadowAnswer(mc *modelCall, answer string) (string, int) {
+	n := utf8.RuneCountInString(answer)
+	if !mc.agentCapture {
+		return "", n
+	}
+	return truncate(p.masker.NewSession(redact.Mask).Redact(answer), maxShadowText), n
 }

@@ -32,7 +32,6 @@ func (p *Pipeline) chatStream(ctx context.Context, span trace.Span, rec *audit.R
 		preq.StreamOptions = &llm.StreamOptions{IncludeUsage: true}
 		ictx, ispan := p.attemptSpan(ctx, target)
 		src, err := target.Provider.ChatStream(ictx, preq)
-		mc.noteSent(err)
 		var first *llm.ChatChunk
 		if err == nil {
 			if first, err = src.Recv(); err != nil && !errors.Is(err, io.EOF) {
@@ -41,12 +40,12 @@ func (p *Pipeline) chatStream(ctx context.Context, span trace.Span, rec *audit.R
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			p.endStage(ispan, err)
-			rec.Model.Attempts = append(rec.Model.Attempts, target.Name+": "+attemptError(err))
-			if llm.Retryable(err) && i < len(mc.plan.Attempts)-1 {
-				continue
+			if err := mc.attemptFailed(ctx, rec, target, err, i == len(mc.plan.Attempts)-1); err != nil {
+				return nil, err
 			}
-			return nil, modelProblem(target.Name, err)
+			continue
 		}
+		mc.sent = true
 		s := &ChatStream{
 			p: p, ctx: ctx, span: span, invokeSpan: ispan, rec: rec, start: start, mc: mc, target: target, req: req, preq: preq, sess: sess, src: src,
 			wantUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage,
@@ -111,10 +110,11 @@ func (s *ChatStream) Recv() (*llm.ChatChunk, error) {
 		case errors.Is(err, io.EOF):
 			s.flush()
 			s.end(nil)
-		case err != nil && s.ctx.Err() != nil:
+		case err != nil && errors.Is(s.ctx.Err(), context.Canceled):
 			// The agent went away: nothing failed but the connection.
-			s.rec.Status, s.rec.Reason = "error", "the agent closed the stream before its end"
-			s.end(nil)
+			s.Abandon("the agent closed the stream before its end")
+		case err != nil && s.ctx.Err() != nil:
+			s.end(callEnded(s.ctx, s.target.Name))
 		case err != nil:
 			s.end(modelProblem(s.target.Name, err))
 		default:
@@ -129,11 +129,20 @@ func (s *ChatStream) Recv() (*llm.ChatChunk, error) {
 // Close ends the stream. Closing before the end (the agent went away)
 // still settles what was used and writes the audit record.
 func (s *ChatStream) Close() error {
-	if !s.ended {
-		s.rec.Status, s.rec.Reason = "error", "the agent closed the stream before its end"
-		s.end(nil)
-	}
+	s.Abandon("the agent closed the stream before its end")
 	return s.src.Close()
+}
+
+// Abandon ends a stream the agent left before its end, saying why in the
+// audit record (code client_closed: not the provider's failure). Unless the
+// provider already reported its usage, the worst case stays charged. It
+// does nothing once the stream has ended.
+func (s *ChatStream) Abandon(why string) {
+	if s.ended {
+		return
+	}
+	s.rec.Status, s.rec.Code, s.rec.Reason = "error", problem.ClientClosed, why
+	s.end(nil)
 }
 
 // AuditID names the call's audit record once the stream has ended.
@@ -219,7 +228,7 @@ func (s *ChatStream) rest(choice int) *llm.ChatChunk {
 		if key[0] != choice {
 			continue
 		}
-		d.ToolCalls = append(d.ToolCalls, llm.ToolCallDelta{Index: key[1], Function: llm.FunctionCallDelta{Arguments: restoreArguments(s.sess, b.String())}})
+		d.ToolCalls = append(d.ToolCalls, llm.ToolCallDelta{Index: key[1], Function: llm.FunctionCallDelta{Arguments: restoreArguments(s.sess, s.target, b.String())}})
 		delete(s.args, key)
 	}
 	if d.Content == nil && d.ToolCalls == nil {

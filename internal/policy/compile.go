@@ -41,8 +41,12 @@ type Options struct {
 	Timeout time.Duration
 }
 
-// DefaultTimeout bounds one decision when Options.Timeout is zero.
-const DefaultTimeout = 50 * time.Millisecond
+// DefaultTimeout bounds one decision when Options.Timeout is zero. It is
+// wall time, so it must stay well above what a garbage collection or a busy
+// machine adds to a decision that takes microseconds: it stops a runaway
+// policy, not a slow moment (at 50 ms, a loaded 2-core machine denied about
+// one call in 250 of a correct policy).
+const DefaultTimeout = 250 * time.Millisecond
 
 //go:embed decision.rego
 var decisionRego string
@@ -177,7 +181,10 @@ func compile(ctx context.Context, modules map[string]*ast.Module, store storage.
 
 // prepare prepares the decision query and the partial queries of Visible.
 func prepare(ctx context.Context, c *ast.Compiler, store storage.Store, opts Options, rev string) (*Engine, error) {
-	e := &Engine{revision: rev, timeout: opts.Timeout}
+	e := &Engine{revision: rev, timeout: opts.Timeout, base: &baseCache{}}
+	if decidesPerTool(c.Modules) {
+		e.decided = &decisions{}
+	}
 	if e.timeout <= 0 {
 		e.timeout = DefaultTimeout
 	}

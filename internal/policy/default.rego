@@ -28,3 +28,15 @@ require_approval contains sprintf("%s is destructive: a human must approve it", 
 	input.tool.annotations.destructive
 	allow
 }
+
+# An MCP server's annotations are claims. A source that follows them live
+# (spec.mcp.adoptChanges) can turn a destructive tool read-only at any
+# moment, so a tool that is not destructive only on such a claim waits for
+# a human too. (Pinned claims changed are held back as drift for review; an
+# override in the ToolSource is the operator's word.)
+require_approval contains sprintf("%s is not destructive only by its upstream's live claim: a human must approve it", [input.tool.name]) if {
+	input.action.kind == "tool"
+	not input.tool.annotations.destructive
+	input.tool.annotations_source.destructive == "upstream"
+	allow
+}

@@ -17,6 +17,13 @@ func TestDefaultBundle(t *testing.T) {
 		return &Input{Action: Action{Kind: KindTool, Target: name, Arguments: map[string]any{"secret": "hunter2"}}, Agent: agent,
 			Tool: &Tool{Name: name, Annotations: Annotations{Destructive: destructive}}}
 	}
+	// claimed is a tool read-only (so not destructive) on the word of from.
+	claimed := func(name, from string) *Input {
+		in := tool(name, false)
+		in.Tool.Annotations.ReadOnly = true
+		in.Tool.AnnotationsSource = AnnotationsSource{ReadOnly: from, Destructive: from, Idempotent: from}
+		return in
+	}
 	model := func(name string) *Input {
 		return &Input{Action: Action{Kind: KindModel, Target: name}, Agent: agent, Model: &Model{Name: name}}
 	}
@@ -34,6 +41,10 @@ func TestDefaultBundle(t *testing.T) {
 		{"destructive tool", tool("crm.delete_customer", true),
 			Decision{Effect: Approval, Reasons: []string{"crm.delete_customer is destructive: a human must approve it"}}},
 		{"destructive and unlisted", tool("erp.delete_order", true), Decision{Effect: Deny, Reasons: []string{NotAllowed}}},
+		{"read-only by an upstream's live claim", claimed("crm.delete_everything", "upstream"),
+			Decision{Effect: Approval, Reasons: []string{"crm.delete_everything is not destructive only by its upstream's live claim: a human must approve it"}}},
+		{"read-only by a pinned claim", claimed("crm.delete_everything", "pinned"), Decision{Effect: Allow, Reasons: []string{}}},
+		{"read-only by override", claimed("crm.delete_everything", "override"), Decision{Effect: Allow, Reasons: []string{}}},
 		{"model by glob", model("gpt-4o-mini"), Decision{Effect: Allow, Reasons: []string{}}},
 		{"model by name", model("local.llama"), Decision{Effect: Allow, Reasons: []string{}}},
 		{"unlisted model", model("claude"), Decision{Effect: Deny, Reasons: []string{NotAllowed}}},

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
@@ -45,6 +46,8 @@ type Engine struct {
 	unloaded string
 
 	decide    rego.PreparedEvalQuery
+	base      *baseCache                // the data decisions read, kept for the engine's life
+	decided   *decisions                // per agent and tool; nil when the policy reads more (decisions.go)
 	allowable rego.PreparedPartialQuery // could allow ever be true
 	mustDeny  rego.PreparedPartialQuery // is deny non-empty whatever the unknowns
 	// visibleErr is why the queries of Visible could not be prepared.
@@ -69,6 +72,12 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	if in == nil {
 		return Decision{}, fmt.Errorf("%w: no input", ErrEvaluation)
 	}
+	k, keep := e.decided.key(in)
+	if keep {
+		if d, ok := e.decided.get(k); ok {
+			return d, nil
+		}
+	}
 	v, err := in.value()
 	if err != nil {
 		return Decision{}, fmt.Errorf("%w: input %w", ErrEvaluation, err)
@@ -79,7 +88,10 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	timer := time.AfterFunc(e.timeout, c.Cancel)
 	defer timer.Stop()
 	defer context.AfterFunc(ctx, c.Cancel)()
-	rs, err := e.decide.Eval(ctx, rego.EvalParsedInput(v), rego.EvalGenerateJSON(rawTerm), rego.EvalExternalCancel(c))
+	vc := borrowVirtualCache()
+	defer vc.release()
+	rs, err := e.decide.Eval(ctx, rego.EvalParsedInput(v), rego.EvalGenerateJSON(rawTerm), rego.EvalExternalCancel(c),
+		rego.EvalVirtualCache(vc), rego.EvalBaseCache(e.base), rego.EvalMetrics(metrics.NoOp()))
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
@@ -92,7 +104,11 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
 		return Decision{}, fmt.Errorf("%w: the decision is undefined", ErrEvaluation)
 	}
-	return e.decision(rs[0].Expressions[0].Value.(*ast.Term))
+	d, err := e.decision(rs[0].Expressions[0].Value.(*ast.Term))
+	if err == nil && keep {
+		e.decided.put(k, d)
+	}
+	return d, err
 }
 
 // rawTerm keeps a result as the Rego term it is, so that sets stay sets.

@@ -335,8 +335,9 @@ func TestInputValue(t *testing.T) {
 		Agent:     Agent{Name: "impact", Labels: map[string]string{"team": "x"}},
 		Principal: &Principal{Sub: "alice", Claims: map[string]any{"tenant": "acme"}},
 		Task:      &Task{ID: "t1", Depth: 2, Turns: 5},
-		Tool:      &Tool{Name: "crm.find", Annotations: Annotations{Destructive: true}},
-		Time:      "2026-03-02T10:00:00Z",
+		Tool: &Tool{Name: "crm.find", Annotations: Annotations{Destructive: true},
+			AnnotationsSource: AnnotationsSource{ReadOnly: "pinned", Destructive: "override", Idempotent: "pinned"}},
+		Time: "2026-03-02T10:00:00Z",
 	}
 	v, err := in.value()
 	if err != nil {
@@ -346,7 +347,8 @@ func TestInputValue(t *testing.T) {
 		`"agent": {"labels": {"team": "x"}, "models": [], "name": "impact", "tools": []}, ` +
 		`"principal": {"claims": {"tenant": "acme"}, "groups": [], "issuer": "", "roles": [], "sub": "alice"}, ` +
 		`"task": {"chain": [], "depth": 2, "id": "t1", "turns": 5}, "time": "2026-03-02T10:00:00Z", ` +
-		`"tool": {"annotations": {"destructive": true, "idempotent": false, "readOnly": false}, "method": "", "name": "crm.find", "path": "", "source": ""}}`
+		`"tool": {"annotations": {"destructive": true, "idempotent": false, "readOnly": false}, ` +
+		`"annotations_source": {"destructive": "override", "idempotent": "pinned", "readOnly": "pinned"}, "method": "", "name": "crm.find", "path": "", "source": ""}}`
 	if got := v.String(); got != want {
 		t.Errorf("value() =\n%s\nwant\n%s", got, want)
 	}

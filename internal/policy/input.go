@@ -71,6 +71,18 @@ type Tool struct {
 	Method      string      `json:"method,omitempty"`
 	Path        string      `json:"path,omitempty"`
 	Annotations Annotations `json:"annotations"`
+	// AnnotationsSource says where each annotation came from: "upstream"
+	// (an MCP server's claim, followed live), "pinned" (its claim as
+	// pinned; changes are held for review), "override" (the ToolSource's
+	// overrides) or "derived" (corral derived it from an OpenAPI operation).
+	AnnotationsSource AnnotationsSource `json:"annotations_source"`
+}
+
+// AnnotationsSource says, per annotation, where it came from.
+type AnnotationsSource struct {
+	ReadOnly    string `json:"readOnly"`
+	Destructive string `json:"destructive"`
+	Idempotent  string `json:"idempotent"`
 }
 
 // Annotations are the tool's hints, overrides applied.
@@ -85,6 +97,9 @@ type Model struct {
 	Name     string `json:"name"`
 	Provider string `json:"provider,omitempty"`
 	Region   string `json:"region,omitempty"`
+	// Redact is a concrete model's redaction mode ("off", "mask",
+	// "reversible"), defaults applied; "" for a route.
+	Redact string `json:"redact,omitempty"`
 	// Targets are, for a route, every concrete model a call may reach
 	// (targets and fallbacks): a rule about regions must hold for each.
 	Targets []Model `json:"targets,omitempty"`

@@ -25,16 +25,11 @@ func (in *Input) value() (ast.Value, error) {
 	items := make([][2]*ast.Term, 0, 7)
 	items = append(items,
 		[2]*ast.Term{keyAction, ast.ObjectTerm(
-			[2]*ast.Term{keyKind, str(in.Action.Kind)},
+			[2]*ast.Term{keyKind, kindTerm(in.Action.Kind)},
 			[2]*ast.Term{keyTarget, str(in.Action.Target)},
 			[2]*ast.Term{keyArguments, ast.NewTerm(args)},
 		)},
-		[2]*ast.Term{keyAgent, ast.ObjectTerm(
-			[2]*ast.Term{keyName, str(in.Agent.Name)},
-			[2]*ast.Term{keyLabels, stringMap(in.Agent.Labels)},
-			[2]*ast.Term{keyTools, stringArray(in.Agent.Tools)},
-			[2]*ast.Term{keyModels, stringArray(in.Agent.Models)},
-		)},
+		[2]*ast.Term{keyAgent, agentTerms.term(&in.Agent)},
 		[2]*ast.Term{keyTime, str(in.Time)},
 	)
 	if p := in.Principal; p != nil {
@@ -59,19 +54,47 @@ func (in *Input) value() (ast.Value, error) {
 		)})
 	}
 	if t := in.Tool; t != nil {
-		items = append(items, [2]*ast.Term{keyTool, ast.ObjectTerm(
-			[2]*ast.Term{keyName, str(t.Name)},
-			[2]*ast.Term{keySource, str(t.Source)},
-			[2]*ast.Term{keyMethod, str(t.Method)},
-			[2]*ast.Term{keyPath, str(t.Path)},
-			[2]*ast.Term{keyAnnotations, annotationTerms[t.Annotations]},
-		)})
+		items = append(items, [2]*ast.Term{keyTool, toolTerms.term(t)})
 	}
 	if m := in.Model; m != nil {
 		items = append(items, [2]*ast.Term{keyModel, modelTerm(m)})
 	}
 	return ast.NewObject(items...), nil
 }
+
+func agentTerm(a *Agent) *ast.Term {
+	return ast.ObjectTerm(
+		[2]*ast.Term{keyName, str(a.Name)},
+		[2]*ast.Term{keyLabels, stringMap(a.Labels)},
+		[2]*ast.Term{keyTools, stringArray(a.Tools)},
+		[2]*ast.Term{keyModels, stringArray(a.Models)},
+	)
+}
+
+func toolTerm(t *Tool) *ast.Term {
+	return ast.ObjectTerm(
+		[2]*ast.Term{keyName, str(t.Name)},
+		[2]*ast.Term{keySource, str(t.Source)},
+		[2]*ast.Term{keyMethod, str(t.Method)},
+		[2]*ast.Term{keyPath, str(t.Path)},
+		[2]*ast.Term{keyAnnotations, annotationTerms[t.Annotations]},
+		[2]*ast.Term{keyAnnotationsSource, ast.ObjectTerm(
+			[2]*ast.Term{keyReadOnly, str(t.AnnotationsSource.ReadOnly)},
+			[2]*ast.Term{keyDestructive, str(t.AnnotationsSource.Destructive)},
+			[2]*ast.Term{keyIdempotent, str(t.AnnotationsSource.Idempotent)},
+		)},
+	)
+}
+
+// kindTerm returns the action's kind, shared for the three kinds there are.
+func kindTerm(kind string) *ast.Term {
+	if t, ok := kindTerms[kind]; ok {
+		return t
+	}
+	return str(kind)
+}
+
+var kindTerms = map[string]*ast.Term{KindTool: ast.StringTerm(KindTool), KindModel: ast.StringTerm(KindModel), KindAgent: ast.StringTerm(KindAgent)}
 
 func modelTerm(m *Model) *ast.Term {
 	targets := make([]*ast.Term, len(m.Targets))
@@ -82,6 +105,7 @@ func modelTerm(m *Model) *ast.Term {
 		[2]*ast.Term{keyName, str(m.Name)},
 		[2]*ast.Term{keyProvider, str(m.Provider)},
 		[2]*ast.Term{keyRegion, str(m.Region)},
+		[2]*ast.Term{keyRedact, str(m.Redact)},
 		[2]*ast.Term{keyTargets, ast.ArrayTerm(targets...)},
 	)
 }
@@ -95,7 +119,11 @@ var (
 	keyTool, keySource, keyMethod, keyPath, keyAnnotations  = ast.StringTerm("tool"), ast.StringTerm("source"), ast.StringTerm("method"), ast.StringTerm("path"), ast.StringTerm("annotations")
 	keyModel, keyProvider, keyRegion, keyTime, keyTargets   = ast.StringTerm("model"), ast.StringTerm("provider"), ast.StringTerm("region"), ast.StringTerm("time"), ast.StringTerm("targets")
 	keyReadOnly, keyDestructive, keyIdempotent              = ast.StringTerm("readOnly"), ast.StringTerm("destructive"), ast.StringTerm("idempotent")
+	keyAnnotationsSource                                    = ast.StringTerm("annotations_source")
 )
+
+// keyRedact is apart from the keys above, as a later addition.
+var keyRedact = ast.StringTerm("redact")
 
 // annotationTerms holds the eight possible annotations objects.
 var annotationTerms = func() map[Annotations]*ast.Term {

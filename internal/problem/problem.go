@@ -33,6 +33,12 @@ const (
 	RequestTooLarge  = "request_too_large"
 	UnsupportedMedia = "unsupported_media_type"
 	Internal         = "internal"
+	// NotReady: the replica is starting and serves no call yet (503,
+	// Retry-After); SubstrateUnavailable: NATS JetStream did not answer in
+	// time, as during a leader election (503, Retry-After). Both say "try
+	// again", unlike internal.
+	NotReady             = "not_ready"
+	SubstrateUnavailable = "substrate_unavailable"
 
 	// The pipeline's codes (ARCHITECTURE.md, "The Action and the pipeline").
 	ToolNotFound        = "tool_not_found"
@@ -50,6 +56,11 @@ const (
 	AuditFull           = "audit_full"
 	ModelNotFound       = "model_not_found"
 	BudgetExceeded      = "budget_exceeded"
+
+	// The model gateway's limits (docs/models.md, "Limits").
+	OutputLimitTooHigh = "output_limit_too_high"
+	Overloaded         = "overloaded"
+	ClientClosed       = "client_closed"
 )
 
 // Error is an error with the HTTP status and stable code it should be

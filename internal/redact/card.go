@@ -1,12 +1,15 @@
 package redact
 
-// Payment cards: 13 to 19 digits, in one block or in groups joined by one
-// space or one dash (the same throughout), with a known issuer prefix and
-// length, and a valid Luhn check digit.
+// Payment cards: 12 to 19 digits, in one block or in groups joined by
+// spaces (ASCII, doubled, or no-break) or dashes, mixed or not, with a known
+// issuer prefix and length, and a valid Luhn check digit.
 
 const (
-	minCardDigits = 13
+	minCardDigits = 12
 	maxCardDigits = 19
+	// maxCardGroup is the longest group of a card printed in groups
+	// (4-6-5 for Amex): "637-9872353-4719787" is an order number.
+	maxCardGroup = 6
 )
 
 // findCards appends the payment card numbers in s to out.
@@ -30,10 +33,10 @@ func findCards(s string, out []Finding) []Finding {
 			best, n := -1, 0
 			for k := j; k < len(groups); k++ {
 				n += groups[k].len()
-				if n > maxCardDigits || (k > j+1 && groups[k].join != groups[j+1].join) {
+				if n > maxCardDigits || (k > j && max(groups[k].len(), groups[j].len()) > maxCardGroup) {
 					break
 				}
-				if n < minCardDigits || (k == len(groups)-1 && !endOK) {
+				if n < minCardDigits || (k == len(groups)-1 && !endOK) || !cardApart(groups, j, k) {
 					continue
 				}
 				digits = digitsOf(digits[:0], s, groups[j:k+1])
@@ -50,6 +53,21 @@ func findCards(s string, out []Finding) []Finding {
 		}
 	}
 	return out
+}
+
+// cardApart reports whether the window groups[j..k] stands apart from the
+// groups around it. A window that starts inside a run must follow a space
+// and either be written differently from the run (one block, or joined by
+// dashes) or end the run: "ref 12 4111 1111 1111 1111" holds a card, "9400
+// 1800 5057 8889 1784 23" is a tracking number with no card in its middle.
+func cardApart(groups []group, j, k int) bool {
+	if j == 0 {
+		return true
+	}
+	if groups[j].join != ' ' {
+		return false
+	}
+	return k == j || k == len(groups)-1 || groups[j+1].join != ' '
 }
 
 // validCard reports whether d (digits only) has a known issuer prefix with a
@@ -107,8 +125,8 @@ func knownIssuer(d []byte) bool {
 		return n >= 16
 	case p(4) == 5019: // Dankort
 		return n == 16
-	case p(2) == 50, in(p(2), 56, 58), p(2) == 63, p(2) == 67: // Maestro, Verve, InstaPayment
-		return n >= 13
+	case p(2) == 50, in(p(2), 56, 58), p(2) == 63, p(2) == 67: // Maestro (12 to 19), Verve, InstaPayment
+		return n >= 12
 	case p(2) == 60, p(2) == 81, p(2) == 82: // RuPay
 		return n == 16
 	case d[0] == '1': // UATP (airline cards)

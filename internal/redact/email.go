@@ -16,33 +16,58 @@ const (
 	maxLabel     = 63
 )
 
-// findEmails appends the email addresses in s to out.
+// findEmails appends the email addresses in s to out. The '@' may be
+// URL-encoded ("jane.doe%40example.com", from a query string or a log).
 func findEmails(s string, out []Finding) []Finding {
-	for at := strings.IndexByte(s, '@'); at >= 0; {
-		start := at
-		for start > 0 && isLocalByte(s[start-1]) {
-			start--
-		}
-		for start < at && s[start] == '.' {
-			start++ // a sentence's full stop before the address
-		}
-		end := at + 1
-		for end < len(s) && (isAlnum(s[end]) || s[end] == '.' || s[end] == '-') {
-			end++
-		}
-		for end > at+1 && (s[end-1] == '.' || s[end-1] == '-') {
-			end-- // a full stop after the address
-		}
-		if validLocal(s[start:at]) && validDomain(s[at+1:end]) {
-			out = append(out, Finding{Type: Email, Start: start, End: end})
-		}
-		next := strings.IndexByte(s[at+1:], '@')
-		if next < 0 {
+	for from := 0; from < len(s); {
+		at, width := nextAt(s, from)
+		if at < 0 {
 			break
 		}
-		at += 1 + next
+		if f, ok := emailAt(s, at, width); ok {
+			out = append(out, f)
+		}
+		from = at + width
 	}
 	return out
+}
+
+// nextAt finds the next '@' or "%40" in s from i on, and its width.
+func nextAt(s string, i int) (at, width int) {
+	for ; i < len(s); i++ {
+		switch {
+		case s[i] == '@':
+			return i, 1
+		case s[i] == '%' && i+2 < len(s) && s[i+1] == '4' && s[i+2] == '0':
+			return i, 3
+		}
+	}
+	return -1, 0
+}
+
+// emailAt checks the address around the '@' at s[at:at+width].
+func emailAt(s string, at, width int) (Finding, bool) {
+	// Both scans stop a byte past the longest valid part, so that many
+	// '@' or "%40" in a row ("%40%40%40...": '%', '4' and '0' are local
+	// part bytes) cost linear time.
+	start, floor := at, max(at-maxLocalPart-1, 0)
+	for start > floor && isLocalByte(s[start-1]) {
+		start--
+	}
+	for start < at && s[start] == '.' {
+		start++ // a sentence's full stop before the address
+	}
+	end, ceil := at+width, min(at+width+maxDomain+1, len(s))
+	for end < ceil && (isAlnum(s[end]) || s[end] == '.' || s[end] == '-') {
+		end++
+	}
+	for end > at+width && (s[end-1] == '.' || s[end-1] == '-') {
+		end-- // a full stop after the address
+	}
+	if validLocal(s[start:at]) && validDomain(s[at+width:end]) {
+		return Finding{Type: Email, Start: start, End: end}, true
+	}
+	return Finding{}, false
 }
 
 func isLocalByte(c byte) bool {

@@ -103,6 +103,8 @@ func FuzzRedactJSON(f *testing.F) {
 	f.Add(`{"to": "bob@example.com", "cc": ["<EMAIL_1>", "4111 1111 1111 1111"], "n": 1.5e3}`)
 	f.Add(`"\u003cEMAIL_1\u003e bob@example.com \"quoted\" \\ \ud83d\ude00"`)
 	f.Add(`[null, true, {"bob@example.com": "10.0.0.1"}]`)
+	f.Add(`{"card": 4111111111111111, "ssn": -123456789, "enum": [078051123, 1e5], "s": "4111111111111111"}`)
+	f.Add(`[4111111111111111, "<CARD_1>"]`)
 	f.Add(`{`)
 	r := newTestRedactor(f, fuzzPatterns...)
 	f.Fuzz(func(t *testing.T, doc string) {

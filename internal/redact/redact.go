@@ -3,9 +3,12 @@
 // that are restored in the answer.
 //
 // The built-in detectors are hand-written scanners, not regular expressions:
-// each looks for a cheap trigger (an '@', a digit, a ':', two capitals) and
-// then checks the candidate strictly (checksums, ranges, boundaries), so a
-// 2 KB prompt costs tens of microseconds and false positives stay rare.
+// each looks for a cheap trigger (an '@', a digit, a ':', two letters and
+// two digits) and then checks the candidate strictly (checksums, ranges,
+// boundaries; libphonenumber's metadata for phone numbers, within a budget
+// per request), so a 2 KB prompt costs tens of microseconds and false
+// positives stay rare. Base64 runs are decoded and scanned by the same
+// detectors.
 package redact
 
 import (
@@ -15,6 +18,7 @@ import (
 	"regexp/syntax"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/corral-dev/corral/internal/config"
 )
@@ -53,8 +57,23 @@ const (
 // detector never overlap each other.
 type detector struct {
 	typ  Type
-	find func(s string, out []Finding) []Finding
+	find func(s string, out []Finding, b *budget) []Finding
 }
+
+// budget is what the texts of one request may still spend on the costlier
+// checks: libphonenumber's look at a phone candidate. It is shared by a
+// session's texts, so a request's cost is bounded whatever it is split
+// into.
+type budget struct{ phoneChecks atomic.Int64 }
+
+func newBudget() *budget {
+	b := &budget{}
+	b.phoneChecks.Store(maxPhoneChecks)
+	return b
+}
+
+// takePhoneCheck reports whether a phone check is left, and spends it.
+func (b *budget) takePhoneCheck() bool { return b.phoneChecks.Add(-1) >= 0 }
 
 // Redactor finds personal data. It is immutable once built and safe for
 // concurrent use; build one per model configuration and share it.
@@ -62,6 +81,9 @@ type Redactor struct {
 	// detectors in priority order: when two findings of equal length
 	// overlap, the earlier detector wins.
 	detectors []detector
+	// builtIn are the built-in detectors of plain text, which also scan
+	// decoded base64.
+	builtIn []detector
 }
 
 // New builds a Redactor with the built-in detectors and the custom patterns.
@@ -73,14 +95,15 @@ func New(patterns []config.RedactPattern) (*Redactor, error) {
 	if len(patterns) > maxPatterns {
 		return nil, fmt.Errorf("redact: %d custom patterns, at most %d", len(patterns), maxPatterns)
 	}
-	r := &Redactor{detectors: []detector{
-		{Card, findCards},
-		{IBAN, findIBANs},
-		{SSN, findSSNs},
-		{Email, findEmails},
-		{IP, findIPs},
+	r := &Redactor{builtIn: []detector{
+		{Card, ignoreBudget(findCards)},
+		{IBAN, ignoreBudget(findIBANs)},
+		{SSN, ignoreBudget(findSSNs)},
+		{Email, ignoreBudget(findEmails)},
+		{IP, ignoreBudget(findIPs)},
 		{Phone, findPhones},
 	}}
+	r.detectors = append(slices.Clip(r.builtIn), detector{"", r.findEncoded})
 	for _, p := range patterns {
 		d, err := compilePattern(p)
 		if err != nil {
@@ -89,6 +112,11 @@ func New(patterns []config.RedactPattern) (*Redactor, error) {
 		r.detectors = append(r.detectors, d)
 	}
 	return r, nil
+}
+
+// ignoreBudget adapts a detector that has no costly checks.
+func ignoreBudget(find func(string, []Finding) []Finding) func(string, []Finding, *budget) []Finding {
+	return func(s string, out []Finding, _ *budget) []Finding { return find(s, out) }
 }
 
 // compilePattern turns a configured pattern into a detector, refusing names
@@ -124,7 +152,7 @@ func compilePattern(p config.RedactPattern) (detector, error) {
 		return detector{}, fmt.Errorf("redact: pattern %q: regex matches the empty string", p.Name)
 	}
 	typ := Type(name)
-	return detector{typ: typ, find: func(s string, out []Finding) []Finding {
+	return detector{typ: typ, find: func(s string, out []Finding, _ *budget) []Finding {
 		for _, m := range re.FindAllStringIndex(s, -1) {
 			if m[1] > m[0] {
 				out = append(out, Finding{Type: typ, Start: m[0], End: m[1]})
@@ -150,9 +178,12 @@ func validTypeName(name string) bool {
 
 // Find returns the personal data in s, sorted by Start and never
 // overlapping. Where findings overlap, the longest wins, then the one of
-// higher priority: CARD, IBAN, SSN, EMAIL, IP, PHONE, then custom patterns
-// in configuration order.
-func (r *Redactor) Find(s string) []Finding {
+// higher priority: CARD, IBAN, SSN, EMAIL, IP, PHONE, a base64 run holding
+// one of them, then custom patterns in configuration order.
+func (r *Redactor) Find(s string) []Finding { return r.find(s, newBudget()) }
+
+// find is Find spending from b.
+func (r *Redactor) find(s string, b *budget) []Finding {
 	type ranked struct {
 		Finding
 		prio int
@@ -160,7 +191,7 @@ func (r *Redactor) Find(s string) []Finding {
 	var all []ranked
 	var buf []Finding
 	for prio, d := range r.detectors {
-		buf = d.find(s, buf[:0])
+		buf = d.find(s, buf[:0], b)
 		for _, f := range buf {
 			all = append(all, ranked{f, prio})
 		}
@@ -204,9 +235,11 @@ func isHex(c byte) bool {
 	return isDigit(c) || ('a' <= c && c <= 'f') || ('A' <= c && c <= 'F')
 }
 
-// isWord reports whether c continues a word: an ASCII letter, digit or '_'.
-// A value glued to a word ("IP192.168.1.1", "is415-555-0132") is not taken.
-func isWord(c byte) bool { return isAlnum(c) || c == '_' }
+// isWord reports whether c continues a word: an ASCII letter or digit. A
+// value glued to a word ("IP192.168.1.1", "is415-555-0132") is not taken;
+// one glued to an underscore is ("card_4111111111111111", "ssn_078051123"):
+// identifiers and log keys are written that way.
+func isWord(c byte) bool { return isAlnum(c) }
 
 // wordBefore reports whether the byte before i continues a word.
 func wordBefore(s string, i int) bool { return i > 0 && isWord(s[i-1]) }

@@ -36,6 +36,9 @@ var findCases = map[Type][]findCase{
 		{"trailing dot only", "my email is info@presidio.", nil},
 		{"handle", "ping @bob on slack", nil},
 		{"no at", "this is not an email: hello-world here", nil},
+		{"URL-encoded at", "?email=jane.doe%40example.com&x=1", []string{"EMAIL jane.doe%40example.com"}},
+		{"in a JWT payload", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJlbWFpbCI6ImphbmVAZXhhbXBsZS5jb20ifQ.c2lnbmF0dXJl", []string{"EMAIL eyJlbWFpbCI6ImphbmVAZXhhbXBsZS5jb20ifQ"}},
+		{"base64 without data", "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ", nil},
 	},
 	Phone: {
 		{"E.164 spaced", "call +1 415 555 0132 now", []string{"PHONE +1 415 555 0132"}},
@@ -54,13 +57,26 @@ var findCases = map[Type][]findCase{
 		{"date", "on 2024-01-15", nil},
 		{"dotted date", "on 15.01.2024", nil},
 		{"order number", "order 2024-556677", nil},
-		{"bare digits", "order 4155550132", nil},
+		{"bare digits after order", "order 4155550132", nil},
+		{"bare digits", "call 4155550132", []string{"PHONE 4155550132"}},
+		{"DE mobile", "Handy 0151 23456789", []string{"PHONE 0151 23456789"}},
+		{"00 prefix", "ring 0044 20 7123 4567 now", []string{"PHONE 0044 20 7123 4567"}},
+		{"no-break spaces", "tel 020\u00a07123\u00a04567", []string{"PHONE 020\u00a07123\u00a04567"}},
+		{"glued to underscore", "tel_+14155550132", []string{"PHONE +14155550132"}},
+		{"ES grouped", "llámame al 918 93 68 80", []string{"PHONE 918 93 68 80"}},
+		{"BR area code", "(11) 98765-4321", []string{"PHONE (11) 98765-4321"}},
+		{"extension", "(555) 123-4567 x204", []string{"PHONE (555) 123-4567"}},
+		{"version", "version 10.6.20487.5203", nil},
+		{"after a number sign", "ticket #4155550132", nil},
+		{"tracking number", "tracking number 0313 5822 5307", nil},
+		{"amount", "EUR 1.234.567,89", nil},
+		{"unix time", "ts=1778133506", nil},
 		{"area code 1", "123-456-7890", nil},
 		{"too short", "+49 301", nil},
 		{"version", "1.2.3", nil},
 		{"time", "at 10:30", nil},
 		{"glued", "is415-555-0132", nil},
-		{"zero-padded blocks", "0440 1162 44", nil},
+		{"zero-padded blocks: possible in Germany", "0440 1162 44", []string{"PHONE 0440 1162 44"}},
 		{"MAC", "01-23-45-67-89-AB", nil},
 	},
 	Card: {
@@ -80,7 +96,15 @@ var findCases = map[Type][]findCase{
 		{"invalid Luhn", "4111 1111 1111 1112", nil},
 		{"unknown issuer", "1234567812345670", nil},
 		{"wrong length for issuer", "4111111111111111111", nil},
-		{"mixed separators", "4111-1111 1111-1111", nil},
+		{"mixed separators", "4111-1111 1111-1111", []string{"CARD 4111-1111 1111-1111"}},
+		{"no-break spaces", "card 4111\u00a01111\u00a01111\u00a01111.", []string{"CARD 4111\u00a01111\u00a01111\u00a01111"}},
+		{"narrow no-break spaces", "4111\u202f1111\u202f1111\u202f1111", []string{"CARD 4111\u202f1111\u202f1111\u202f1111"}},
+		{"double spaces", "4111  1111  1111  1111", []string{"CARD 4111  1111  1111  1111"}},
+		{"glued to underscore", "card_4111111111111111", []string{"CARD 4111111111111111"}},
+		{"maestro 12 digits", "maestro 5018 0000 0009", []string{"CARD 5018 0000 0009"}},
+		{"jcb 19 digits", "3528000000000000007", []string{"CARD 3528000000000000007"}},
+		{"order number groups", "order 637-9872353-4719787", nil},
+		{"inside a tracking number", "9400 1800 5057 8889 1784 23", nil},
 		{"longer number", "41111111111111111111", nil},
 		{"decimal", "4111111111111111.5", nil},
 		{"glued", "x4111111111111111", nil},
@@ -96,7 +120,12 @@ var findCases = map[Type][]findCase{
 		{"too short", "DE89 3704 0044 0532 0130", nil},
 		{"too long", "DE8937040044053201300012", nil},
 		{"unknown country", "XX89370400440532013000", nil},
-		{"lower case", "de89370400440532013000", nil},
+		{"lower case", "de89370400440532013000", []string{"IBAN de89370400440532013000"}},
+		{"lower case grouped", "iban: de89 3704 0044 0532 0130 00", []string{"IBAN de89 3704 0044 0532 0130 00"}},
+		{"no-break spaces", "DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000", []string{"IBAN DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000"}},
+		{"double spaces", "DE89  3704  0044  0532  0130  00", []string{"IBAN DE89  3704  0044  0532  0130  00"}},
+		{"glued to underscore", "iban_DE89370400440532013000", []string{"IBAN DE89370400440532013000"}},
+		{"lower-case word", "the word de89370400440532013001 fails mod-97", nil},
 		{"bad grouping", "DE89 370 40044 0532 0130 00", nil},
 		{"slashes", "AL47/2121/1009/0000/0002/3569/8741", nil},
 	},
@@ -114,8 +143,12 @@ var findCases = map[Type][]findCase{
 		{"voided", "078-05-1120", nil},
 		{"mixed separators", "078-05.1123", nil},
 		{"longer number", "078-05-1123-4", nil},
-		{"ten digits", "0780511231", nil},
+		{"ten digits: a phone with a trunk 0", "0780511231", []string{"PHONE 0780511231"}},
 		{"ZIP+4", "Springfield, IL 62704-1234", nil},
+		{"ZIP+4 after ZIP", "ZIP 48494-6808", nil},
+		{"order number", "order #120718450", nil},
+		{"no-break spaces", "078\u00a005\u00a01123", []string{"SSN 078\u00a005\u00a01123"}},
+		{"glued to underscore", "ssn_078051123", []string{"SSN 078051123"}},
 		{"date", "1999-05-1234", nil},
 	},
 	IP: {
@@ -209,8 +242,10 @@ func TestFindLimits(t *testing.T) {
 		{"map :: (a -> b)", []string{"IP ::"}},
 		// A four-part version is an IPv4 address.
 		{"release 1.2.3.4", []string{"IP 1.2.3.4"}},
-		// Nine plain digits in the SSN ranges are an SSN.
-		{"order 123456789", []string{"SSN 123456789"}},
+		// Nine plain digits in the SSN ranges are an SSN, unless a word
+		// before them names an identifier.
+		{"my number is 123456789", []string{"SSN 123456789"}},
+		{"order 123456789", []string{}},
 	}
 	for _, tt := range tests {
 		if diff := cmp.Diff(tt.want, describe(tt.text, r.Find(tt.text))); diff != "" {
@@ -284,5 +319,53 @@ func TestCustomPattern(t *testing.T) {
 	want := []string{"EMPLOYEE_ID EMP-004211", "EMPLOYEE_ID EMP-000017"}
 	if diff := cmp.Diff(want, describe(text, r.Find(text))); diff != "" {
 		t.Errorf("Find(%q) (-want +got):\n%s", text, diff)
+	}
+}
+
+// TestPhoneCheckBudget: past maxPhoneChecks candidates in one text, phone
+// candidates are taken on their shape without the library, so a text full
+// of numbers costs linear time and still leaks none. The block below is
+// one the library rejects (area code 492 is not assigned): taken only
+// after the budget is spent.
+func TestPhoneCheckBudget(t *testing.T) {
+	r := newTestRedactor(t)
+	if got := r.Find("call 4925671040"); len(got) != 0 {
+		t.Fatalf("Find(one unassigned number) = %v, want nothing (the library rejects it)", got)
+	}
+	text := strings.Repeat("call 4925671040 ", maxPhoneChecks+10)
+	got := r.Find(text)
+	if len(got) != 10 {
+		t.Errorf("Find(%d unassigned numbers) found %d, want the 10 past the budget", maxPhoneChecks+10, len(got))
+	}
+}
+
+// TestPhoneCheckBudgetPerSession: the budget is the request's, not each
+// text's, so splitting a prompt into many messages does not multiply it.
+func TestPhoneCheckBudgetPerSession(t *testing.T) {
+	s := newTestRedactor(t).NewSession(Mask)
+	redacted := 0
+	for range maxPhoneChecks + 10 {
+		if s.Redact("call 4925671040") != "call 4925671040" {
+			redacted++
+		}
+	}
+	if redacted != 10 {
+		t.Errorf("a session redacted %d of %d unassigned numbers, want the 10 past its budget", redacted, maxPhoneChecks+10)
+	}
+}
+
+// TestIdentifierLookbackBounded: the look back for a word such as "order"
+// before a number is bounded, so runs of spaces, letters or "number"
+// words before many numbers cost linear time and no deep recursion.
+func TestIdentifierLookbackBounded(t *testing.T) {
+	r := newTestRedactor(t)
+	for _, prefix := range []string{strings.Repeat(" ", 1<<20), strings.Repeat("x", 1<<20) + " ", strings.Repeat("number ", 1<<17)} {
+		text := prefix + strings.Repeat("call 4155550132 ", 100)
+		if got := len(r.Find(text)); got != 100 {
+			t.Errorf("Find(%d-byte prefix + 100 phones) found %d, want 100", len(prefix), got)
+		}
+	}
+	if got := r.Find("order number 4155550132"); len(got) != 0 {
+		t.Errorf(`Find("order number 4155550132") = %v, want nothing`, got)
 	}
 }

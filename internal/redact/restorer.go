@@ -13,6 +13,7 @@ import (
 // is delayed by at most a placeholder's length. A Restorer serves one stream
 // and is not safe for concurrent use.
 type Restorer struct {
+	spend   func(int) bool // the session's restore budget
 	values  map[string]string
 	keys    []string // the placeholders, sorted, for prefix lookups
 	pending string
@@ -24,7 +25,7 @@ func (s *Session) NewRestorer() *Restorer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	values := maps.Clone(s.values)
-	return &Restorer{values: values, keys: slices.Sorted(maps.Keys(values))}
+	return &Restorer{spend: s.spend, values: values, keys: slices.Sorted(maps.Keys(values))}
 }
 
 // NewJSONRestorer is NewRestorer for the inside of a JSON document streamed
@@ -48,7 +49,7 @@ func (r *Restorer) Write(piece string) string {
 	}
 	text := r.pending + piece
 	var b strings.Builder
-	held := restore(&b, text, r.values, r.isPrefix)
+	held := restore(&b, text, r.values, r.isPrefix, r.spend)
 	r.pending = text[len(text)-held:]
 	return b.String()
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Mode is what a Session does with the personal data it finds.
@@ -43,8 +44,9 @@ func ParseMode(s string) (Mode, error) {
 // Only exact placeholders are restored: a model that writes "<email_1>" or
 // "<EMAIL 1>" gets that text back, not the value.
 type Session struct {
-	r    *Redactor
-	mode Mode
+	r      *Redactor
+	mode   Mode
+	budget *budget
 
 	mu sync.Mutex
 	// byValue maps a redacted value to its placeholder (its tag, in mask
@@ -58,7 +60,34 @@ type Session struct {
 	// placeholder is ever made equal to it.
 	reserved map[string]bool
 	counts   map[Type]int
+	// numbers holds the placeholders that replaced a whole JSON number.
+	numbers map[string]bool
+	// restoreLeft is how many bytes of values restoration may still write
+	// (MaxRestoreBytes at the start), shared by Restore, RestoreJSON and
+	// the session's Restorers.
+	restoreLeft atomic.Int64
+	capped      atomic.Bool
 }
+
+// MaxRestoreBytes bounds the bytes of values a session writes back into
+// an answer. Past it, placeholders are left as the model wrote them: an
+// answer of 3.6 MB of "<EMAIL_1>" would otherwise grow thirtyfold, and no
+// honest answer repeats a prompt's personal data a megabyte's worth.
+const MaxRestoreBytes = 1 << 20
+
+// spendRestore reports whether n more bytes of values may be restored, and
+// spends them.
+func (s *Session) spendRestore(n int) bool {
+	if s.restoreLeft.Add(-int64(n)) >= 0 {
+		return true
+	}
+	s.restoreLeft.Add(int64(n))
+	return false
+}
+
+// RestoreCapped reports whether restoration reached MaxRestoreBytes and
+// left placeholders in the answer.
+func (s *Session) RestoreCapped() bool { return s.capped.Load() }
 
 type typedValue struct {
 	typ   Type
@@ -74,15 +103,18 @@ func (r *Redactor) NewSession(mode Mode) *Session {
 	if mode != Off && mode != Mask {
 		mode = Reversible
 	}
-	return &Session{
+	s := &Session{
 		r:        r,
 		mode:     mode,
+		budget:   newBudget(),
 		byValue:  map[typedValue]string{},
 		values:   map[string]string{},
 		last:     map[Type]int{},
 		reserved: map[string]bool{},
 		counts:   map[Type]int{},
 	}
+	s.restoreLeft.Store(MaxRestoreBytes)
+	return s
 }
 
 // Mode is the session's mode.
@@ -95,7 +127,7 @@ func (s *Session) Redact(text string) string {
 	if s.mode == Off {
 		return text
 	}
-	findings := s.r.Find(text)
+	findings := s.r.find(text, s.budget)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mode == Mask {
@@ -191,8 +223,44 @@ func (s *Session) Restore(text string) string {
 		return text
 	}
 	var b strings.Builder
-	restore(&b, text, s.values, nil)
+	restore(&b, text, s.values, nil, s.spend)
 	return b.String()
+}
+
+// spend is spendRestore, noting when the cap is reached.
+func (s *Session) spend(n int) bool {
+	if s.spendRestore(n) {
+		return true
+	}
+	s.capped.Store(true)
+	return false
+}
+
+// noteNumber records that red, if it is one placeholder, replaced a whole
+// JSON number.
+func (s *Session) noteNumber(red string) {
+	if len(red) < 3 || red[0] != '<' || red[len(red)-1] != '>' || !isPlaceholder(red) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.values[red]; !ok {
+		return
+	}
+	if s.numbers == nil {
+		s.numbers = map[string]bool{}
+	}
+	s.numbers[red] = true
+}
+
+// number returns the JSON number the placeholder p replaced, if it did.
+func (s *Session) number(p string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.numbers[p] {
+		return "", false
+	}
+	return s.values[p], true
 }
 
 // Counts returns how many distinct values of each type the session has
@@ -271,11 +339,12 @@ func mergeSorted(a, b []Finding) []Finding {
 	return append(out, b...)
 }
 
-// restore writes text to b with the placeholders in values replaced. If
-// isPrefix is set and text ends in an unclosed '<' run that isPrefix says may
-// still become a placeholder, that tail is not written and its length is
-// returned.
-func restore(b *strings.Builder, text string, values map[string]string, isPrefix func(string) bool) (held int) {
+// restore writes text to b with the placeholders in values replaced, as
+// long as spend allows each value's bytes; a placeholder it refuses is
+// written as it is. If isPrefix is set and text ends in an unclosed '<' run
+// that isPrefix says may still become a placeholder, that tail is not
+// written and its length is returned.
+func restore(b *strings.Builder, text string, values map[string]string, isPrefix func(string) bool, spend func(int) bool) (held int) {
 	last := 0
 	for i := 0; ; {
 		j := strings.IndexByte(text[i:], '<')
@@ -288,7 +357,7 @@ func restore(b *strings.Builder, text string, values map[string]string, isPrefix
 			k++
 		}
 		if k < len(text) && text[k] == '>' {
-			if v, ok := values[text[j:k+1]]; ok {
+			if v, ok := values[text[j:k+1]]; ok && spend(len(v)) {
 				b.WriteString(text[last:j])
 				b.WriteString(v)
 				last = k + 1

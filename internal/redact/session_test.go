@@ -328,3 +328,89 @@ func TestRoundTripRandom(t *testing.T) {
 		}
 	}
 }
+
+// TestJSONNumbers: a card or an SSN sent as a JSON number is redacted (it
+// becomes a string with its placeholder) and restored as the number it was;
+// other numbers keep their bytes.
+func TestJSONNumbers(t *testing.T) {
+	tests := []struct {
+		name, doc, wantRedacted string
+	}{
+		{"card argument", `{"card":4111111111111111,"qty":2}`, `{"card":"<CARD_1>","qty":2}`},
+		{"ssn in an enum", `{"enum":[123456789,7],"price":12.5}`, `{"enum":["<SSN_1>",7],"price":12.5}`},
+		{"metadata", `{"metadata":{"customer":4012888888881881}}`, `{"metadata":{"customer":"<CARD_1>"}}`},
+		{"fraction and exponent are not ids", `[4111111111111111.0, 4.111111111111111e15]`, `[4111111111111111.0, 4.111111111111111e15]`},
+		{"small numbers", `{"n":-1,"m":0,"k":1234}`, `{"n":-1,"m":0,"k":1234}`},
+	}
+	r := newTestRedactor(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := r.NewSession(Reversible)
+			red, err := s.RedactJSON([]byte(tt.doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(red) != tt.wantRedacted {
+				t.Errorf("RedactJSON(%s) = %s, want %s", tt.doc, red, tt.wantRedacted)
+			}
+			back, err := s.RestoreJSON(red)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(back) != tt.doc {
+				t.Errorf("RestoreJSON(%s) = %s, want %s", red, back, tt.doc)
+			}
+		})
+	}
+}
+
+// TestRestoreCap: restoration writes at most MaxRestoreBytes of values per
+// session, across Restore, RestoreJSON and streaming restorers; past it
+// the placeholders stay, so a 3.6 MB answer of "<EMAIL_1>" stays about
+// 3.6 MB instead of growing thirtyfold.
+func TestRestoreCap(t *testing.T) {
+	r := newTestRedactor(t)
+	const email = "jane.doe.with.a.long.address@subdomain.example.com"
+	answer := strings.Repeat("<EMAIL_1>", 400_000) // 3.6 MB
+	limit := len(answer) + MaxRestoreBytes
+
+	t.Run("Restore", func(t *testing.T) {
+		s := r.NewSession(Reversible)
+		s.Redact("mail " + email)
+		out := s.Restore(answer)
+		if len(out) > limit {
+			t.Errorf("Restore(3.6 MB of placeholders) = %d bytes, want at most %d", len(out), limit)
+		}
+		if !strings.HasPrefix(out, email) || !s.RestoreCapped() {
+			t.Errorf("Restore restored nothing or did not report the cap (capped %v)", s.RestoreCapped())
+		}
+	})
+	t.Run("streamed", func(t *testing.T) {
+		s := r.NewSession(Reversible)
+		s.Redact("mail " + email)
+		rs := s.NewRestorer()
+		n := 0
+		for _, piece := range strings.SplitAfter(answer, ">") {
+			n += len(rs.Write(piece))
+		}
+		n += len(rs.Flush())
+		if n > limit {
+			t.Errorf("streamed restore = %d bytes, want at most %d", n, limit)
+		}
+	})
+	t.Run("shared by the session", func(t *testing.T) {
+		s := r.NewSession(Reversible)
+		s.Redact("mail " + email)
+		s.Restore(answer) // spends the budget
+		if got := s.Restore("<EMAIL_1>"); got != "<EMAIL_1>" {
+			t.Errorf("Restore after the cap = %q, want the placeholder left", got)
+		}
+	})
+	t.Run("an honest answer", func(t *testing.T) {
+		s := r.NewSession(Reversible)
+		s.Redact("mail " + email)
+		if got := s.Restore("Write to <EMAIL_1>."); got != "Write to "+email+"." || s.RestoreCapped() {
+			t.Errorf("Restore = %q (capped %v), want the address back", got, s.RestoreCapped())
+		}
+	})
+}

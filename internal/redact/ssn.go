@@ -3,7 +3,9 @@ package redact
 // US Social Security numbers: AAA-GG-SSSS with dashes, spaces or dots (the
 // same twice), nine plain digits, or the half-dashed AAA-GGSSSS and
 // AAAGG-SSSS; area not 000, 666 or 900-999, group not 00, serial not 0000,
-// and not one of the numbers the SSA voided after they were published.
+// and not one of the numbers the SSA voided after they were published. Nine
+// plain digits or AAAGG-SSSS after '#' or a word such as "order" or "ZIP" are
+// an identifier.
 
 // findSSNs appends the US Social Security numbers in s to out.
 func findSSNs(s string, out []Finding) []Finding {
@@ -27,7 +29,7 @@ func findSSNs(s string, out []Finding) []Finding {
 				continue
 			}
 			digits = digitsOf(digits[:0], s, groups[j:k+1])
-			if validSSN(digits) {
+			if validSSN(digits) && (k-j == 2 || !identifierBefore(s, groups[j].start)) {
 				out = append(out, Finding{Type: SSN, Start: groups[j].start, End: groups[k].end})
 				j = k + 1
 				continue

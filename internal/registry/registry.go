@@ -6,6 +6,7 @@ package registry
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,6 +63,7 @@ type substrate interface {
 	Watch(ctx context.Context, kv jetstream.KeyValue, apply func(context.Context, jetstream.KeyValueEntry), loaded func()) error
 	Last(ctx context.Context, kv jetstream.KeyValue, key string) (uint64, jetstream.KeyValueEntry, error)
 	UpdateAll(ctx context.Context, kv jetstream.KeyValue, updates []bus.Update) ([]uint64, error)
+	GetRevision(ctx context.Context, kv jetstream.KeyValue, key string, rev uint64) (jetstream.KeyValueEntry, error)
 }
 
 // Registry is the resource store of one replica.
@@ -289,6 +291,13 @@ func (r *Registry) Apply(ctx context.Context, resources []config.Resource) ([]Ap
 			}
 			return nil, fmt.Errorf("%s: metadata.revision is %d but the stored revision is %d: %w", res.ID(), want, have, ErrConflict)
 		}
+		// The uid is the server's: kept from the stored resource, new for
+		// a resource created (or created again after a delete).
+		if stored != nil {
+			res.Metadata.UID = stored.Metadata.UID
+		} else {
+			res.Metadata.UID = rand.Text()
+		}
 		switch {
 		case stored != nil && stored.SameContent(res):
 			out[i] = Applied{Resource: *stored, Result: Unchanged}
@@ -314,9 +323,10 @@ func (r *Registry) Apply(ctx context.Context, resources []config.Resource) ([]Ap
 		return nil, fmt.Errorf("registry: store: %w", err)
 	}
 	// Read each back: its timestamp, set by JetStream, is the one every
-	// replica and every restart will report as metadata.updated.
+	// replica and every restart will report as metadata.updated. From the
+	// leader: a follower may not have applied the write yet.
 	for j, i := range changed {
-		e, err := r.kv.GetRevision(ctx, updates[j].Key, revs[j])
+		e, err := r.bus.GetRevision(ctx, r.kv, updates[j].Key, revs[j])
 		if err != nil {
 			return nil, fmt.Errorf("registry: read back %s: %w", resources[i].ID(), err)
 		}
@@ -334,12 +344,12 @@ func (r *Registry) Apply(ctx context.Context, resources []config.Resource) ([]Ap
 func (r *Registry) Delete(ctx context.Context, kind, name string) error {
 	k := key(kind, name)
 	id := kind + "/" + name
-	cur, err := r.kv.Get(ctx, k)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("%s %w", id, ErrNotFound)
-	}
+	_, cur, err := r.bus.Last(ctx, r.kv, k) // from the leader, like Apply
 	if err != nil {
 		return fmt.Errorf("registry: read %s: %w", id, err)
+	}
+	if cur == nil {
+		return fmt.Errorf("%s %w", id, ErrNotFound)
 	}
 	if err := r.kv.Delete(ctx, k, jetstream.LastRevision(cur.Revision())); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {

@@ -11,7 +11,8 @@ import (
 // break its callers.
 type Change struct {
 	Tool string `json:"tool"`
-	// Kind is operation_removed, required_added, field_removed or type_changed.
+	// Kind is operation_removed, required_added, field_removed, type_changed
+	// or server_changed.
 	Kind string `json:"kind"`
 	// Pointer locates the field in the input ("/body/sku") or, prefixed
 	// "output:", in the output.
@@ -25,7 +26,45 @@ const (
 	RequiredAdded    = "required_added"
 	FieldRemoved     = "field_removed"
 	TypeChanged      = "type_changed"
+	// ServerChanged: calls would go elsewhere (an OpenAPI document's
+	// servers[0].url changed), and the source's credentials with them.
+	ServerChanged = "server_changed"
 )
+
+// The kinds of change held back for review on an MCP source, whose
+// annotations are the server's claims.
+const (
+	ToolAdded         = "tool_added"
+	AnnotationChanged = "annotation_changed"
+)
+
+// Reannotated lists what a human should see before new takes over from
+// old: tools that are new, and tools whose annotations changed (a tool
+// re-annotated read-only would escape a policy that asks approval for
+// destructive tools).
+func Reannotated(old, new []Tool) []Change {
+	byName := make(map[string]*Tool, len(old))
+	for i := range old {
+		byName[old[i].Name] = &old[i]
+	}
+	var out []Change
+	for _, n := range new {
+		o, ok := byName[n.Name]
+		switch {
+		case !ok:
+			out = append(out, Change{Tool: n.Name, Kind: ToolAdded, Detail: "a new tool"})
+		case !sameAnnotations(o.Annotations, n.Annotations):
+			out = append(out, Change{Tool: n.Name, Kind: AnnotationChanged,
+				Detail: fmt.Sprintf("annotations %s became %s", o.Annotations, n.Annotations)})
+		}
+	}
+	return out
+}
+
+func sameAnnotations(a, b Annotations) bool {
+	return a.ReadOnly == b.ReadOnly && a.Destructive == b.Destructive && a.Idempotent == b.Idempotent &&
+		(a.OpenWorld == nil) == (b.OpenWorld == nil) && (a.OpenWorld == nil || *a.OpenWorld == *b.OpenWorld)
+}
 
 // Breaking lists the changes from old to new that would break callers: a
 // tool removed; in its input, a required field added, a field removed or a

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 
@@ -28,6 +29,9 @@ type Tool struct {
 	// OutputSchema is a JSON Schema for the result, when the source declares one.
 	OutputSchema json.RawMessage `json:"outputSchema,omitempty"`
 	Annotations  Annotations     `json:"annotations"`
+	// AnnotationsSource says where each annotation came from; nil for
+	// annotations corral derived itself (Origins).
+	AnnotationsSource *AnnotationsSource `json:"annotationsSource,omitempty"`
 	// Method and Path are the HTTP operation behind an OpenAPI tool.
 	Method string `json:"method,omitempty"`
 	Path   string `json:"path,omitempty"`
@@ -42,6 +46,60 @@ type Annotations struct {
 	// OpenWorld: the tool reaches beyond a closed domain (MCP's hint); nil
 	// when the source does not say.
 	OpenWorld *bool `json:"openWorld,omitempty"`
+}
+
+// Where an annotation comes from, for policy (input.tool.annotations_source):
+// upstream annotations are claims, not facts.
+const (
+	// FromUpstream: what the MCP server says now, followed live (the
+	// ToolSource set spec.mcp.adoptChanges).
+	FromUpstream = "upstream"
+	// FromPinned: what the MCP server said when its tools were pinned (first
+	// seen, or accepted after review); a change is held back as drift.
+	FromPinned = "pinned"
+	// FromOverride: the ToolSource's spec.overrides.
+	FromOverride = "override"
+	// FromDerived: corral derived it (an OpenAPI operation's method, or an
+	// override of it).
+	FromDerived = "derived"
+)
+
+// AnnotationsSource says where each of a tool's annotations came from:
+// FromUpstream, FromPinned, FromOverride or FromDerived.
+type AnnotationsSource struct {
+	ReadOnly    string `json:"readOnly"`
+	Destructive string `json:"destructive"`
+	Idempotent  string `json:"idempotent"`
+}
+
+var derived = AnnotationsSource{ReadOnly: FromDerived, Destructive: FromDerived, Idempotent: FromDerived}
+
+// Origins returns where the tool's annotations came from.
+func (t *Tool) Origins() AnnotationsSource {
+	if t.AnnotationsSource == nil {
+		return derived
+	}
+	return *t.AnnotationsSource
+}
+
+// String writes the annotations for people: "readOnly destructive".
+func (a Annotations) String() string {
+	var parts []string
+	for _, x := range []struct {
+		on   bool
+		name string
+	}{{a.ReadOnly, "readOnly"}, {a.Destructive, "destructive"}, {a.Idempotent, "idempotent"}} {
+		if x.on {
+			parts = append(parts, x.name)
+		}
+	}
+	if a.OpenWorld != nil {
+		parts = append(parts, fmt.Sprintf("openWorld=%t", *a.OpenWorld))
+	}
+	if len(parts) == 0 {
+		return "(none)"
+	}
+	return strings.Join(parts, " ")
 }
 
 // Apply returns a with the override's set fields in place.

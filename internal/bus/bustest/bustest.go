@@ -79,7 +79,7 @@ func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 func ExternalServer(t testing.TB) string {
 	t.Helper()
 	port := freePort(t)
-	runServer(t, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", t.TempDir())
+	_ = runServer(t, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", t.TempDir())
 	return "nats://127.0.0.1:" + strconv.Itoa(port)
 }
 
@@ -88,24 +88,120 @@ func ExternalServer(t testing.TB) string {
 // its leader when this returns; bus.Open waits for it.
 func ExternalCluster(t testing.TB, n int) []string {
 	t.Helper()
-	clientPorts, routePorts := make([]int, n), make([]int, n)
+	return StartCluster(t, n).URLs()
+}
+
+// Cluster is a JetStream cluster of nats-server processes on loopback that a
+// test can kill -9 and restart node by node, each on its own ports and store.
+type Cluster struct {
+	t     testing.TB
+	nodes []*Node
+}
+
+// Node is one nats-server of a Cluster.
+type Node struct {
+	Name    string
+	URL     string // client URL
+	Monitor string // http://127.0.0.1:PORT of the monitoring endpoint
+	args    []string
+
+	mu   sync.Mutex
+	proc *process // nil while killed
+}
+
+// StartCluster starts n nodes named node0..node{n-1}, routed to each other,
+// each with a monitoring port, and stops them when the test ends.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t}
 	var routes []string
+	clientPorts, monitorPorts := make([]int, n), make([]int, n)
+	routePorts := make([]int, n)
 	for i := range n {
-		clientPorts[i], routePorts[i] = freePort(t), freePort(t)
+		clientPorts[i], routePorts[i], monitorPorts[i] = freePort(t), freePort(t), freePort(t)
 		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(routePorts[i]))
 	}
-	urls := make([]string, n)
 	for i := range n {
-		runServer(t, "-a", "127.0.0.1", "-p", strconv.Itoa(clientPorts[i]), "-js", "-sd", t.TempDir(),
-			"-n", "node"+strconv.Itoa(i), "--cluster_name", "corral-test",
-			"--cluster", routes[i], "--routes", strings.Join(routes, ","))
-		urls[i] = "nats://127.0.0.1:" + strconv.Itoa(clientPorts[i])
+		node := &Node{
+			Name:    "node" + strconv.Itoa(i),
+			URL:     "nats://127.0.0.1:" + strconv.Itoa(clientPorts[i]),
+			Monitor: "http://127.0.0.1:" + strconv.Itoa(monitorPorts[i]),
+		}
+		node.args = []string{"-a", "127.0.0.1", "-p", strconv.Itoa(clientPorts[i]), "-m", strconv.Itoa(monitorPorts[i]),
+			"-js", "-sd", t.TempDir(), "-n", node.Name, "--cluster_name", "corral-test",
+			"--cluster", routes[i], "--routes", strings.Join(routes, ",")}
+		c.nodes = append(c.nodes, node)
+	}
+	for _, node := range c.nodes {
+		c.Start(node)
+	}
+	t.Cleanup(func() {
+		for _, node := range c.nodes {
+			c.Kill(node)
+		}
+	})
+	return c
+}
+
+// Nodes are the cluster's nodes, in the order of their names.
+func (c *Cluster) Nodes() []*Node { return c.nodes }
+
+// URLs are the nodes' client URLs.
+func (c *Cluster) URLs() []string {
+	urls := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		urls[i] = n.URL
 	}
 	return urls
 }
 
-// runServer starts nats-server with args and waits until it says it is ready.
-func runServer(t testing.TB, args ...string) {
+// Node returns the node called name, or nil.
+func (c *Cluster) Node(name string) *Node {
+	for _, n := range c.nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// Kill kills the node's process with SIGKILL, as a machine that is lost; its
+// store stays for Start. Killing a killed node does nothing.
+func (c *Cluster) Kill(n *Node) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.proc != nil {
+		n.proc.kill()
+		n.proc = nil
+	}
+}
+
+// Start starts a killed node again on its ports and store, and waits until
+// it says it is ready (not until JetStream has caught up).
+func (c *Cluster) Start(n *Node) {
+	c.t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.proc == nil {
+		n.proc = runServer(c.t, n.args...)
+	}
+}
+
+// process is a running nats-server.
+type process struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once it has exited and its output is read
+}
+
+// kill kills the process with SIGKILL and waits until it has exited.
+func (p *process) kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// runServer starts nats-server with args and waits until it says it is
+// ready. The process is killed when the test ends, if it still runs.
+func runServer(t testing.TB, args ...string) *process {
 	t.Helper()
 	bin := NATSServerBinary(t)
 	cmd := exec.Command(bin, args...)
@@ -116,12 +212,11 @@ func runServer(t testing.TB, args ...string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start nats-server: %v", err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
+	p := &process{cmd: cmd, exited: make(chan struct{})}
+	t.Cleanup(p.kill)
 	ready := make(chan struct{})
 	go func() {
+		defer close(p.exited)
 		// nats-server logs to stderr; it is ready once it says so.
 		sc := bufio.NewScanner(stderr)
 		signalled := false
@@ -132,12 +227,14 @@ func runServer(t testing.TB, args ...string) {
 			}
 		}
 		_, _ = io.Copy(io.Discard, stderr)
+		_ = cmd.Wait()
 	}()
 	select {
 	case <-ready:
 	case <-time.After(30 * time.Second):
 		t.Fatal("nats-server did not become ready within 30s")
 	}
+	return p
 }
 
 // freePort asks the kernel for a free loopback port. Another process could

@@ -11,7 +11,8 @@ import (
 // clientCredentials issues an agent its own access token: sub and
 // client_id are the agent, aud is corral, scope is the agent's tools and
 // models, or the part of them the client asked for.
-func (h *Handler) clientCredentials(f form, agent string, spec *config.AgentSpec) (*issued, *failure) {
+func (h *Handler) clientCredentials(f form, key identity.Key, spec *config.AgentSpec) (*issued, *failure) {
+	agent := key.Agent
 	scope := agentScope(spec)
 	requested, fail := parseScope(f.get("scope"))
 	if fail != nil {
@@ -30,6 +31,7 @@ func (h *Handler) clientCredentials(f form, agent string, spec *config.AgentSpec
 	c := identity.Claims{
 		Subject:  agent,
 		ClientID: agent,
+		AgentUID: key.AgentUID,
 		Audience: identity.Audience{h.deps.Signer.Issuer()},
 		Scope:    strings.Join(scope, " "),
 		Task:     task,

@@ -29,7 +29,8 @@ var subjectTypes = []string{TokenTypeJWT, TokenTypeAccessToken, TokenTypeIDToken
 // token is its sub, the agent its act.sub, and policy decides its scope.
 // The subject token is a user's token from a trusted issuer, or a delegated
 // token corral issued to another agent, which the agent passes on.
-func (h *Handler) exchange(ctx context.Context, f form, agent string, rec *audit.Record) (*issued, *failure) {
+func (h *Handler) exchange(ctx context.Context, f form, key identity.Key, rec *audit.Record) (*issued, *failure) {
+	agent := key.Agent
 	subject := f.get("subject_token")
 	switch st := f.get("subject_token_type"); {
 	case subject == "":
@@ -54,7 +55,7 @@ func (h *Handler) exchange(ctx context.Context, f form, agent string, rec *audit
 	if fail != nil {
 		return nil, fail
 	}
-	if fail := h.actor(f, agent); fail != nil {
+	if fail := h.actor(f, key); fail != nil {
 		return nil, fail
 	}
 	user, prev, fail := h.subject(ctx, subject)
@@ -105,6 +106,7 @@ func (h *Handler) exchange(ctx context.Context, f form, agent string, rec *audit
 		Subject:   user.Subject,
 		Audience:  audience,
 		ClientID:  agent,
+		AgentUID:  key.AgentUID,
 		Scope:     strings.Join(scope, " "),
 		Act:       act,
 		Task:      task,
@@ -164,8 +166,9 @@ func (h *Handler) subject(ctx context.Context, token string) (*identity.External
 }
 
 // actor checks the optional actor_token: an agent key or a corral token,
-// which must be the client's own.
-func (h *Handler) actor(f form, agent string) *failure {
+// which must be the client's own, issued to the same incarnation of it.
+func (h *Handler) actor(f form, client identity.Key) *failure {
+	agent := client.Agent
 	token, typ := f.get("actor_token"), f.get("actor_token_type")
 	switch {
 	case token == "" && typ == "":
@@ -181,6 +184,9 @@ func (h *Handler) actor(f form, agent string) *failure {
 		if key.Agent != agent {
 			return mismatch("actor_token", "key "+key.ID, key.Agent, agent)
 		}
+		if key.AgentUID != client.AgentUID {
+			return refuse("actor_token", identity.ReasonUnknownAgent, "key %s was issued to an earlier agent %q, since deleted", key.ID, agent)
+		}
 		return nil
 	}
 	if _, ok := peek(token); !ok {
@@ -192,6 +198,9 @@ func (h *Handler) actor(f form, agent string) *failure {
 	}
 	if c.Agent() != agent {
 		return mismatch("actor_token", "token "+c.ID, c.Agent(), agent)
+	}
+	if c.AgentUID != client.AgentUID {
+		return refuse("actor_token", identity.ReasonUnknownAgent, "token %s was issued to an earlier agent %q, since deleted", c.ID, agent)
 	}
 	return nil
 }

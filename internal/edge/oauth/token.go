@@ -107,14 +107,14 @@ func (h *Handler) grant(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	if fail != nil {
 		return nil, fail
 	}
-	spec, fail := h.authenticate(creds, rec)
+	spec, key, fail := h.authenticate(creds, rec)
 	if fail != nil {
 		return nil, fail
 	}
 	if gt == GrantClientCredentials {
-		return h.clientCredentials(f, creds.id, spec)
+		return h.clientCredentials(f, key, spec)
 	}
-	return h.exchange(ctx, f, creds.id, rec)
+	return h.exchange(ctx, f, key, rec)
 }
 
 // target is the audit target of a grant type: a short name for the two

@@ -7,9 +7,12 @@
 package openaiedge
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -22,8 +25,53 @@ import (
 	"github.com/corral-dev/corral/internal/telemetry"
 )
 
-// maxBody caps a request: long conversations with images fit.
-const maxBody = 32 << 20
+// Limits bound what model calls may cost this replica before they are
+// admitted and while they run. Zero fields take the defaults.
+type Limits struct {
+	// MaxBody caps a request body (chat or embeddings). Decoding, redacting
+	// and re-encoding a prompt takes several times its size in memory.
+	MaxBody int64
+	// MaxConcurrent caps the model calls in flight on this replica, from
+	// before their body is read to the end of their answer or stream; past
+	// it a call is answered 503 overloaded with Retry-After.
+	MaxConcurrent int
+	// MaxConcurrentLarge caps, among those, the calls whose body is over
+	// LargeBody (or of unknown length), which take most of the memory.
+	MaxConcurrentLarge int
+	// WriteTimeout bounds each write of a stream to the agent: an agent
+	// that stops reading loses its stream, and its reservation is settled.
+	WriteTimeout time.Duration
+	// MaxStreamDuration bounds a stream from the request to its end, even
+	// one a provider keeps alive with an event now and then.
+	MaxStreamDuration time.Duration
+}
+
+// The defaults of Limits.
+const (
+	DefaultMaxBody            = 8 << 20
+	DefaultMaxConcurrent      = 64
+	DefaultMaxConcurrentLarge = 4
+	DefaultWriteTimeout       = 30 * time.Second
+	DefaultMaxStreamDuration  = 15 * time.Minute
+)
+
+// withDefaults is l with its zero fields set to the defaults.
+func (l Limits) withDefaults() Limits {
+	l.MaxBody = cmp.Or(l.MaxBody, DefaultMaxBody)
+	l.MaxConcurrent = cmp.Or(l.MaxConcurrent, DefaultMaxConcurrent)
+	l.MaxConcurrentLarge = min(cmp.Or(l.MaxConcurrentLarge, DefaultMaxConcurrentLarge), l.MaxConcurrent)
+	l.WriteTimeout = cmp.Or(l.WriteTimeout, DefaultWriteTimeout)
+	l.MaxStreamDuration = cmp.Or(l.MaxStreamDuration, DefaultMaxStreamDuration)
+	return l
+}
+
+// LargeBody is the body size from which a model call takes one of the
+// Limits.MaxConcurrentLarge slots.
+const LargeBody = 1 << 20
+
+// retryOverloaded is the Retry-After of a call refused for load: model
+// calls last seconds, so a slot is likely free by then.
+const retryOverloaded = 2 * time.Second
 
 // Gateway is what the edge needs from the pipeline.
 type Gateway interface {
@@ -47,18 +95,24 @@ const (
 type Edge struct {
 	gw     Gateway
 	logger *slog.Logger
+	limits Limits
+	// slots holds one token per model call in flight; large one per call
+	// with a large body.
+	slots, large chan struct{}
 }
 
 // New returns the edge.
-func New(logger *slog.Logger, gw Gateway) *Edge {
-	return &Edge{gw: gw, logger: logger}
+func New(logger *slog.Logger, gw Gateway, limits Limits) *Edge {
+	limits = limits.withDefaults()
+	return &Edge{gw: gw, logger: logger, limits: limits,
+		slots: make(chan struct{}, limits.MaxConcurrent), large: make(chan struct{}, limits.MaxConcurrentLarge)}
 }
 
 // Register adds the edge's routes to mux.
 func (e *Edge) Register(mux *http.ServeMux) {
 	h := func(f problem.HandlerFunc) http.Handler { return problem.HandleWith(e.logger, withOpenAIError, f) }
-	mux.Handle("POST /openai/v1/chat/completions", h(e.chat))
-	mux.Handle("POST /openai/v1/embeddings", h(e.embeddings))
+	mux.Handle("POST /openai/v1/chat/completions", h(e.admit(e.chat)))
+	mux.Handle("POST /openai/v1/embeddings", h(e.admit(e.embeddings)))
 	mux.Handle("GET /openai/v1/models", h(e.models))
 	mux.Handle("GET /openai/v1/models/{model...}", h(e.model))
 	mux.Handle("/openai/v1/chat/completions", h(problem.NotAllowed("POST")))
@@ -89,13 +143,58 @@ func (e *Edge) action(r *http.Request) pipeline.Action {
 	return pipeline.Action{Credential: identity.BearerToken(r), Edge: "openai", RequestID: telemetry.RequestID(r.Context()), RemoteAddr: r.RemoteAddr}
 }
 
-// readBody reads a request body of at most maxBody bytes.
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	var tooLarge *http.MaxBytesError
+// admit runs a model call if a slot is free (and, for a large body, a
+// large slot), and answers 503 overloaded otherwise, before the body is
+// read: a burst of large prompts is refused instead of exhausting memory.
+// The slots are held to the end of the answer.
+func (e *Edge) admit(next problem.HandlerFunc) problem.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if !take(e.slots) {
+			return overloaded(fmt.Sprintf("this corral is running %d model calls, its most; retry shortly", e.limits.MaxConcurrent))
+		}
+		defer func() { <-e.slots }()
+		if r.ContentLength < 0 || r.ContentLength > LargeBody {
+			if !take(e.large) {
+				return overloaded(fmt.Sprintf("this corral is running %d model calls with bodies over 1 MiB, its most; retry shortly", e.limits.MaxConcurrentLarge))
+			}
+			defer func() { <-e.large }()
+		}
+		return next(w, r)
+	}
+}
+
+// take takes a slot if one is free.
+func take(slots chan struct{}) bool {
+	select {
+	case slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// overloaded is the refusal of a call past a concurrency limit.
+func overloaded(detail string) error {
+	p := problem.New(http.StatusServiceUnavailable, problem.Overloaded, detail)
+	p.RetryAfter = retryOverloaded
+	return p
+}
+
+// readBody reads a request body of at most Limits.MaxBody bytes; a
+// Content-Length over it is refused before anything is read.
+func (e *Edge) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	tooLarge := problem.New(http.StatusRequestEntityTooLarge, problem.RequestTooLarge,
+		fmt.Sprintf("the request is larger than %d bytes, the most this corral takes for a model call", e.limits.MaxBody))
+	if r.ContentLength > e.limits.MaxBody {
+		return nil, tooLarge
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, max(r.ContentLength, 0)+1))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, e.limits.MaxBody))
+	body := buf.Bytes()
+	var mbe *http.MaxBytesError
 	switch {
-	case errors.As(err, &tooLarge):
-		return nil, problem.New(http.StatusRequestEntityTooLarge, problem.RequestTooLarge, "the request is larger than 32 MiB")
+	case errors.As(err, &mbe):
+		return nil, tooLarge
 	case err != nil:
 		return nil, problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, "the request body could not be read", err)
 	}
@@ -104,8 +203,8 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 
 // readJSON decodes the request body into v with the caller's mistakes
 // named.
-func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	body, err := readBody(w, r)
+func (e *Edge) readJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := e.readBody(w, r)
 	if err != nil {
 		return err
 	}
@@ -116,7 +215,7 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 func (e *Edge) chat(w http.ResponseWriter, r *http.Request) error {
-	body, err := readBody(w, r)
+	body, err := e.readBody(w, r)
 	if err != nil {
 		return err
 	}
@@ -127,7 +226,15 @@ func (e *Edge) chat(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, err.Error(), err)
 	}
-	out, err := e.gw.Chat(r.Context(), e.action(r), req)
+	ctx := r.Context()
+	if req.Stream {
+		// The stream's whole life, from here: the pipeline tells this
+		// deadline from the agent going away.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.limits.MaxStreamDuration)
+		defer cancel()
+	}
+	out, err := e.gw.Chat(ctx, e.action(r), req)
 	if err != nil {
 		return err
 	}
@@ -143,14 +250,20 @@ func (e *Edge) chat(w http.ResponseWriter, r *http.Request) error {
 // stream writes a streamed answer as server-sent events, the way OpenAI
 // does: one "data:" event per chunk, "data: [DONE]" at the end. A failure
 // after the first event can only be told in the stream: an event carrying
-// an "error" object, as OpenAI sends.
+// an "error" object, as OpenAI sends. Each write has Limits.WriteTimeout:
+// an agent that stops reading is dropped, and its call settled, instead of
+// holding its reservation for as long as it likes.
 func (e *Edge) stream(w http.ResponseWriter, r *http.Request, s *pipeline.ChatStream) error {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
+	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(e.limits.WriteTimeout)) }
+	deadline()
+	// The connection may serve further requests: they get no deadline.
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+	w.WriteHeader(http.StatusOK)
 	for {
 		c, err := s.Recv()
 		if errors.Is(err, io.EOF) {
@@ -158,17 +271,28 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, s *pipeline.ChatSt
 		}
 		if err != nil {
 			e.logger.DebugContext(r.Context(), "stream ended with an error", "err", err)
+			deadline()
 			_ = writeEvent(w, streamError(r, err))
 			break
 		}
-		if err := writeEvent(w, c); err != nil {
-			return nil // the agent went away; Close settles and audits
+		deadline()
+		if err := writeFlush(w, rc, c); err != nil {
+			s.Abandon(fmt.Sprintf("the agent stopped reading the stream (a write did not finish within %s)", e.limits.WriteTimeout))
+			return nil
 		}
-		_ = rc.Flush()
 	}
+	deadline()
 	_, _ = io.WriteString(w, "data: [DONE]\n\n")
 	_ = rc.Flush()
 	return nil
+}
+
+// writeFlush writes an event and flushes it to the agent.
+func writeFlush(w io.Writer, rc *http.ResponseController, v any) error {
+	if err := writeEvent(w, v); err != nil {
+		return err
+	}
+	return rc.Flush()
 }
 
 func writeEvent(w io.Writer, v any) error {
@@ -195,7 +319,7 @@ func streamError(r *http.Request, err error) any {
 
 func (e *Edge) embeddings(w http.ResponseWriter, r *http.Request) error {
 	var req llm.EmbeddingRequest
-	if err := readJSON(w, r, &req); err != nil {
+	if err := e.readJSON(w, r, &req); err != nil {
 		return err
 	}
 	switch {

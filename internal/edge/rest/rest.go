@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strings"
 
@@ -98,20 +99,27 @@ type InvokeResponse struct {
 }
 
 func (e *Edge) invoke(w http.ResponseWriter, r *http.Request) error {
-	var req InvokeRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		return err
-	}
-	out, err := e.gw.Invoke(r.Context(), pipeline.Action{
+	a := pipeline.Action{
 		Credential:     identity.BearerToken(r),
 		Kind:           "tool",
 		Target:         r.PathValue("name"),
-		Arguments:      req.Arguments,
 		IdempotencyKey: r.Header.Get("Idempotency-Key"),
 		Edge:           "rest",
 		RequestID:      telemetry.RequestID(r.Context()),
 		RemoteAddr:     r.RemoteAddr,
-	})
+	}
+	var req InvokeRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		// 401 before 415 or 400: an unauthenticated caller learns nothing
+		// about the endpoint. The pipeline refuses it and records that.
+		if _, aerr := e.gw.Authenticate(a.Credential); aerr != nil {
+			_, aerr = e.gw.Invoke(r.Context(), a)
+			return aerr
+		}
+		return err
+	}
+	a.Arguments = req.Arguments
+	out, err := e.gw.Invoke(r.Context(), a)
 	if err != nil {
 		return err
 	}
@@ -141,10 +149,14 @@ func ResultJSON(res *tools.Result) json.RawMessage {
 	return b
 }
 
-// decodeBody reads a JSON request body into v, rejecting unknown fields.
+// decodeBody reads a JSON request body into v, rejecting unknown fields,
+// media types other than application/json (parameters such as charset
+// allowed) and anything after the one JSON value.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return problem.New(http.StatusUnsupportedMediaType, problem.UnsupportedMedia, "send the request as application/json")
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return problem.New(http.StatusUnsupportedMediaType, problem.UnsupportedMedia, "send the request as application/json")
+		}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	var tooLarge *http.MaxBytesError
@@ -161,6 +173,9 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, `the body must be {"arguments": {...}}: `+err.Error())
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, `the body must be one JSON object, {"arguments": {...}}, and nothing after it`)
 	}
 	return nil
 }

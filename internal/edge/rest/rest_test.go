@@ -13,8 +13,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/corral-dev/corral/internal/api"
 	"github.com/corral-dev/corral/internal/app/apptest"
 	"github.com/corral-dev/corral/internal/edge/rest"
+	"github.com/corral-dev/corral/internal/pipeline"
 	"github.com/corral-dev/corral/internal/problem"
 	"github.com/corral-dev/corral/internal/tools"
 )
@@ -182,12 +184,14 @@ func TestRefusals(t *testing.T) {
 		{"bad key", "corral_ak_nope", "shop.getOrder", `{"id": 1}`, 401, problem.Unauthenticated, nil},
 		{"unknown tool", key, "shop.nope", `{}`, 404, problem.ToolNotFound, nil},
 		{"not in the agent's tools", key, "shop.deleteOrder", `{"id": 1}`, 403, problem.PolicyDenied, nil},
-		{"every bad field named", key, "shop.createOrder", `{"body": {"sku": "abc", "qty": 0, "x": 1}}`, 422, problem.InvalidArguments, []tools.Violation{
-			{Pointer: "/body/x", Message: "unknown field"},
-			{Pointer: "/body/qty", Message: "must be >= 1"},
-			{Pointer: "/body/sku", Message: `"abc" does not match ^[A-Z]{3}-[0-9]+$`},
+		{"every bad field named", key, "shop.createOrder", `{"sku": "abc", "qty": 0, "x": 1}`, 422, problem.InvalidArguments, []tools.Violation{
+			{Pointer: "/x", Message: "unknown field"},
+			{Pointer: "/qty", Message: "must be >= 1"},
+			{Pointer: "/sku", Message: `"abc" does not match ^[A-Z]{3}-[0-9]+$`},
 		}},
-		{"missing body", key, "shop.createOrder", `{}`, 422, problem.InvalidArguments, []tools.Violation{{Pointer: "/body", Message: "required"}}},
+		{"number out of range", key, "shop.getOrder", `{"id": 1e400}`, 422, problem.InvalidArguments, nil},
+		{"nested over 100 levels", key, "shop.getOrder", `{"id": 1, "x": ` + strings.Repeat("[", 101) + strings.Repeat("]", 101) + `}`, 422, problem.InvalidArguments, nil},
+		{"missing body fields", key, "shop.createOrder", `{}`, 422, problem.InvalidArguments, []tools.Violation{{Pointer: "/qty", Message: "required"}, {Pointer: "/sku", Message: "required"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -233,13 +237,13 @@ func TestRevokedKey(t *testing.T) {
 func TestIdempotencyKey(t *testing.T) {
 	srv, up, key := setup(t)
 	h := http.Header{"Idempotency-Key": {"order-42"}}
-	status, first := invoke(t, srv, key, "shop.createOrder", `{"body": {"sku": "ABC-1", "qty": 1}}`, h)
+	status, first := invoke(t, srv, key, "shop.createOrder", `{"sku": "ABC-1", "qty": 1}`, h)
 	if status != 200 {
 		t.Fatalf("first call: HTTP %d %s", status, first)
 	}
 	calls := up.calls.Load()
 	// Same arguments, written differently: the recorded answer, no second call.
-	status, second := invoke(t, srv, key, "shop.createOrder", `{"body": {"qty": 1, "sku": "ABC-1"}}`, h)
+	status, second := invoke(t, srv, key, "shop.createOrder", `{"qty": 1, "sku": "ABC-1"}`, h)
 	r1, r2 := decode[rest.InvokeResponse](t, first), decode[rest.InvokeResponse](t, second)
 	if status != 200 || !r2.Replayed || !jsonEqual(r1.Result, string(r2.Result)) {
 		t.Errorf("retry: HTTP %d %s, want the first answer %s replayed", status, second, first)
@@ -248,11 +252,24 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Errorf("the upstream was called again on a retry with the same Idempotency-Key")
 	}
 	up.mu.Lock()
-	if got := up.keys[len(up.keys)-1]; got != "order-42" {
-		t.Errorf("upstream got Idempotency-Key %q, want order-42", got)
+	if got, want := up.keys[len(up.keys)-1], pipeline.UpstreamKey("impact", "shop.createOrder", "order-42"); got != want {
+		t.Errorf("upstream got Idempotency-Key %q, want %q (the agent's key scoped to it)", got, want)
 	}
 	up.mu.Unlock()
-	status, body := invoke(t, srv, key, "shop.createOrder", `{"body": {"sku": "ABC-2", "qty": 1}}`, h)
+
+	// Another agent's order-42 is its own: it reaches the upstream, under
+	// another key.
+	srv.Apply(t, "apiVersion: corral.dev/v1\nkind: Agent\nmetadata: {name: other}\nspec: {tools: [shop.create*]}\n")
+	status, body := invoke(t, srv, srv.Key(t, "other"), "shop.createOrder", `{"sku": "ABC-1", "qty": 1}`, h)
+	if r := decode[rest.InvokeResponse](t, body); status != 200 || r.Replayed {
+		t.Fatalf("another agent's order-42: HTTP %d %s, want a call of its own", status, body)
+	}
+	up.mu.Lock()
+	if n := len(up.keys); n < 2 || up.keys[n-1] == up.keys[n-2] {
+		t.Errorf("two agents' order-42 reached the upstream as %q", up.keys)
+	}
+	up.mu.Unlock()
+	status, body = invoke(t, srv, key, "shop.createOrder", `{"sku": "ABC-2", "qty": 1}`, h)
 	if got := decode[problem.Details](t, body); status != 409 || got.Code != problem.IdempotencyConflict {
 		t.Errorf("same key, other arguments: HTTP %d %s, want 409 idempotency_conflict", status, body)
 	}
@@ -294,4 +311,87 @@ func cmpSort[T any](less func(a, b T) bool) cmp.Option {
 func jsonEqual(a json.RawMessage, b string) bool {
 	var x, y any
 	return json.Unmarshal(a, &x) == nil && json.Unmarshal([]byte(b), &y) == nil && cmp.Equal(x, y)
+}
+
+// TestInvokeBody: the invoke body is application/json and one JSON value;
+// an unauthenticated caller is told 401 before anything about its body.
+func TestInvokeBody(t *testing.T) {
+	srv, up, key := setup(t)
+	tests := []struct {
+		name, token, contentType, body string
+		wantStatus                     int
+		wantCode                       string
+	}{
+		{"json with charset", key, "application/json; charset=utf-8", `{"arguments": {"id": 1}}`, 200, ""},
+		{"jsonx", key, "application/jsonx", `{"arguments": {"id": 1}}`, 415, problem.UnsupportedMedia},
+		{"trailing value", key, "application/json", `{"arguments": {"id": 1}} {"arguments": {"id": 2}}`, 400, problem.InvalidRequest},
+		{"trailing garbage", key, "application/json", `{"arguments": {"id": 1}}x`, 400, problem.InvalidRequest},
+		{"unauthenticated, wrong type", "", "text/plain", `hello`, 401, problem.Unauthenticated},
+		{"bad key, bad body", "corral_ak_nope", "application/json", `{`, 401, problem.Unauthenticated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := up.calls.Load()
+			req, err := http.NewRequestWithContext(t.Context(), "POST", srv.URL+"/v1/tools/shop.getOrder/invoke", strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", tt.contentType)
+			if tt.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tt.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var got problem.Details
+			_ = json.Unmarshal(body, &got)
+			if resp.StatusCode != tt.wantStatus || got.Code != tt.wantCode {
+				t.Errorf("POST invoke (%s) = HTTP %d %q, want %d %q: %s", tt.contentType, resp.StatusCode, got.Code, tt.wantStatus, tt.wantCode, body)
+			}
+			if sent := up.calls.Load() - before; tt.wantStatus != 200 && sent != 0 {
+				t.Errorf("the upstream got %d calls for a refused request", sent)
+			}
+		})
+	}
+}
+
+// TestBadIdempotencyKeyIsRefused: a call refused for its Idempotency-Key
+// costs no budget and is audited as denied. At d7dc022 it was checked after
+// the budget reservation, settled as a call, and recorded as allowed.
+func TestBadIdempotencyKeyIsRefused(t *testing.T) {
+	srv, up, key := setup(t)
+	srv.Apply(t, "apiVersion: corral.dev/v1\nkind: Budget\nmetadata: {name: impact-day}\nspec: {scope: {agent: impact}, window: day, limit: {calls: 1}}\n")
+	waitUntil(t, "the budget is loaded", func() bool {
+		_, body := srv.Call(t, srv.Token, "GET", "/v1/budgets", nil, nil)
+		return strings.Contains(string(body), `"impact-day"`)
+	})
+	for _, bad := range []string{"has space", strings.Repeat("k", 1000)} {
+		status, body := invoke(t, srv, key, "shop.getOrder", `{"id": 1}`, http.Header{"Idempotency-Key": {bad}})
+		if got := decode[problem.Details](t, body); status != 400 || got.Code != problem.InvalidRequest {
+			t.Errorf("Idempotency-Key %.20q: HTTP %d %s, want 400 invalid_request", bad, status, body)
+		}
+	}
+	if status, body := invoke(t, srv, key, "shop.getOrder", `{"id": 1}`, nil); status != 200 {
+		t.Errorf("the one call the budget allows: HTTP %d %s; the refusals were charged", status, body)
+	}
+	if n := up.calls.Load(); n != 1 {
+		t.Errorf("the upstream got %d calls, want 1", n)
+	}
+	_, body := srv.Call(t, srv.Token, "GET", "/v1/audit?agent=impact", nil, nil)
+	list := decode[api.AuditList](t, body)
+	refused := 0
+	for _, r := range list.Records {
+		if r.Code == problem.InvalidRequest {
+			refused++
+			if r.Decision != "denied" {
+				t.Errorf("a refused Idempotency-Key is audited as %q, want denied", r.Decision)
+			}
+		}
+	}
+	if refused != 2 {
+		t.Errorf("the audit holds %d refusals for the Idempotency-Key, want 2: %s", refused, body)
+	}
 }

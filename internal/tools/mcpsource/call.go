@@ -99,6 +99,9 @@ func (s *Source) callOnce(ctx context.Context, cs *mcp.ClientSession, name strin
 	case s.lostSession(err):
 		return nil, err
 	case errors.As(err, &rpcErr):
+		if tooLarge, ok := asTooLarge(rpcErr); ok {
+			return nil, tooLarge
+		}
 		return nil, fmt.Errorf("%w: %s (code %d)", tools.ErrInvalidAnswer, rpcErr.Message, rpcErr.Code)
 	default:
 		return nil, fmt.Errorf("%w: %v", upstream.ErrUnavailable, err)

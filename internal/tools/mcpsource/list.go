@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"reflect"
 	"slices"
 	"strings"
 
@@ -49,17 +48,18 @@ func (s *Source) list(ctx context.Context, cs *mcp.ClientSession) error {
 		cursors[next] = true
 		params = &mcp.ListToolsParams{Cursor: next}
 	}
-	next, err := s.convert(ctx, all)
+	l, err := newListed(all)
 	if err != nil {
 		return err
 	}
-	prev := s.tools.Swap(&next)
-	if prev != nil && reflect.DeepEqual(*prev, next) {
-		return nil
+	first := s.force.Load() == nil
+	changed, err := s.install(ctx, l)
+	if err != nil || !changed {
+		return err
 	}
 	s.warnUnknownOverrides(ctx, all)
-	if prev != nil {
-		s.log.InfoContext(ctx, "mcp tool list changed", "tools", len(next))
+	if !first {
+		s.log.InfoContext(ctx, "mcp tool list changed", "tools", len(s.Tools()))
 		if s.env.Changed != nil {
 			s.env.Changed()
 		}
@@ -81,7 +81,7 @@ func (s *Source) convert(ctx context.Context, in []*mcp.Tool) ([]tools.Tool, err
 			continue
 		}
 		seen[t.Name] = true
-		tool, err := convertTool(s.name, t, s.overrides[t.Name])
+		tool, err := convertTool(s.name, t, s.overrides[t.Name], s.claims())
 		if err != nil {
 			return nil, err
 		}
@@ -90,14 +90,24 @@ func (s *Source) convert(ctx context.Context, in []*mcp.Tool) ([]tools.Tool, err
 	return out, nil
 }
 
-func convertTool(source string, t *mcp.Tool, o config.ToolOverride) (tools.Tool, error) {
+// claims is where the annotations the server gives come from, for policy.
+func (s *Source) claims() string {
+	if s.adoptChanges {
+		return tools.FromUpstream
+	}
+	return tools.FromPinned
+}
+
+func convertTool(source string, t *mcp.Tool, o config.ToolOverride, claims string) (tools.Tool, error) {
+	a, from := annotations(t.Annotations, o, claims)
 	tool := tools.Tool{
-		Name:        source + "." + t.Name,
-		Source:      source,
-		Title:       t.Title,
-		Description: t.Description,
-		InputSchema: emptyObjectSchema,
-		Annotations: annotations(t.Annotations, o),
+		Name:              source + "." + t.Name,
+		Source:            source,
+		Title:             t.Title,
+		Description:       t.Description,
+		InputSchema:       emptyObjectSchema,
+		Annotations:       a,
+		AnnotationsSource: from,
 	}
 	if tool.Title == "" && t.Annotations != nil {
 		tool.Title = t.Annotations.Title // MCP's display-name fallback
@@ -125,8 +135,10 @@ func convertTool(source string, t *mcp.Tool, o config.ToolOverride) (tools.Tool,
 // the server leaves out (readOnly false, destructive true, idempotent
 // false, openWorld unknown), then applies the override. Destructive means
 // nothing for a read-only tool, so it is false there unless the override
-// says otherwise.
-func annotations(h *mcp.ToolAnnotations, o config.ToolOverride) tools.Annotations {
+// says otherwise. It also says where each came from: the override, or the
+// server's claims.
+func annotations(h *mcp.ToolAnnotations, o config.ToolOverride, claims string) (tools.Annotations, *tools.AnnotationsSource) {
+	from := &tools.AnnotationsSource{ReadOnly: origin(o.ReadOnly, claims), Destructive: origin(o.Destructive, claims), Idempotent: origin(o.Idempotent, claims)}
 	a := tools.Annotations{Destructive: true}
 	if h != nil {
 		a.ReadOnly = h.ReadOnlyHint
@@ -142,8 +154,16 @@ func annotations(h *mcp.ToolAnnotations, o config.ToolOverride) tools.Annotation
 	a = a.Apply(o)
 	if a.ReadOnly && o.Destructive == nil {
 		a.Destructive = false
+		from.Destructive = from.ReadOnly // not destructive because read-only
 	}
-	return a
+	return a, from
+}
+
+func origin(override *bool, claims string) string {
+	if override != nil {
+		return tools.FromOverride
+	}
+	return claims
 }
 
 // warnUnknownOverrides logs overrides that name no tool the server lists:

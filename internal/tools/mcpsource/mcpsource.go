@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,13 +28,26 @@ import (
 )
 
 // Reconnect backoff: the first attempt after a session is lost is
-// immediate, later ones wait minBackoff, doubling up to maxBackoff.
+// immediate, later ones wait minBackoff, doubling up to maxBackoff. A
+// stdio session that ends within healthyAfter of its connect counts as a failed
+// attempt, so that a server that connects and then dies (a stdio server
+// writing garbage) is restarted ever more slowly, not at once forever; one
+// that lived longer resets the count.
 const (
-	minBackoff = 100 * time.Millisecond
-	maxBackoff = 30 * time.Second
+	minBackoff   = 100 * time.Millisecond
+	maxBackoff   = 30 * time.Second
+	healthyAfter = 30 * time.Second
 )
 
-var _ tools.Factory = New
+// relistWindow spaces re-lists asked for by notifications/tools/list_changed:
+// one at once, then at most one per window, however many notifications come
+// (a flood of them cost 1.5 cores re-listing).
+const relistWindow = time.Second
+
+var (
+	_ tools.Factory = New
+	_ tools.Drifter = (*Source)(nil)
+)
 
 // Source is one MCP server's tools. It keeps one MCP session, reconnecting
 // (and for stdio restarting the server) when the session is lost. It is
@@ -53,8 +67,15 @@ type Source struct {
 	idle  func()
 	stdio bool
 
-	tools  atomic.Pointer[[]tools.Tool]
+	force  atomic.Pointer[inForce]
+	drift  atomic.Pointer[tools.Drift]
 	listMu sync.Mutex // serialises list-and-install, so an older list never replaces a newer one
+	// pins and onDrift are Options'; adoptChanges is spec.mcp.adoptChanges;
+	// from names the server in pins and drift.
+	pins         Pins
+	onDrift      func(tools.Drift)
+	adoptChanges bool
+	from         string
 
 	// relist is signalled on notifications/tools/list_changed, lost when
 	// the session ends by itself; the background loop answers both.
@@ -65,7 +86,8 @@ type Source struct {
 	session    *mcp.ClientSession // nil while disconnected
 	dialing    chan struct{}      // non-nil while a connect runs; closed when it ends
 	cancelDial context.CancelFunc
-	failures   int       // consecutive failed connects
+	failures   int       // consecutive failed connects and short-lived sessions
+	connected  time.Time // when the current session was made
 	retryAt    time.Time // no new connect before this
 	lastErr    error     // why the last connect failed
 	closed     bool
@@ -75,9 +97,14 @@ type Source struct {
 }
 
 // New connects to the MCP server spec.MCP declares, lists its tools, and
-// returns the source. If the first connect or list fails it returns an
-// error wrapping upstream.ErrUnavailable, and the caller retries.
+// returns the source, with no pins (Factory takes Options). If the first
+// connect or list fails it returns an error wrapping
+// upstream.ErrUnavailable, and the caller retries.
 func New(ctx context.Context, name string, spec *config.ToolSourceSpec, env tools.Env) (tools.Source, error) {
+	return build(ctx, name, spec, env, Options{})
+}
+
+func build(ctx context.Context, name string, spec *config.ToolSourceSpec, env tools.Env, opts Options) (tools.Source, error) {
 	if spec == nil || spec.MCP == nil {
 		return nil, fmt.Errorf("mcpsource: %s: spec.mcp is not set", name)
 	}
@@ -96,6 +123,14 @@ func New(ctx context.Context, name string, spec *config.ToolSourceSpec, env tool
 		overrides: spec.Overrides,
 		relist:    make(chan struct{}, 1),
 		lost:      make(chan struct{}, 1),
+
+		pins:         opts.Pins,
+		onDrift:      opts.OnDrift,
+		adoptChanges: m.AdoptChanges,
+		from:         m.URL,
+	}
+	if m.URL == "" {
+		s.from = strings.Join(m.Command, " ")
 	}
 	switch {
 	case m.URL != "" && len(m.Command) == 0:
@@ -110,7 +145,7 @@ func New(ctx context.Context, name string, spec *config.ToolSourceSpec, env tool
 		if spec.Identity.Enabled() {
 			rt.identityHeader = spec.Identity.HeaderOr()
 		}
-		s.transport = httpTransport(m.URL, &http.Client{Transport: rt})
+		s.transport = httpTransport(m.URL, &http.Client{Transport: &limitTransport{base: rt, limit: maxResult}})
 	case m.URL == "" && len(m.Command) > 0:
 		s.transport = commandTransport(m.Command, m.Env, log)
 		s.stdio = true
@@ -141,7 +176,7 @@ func New(ctx context.Context, name string, spec *config.ToolSourceSpec, env tool
 		// %v: a timeout here is the source's, not the caller's deadline.
 		return nil, fmt.Errorf("mcpsource: %s: connect: %w: %v", name, upstream.ErrUnavailable, err)
 	}
-	s.session = cs
+	s.session, s.connected = cs, time.Now()
 	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stop = stop
 	s.wg.Go(func() { s.watch(cs) })
@@ -151,8 +186,8 @@ func New(ctx context.Context, name string, spec *config.ToolSourceSpec, env tool
 
 // Tools returns the tools the server listed last, named "<source>.<tool>".
 func (s *Source) Tools() []tools.Tool {
-	if p := s.tools.Load(); p != nil {
-		return *p
+	if p := s.force.Load(); p != nil {
+		return p.tools
 	}
 	return nil
 }
@@ -198,16 +233,26 @@ func (s *Source) run(ctx context.Context) {
 		defer t.Stop()
 		tick = t.C
 	}
-	var retry <-chan time.Time
+	var retry, due <-chan time.Time
+	gate := relistGate{window: relistWindow}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.relist:
+			if wait, later := gate.ask(time.Now()); later {
+				if due == nil {
+					due = time.After(wait)
+				}
+				continue
+			}
+		case <-due:
 		case <-tick:
 		case <-s.lost:
 		case <-retry:
 		}
+		due = nil
+		gate.ran(time.Now())
 		s.relistNow(ctx)
 		retry = nil
 		if d, ok := s.reconnectIn(); ok {
@@ -215,6 +260,24 @@ func (s *Source) run(ctx context.Context) {
 		}
 	}
 }
+
+// relistGate spaces re-lists: a list_changed within window of the last
+// re-list waits for the end of the window, where one re-list serves every
+// notification that came meanwhile.
+type relistGate struct {
+	window time.Duration
+	last   time.Time
+}
+
+// ask reports how long a re-list asked for at now must wait, and whether
+// it must wait at all.
+func (g *relistGate) ask(now time.Time) (time.Duration, bool) {
+	wait := g.last.Add(g.window).Sub(now)
+	return wait, !g.last.IsZero() && wait > 0
+}
+
+// ran records a re-list at now.
+func (g *relistGate) ran(now time.Time) { g.last = now }
 
 // relistNow lists the tools again, connecting first if the session was
 // lost (a connect lists the tools itself).
@@ -296,7 +359,7 @@ func (s *Source) startDialLocked() {
 			if s.failures > 0 {
 				s.log.InfoContext(ctx, "mcp server reconnected", "failed_attempts", s.failures)
 			}
-			s.session, s.failures, s.lastErr = cs, 0, nil
+			s.session, s.connected, s.lastErr = cs, time.Now(), nil
 			s.wg.Go(func() { s.watch(cs) })
 		case err != nil && !closed:
 			s.failures++
@@ -348,15 +411,43 @@ func (s *Source) watch(cs *mcp.ClientSession) {
 func (s *Source) drop(cs *mcp.ClientSession, why error) {
 	s.mu.Lock()
 	current := s.session == cs && !s.closed
+	var wait time.Duration
 	if current {
 		s.session = nil
+		wait = s.lostLocked(why)
 	}
 	s.mu.Unlock()
 	if current {
-		s.log.Info("mcp session lost", "error", why)
+		s.log.Info("mcp session lost", "error", why, "failures", s.failuresNow(), "reconnect_in", wait)
 		signal(s.lost)
 	}
 	_ = cs.Close() // idempotent; for stdio it reaps the process
+}
+
+// lostLocked counts a stdio session that ended before it proved healthy
+// as a failure: the first reconnect after it is immediate, later ones back
+// off. (Over HTTP a lost session is mostly a restarted server answering
+// 404 for it, and a failed connect already backs off.) It returns the wait
+// before the next connect. The caller holds mu.
+func (s *Source) lostLocked(why error) time.Duration {
+	if !s.stdio || time.Since(s.connected) >= healthyAfter {
+		s.failures = 0
+		return 0
+	}
+	s.failures++
+	s.lastErr = why
+	if s.failures == 1 {
+		return 0
+	}
+	wait := backoff(s.failures - 1)
+	s.retryAt = time.Now().Add(wait)
+	return wait
+}
+
+func (s *Source) failuresNow() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failures
 }
 
 // lostSession reports whether err means the session is gone for good, so

@@ -43,39 +43,42 @@ func TestMain(m *testing.M) {
 }
 
 var (
-	serverOnce sync.Once
-	serverDir  string
-	serverBin  string
-	serverErr  error
+	buildMu   sync.Mutex
+	serverDir string
+	built     = map[string]string{} // package dir -> binary
 )
 
 // stdioServer builds testdata/server once per package run and returns the
 // binary's path.
-func stdioServer(t *testing.T) string {
+func stdioServer(t *testing.T) string { return testBinary(t, "server") }
+
+// testBinary builds testdata/<name> once per package run and returns the
+// binary's path.
+func testBinary(t *testing.T, name string) string {
 	t.Helper()
-	serverOnce.Do(func() {
-		goBin, err := exec.LookPath("go")
-		if err != nil {
-			serverErr = fmt.Errorf("no go command to build the test server: %w", err)
-			return
-		}
-		serverDir, serverErr = os.MkdirTemp("", "mcpsource-test-")
-		if serverErr != nil {
-			return
-		}
-		serverBin = filepath.Join(serverDir, "server")
-		if runtime.GOOS == "windows" {
-			serverBin += ".exe"
-		}
-		out, err := exec.Command(goBin, "build", "-o", serverBin, "./testdata/server").CombinedOutput()
-		if err != nil {
-			serverErr = fmt.Errorf("go build ./testdata/server: %v\n%s", err, out)
-		}
-	})
-	if serverErr != nil {
-		t.Fatal(serverErr)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if bin, ok := built[name]; ok {
+		return bin
 	}
-	return serverBin
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("no go command to build the test server: %v", err)
+	}
+	if serverDir == "" {
+		if serverDir, err = os.MkdirTemp("", "mcpsource-test-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(serverDir, name)
+	if runtime.GOOS == "windows" {
+		bin += ".exe"
+	}
+	if out, err := exec.Command(goBin, "build", "-o", bin, "./testdata/"+name).CombinedOutput(); err != nil {
+		t.Fatalf("go build ./testdata/%s: %v\n%s", name, err, out)
+	}
+	built[name] = bin
+	return bin
 }
 
 type echoIn struct {
@@ -203,7 +206,8 @@ func TestListChanged(t *testing.T) {
 		default:
 		}
 	}
-	src := open(t, "t", &config.ToolSourceSpec{MCP: &config.MCPSource{URL: ts.URL}}, env)
+	// adoptChanges: the new tool is taken into force, not held as drift.
+	src := open(t, "t", &config.ToolSourceSpec{MCP: &config.MCPSource{URL: ts.URL, AdoptChanges: true}}, env)
 	if slices.Contains(toolNames(src), "t.added") {
 		t.Fatalf("Tools() = %v before the server added t.added", toolNames(src))
 	}
@@ -548,15 +552,17 @@ func TestToolsConverted(t *testing.T) {
 	for i := range got {
 		got[i].InputSchema, got[i].OutputSchema = nil, nil // checked by the conformance kit
 	}
+	pinned := &tools.AnnotationsSource{ReadOnly: tools.FromPinned, Destructive: tools.FromPinned, Idempotent: tools.FromPinned}
 	want := []tools.Tool{
 		{Name: "erp.echo", Source: "erp", Title: "Echo", Description: "Answers the text it is given.",
-			Annotations: tools.Annotations{ReadOnly: true, Idempotent: true}},
+			Annotations: tools.Annotations{ReadOnly: true, Idempotent: true}, AnnotationsSource: pinned},
 		{Name: "erp.fail", Source: "erp", Description: "Always fails.",
-			Annotations: tools.Annotations{Idempotent: true}},
+			Annotations:       tools.Annotations{Idempotent: true},
+			AnnotationsSource: &tools.AnnotationsSource{ReadOnly: tools.FromPinned, Destructive: tools.FromOverride, Idempotent: tools.FromOverride}},
 		{Name: "erp.key", Source: "erp", Description: "Answers the idempotency key.",
-			Annotations: tools.Annotations{Destructive: true}},
+			Annotations: tools.Annotations{Destructive: true}, AnnotationsSource: pinned},
 		{Name: "erp.slow", Source: "erp", Description: "Waits ms milliseconds.",
-			Annotations: tools.Annotations{Destructive: true}},
+			Annotations: tools.Annotations{Destructive: true}, AnnotationsSource: pinned},
 	}
 	sortTools := func(ts []tools.Tool) {
 		slices.SortFunc(ts, func(a, b tools.Tool) int { return strings.Compare(a.Name, b.Name) })
@@ -600,7 +606,7 @@ func TestAnnotations(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := annotations(tt.hints, tt.o)
+			got, _ := annotations(tt.hints, tt.o, tools.FromPinned)
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("annotations(%+v, %+v) mismatch (-want +got):\n%s", tt.hints, tt.o, diff)
 			}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -142,8 +144,85 @@ func commandTransport(argv []string, env map[string]string, logger *slog.Logger)
 		// A grandchild that keeps stderr open must not keep Wait, and so
 		// Close, from returning.
 		cmd.WaitDelay = time.Second
-		return &mcp.CommandTransport{Command: cmd, TerminateDuration: terminateAfter}
+		return &stdioTransport{cmd: cmd, log: logger}
 	}
+}
+
+// stdioTransport is the SDK's CommandTransport with a frameLimiter on the
+// server's stdout, so that an answer over maxResult fails its own call
+// instead of the session (the SDK ends a session at a line over 16 MiB).
+type stdioTransport struct {
+	cmd *exec.Cmd
+	log *slog.Logger
+}
+
+// Connect starts the command and speaks to it over stdin and stdout.
+func (t *stdioTransport) Connect(ctx context.Context) (mcp.Connection, error) {
+	stdout, err := t.cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("stdout pipe: %w", err)
+	}
+	stdin, err := t.cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("stdin pipe: %w", err)
+	}
+	if err := t.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", t.cmd.Path, err)
+	}
+	lim := newFrameLimiter(stdout, maxResult, byLine)
+	lim.standIn = func(sc *idScanner) []byte {
+		if id, ok := sc.responseID(); ok {
+			t.log.WarnContext(ctx, "mcp server answer over the cap; the call fails, the session stays", "bytes", sc.n, "limit", maxResult)
+			return append(tooLargeError(id, maxResult), '\n')
+		}
+		t.log.WarnContext(ctx, "mcp server message over the cap answers no request; dropped", "bytes", sc.n, "limit", maxResult)
+		return nil
+	}
+	// The stdout end is closed by Wait; closing stdin is what ends the
+	// session (MCP's stdio shutdown).
+	return (&mcp.IOTransport{Reader: io.NopCloser(lim), Writer: &processStdin{stdin: stdin, cmd: t.cmd}}).Connect(ctx)
+}
+
+// processStdin is the server's stdin; closing it shuts the server down as
+// MCP's stdio transport says: close its input, wait, then SIGTERM, then
+// SIGKILL.
+type processStdin struct {
+	stdin io.WriteCloser
+	cmd   *exec.Cmd
+}
+
+func (p *processStdin) Write(b []byte) (int, error) { return p.stdin.Write(b) }
+
+// Close stops the server, waiting terminateAfter between the steps.
+func (p *processStdin) Close() error {
+	if err := p.stdin.Close(); err != nil {
+		return fmt.Errorf("close stdin: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	wait := func() (error, bool) {
+		select {
+		case err := <-exited:
+			return err, true
+		case <-time.After(terminateAfter):
+			return nil, false
+		}
+	}
+	if err, ok := wait(); ok {
+		return err
+	}
+	if p.cmd.Process.Signal(syscall.SIGTERM) == nil {
+		if err, ok := wait(); ok {
+			return err
+		}
+	}
+	if err := p.cmd.Process.Kill(); err != nil {
+		return fmt.Errorf("kill: %w", err)
+	}
+	if err, ok := wait(); ok {
+		return err
+	}
+	return errors.New("the server does not exit")
 }
 
 // stderrLog writes a server's stderr to the log at debug level, a line at a

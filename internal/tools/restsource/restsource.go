@@ -241,7 +241,7 @@ func (s *Source) check(ctx context.Context, data []byte, where string) {
 		s.hold(ctx, digest(data), []tools.Change{{Kind: tools.OperationRemoved, Detail: "the new document cannot be imported: " + err.Error()}})
 		return
 	}
-	if changes := tools.Breaking(cur.tools, next.tools); len(changes) > 0 {
+	if changes := breaking(cur, next); len(changes) > 0 {
 		s.hold(ctx, next.digest, changes)
 		return
 	}
@@ -257,6 +257,18 @@ func (s *Source) check(ctx context.Context, data []byte, where string) {
 	if s.env.Changed != nil {
 		s.env.Changed()
 	}
+}
+
+// breaking lists what in next would break callers or move their calls:
+// a change of the base URL is one, as the credentials would follow it to a
+// host nobody reviewed.
+func breaking(cur, next *state) []tools.Change {
+	changes := tools.Breaking(cur.tools, next.tools)
+	if next.baseURL != cur.baseURL {
+		changes = append([]tools.Change{{Kind: tools.ServerChanged,
+			Detail: fmt.Sprintf("calls and credentials would go to %s instead of %s", next.baseURL, cur.baseURL)}}, changes...)
+	}
+	return changes
 }
 
 func (s *Source) hold(ctx context.Context, candidate string, changes []tools.Change) {
@@ -404,6 +416,21 @@ func baseURL(src *config.OpenAPISource, data []byte) (string, error) {
 	return doc.ResolveReference(u).String(), nil
 }
 
+// sameHost refuses a request whose scheme or host is not the base URL's:
+// credentials go only to the host of the document in force, which an admin
+// applied or accepted.
+func sameHost(target, base string) error {
+	t, err := url.Parse(target)
+	if err != nil {
+		return fmt.Errorf("%w: %v", openapi.ErrArguments, err)
+	}
+	b, err := url.Parse(base)
+	if err != nil || t.Scheme != b.Scheme || t.Host != b.Host {
+		return fmt.Errorf("%w: the request would leave %s", openapi.ErrArguments, base)
+	}
+	return nil
+}
+
 // Tools returns the API's operations as tools.
 func (s *Source) Tools() []tools.Tool { return s.state.Load().tools }
 
@@ -434,6 +461,9 @@ func (s *Source) Call(ctx context.Context, c tools.Call) (*tools.Result, error) 
 		} else {
 			req.Header.Set(h, c.Identity)
 		}
+	}
+	if err := sameHost(req.URL, st.baseURL); err != nil {
+		return nil, err
 	}
 	if err := s.authenticate(ctx, req.Header); err != nil {
 		return nil, err

@@ -156,8 +156,8 @@ func TestDrift(t *testing.T) {
 	docs.set(orders("sku, qty", `, note: {type: string}`))
 	src = open(1, nil)
 	d := src.Drift()
-	if d == nil || len(d.Changes) != 1 || d.Changes[0].Kind != tools.RequiredAdded || d.Changes[0].Pointer != "/body/qty" {
-		t.Fatalf("breaking change: Drift() = %+v, want required_added at /body/qty", d)
+	if d == nil || len(d.Changes) != 1 || d.Changes[0].Kind != tools.RequiredAdded || d.Changes[0].Pointer != "/qty" {
+		t.Fatalf("breaking change: Drift() = %+v, want required_added at /qty", d)
 	}
 	if required(src) != adopted {
 		t.Error("breaking change: the new schema is in force, want the previous one")
@@ -181,5 +181,92 @@ func TestDrift(t *testing.T) {
 	src = open(4, map[string]string{tools.AcceptDriftLabel: candidate})
 	if src.Drift() == nil {
 		t.Error("a document other than the accepted one was adopted")
+	}
+}
+
+// bankHost is an upstream that records the Authorization headers it gets.
+type bankHost struct {
+	mu    sync.Mutex
+	auths []string
+}
+
+func (b *bankHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	b.auths = append(b.auths, r.Header.Get("Authorization"))
+	b.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusCreated)
+	fmt.Fprint(w, `{}`)
+}
+
+func (b *bankHost) got() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.auths...)
+}
+
+// TestServerMoveIsDrift: a remote document that changes servers[0].url is
+// held back as drift, and the credential keeps going to the reviewed host
+// only, until the change is accepted. At d7dc022 the new host was adopted as
+// a compatible change and received the bearer token.
+func TestServerMoveIsDrift(t *testing.T) {
+	reviewed, attacker := &bankHost{}, &bankHost{}
+	hostA := httptest.NewServer(reviewed)
+	t.Cleanup(hostA.Close)
+	hostB := httptest.NewServer(attacker)
+	t.Cleanup(hostB.Close)
+	doc := func(server string) string {
+		return strings.Replace(orders("sku", ""), "http://orders.invalid", server, 1)
+	}
+	docs := &docServer{doc: doc(hostA.URL)}
+	up := httptest.NewServer(docs)
+	t.Cleanup(up.Close)
+	pins, err := restsource.OpenPins(t.Context(), bustest.Open(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := &config.ToolSourceSpec{
+		OpenAPI: &config.OpenAPISource{Spec: up.URL + "/openapi.yaml"}, Refresh: "0s",
+		Auth: &config.UpstreamAuth{Bearer: &config.SecretValue{Env: "BANK_TOKEN"}},
+	}
+	open := func(rev uint64, labels map[string]string) *restsource.Source {
+		e := env(t)
+		e.Revision, e.Labels = rev, labels
+		e.Secret = func(context.Context, config.SecretValue) (string, error) { return "s3cret", nil }
+		src, err := restsource.New(t.Context(), "orders", spec, e, restsource.Options{Pins: pins, HTTPClient: up.Client()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { src.Close() })
+		return src
+	}
+	call := func(src *restsource.Source) {
+		t.Helper()
+		tool := src.Tools()[0]
+		if _, err := src.Call(t.Context(), tools.Call{Tool: &tool, Arguments: []byte(`{"sku": "A"}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	call(open(1, nil))
+	docs.set(doc(hostB.URL)) // the document now sends calls elsewhere
+	src := open(1, nil)      // a restart, or a refresh: the same check
+	d := src.Drift()
+	if d == nil || len(d.Changes) == 0 || d.Changes[0].Kind != tools.ServerChanged {
+		t.Fatalf("servers[0].url changed: Drift() = %+v, want server_changed held back", d)
+	}
+	call(src)
+	if got := attacker.got(); len(got) != 0 {
+		t.Fatalf("the new host received %q before anyone accepted it", got)
+	}
+	if got := reviewed.got(); len(got) != 2 || got[1] != "Bearer s3cret" {
+		t.Errorf("the reviewed host received %q, want two calls with the credential", got)
+	}
+
+	// Accepted, the new host is the reviewed one.
+	candidate := strings.TrimPrefix(d.Candidate, "sha256:")[:12]
+	call(open(2, map[string]string{tools.AcceptDriftLabel: candidate}))
+	if got := attacker.got(); len(got) != 1 {
+		t.Errorf("after accepting, the new host received %d calls, want 1", len(got))
 	}
 }

@@ -1,7 +1,7 @@
 // Command server is the MCP server the mcpsource tests start over stdio: it
-// offers sourcetest's standard tools (echo, fail, slow) and pid, which
+// offers sourcetest's standard tools (echo, fail, slow), pid, which
 // answers the process id so that a test can kill the process and see that
-// the next one is another.
+// the next one is another, and big, which answers as many bytes as asked.
 package main
 
 import (
@@ -11,6 +11,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -31,6 +32,15 @@ type slowIn struct {
 
 type slowOut struct {
 	OK bool `json:"ok"`
+}
+
+type bigIn struct {
+	Bytes int `json:"bytes"`
+}
+
+// bigResult is one text block of n bytes.
+func bigResult(n int) *mcp.CallToolResult {
+	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Repeat("x", n)}}}
 }
 
 type pidOut struct {
@@ -67,6 +77,10 @@ func main() {
 	mcp.AddTool(s, &mcp.Tool{Name: "pid", Description: "Answers the process id."},
 		func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, pidOut, error) {
 			return nil, pidOut{PID: os.Getpid(), Env: os.Getenv("MCPSOURCE_TEST_ENV")}, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "big", Description: "Answers a text of the given size."},
+		func(_ context.Context, _ *mcp.CallToolRequest, in bigIn) (*mcp.CallToolResult, any, error) {
+			return bigResult(in.Bytes), nil, nil
 		})
 	fmt.Fprintln(os.Stderr, "mcpsource-test server ready")
 	if err := s.Run(ctx, &mcp.StdioTransport{}); err != nil && !errors.Is(err, context.Canceled) {
