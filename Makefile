@@ -46,14 +46,14 @@ FUZZ_TARGETS := \
 	config:FuzzDecode openapi:FuzzImport openapi:FuzzBuild tools:FuzzValidate tools:FuzzMatch \
 	secret:FuzzOpen audit:FuzzToken audit:FuzzVerifyArchive audit:FuzzBound \
 	policy:FuzzDecideArguments policy:FuzzCompile policy:FuzzDecodeInput policy:FuzzIsMutation \
-	policy:FuzzHostOf policy:FuzzValidIBAN policy:FuzzLint edge/rest:FuzzDecodeBody pipeline:FuzzParseArguments \
+	policy:FuzzHostOf policy:FuzzValidIBAN policy:FuzzLint policy:FuzzKeptDecisions edge/rest:FuzzDecodeBody pipeline:FuzzParseArguments \
 	identity:FuzzSignerVerify identity:FuzzIssuersVerify edge/oauth:FuzzToken \
 	llm:FuzzDecodeRequest llm:FuzzSSEReader llm:FuzzOpenAIStream llm:FuzzErrorBody \
 	llm:FuzzAnthropicStream llm:FuzzAnthropicTranslate llm:FuzzScriptedEmbed \
 	redact:FuzzFind redact:FuzzRoundTrip redact:FuzzRestorer redact:FuzzRedactJSON \
 	budget:FuzzTaskToken telemetry:FuzzExtractHTTP telemetry:FuzzDecodeSpans audit:FuzzAddrKey \
 	telemetry:FuzzAppendJSONString telemetry:FuzzParseOTLPEndpoint cli:FuzzTraceArg \
-	tools/mcpsource:FuzzFrameLimiter
+	tools/mcpsource:FuzzFrameLimiter tools/mcpsource:FuzzRequestID
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
@@ -68,7 +68,7 @@ pii-eval:
 	@set -e; for s in $(PII_SEEDS); do \
 		node internal/redact/testdata/evalgen/generate.mjs --seed $$s > internal/redact/testdata/eval/seed$$s.jsonl; \
 	done
-	$(GO) test -count=1 -run '^TestEvaluation$$' -v ./internal/redact | grep -E '^\s+\||^(---|ok|FAIL)'
+	$(GO) test -count=1 -run '^TestEvaluation$$' -v ./internal/redact | grep -vE '^=== '
 
 ## bench: the resource path against the substrate and a tool call against the upstream called directly, in one run
 bench:

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/corral-dev/corral/internal/policy"
@@ -20,9 +19,9 @@ const paymentsDir = "examples/policies/payments"
 // built from the agent, the tool and the decoded arguments, then one
 // prepared evaluation) with the default bundle alone and with the payments
 // policy added, on calls that policy allows, denies and sends to a human.
-// An agent acting for itself under the default bundle gets the engine's
-// kept decision (the bundle reads no arguments); the call "for a user"
-// has a principal, so it is evaluated every time.
+// The default bundle reads no arguments: its row is a decision the engine
+// keeps (docs/policy.md, Performance); the payments example reads them, so
+// its rows are evaluations.
 func benchPolicy(ctx context.Context, o options) error {
 	payments, err := policy.LoadDir(paymentsDir)
 	if err != nil {
@@ -42,11 +41,6 @@ func benchPolicy(ctx context.Context, o options) error {
 	}{
 		{"balance (GET)", policy.Allow, func() *policy.Input {
 			return toolInput("banking.get_balance", "GET", false, map[string]any{"account": "acc-1"})
-		}},
-		{"balance, for a user", policy.Allow, func() *policy.Input {
-			in := toolInput("banking.get_balance", "GET", false, map[string]any{"account": "acc-1"})
-			in.Principal = &policy.Principal{Sub: "alice@example.com", Groups: []string{"finance"}}
-			return in
 		}},
 		{"transfer, known, small", policy.Allow, func() *policy.Input {
 			return toolInput("banking.send_money", "POST", false, map[string]any{"to_iban": "DE89370400440532013000", "amount": json.Number("120.50"), "currency": "EUR", "reference": "invoice 42"})
@@ -70,7 +64,7 @@ func benchPolicy(ctx context.Context, o options) error {
 			return fmt.Errorf("policy: compile %s: %w", b.name, err)
 		}
 		for _, tc := range inputs {
-			if b.name == "default bundle" && !strings.HasPrefix(tc.name, "balance") {
+			if b.name == "default bundle" && tc.name != "balance (GET)" {
 				continue // the default bundle knows nothing of transfers
 			}
 			if d, err := engine.Decide(ctx, tc.in()); err != nil || d.Effect != tc.want {

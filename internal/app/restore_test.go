@@ -136,12 +136,14 @@ func TestEmbeddingsUserRedacted(t *testing.T) {
 
 // TestJSONNumbersRedacted: a card and an SSN written as JSON numbers (in a
 // tool's enum, in metadata, in earlier tool-call arguments) reach the
-// provider as placeholders.
+// provider as placeholders; a top-level number such as seed (a valid SSN
+// here) stays a number.
 func TestJSONNumbersRedacted(t *testing.T) {
 	up := llmtest.Start(t, llmtest.WithContent("ok"))
 	srv, key := startWithModel(t, up, "m", "payer")
 	body := map[string]any{
 		"model":    "m",
+		"seed":     219099998,
 		"metadata": map[string]any{"ssn": 123456789},
 		"messages": []any{
 			map[string]any{"role": "user", "content": "pay"},
@@ -161,6 +163,10 @@ func TestJSONNumbersRedacted(t *testing.T) {
 		if strings.Contains(sent, value) {
 			t.Errorf("the provider got %s, want %s redacted", sent, value)
 		}
+	}
+	// A top-level number is an API parameter, passed as it is.
+	if !strings.Contains(sent, `"seed":219099998`) {
+		t.Errorf("the provider got %s, want seed 219099998 as a number", sent)
 	}
 }
 

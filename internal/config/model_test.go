@@ -105,6 +105,16 @@ func TestModelValidation(t *testing.T) {
 			},
 		},
 		{
+			name: "route restoring tool arguments",
+			spec: `{"route":{"targets":[{"model":"a"}]},"restoreToolArguments":true}`,
+			want: []string{"Model/m: spec.restoreToolArguments: applies to a concrete model; set it on the route's targets"},
+		},
+		{
+			name: "restoreToolArguments of the wrong type",
+			spec: `{"provider":"openai","restoreToolArguments":"yes"}`,
+			want: []string{"Model/m: spec.restoreToolArguments: must be boolean, got string"},
+		},
+		{
 			name: "script on another provider",
 			spec: `{"provider":"openai","script":[{"content":"x"}]}`,
 			want: []string{"Model/m: spec.script: only applies with provider scripted"},

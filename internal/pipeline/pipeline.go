@@ -482,9 +482,16 @@ func (p *Pipeline) agent(c Caller) (*agentCache, error) {
 func (p *Pipeline) lookup(name string) (*tools.Entry, error) {
 	e, ok := p.Catalog.Lookup(name)
 	if !ok {
-		return nil, problem.New(http.StatusNotFound, problem.ToolNotFound, "no tool named "+name+" (corral get tools lists them)")
+		return nil, NoSuchTool(name)
 	}
 	return e, nil
+}
+
+// NoSuchTool is the refusal of a name that is no tool. The MCP edge gives
+// it for a tool the agent may not see too, so that an agent cannot tell a
+// hidden tool from a missing one.
+func NoSuchTool(name string) *problem.Error {
+	return problem.New(http.StatusNotFound, problem.ToolNotFound, "no tool named "+name+" (corral get tools lists them)")
 }
 
 // parseArguments decodes the arguments once, for policy, validation and

@@ -197,16 +197,29 @@ func redactRaw(s *redact.Session, raw json.RawMessage) json.RawMessage {
 	return raw // not JSON: the codec would not have kept it
 }
 
-// redactFields redacts every string of passed-through fields.
+// redactFields redacts every string and number of passed-through fields,
+// except a field that is one number: that is an API parameter the provider
+// needs as a number (seed, n, top_logprobs), and a seed of 123456789 is no
+// one's SSN.
 func redactFields(s *redact.Session, fields map[string]json.RawMessage) map[string]json.RawMessage {
 	if fields == nil {
 		return nil
 	}
 	out := make(map[string]json.RawMessage, len(fields))
 	for k, v := range fields {
+		if isNumber(v) {
+			out[k] = v
+			continue
+		}
 		out[k] = redactRaw(s, v)
 	}
 	return out
+}
+
+// isNumber reports whether raw is a JSON number.
+func isNumber(raw json.RawMessage) bool {
+	var n json.Number
+	return json.Unmarshal(raw, &n) == nil && n != ""
 }
 
 // redactArguments redacts inside a tool call's JSON arguments, or, when

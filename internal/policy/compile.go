@@ -182,9 +182,7 @@ func compile(ctx context.Context, modules map[string]*ast.Module, store storage.
 // prepare prepares the decision query and the partial queries of Visible.
 func prepare(ctx context.Context, c *ast.Compiler, store storage.Store, opts Options, rev string) (*Engine, error) {
 	e := &Engine{revision: rev, timeout: opts.Timeout, base: &baseCache{}}
-	if decidesPerTool(c.Modules) {
-		e.decided = &decisions{}
-	}
+	e.decided = newDecisions(c.Modules)
 	if e.timeout <= 0 {
 		e.timeout = DefaultTimeout
 	}

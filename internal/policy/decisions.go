@@ -10,13 +10,15 @@ import (
 
 // A policy that reads neither an action's arguments nor its time, and calls
 // no function whose answer changes from call to call, decides the same for
-// every call of one tool by one agent acting for itself: the default bundle
-// is such a policy. Its engine keeps those decisions (decisions), so that
-// the second call of a tool costs a map lookup instead of an evaluation.
-// The key is the action's kind and target and the Rego values of its agent
-// and tool, which the memos (memo.go) share only between equal
-// descriptions; an action with a principal, a task or a model is always
-// evaluated. A new policy is a new engine, with no decisions kept.
+// every call of one target by one agent through one tool or model: the
+// default bundle is such a policy. Its engine keeps those decisions
+// (decisions), so that the next such call costs a map lookup instead of an
+// evaluation. The key is the action's kind and target and the Rego values
+// of its agent, tool and model, which the memos (memo.go) share only
+// between equal descriptions. An action with a principal or a task is
+// kept only when no rule can read input.principal (or input.task): then
+// they cannot change the decision. A new policy is a new engine, with no
+// decisions kept.
 
 // unstableBuiltins answer differently over time or between calls with the
 // same arguments, besides those OPA marks Nondeterministic: they read the
@@ -28,40 +30,46 @@ var unstableBuiltins = map[string]bool{
 	"time.now_ns": true,
 }
 
-// The parts of the input a cacheable policy may not read.
+// The parts of the input: a policy that may read the first two keeps no
+// decisions; one that may read the others keeps none for actions that
+// have them.
 var (
 	argumentsRef = ast.MustParseRef("input.action.arguments")
 	timeRef      = ast.MustParseRef("input.time")
+	principalRef = ast.MustParseRef("input.principal")
+	taskRef      = ast.MustParseRef("input.task")
 )
 
-// decidesPerTool reports whether the compiled modules' decisions depend
-// only on the parts of the input the decisions' key holds.
-func decidesPerTool(modules map[string]*ast.Module) bool {
-	ok := true
+// reads is what decisions may depend on, from the compiled modules.
+type reads struct {
+	unkeyed         bool // the arguments, the time, or a function that is not stable
+	principal, task bool
+}
+
+// readsOf walks every ref into the input and every call in modules.
+func readsOf(modules map[string]*ast.Module) reads {
+	var r reads
 	for _, m := range modules {
-		ast.WalkRefs(m, func(r ast.Ref) bool {
-			if ok && r.HasPrefix(ast.InputRootRef) {
-				ok = !readsAny(r, argumentsRef, timeRef)
+		ast.WalkRefs(m, func(ref ast.Ref) bool {
+			if ref.HasPrefix(ast.InputRootRef) {
+				r.unkeyed = r.unkeyed || readsAny(ref, argumentsRef, timeRef)
+				r.principal = r.principal || readsAny(ref, principalRef)
+				r.task = r.task || readsAny(ref, taskRef)
 			}
-			return !ok
+			return false
 		})
 		ast.WalkExprs(m, func(e *ast.Expr) bool {
-			if ok && e.IsCall() {
-				ok = stable(e.Operator().String())
-			}
-			return !ok
+			r.unkeyed = r.unkeyed || e.IsCall() && !stable(e.Operator().String())
+			return false
 		})
 		ast.WalkTerms(m, func(t *ast.Term) bool {
-			if c, isCall := t.Value.(ast.Call); ok && isCall && len(c) > 0 {
-				ok = stable(c[0].String())
+			if c, isCall := t.Value.(ast.Call); isCall && len(c) > 0 {
+				r.unkeyed = r.unkeyed || !stable(c[0].String())
 			}
-			return !ok
-		})
-		if !ok {
 			return false
-		}
+		})
 	}
-	return true
+	return r
 }
 
 // readsAny reports whether a ref into the input may read any of parts: its
@@ -86,28 +94,46 @@ func stable(name string) bool {
 }
 
 // maxDecisions bounds the decisions an engine keeps: one per agent and
-// tool it has seen called.
+// tool or model it has seen called.
 const maxDecisions = 16384
 
 // decisions holds an engine's decisions by key; nil for an engine whose
-// policy reads what the key does not hold.
+// policy reads what no key holds.
 type decisions struct {
-	m    sync.Map // decisionKey -> Decision
-	size atomic.Int64
+	reads reads
+	m     sync.Map // decisionKey -> Decision
+	size  atomic.Int64
+}
+
+// newDecisions returns where an engine keeps decisions, or nil when the
+// modules' decisions depend on more than a key holds.
+func newDecisions(modules map[string]*ast.Module) *decisions {
+	r := readsOf(modules)
+	if r.unkeyed {
+		return nil
+	}
+	return &decisions{reads: r}
 }
 
 type decisionKey struct {
-	kind, target string
-	agent, tool  *ast.Term
+	kind, target       string
+	agent, tool, model *ast.Term
 }
 
 // key returns the key of in's decision, or false when in holds what the
 // key does not (or the engine keeps no decisions).
 func (ds *decisions) key(in *Input) (decisionKey, bool) {
-	if ds == nil || in.Tool == nil || in.Principal != nil || in.Task != nil || in.Model != nil {
+	if ds == nil || in.Principal != nil && ds.reads.principal || in.Task != nil && ds.reads.task {
 		return decisionKey{}, false
 	}
-	return decisionKey{kind: in.Action.Kind, target: in.Action.Target, agent: agentTerms.term(&in.Agent), tool: toolTerms.term(in.Tool)}, true
+	k := decisionKey{kind: in.Action.Kind, target: in.Action.Target, agent: agentTerms.term(&in.Agent)}
+	if in.Tool != nil {
+		k.tool = toolTerms.term(in.Tool)
+	}
+	if in.Model != nil {
+		k.model = modelTerms.term(in.Model)
+	}
+	return k, true
 }
 
 func (ds *decisions) get(k decisionKey) (Decision, bool) {

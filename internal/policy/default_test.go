@@ -8,7 +8,7 @@ import (
 )
 
 func TestDefaultBundle(t *testing.T) {
-	e, err := Compile(t.Context(), Bundle{Modules: DefaultModules()}, Options{})
+	e, err := Compile(t.Context(), Bundle{Modules: DefaultModules()}, slowMachine)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ require_approval contains "bulk export" if input.action.arguments.limit > 1000
 allow if {
 	input.action.target == "docs.search"
 	input.principal.sub != ""
-}`)...)}, Options{})
+}`)...)}, slowMachine)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,6 +75,10 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	k, keep := e.decided.key(in)
 	if keep {
 		if d, ok := e.decided.get(k); ok {
+			// As an evaluation would: a request that has ended is not decided.
+			if ctx.Err() != nil {
+				return Decision{}, fmt.Errorf("%w: %w", ErrEvaluation, context.Cause(ctx))
+			}
 			return d, nil
 		}
 	}

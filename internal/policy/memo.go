@@ -23,7 +23,13 @@ const maxMemo = 4096
 
 var (
 	agentTerms = &memo[string, Agent]{build: agentTerm, key: func(a *Agent) string { return a.Name }, equal: agentEqual, clone: cloneAgent}
-	toolTerms  = &memo[Tool, Tool]{build: toolTerm, key: func(t *Tool) Tool { return *t }, equal: func(a, b *Tool) bool { return *a == *b }, clone: func(t *Tool) Tool { return *t }}
+	modelTerms = &memo[string, Model]{build: modelTerm, key: func(m *Model) string { return m.Name }, equal: modelEqual, clone: cloneModel}
+	// Principals are memoised only without claims (value.go): the key and
+	// the comparison leave claims out.
+	principalTerms = &memo[string, Principal]{build: func(p *Principal) *ast.Term { return principalObject(p, emptyObject) },
+		key: func(p *Principal) string { return p.Sub }, equal: principalEqual, clone: clonePrincipal}
+	taskTerms = &memo[string, Task]{build: taskTerm, key: func(t *Task) string { return t.ID }, equal: taskEqual, clone: cloneTask}
+	toolTerms = &memo[Tool, Tool]{build: toolTerm, key: func(t *Tool) Tool { return *t }, equal: func(a, b *Tool) bool { return *a == *b }, clone: func(t *Tool) Tool { return *t }}
 )
 
 // memo maps a key to the value built from a description, with a copy of
@@ -72,4 +78,39 @@ func cloneAgent(a *Agent) Agent {
 // empty slices and maps both become empty arrays and objects.
 func agentEqual(a, b *Agent) bool {
 	return a.Name == b.Name && maps.Equal(a.Labels, b.Labels) && slices.Equal(a.Tools, b.Tools) && slices.Equal(a.Models, b.Models)
+}
+
+// modelEqual reports whether two models make the same Rego value.
+func modelEqual(a, b *Model) bool {
+	return a.Name == b.Name && a.Provider == b.Provider && a.Region == b.Region &&
+		slices.EqualFunc(a.Targets, b.Targets, func(x, y Model) bool { return modelEqual(&x, &y) })
+}
+
+func cloneModel(m *Model) Model {
+	c := *m
+	c.Targets = make([]Model, len(m.Targets))
+	for i := range m.Targets {
+		c.Targets[i] = cloneModel(&m.Targets[i])
+	}
+	return c
+}
+
+// emptyObject is the claims of a principal that has none.
+var emptyObject = ast.ObjectTerm()
+
+func principalEqual(a, b *Principal) bool {
+	return a.Sub == b.Sub && a.Issuer == b.Issuer && slices.Equal(a.Groups, b.Groups) && slices.Equal(a.Roles, b.Roles) &&
+		len(a.Claims) == 0 && len(b.Claims) == 0
+}
+
+func clonePrincipal(p *Principal) Principal {
+	return Principal{Sub: p.Sub, Issuer: p.Issuer, Groups: slices.Clone(p.Groups), Roles: slices.Clone(p.Roles)}
+}
+
+func taskEqual(a, b *Task) bool {
+	return a.ID == b.ID && slices.Equal(a.Chain, b.Chain) && a.Depth == b.Depth && a.Turns == b.Turns
+}
+
+func cloneTask(t *Task) Task {
+	return Task{ID: t.ID, Chain: slices.Clone(t.Chain), Depth: t.Depth, Turns: t.Turns}
 }

@@ -33,33 +33,55 @@ func (in *Input) value() (ast.Value, error) {
 		[2]*ast.Term{keyTime, str(in.Time)},
 	)
 	if p := in.Principal; p != nil {
-		claims, err := argValue(p.Claims, 0)
+		t, err := principalTerm(p)
 		if err != nil {
-			return nil, fmt.Errorf("principal.claims: %w", err)
+			return nil, err
 		}
-		items = append(items, [2]*ast.Term{keyPrincipal, ast.ObjectTerm(
-			[2]*ast.Term{keySub, str(p.Sub)},
-			[2]*ast.Term{keyIssuer, str(p.Issuer)},
-			[2]*ast.Term{keyGroups, stringArray(p.Groups)},
-			[2]*ast.Term{keyRoles, stringArray(p.Roles)},
-			[2]*ast.Term{keyClaims, ast.NewTerm(claims)},
-		)})
+		items = append(items, [2]*ast.Term{keyPrincipal, t})
 	}
 	if t := in.Task; t != nil {
-		items = append(items, [2]*ast.Term{keyTask, ast.ObjectTerm(
-			[2]*ast.Term{keyID, str(t.ID)},
-			[2]*ast.Term{keyChain, stringArray(t.Chain)},
-			[2]*ast.Term{keyDepth, ast.InternedTerm(t.Depth)},
-			[2]*ast.Term{keyTurns, ast.InternedTerm(t.Turns)},
-		)})
+		items = append(items, [2]*ast.Term{keyTask, taskTerms.term(t)})
 	}
 	if t := in.Tool; t != nil {
 		items = append(items, [2]*ast.Term{keyTool, toolTerms.term(t)})
 	}
 	if m := in.Model; m != nil {
-		items = append(items, [2]*ast.Term{keyModel, modelTerm(m)})
+		items = append(items, [2]*ast.Term{keyModel, modelTerms.term(m)})
 	}
 	return ast.NewObject(items...), nil
+}
+
+// principalTerm returns the principal's value: kept per subject (memo.go)
+// when it has no claims, as the pipeline's principals do; built with its
+// claims, which are arbitrary JSON, otherwise.
+func principalTerm(p *Principal) (*ast.Term, error) {
+	if len(p.Claims) == 0 {
+		return principalTerms.term(p), nil
+	}
+	claims, err := argValue(p.Claims, 0)
+	if err != nil {
+		return nil, fmt.Errorf("principal.claims: %w", err)
+	}
+	return principalObject(p, ast.NewTerm(claims)), nil
+}
+
+func principalObject(p *Principal, claims *ast.Term) *ast.Term {
+	return ast.ObjectTerm(
+		[2]*ast.Term{keySub, str(p.Sub)},
+		[2]*ast.Term{keyIssuer, str(p.Issuer)},
+		[2]*ast.Term{keyGroups, stringArray(p.Groups)},
+		[2]*ast.Term{keyRoles, stringArray(p.Roles)},
+		[2]*ast.Term{keyClaims, claims},
+	)
+}
+
+func taskTerm(t *Task) *ast.Term {
+	return ast.ObjectTerm(
+		[2]*ast.Term{keyID, str(t.ID)},
+		[2]*ast.Term{keyChain, stringArray(t.Chain)},
+		[2]*ast.Term{keyDepth, ast.InternedTerm(t.Depth)},
+		[2]*ast.Term{keyTurns, ast.InternedTerm(t.Turns)},
+	)
 }
 
 func agentTerm(a *Agent) *ast.Term {

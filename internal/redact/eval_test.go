@@ -77,8 +77,9 @@ func TestEvaluation(t *testing.T) {
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			res := evaluate(t, r, file)
 			t.Log(res.table())
+			t.Logf("recall by form:\n%s", res.formTable())
 			if *evalVerbose {
-				t.Logf("by form:\n%s\nmisses:\n%s", res.formTable(), strings.Join(res.misses, "\n"))
+				t.Logf("misses:\n%s", strings.Join(res.misses, "\n"))
 			}
 			for _, typ := range evalTypes {
 				s := res.scores[typ]
@@ -172,12 +173,12 @@ func (res *evalResult) scoreOf(typ Type) *score {
 	return res.scores[typ]
 }
 
-// formScore is the score of a type's form ("PHONE de/bare"), without the
-// network or country that forms of cards and IBANs start with.
+// formScore is the score of a type's form ("PHONE bare", "IBAN lower"),
+// without the network, country or locale the form starts with.
 func (res *evalResult) formScore(w evalSpan) *score {
 	form := w.Form
-	if w.Type != Phone {
-		_, form, _ = strings.Cut(form, "/")
+	if _, f, ok := strings.Cut(form, "/"); ok {
+		form = f
 	}
 	key := string(w.Type) + " " + form
 	if res.byForm[key] == nil {
@@ -212,7 +213,7 @@ func (res *evalResult) table() string {
 func (res *evalResult) formTable() string {
 	var lines []string
 	for form, s := range res.byForm {
-		lines = append(lines, fmt.Sprintf("%-28s %4d of %4d  recall %.3f", form, s.tp, s.tp+s.fn, s.recall()))
+		lines = append(lines, fmt.Sprintf("%-22s %4d of %4d  recall %.3f", form, s.tp, s.tp+s.fn, s.recall()))
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")

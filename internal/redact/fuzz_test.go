@@ -3,6 +3,7 @@ package redact
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 
@@ -22,7 +23,28 @@ func seedTexts() []string {
 			out = append(out, c.text)
 		}
 	}
+	out = append(out, evalSeeds()...)
 	return append(out, restorerText, "<EMAIL_1> bob@example.com <EMAIL_2>", "<EMP_1>EMP-0001", "<<EMAIL_1>>", "a<b>c")
+}
+
+// evalSeeds are the first sentences of the evaluation set: realistic text
+// with every careless form in it.
+func evalSeeds() []string {
+	b, err := os.ReadFile("testdata/eval/seed1.jsonl")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for line := range bytes.Lines(b) {
+		var c evalCase
+		if json.Unmarshal(line, &c) == nil {
+			out = append(out, c.Text)
+		}
+		if len(out) == 100 {
+			break
+		}
+	}
+	return out
 }
 
 // FuzzFind: Find never panics and returns sorted, disjoint findings inside

@@ -19,17 +19,19 @@ var ErrNotJSON = errors.New("redact: not valid JSON")
 // it becomes a string with its placeholder, "<CARD_1>", so the document
 // stays valid JSON, and RestoreJSON makes it a number again. Strings are
 // unescaped before detection and escaped again after; values without
-// personal data keep their bytes, and so do layout and key order.
+// personal data keep their bytes, and so do layout and key order. The
+// values of JSON Schema's numeric bounds ("maximum": 2147483647) are left.
 func (s *Session) RedactJSON(raw []byte) ([]byte, error) {
 	return rewriteJSON(raw, func(lit string, number bool) (string, bool) {
-		red := s.Redact(lit)
-		if red == lit {
+		red := s.Redact
+		if number {
+			red = s.redactNumber
+		}
+		out := red(lit)
+		if out == lit {
 			return "", false
 		}
-		if number {
-			s.noteNumber(red)
-		}
-		return string(appendJSONString(nil, red)), true
+		return string(appendJSONString(nil, out)), true
 	})
 }
 
@@ -66,13 +68,15 @@ func rewriteJSON(raw []byte, f func(lit string, number bool) (string, bool)) ([]
 		out = append(out, with...)
 		last = end
 	}
+	key := "" // the last object key read
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
 		if c == '-' || isDigit(c) {
 			// Outside strings in valid JSON a digit or '-' starts a
 			// number.
 			end := jsonNumberEnd(raw, i)
-			if lit := string(raw[i:end]); isInteger(lit) {
+			bound := schemaBounds[key] && afterColon(raw, i)
+			if lit := string(raw[i:end]); isInteger(lit) && !bound {
 				if with, ok := f(lit, true); ok {
 					replace(i, end, with)
 				}
@@ -92,6 +96,9 @@ func rewriteJSON(raw []byte, f func(lit string, number bool) (string, bool)) ([]
 		if with, ok := f(str, false); ok {
 			replace(i, end, with)
 		}
+		if colonNext(raw, end) {
+			key = str
+		}
 		i = end - 1
 	}
 	if out == nil {
@@ -99,6 +106,36 @@ func rewriteJSON(raw []byte, f func(lit string, number bool) (string, bool)) ([]
 	}
 	return append(out, raw[last:]...), nil
 }
+
+// schemaBounds are the JSON Schema keywords whose value is a number that
+// bounds another (tool parameters, response_format): never personal data,
+// and a schema with "maximum": "<PHONE_1>" (2147483647 is a valid US
+// number) would be refused by the provider.
+var schemaBounds = map[string]bool{
+	"minimum": true, "maximum": true, "exclusiveMinimum": true, "exclusiveMaximum": true, "multipleOf": true,
+	"minLength": true, "maxLength": true, "minItems": true, "maxItems": true,
+	"minProperties": true, "maxProperties": true, "minContains": true, "maxContains": true,
+}
+
+// afterColon reports whether raw[:i] ends in a colon and whitespace: the
+// value at i belongs to the last key read.
+func afterColon(raw []byte, i int) bool {
+	for i > 0 && isJSONSpace(raw[i-1]) {
+		i--
+	}
+	return i > 0 && raw[i-1] == ':'
+}
+
+// colonNext reports whether raw[i:] starts with whitespace and a colon: the
+// string that ended at i is an object key.
+func colonNext(raw []byte, i int) bool {
+	for i < len(raw) && isJSONSpace(raw[i]) {
+		i++
+	}
+	return i < len(raw) && raw[i] == ':'
+}
+
+func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // jsonNumberEnd returns the index just past the number literal that starts at
 // raw[i], which must be valid.
@@ -109,9 +146,10 @@ func jsonNumberEnd(raw []byte, i int) int {
 	return i
 }
 
-// isInteger reports whether the number literal lit has no fraction or
-// exponent: "1.5e3" or "4111111111111111.0" are measurements, not ids.
-func isInteger(lit string) bool { return !strings.ContainsAny(lit, ".eE") }
+// isInteger reports whether the number literal lit is a non-negative
+// integer: "1.5e3", "4111111111111111.0" or "-100010001" are quantities,
+// not ids.
+func isInteger(lit string) bool { return !strings.ContainsAny(lit, "-.eE") }
 
 // stringEnd returns the index just past the string literal that opens at
 // raw[i], which must be valid.

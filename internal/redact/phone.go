@@ -10,31 +10,34 @@ import (
 // runs of digit groups joined by spaces (ASCII, doubled or no-break),
 // dashes, dots or slashes, one group optionally in parentheses, starting
 // with '+', "00" or a digit, not glued to a word or a longer number, and
-// not shaped like a date or an amount. Then libphonenumber's metadata
-// (github.com/nyaruka/phonenumbers, the port Presidio uses) decides:
+// not shaped like a date, an amount, a version or an SSN. Then
+// libphonenumber's metadata (github.com/nyaruka/phonenumbers, the port
+// Presidio uses) decides:
 //
 //   - international ("+44 20 7123 4567", "0044 20 7123 4567"): the country
 //     code names the region; the number must be possible there (a length
 //     the country's numbering plan has);
-//   - national, in groups ("020 7123 4567", "(555) 123-4567",
-//     "0151 23456789"): possible in one of the default regions, with the
-//     trunk 0 where the region dials one;
-//   - national, one block of digits ("4155550132", "02079460958"): valid,
-//     not merely possible, in one of the default regions (the number
-//     plan's prefixes must match), and not after '#' or "No.": a bare digit
-//     string is as often an order number.
+//   - national in groups, with a trunk 0 ("020 7123 4567", "0151
+//     23456789"): possible in a region that dials one;
+//   - national in groups, without: possible if written as North America
+//     writes numbers or with a parenthesised area code ("(555) 123-4567",
+//     "(11) 98765-4321"), otherwise grouped as the region formats its
+//     numbers or valid there in groups of three digits or more;
+//   - one block of digits ("4155550132", "02079460958"): possible with a
+//     trunk 0, otherwise valid (the number plan's prefixes must match).
 //
-// The default regions are the ten whose formats the evaluation set covers;
-// numbers of other countries are found when written with their country
-// code. At most maxPhoneChecks candidates of one request (a Session's
-// texts, or one call of Find) go to the library; after that a candidate is
-// taken on its shape alone (redacting too much rather than too little), so
-// a request costs time linear in its length, and at most a few
-// milliseconds of library checks.
+// A number after '#' or a word naming an identifier ("order", "invoice";
+// identifier.go) is not a phone. The default regions are the ten whose
+// formats the evaluation set covers; numbers of other countries are found
+// when written with their country code. At most maxPhoneChecks candidates
+// of one request (a Session's texts, or one call of Find) go to the
+// library; after that a candidate is taken on its shape alone (redacting
+// too much rather than too little), so a request costs time linear in its
+// length, and at most a few milliseconds of library checks.
 
-// defaultRegions are tried, in order, for numbers without a country code.
-// trunkRegions dial a national number with a leading 0 (which the
-// international form drops); the others are written without one.
+// The regions tried for a number without a country code. trunkRegions
+// dial a national number with a leading 0 (which the international form
+// drops); the others write theirs without one.
 var (
 	trunkRegions   = []string{"GB", "DE", "FR", "NL", "SE", "JP", "IT", "BR"}
 	noTrunkRegions = []string{"US", "ES", "IT", "BR"}
@@ -132,14 +135,17 @@ func skipDigitRun(s string, i int) int {
 
 // phoneStart reports whether a phone number may start at s[i]: not glued to
 // a word, a longer number or a currency sign, not after '#' ("#4155550132"
-// is an order number).
+// is an order number). After a comma only if no digit precedes it: a CSV
+// field, not the tail of "8,600,419".
 func phoneStart(s string, i int) bool {
 	if i == 0 {
 		return true
 	}
 	switch p := s[i-1]; {
-	case isWord(p), p == '+', p == '-', p == '(', p == ')', p == '/', p == '#', p == '$', p == ',':
+	case isWord(p), p == '+', p == '-', p == '(', p == ')', p == '/', p == '#', p == '$':
 		return false
+	case p == ',':
+		return s[i] == '+' || i < 2 || !isDigit(s[i-2])
 	case p == '.':
 		return !decimalBefore(s, i)
 	case p >= utf8.RuneSelf:
@@ -159,8 +165,10 @@ func phoneEnd(s string, i int) bool {
 	switch c := s[i]; {
 	case isWord(c), c == '(', c == ')':
 		return false
-	case c == '-' || c == '.' || c == ',' || c == '/' || c == ':':
+	case c == '-' || c == '.' || c == '/' || c == ':':
 		return i+1 >= len(s) || !isAlnum(s[i+1])
+	case c == ',':
+		return i+1 >= len(s) || !isDigit(s[i+1]) // a CSV field, not "1.234,56"
 	}
 	return true
 }

@@ -71,6 +71,8 @@ var findCases = map[Type][]findCase{
 		{"tracking number", "tracking number 0313 5822 5307", nil},
 		{"amount", "EUR 1.234.567,89", nil},
 		{"unix time", "ts=1778133506", nil},
+		{"CSV fields", "jane,4155550132,+44 20 7123 4567,x", []string{"PHONE 4155550132", "PHONE +44 20 7123 4567"}},
+		{"thousands", "EUR 8,600,419.55 and 1.234.567,89", nil},
 		{"area code 1", "123-456-7890", nil},
 		{"too short", "+49 301", nil},
 		{"version", "1.2.3", nil},

@@ -60,8 +60,6 @@ type Session struct {
 	// placeholder is ever made equal to it.
 	reserved map[string]bool
 	counts   map[Type]int
-	// numbers holds the placeholders that replaced a whole JSON number.
-	numbers map[string]bool
 	// restoreLeft is how many bytes of values restoration may still write
 	// (MaxRestoreBytes at the start), shared by Restore, RestoreJSON and
 	// the session's Restorers.
@@ -95,6 +93,9 @@ type typedValue struct {
 	// literal marks placeholder-shaped input text that had to be replaced
 	// because the session had already given that placeholder to a value.
 	literal bool
+	// number marks a value that was a whole JSON number: it gets a
+	// placeholder of its own, which RestoreJSON turns back into a number.
+	number bool
 }
 
 // NewSession starts a session in mode; a mode other than Off or Mask acts
@@ -157,7 +158,7 @@ func (s *Session) Redact(text string) string {
 	last := 0
 	for _, f := range all {
 		b.WriteString(text[last:f.Start])
-		b.WriteString(s.placeholder(f, text[f.Start:f.End]))
+		b.WriteString(s.placeholder(typedValue{typ: f.Type, value: text[f.Start:f.End], literal: f.Type == ""}))
 		last = f.End
 	}
 	b.WriteString(text[last:])
@@ -186,14 +187,13 @@ func (s *Session) mask(text string, findings []Finding) string {
 	return b.String()
 }
 
-// placeholder returns the placeholder of value, making a new one the first
-// time. A Finding of Type "" is a literal placeholder-shaped input text.
-func (s *Session) placeholder(f Finding, value string) string {
-	k := typedValue{typ: f.Type, value: value, literal: f.Type == ""}
+// placeholder returns the placeholder of k, making a new one the first
+// time.
+func (s *Session) placeholder(k typedValue) string {
 	if p, ok := s.byValue[k]; ok {
 		return p
 	}
-	typ := f.Type
+	value, typ := k.value, k.typ
 	if k.literal {
 		typ = Type(value[1:strings.LastIndexByte(value, '_')])
 	}
@@ -208,7 +208,9 @@ func (s *Session) placeholder(f Finding, value string) string {
 	}
 	s.byValue[k] = p
 	s.values[p] = value
-	if !k.literal {
+	other := k
+	other.number = !k.number
+	if _, counted := s.byValue[other]; !k.literal && !counted {
 		s.counts[typ]++
 	}
 	return p
@@ -236,31 +238,36 @@ func (s *Session) spend(n int) bool {
 	return false
 }
 
-// noteNumber records that red, if it is one placeholder, replaced a whole
-// JSON number.
-func (s *Session) noteNumber(red string) {
-	if len(red) < 3 || red[0] != '<' || red[len(red)-1] != '>' || !isPlaceholder(red) {
-		return
+// redactNumber redacts the text of a JSON integer. A number that is
+// personal data as a whole gets a placeholder of its own in reversible mode
+// (not the one the same digits get as a string), which number maps back.
+func (s *Session) redactNumber(lit string) string {
+	if s.mode != Reversible {
+		return s.Redact(lit)
+	}
+	fs := s.r.find(lit, s.budget)
+	if len(fs) != 1 || fs[0].Start != 0 || fs[0].End != len(lit) {
+		return s.Redact(lit)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.values[red]; !ok {
-		return
-	}
-	if s.numbers == nil {
-		s.numbers = map[string]bool{}
-	}
-	s.numbers[red] = true
+	return s.placeholder(typedValue{typ: fs[0].Type, value: lit, number: true})
 }
 
 // number returns the JSON number the placeholder p replaced, if it did.
 func (s *Session) number(p string) (string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.numbers[p] {
+	v, ok := s.values[p]
+	if !ok || s.byValue[typedValue{typ: placeholderType(p), value: v, number: true}] != p {
 		return "", false
 	}
-	return s.values[p], true
+	return v, true
+}
+
+// placeholderType is the type named in the placeholder p, "<CARD_2>".
+func placeholderType(p string) Type {
+	return Type(p[1:strings.LastIndexByte(p, '_')])
 }
 
 // Counts returns how many distinct values of each type the session has

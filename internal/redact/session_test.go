@@ -339,8 +339,10 @@ func TestJSONNumbers(t *testing.T) {
 		{"card argument", `{"card":4111111111111111,"qty":2}`, `{"card":"<CARD_1>","qty":2}`},
 		{"ssn in an enum", `{"enum":[123456789,7],"price":12.5}`, `{"enum":["<SSN_1>",7],"price":12.5}`},
 		{"metadata", `{"metadata":{"customer":4012888888881881}}`, `{"metadata":{"customer":"<CARD_1>"}}`},
-		{"fraction and exponent are not ids", `[4111111111111111.0, 4.111111111111111e15]`, `[4111111111111111.0, 4.111111111111111e15]`},
+		{"fraction, exponent and sign are not ids", `[4111111111111111.0, 4.111111111111111e15, -100010001]`, `[4111111111111111.0, 4.111111111111111e15, -100010001]`},
 		{"small numbers", `{"n":-1,"m":0,"k":1234}`, `{"n":-1,"m":0,"k":1234}`},
+		{"the same digits as a number and as a string", `{"a":4111111111111111,"b":"4111111111111111"}`, `{"a":"<CARD_1>","b":"<CARD_2>"}`},
+		{"schema bounds", `{"type":"integer","maximum" : 2147483647,"enum":[2147483647]}`, `{"type":"integer","maximum" : 2147483647,"enum":["<PHONE_1>"]}`},
 	}
 	r := newTestRedactor(t)
 	for _, tt := range tests {
@@ -359,6 +361,11 @@ func TestJSONNumbers(t *testing.T) {
 			}
 			if string(back) != tt.doc {
 				t.Errorf("RestoreJSON(%s) = %s, want %s", red, back, tt.doc)
+			}
+			for typ, n := range s.Counts() {
+				if n != 1 {
+					t.Errorf("Counts()[%s] = %d, want 1 (one value)", typ, n)
+				}
 			}
 		})
 	}

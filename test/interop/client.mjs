@@ -70,13 +70,14 @@ async function main() {
 
   await checkGreeting(client, allowed);
 
-  // 2. A tool outside the agent's list: a tool error carrying the code.
+  // 2. A tool outside the agent's list: a tool error carrying the code,
+  // the same as for a tool that does not exist (the audit says policy_denied).
   const res = await client.callTool({ name: denied, arguments: { id: "7" } });
   const text = JSON.stringify(res);
   check(res.isError === true, `${denied}: isError is not true: ${text}`);
-  check(res._meta?.[problemKey]?.code === "policy_denied", `${denied}: _meta["${problemKey}"].code is not policy_denied: ${text}`);
+  check(res._meta?.[problemKey]?.code === "tool_not_found", `${denied}: _meta["${problemKey}"].code is not tool_not_found: ${text}`);
   check(typeof res._meta?.[problemKey]?.audit_id === "string", `${denied}: the refusal names no audit record: ${text}`);
-  check(res.content?.[0]?.text?.startsWith("policy_denied: "), `${denied}: the text block does not start with the code: ${text}`);
+  check(res.content?.[0]?.text?.startsWith("tool_not_found: "), `${denied}: the text block does not start with the code: ${text}`);
   await client.close();
 
   // 3. One source's tools under their upstream names at /mcp/<source>.

@@ -60,7 +60,9 @@ func startGateway(t *testing.T, opts ...llmtest.Option) gateway {
 	srv := apptest.Start(t)
 	// deniedModel comes first: once the agent sees allowedModel, the
 	// catalogue holds both, and a call of deniedModel is refused by policy
-	// rather than not found.
+	// rather than not found. allowedModel restores tool-call arguments
+	// (off by default, see docs/redaction.md), so that the SDK meets
+	// placeholders restored across a stream's argument chunks.
 	srv.Apply(t, fmt.Sprintf(`apiVersion: corral.dev/v1
 kind: Model
 metadata: {name: %[2]s}
@@ -69,7 +71,7 @@ spec: {provider: openai, baseURL: %[1]q, model: gpt-4o-mini, redact: reversible}
 apiVersion: corral.dev/v1
 kind: Model
 metadata: {name: %[3]s}
-spec: {provider: openai, baseURL: %[1]q, model: %[4]s, redact: reversible, pricing: {inputPerMTok: 2.5, outputPerMTok: 10}}
+spec: {provider: openai, baseURL: %[1]q, model: %[4]s, redact: reversible, restoreToolArguments: true, pricing: {inputPerMTok: 2.5, outputPerMTok: 10}}
 ---
 apiVersion: corral.dev/v1
 kind: Agent

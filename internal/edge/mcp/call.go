@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -53,6 +54,12 @@ func (e *Edge) callTool(ctx context.Context, r *request, req *mcp.CallToolReques
 	if r.source != "" {
 		target = r.source + "." + p.Name
 	}
+	select {
+	case r.calls <- struct{}{}:
+		defer func() { <-r.calls }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	out, err := e.gw.Invoke(ctx, pipeline.Action{
 		// The bearer token, not the caller authenticated by ServeHTTP: the
 		// pipeline checks it again, so a key revoked mid-session stops here.
@@ -67,9 +74,26 @@ func (e *Edge) callTool(ctx context.Context, r *request, req *mcp.CallToolReques
 	})
 	if err != nil {
 		e.logProblem(ctx, "tools/call", err)
-		return refusal(err), nil
+		return refusal(e.hideHidden(ctx, r, target, err)), nil
 	}
 	return result(out), nil
+}
+
+// hideHidden answers a refusal of a tool the agent may not see as if the
+// tool did not exist: listing what an agent may not call would tell it what
+// else is there. The audit keeps the real reason.
+func (e *Edge) hideHidden(ctx context.Context, r *request, target string, err error) error {
+	var pe *problem.Error
+	if !errors.As(err, &pe) || pe.Code != problem.PolicyDenied {
+		return err
+	}
+	visible, lerr := e.gw.Tools(ctx, r.caller)
+	if lerr != nil || slices.ContainsFunc(visible, func(en *tools.Entry) bool { return en.Tool.Name == target }) {
+		return err
+	}
+	hidden := pipeline.NoSuchTool(target)
+	hidden.AuditID = pe.AuditID
+	return hidden
 }
 
 // idempotencyKey reads _meta["dev.corral/idempotency-key"].

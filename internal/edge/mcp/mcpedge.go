@@ -48,6 +48,12 @@ const (
 	MetaReplayed = "dev.corral/replayed"
 )
 
+// MaxConcurrentCalls bounds the tools/call one MCP session (in stateless
+// mode, one POST) runs at once: a JSON-RPC batch of thousands of calls,
+// which protocol versions before 2025-06-18 allow, runs this many at a
+// time, the rest waiting their turn.
+const MaxConcurrentCalls = 16
+
 // Gateway is what the edge needs from the pipeline.
 type Gateway interface {
 	Authenticate(credential string) (pipeline.Caller, error)
@@ -113,6 +119,8 @@ type request struct {
 	// upstream names.
 	source string
 	remote string // the caller's address, for the audit
+	// calls holds a token per tools/call running in this session.
+	calls chan struct{}
 }
 
 type requestKey struct{}
@@ -127,7 +135,8 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, r, e.logger, err)
 		return
 	}
-	req := &request{credential: credential, caller: caller, source: r.PathValue("source"), remote: r.RemoteAddr}
+	req := &request{credential: credential, caller: caller, source: r.PathValue("source"), remote: r.RemoteAddr,
+		calls: make(chan struct{}, MaxConcurrentCalls)}
 	e.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestKey{}, req)))
 }
 

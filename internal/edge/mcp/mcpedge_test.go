@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -83,7 +84,9 @@ func (g *fakeGateway) Invoke(ctx context.Context, a pipeline.Action) (*pipeline.
 	g.mu.Unlock()
 	switch {
 	case entry == nil:
-		return nil, &problem.Error{Status: http.StatusNotFound, Code: problem.ToolNotFound, Detail: "no tool named " + a.Target, AuditID: auditID}
+		pe := pipeline.NoSuchTool(a.Target)
+		pe.AuditID = auditID
+		return nil, pe
 	case !tools.Allowed(allowed, a.Target):
 		return nil, &problem.Error{Status: http.StatusForbidden, Code: problem.PolicyDenied, Detail: "the agent may not call " + a.Target, AuditID: auditID}
 	}
@@ -511,25 +514,40 @@ func TestToolsCall(t *testing.T) {
 			target: "erp.get_order",
 		},
 		{
-			name: "a tool outside the agent's list is refused", key: "clerk-key", path: "/mcp",
+			name: "a tool outside the agent's list is refused as if missing", key: "clerk-key", path: "/mcp",
 			params: &mcp.CallToolParams{Name: "erp.delete_order"},
 			want: called{
 				IsError: true,
-				Content: []any{map[string]any{"type": "text", "text": "policy_denied: the agent may not call erp.delete_order"}},
+				Content: []any{map[string]any{"type": "text", "text": "tool_not_found: no tool named erp.delete_order (corral get tools lists them)"}},
 				Meta: map[string]any{mcpedge.MetaProblem: map[string]any{
-					"code": "policy_denied", "detail": "the agent may not call erp.delete_order", "status": float64(403), "audit_id": "audit-1",
+					"code": "tool_not_found", "detail": "no tool named erp.delete_order (corral get tools lists them)", "status": float64(404), "audit_id": "audit-1",
 				}},
 			},
 			target: "erp.delete_order",
+		},
+		{
+			name: "a visible tool a rule denies stays policy_denied", key: "clerk-key", path: "/mcp",
+			params: &mcp.CallToolParams{Name: "erp.get_order", Arguments: map[string]any{"id": "7"}},
+			answer: func(pipeline.Action) (*pipeline.Outcome, error) {
+				return nil, problem.New(http.StatusForbidden, problem.PolicyDenied, "order 7 is not yours")
+			},
+			want: called{
+				IsError: true,
+				Content: []any{map[string]any{"type": "text", "text": "policy_denied: order 7 is not yours"}},
+				Meta: map[string]any{mcpedge.MetaProblem: map[string]any{
+					"code": "policy_denied", "detail": "order 7 is not yours", "status": float64(403), "audit_id": "audit-1",
+				}},
+			},
+			target: "erp.get_order",
 		},
 		{
 			name: "an unknown tool reaches the pipeline", key: "clerk-key", path: "/mcp",
 			params: &mcp.CallToolParams{Name: "erp.nope"},
 			want: called{
 				IsError: true,
-				Content: []any{map[string]any{"type": "text", "text": "tool_not_found: no tool named erp.nope"}},
+				Content: []any{map[string]any{"type": "text", "text": "tool_not_found: no tool named erp.nope (corral get tools lists them)"}},
 				Meta: map[string]any{mcpedge.MetaProblem: map[string]any{
-					"code": "tool_not_found", "detail": "no tool named erp.nope", "status": float64(404), "audit_id": "audit-1",
+					"code": "tool_not_found", "detail": "no tool named erp.nope (corral get tools lists them)", "status": float64(404), "audit_id": "audit-1",
 				}},
 			},
 			target: "erp.nope",
@@ -539,9 +557,9 @@ func TestToolsCall(t *testing.T) {
 			params: &mcp.CallToolParams{Name: "get_order"},
 			want: called{
 				IsError: true,
-				Content: []any{map[string]any{"type": "text", "text": "tool_not_found: no tool named files.get_order"}},
+				Content: []any{map[string]any{"type": "text", "text": "tool_not_found: no tool named files.get_order (corral get tools lists them)"}},
 				Meta: map[string]any{mcpedge.MetaProblem: map[string]any{
-					"code": "tool_not_found", "detail": "no tool named files.get_order", "status": float64(404), "audit_id": "audit-1",
+					"code": "tool_not_found", "detail": "no tool named files.get_order (corral get tools lists them)", "status": float64(404), "audit_id": "audit-1",
 				}},
 			},
 			target: "files.get_order",
@@ -817,5 +835,73 @@ func benchPost(b *testing.B, gw *fakeGateway, body, want string) {
 		if !bytes.Contains(got, []byte(want)) {
 			b.Fatalf("answer %s, want %s in it", got, want)
 		}
+	}
+}
+
+// TestBatchCallsBounded: one POST carrying a JSON-RPC batch of 200
+// tools/call (protocol 2025-03-26 allows batches) runs at most
+// MaxConcurrentCalls of them at once, and answers all of them.
+func TestBatchCallsBounded(t *testing.T) {
+	gw := newGateway()
+	var active, most atomic.Int64
+	release := make(chan struct{})
+	gw.answer = func(pipeline.Action) (*pipeline.Outcome, error) {
+		n := active.Add(1)
+		defer active.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		<-release
+		return &pipeline.Outcome{Result: &tools.Result{Structured: json.RawMessage(`{"id":"42"}`)}}, nil
+	}
+	base := serve(t, gw)
+	const n = 200
+	calls := make([]string, n)
+	for i := range calls {
+		calls[i] = fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"erp.get_order","arguments":{"id":"7"}}}`, i+1)
+	}
+	type answer struct {
+		resp *http.Response
+		body string
+	}
+	done := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", base+"/mcp", strings.NewReader("["+strings.Join(calls, ",")+"]"))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer clerk-key")
+		req.Header.Set("MCP-Protocol-Version", "2025-03-26")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- answer{body: err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		done <- answer{resp, string(b)}
+	}()
+	// Wait until the batch has filled its share of calls, then let them go.
+	deadline := time.Now().Add(10 * time.Second)
+	for active.Load() < mcpedge.MaxConcurrentCalls {
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("%d calls running after 10 s, want %d", active.Load(), mcpedge.MaxConcurrentCalls)
+		}
+		time.Sleep(time.Millisecond) // polling with a deadline: nothing to wait on from outside
+	}
+	// Give calls beyond the bound, if the edge let them through, a chance
+	// to start: this only makes a failure likelier to show.
+	for range 50 {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	a := <-done
+	if a.resp == nil || a.resp.StatusCode != http.StatusOK {
+		t.Fatalf("batch POST = %v %s, want 200", a.resp, a.body)
+	}
+	if got := strings.Count(a.body, `"isError"`) + strings.Count(a.body, `"structuredContent"`); got < n {
+		t.Errorf("batch answered %d results, want %d: %.300s", got, n, a.body)
+	}
+	if m := most.Load(); m > mcpedge.MaxConcurrentCalls {
+		t.Errorf("%d tools/call of one batch ran at once, want at most %d", m, mcpedge.MaxConcurrentCalls)
 	}
 }

@@ -117,6 +117,9 @@ func (l *frameLimiter) Close() error {
 // error (a last frame without its end is passed on first).
 func (l *frameLimiter) next() error {
 	l.frame = l.frame[:0]
+	if cap(l.frame) > 1<<20 {
+		l.frame = nil // a big frame's buffer is not kept for the small ones after it
+	}
 	var sc *idScanner // set once the frame is over the limit
 	lineStart := true
 	for {
@@ -329,6 +332,14 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "text/event-stream" {
 		f = byEvent
 	}
+	if id != nil && f == byBody && resp.ContentLength > int64(t.limit) {
+		// Said to be over the cap: nothing of it is read.
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(tooLargeError(id, t.limit)))
+		resp.ContentLength = -1
+		resp.Header.Del("Content-Length")
+		return resp, nil
+	}
 	lim := newFrameLimiter(resp.Body, t.limit, f)
 	lim.body = resp.Body
 	if id != nil {
@@ -359,11 +370,31 @@ func requestID(req *http.Request) json.RawMessage {
 		return nil
 	}
 	defer body.Close()
-	var msg struct {
-		ID json.RawMessage `json:"id"`
+	return memberID(json.NewDecoder(body))
+}
+
+// memberID reads an object's members until "id" and returns its value, or
+// nil. The SDK writes the id before the params, so the arguments are
+// seldom read.
+func memberID(dec *json.Decoder) json.RawMessage {
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil // a batch, or not JSON
 	}
-	if json.NewDecoder(body).Decode(&msg) != nil || len(msg.ID) == 0 || string(msg.ID) == "null" {
-		return nil
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil
+		}
+		if key == "id" {
+			if string(v) == "null" {
+				return nil
+			}
+			return v
+		}
 	}
-	return msg.ID
+	return nil
 }

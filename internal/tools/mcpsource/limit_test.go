@@ -293,3 +293,60 @@ func abs(n int) int {
 	}
 	return n
 }
+
+var requestIDTests = []struct{ body, want string }{
+	{`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{}}`, "7"},
+	{`{"method":"tools/call","params":{"x":[1,2]},"id":"a"}`, `"a"`},
+	{`{"jsonrpc":"2.0","method":"notifications/initialized"}`, ""},
+	{`{"id":null}`, ""},
+	{`[{"id":1}]`, ""},
+	{`not json`, ""},
+}
+
+func TestRequestID(t *testing.T) {
+	for _, tt := range requestIDTests {
+		req, _ := http.NewRequest(http.MethodPost, "http://x/mcp", strings.NewReader(tt.body))
+		if got := string(requestID(req)); got != tt.want {
+			t.Errorf("requestID(%s) = %q, want %q", tt.body, got, tt.want)
+		}
+	}
+}
+
+func FuzzRequestID(f *testing.F) {
+	for _, tt := range requestIDTests {
+		f.Add([]byte(tt.body))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, _ := http.NewRequest(http.MethodPost, "http://x/mcp", bytes.NewReader(body))
+		if id := requestID(req); id != nil && !json.Valid(id) {
+			t.Fatalf("requestID(%q) = %q, not JSON", body, id)
+		}
+	})
+}
+
+// TestLimitTransportContentLength: an answer whose Content-Length is over
+// the cap is replaced without reading any of it.
+func TestLimitTransportContentLength(t *testing.T) {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "1048576")
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for range 16 {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(ts.Close)
+	rt := &limitTransport{base: http.DefaultTransport, limit: 1024}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, ts.URL, strings.NewReader(`{"jsonrpc":"2.0","id":3,"method":"tools/call"}`))
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !bytes.Equal(body, tooLargeError(json.RawMessage("3"), 1024)) {
+		t.Errorf("body = %.100q, %v; want the stand-in error for id 3", body, err)
+	}
+}

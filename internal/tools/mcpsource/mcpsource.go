@@ -184,7 +184,8 @@ func build(ctx context.Context, name string, spec *config.ToolSourceSpec, env to
 	return s, nil
 }
 
-// Tools returns the tools the server listed last, named "<source>.<tool>".
+// Tools returns the tools in force, named "<source>.<tool>": the server's
+// last list, unless a new tool or a changed annotation in it is held back.
 func (s *Source) Tools() []tools.Tool {
 	if p := s.force.Load(); p != nil {
 		return p.tools
@@ -412,13 +413,15 @@ func (s *Source) drop(cs *mcp.ClientSession, why error) {
 	s.mu.Lock()
 	current := s.session == cs && !s.closed
 	var wait time.Duration
+	failures := 0
 	if current {
 		s.session = nil
 		wait = s.lostLocked(why)
+		failures = s.failures
 	}
 	s.mu.Unlock()
 	if current {
-		s.log.Info("mcp session lost", "error", why, "failures", s.failuresNow(), "reconnect_in", wait)
+		s.log.Info("mcp session lost", "error", why, "failures", failures, "reconnect_in", wait)
 		signal(s.lost)
 	}
 	_ = cs.Close() // idempotent; for stdio it reaps the process
@@ -442,12 +445,6 @@ func (s *Source) lostLocked(why error) time.Duration {
 	wait := backoff(s.failures - 1)
 	s.retryAt = time.Now().Add(wait)
 	return wait
-}
-
-func (s *Source) failuresNow() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.failures
 }
 
 // lostSession reports whether err means the session is gone for good, so
