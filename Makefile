@@ -44,14 +44,14 @@ lint:
 ## fuzz: fuzz every parser for FUZZTIME executions each (make fuzz FUZZTIME=1000000x for longer)
 FUZZ_TARGETS := \
 	config:FuzzDecode openapi:FuzzImport openapi:FuzzBuild tools:FuzzValidate tools:FuzzMatch \
-	secret:FuzzOpen audit:FuzzToken audit:FuzzVerifyArchive \
+	secret:FuzzOpen audit:FuzzToken audit:FuzzVerifyArchive audit:FuzzBound \
 	policy:FuzzDecideArguments policy:FuzzCompile policy:FuzzDecodeInput policy:FuzzIsMutation \
 	policy:FuzzHostOf policy:FuzzValidIBAN policy:FuzzLint policy:FuzzKeptDecisions edge/rest:FuzzDecodeBody pipeline:FuzzParseArguments \
 	identity:FuzzSignerVerify identity:FuzzIssuersVerify edge/oauth:FuzzToken \
 	llm:FuzzDecodeRequest llm:FuzzSSEReader llm:FuzzOpenAIStream llm:FuzzErrorBody \
 	llm:FuzzAnthropicStream llm:FuzzAnthropicTranslate llm:FuzzScriptedEmbed \
 	redact:FuzzFind redact:FuzzRoundTrip redact:FuzzRestorer redact:FuzzRedactJSON \
-	budget:FuzzTaskToken telemetry:FuzzExtractHTTP telemetry:FuzzDecodeSpans \
+	budget:FuzzTaskToken telemetry:FuzzExtractHTTP telemetry:FuzzDecodeSpans audit:FuzzAddrKey \
 	telemetry:FuzzAppendJSONString telemetry:FuzzParseOTLPEndpoint cli:FuzzTraceArg \
 	tools/mcpsource:FuzzFrameLimiter tools/mcpsource:FuzzRequestID
 fuzz:

@@ -225,6 +225,12 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		"openapi": restsource.Factory(restsource.Options{OnBreakerChange: breakers.set, Pins: pins, OnDrift: a.auditDrift}),
 		"mcp":     mcpsource.Factory(mcpsource.Options{Pins: mcpPins{pins}, OnDrift: a.auditDrift}),
 	}, resolver.Resolve)
+	// One bound on unauthenticated refusals, whichever door they knock on.
+	refusals := &audit.Refusals{}
+	metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "corral_audit_refusals_suppressed_total",
+		Help: "Unauthenticated refusals past the per-address rate, not stored one by one: a sampled record a second stands for them.",
+	}, func() float64 { return float64(refusals.Suppressed()) }))
 	a.gateway = pipeline.New(logger.With("component", "pipeline"), pipeline.Deps{
 		Keys:        a.creds,
 		Tokens:      a.signer,
@@ -238,6 +244,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		Budgets:     a.budgets,
 		Metrics:     pipeline.NewMetrics(metrics),
 		Tracer:      a.tracing.Tracer(),
+		Refusals:    refusals,
 	})
 	gateway := a.gateway
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -251,7 +258,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithTraces(traces).Register(mux)
 	oauth.New(httpLogger, oauth.Deps{
 		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers,
-		Delegations: delegations{gateway}, Audit: a.audit,
+		Delegations: delegations{gateway}, Audit: a.audit, Refusals: refusals,
 	}, oauth.Options{TTL: ttl}).Register(mux)
 	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).Register(mux)
 	mcpedge.New(logger.With("component", "mcp"), gateway).Register(mux)

@@ -104,8 +104,9 @@ func (l *Log) Append(ctx context.Context, r *Record) (string, error) {
 		if l.unqueue(p) {
 			return "", fmt.Errorf("audit: append %s: waiting for the records before it: %w: %w", r.ID, ErrUnavailable, ctx.Err())
 		}
-		// A writer took it; its answer comes within that writer's deadline.
-		return result(r, <-p.done)
+		// A writer took it and may still store it; the caller's deadline
+		// has passed all the same (done is buffered: the writer never waits).
+		return "", fmt.Errorf("audit: append %s: %w: %w", r.ID, ErrUnavailable, ctx.Err())
 	}
 	// This Append's turn: write what is queued, batch after batch, until
 	// its own record is written (a writer before it may have taken it).
@@ -122,7 +123,7 @@ func (l *Log) Append(ctx context.Context, r *Record) (string, error) {
 			// it gives up its turn.
 			return result(r, <-p.done)
 		}
-		l.writeBatch(batch)
+		l.writeBatch(ctx, batch)
 	}
 }
 
@@ -167,15 +168,16 @@ func (l *Log) unqueue(p *pending) bool {
 }
 
 // writeBatch stores batch, trying again after failures that may pass, until
-// the latest deadline of its records, and tells each record how it went.
-func (l *Log) writeBatch(batch []*pending) {
+// the latest deadline of its records (not the writer's: the others wait on
+// it), and tells each record how it went.
+func (l *Log) writeBatch(ctx context.Context, batch []*pending) {
 	deadline := batch[0].deadline
 	for _, p := range batch[1:] {
 		if p.deadline.After(deadline) {
 			deadline = p.deadline
 		}
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
 	l.store(ctx, batch)
 }
@@ -265,7 +267,11 @@ func (l *Log) storeOnce(ctx context.Context, batch []*pending) ([]*pending, erro
 			m.Header.Set(intentHeader, p.r.Intent)
 		}
 		var f jetstream.PubAckFuture
-		if f, err = l.js.PublishMsgAsync(m); err != nil {
+		if len(batch) == 1 {
+			// Alone, a plain request is quicker than the asynchronous
+			// machinery (about 3x on the embedded server).
+			f = syncPublish(ctx, l.js, m)
+		} else if f, err = l.js.PublishMsgAsync(m); err != nil {
 			break
 		}
 		out = append(out, sent{data: data, prev: prev, future: f})
@@ -290,7 +296,7 @@ func (l *Log) storeOnce(ctx context.Context, batch []*pending) ([]*pending, erro
 		if want := base + uint64(i) + 1; ack.Sequence != want {
 			// The server checked the last sequence, so this cannot happen;
 			// if it does, Verify will name the record.
-			l.logger.Error("audit record stored out of its place in the chain", "id", batch[i].r.ID, "seq", ack.Sequence, "want_seq", want)
+			l.logger.ErrorContext(ctx, "audit record stored out of its place in the chain", "id", batch[i].r.ID, "seq", ack.Sequence, "want_seq", want)
 		}
 		l.end = chainEnd{known: true, seq: ack.Sequence, digest: digest(s.data)}
 		batch[i].r.Seq, batch[i].r.Prev = ack.Sequence, s.prev
@@ -302,6 +308,31 @@ func (l *Log) storeOnce(ctx context.Context, batch []*pending) ([]*pending, erro
 	}
 	return nil, nil
 }
+
+// syncPublish publishes m and waits for its answer, handing it over as an
+// answered future.
+func syncPublish(ctx context.Context, js jetstream.JetStream, m *nats.Msg) jetstream.PubAckFuture {
+	f := &answered{ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1), msg: m}
+	if ack, err := js.PublishMsg(ctx, m); err != nil {
+		f.err <- err
+	} else {
+		f.ok <- ack
+	}
+	return f
+}
+
+// answered is a PubAckFuture whose answer is in.
+type answered struct {
+	ok  chan *jetstream.PubAck
+	err chan error
+	msg *nats.Msg
+}
+
+var _ jetstream.PubAckFuture = (*answered)(nil)
+
+func (a *answered) Ok() <-chan *jetstream.PubAck { return a.ok }
+func (a *answered) Err() <-chan error            { return a.err }
+func (a *answered) Msg() *nats.Msg               { return a.msg }
 
 // wait returns the answer to an asynchronous publish.
 func wait(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {

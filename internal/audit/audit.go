@@ -368,9 +368,11 @@ func (l *Log) Query(ctx context.Context, f Filter) ([]Record, error) {
 	switch {
 	case f.Agent == "" && f.Tool == "":
 		// Every record counts, and records are only ever removed from the
-		// front: the last Limit sequences hold the newest Limit records.
+		// front: the last 2*Limit sequences hold the newest Limit records
+		// even when each call left an intent, which is not listed once its
+		// outcome is stored.
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = max(info.State.FirstSeq, last-min(last, uint64(f.Limit))+1)
+		cfg.OptStartSeq = max(info.State.FirstSeq, last-min(last, 2*uint64(f.Limit))+1)
 	case !f.Since.IsZero():
 		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
 		cfg.OptStartTime = &f.Since

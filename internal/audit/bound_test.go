@@ -89,3 +89,30 @@ func TestCut(t *testing.T) {
 		}
 	}
 }
+
+// FuzzBound: whatever a caller puts in a record's fields, the bounded record
+// encodes to valid JSON within the limit, and every name stays valid UTF-8
+// within its bound when it was valid before.
+func FuzzBound(f *testing.F) {
+	f.Add("erp.get", "no tool named x", "k", []byte(`{"id":1}`), 1000)
+	f.Add(strings.Repeat("é", 300), strings.Repeat("\x01", 5000), strings.Repeat("k", 1<<12), []byte(`"<<<>>>"`), 4096)
+	f.Add("日本", "", "", []byte(`{}`), 200)
+	f.Fuzz(func(t *testing.T, name, reason, key string, args []byte, limit int) {
+		if !json.Valid(args) {
+			args = nil
+		}
+		limit = 2048 + int(uint(limit)%uint(MaxRecord-2048))
+		r := Record{ID: "x", Kind: "tool", Target: name, Agent: name, Reason: reason, IdempotencyKey: key, Arguments: args,
+			Policy: &PolicyDecision{Reasons: []string{reason, reason}}, Model: &ModelCall{Attempts: []string{name, reason}}}
+		body, err := r.encode(limit)
+		if err != nil {
+			return // only when even the bounded names do not fit a tiny limit
+		}
+		if len(body) > limit || !json.Valid(body) {
+			t.Fatalf("encode = %d bytes (valid JSON %v), limit %d", len(body), json.Valid(body), limit)
+		}
+		if len(r.Target) > MaxName || utf8.ValidString(name) && !utf8.ValidString(r.Target) {
+			t.Fatalf("Target %q: not bounded to whole characters", r.Target)
+		}
+	})
+}

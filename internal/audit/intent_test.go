@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -57,5 +58,26 @@ func TestIntentsAndOutcomes(t *testing.T) {
 	arep, err := VerifyArchive(&archive, nil, nil)
 	if err != nil || !arep.OK || arep.Records != 4 || arep.OutcomeUnknown != 1 {
 		t.Errorf("VerifyArchive = %+v, %v; want OK over 4 records, 1 outcome unknown", arep, err)
+	}
+}
+
+// TestQueryLimitCountsListedRecords: with every call leaving an intent and an
+// outcome, a query for the newest n still lists n outcomes.
+func TestQueryLimitCountsListedRecords(t *testing.T) {
+	l := open(t, bustest.Open(t))
+	for i := range 10 {
+		intent := call("impact", fmt.Sprintf("erp.op%d", i))
+		intent.Phase, intent.Status = PhaseIntent, "pending"
+		id := appendAll(t, l, intent)[0]
+		outcome := call("impact", fmt.Sprintf("erp.op%d", i))
+		outcome.Intent = id
+		appendAll(t, l, outcome)
+	}
+	got, err := l.Query(t.Context(), Filter{Limit: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"impact/erp.op6", "impact/erp.op7", "impact/erp.op8", "impact/erp.op9"}; !slices.Equal(targets(got), want) {
+		t.Errorf("Query(limit 4) = %v, want %v", targets(got), want)
 	}
 }

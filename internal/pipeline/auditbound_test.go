@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/bus/bustest"
+	"github.com/corral-dev/corral/internal/llm"
 	"github.com/corral-dev/corral/internal/problem"
 	"github.com/corral-dev/corral/internal/tools"
 )
@@ -85,11 +87,61 @@ func TestHostileCallsLeaveRecordsAndGatewayUp(t *testing.T) {
 			}
 		})
 	}
+	// A 2 MB model name: "no model named <name>" is the reason.
+	p.Models = noModels{}
+	_, err := p.Chat(t.Context(), Action{Credential: "corral_ak_impact", Edge: "openai"}, &llm.ChatRequest{Model: strings.Repeat("m", 2<<20)})
+	var pe *problem.Error
+	if !errors.As(err, &pe) || pe.Code != problem.ModelNotFound || pe.AuditID == "" {
+		t.Errorf("Chat with a 2 MB model name = %v, want model_not_found with an audit id", err)
+	}
 	out, err := p.Invoke(t.Context(), Action{Credential: "corral_ak_impact", Kind: "tool", Target: "erp.get", Arguments: json.RawMessage(`{"id":1}`), Edge: "rest"})
 	if err != nil || out.AuditID == "" {
 		t.Fatalf("a valid call after the attacks = %v, %v; want served with an audit id", out, err)
 	}
 	if rep, err := l.Verify(t.Context(), time.Time{}, nil); err != nil || !rep.OK {
 		t.Errorf("Verify = %+v, %v; want OK", rep, err)
+	}
+}
+
+// noModels is a model catalogue with no models.
+type noModels struct{}
+
+func (noModels) Lookup(string) (*llm.Model, bool)                 { return nil, false }
+func (noModels) List() []*llm.Model                               { return nil }
+func (noModels) Plan(*llm.Model, func(int) int) (llm.Plan, error) { return llm.Plan{}, nil }
+func (noModels) Candidates(*llm.Model) []*llm.Model               { return nil }
+
+// deadlineAudit fails every append and notes the deadline it was given.
+type deadlineAudit struct{ left []time.Duration }
+
+func (d *deadlineAudit) Append(ctx context.Context, _ *audit.Record) (string, error) {
+	left := time.Duration(-1) // no deadline
+	if dl, ok := ctx.Deadline(); ok {
+		left = time.Until(dl)
+	}
+	d.left = append(d.left, left)
+	return "", audit.ErrUnavailable
+}
+
+// TestRefusalsProbeTheAuditBriefly: while the audit is down, refusals still
+// try to append (the first that succeeds clears it), each bounded by
+// auditProbeTimeout rather than the append's 10 s, so that an outage does
+// not hold every answer for the whole deadline (issue 20.2).
+func TestRefusalsProbeTheAuditBriefly(t *testing.T) {
+	p, _ := newTestPipeline(t, &fakeSource{res: &tools.Result{Structured: json.RawMessage(`{}`)}})
+	d := &deadlineAudit{}
+	p.Audit = d
+	for range 3 {
+		_, _ = p.Invoke(t.Context(), Action{Credential: "corral_ak_impact", Target: "erp.get", Arguments: json.RawMessage(`{"id": 1}`)})
+	}
+	// The first call's intent fails, then its refusal and the next two
+	// calls' refusals probe.
+	if len(d.left) != 4 {
+		t.Fatalf("%d appends, want 4", len(d.left))
+	}
+	for i, left := range d.left[1:] {
+		if left < 0 || left > auditProbeTimeout {
+			t.Errorf("append %d with the audit down had %v left, want at most %v", i+2, left, auditProbeTimeout)
+		}
 	}
 }

@@ -17,8 +17,6 @@ type Metrics struct {
 	errors   prometheus.Counter
 	models   modelMetrics
 	stages   *prometheus.HistogramVec
-	// suppressed counts unauthenticated refusals not stored in full.
-	suppressed prometheus.Counter
 	// lost counts records that could not be stored; full is 1 while the
 	// audit stream is full.
 	lost *prometheus.CounterVec
@@ -65,10 +63,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help:    "Time spent in each pipeline stage that did work: policy, validate, budget, redact, invoke, audit.",
 		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1, .5, 2.5, 10},
 	}, []string{"stage"})
-	m.suppressed = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "corral_audit_refusals_suppressed_total",
-		Help: "Unauthenticated refusals past the per-address rate, not stored one by one: a sampled record a second stands for them.",
-	})
 	m.lost = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "corral_audit_records_lost_total",
 		Help: "Audit records that could not be stored, by reason (full, unavailable); calls are refused meanwhile.",
@@ -77,7 +71,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "corral_audit_full",
 		Help: "1 while the audit stream is full and corral refuses calls (audit_full); alert on it.",
 	})
-	reg.MustRegister(m.actions, m.duration, m.drift, m.policy, m.errors, m.models.tokens, m.models.cost, m.stages, m.suppressed, m.lost, m.full)
+	reg.MustRegister(m.actions, m.duration, m.drift, m.policy, m.errors, m.models.tokens, m.models.cost, m.stages, m.lost, m.full)
 	return m
 }
 
@@ -126,13 +120,6 @@ func (m *Metrics) stageTime(stage string, d time.Duration) {
 		return
 	}
 	m.stages.WithLabelValues(stage).Observe(d.Seconds())
-}
-
-func (m *Metrics) refusalSuppressed() {
-	if m == nil {
-		return
-	}
-	m.suppressed.Inc()
 }
 
 func (m *Metrics) auditLost(full bool) {

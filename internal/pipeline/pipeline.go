@@ -132,6 +132,10 @@ type Deps struct {
 	Budgets     Budgets      // nil: no budgets
 	Metrics     *Metrics     // nil: not measured
 	Tracer      trace.Tracer // nil: no spans
+	// Refusals bounds the audit records of unauthenticated refusals per
+	// source address; share it with other edges that refuse strangers.
+	// nil: the pipeline's own.
+	Refusals *audit.Refusals
 }
 
 // Pipeline runs actions through the stages.
@@ -150,8 +154,6 @@ type Pipeline struct {
 	// auditFull is set with auditDown when the audit stream is full.
 	auditFull atomic.Bool
 	lost      lossLog
-	// refusals bounds the audit records of unauthenticated refusals.
-	refusals refusalLimiter
 
 	// shadows are the copies of model calls sent to a route's shadow
 	// targets: bounded, and waited for by Close.
@@ -167,6 +169,9 @@ type Pipeline struct {
 // New returns a pipeline over deps.
 func New(logger *slog.Logger, deps Deps) *Pipeline {
 	p := &Pipeline{Deps: deps, logger: logger, now: time.Now, shadowSlot: make(chan struct{}, maxShadows), tracer: deps.Tracer}
+	if p.Refusals == nil {
+		p.Refusals = &audit.Refusals{}
+	}
 	if p.tracer == nil {
 		p.tracer = noop.NewTracerProvider().Tracer("")
 	}
@@ -303,6 +308,9 @@ func (p *Pipeline) auditAvailable() error {
 	return p.auditProblem(err, "the audit log cannot be written; corral acts on nothing it cannot record")
 }
 
+// auditProbeTimeout bounds the append of a record while the audit is down.
+const auditProbeTimeout = time.Second
+
 // finish completes the audit record and appends it. The audit append is
 // synchronous: an answered action is never missing from the audit.
 func (p *Pipeline) finish(ctx context.Context, rec *audit.Record, start time.Time, out *Outcome, err error) (*Outcome, error) {
@@ -352,10 +360,9 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 	}
 	p.Metrics.observe(rec)
 	if rec.Code == problem.Unauthenticated && rec.Agent == "" {
-		store, n := p.refusals.admit(rec.Remote, p.now())
+		store, n := p.Refusals.Admit(rec.Remote, p.now())
 		if !store {
 			// Counted, and stood for by the next record from this address.
-			p.Metrics.refusalSuppressed()
 			return "", err
 		}
 		if n > 1 {
@@ -363,7 +370,15 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 		}
 	}
 	_, aspan := p.stage(ctx, telemetry.StageAudit)
-	id, aerr := p.Audit.Append(context.WithoutCancel(ctx), rec)
+	actx := context.WithoutCancel(ctx)
+	if p.auditDown.Load() {
+		// While the audit is down, a record only probes whether it is back:
+		// answers must not wait the whole append deadline each.
+		var cancel context.CancelFunc
+		actx, cancel = context.WithTimeout(actx, auditProbeTimeout)
+		defer cancel()
+	}
+	id, aerr := p.Audit.Append(actx, rec)
 	p.endStage(aspan, aerr)
 	if aerr != nil {
 		// The action has happened (or was refused). An answer never claims

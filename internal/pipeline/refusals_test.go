@@ -2,10 +2,10 @@ package pipeline
 
 import (
 	"encoding/json"
-	"fmt"
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/tools"
 )
 
@@ -33,7 +33,7 @@ func TestUnauthenticatedFloodIsBounded(t *testing.T) {
 	for _, r := range aud.records {
 		counted += max(r.Sampled, 1)
 	}
-	if limit := int(refusalBurst + 10*refusalRate + 10/sampleEvery.Seconds() + 1); stored > limit {
+	if limit := int(audit.RefusalBurst + 10*audit.RefusalRate + 10/audit.RefusalSample.Seconds() + 1); stored > limit {
 		t.Errorf("flood of %d refusals stored %d records, want at most %d", flood, stored, limit)
 	}
 	// The refusals still held back are stood for by the next record.
@@ -54,41 +54,6 @@ func TestUnauthenticatedFloodIsBounded(t *testing.T) {
 		_, _ = p.Invoke(t.Context(), who)
 		if len(aud.records) != n+1 {
 			t.Errorf("call %d from %s left %d records, want 1", i, who.RemoteAddr, len(aud.records)-n)
-		}
-	}
-}
-
-func TestRefusalLimiterForgetsIdleAddresses(t *testing.T) {
-	var l refusalLimiter
-	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-	for i := range maxRefusalAddrs + 100 {
-		// Past the bound, new addresses share one bucket: its burst only.
-		if store, _ := l.admit(fmt.Sprintf("10.%d.%d.1:80", i/256, i%256), now); !store && i < maxRefusalAddrs+refusalBurst {
-			t.Fatalf("first refusal from address %d not stored", i)
-		}
-	}
-	if len(l.addrs) > maxRefusalAddrs+1 {
-		t.Errorf("tracking %d addresses, want at most %d", len(l.addrs), maxRefusalAddrs+1)
-	}
-	now = now.Add(time.Hour)
-	l.admit("203.0.113.9:1", now)
-	if len(l.addrs) > 2 {
-		t.Errorf("after an hour, tracking %d addresses, want the idle ones forgotten", len(l.addrs))
-	}
-}
-
-func TestAddrKey(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"192.0.2.7:443", "192.0.2.7/32"},
-		{"[2001:db8:1:2:3:4:5:6]:443", "2001:db8:1:2::/64"},
-		{"[::ffff:192.0.2.7]:1", "192.0.2.7/32"},
-		{"192.0.2.7", "192.0.2.7/32"},
-		{"@", "invalid Prefix"},
-		{"", "invalid Prefix"},
-	}
-	for _, tt := range tests {
-		if got := addrKey(tt.in).String(); got != tt.want {
-			t.Errorf("addrKey(%q) = %s, want %s", tt.in, got, tt.want)
 		}
 	}
 }

@@ -77,6 +77,9 @@ type Deps struct {
 	Issuers     Issuers
 	Delegations Delegations
 	Audit       Auditor
+	// Refusals bounds the records of requests from unauthenticated
+	// clients per source address (nil: every one is stored).
+	Refusals *audit.Refusals
 }
 
 // Options tune the handler.

@@ -45,7 +45,7 @@ type errorResponse struct {
 func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	start := h.now()
-	rec := &audit.Record{Time: start.UTC(), Kind: "token", Edge: "oauth", RequestID: requestID(r)}
+	rec := &audit.Record{Time: start.UTC(), Kind: "token", Edge: "oauth", RequestID: requestID(r), Remote: r.RemoteAddr}
 	out, fail := h.grant(ctx, w, r, rec)
 	rec.DurationMS = float64(h.now().Sub(start).Microseconds()) / 1000
 	if fail == nil {
@@ -66,10 +66,25 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
 	} else {
 		h.logger.DebugContext(ctx, "token request refused", "agent", rec.Agent, "grant", rec.Target, "code", fail.Code, "reason", rec.Reason)
 	}
-	if _, err := h.deps.Audit.Append(context.WithoutCancel(ctx), rec); err != nil {
-		h.logger.ErrorContext(ctx, "audit record lost", "agent", rec.Agent, "grant", rec.Target, "decision", rec.Decision, "err", err)
+	if h.store(rec, r.RemoteAddr) {
+		if _, err := h.deps.Audit.Append(context.WithoutCancel(ctx), rec); err != nil {
+			h.logger.ErrorContext(ctx, "audit record lost", "agent", rec.Agent, "grant", rec.Target, "decision", rec.Decision, "err", err)
+		}
 	}
 	writeError(w, fail)
+}
+
+// store reports whether a refusal's record is stored: a client that did not
+// authenticate is bounded per source address (audit.Refusals).
+func (h *Handler) store(rec *audit.Record, remote string) bool {
+	if rec.Agent != "" || h.deps.Refusals == nil {
+		return true
+	}
+	store, n := h.deps.Refusals.Admit(remote, h.now())
+	if n > 1 {
+		rec.Sampled = n
+	}
+	return store
 }
 
 // grant reads the request, authenticates the client and runs its grant.

@@ -1,31 +1,40 @@
-package pipeline
+package audit
 
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Unauthenticated refusals reach the audit at most this fast per source
-// address; past it they are counted (corral_audit_refusals_suppressed_total)
-// and one record a second stands for them, its Sampled field saying how many.
-// A stranger cannot grow the audit faster than that, whatever it sends.
+// address; past it they are counted (Refusals.Suppressed) and one record a
+// second stands for them, its Sampled field saying how many. A stranger
+// cannot grow the audit faster than that, whatever it sends.
 const (
-	refusalRate  = 5.0 // records per second, per address
-	refusalBurst = 20.0
-	// sampleEvery is how often a record is stored for refusals past the rate.
-	sampleEvery = time.Second
+	RefusalRate  = 5.0 // records per second, per address
+	RefusalBurst = 20.0
+	// RefusalSample is how often a record is stored for refusals past the
+	// rate.
+	RefusalSample = time.Second
 	// maxRefusalAddrs bounds the addresses tracked; past it, the ones that
 	// did not refuse for a while are forgotten, and if none, every new
 	// address shares one bucket.
 	maxRefusalAddrs = 4096
 )
 
-// refusalLimiter decides which unauthenticated refusals are stored.
-type refusalLimiter struct {
-	mu    sync.Mutex
-	addrs map[netip.Prefix]*refusalBucket
+// Refusals decides which unauthenticated refusals are stored. Every edge
+// that refuses strangers shares one (the pipeline and the token endpoint),
+// so the bound holds per address whichever door is knocked on. The zero
+// value is ready to use.
+type Refusals struct {
+	mu         sync.Mutex
+	addrs      map[netip.Prefix]*refusalBucket
+	suppressed atomic.Uint64
 }
+
+// Suppressed counts the refusals not stored one by one.
+func (l *Refusals) Suppressed() uint64 { return l.suppressed.Load() }
 
 type refusalBucket struct {
 	tokens float64
@@ -35,18 +44,19 @@ type refusalBucket struct {
 	sampled    time.Time // when the last record of suppressed ones was stored
 }
 
-// admit reports whether an unauthenticated refusal from addr at now is
-// stored, and how many refusals its record stands for (1 when none was
-// suppressed before it).
-func (l *refusalLimiter) admit(addr string, now time.Time) (store bool, count int) {
+// Admit reports whether an unauthenticated refusal from addr (host:port, as
+// an edge saw it) at now is stored, and how many refusals its record stands
+// for (1 when none was suppressed before it): set Record.Sampled to it.
+func (l *Refusals) Admit(addr string, now time.Time) (store bool, count int) {
 	key := addrKey(addr)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.bucket(key, now)
-	b.tokens = min(refusalBurst, b.tokens+now.Sub(b.last).Seconds()*refusalRate)
+	b.tokens = min(RefusalBurst, b.tokens+now.Sub(b.last).Seconds()*RefusalRate)
 	b.last = now
-	if b.tokens < 1 && now.Sub(b.sampled) < sampleEvery {
+	if b.tokens < 1 && now.Sub(b.sampled) < RefusalSample {
 		b.suppressed++
+		l.suppressed.Add(1)
 		return false, 0
 	}
 	if b.tokens >= 1 {
@@ -60,7 +70,7 @@ func (l *refusalLimiter) admit(addr string, now time.Time) (store bool, count in
 }
 
 // bucket returns key's bucket, making room for it if need be.
-func (l *refusalLimiter) bucket(key netip.Prefix, now time.Time) *refusalBucket {
+func (l *Refusals) bucket(key netip.Prefix, now time.Time) *refusalBucket {
 	if b, ok := l.addrs[key]; ok {
 		return b
 	}
@@ -70,7 +80,7 @@ func (l *refusalLimiter) bucket(key netip.Prefix, now time.Time) *refusalBucket 
 	if len(l.addrs) >= maxRefusalAddrs {
 		// A bucket that would be full again, with nothing suppressed, holds
 		// nothing worth keeping.
-		idle := time.Duration(refusalBurst / refusalRate * float64(time.Second))
+		idle := time.Duration(RefusalBurst / RefusalRate * float64(time.Second))
 		for k, b := range l.addrs {
 			if now.Sub(b.last) > idle && b.suppressed == 0 {
 				delete(l.addrs, k)
@@ -83,7 +93,7 @@ func (l *refusalLimiter) bucket(key netip.Prefix, now time.Time) *refusalBucket 
 			}
 		}
 	}
-	b := &refusalBucket{tokens: refusalBurst, last: now}
+	b := &refusalBucket{tokens: RefusalBurst, last: now}
 	l.addrs[key] = b
 	return b
 }
@@ -99,7 +109,7 @@ func addrKey(addr string) netip.Prefix {
 	} else if ip, err = netip.ParseAddr(addr); err != nil {
 		return netip.Prefix{}
 	}
-	ip = ip.Unmap()
+	ip = ip.Unmap().WithZone("")
 	bits := 32
 	if ip.Is6() {
 		bits = 64
