@@ -469,3 +469,52 @@ func TestModelCallAdmission(t *testing.T) {
 		t.Errorf("a call once the slots are free: HTTP %d %s", status, body)
 	}
 }
+
+// TestFallbackAfterTimeoutChargesBoth (issue 22, item 1): when a target
+// times out after the request left and a fallback answers, the call is
+// charged the fallback's usage plus the first target's worst case: the
+// first provider may well have run the request.
+func TestFallbackAfterTimeoutChargesBoth(t *testing.T) {
+	slow := llmtest.Start(t, llmtest.WithDelay(time.Minute), llmtest.WithUsage(hugeUsage))
+	fast := llmtest.Start(t, llmtest.WithUsage(llm.Usage{PromptTokens: 5, CompletionTokens: 5, TotalTokens: 10}))
+	srv := apptest.Start(t)
+	srv.Apply(t, fmt.Sprintf(`apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: slow}
+spec: {provider: openai, baseURL: %q, redact: "off", timeout: 1s, maxOutputTokens: 3000}
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: fast}
+spec: {provider: openai, baseURL: %q, redact: "off", maxOutputTokens: 3000}
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: m}
+spec: {route: {targets: [{model: slow}], fallbacks: [fast]}}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: spender}
+spec: {models: [m]}
+---
+apiVersion: corral.dev/v1
+kind: Budget
+metadata: {name: spender-day}
+spec: {scope: {agent: spender}, window: day, limit: {tokens: 100000}}
+`, slow.URL(), fast.URL()))
+	key := srv.Key(t, "spender")
+	waitModel(t, srv, key, "m")
+	waitBudget(t, srv, "spender-day")
+	status, body, target := chat(t, srv, key, userMessage("m", "hi"))
+	if status != http.StatusOK || target != "fast" {
+		t.Fatalf("m: HTTP %d target %q %s, want fast's answer", status, target, body)
+	}
+	if got := usedTokens(t, srv); got < 3000+10 {
+		t.Errorf("budget used %d tokens, want fast's 10 plus slow's worst case (> 3000)", got)
+	}
+	recs := waitRecords(t, srv, "spender", 1)
+	if a := recs[0].Model.Attempts; len(a) != 1 || !strings.Contains(a[0], "slow: time-out (may have run") {
+		t.Errorf("audit attempts %q, want slow's time-out charged", a)
+	}
+}
