@@ -421,6 +421,22 @@ func TestModelCallAdmission(t *testing.T) {
 		}
 	}
 
+	// A body of unknown length (chunked) is cut off at the cap.
+	req, err := http.NewRequestWithContext(t.Context(), "POST", srv.URL+"/openai/v1/chat/completions", io.MultiReader(strings.NewReader(big)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if req.ContentLength != 0 || resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("a chunked 31 MB prompt: HTTP %d, want 413", resp.StatusCode)
+	}
+
 	// One large call takes the one large slot, two small ones the rest;
 	// the next of either kind is turned away.
 	largeBody := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("b", 1<<20+10) + `"}]}`
