@@ -355,21 +355,13 @@ func TestStreamWriteTimeout(t *testing.T) {
 	srv := apptest.StartWith(t, app.Config{ModelLimits: openaiedge.Limits{WriteTimeout: time.Second}})
 	key := budgetedModel(t, srv, up.URL(), 1000, 100_000, "")
 
-	// An agent with a small receive window that reads the headers and then
-	// nothing.
-	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		return errors.Join(err, serr)
-	}}
-	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
 	req, err := http.NewRequestWithContext(t.Context(), "POST", srv.URL+"/openai/v1/chat/completions",
 		strings.NewReader(`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := client.Do(req)
+	resp, err := stalledClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -532,5 +524,48 @@ spec: {scope: {agent: spender}, window: day, limit: {tokens: 100000}}
 	recs := waitRecords(t, srv, "spender", 1)
 	if a := recs[0].Model.Attempts; len(a) != 1 || !strings.Contains(a[0], "slow: time-out (may have run") {
 		t.Errorf("audit attempts %q, want slow's time-out charged", a)
+	}
+}
+
+// stalledClient is an agent with a small receive window, for callers that
+// read the headers and then nothing.
+func stalledClient() *http.Client {
+	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	return &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+}
+
+// TestUnreadAnswerFreesItsSlot: an agent that does not read a whole answer
+// cannot keep its concurrency slot: the write times out and the next call
+// gets in.
+func TestUnreadAnswerFreesItsSlot(t *testing.T) {
+	up := llmtest.Start(t, llmtest.WithContent(strings.Repeat("y", 12<<20)))
+	srv := apptest.StartWith(t, app.Config{ModelLimits: openaiedge.Limits{MaxConcurrent: 1, WriteTimeout: time.Second}})
+	key := budgetedModel(t, srv, up.URL(), 1000, 1_000_000_000, "")
+	req, err := http.NewRequestWithContext(t.Context(), "POST", srv.URL+"/openai/v1/chat/completions",
+		strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"a long answer"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := stalledClient().Do(req) // headers only, then nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	up.Set(llmtest.WithContent("short"))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		status, body, _ := chat(t, srv, key, userMessage("m", "next"))
+		if status == http.StatusOK {
+			return
+		}
+		if status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("the next call: HTTP %d %s, want 200 once the unread answer gave up its slot", status, body)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -241,10 +241,24 @@ func (e *Edge) chat(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set(TargetHeader, out.Target)
 	if out.Stream == nil {
 		w.Header().Set(AuditHeader, out.AuditID)
-		return problem.WriteCompactJSON(w, http.StatusOK, out.Response)
+		return e.answer(w, r, out.Response)
 	}
 	defer out.Stream.Close()
 	return e.stream(w, r, out.Stream)
+}
+
+// answer writes a whole answer within Limits.WriteTimeout: an agent that
+// does not read it cannot hold its concurrency slot.
+func (e *Edge) answer(w http.ResponseWriter, r *http.Request, v any) error {
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(e.limits.WriteTimeout))
+	// The connection may serve further requests: they get no deadline.
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+	if err := problem.WriteCompactJSON(w, http.StatusOK, v); err != nil {
+		// The call is done and audited; only its delivery failed.
+		e.logger.DebugContext(r.Context(), "the agent did not take its answer", "err", err)
+	}
+	return nil
 }
 
 // stream writes a streamed answer as server-sent events, the way OpenAI
@@ -334,7 +348,7 @@ func (e *Edge) embeddings(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set(TargetHeader, out.Target)
 	w.Header().Set(AuditHeader, out.AuditID)
-	return problem.WriteCompactJSON(w, http.StatusOK, out.Response)
+	return e.answer(w, r, out.Response)
 }
 
 // modelObject is one entry of GET /openai/v1/models.
