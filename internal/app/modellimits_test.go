@@ -359,21 +359,13 @@ func TestStreamWriteTimeout(t *testing.T) {
 	srv := apptest.StartWith(t, app.Config{ModelLimits: openaiedge.Limits{WriteTimeout: time.Second}})
 	key := budgetedModel(t, srv, up.URL(), 1000, 100_000, "")
 
-	// An agent with a small receive window that reads the headers and then
-	// nothing.
-	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		return errors.Join(err, serr)
-	}}
-	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
 	req, err := http.NewRequestWithContext(t.Context(), "POST", srv.URL+"/openai/v1/chat/completions",
 		strings.NewReader(`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := client.Do(req)
+	resp, err := stalledClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,6 +417,22 @@ func TestModelCallAdmission(t *testing.T) {
 		}
 	}
 
+	// A body of unknown length (chunked) is cut off at the cap.
+	req, err := http.NewRequestWithContext(t.Context(), "POST", srv.URL+"/openai/v1/chat/completions", io.MultiReader(strings.NewReader(big)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if req.ContentLength != 0 || resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("a chunked 31 MB prompt: HTTP %d, want 413", resp.StatusCode)
+	}
+
 	// One large call takes the one large slot, two small ones the rest;
 	// the next of either kind is turned away.
 	largeBody := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("b", 1<<20+10) + `"}]}`
@@ -471,5 +479,97 @@ func TestModelCallAdmission(t *testing.T) {
 	}
 	if status, body, _ := chat(t, srv, key, userMessage("m", "after")); status != http.StatusOK {
 		t.Errorf("a call once the slots are free: HTTP %d %s", status, body)
+	}
+}
+
+// TestFallbackAfterTimeoutChargesBoth (issue 22, item 1): when a target
+// times out after the request left and a fallback answers, the call is
+// charged the fallback's usage plus the first target's worst case: the
+// first provider may well have run the request.
+func TestFallbackAfterTimeoutChargesBoth(t *testing.T) {
+	slow := llmtest.Start(t, llmtest.WithDelay(time.Minute), llmtest.WithUsage(hugeUsage))
+	fast := llmtest.Start(t, llmtest.WithUsage(llm.Usage{PromptTokens: 5, CompletionTokens: 5, TotalTokens: 10}))
+	srv := apptest.Start(t)
+	srv.Apply(t, fmt.Sprintf(`apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: slow}
+spec: {provider: openai, baseURL: %q, redact: "off", timeout: 1s, maxOutputTokens: 3000}
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: fast}
+spec: {provider: openai, baseURL: %q, redact: "off", maxOutputTokens: 3000}
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: m}
+spec: {route: {targets: [{model: slow}], fallbacks: [fast]}}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: spender}
+spec: {models: [m]}
+---
+apiVersion: corral.dev/v1
+kind: Budget
+metadata: {name: spender-day}
+spec: {scope: {agent: spender}, window: day, limit: {tokens: 100000}}
+`, slow.URL(), fast.URL()))
+	key := srv.Key(t, "spender")
+	waitModel(t, srv, key, "m")
+	waitBudget(t, srv, "spender-day")
+	status, body, target := chat(t, srv, key, userMessage("m", "hi"))
+	if status != http.StatusOK || target != "fast" {
+		t.Fatalf("m: HTTP %d target %q %s, want fast's answer", status, target, body)
+	}
+	if got := usedTokens(t, srv); got < 3000+10 {
+		t.Errorf("budget used %d tokens, want fast's 10 plus slow's worst case (> 3000)", got)
+	}
+	recs := waitRecords(t, srv, "spender", 1)
+	if a := recs[0].Model.Attempts; len(a) != 1 || !strings.Contains(a[0], "slow: time-out (may have run") {
+		t.Errorf("audit attempts %q, want slow's time-out charged", a)
+	}
+}
+
+// stalledClient is an agent with a small receive window, for callers that
+// read the headers and then nothing.
+func stalledClient() *http.Client {
+	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	return &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+}
+
+// TestUnreadAnswerFreesItsSlot: an agent that does not read a whole answer
+// cannot keep its concurrency slot: the write times out and the next call
+// gets in.
+func TestUnreadAnswerFreesItsSlot(t *testing.T) {
+	up := llmtest.Start(t, llmtest.WithContent(strings.Repeat("y", 12<<20)))
+	srv := apptest.StartWith(t, app.Config{ModelLimits: openaiedge.Limits{MaxConcurrent: 1, WriteTimeout: time.Second}})
+	key := budgetedModel(t, srv, up.URL(), 1000, 1_000_000_000, "")
+	req, err := http.NewRequestWithContext(t.Context(), "POST", srv.URL+"/openai/v1/chat/completions",
+		strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"a long answer"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := stalledClient().Do(req) // headers only, then nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	up.Set(llmtest.WithContent("short"))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		status, body, _ := chat(t, srv, key, userMessage("m", "next"))
+		if status == http.StatusOK {
+			return
+		}
+		if status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("the next call: HTTP %d %s, want 200 once the unread answer gave up its slot", status, body)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -2,10 +2,14 @@ package llm
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -140,4 +144,61 @@ func FuzzOpenAIStream(f *testing.F) {
 			t.Fatalf("the folded answer does not encode: %v", err)
 		}
 	})
+}
+
+// TestMayHaveRun: which failures may have been run (and billed) by the
+// provider, for budgets.
+func TestMayHaveRun(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"time-out", &ProviderError{Err: fmt.Errorf("x: %w", ErrTimeout)}, true},
+		{"connection broke", &ProviderError{Err: fmt.Errorf("x: %w", ErrBroken)}, true},
+		{"caller gone", &ProviderError{Err: fmt.Errorf("x: %w", context.Canceled)}, true},
+		{"invalid answer", &ProviderError{Err: fmt.Errorf("x: %w", ErrInvalidAnswer)}, true},
+		{"HTTP 503", &ProviderError{Status: 503}, false},
+		{"HTTP 400", &ProviderError{Status: 400}, false},
+		{"no connection", &ProviderError{Err: fmt.Errorf("x: %w", ErrConnection)}, false},
+		{"bad request", &ProviderError{Err: fmt.Errorf("x: %w", ErrBadRequest)}, false},
+		{"credentials", &ProviderError{Err: fmt.Errorf("x: %w", ErrCredentials)}, false},
+		{"nil", nil, false},
+	}
+	for _, tt := range tests {
+		if got := MayHaveRun(tt.err); got != tt.want {
+			t.Errorf("MayHaveRun(%s) = %t, want %t", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestDialFailureIsNotSent: a refused connection is ErrConnection (nothing
+// left); a connection that breaks after the request was written is
+// ErrBroken (the provider may run it).
+func TestDialFailureIsNotSent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	p := NewOpenAI(Endpoint{BaseURL: "http://" + addr + "/v1"})
+	_, err = p.Chat(t.Context(), &ChatRequest{Model: "m", Messages: []Message{{Role: "user", Content: TextContent("hi")}}})
+	if !errors.Is(err, ErrConnection) || MayHaveRun(err) {
+		t.Errorf("Chat to a closed port = %v, want ErrConnection, not run", err)
+	}
+
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close() // the request arrived; the answer never does
+		}
+	}))
+	defer srv.Close()
+	p = NewOpenAI(Endpoint{BaseURL: srv.URL + "/v1"})
+	_, err = p.Chat(t.Context(), &ChatRequest{Model: "m", Messages: []Message{{Role: "user", Content: TextContent("hi")}}})
+	if !errors.Is(err, ErrBroken) || !MayHaveRun(err) {
+		t.Errorf("Chat cut after the request = %v, want ErrBroken, may have run", err)
+	}
 }

@@ -241,10 +241,52 @@ func (e *Edge) chat(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set(TargetHeader, out.Target)
 	if out.Stream == nil {
 		w.Header().Set(AuditHeader, out.AuditID)
-		return problem.WriteCompactJSON(w, http.StatusOK, out.Response)
+		return e.answer(w, r, out.Response)
 	}
 	defer out.Stream.Close()
 	return e.stream(w, r, out.Stream)
+}
+
+// answer writes a whole answer within Limits.WriteTimeout: an agent that
+// does not read it cannot hold its concurrency slot.
+func (e *Edge) answer(w http.ResponseWriter, r *http.Request, v any) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("openai: encode answer: %w", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	if err := e.deliver(w).send(buf.Bytes()); err != nil {
+		// The call is done and audited; only its delivery failed.
+		e.logger.DebugContext(r.Context(), "the agent did not take its answer", "err", err)
+	}
+	return nil
+}
+
+// delivery writes to an agent, each write and flush within a deadline set
+// once the bytes are ready (encoding a large answer is not the agent's
+// delay). Done clears the deadline: the connection may serve further
+// requests.
+type delivery struct {
+	w       io.Writer
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (e *Edge) deliver(w http.ResponseWriter) *delivery {
+	return &delivery{w: w, rc: http.NewResponseController(w), timeout: e.limits.WriteTimeout}
+}
+
+// send writes b and flushes it to the agent.
+func (d *delivery) send(b []byte) error {
+	_ = d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+	defer func() { _ = d.rc.SetWriteDeadline(time.Time{}) }()
+	if _, err := d.w.Write(b); err != nil {
+		return err
+	}
+	return d.rc.Flush()
 }
 
 // stream writes a streamed answer as server-sent events, the way OpenAI
@@ -258,12 +300,8 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, s *pipeline.ChatSt
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
-	rc := http.NewResponseController(w)
-	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(e.limits.WriteTimeout)) }
-	deadline()
-	// The connection may serve further requests: they get no deadline.
-	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
 	w.WriteHeader(http.StatusOK)
+	d := e.deliver(w)
 	for {
 		c, err := s.Recv()
 		if errors.Is(err, io.EOF) {
@@ -271,41 +309,26 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, s *pipeline.ChatSt
 		}
 		if err != nil {
 			e.logger.DebugContext(r.Context(), "stream ended with an error", "err", err)
-			deadline()
-			_ = writeEvent(w, streamError(r, err))
+			_ = d.send(event(streamError(r, err)))
 			break
 		}
-		deadline()
-		if err := writeFlush(w, rc, c); err != nil {
+		if err := d.send(event(c)); err != nil {
 			s.Abandon(fmt.Sprintf("the agent stopped reading the stream (a write did not finish within %s)", e.limits.WriteTimeout))
 			return nil
 		}
 	}
-	deadline()
-	_, _ = io.WriteString(w, "data: [DONE]\n\n")
-	_ = rc.Flush()
+	_ = d.send([]byte("data: [DONE]\n\n"))
 	return nil
 }
 
-// writeFlush writes an event and flushes it to the agent.
-func writeFlush(w io.Writer, rc *http.ResponseController, v any) error {
-	if err := writeEvent(w, v); err != nil {
-		return err
-	}
-	return rc.Flush()
-}
-
-func writeEvent(w io.Writer, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
+// event is v as a server-sent event. v is a chunk or an error object, which
+// always encode.
+func event(v any) []byte {
+	b, _ := json.Marshal(v)
 	buf := make([]byte, 0, len(b)+8)
 	buf = append(buf, "data: "...)
 	buf = append(buf, b...)
-	buf = append(buf, "\n\n"...)
-	_, err = w.Write(buf)
-	return err
+	return append(buf, "\n\n"...)
 }
 
 // streamError is the error event that ends a broken stream.
@@ -334,7 +357,7 @@ func (e *Edge) embeddings(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set(TargetHeader, out.Target)
 	w.Header().Set(AuditHeader, out.AuditID)
-	return problem.WriteCompactJSON(w, http.StatusOK, out.Response)
+	return e.answer(w, r, out.Response)
 }
 
 // modelObject is one entry of GET /openai/v1/models.
