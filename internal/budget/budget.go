@@ -29,6 +29,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/tools"
 )
@@ -424,6 +425,33 @@ func nonNegative(f float64) float64 {
 	return 0
 }
 
+// A counter read is a direct get that any replica of the bucket may answer;
+// one that has just died leaves the request unanswered until the client's
+// default timeout (5 s), while another replica could answer at once. So a
+// read gets readTimeout per attempt and is tried readAttempts times when the
+// substrate did not answer. Writes are not retried: a write that timed out
+// may have been stored, and writing again would count the call twice.
+const (
+	readTimeout  = 750 * time.Millisecond
+	readAttempts = 4
+)
+
+// get returns a counter's entry, retrying reads the substrate did not
+// answer within readTimeout.
+func (b *Budgets) get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	var err error
+	for range readAttempts {
+		actx, cancel := context.WithTimeout(ctx, readTimeout)
+		var e jetstream.KeyValueEntry
+		e, err = b.kv.Get(actx, key)
+		cancel()
+		if err == nil || !bus.Unavailable(err) || ctx.Err() != nil {
+			return e, err
+		}
+	}
+	return nil, err
+}
+
 // maxAttempts bounds the compare-and-swap loop on one counter. Each round
 // one contender wins, and refused calls stop at their first read, so even
 // dozens of concurrent calls on one budget settle well within it.
@@ -437,7 +465,7 @@ func (b *Budgets) update(ctx context.Context, key string, next func(cur Usage, e
 	for attempt := range maxAttempts {
 		var cur Usage
 		var rev uint64
-		e, err := b.kv.Get(ctx, key)
+		e, err := b.get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 		case err != nil:

@@ -1,0 +1,61 @@
+package budget
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/corral-dev/corral/internal/bus/bustest"
+)
+
+// unansweredKV fails its first `fails` Gets the way a read sent to a
+// replica that died does (the request times out), and counts the Gets that
+// had no deadline of their own.
+type unansweredKV struct {
+	jetstream.KeyValue
+	fails      int
+	gets       int
+	noDeadline int
+}
+
+func (k *unansweredKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	k.gets++
+	if _, ok := ctx.Deadline(); !ok {
+		k.noDeadline++
+	}
+	if k.gets <= k.fails {
+		return nil, nats.ErrTimeout
+	}
+	return k.KeyValue.Get(ctx, key)
+}
+
+// TestCounterReadRetries: a counter read that the substrate does not answer
+// is bounded by its own short timeout and tried again, rather than holding
+// the call for the client's 5 s default and failing it (issue 20.5).
+func TestCounterReadRetries(t *testing.T) {
+	ctx := t.Context()
+	b, err := Open(ctx, slog.New(slog.DiscardHandler), bustest.Open(t), newFakeResources(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.kv.Put(ctx, "b.total", []byte(`{"calls": 3}`)); err != nil {
+		t.Fatal(err)
+	}
+	fake := &unansweredKV{KeyValue: b.kv, fails: readAttempts - 1}
+	b.kv = fake
+	e, err := b.get(ctx, "b.total")
+	if err != nil || string(e.Value()) != `{"calls": 3}` {
+		t.Fatalf("get after %d unanswered reads = %v, %v; want the counter", fake.fails, e, err)
+	}
+	if fake.noDeadline > 0 {
+		t.Errorf("%d of %d reads had no deadline of their own", fake.noDeadline, fake.gets)
+	}
+
+	fake.gets, fake.fails = 0, readAttempts
+	if _, err := b.get(ctx, "b.total"); err == nil || fake.gets != readAttempts {
+		t.Errorf("get with the substrate never answering = %v after %d reads, want an error after %d", err, fake.gets, readAttempts)
+	}
+}
