@@ -63,7 +63,7 @@ func (b *Bus) leaderGet(ctx context.Context, kv jetstream.KeyValue, key string, 
 	if m == nil || m.Subject != kvSubject(kv, key) {
 		return nil, fmt.Errorf("bus: read %s from the leader: %w", key, jetstream.ErrMsgNotFound)
 	}
-	op, err := operation(m.Header)
+	op, err := Operation(m.Header)
 	if err != nil {
 		return nil, fmt.Errorf("bus: read %s from the leader: headers: %w", key, err)
 	}
@@ -87,9 +87,9 @@ func (b *Bus) GetRevision(ctx context.Context, kv jetstream.KeyValue, key string
 	return e, nil
 }
 
-// operation reads the KV-Operation header of a stored message: a put when
-// there is none.
-func operation(hdrs []byte) (jetstream.KeyValueOp, error) {
+// Operation reads the KV-Operation header of a stored message's headers (as
+// STREAM.MSG.GET returns them): a put when there is none.
+func Operation(hdrs []byte) (jetstream.KeyValueOp, error) {
 	if len(hdrs) == 0 {
 		return jetstream.KeyValuePut, nil
 	}
