@@ -59,3 +59,57 @@ func TestCounterReadRetries(t *testing.T) {
 		t.Errorf("get with the substrate never answering = %v after %d reads, want an error after %d", err, fake.gets, readAttempts)
 	}
 }
+
+// unackedKV stores writes but answers the first `drop` of them as timed out,
+// the way a write does when the leader stores it and dies before the
+// acknowledgement reaches corral.
+type unackedKV struct {
+	jetstream.KeyValue
+	drop int
+}
+
+func (k *unackedKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	rev, err := k.KeyValue.Create(ctx, key, value, opts...)
+	return k.ack(rev, err)
+}
+
+func (k *unackedKV) Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error) {
+	rev, err := k.KeyValue.Update(ctx, key, value, last)
+	return k.ack(rev, err)
+}
+
+func (k *unackedKV) ack(rev uint64, err error) (uint64, error) {
+	if err == nil && k.drop > 0 {
+		k.drop--
+		return 0, nats.ErrTimeout
+	}
+	return rev, err
+}
+
+// TestUnacknowledgedWriteCountsOnce: a counter write that was stored but
+// not acknowledged is found by a read from the leader and counts as done:
+// the call is neither refused after being counted nor counted twice. At
+// d7dc022 the update failed (the call was refused) with the call counted.
+func TestUnacknowledgedWriteCountsOnce(t *testing.T) {
+	ctx := t.Context()
+	b, err := Open(ctx, slog.New(slog.DiscardHandler), bustest.Open(t), newFakeResources(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := b.kv
+	b.kv = &unackedKV{KeyValue: kv, drop: 2}
+	for range 2 { // a Create, then an Update
+		if err := b.update(ctx, "b.total", func(cur Usage, _ bool) (Usage, bool, error) {
+			return add(cur, Usage{Calls: 1}), true, nil
+		}); err != nil {
+			t.Fatalf("update with an unacknowledged write: %v", err)
+		}
+	}
+	e, err := kv.Get(ctx, "b.total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(e.Value()) != `{"tokens":0,"cost":0,"calls":2}` {
+		t.Errorf("counter after two calls whose writes were not acknowledged = %s, want calls 2", e.Value())
+	}
+}

@@ -20,6 +20,10 @@ import (
 // and a revision guard read that way is stale. STREAM.MSG.GET, unlike
 // DIRECT.GET, is answered by the leader alone.
 
+// leaderTimeout bounds a leader read whose context has no deadline, as the
+// jetstream client bounds its own requests.
+const leaderTimeout = 5 * time.Second
+
 // msgGetRequest and msgGetResponse are the JetStream API's STREAM.MSG.GET.
 type msgGetRequest struct {
 	Seq     uint64 `json:"seq,omitempty"`
@@ -44,6 +48,12 @@ func (b *Bus) leaderGet(ctx context.Context, kv jetstream.KeyValue, key string, 
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		// As jetstream's own requests: a leader that died does not answer.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, leaderTimeout)
+		defer cancel()
 	}
 	reply, err := b.conn.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+kv.Bucket(), body)
 	if err != nil {
