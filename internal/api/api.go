@@ -13,7 +13,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"time"
 
+	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/identity"
 	"github.com/corral-dev/corral/internal/problem"
@@ -357,6 +359,9 @@ func storeError(err error) error {
 		return problem.Wrap(http.StatusNotFound, problem.ResourceNotFound, err.Error(), err)
 	case errors.Is(err, registry.ErrConflict):
 		return problem.Wrap(http.StatusConflict, problem.Conflict, err.Error()+"; read it again and retry", err)
+	case bus.Unavailable(err):
+		return &problem.Error{Status: http.StatusServiceUnavailable, Code: problem.SubstrateUnavailable, RetryAfter: time.Second,
+			Detail: "the substrate (NATS JetStream) did not answer in time, as during a leader election; retry", Err: err}
 	}
 	return err
 }

@@ -287,8 +287,8 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 // user: the scope of a delegated token.
 type delegations struct{ gateway *pipeline.Pipeline }
 
-func (d delegations) Scopes(ctx context.Context, agent string, u *identity.External) ([]string, error) {
-	return d.gateway.Scopes(ctx, agent, &pipeline.Principal{Subject: u.Subject, Issuer: u.Issuer, Groups: u.Groups, Roles: u.Roles})
+func (d delegations) Scopes(ctx context.Context, agent, agentUID string, u *identity.External) ([]string, error) {
+	return d.gateway.Scopes(ctx, agent, agentUID, &pipeline.Principal{Subject: u.Subject, Issuer: u.Issuer, Groups: u.Groups, Roles: u.Roles})
 }
 
 // defaultPolicy reads --policy-default: nil is the built-in bundle.

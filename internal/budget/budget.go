@@ -13,6 +13,7 @@
 package budget
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/tools"
 )
@@ -116,10 +118,13 @@ type Resources interface {
 // substrate is what the budgets need from the bus.
 type substrate interface {
 	KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error)
+	// Last reads a key's last entry from the stream's leader.
+	Last(ctx context.Context, kv jetstream.KeyValue, key string) (uint64, jetstream.KeyValueEntry, error)
 }
 
 // Budgets are the Budget resources, decoded, and their counters.
 type Budgets struct {
+	sub       substrate
 	kv        jetstream.KeyValue
 	resources Resources
 	logger    *slog.Logger
@@ -161,7 +166,7 @@ func Open(ctx context.Context, logger *slog.Logger, s substrate, resources Resou
 	if now == nil {
 		now = time.Now
 	}
-	b := &Budgets{kv: kv, resources: resources, logger: logger, now: now, exceeded: map[limitOf]uint64{}, loaded: make(chan struct{})}
+	b := &Budgets{sub: s, kv: kv, resources: resources, logger: logger, now: now, exceeded: map[limitOf]uint64{}, loaded: make(chan struct{})}
 	b.set.Store(&[]*budget{})
 	b.reconcile(ctx)
 	return b, nil
@@ -438,6 +443,44 @@ func nonNegative(f float64) float64 {
 	return 0
 }
 
+// A counter read is a direct get that any replica of the bucket may answer;
+// one that has just died leaves the request unanswered until the client's
+// default timeout (5 s), while another replica could answer at once. So a
+// read gets readTimeout per attempt and is tried readAttempts times when the
+// substrate did not answer. Writes are not retried: a write that timed out
+// may have been stored, and writing again would count the call twice.
+const (
+	readTimeout  = 750 * time.Millisecond
+	readAttempts = 4
+)
+
+// get returns a counter's entry, retrying reads the substrate did not
+// answer within readTimeout.
+func (b *Budgets) get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	var err error
+	for range readAttempts {
+		actx, cancel := context.WithTimeout(ctx, readTimeout)
+		var e jetstream.KeyValueEntry
+		e, err = b.kv.Get(actx, key)
+		cancel()
+		if err == nil || !bus.Unavailable(err) || ctx.Err() != nil {
+			return e, err
+		}
+	}
+	return nil, err
+}
+
+// landed reports whether a write the substrate did not acknowledge (it timed
+// out, or the leader changed under it) was stored all the same: the key's
+// last entry, read from the leader, is newer than the revision the write was
+// guarded by and holds what was written. Without this a call whose counter
+// write was stored would be refused and stay counted. If someone wrote the
+// counter since, it cannot tell, and the write counts as failed.
+func (b *Budgets) landed(ctx context.Context, key string, rev uint64, data []byte) bool {
+	last, e, err := b.sub.Last(ctx, b.kv, key)
+	return err == nil && e != nil && last > rev && bytes.Equal(e.Value(), data)
+}
+
 // maxAttempts bounds the compare-and-swap loop on one counter. Each round
 // one contender wins, and refused calls stop at their first read, so even
 // dozens of concurrent calls on one budget settle well within it.
@@ -451,7 +494,7 @@ func (b *Budgets) update(ctx context.Context, key string, next func(cur Usage, e
 	for attempt := range maxAttempts {
 		var cur Usage
 		var rev uint64
-		e, err := b.kv.Get(ctx, key)
+		e, err := b.get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 		case err != nil:
@@ -477,7 +520,7 @@ func (b *Budgets) update(ctx context.Context, key string, next func(cur Usage, e
 		} else {
 			_, err = b.kv.Update(ctx, key, data, rev)
 		}
-		if err == nil {
+		if err == nil || bus.Unavailable(err) && b.landed(ctx, key, rev, data) {
 			return nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {

@@ -96,7 +96,7 @@ func (b *Budgets) status(ctx context.Context, bg *budget, now time.Time, withTas
 // read returns a counter; zero if it does not exist.
 func (b *Budgets) read(ctx context.Context, key string) (Usage, error) {
 	var u Usage
-	e, err := b.kv.Get(ctx, key)
+	e, err := b.get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return u, nil
 	}

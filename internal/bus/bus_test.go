@@ -1,6 +1,7 @@
 package bus_test
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	neturl "net/url"
@@ -278,4 +279,38 @@ func TestGetRevision(t *testing.T) {
 	if _, err := b.GetRevision(ctx, kv, "b", last); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("GetRevision(b's delete marker) err = %v, want ErrKeyNotFound", err)
 	}
+}
+
+// operationCases are stored messages' headers and the KV operation each says.
+var operationCases = []struct {
+	hdrs string
+	want jetstream.KeyValueOp
+}{
+	{"", jetstream.KeyValuePut},
+	{"NATS/1.0\r\n\r\n", jetstream.KeyValuePut},
+	{"NATS/1.0\r\nKV-Operation: DEL\r\n\r\n", jetstream.KeyValueDelete},
+	{"NATS/1.0\r\nKV-Operation: PURGE\r\nNats-Rollup: sub\r\n\r\n", jetstream.KeyValuePurge},
+	{"NATS/1.0\r\nNats-Batch-Id: x\r\n\r\n", jetstream.KeyValuePut},
+}
+
+func TestOperation(t *testing.T) {
+	for _, c := range operationCases {
+		if got, err := bus.Operation([]byte(c.hdrs)); err != nil || got != c.want {
+			t.Errorf("Operation(%q) = %v, %v; want %v", c.hdrs, got, err, c.want)
+		}
+	}
+}
+
+// FuzzOperation: headers read back from the substrate never panic the
+// reader, and only a KV-Operation header makes a message other than a put.
+func FuzzOperation(f *testing.F) {
+	for _, c := range operationCases {
+		f.Add([]byte(c.hdrs))
+	}
+	f.Fuzz(func(t *testing.T, hdrs []byte) {
+		op, err := bus.Operation(hdrs)
+		if err == nil && op != jetstream.KeyValuePut && !bytes.Contains(bytes.ToLower(hdrs), []byte("kv-operation")) {
+			t.Errorf("Operation(%q) = %v without a KV-Operation header", hdrs, op)
+		}
+	})
 }

@@ -20,6 +20,10 @@ import (
 // and a revision guard read that way is stale. STREAM.MSG.GET, unlike
 // DIRECT.GET, is answered by the leader alone.
 
+// leaderTimeout bounds a leader read whose context has no deadline, as the
+// jetstream client bounds its own requests.
+const leaderTimeout = 5 * time.Second
+
 // msgGetRequest and msgGetResponse are the JetStream API's STREAM.MSG.GET.
 type msgGetRequest struct {
 	Seq     uint64 `json:"seq,omitempty"`
@@ -45,6 +49,12 @@ func (b *Bus) leaderGet(ctx context.Context, kv jetstream.KeyValue, key string, 
 	if err != nil {
 		return nil, err
 	}
+	if _, ok := ctx.Deadline(); !ok {
+		// As jetstream's own requests: a leader that died does not answer.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, leaderTimeout)
+		defer cancel()
+	}
 	reply, err := b.conn.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+kv.Bucket(), body)
 	if err != nil {
 		return nil, fmt.Errorf("bus: read %s from the leader: %w", key, err)
@@ -63,7 +73,7 @@ func (b *Bus) leaderGet(ctx context.Context, kv jetstream.KeyValue, key string, 
 	if m == nil || m.Subject != kvSubject(kv, key) {
 		return nil, fmt.Errorf("bus: read %s from the leader: %w", key, jetstream.ErrMsgNotFound)
 	}
-	op, err := operation(m.Header)
+	op, err := Operation(m.Header)
 	if err != nil {
 		return nil, fmt.Errorf("bus: read %s from the leader: headers: %w", key, err)
 	}
@@ -87,9 +97,9 @@ func (b *Bus) GetRevision(ctx context.Context, kv jetstream.KeyValue, key string
 	return e, nil
 }
 
-// operation reads the KV-Operation header of a stored message: a put when
-// there is none.
-func operation(hdrs []byte) (jetstream.KeyValueOp, error) {
+// Operation reads the KV-Operation header of a stored message's headers (as
+// STREAM.MSG.GET returns them): a put when there is none.
+func Operation(hdrs []byte) (jetstream.KeyValueOp, error) {
 	if len(hdrs) == 0 {
 		return jetstream.KeyValuePut, nil
 	}

@@ -218,11 +218,11 @@ func (p *Pipeline) Tools(ctx context.Context, c Caller) ([]*tools.Entry, error) 
 	return out, nil
 }
 
-// Scopes lists what policy could let agent do for principal, as scope
-// items: the scope of a token delegated by that user. Models are listed as
-// the agent's spec names them.
-func (p *Pipeline) Scopes(ctx context.Context, agent string, principal *Principal) ([]string, error) {
-	c := Caller{Agent: agent, Principal: principal}
+// Scopes lists what policy could let agent (the incarnation agentUID names)
+// do for principal, as scope items: the scope of a token delegated by that
+// user. Models are listed as the agent's spec names them.
+func (p *Pipeline) Scopes(ctx context.Context, agent, agentUID string, principal *Principal) ([]string, error) {
+	c := Caller{Agent: agent, AgentUID: agentUID, Principal: principal}
 	entries, err := p.Tools(ctx, c)
 	if err != nil {
 		return nil, err

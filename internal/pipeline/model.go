@@ -12,6 +12,7 @@ import (
 
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/budget"
+	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/llm"
 	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/problem"
@@ -622,6 +623,9 @@ func modelProblem(model string, err error) error {
 func budgetProblem(err error) error {
 	var ex *budget.Exceeded
 	if !errors.As(err, &ex) {
+		if bus.Unavailable(err) {
+			return substrateProblem("budgets cannot be read now, so the call is refused; nothing was charged", err)
+		}
 		return problem.Wrap(http.StatusServiceUnavailable, problem.Internal, "budgets are unavailable, so the call is refused", err)
 	}
 	e := problem.Wrap(http.StatusTooManyRequests, problem.BudgetExceeded, ex.Error(), err)

@@ -64,7 +64,7 @@ func (h *Handler) exchange(ctx context.Context, f form, key identity.Key, rec *a
 	}
 	rec.Principal = user.Subject
 
-	allowed, err := h.deps.Delegations.Scopes(ctx, agent, user)
+	allowed, err := h.deps.Delegations.Scopes(ctx, agent, key.AgentUID, user)
 	if err != nil {
 		return nil, internal("policy could not say what the agent may do for the user", fmt.Errorf("oauth: delegation scopes of %s: %w", agent, err))
 	}

@@ -207,7 +207,7 @@ type fakeDelegations struct {
 	users []*identity.External
 }
 
-func (d *fakeDelegations) Scopes(ctx context.Context, agent string, user *identity.External) ([]string, error) {
+func (d *fakeDelegations) Scopes(ctx context.Context, agent, _ string, user *identity.External) ([]string, error) {
 	d.mu.Lock()
 	d.users = append(d.users, user)
 	d.mu.Unlock()

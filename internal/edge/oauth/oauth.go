@@ -58,7 +58,7 @@ type Issuers interface {
 type Delegations interface {
 	// Scopes returns what policy lets agent do for the user: scope items
 	// "tool:<name>" / "model:<name>".
-	Scopes(ctx context.Context, agent string, user *identity.External) ([]string, error)
+	Scopes(ctx context.Context, agent, agentUID string, user *identity.External) ([]string, error)
 }
 
 // Auditor appends audit records.
