@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
@@ -120,6 +121,8 @@ type substrate interface {
 	KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error)
 	// Last reads a key's last entry from the stream's leader.
 	Last(ctx context.Context, kv jetstream.KeyValue, key string) (uint64, jetstream.KeyValueEntry, error)
+	// Next reads from the leader the first entry of a key after a revision.
+	Next(ctx context.Context, kv jetstream.KeyValue, key string, rev uint64) (jetstream.KeyValueEntry, error)
 }
 
 // Budgets are the Budget resources, decoded, and their counters.
@@ -456,6 +459,19 @@ const (
 
 // get returns a counter's entry, retrying reads the substrate did not
 // answer within readTimeout.
+// readCounter reads a counter, from the stream's leader when fromLeader is set:
+// jetstream.ErrKeyNotFound when it does not exist or was deleted.
+func (b *Budgets) readCounter(ctx context.Context, key string, fromLeader bool) (jetstream.KeyValueEntry, error) {
+	if !fromLeader {
+		return b.get(ctx, key)
+	}
+	_, e, err := b.sub.Last(ctx, b.kv, key)
+	if err == nil && e == nil {
+		return nil, jetstream.ErrKeyNotFound
+	}
+	return e, err
+}
+
 func (b *Budgets) get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
 	var err error
 	for range readAttempts {
@@ -471,14 +487,22 @@ func (b *Budgets) get(ctx context.Context, key string) (jetstream.KeyValueEntry,
 }
 
 // landed reports whether a write the substrate did not acknowledge (it timed
-// out, or the leader changed under it) was stored all the same: the key's
-// last entry, read from the leader, is newer than the revision the write was
-// guarded by and holds what was written. Without this a call whose counter
-// write was stored would be refused and stay counted. If someone wrote the
-// counter since, it cannot tell, and the write counts as failed.
+// out, or the leader changed under it) was stored all the same. The write
+// was guarded by revision rev, so if it was stored it is the key's first
+// entry after rev, read from the leader; data carries an id of its own, so
+// no other writer's entry can look like it. Without this a call whose
+// counter write was stored would be refused and stay counted, and one whose
+// write was lost would be admitted uncounted.
 func (b *Budgets) landed(ctx context.Context, key string, rev uint64, data []byte) bool {
-	last, e, err := b.sub.Last(ctx, b.kv, key)
-	return err == nil && e != nil && last > rev && bytes.Equal(e.Value(), data)
+	e, err := b.sub.Next(ctx, b.kv, key, rev)
+	return err == nil && bytes.Equal(e.Value(), data)
+}
+
+// stored is a counter as written: the usage, and an id unique to the
+// write, which readers of Usage ignore.
+type stored struct {
+	Usage
+	Write string `json:"w"`
 }
 
 // maxAttempts bounds the compare-and-swap loop on one counter. Each round
@@ -491,10 +515,14 @@ const maxAttempts = 64
 // the key does not exist) and returns the new one and whether to write it,
 // or an error that ends the update unwritten.
 func (b *Budgets) update(ctx context.Context, key string, next func(cur Usage, exists bool) (Usage, bool, error)) error {
+	// After a lost race the counter is read from the stream's leader: a
+	// follower may still hold the revision that lost, and every guarded
+	// write against it would lose again.
+	fromLeader := false
 	for attempt := range maxAttempts {
 		var cur Usage
 		var rev uint64
-		e, err := b.get(ctx, key)
+		e, err := b.readCounter(ctx, key, fromLeader)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 		case err != nil:
@@ -511,7 +539,7 @@ func (b *Budgets) update(ctx context.Context, key string, next func(cur Usage, e
 		if err != nil || !write {
 			return err
 		}
-		data, err := json.Marshal(val)
+		data, err := json.Marshal(stored{Usage: val, Write: nuid.Next()})
 		if err != nil {
 			return fmt.Errorf("encode counter %s: %w", key, err)
 		}
@@ -528,6 +556,7 @@ func (b *Budgets) update(ctx context.Context, key string, next func(cur Usage, e
 		}
 		// Lost the race: back off a little, at random, so that contenders
 		// spread out instead of colliding again.
+		fromLeader = true
 		wait := time.Duration(rand.Int64N(int64(min(attempt+1, 20)) * int64(250*time.Microsecond)))
 		select {
 		case <-ctx.Done():

@@ -2,12 +2,14 @@ package budget
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"testing"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/bus/bustest"
 )
 
@@ -109,7 +111,69 @@ func TestUnacknowledgedWriteCountsOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(e.Value()) != `{"tokens":0,"cost":0,"calls":2}` {
+	if got := usageOf(t, e.Value()); got != (Usage{Calls: 2}) {
 		t.Errorf("counter after two calls whose writes were not acknowledged = %s, want calls 2", e.Value())
+	}
+}
+
+func usageOf(t *testing.T, data []byte) Usage {
+	t.Helper()
+	var u Usage
+	if err := json.Unmarshal(data, &u); err != nil {
+		t.Fatalf("counter %s: %v", data, err)
+	}
+	return u
+}
+
+// rivalKV loses the first Update to another replica that writes the same
+// usage (the same call count from the same start), and answers it as timed
+// out, the way a write does when the leader changes under it.
+type rivalKV struct {
+	jetstream.KeyValue
+	raced bool
+}
+
+func (k *rivalKV) Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error) {
+	if !k.raced {
+		k.raced = true
+		var u Usage
+		if err := json.Unmarshal(value, &u); err != nil {
+			return 0, err
+		}
+		rival, _ := json.Marshal(u) // the same usage, written by someone else
+		if _, err := k.KeyValue.Update(ctx, key, rival, last); err != nil {
+			return 0, err
+		}
+		return 0, nats.ErrTimeout
+	}
+	return k.KeyValue.Update(ctx, key, value, last)
+}
+
+// TestLostWriteIsNotMistakenForOurs: a write that was not stored, while
+// another writer stored the same usage, is not taken as done: the call is
+// refused as the substrate's failure, and the counter holds the rival's
+// call only. Comparing values alone (as the first fix for issue 20.5 did)
+// admitted the call uncounted.
+func TestLostWriteIsNotMistakenForOurs(t *testing.T) {
+	ctx := t.Context()
+	b, err := Open(ctx, slog.New(slog.DiscardHandler), bustest.Open(t), newFakeResources(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := b.kv
+	inc := func(cur Usage, _ bool) (Usage, bool, error) { return add(cur, Usage{Calls: 1}), true, nil }
+	if err := b.update(ctx, "b.total", inc); err != nil {
+		t.Fatal(err)
+	}
+	b.kv = &rivalKV{KeyValue: kv}
+	if err := b.update(ctx, "b.total", inc); !bus.Unavailable(err) {
+		t.Fatalf("update that lost to a rival unacknowledged: %v, want the substrate's failure", err)
+	}
+	e, err := kv.Get(ctx, "b.total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := usageOf(t, e.Value()); got != (Usage{Calls: 2}) {
+		t.Errorf("counter = %s, want calls 2 (one before and the rival's)", e.Value())
 	}
 }

@@ -28,6 +28,7 @@ const leaderTimeout = 5 * time.Second
 type msgGetRequest struct {
 	Seq     uint64 `json:"seq,omitempty"`
 	LastFor string `json:"last_by_subj,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
 }
 
 type msgGetResponse struct {
@@ -92,6 +93,22 @@ func (b *Bus) GetRevision(ctx context.Context, kv jetstream.KeyValue, key string
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil, jetstream.ErrKeyNotFound
 		}
+		return nil, err
+	}
+	return e, nil
+}
+
+// Next reads from the stream's leader the first entry of key stored after
+// revision rev (a deletion included), or jetstream.ErrKeyNotFound when there
+// is none. A write guarded by rev (an Update with last revision rev) that
+// was stored is exactly that entry, since the guard admits one write: so a
+// writer that did not hear back can tell whether its write landed.
+func (b *Bus) Next(ctx context.Context, kv jetstream.KeyValue, key string, rev uint64) (jetstream.KeyValueEntry, error) {
+	e, err := b.leaderGet(ctx, kv, key, msgGetRequest{Seq: rev + 1, NextFor: kvSubject(kv, key)})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, jetstream.ErrKeyNotFound
+	}
+	if err != nil {
 		return nil, err
 	}
 	return e, nil

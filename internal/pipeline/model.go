@@ -626,6 +626,11 @@ func budgetProblem(err error) error {
 		if bus.Unavailable(err) {
 			return substrateProblem("budgets cannot be read now, so the call is refused; nothing was charged", err)
 		}
+		if errors.Is(err, budget.ErrContended) {
+			e := problem.Wrap(http.StatusServiceUnavailable, problem.Overloaded, "too many calls at once on one budget; nothing was charged", err)
+			e.RetryAfter = time.Second
+			return e
+		}
 		return problem.Wrap(http.StatusServiceUnavailable, problem.Internal, "budgets are unavailable, so the call is refused", err)
 	}
 	e := problem.Wrap(http.StatusTooManyRequests, problem.BudgetExceeded, ex.Error(), err)

@@ -27,6 +27,7 @@ func TestBudgetProblem(t *testing.T) {
 		{"timeout", fmt.Errorf("budget: reserve on b: read counter b.total: %w", nats.ErrTimeout), http.StatusServiceUnavailable, problem.SubstrateUnavailable, true},
 		{"no leader", fmt.Errorf("budget: reserve on b: %w", &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}), http.StatusServiceUnavailable, problem.SubstrateUnavailable, true},
 		{"no responders", fmt.Errorf("budget: reserve on b: %w", nats.ErrNoResponders), http.StatusServiceUnavailable, problem.SubstrateUnavailable, true},
+		{"contended", fmt.Errorf("budget: reserve on b: counter b.total: %w (64 attempts)", budget.ErrContended), http.StatusServiceUnavailable, problem.Overloaded, true},
 		{"unreadable counter", errors.New("budget: counter b.total is unreadable"), http.StatusServiceUnavailable, problem.Internal, false},
 		{"exceeded", &budget.Exceeded{Budget: "b", Limit: budget.LimitCalls}, http.StatusTooManyRequests, problem.BudgetExceeded, false},
 	} {

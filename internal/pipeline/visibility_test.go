@@ -48,7 +48,7 @@ func TestScopesCachedPerPrincipal(t *testing.T) {
 	staff := &Principal{Subject: "alice", Issuer: "https://idp.test", Groups: []string{"staff"}}
 	contractor := &Principal{Subject: "alice", Issuer: "https://idp.test", Groups: []string{"contractors"}}
 
-	first, err := p.Scopes(t.Context(), "impact", staff)
+	first, err := p.Scopes(t.Context(), "impact", "", staff)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestScopesCachedPerPrincipal(t *testing.T) {
 	if cached != n {
 		t.Fatalf("after one exchange the cache holds %d answers, want %d", cached, n)
 	}
-	again, err := p.Scopes(t.Context(), "impact", staff)
+	again, err := p.Scopes(t.Context(), "impact", "", staff)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestScopesCachedPerPrincipal(t *testing.T) {
 	if got := len(p.visible.Load().m); got != cached || !slices.Equal(first, again) {
 		t.Errorf("a second exchange: cache %d answers (want %d, all reused), scopes equal %v", got, cached, slices.Equal(first, again))
 	}
-	other, err := p.Scopes(t.Context(), "impact", contractor)
+	other, err := p.Scopes(t.Context(), "impact", "", contractor)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func BenchmarkScopesPrincipal(b *testing.B) {
 	p := manyTools(b, 1500)
 	pr := &Principal{Subject: "alice", Issuer: "https://idp.test", Groups: []string{"staff"}}
 	for b.Loop() {
-		if _, err := p.Scopes(b.Context(), "impact", pr); err != nil {
+		if _, err := p.Scopes(b.Context(), "impact", "", pr); err != nil {
 			b.Fatal(err)
 		}
 	}
