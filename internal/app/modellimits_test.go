@@ -471,6 +471,20 @@ func TestModelCallAdmission(t *testing.T) {
 	send(small)
 	send(small)
 	refuse("a small call", small)
+	// A caller without a credential takes no slot and is not read: with
+	// every slot held and a body over the cap, it is answered 401, so idle
+	// unauthenticated sockets cannot hold the slots (found in review).
+	overCap := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("c", 3<<20) + `"}]}`
+	for _, body := range []string{small, overCap} {
+		resp, err := postChat(t.Context(), srv, "corral_ak_nope", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("an unauthenticated call of %d bytes with every slot held: HTTP %d, want 401", len(body), resp.StatusCode)
+		}
+	}
 	close(release)
 	for range 3 {
 		if s := <-done; s != http.StatusOK {

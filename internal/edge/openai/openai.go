@@ -111,8 +111,14 @@ func New(logger *slog.Logger, gw Gateway, limits Limits) *Edge {
 // Register adds the edge's routes to mux.
 func (e *Edge) Register(mux *http.ServeMux) {
 	h := func(f problem.HandlerFunc) http.Handler { return problem.HandleWith(e.logger, withOpenAIError, f) }
-	mux.Handle("POST /openai/v1/chat/completions", h(e.admit(e.chat)))
-	mux.Handle("POST /openai/v1/embeddings", h(e.admit(e.embeddings)))
+	mux.Handle("POST /openai/v1/chat/completions", h(e.admit(e.chat, func(r *http.Request) error {
+		_, err := e.gw.Chat(r.Context(), e.action(r), &llm.ChatRequest{})
+		return err
+	})))
+	mux.Handle("POST /openai/v1/embeddings", h(e.admit(e.embeddings, func(r *http.Request) error {
+		_, err := e.gw.Embed(r.Context(), e.action(r), &llm.EmbeddingRequest{})
+		return err
+	})))
 	mux.Handle("GET /openai/v1/models", h(e.models))
 	mux.Handle("GET /openai/v1/models/{model...}", h(e.model))
 	mux.Handle("/openai/v1/chat/completions", h(problem.NotAllowed("POST")))
@@ -147,8 +153,20 @@ func (e *Edge) action(r *http.Request) pipeline.Action {
 // large slot), and answers 503 overloaded otherwise, before the body is
 // read: a burst of large prompts is refused instead of exhausting memory.
 // The slots are held to the end of the answer.
-func (e *Edge) admit(next problem.HandlerFunc) problem.HandlerFunc {
+//
+// A caller that does not authenticate takes no slot and is not read: refuse
+// sends it through the pipeline without a body, which answers 401 and
+// audits it (within the per-address rate), so that idle sockets without a
+// credential cannot hold the slots, and an unauthenticated caller learns
+// nothing about the endpoint (401 before 400 or 413).
+func (e *Edge) admit(next problem.HandlerFunc, refuse func(*http.Request) error) problem.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := e.gw.Authenticate(identity.BearerToken(r)); err != nil {
+			if rerr := refuse(r); rerr != nil {
+				return rerr
+			}
+			return err
+		}
 		if !take(e.slots) {
 			return overloaded(fmt.Sprintf("this corral is running %d model calls, its most; retry shortly", e.limits.MaxConcurrent))
 		}
