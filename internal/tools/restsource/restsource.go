@@ -241,7 +241,7 @@ func (s *Source) check(ctx context.Context, data []byte, where string) {
 		s.hold(ctx, digest(data), []tools.Change{{Kind: tools.OperationRemoved, Detail: "the new document cannot be imported: " + err.Error()}})
 		return
 	}
-	if changes := breaking(cur, next); len(changes) > 0 {
+	if changes := breaking(cur, next, s.spec.Overrides); len(changes) > 0 {
 		s.hold(ctx, next.digest, changes)
 		return
 	}
@@ -261,14 +261,66 @@ func (s *Source) check(ctx context.Context, data []byte, where string) {
 
 // breaking lists what in next would break callers or move their calls:
 // a change of the base URL is one, as the credentials would follow it to a
-// host nobody reviewed.
-func breaking(cur, next *state) []tools.Change {
+// host nobody reviewed; so is a tool re-pointed at another operation, an
+// argument sent elsewhere, or a tool's annotations changed, as grants,
+// scopes and rules written for the tool would then authorise something else.
+func breaking(cur, next *state, overrides map[string]config.ToolOverride) []tools.Change {
 	changes := tools.Breaking(cur.tools, next.tools)
+	changes = append(changes, retargeted(cur, next, overrides)...)
+	for _, c := range tools.Reannotated(cur.tools, next.tools) {
+		if c.Kind == tools.AnnotationChanged {
+			changes = append(changes, c)
+		}
+	}
 	if next.baseURL != cur.baseURL {
 		changes = append([]tools.Change{{Kind: tools.ServerChanged,
 			Detail: fmt.Sprintf("calls and credentials would go to %s instead of %s", next.baseURL, cur.baseURL)}}, changes...)
 	}
 	return changes
+}
+
+// retargeted lists the tools of cur that next would point at another
+// operation, and the arguments it would send to another place. An override
+// of the tool's annotations was written for the operation in force: the
+// change says so, as accepting it would carry the override over.
+func retargeted(cur, next *state, overrides map[string]config.ToolOverride) []tools.Change {
+	var out []tools.Change
+	for _, t := range cur.tools {
+		o, n := cur.ops[t.Name], next.ops[t.Name]
+		if o == nil || n == nil {
+			continue // a removed tool is reported by tools.Breaking
+		}
+		if o.Method != n.Method || o.Path != n.Path {
+			detail := fmt.Sprintf("the tool would call %s %s instead of %s %s", n.Method, n.Path, o.Method, o.Path)
+			if _, ok := overrides[o.OperationID]; ok {
+				detail += fmt.Sprintf("; overrides.%s was written for %s %s and would apply to the new operation", o.OperationID, o.Method, o.Path)
+			}
+			out = append(out, tools.Change{Tool: t.Name, Kind: tools.OperationChanged, Detail: detail})
+			continue
+		}
+		moved := make(map[string]openapi.Param, len(n.Params))
+		for _, p := range n.Params {
+			moved[p.Property] = p
+		}
+		for _, p := range o.Params {
+			np, ok := moved[p.Property]
+			if ok && (np.In != p.In || np.Name != p.Name) {
+				out = append(out, tools.Change{Tool: t.Name, Kind: tools.OperationChanged, Pointer: "/" + pointerEscaper.Replace(p.Property),
+					Detail: fmt.Sprintf("the argument would go to %s instead of %s", where(np), where(p))})
+			}
+		}
+	}
+	return out
+}
+
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
+
+// where names a Param's place in the request: "query amount", "body".
+func where(p openapi.Param) string {
+	if p.Name == "" {
+		return p.In
+	}
+	return p.In + " " + p.Name
 }
 
 func (s *Source) hold(ctx context.Context, candidate string, changes []tools.Change) {
