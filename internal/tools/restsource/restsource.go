@@ -209,7 +209,7 @@ func (s *Source) adopt(ctx context.Context, data []byte, where string, pin bool)
 
 // build imports a document.
 func (s *Source) build(data []byte, where string) (*state, error) {
-	ops, err := openapi.Import(s.name, data, openapi.Options{Document: where, Overrides: overrides(s.spec.Overrides)})
+	ops, err := openapi.Import(s.name, data, openapi.Options{Document: where, Overrides: overrides(s.spec.Overrides), ReservedHeaders: s.ownHeaders()})
 	if err != nil {
 		return nil, fmt.Errorf("restsource: %w", err)
 	}
@@ -257,6 +257,20 @@ func (s *Source) check(ctx context.Context, data []byte, where string) {
 	if s.env.Changed != nil {
 		s.env.Changed()
 	}
+}
+
+// ownHeaders are the headers this source sets on every call besides
+// openapi.OwnHeaders: the identity header and an API key's header. No tool
+// argument may fill them in.
+func (s *Source) ownHeaders() []string {
+	var out []string
+	if s.spec.Identity.Enabled() {
+		out = append(out, s.spec.Identity.HeaderOr())
+	}
+	if a := s.spec.Auth; a != nil && a.APIKey != nil {
+		out = append(out, a.APIKey.Header)
+	}
+	return out
 }
 
 // breaking lists what in next would break callers or move their calls:
