@@ -223,23 +223,48 @@ func pathSafe(p Param, v any) error {
 	return nil
 }
 
-// queryNames returns the names of an operation's query parameters: an
-// exploded object's keys may not take them.
+// queryNames returns the names of an operation's query parameters, in
+// lower case: an exploded object's keys may not take them.
 func queryNames(params []Param) map[string]bool {
 	names := map[string]bool{}
 	for _, p := range params {
 		if p.In == InQuery {
-			names[p.Name] = true
+			names[strings.ToLower(p.Name)] = true
 		}
 	}
 	return names
 }
 
+// explodedKey refuses a key of an exploded form object that an upstream
+// could read as another parameter: one that names a declared query
+// parameter or one already in the query, in any case (ASP.NET and many
+// Java binders ignore case), and one with characters other than letters,
+// digits, _ . and - ("account[]" is account to PHP and Rails, "deep[x]" a
+// deepObject parameter's field, "account " account to servers that trim).
+func explodedKey(q url.Values, p Param, k string, declared map[string]bool) error {
+	if k == "" || strings.IndexFunc(k, func(r rune) bool { return !plainKeyRune(r) }) >= 0 {
+		return fmt.Errorf("the key %q of %s may hold only letters, digits, _ . and - (an upstream could read it as another parameter)", k, p.Property)
+	}
+	taken := declared[strings.ToLower(k)]
+	for name := range q {
+		taken = taken || strings.EqualFold(name, k)
+	}
+	if taken {
+		return fmt.Errorf("the key %q of %s collides with a query parameter of that name (in any case); refused rather than sent twice", k, p.Property)
+	}
+	return nil
+}
+
+func plainKeyRune(r rune) bool {
+	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '_' || r == '.' || r == '-'
+}
+
 // addQuery serializes one query parameter in its style: form (the default),
 // spaceDelimited, pipeDelimited or deepObject. An exploded form object's
-// keys become query parameters of their own, so a key that names a declared
-// query parameter, or one already in the query, is refused: it would let
-// the caller send ?account=victim beside the checked ?account=mine.
+// keys become query parameters of their own, so a key that an upstream
+// could read as a declared query parameter, or one already in the query, is
+// refused (explodedKey): it would let the caller send ?account=victim beside
+// the checked ?account=mine.
 func addQuery(q url.Values, p Param, v any, declared map[string]bool) error {
 	switch v := v.(type) {
 	case []any:
@@ -272,8 +297,8 @@ func addQuery(q url.Values, p Param, v any, declared map[string]bool) error {
 			case p.Style == "deepObject":
 				q.Add(p.Name+"["+k+"]", s)
 			case p.Explode:
-				if declared[k] || q.Has(k) {
-					return fmt.Errorf("the key %q of %s collides with the query parameter %s; refused rather than sent twice", k, p.Property, k)
+				if err := explodedKey(q, p, k, declared); err != nil {
+					return err
 				}
 				q.Add(k, s)
 			default:
