@@ -13,6 +13,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // Request is an HTTP request for one call of a tool: what Build makes of
@@ -186,18 +189,37 @@ func simple(v any, explode bool, escape func(string) string) (string, error) {
 // still reach upstreams that decode before routing.
 const pathReserved = "/?#;\\[]%"
 
+// lookalike reports whether r is not ASCII but could become a reserved
+// character on an upstream that applies NFKC or a "best-fit" mapping after
+// decoding (some .NET, Java and Windows stacks): fullwidth ／ and ．,
+// ∕ and ⁄ for /, ∖ and ﹨ for \, and the like.
+func lookalike(r rune) bool {
+	if r < utf8.RuneSelf {
+		return false
+	}
+	switch r {
+	case '\u2215', '\u2044', '\u29F8', '\u2216', '\u29F5', '\u29F9':
+		return true
+	}
+	return strings.ContainsAny(norm.NFKC.String(string(r)), pathReserved+".")
+}
+
 // pathSafe refuses a path parameter value (or any item or key of one) that
-// holds a reserved character or a control character, unless the parameter
-// allows reserved characters.
+// holds a reserved character, a character that normalises to one (or to a
+// dot) or a control character, or that is a dot segment or blank once
+// normalised and trimmed, unless the parameter allows reserved characters.
 func pathSafe(p Param, v any) error {
 	if p.AllowReserved {
 		return nil
 	}
 	check := func(s string) error {
 		for _, r := range s {
-			if r < 0x20 || r == 0x7f || strings.ContainsRune(pathReserved, r) {
+			if r < 0x20 || r == 0x7f || strings.ContainsRune(pathReserved, r) || lookalike(r) {
 				return fmt.Errorf("the path parameter %s may not hold %q (it does not allow reserved characters)", p.Property, r)
 			}
+		}
+		if t := strings.TrimSpace(norm.NFKC.String(s)); t == "." || t == ".." || t == "" && s != "" {
+			return fmt.Errorf("the path parameter %s may not be %q: upstreams that normalise or trim it would read a dot segment or an empty one", p.Property, s)
 		}
 		return nil
 	}

@@ -97,6 +97,16 @@ func TestBuildRefuses(t *testing.T) {
 		{"exploded key with a trailing space", `{"id": "1", "filter": {"account ": "victim"}}`, `may hold only letters`},
 		{"exploded key empty", `{"id": "1", "filter": {"": "victim"}}`, `may hold only letters`},
 		{"two objects share a key in other cases", `{"id": "1", "filter": {"x": "1"}, "extra": {"X": "2"}}`, `the key "X" of extra collides`},
+		// Finding 13: look-alikes of / and . that normalise to them.
+		{"division slash", `{"id": "a\u2215b"}`, "may not hold '∕'"},
+		{"fullwidth solidus", `{"id": "a\uff0fb"}`, "may not hold '／'"},
+		{"fraction slash", `{"id": "a\u2044b"}`, "may not hold '⁄'"},
+		{"fullwidth reverse solidus", `{"id": "a\uff3cb"}`, "may not hold '＼'"},
+		{"fullwidth dots", `{"id": "\uff0e\uff0e"}`, "may not hold '．'"},
+		{"two-dot leader", `{"id": "\u2025"}`, "may not hold '‥'"},
+		{"dot segment and a space", `{"id": ".. "}`, "may not be"},
+		{"space and a dot segment", `{"id": " .."}`, "may not be"},
+		{"blank", `{"id": "  "}`, "may not be"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
