@@ -116,7 +116,16 @@ type Options struct {
 	// header): header parameters of those names (in any case) are left
 	// out of the tools' inputs.
 	ReservedHeaders []string
+	// Targets binds overrides to operations: an override whose
+	// operationId has a target here ("GET /files/{name}", see Target)
+	// applies only while the operation keeps that method and path, so that
+	// an operationId re-pointed at another operation does not carry the
+	// override over.
+	Targets map[string]string
 }
+
+// Target names an operation by what it calls: "GET /files/{name}".
+func Target(method, path string) string { return strings.ToUpper(method) + " " + path }
 
 // OwnHeaders are the request headers corral sets and agents never do:
 // header parameters of these names (in any case) are left out of a tool's
@@ -165,6 +174,7 @@ func Import(source string, data []byte, opts Options) ([]Tool, error) {
 		return nil, docErr(err)
 	}
 	s.reserved = opts.ReservedHeaders
+	s.targets = opts.Targets
 	ops, err := s.operations()
 	if err != nil {
 		return nil, docErr(err)
@@ -402,6 +412,9 @@ func annotate(method string, o Override, hasOverride bool) (Annotations, error) 
 // tool builds the tool of one operation and reports the size of its schemas.
 func (s *spec) tool(op *operation, overrides map[string]Override) (Tool, int, error) {
 	o, has := overrides[op.id]
+	if want, bound := s.targets[op.id]; has && bound && want != Target(op.method, op.path) {
+		has = false // written for another operation
+	}
 	ann, err := annotate(op.method, o, has)
 	if err != nil {
 		return Tool{}, 0, err
