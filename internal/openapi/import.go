@@ -111,6 +111,30 @@ type Options struct {
 	// Tool.OperationID. A key that names no operation is an error, so that a
 	// typo does not silently leave a destructive operation unmarked.
 	Overrides map[string]Override
+	// ReservedHeaders are header names, besides OwnHeaders, that the
+	// caller of Import sets itself (an identity header, an API key's
+	// header): header parameters of those names (in any case) are left
+	// out of the tools' inputs.
+	ReservedHeaders []string
+	// Targets binds overrides to operations: an override whose
+	// operationId has a target here ("GET /files/{name}", see Target)
+	// applies only while the operation keeps that method and path, so that
+	// an operationId re-pointed at another operation does not carry the
+	// override over.
+	Targets map[string]string
+}
+
+// Target names an operation by what it calls: "GET /files/{name}".
+func Target(method, path string) string { return strings.ToUpper(method) + " " + path }
+
+// OwnHeaders are the request headers corral sets and agents never do:
+// header parameters of these names (in any case) are left out of a tool's
+// input. The agent sends Idempotency-Key as an HTTP header of its call (or
+// in MCP's _meta), and corral passes it on scoped to the agent and tool.
+var OwnHeaders = []string{"Accept", "Content-Type", "Authorization", "Idempotency-Key", "Traceparent", "Tracestate"}
+
+func reserved(headers []string, name string) bool {
+	return slices.ContainsFunc(headers, func(h string) bool { return strings.EqualFold(h, name) })
 }
 
 // Import turns an OpenAPI 3.0 or 3.1 document, YAML or JSON, into one tool
@@ -149,6 +173,8 @@ func Import(source string, data []byte, opts Options) ([]Tool, error) {
 	if err != nil {
 		return nil, docErr(err)
 	}
+	s.reserved = opts.ReservedHeaders
+	s.targets = opts.Targets
 	ops, err := s.operations()
 	if err != nil {
 		return nil, docErr(err)
@@ -386,6 +412,9 @@ func annotate(method string, o Override, hasOverride bool) (Annotations, error) 
 // tool builds the tool of one operation and reports the size of its schemas.
 func (s *spec) tool(op *operation, overrides map[string]Override) (Tool, int, error) {
 	o, has := overrides[op.id]
+	if want, bound := s.targets[op.id]; has && bound && want != Target(op.method, op.path) {
+		has = false // written for another operation
+	}
 	ann, err := annotate(op.method, o, has)
 	if err != nil {
 		return Tool{}, 0, err
@@ -537,10 +566,13 @@ func (s *spec) input(op *operation, c *schemas) (map[string]any, []Param, error)
 		p := d.p
 		name, in := p["name"].(string), p["in"].(string)
 		// OpenAPI: header parameters named Accept, Content-Type or
-		// Authorization are ignored; the client sets those. A parameter
-		// that carries an API key is a credential, which corral holds and
-		// an agent must never see or supply.
-		if in == InHeader && slices.ContainsFunc([]string{"Accept", "Content-Type", "Authorization"}, func(h string) bool { return strings.EqualFold(h, name) }) {
+		// Authorization are ignored; the client sets those. corral sets
+		// others itself (OwnHeaders, Options.ReservedHeaders): an agent
+		// that could fill them in would send its raw Idempotency-Key,
+		// unscoped, or speak for corral. A parameter that carries an API key
+		// is a credential, which corral holds and an agent must never see
+		// or supply.
+		if in == InHeader && (reserved(OwnHeaders, name) || reserved(s.reserved, name)) {
 			continue
 		}
 		if s.isAPIKey(in, name) {

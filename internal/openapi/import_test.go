@@ -31,6 +31,35 @@ var importTests = []struct {
 	want   []wantTool
 }{
 	{
+		// At 1b05664 Idempotency-Key became an argument: the agent's raw key
+		// reached the upstream unscoped, and corral recorded nothing.
+		name: "headers corral sets are not arguments",
+		spec: `
+openapi: 3.1.0
+info: {title: t, version: "1"}
+paths:
+  /charges:
+    post:
+      operationId: charge
+      parameters:
+        - {name: Idempotency-Key, in: header, required: true, schema: {type: string}}
+        - {name: traceparent, in: header, schema: {type: string}}
+        - {name: X-Corral-Identity, in: header, schema: {type: string}}
+        - {name: x-api-key, in: header, schema: {type: string}}
+        - {name: X-Request-Tag, in: header, schema: {type: string}}
+        - {name: idempotency-key, in: query, schema: {type: string}}
+      responses: {"201": {description: charged}}
+`,
+		opts: Options{ReservedHeaders: []string{"x-corral-identity", "X-API-Key"}},
+		want: []wantTool{{
+			name: "s.charge",
+			params: []Param{
+				{Property: "X-Request-Tag", In: InHeader, Name: "X-Request-Tag", Style: "simple"},
+				{Property: "idempotency-key", In: InQuery, Name: "idempotency-key", Style: "form", Explode: true},
+			},
+		}},
+	},
+	{
 		name:   "3.0 YAML: parameters, nullable, exclusiveMinimum, example, $ref siblings",
 		source: "t",
 		spec: `

@@ -13,6 +13,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // Request is an HTTP request for one call of a tool: what Build makes of
@@ -186,18 +189,37 @@ func simple(v any, explode bool, escape func(string) string) (string, error) {
 // still reach upstreams that decode before routing.
 const pathReserved = "/?#;\\[]%"
 
+// lookalike reports whether r is not ASCII but could become a reserved
+// character on an upstream that applies NFKC or a "best-fit" mapping after
+// decoding (some .NET, Java and Windows stacks): fullwidth ／ and ．,
+// ∕ and ⁄ for /, ∖ and ﹨ for \, and the like.
+func lookalike(r rune) bool {
+	if r < utf8.RuneSelf {
+		return false
+	}
+	switch r {
+	case '\u2215', '\u2044', '\u29F8', '\u2216', '\u29F5', '\u29F9':
+		return true
+	}
+	return strings.ContainsAny(norm.NFKC.String(string(r)), pathReserved+".")
+}
+
 // pathSafe refuses a path parameter value (or any item or key of one) that
-// holds a reserved character or a control character, unless the parameter
-// allows reserved characters.
+// holds a reserved character, a character that normalises to one (or to a
+// dot) or a control character, or that is a dot segment or blank once
+// normalised and trimmed, unless the parameter allows reserved characters.
 func pathSafe(p Param, v any) error {
 	if p.AllowReserved {
 		return nil
 	}
 	check := func(s string) error {
 		for _, r := range s {
-			if r < 0x20 || r == 0x7f || strings.ContainsRune(pathReserved, r) {
+			if r < 0x20 || r == 0x7f || strings.ContainsRune(pathReserved, r) || lookalike(r) {
 				return fmt.Errorf("the path parameter %s may not hold %q (it does not allow reserved characters)", p.Property, r)
 			}
+		}
+		if t := strings.TrimSpace(norm.NFKC.String(s)); t == "." || t == ".." || t == "" && s != "" {
+			return fmt.Errorf("the path parameter %s may not be %q: upstreams that normalise or trim it would read a dot segment or an empty one", p.Property, s)
 		}
 		return nil
 	}
@@ -223,23 +245,48 @@ func pathSafe(p Param, v any) error {
 	return nil
 }
 
-// queryNames returns the names of an operation's query parameters: an
-// exploded object's keys may not take them.
+// queryNames returns the names of an operation's query parameters, in
+// lower case: an exploded object's keys may not take them.
 func queryNames(params []Param) map[string]bool {
 	names := map[string]bool{}
 	for _, p := range params {
 		if p.In == InQuery {
-			names[p.Name] = true
+			names[strings.ToLower(p.Name)] = true
 		}
 	}
 	return names
 }
 
+// explodedKey refuses a key of an exploded form object that an upstream
+// could read as another parameter: one that names a declared query
+// parameter or one already in the query, in any case (ASP.NET and many
+// Java binders ignore case), and one with characters other than letters,
+// digits, _ . and - ("account[]" is account to PHP and Rails, "deep[x]" a
+// deepObject parameter's field, "account " account to servers that trim).
+func explodedKey(q url.Values, p Param, k string, declared map[string]bool) error {
+	if k == "" || strings.IndexFunc(k, func(r rune) bool { return !plainKeyRune(r) }) >= 0 {
+		return fmt.Errorf("the key %q of %s may hold only letters, digits, _ . and - (an upstream could read it as another parameter)", k, p.Property)
+	}
+	taken := declared[strings.ToLower(k)]
+	for name := range q {
+		taken = taken || strings.EqualFold(name, k)
+	}
+	if taken {
+		return fmt.Errorf("the key %q of %s collides with a query parameter of that name (in any case); refused rather than sent twice", k, p.Property)
+	}
+	return nil
+}
+
+func plainKeyRune(r rune) bool {
+	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '_' || r == '.' || r == '-'
+}
+
 // addQuery serializes one query parameter in its style: form (the default),
 // spaceDelimited, pipeDelimited or deepObject. An exploded form object's
-// keys become query parameters of their own, so a key that names a declared
-// query parameter, or one already in the query, is refused: it would let
-// the caller send ?account=victim beside the checked ?account=mine.
+// keys become query parameters of their own, so a key that an upstream
+// could read as a declared query parameter, or one already in the query, is
+// refused (explodedKey): it would let the caller send ?account=victim beside
+// the checked ?account=mine.
 func addQuery(q url.Values, p Param, v any, declared map[string]bool) error {
 	switch v := v.(type) {
 	case []any:
@@ -272,8 +319,8 @@ func addQuery(q url.Values, p Param, v any, declared map[string]bool) error {
 			case p.Style == "deepObject":
 				q.Add(p.Name+"["+k+"]", s)
 			case p.Explode:
-				if declared[k] || q.Has(k) {
-					return fmt.Errorf("the key %q of %s collides with the query parameter %s; refused rather than sent twice", k, p.Property, k)
+				if err := explodedKey(q, p, k, declared); err != nil {
+					return err
 				}
 				q.Add(k, s)
 			default:

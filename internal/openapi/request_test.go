@@ -89,6 +89,24 @@ func TestBuildRefuses(t *testing.T) {
 		{"exploded key takes a declared parameter", `{"id": "1", "account": "mine", "filter": {"account": "victim"}}`, `the key "account" of filter collides`},
 		{"declared parameter after the object", `{"id": "1", "filter": {"account": "victim"}}`, `the key "account" of filter collides`},
 		{"two objects share a key", `{"id": "1", "filter": {"x": "1"}, "extra": {"x": "2"}}`, `the key "x" of extra collides`},
+		// Finding 6: keys an upstream reads as another parameter.
+		{"exploded key in another case", `{"id": "1", "account": "mine", "filter": {"Account": "victim"}}`, `the key "Account" of filter collides`},
+		{"exploded key, case, object first", `{"id": "1", "filter": {"ACCOUNT": "victim"}}`, `the key "ACCOUNT" of filter collides`},
+		{"exploded key as a PHP array", `{"id": "1", "account": "mine", "filter": {"account[]": "victim"}}`, `may hold only letters`},
+		{"exploded key as a deepObject field", `{"id": "1", "filter": {"deep[account]": "victim"}}`, `may hold only letters`},
+		{"exploded key with a trailing space", `{"id": "1", "filter": {"account ": "victim"}}`, `may hold only letters`},
+		{"exploded key empty", `{"id": "1", "filter": {"": "victim"}}`, `may hold only letters`},
+		{"two objects share a key in other cases", `{"id": "1", "filter": {"x": "1"}, "extra": {"X": "2"}}`, `the key "X" of extra collides`},
+		// Finding 13: look-alikes of / and . that normalise to them.
+		{"division slash", `{"id": "a\u2215b"}`, "may not hold '∕'"},
+		{"fullwidth solidus", `{"id": "a\uff0fb"}`, "may not hold '／'"},
+		{"fraction slash", `{"id": "a\u2044b"}`, "may not hold '⁄'"},
+		{"fullwidth reverse solidus", `{"id": "a\uff3cb"}`, "may not hold '＼'"},
+		{"fullwidth dots", `{"id": "\uff0e\uff0e"}`, "may not hold '．'"},
+		{"two-dot leader", `{"id": "\u2025"}`, "may not hold '‥'"},
+		{"dot segment and a space", `{"id": ".. "}`, "may not be"},
+		{"space and a dot segment", `{"id": " .."}`, "may not be"},
+		{"blank", `{"id": "  "}`, "may not be"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -98,10 +116,16 @@ func TestBuildRefuses(t *testing.T) {
 			}
 		})
 	}
+	// What stays allowed: other non-ASCII letters, dots inside a segment,
+	// plain keys of an exploded object.
+	req, err := Build(tool, "http://x", json.RawMessage(`{"id": "résumé v1.2 ½", "account": "mine", "filter": {"status_x.y-Z": "1"}}`))
+	if err != nil || req.URL != "http://x/accounts/r%C3%A9sum%C3%A9%20v1.2%20%C2%BD/items?account=mine&status_x.y-Z=1" {
+		t.Errorf("Build with plain values = %v, %v", req, err)
+	}
 	allowed := *tool
 	allowed.Params = slices.Clone(tool.Params)
 	allowed.Params[0].AllowReserved = true
-	req, err := Build(&allowed, "http://x", json.RawMessage(`{"id": "a/b"}`))
+	req, err = Build(&allowed, "http://x", json.RawMessage(`{"id": "a/b"}`))
 	if err != nil || req.URL != "http://x/accounts/a%2Fb/items" {
 		t.Errorf("Build with allowReserved = %v, %v; want http://x/accounts/a%%2Fb/items", req, err)
 	}

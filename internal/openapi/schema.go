@@ -32,6 +32,9 @@ var errInlineTooLarge = errors.New("inlined schema too large")
 type spec struct {
 	root map[string]any
 	v30  bool // OpenAPI 3.0: translate its schema dialect
+	// reserved are Options.ReservedHeaders; targets Options.Targets.
+	reserved []string
+	targets  map[string]string
 }
 
 // resolve finds the target of a local $ref. It returns the target and its

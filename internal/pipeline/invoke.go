@@ -73,8 +73,13 @@ func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, 
 }
 
 // checkIdempotencyKey refuses an Idempotency-Key that is too long or not
-// printable ASCII, before anything is reserved or sent.
+// printable ASCII, and several of them (an edge joins repeated headers with
+// MultipleKeys: a proxy that keeps the last would see another key than
+// corral), before anything is reserved or sent.
 func checkIdempotencyKey(key string) error {
+	if strings.Contains(key, MultipleKeys) {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "send one Idempotency-Key header, not several")
+	}
 	if len(key) > idempotency.MaxKey {
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("Idempotency-Key is longer than %d characters", idempotency.MaxKey))
 	}
@@ -83,6 +88,10 @@ func checkIdempotencyKey(key string) error {
 	}
 	return nil
 }
+
+// MultipleKeys joins the values of repeated Idempotency-Key headers in
+// Action.IdempotencyKey, which the pipeline then refuses.
+const MultipleKeys = "\n"
 
 // UpstreamKey is the Idempotency-Key sent upstream for an agent's key on a
 // tool: "corral-" and the base64url SHA-256 of agent, tool and key, so that

@@ -11,8 +11,9 @@ import (
 // break its callers.
 type Change struct {
 	Tool string `json:"tool"`
-	// Kind is operation_removed, required_added, field_removed, type_changed
-	// or server_changed.
+	// Kind is operation_removed, required_added, field_removed, type_changed,
+	// server_changed, operation_changed, or (held back for review)
+	// tool_added or annotation_changed.
 	Kind string `json:"kind"`
 	// Pointer locates the field in the input ("/body/sku") or, prefixed
 	// "output:", in the output.
@@ -29,6 +30,11 @@ const (
 	// ServerChanged: calls would go elsewhere (an OpenAPI document's
 	// servers[0].url changed), and the source's credentials with them.
 	ServerChanged = "server_changed"
+	// OperationChanged: a tool of the same name would call another
+	// operation (its method or path template changed) or send an argument
+	// elsewhere (another location or name in the request), so that grants
+	// and rules written for the tool would authorise something else.
+	OperationChanged = "operation_changed"
 )
 
 // The kinds of change held back for review on an MCP source, whose

@@ -103,7 +103,7 @@ func (e *Edge) invoke(w http.ResponseWriter, r *http.Request) error {
 		Credential:     identity.BearerToken(r),
 		Kind:           "tool",
 		Target:         r.PathValue("name"),
-		IdempotencyKey: r.Header.Get("Idempotency-Key"),
+		IdempotencyKey: strings.Join(r.Header.Values("Idempotency-Key"), pipeline.MultipleKeys),
 		Edge:           "rest",
 		RequestID:      telemetry.RequestID(r.Context()),
 		RemoteAddr:     r.RemoteAddr,

@@ -277,6 +277,25 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 }
 
+// TestTwoIdempotencyKeys: two Idempotency-Key headers are refused, not
+// read as the first (a proxy keeping the last would see another key). At
+// 1b05664 the second was ignored and the first replayed.
+func TestTwoIdempotencyKeys(t *testing.T) {
+	srv, up, key := setup(t)
+	status, body := invoke(t, srv, key, "shop.createOrder", `{"sku": "ABC-1", "qty": 1}`, http.Header{"Idempotency-Key": {"order-42"}})
+	if status != 200 {
+		t.Fatalf("first call: HTTP %d %s", status, body)
+	}
+	calls := up.calls.Load()
+	status, body = invoke(t, srv, key, "shop.createOrder", `{"sku": "ABC-1", "qty": 1}`, http.Header{"Idempotency-Key": {"order-42", "other"}})
+	if got := decode[problem.Details](t, body); status != 400 || got.Code != problem.InvalidRequest {
+		t.Errorf("two Idempotency-Key headers: HTTP %d %s, want 400 invalid_request", status, body)
+	}
+	if up.calls.Load() != calls {
+		t.Error("the upstream was called for a request with two Idempotency-Key headers")
+	}
+}
+
 func TestListShowsOnlyAllowedTools(t *testing.T) {
 	srv, _, key := setup(t)
 	status, body := srv.Call(t, key, "GET", "/v1/tools", nil, nil)

@@ -3,6 +3,7 @@ package restsource
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -55,14 +56,25 @@ func (p *ObjectPins) Get(ctx context.Context, source string) (Pin, bool, error) 
 	if err != nil {
 		return Pin{}, false, fmt.Errorf("pin of %s has no revision", source)
 	}
-	return Pin{Doc: res, Revision: rev, From: info.Metadata["from"]}, true, nil
+	pin := Pin{Doc: res, Revision: rev, From: info.Metadata["from"]}
+	if t := info.Metadata["targets"]; t != "" {
+		if err := json.Unmarshal([]byte(t), &pin.Targets); err != nil {
+			return Pin{}, false, fmt.Errorf("pin of %s: targets: %w", source, err)
+		}
+	}
+	return pin, true, nil
 }
 
 // Put pins a document for source.
 func (p *ObjectPins) Put(ctx context.Context, source string, pin Pin) error {
-	_, err := p.store.Put(ctx, jetstream.ObjectMeta{
-		Name:     source,
-		Metadata: map[string]string{"revision": strconv.FormatUint(pin.Revision, 10), "from": pin.From},
-	}, bytes.NewReader(pin.Doc))
+	meta := map[string]string{"revision": strconv.FormatUint(pin.Revision, 10), "from": pin.From}
+	if len(pin.Targets) > 0 {
+		t, err := json.Marshal(pin.Targets)
+		if err != nil {
+			return fmt.Errorf("pin of %s: targets: %w", source, err)
+		}
+		meta["targets"] = string(t)
+	}
+	_, err := p.store.Put(ctx, jetstream.ObjectMeta{Name: source, Metadata: meta}, bytes.NewReader(pin.Doc))
 	return err
 }

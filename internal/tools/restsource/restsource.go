@@ -47,6 +47,10 @@ type Pin struct {
 	Revision uint64
 	// From is the URL it was read from.
 	From string
+	// Targets binds each override of the ToolSource to the operation it
+	// was first applied to (openapi.Options.Targets): a document that
+	// re-points the operationId, once accepted, does not carry it over.
+	Targets map[string]string
 }
 
 // Options tune every source the factory builds.
@@ -97,6 +101,8 @@ type state struct {
 	tools   []tools.Tool
 	ops     map[string]*openapi.Tool // by tool name
 	digest  string
+	// targets are the overrides' bindings in force (Pin.Targets).
+	targets map[string]string
 }
 
 var (
@@ -151,7 +157,7 @@ func (s *Source) load(ctx context.Context) error {
 		if readErr != nil {
 			return readErr
 		}
-		return s.adopt(ctx, data, where, false)
+		return s.adopt(ctx, data, where, false, nil)
 	}
 	pin, ok, err := s.opts.Pins.Get(ctx, s.name)
 	if err != nil {
@@ -161,17 +167,17 @@ func (s *Source) load(ctx context.Context) error {
 		if readErr != nil {
 			return readErr
 		}
-		return s.adopt(ctx, data, where, true)
+		return s.adopt(ctx, data, where, true, nil)
 	}
 	if pin.Revision != s.env.Revision && readErr == nil && s.accepted(data) {
-		return s.adopt(ctx, data, where, true)
+		return s.adopt(ctx, data, where, true, pin.Targets)
 	}
-	st, err := s.build(pin.Doc, where+" (pinned)")
+	st, err := s.build(pin.Doc, where+" (pinned)", pin.Targets)
 	if err != nil {
 		return err
 	}
 	if pin.Revision != s.env.Revision {
-		pin.Revision = s.env.Revision
+		pin.Revision, pin.Targets = s.env.Revision, st.targets
 		if err := s.opts.Pins.Put(ctx, s.name, pin); err != nil {
 			return fmt.Errorf("restsource: pin: %w", err)
 		}
@@ -192,14 +198,15 @@ func (s *Source) accepted(data []byte) bool {
 	return label != "" && strings.HasPrefix(strings.TrimPrefix(digest(data), "sha256:"), label)
 }
 
-// adopt puts a document into force, pinned if pin is set.
-func (s *Source) adopt(ctx context.Context, data []byte, where string, pin bool) error {
-	st, err := s.build(data, where)
+// adopt puts a document into force, pinned if pin is set, its overrides
+// bound as targets says.
+func (s *Source) adopt(ctx context.Context, data []byte, where string, pin bool, targets map[string]string) error {
+	st, err := s.build(data, where, targets)
 	if err != nil {
 		return err
 	}
 	if pin {
-		if err := s.opts.Pins.Put(ctx, s.name, Pin{Doc: data, Revision: s.env.Revision, From: s.spec.OpenAPI.Spec}); err != nil {
+		if err := s.opts.Pins.Put(ctx, s.name, Pin{Doc: data, Revision: s.env.Revision, From: s.spec.OpenAPI.Spec, Targets: st.targets}); err != nil {
 			return fmt.Errorf("restsource: pin: %w", err)
 		}
 	}
@@ -207,9 +214,11 @@ func (s *Source) adopt(ctx context.Context, data []byte, where string, pin bool)
 	return nil
 }
 
-// build imports a document.
-func (s *Source) build(data []byte, where string) (*state, error) {
-	ops, err := openapi.Import(s.name, data, openapi.Options{Document: where, Overrides: overrides(s.spec.Overrides)})
+// build imports a document. An override bound to another operation
+// (targets) is not applied; the others are bound to their operation.
+func (s *Source) build(data []byte, where string, targets map[string]string) (*state, error) {
+	ops, err := openapi.Import(s.name, data, openapi.Options{Document: where, Overrides: overrides(s.spec.Overrides),
+		ReservedHeaders: s.ownHeaders(), Targets: targets})
 	if err != nil {
 		return nil, fmt.Errorf("restsource: %w", err)
 	}
@@ -222,6 +231,19 @@ func (s *Source) build(data []byte, where string) (*state, error) {
 		op := &ops[i]
 		st.ops[op.Name] = op
 		st.tools = append(st.tools, Convert(s.name, op))
+		if _, ok := s.spec.Overrides[op.OperationID]; !ok {
+			continue
+		}
+		if st.targets == nil {
+			st.targets = map[string]string{}
+		}
+		at := openapi.Target(op.Method, op.Path)
+		st.targets[op.OperationID] = at
+		if t, bound := targets[op.OperationID]; bound && t != at {
+			st.targets[op.OperationID] = t
+			s.env.Logger.Warn("an override was written for another operation; not applied", "override", op.OperationID,
+				"written_for", t, "operation", at, "rebind", "remove the override, apply, and add it again")
+		}
 	}
 	return st, nil
 }
@@ -235,18 +257,18 @@ func (s *Source) check(ctx context.Context, data []byte, where string) {
 		s.drift.Store(nil)
 		return
 	}
-	next, err := s.build(data, where)
+	next, err := s.build(data, where, cur.targets)
 	if err != nil {
 		// A document that no longer imports breaks every caller.
 		s.hold(ctx, digest(data), []tools.Change{{Kind: tools.OperationRemoved, Detail: "the new document cannot be imported: " + err.Error()}})
 		return
 	}
-	if changes := breaking(cur, next); len(changes) > 0 {
+	if changes := breaking(cur, next, s.spec.Overrides); len(changes) > 0 {
 		s.hold(ctx, next.digest, changes)
 		return
 	}
 	if s.opts.Pins != nil {
-		if err := s.opts.Pins.Put(ctx, s.name, Pin{Doc: data, Revision: s.env.Revision, From: s.spec.OpenAPI.Spec}); err != nil {
+		if err := s.opts.Pins.Put(ctx, s.name, Pin{Doc: data, Revision: s.env.Revision, From: s.spec.OpenAPI.Spec, Targets: next.targets}); err != nil {
 			s.env.Logger.WarnContext(ctx, "pinning the new document", "err", err)
 			return // adopt it only once pinned, so replicas and restarts agree
 		}
@@ -259,16 +281,82 @@ func (s *Source) check(ctx context.Context, data []byte, where string) {
 	}
 }
 
+// ownHeaders are the headers this source sets on every call besides
+// openapi.OwnHeaders: the identity header and an API key's header. No tool
+// argument may fill them in.
+func (s *Source) ownHeaders() []string {
+	var out []string
+	if s.spec.Identity.Enabled() {
+		out = append(out, s.spec.Identity.HeaderOr())
+	}
+	if a := s.spec.Auth; a != nil && a.APIKey != nil {
+		out = append(out, a.APIKey.Header)
+	}
+	return out
+}
+
 // breaking lists what in next would break callers or move their calls:
 // a change of the base URL is one, as the credentials would follow it to a
-// host nobody reviewed.
-func breaking(cur, next *state) []tools.Change {
+// host nobody reviewed; so is a tool re-pointed at another operation, an
+// argument sent elsewhere, or a tool's annotations changed, as grants,
+// scopes and rules written for the tool would then authorise something else.
+func breaking(cur, next *state, overrides map[string]config.ToolOverride) []tools.Change {
 	changes := tools.Breaking(cur.tools, next.tools)
+	changes = append(changes, retargeted(cur, next, overrides)...)
+	for _, c := range tools.Reannotated(cur.tools, next.tools) {
+		if c.Kind == tools.AnnotationChanged {
+			changes = append(changes, c)
+		}
+	}
 	if next.baseURL != cur.baseURL {
 		changes = append([]tools.Change{{Kind: tools.ServerChanged,
 			Detail: fmt.Sprintf("calls and credentials would go to %s instead of %s", next.baseURL, cur.baseURL)}}, changes...)
 	}
 	return changes
+}
+
+// retargeted lists the tools of cur that next would point at another
+// operation, and the arguments it would send to another place. An override
+// of the tool's annotations was written for the operation in force: the
+// change says so, and that accepting it leaves the override behind.
+func retargeted(cur, next *state, overrides map[string]config.ToolOverride) []tools.Change {
+	var out []tools.Change
+	for _, t := range cur.tools {
+		o, n := cur.ops[t.Name], next.ops[t.Name]
+		if o == nil || n == nil {
+			continue // a removed tool is reported by tools.Breaking
+		}
+		if o.Method != n.Method || o.Path != n.Path {
+			detail := fmt.Sprintf("the tool would call %s %s instead of %s %s", n.Method, n.Path, o.Method, o.Path)
+			if _, ok := overrides[o.OperationID]; ok {
+				detail += fmt.Sprintf("; overrides.%s was written for %s %s and will not apply to the new operation (remove it and add it again to bind it there)", o.OperationID, o.Method, o.Path)
+			}
+			out = append(out, tools.Change{Tool: t.Name, Kind: tools.OperationChanged, Detail: detail})
+			continue
+		}
+		moved := make(map[string]openapi.Param, len(n.Params))
+		for _, p := range n.Params {
+			moved[p.Property] = p
+		}
+		for _, p := range o.Params {
+			np, ok := moved[p.Property]
+			if ok && (np.In != p.In || np.Name != p.Name) {
+				out = append(out, tools.Change{Tool: t.Name, Kind: tools.OperationChanged, Pointer: "/" + pointerEscaper.Replace(p.Property),
+					Detail: fmt.Sprintf("the argument would go to %s instead of %s", where(np), where(p))})
+			}
+		}
+	}
+	return out
+}
+
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
+
+// where names a Param's place in the request: "query amount", "body".
+func where(p openapi.Param) string {
+	if p.Name == "" {
+		return p.In
+	}
+	return p.In + " " + p.Name
 }
 
 func (s *Source) hold(ctx context.Context, candidate string, changes []tools.Change) {
