@@ -31,7 +31,7 @@ func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, 
 	}
 	// The lease outlasts every attempt the upstream client may make.
 	lease := 4*e.Spec.TimeoutOrDefault() + 10*time.Second
-	prev, claim, err := p.Idempotency.Begin(ctx, idempotency.Key(c.Agent, e.Tool.Name, key), digest, lease)
+	prev, claim, err := p.Idempotency.Begin(ctx, idempotency.Key(KeyOwner(c), e.Tool.Name, key), digest, lease)
 	switch {
 	case errors.Is(err, idempotency.ErrConflict):
 		return nil, problem.New(http.StatusConflict, problem.IdempotencyConflict, "this Idempotency-Key was used with other arguments")
@@ -48,7 +48,7 @@ func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, 
 		}
 		return &Outcome{Tool: &e.Tool, Result: &res, Replayed: true}, nil
 	}
-	call.IdempotencyKey = UpstreamKey(c.Agent, e.Tool.Name, key)
+	call.IdempotencyKey = UpstreamKey(KeyOwner(c), e.Tool.Name, key)
 	out, err := p.invoke(ctx, rec, e, call)
 	if err != nil {
 		if notSent(err) {
@@ -84,12 +84,30 @@ func checkIdempotencyKey(key string) error {
 	return nil
 }
 
-// UpstreamKey is the Idempotency-Key sent upstream for an agent's key on a
-// tool: "corral-" and the base64url SHA-256 of agent, tool and key, so that
-// two agents' (or one agent's two tools') "order-42" never meet at the
-// upstream, and a retry sends the same key again.
-func UpstreamKey(agent, tool, key string) string {
-	sum := sha256.Sum256([]byte("corral idempotency\x00" + agent + "\x00" + tool + "\x00" + key))
+// KeyOwner is whose an Idempotency-Key is: the agent's name, the
+// incarnation of the agent (metadata.uid) the credential was issued to, and
+// the user it acts for, if any. An agent deleted and created again under the
+// same name does not inherit the earlier one's answers, and an agent acting
+// for Bob is not handed the answer of a call it made for Alice. A caller
+// with neither uid nor user (hand-built agents) is its name, as before.
+func KeyOwner(c Caller) string {
+	if c.AgentUID == "" && c.Principal == nil {
+		return c.Agent
+	}
+	owner := c.Agent + "\x00uid=" + c.AgentUID
+	if c.Principal != nil {
+		owner += "\x00principal=" + c.Principal.Issuer + "\x00" + c.Principal.Subject
+	}
+	return owner
+}
+
+// UpstreamKey is the Idempotency-Key sent upstream for a key on a tool:
+// "corral-" and the base64url SHA-256 of its owner (KeyOwner), tool and key,
+// so that two agents' (or one agent's two tools', or two incarnations' or
+// users') "order-42" never meet at the upstream, and a retry sends the same
+// key again.
+func UpstreamKey(owner, tool, key string) string {
+	sum := sha256.Sum256([]byte("corral idempotency\x00" + owner + "\x00" + tool + "\x00" + key))
 	return "corral-" + base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
