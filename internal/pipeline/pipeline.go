@@ -358,8 +358,14 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 		}
 		rec.Decision, rec.Status, rec.Code, rec.Reason = "allowed", "error", pe.Code, pe.Detail
 	}
+	if rec.Code == problem.Unauthenticated {
+		// A credential that verified but whose agent is gone (deleted, or
+		// deleted and created again) is refused like any other: bounded
+		// per address, and not filed under the live agent of that name.
+		rec.ClaimedAgent, rec.Agent = rec.Agent, ""
+	}
 	p.Metrics.observe(rec)
-	if rec.Code == problem.Unauthenticated && rec.Agent == "" {
+	if rec.Code == problem.Unauthenticated {
 		store, n := p.Refusals.Admit(rec.Remote, p.now())
 		if !store {
 			// Counted, and stood for by the next record from this address.
