@@ -17,6 +17,7 @@ import (
 	"github.com/corral-dev/corral/internal/idempotency"
 	"github.com/corral-dev/corral/internal/openapi"
 	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/redact"
 	"github.com/corral-dev/corral/internal/telemetry"
 	"github.com/corral-dev/corral/internal/tools"
 	"github.com/corral-dev/corral/internal/upstream"
@@ -164,12 +165,22 @@ func (p *Pipeline) inspect(ctx context.Context, rec *audit.Record, e *tools.Entr
 	if v := e.Output.Validate(res.Structured); v != nil {
 		p.Metrics.outputDrift(e.Tool.Source, e.Tool.Name)
 		// Pointers only: messages may quote the upstream's data.
-		rec.Reason = "output drift: the answer breaks the declared output schema at " + pointers(v)
-		p.logger.WarnContext(ctx, "tool answer breaks its output schema", "tool", e.Tool.Name, "at", pointers(v))
+		at := p.maskedPointers(v)
+		rec.Reason = "output drift: the answer breaks the declared output schema at " + at
+		p.logger.WarnContext(ctx, "tool answer breaks its output schema", "tool", e.Tool.Name, "at", at)
 	}
 }
 
 // pointers lists the places of violations, without their messages.
+// maskedPointers is pointers with what the built-in detectors find masked
+// (e-mail addresses, cards, IBANs, phones...): the pointers are made of the
+// keys of the caller's arguments (or of the upstream's answer), and the
+// audit, which nothing can delete from, keeps no such values unless the
+// tool source asks for arguments (finding 21).
+func (p *Pipeline) maskedPointers(v []tools.Violation) string {
+	return p.masker.NewSession(redact.Mask).Redact(pointers(v))
+}
+
 func pointers(v []tools.Violation) string {
 	var b strings.Builder
 	for i, x := range v {

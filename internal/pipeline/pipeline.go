@@ -347,9 +347,10 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 	case errors.As(err, &pe) && refusal(pe.Code):
 		rec.Decision, rec.Status, rec.Code, rec.Reason = "denied", "refused", pe.Code, pe.Detail
 		if v, ok := pe.Errors.([]tools.Violation); ok {
-			// The messages may quote argument values, which the audit keeps
-			// only where the tool source asks for them.
-			rec.Reason = "the arguments break the input schema at " + pointers(v)
+			// The messages may quote argument values, and the pointers are
+			// the caller's keys: the audit keeps such values only where the
+			// tool source asks for them.
+			rec.Reason = "the arguments break the input schema at " + p.maskedPointers(v)
 		}
 	default:
 		if !errors.As(err, &pe) {
