@@ -63,6 +63,11 @@ type Record struct {
 	Kind string `json:"kind"`
 	// Agent is the acting identity; empty when authentication failed.
 	Agent string `json:"agent,omitempty"`
+	// ClaimedAgent, on an unauthenticated refusal, is the agent the refused
+	// credential names (a valid token of an agent since deleted, or of an
+	// earlier incarnation of it): not an identity that acted, so it is kept
+	// out of Agent and of that agent's audit.
+	ClaimedAgent string `json:"claimed_agent,omitempty"`
 	// Principal is the user the agent acts for (the sub of a delegated
 	// token); empty when the agent acts for itself.
 	Principal string `json:"principal,omitempty"`

@@ -64,7 +64,7 @@ func (r *Record) bound() {
 		name string
 		v    *string
 	}{
-		{"id", &r.ID}, {"kind", &r.Kind}, {"agent", &r.Agent}, {"principal", &r.Principal},
+		{"id", &r.ID}, {"kind", &r.Kind}, {"agent", &r.Agent}, {"claimed_agent", &r.ClaimedAgent}, {"principal", &r.Principal},
 		{"principal_issuer", &r.PrincipalIssuer}, {"credential", &r.Credential}, {"task", &r.Task},
 		{"target", &r.Target}, {"source", &r.Source}, {"edge", &r.Edge}, {"decision", &r.Decision},
 		{"code", &r.Code}, {"args_digest", &r.ArgsDigest}, {"status", &r.Status},

@@ -8,15 +8,25 @@ import (
 )
 
 // Unauthenticated refusals reach the audit at most this fast per source
-// address; past it they are counted (Refusals.Suppressed) and one record a
-// second stands for them, its Sampled field saying how many. A stranger
-// cannot grow the audit faster than that, whatever it sends.
+// address, and at most RefusalGlobalRate for all addresses together; past
+// either they are counted (Refusals.Suppressed) and one record a second
+// stands for them, its Sampled field saying how many of its address's. A
+// stranger cannot grow the audit faster than that, whatever it sends and
+// from however many addresses.
 const (
 	RefusalRate  = 5.0 // records per second, per address
 	RefusalBurst = 20.0
 	// RefusalSample is how often a record is stored for refusals past the
 	// rate.
 	RefusalSample = time.Second
+	// RefusalGlobalRate and RefusalGlobalBurst bound the records of
+	// unauthenticated refusals from all addresses together: an attacker
+	// holding many addresses (an IPv6 /48 is 65,536 /64s) grows the audit
+	// no faster than that, about 10 KB/s at the records' bounded size.
+	// Past it, refusals are only counted, and one record a RefusalSample
+	// (for all addresses) stands for them.
+	RefusalGlobalRate  = 10.0
+	RefusalGlobalBurst = 100.0
 	// maxRefusalAddrs bounds the addresses tracked; past it, the ones that
 	// did not refuse for a while are forgotten, and if none, every new
 	// address shares one bucket.
@@ -28,8 +38,12 @@ const (
 // so the bound holds per address whichever door is knocked on. The zero
 // value is ready to use.
 type Refusals struct {
-	mu         sync.Mutex
-	addrs      map[netip.Prefix]*refusalBucket
+	mu    sync.Mutex
+	addrs map[netip.Prefix]*refusalBucket
+	// all is the bucket every address draws from as well; its tokens are
+	// initialised on first use.
+	all        refusalBucket
+	allStarted bool
 	suppressed atomic.Uint64
 }
 
@@ -52,21 +66,44 @@ func (l *Refusals) Admit(addr string, now time.Time) (store bool, count int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.bucket(key, now)
-	b.tokens = min(RefusalBurst, b.tokens+now.Sub(b.last).Seconds()*RefusalRate)
-	b.last = now
-	if b.tokens < 1 && now.Sub(b.sampled) < RefusalSample {
+	refill(b, now, RefusalRate, RefusalBurst)
+	if !l.allStarted {
+		l.all, l.allStarted = refusalBucket{tokens: RefusalGlobalBurst, last: now}, true
+	}
+	refill(&l.all, now, RefusalGlobalRate, RefusalGlobalBurst)
+	// Both the address and all addresses together must let the record
+	// through, each by a token or by its once-a-RefusalSample sample.
+	if !b.admits(now) || !l.all.admits(now) {
 		b.suppressed++
 		l.suppressed.Add(1)
 		return false, 0
 	}
+	b.take(now)
+	l.all.take(now)
+	count = b.suppressed + 1
+	b.suppressed = 0
+	return true, count
+}
+
+// refill adds the tokens earned since the bucket's last refill.
+func refill(b *refusalBucket, now time.Time, rate, burst float64) {
+	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	b.last = now
+}
+
+// admits reports whether the bucket lets a record through at now: it holds
+// a token, or its last sample is a RefusalSample old.
+func (b *refusalBucket) admits(now time.Time) bool {
+	return b.tokens >= 1 || now.Sub(b.sampled) >= RefusalSample
+}
+
+// take spends what admits found: a token, else the sample.
+func (b *refusalBucket) take(now time.Time) {
 	if b.tokens >= 1 {
 		b.tokens--
 	} else {
 		b.sampled = now
 	}
-	count = b.suppressed + 1
-	b.suppressed = 0
-	return true, count
 }
 
 // bucket returns key's bucket, making room for it if need be.
@@ -78,11 +115,12 @@ func (l *Refusals) bucket(key netip.Prefix, now time.Time) *refusalBucket {
 		l.addrs = make(map[netip.Prefix]*refusalBucket)
 	}
 	if len(l.addrs) >= maxRefusalAddrs {
-		// A bucket that would be full again, with nothing suppressed, holds
-		// nothing worth keeping.
+		// A bucket that would be full again holds nothing worth keeping
+		// but its count of suppressed refusals, which Suppressed keeps
+		// (with the global cap, most addresses of a flood have one).
 		idle := time.Duration(RefusalBurst / RefusalRate * float64(time.Second))
 		for k, b := range l.addrs {
-			if now.Sub(b.last) > idle && b.suppressed == 0 {
+			if now.Sub(b.last) > idle {
 				delete(l.addrs, k)
 			}
 		}

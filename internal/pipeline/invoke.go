@@ -17,6 +17,7 @@ import (
 	"github.com/corral-dev/corral/internal/idempotency"
 	"github.com/corral-dev/corral/internal/openapi"
 	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/redact"
 	"github.com/corral-dev/corral/internal/telemetry"
 	"github.com/corral-dev/corral/internal/tools"
 	"github.com/corral-dev/corral/internal/upstream"
@@ -31,7 +32,7 @@ func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, 
 	}
 	// The lease outlasts every attempt the upstream client may make.
 	lease := 4*e.Spec.TimeoutOrDefault() + 10*time.Second
-	prev, claim, err := p.Idempotency.Begin(ctx, idempotency.Key(c.Agent, e.Tool.Name, key), digest, lease)
+	prev, claim, err := p.Idempotency.Begin(ctx, idempotency.Key(KeyOwner(c), e.Tool.Name, key), digest, lease)
 	switch {
 	case errors.Is(err, idempotency.ErrConflict):
 		return nil, problem.New(http.StatusConflict, problem.IdempotencyConflict, "this Idempotency-Key was used with other arguments")
@@ -48,7 +49,7 @@ func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, 
 		}
 		return &Outcome{Tool: &e.Tool, Result: &res, Replayed: true}, nil
 	}
-	call.IdempotencyKey = UpstreamKey(c.Agent, e.Tool.Name, key)
+	call.IdempotencyKey = UpstreamKey(KeyOwner(c), e.Tool.Name, key)
 	out, err := p.invoke(ctx, rec, e, call)
 	if err != nil {
 		if notSent(err) {
@@ -93,12 +94,30 @@ func checkIdempotencyKey(key string) error {
 // Action.IdempotencyKey, which the pipeline then refuses.
 const MultipleKeys = "\n"
 
-// UpstreamKey is the Idempotency-Key sent upstream for an agent's key on a
-// tool: "corral-" and the base64url SHA-256 of agent, tool and key, so that
-// two agents' (or one agent's two tools') "order-42" never meet at the
-// upstream, and a retry sends the same key again.
-func UpstreamKey(agent, tool, key string) string {
-	sum := sha256.Sum256([]byte("corral idempotency\x00" + agent + "\x00" + tool + "\x00" + key))
+// KeyOwner is whose an Idempotency-Key is: the agent's name, the
+// incarnation of the agent (metadata.uid) the credential was issued to, and
+// the user it acts for, if any. An agent deleted and created again under the
+// same name does not inherit the earlier one's answers, and an agent acting
+// for Bob is not handed the answer of a call it made for Alice. A caller
+// with neither uid nor user (hand-built agents) is its name, as before.
+func KeyOwner(c Caller) string {
+	if c.AgentUID == "" && c.Principal == nil {
+		return c.Agent
+	}
+	owner := c.Agent + "\x00uid=" + c.AgentUID
+	if c.Principal != nil {
+		owner += "\x00principal=" + c.Principal.Issuer + "\x00" + c.Principal.Subject
+	}
+	return owner
+}
+
+// UpstreamKey is the Idempotency-Key sent upstream for a key on a tool:
+// "corral-" and the base64url SHA-256 of its owner (KeyOwner), tool and key,
+// so that two agents' (or one agent's two tools', or two incarnations' or
+// users') "order-42" never meet at the upstream, and a retry sends the same
+// key again.
+func UpstreamKey(owner, tool, key string) string {
+	sum := sha256.Sum256([]byte("corral idempotency\x00" + owner + "\x00" + tool + "\x00" + key))
 	return "corral-" + base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
@@ -155,12 +174,22 @@ func (p *Pipeline) inspect(ctx context.Context, rec *audit.Record, e *tools.Entr
 	if v := e.Output.Validate(res.Structured); v != nil {
 		p.Metrics.outputDrift(e.Tool.Source, e.Tool.Name)
 		// Pointers only: messages may quote the upstream's data.
-		rec.Reason = "output drift: the answer breaks the declared output schema at " + pointers(v)
-		p.logger.WarnContext(ctx, "tool answer breaks its output schema", "tool", e.Tool.Name, "at", pointers(v))
+		at := p.maskedPointers(v)
+		rec.Reason = "output drift: the answer breaks the declared output schema at " + at
+		p.logger.WarnContext(ctx, "tool answer breaks its output schema", "tool", e.Tool.Name, "at", at)
 	}
 }
 
 // pointers lists the places of violations, without their messages.
+// maskedPointers is pointers with what the built-in detectors find masked
+// (e-mail addresses, cards, IBANs, phones...): the pointers are made of the
+// keys of the caller's arguments (or of the upstream's answer), and the
+// audit, which nothing can delete from, keeps no such values unless the
+// tool source asks for arguments (finding 21).
+func (p *Pipeline) maskedPointers(v []tools.Violation) string {
+	return p.masker.NewSession(redact.Mask).Redact(pointers(v))
+}
+
 func pointers(v []tools.Violation) string {
 	var b strings.Builder
 	for i, x := range v {

@@ -347,9 +347,10 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 	case errors.As(err, &pe) && refusal(pe.Code):
 		rec.Decision, rec.Status, rec.Code, rec.Reason = "denied", "refused", pe.Code, pe.Detail
 		if v, ok := pe.Errors.([]tools.Violation); ok {
-			// The messages may quote argument values, which the audit keeps
-			// only where the tool source asks for them.
-			rec.Reason = "the arguments break the input schema at " + pointers(v)
+			// The messages may quote argument values, and the pointers are
+			// the caller's keys: the audit keeps such values only where the
+			// tool source asks for them.
+			rec.Reason = "the arguments break the input schema at " + p.maskedPointers(v)
 		}
 	default:
 		if !errors.As(err, &pe) {
@@ -358,8 +359,14 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 		}
 		rec.Decision, rec.Status, rec.Code, rec.Reason = "allowed", "error", pe.Code, pe.Detail
 	}
+	if rec.Code == problem.Unauthenticated {
+		// A credential that verified but whose agent is gone (deleted, or
+		// deleted and created again) is refused like any other: bounded
+		// per address, and not filed under the live agent of that name.
+		rec.ClaimedAgent, rec.Agent = rec.Agent, ""
+	}
 	p.Metrics.observe(rec)
-	if rec.Code == problem.Unauthenticated && rec.Agent == "" {
+	if rec.Code == problem.Unauthenticated {
 		store, n := p.Refusals.Admit(rec.Remote, p.now())
 		if !store {
 			// Counted, and stood for by the next record from this address.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/internal/audit"
+	"github.com/corral-dev/corral/internal/problem"
 	"github.com/corral-dev/corral/internal/tools"
 )
 
@@ -54,6 +55,33 @@ func TestUnauthenticatedFloodIsBounded(t *testing.T) {
 		_, _ = p.Invoke(t.Context(), who)
 		if len(aud.records) != n+1 {
 			t.Errorf("call %d from %s left %d records, want 1", i, who.RemoteAddr, len(aud.records)-n)
+		}
+	}
+}
+
+// TestGoneAgentCredentialIsBounded: a credential that verifies but whose
+// agent is gone (a compromised agent deleted while its token lives) is
+// refused under the same per-address bound as an unknown one, and its
+// records name the agent only as claimed_agent, not as the acting agent. At
+// d7dc022 (finding 11) every such refusal was stored, under the agent's
+// name.
+func TestGoneAgentCredentialIsBounded(t *testing.T) {
+	p, aud := newTestPipeline(t, &fakeSource{})
+	clock := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	p.now = func() time.Time { return clock }
+	const flood = 300
+	for i := range flood {
+		clock = clock.Add(time.Millisecond)
+		if _, err := p.Invoke(t.Context(), Action{Credential: "corral_ak_ghost", Kind: "tool", Target: "erp.get", Edge: "rest", RemoteAddr: "192.0.2.9:1"}); err == nil {
+			t.Fatalf("call %d of a deleted agent's key succeeded", i)
+		}
+	}
+	if limit := int(audit.RefusalBurst + 1 + 1); len(aud.records) > limit {
+		t.Errorf("%d refusals of a deleted agent's key stored %d records, want at most %d", flood, len(aud.records), limit)
+	}
+	for _, r := range aud.records {
+		if r.Agent != "" || r.ClaimedAgent != "ghost" || r.Code != problem.Unauthenticated {
+			t.Fatalf("record agent %q, claimed_agent %q, code %s; want no agent, claimed_agent ghost, unauthenticated", r.Agent, r.ClaimedAgent, r.Code)
 		}
 	}
 }

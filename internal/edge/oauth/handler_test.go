@@ -510,3 +510,16 @@ func TestUnauthenticatedRefusalsBounded(t *testing.T) {
 		t.Errorf("an authenticated request after the flood left %d records, want 1", len(w.audit.records)-stored)
 	}
 }
+
+// TestRecordsCarryRemote: a token request's record, refused or issued,
+// names the caller's address, so the source of a flood of bad secrets can
+// be found afterwards (finding 4: refusals carried no remote at 1278c17).
+func TestRecordsCarryRemote(t *testing.T) {
+	w := newWorld(t)
+	for _, form := range []url.Values{cc("billing", "corral_ak_wrong"), cc("billing", keyBilling)} {
+		w.do(t, request{form: form})
+		if got := w.audit.last(t).Remote; got != "192.0.2.1:1234" { // httptest's peer
+			t.Errorf("record of %s: remote = %q, want the caller's address", form.Get("client_secret"), got)
+		}
+	}
+}

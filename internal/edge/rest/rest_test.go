@@ -254,7 +254,7 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Errorf("the upstream was called again on a retry with the same Idempotency-Key")
 	}
 	up.mu.Lock()
-	if got, want := up.keys[len(up.keys)-1], pipeline.UpstreamKey("impact", "shop.createOrder", "order-42"); got != want {
+	if got, want := up.keys[len(up.keys)-1], pipeline.UpstreamKey(pipeline.KeyOwner(pipeline.Caller{Agent: "impact", AgentUID: agentUID(t, srv, "impact")}), "shop.createOrder", "order-42"); got != want {
 		t.Errorf("upstream got Idempotency-Key %q, want %q (the agent's key scoped to it)", got, want)
 	}
 	up.mu.Unlock()
