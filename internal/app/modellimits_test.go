@@ -205,7 +205,7 @@ func TestStreamCutKeepsWorstCase(t *testing.T) {
 // model's maximum is refused (422 naming the field) before anything is
 // reserved, so that no limit wraps the arithmetic or holds a shared budget
 // hostage; the provider always gets one cap, the larger the agent gave, or
-// the model's maximum when it gave none.
+// the model's maximum when it gave none, in the field it reads.
 func TestOutputLimits(t *testing.T) {
 	up := llmtest.Start(t, llmtest.WithUsage(llm.Usage{PromptTokens: 5, CompletionTokens: 5, TotalTokens: 10}))
 	srv := apptest.Start(t)
@@ -251,10 +251,13 @@ func TestOutputLimits(t *testing.T) {
 		name, limits        string
 		wantMax, wantMaxCmp *int
 	}{
-		{"no limit: the model's maximum", ``, nil, ptr(2000)},
+		// The provider is not OpenAI's own API: the cap goes in
+		// max_tokens, which every OpenAI-compatible server reads (finding
+		// 8: Ollama ignores max_completion_tokens).
+		{"no limit: the model's maximum", ``, ptr(2000), nil},
 		{"max_tokens only", `"max_tokens":50,`, ptr(50), nil},
-		{"both: the larger, once", `"max_completion_tokens":1,"max_tokens":100,`, nil, ptr(100)},
-		{"max_completion_tokens only", `"max_completion_tokens":70,`, nil, ptr(70)},
+		{"both: the larger, once", `"max_completion_tokens":1,"max_tokens":100,`, ptr(100), nil},
+		{"max_completion_tokens only", `"max_completion_tokens":70,`, ptr(70), nil},
 	}
 	for _, tt := range forwarded {
 		t.Run(tt.name, func(t *testing.T) {

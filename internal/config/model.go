@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -57,6 +58,14 @@ type ModelSpec struct {
 	// MaxOutputTokens is the output a call is assumed to use at worst when
 	// the request sets no max_tokens, for budget reservations; default 4096.
 	MaxOutputTokens int `json:"maxOutputTokens,omitempty"`
+	// OutputLimitField is the request field an OpenAI-compatible server is
+	// sent the output cap in: "max_tokens", "max_completion_tokens" or
+	// "both". Default: for OpenAI's and Azure OpenAI's own APIs the field
+	// the agent used (max_completion_tokens when it set none or both, which
+	// OpenAI's reasoning models require); for any other server max_tokens,
+	// the one field every OpenAI-compatible server reads (Ollama knows no
+	// other), so the cap bounds the call there too.
+	OutputLimitField string `json:"outputLimitField,omitempty"`
 	// Script is the scripted provider's conversation: each call answers
 	// with the turn numbered by the assistant messages already in it.
 	Script []ScriptTurn `json:"script,omitempty"`
@@ -124,6 +133,32 @@ func (s *ModelSpec) MaxOutputOrDefault() int {
 	return DefaultMaxOutputTokens
 }
 
+// The output limit fields, for OutputLimitField.
+const (
+	OutputLimitMaxTokens           = "max_tokens"
+	OutputLimitMaxCompletionTokens = "max_completion_tokens"
+	OutputLimitBoth                = "both"
+)
+
+// OutputLimitFieldOrDefault returns OutputLimitField, or its default: "" (the
+// field the agent used) for OpenAI's own APIs and for the providers that
+// translate the limit themselves, max_tokens for any other
+// OpenAI-compatible server.
+func (s *ModelSpec) OutputLimitFieldOrDefault() string {
+	if s.OutputLimitField != "" || s.Provider != "openai" || s.BaseURL == "" {
+		return s.OutputLimitField
+	}
+	u, err := url.Parse(s.BaseURL)
+	if err != nil {
+		return OutputLimitMaxTokens
+	}
+	host := strings.ToLower(u.Hostname())
+	if host == "api.openai.com" || strings.HasSuffix(host, ".openai.azure.com") {
+		return ""
+	}
+	return OutputLimitMaxTokens
+}
+
 // RedactOrDefault returns Redact, or the provider's default.
 func (s *ModelSpec) RedactOrDefault() string {
 	switch {
@@ -157,6 +192,7 @@ func (s *ModelSpec) check() []FieldError {
 			{"spec.redact", s.Redact != ""}, {"spec.patterns", len(s.Patterns) > 0}, {"spec.timeout", s.Timeout != ""},
 			{"spec.restoreToolArguments", s.RestoreToolArguments},
 			{"spec.maxOutputTokens", s.MaxOutputTokens != 0}, {"spec.script", len(s.Script) > 0},
+			{"spec.outputLimitField", s.OutputLimitField != ""},
 		} {
 			if f.set {
 				add(f.field, "applies to a concrete model; set it on the route's targets")
@@ -173,6 +209,9 @@ func (s *ModelSpec) check() []FieldError {
 				add(f.field, "does not apply to the scripted provider, which calls no server")
 			}
 		}
+	}
+	if s.Provider != "" && s.Provider != "openai" && s.OutputLimitField != "" {
+		add("spec.outputLimitField", "only applies with provider openai")
 	}
 	if s.Provider != "" && s.Provider != "scripted" && len(s.Script) > 0 {
 		add("spec.script", "only applies with provider scripted")

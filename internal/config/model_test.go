@@ -115,6 +115,16 @@ func TestModelValidation(t *testing.T) {
 			want: []string{"Model/m: spec.restoreToolArguments: must be boolean, got string"},
 		},
 		{
+			name: "outputLimitField on anthropic",
+			spec: `{"provider":"anthropic","outputLimitField":"both"}`,
+			want: []string{"Model/m: spec.outputLimitField: only applies with provider openai"},
+		},
+		{
+			name: "outputLimitField unknown",
+			spec: `{"provider":"openai","outputLimitField":"max_new_tokens"}`,
+			want: []string{`Model/m: spec.outputLimitField: must be one of "max_tokens", "max_completion_tokens", "both"`},
+		},
+		{
 			name: "script on another provider",
 			spec: `{"provider":"openai","script":[{"content":"x"}]}`,
 			want: []string{"Model/m: spec.script: only applies with provider scripted"},

@@ -320,13 +320,62 @@ func (r *ChatRequest) Validate() error {
 	if r.MaxCompletionTokens != nil && *r.MaxCompletionTokens < 1 {
 		return &RequestError{Field: "max_completion_tokens", Message: "must be at least 1"}
 	}
-	if raw, ok := r.Extra["n"]; ok && !isNull(raw) {
+	return r.validateGeneration()
+}
+
+// oneChoice is why a request may not ask for more than one sequence.
+const oneChoice = "corral returns one choice per call; send one request per answer you want"
+
+// validateGeneration refuses the pass-through controls that would make a
+// call generate more than its reservation counts: more than one sequence
+// (n, best_of, use_beam_search: a server generates them all, and may not
+// report the discarded ones in its usage), an output limit in a field
+// corral does not cap (max_new_tokens, num_predict), and a min_tokens
+// above the request's own output limit.
+func (r *ChatRequest) validateGeneration() error {
+	for _, f := range []struct {
+		name string
+		want float64
+	}{{"n", 1}, {"best_of", 1}} {
+		raw, ok := r.Extra[f.name]
+		if !ok || isNull(raw) {
+			continue
+		}
 		var n float64
 		if err := json.Unmarshal(raw, &n); err != nil {
-			return &RequestError{Field: "n", Message: "must be a number"}
+			return &RequestError{Field: f.name, Message: "must be a number"}
 		}
-		if n != 1 {
-			return &RequestError{Field: "n", Message: "corral returns one choice per call; send one request per answer you want"}
+		if n != f.want {
+			return &RequestError{Field: f.name, Message: oneChoice}
+		}
+	}
+	if raw, ok := r.Extra["use_beam_search"]; ok && !isNull(raw) {
+		var beams bool
+		if err := json.Unmarshal(raw, &beams); err != nil {
+			return &RequestError{Field: "use_beam_search", Message: "must be a boolean"}
+		}
+		if beams {
+			return &RequestError{Field: "use_beam_search", Message: oneChoice}
+		}
+	}
+	for _, name := range []string{"max_new_tokens", "num_predict"} {
+		if raw, ok := r.Extra[name]; ok && !isNull(raw) {
+			return &RequestError{Field: name, Message: "corral caps output with max_tokens or max_completion_tokens, which budgets reserve; use one of those"}
+		}
+	}
+	if raw, ok := r.Extra["min_tokens"]; ok && !isNull(raw) {
+		var n float64
+		if err := json.Unmarshal(raw, &n); err != nil {
+			return &RequestError{Field: "min_tokens", Message: "must be a number"}
+		}
+		limit := 0
+		for _, l := range []*int{r.MaxTokens, r.MaxCompletionTokens} {
+			if l != nil {
+				limit = max(limit, *l)
+			}
+		}
+		if n > float64(limit) {
+			return &RequestError{Field: "min_tokens", Message: "must be at most the request's max_tokens or max_completion_tokens (set one)"}
 		}
 	}
 	return nil

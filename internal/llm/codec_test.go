@@ -183,8 +183,20 @@ func TestValidate(t *testing.T) {
 		{"no role", `{"model":"m","messages":[{"role":"user","content":"a"},{"content":"a"}]}`, "messages[1].role: required"},
 		{"unknown role", `{"model":"m","messages":[{"role":"function","content":"a"}]}`, `messages[0].role: unknown role "function"; use system, developer, user, assistant, tool`},
 		{"tool without id", `{"model":"m","messages":[{"role":"tool","content":"a"}]}`, "messages[0].tool_call_id: required in a tool message: the id of the call it answers"},
-		{"n is 2", `{"model":"m","messages":[{"role":"user","content":"a"}],"n":2}`, "n: corral returns one choice per call; send one request per answer you want"},
+		{"n is 2", `{"model":"m","messages":[{"role":"user","content":"a"}],"n":2}`, "n: " + oneChoice},
 		{"n is text", `{"model":"m","messages":[{"role":"user","content":"a"}],"n":"1"}`, "n: must be a number"},
+		// Generation multipliers and output limits the reservation does not
+		// see are refused as n is (finding 15).
+		{"best_of is 1", `{"model":"m","messages":[{"role":"user","content":"a"}],"best_of":1,"use_beam_search":false}`, ""},
+		{"best_of is 20", `{"model":"m","messages":[{"role":"user","content":"a"}],"best_of":20,"max_tokens":1}`, "best_of: " + oneChoice},
+		{"best_of is text", `{"model":"m","messages":[{"role":"user","content":"a"}],"best_of":"2"}`, "best_of: must be a number"},
+		{"beam search", `{"model":"m","messages":[{"role":"user","content":"a"}],"use_beam_search":true}`, "use_beam_search: " + oneChoice},
+		{"beam search as text", `{"model":"m","messages":[{"role":"user","content":"a"}],"use_beam_search":"yes"}`, "use_beam_search: must be a boolean"},
+		{"max_new_tokens", `{"model":"m","messages":[{"role":"user","content":"a"}],"max_new_tokens":100000}`, "max_new_tokens: corral caps output with max_tokens or max_completion_tokens, which budgets reserve; use one of those"},
+		{"num_predict", `{"model":"m","messages":[{"role":"user","content":"a"}],"num_predict":-1}`, "num_predict: corral caps output with max_tokens or max_completion_tokens, which budgets reserve; use one of those"},
+		{"min_tokens within the limit", `{"model":"m","messages":[{"role":"user","content":"a"}],"min_tokens":10,"max_completion_tokens":10}`, ""},
+		{"min_tokens over the limit", `{"model":"m","messages":[{"role":"user","content":"a"}],"min_tokens":100000,"max_tokens":1}`, "min_tokens: must be at most the request's max_tokens or max_completion_tokens (set one)"},
+		{"min_tokens without a limit", `{"model":"m","messages":[{"role":"user","content":"a"}],"min_tokens":5}`, "min_tokens: must be at most the request's max_tokens or max_completion_tokens (set one)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

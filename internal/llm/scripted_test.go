@@ -220,7 +220,14 @@ func TestEstimate(t *testing.T) {
 	for _, tt := range []struct {
 		s    string
 		want int
-	}{{"", 0}, {"a", 1}, {"abcd", 1}, {"abcde", 2}, {"héllo wörld", 3}, {"日本語", 1}} {
+	}{
+		{"", 0}, {"a", 1}, {"abcd", 1}, {"abcde", 2},
+		// Non-ASCII characters are never a quarter token: a tokenizer that
+		// works on UTF-8 bytes spends about one token or more on each CJK
+		// character and 1–3 on an emoji.
+		{"héllo wörld", 5}, {"日本語", 6}, {"привет", 6}, {"🙂", 3}, {"\xff", 1},
+		{strings.Repeat("中", 19000), 38000},
+	} {
 		if got := EstimateTokens(tt.s); got != tt.want {
 			t.Errorf("EstimateTokens(%q) = %d, want %d", tt.s, got, tt.want)
 		}

@@ -21,6 +21,43 @@ func concrete(name string, maxOut int, price float64) *llm.Model {
 		Pricing: &config.Pricing{InputPerMTok: price, OutputPerMTok: price}}}
 }
 
+// TestOutputLimitField: the cap goes in the field(s) the target reads. A
+// server other than OpenAI's gets max_tokens however the agent asked (or
+// did not ask), since Ollama and others ignore max_completion_tokens and
+// the call would leave uncapped; outputLimitField overrides it.
+func TestOutputLimitField(t *testing.T) {
+	at := func(baseURL, field string) *llm.Model {
+		return &llm.Model{Name: "m", Spec: &config.ModelSpec{Provider: "openai", BaseURL: baseURL, OutputLimitField: field}}
+	}
+	tests := []struct {
+		name                string
+		target              *llm.Model
+		max, maxCmp         *int
+		wantMax, wantMaxCmp bool
+	}{
+		{"ollama, none", at("http://127.0.0.1:11434/v1", ""), nil, nil, true, false},
+		{"ollama, max_completion_tokens only", at("http://127.0.0.1:11434/v1", ""), nil, intp(1), true, false},
+		{"ollama, both", at("http://127.0.0.1:11434/v1", ""), intp(1), intp(2), true, false},
+		{"openai, none", at("https://api.openai.com/v1", ""), nil, nil, false, true},
+		{"openai, max_tokens only", at("https://api.openai.com/v1", ""), intp(5), nil, true, false},
+		{"azure, none", at("https://x.openai.azure.com/openai/deployments/d?api-version=1", ""), nil, nil, false, true},
+		{"both asked", at("http://vllm:8000/v1", "both"), intp(5), nil, true, true},
+		{"max_completion_tokens asked", at("http://vllm:8000/v1", "max_completion_tokens"), intp(5), nil, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := &llm.ChatRequest{MaxTokens: tt.max, MaxCompletionTokens: tt.maxCmp}
+			setOutputCap(req, 7, tt.target)
+			if got := req.MaxTokens != nil && *req.MaxTokens == 7; got != tt.wantMax || req.MaxTokens != nil && !got {
+				t.Errorf("max_tokens = %v, want sent: %v (as 7)", req.MaxTokens, tt.wantMax)
+			}
+			if got := req.MaxCompletionTokens != nil && *req.MaxCompletionTokens == 7; got != tt.wantMaxCmp || req.MaxCompletionTokens != nil && !got {
+				t.Errorf("max_completion_tokens = %v, want sent: %v (as 7)", req.MaxCompletionTokens, tt.wantMaxCmp)
+			}
+		})
+	}
+}
+
 // TestOutputCaps: the limit a target gets, the one field it is sent in,
 // and the refusal of limits above every reachable model's maximum.
 func TestOutputCaps(t *testing.T) {
@@ -65,7 +102,7 @@ func TestOutputCaps(t *testing.T) {
 				t.Errorf("outputCap(big) = %d, want %d", got, tt.wantBig)
 			}
 			sent := *req
-			setOutputCap(&sent, capOf(small))
+			setOutputCap(&sent, capOf(small), small)
 			fields := map[string]*int{"max_tokens": sent.MaxTokens, "max_completion_tokens": sent.MaxCompletionTokens}
 			for f, v := range fields {
 				switch {

@@ -13,6 +13,7 @@ import (
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/budget"
 	"github.com/corral-dev/corral/internal/bus"
+	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/llm"
 	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/problem"
@@ -84,7 +85,7 @@ func (p *Pipeline) prepareAttempt(ctx context.Context, target *llm.Model, mc *mo
 		return nil, nil, err
 	}
 	preq := redactRequest(req, sess)
-	setOutputCap(preq, mc.outCap(target))
+	setOutputCap(preq, mc.outCap(target), target)
 	noteRedactions(rec.Model, sess)
 	if sess != nil {
 		p.stageDone(ctx, telemetry.StageRedact, t0, redactCounts(sess)...)
@@ -697,13 +698,23 @@ func outputCap(req *llm.ChatRequest) func(*llm.Model) int {
 
 // setOutputCap puts one consistent output limit on the request a provider
 // gets, even when the agent set none, so that the reservation bounds what
-// the call can spend: in max_tokens when that is the only field the agent
-// used (older OpenAI-compatible servers know no other), in
-// max_completion_tokens otherwise (which OpenAI's reasoning models require).
-func setOutputCap(req *llm.ChatRequest, n int) {
-	if req.MaxTokens != nil && req.MaxCompletionTokens == nil {
-		req.MaxTokens = &n
-		return
+// the call can spend, in the field(s) the target's outputLimitField names.
+// By default, for OpenAI's own APIs: in max_tokens when that is the only
+// field the agent used, in max_completion_tokens otherwise (which OpenAI's
+// reasoning models require); for any other OpenAI-compatible server in
+// max_tokens, which they all read (Ollama knows no other).
+func setOutputCap(req *llm.ChatRequest, n int, target *llm.Model) {
+	field := ""
+	if target != nil && target.Spec != nil {
+		field = target.Spec.OutputLimitFieldOrDefault()
 	}
-	req.MaxTokens, req.MaxCompletionTokens = nil, &n
+	switch {
+	case field == config.OutputLimitBoth:
+		req.MaxTokens, req.MaxCompletionTokens = &n, &n
+	case field == config.OutputLimitMaxTokens,
+		field == "" && req.MaxTokens != nil && req.MaxCompletionTokens == nil:
+		req.MaxTokens, req.MaxCompletionTokens = &n, nil
+	default:
+		req.MaxTokens, req.MaxCompletionTokens = nil, &n
+	}
 }

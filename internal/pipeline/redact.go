@@ -1,8 +1,10 @@
 package pipeline
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -153,7 +155,7 @@ func redactRequest(req *llm.ChatRequest, s *redact.Session) *llm.ChatRequest {
 	out.Messages = make([]llm.Message, len(req.Messages))
 	for i, m := range req.Messages {
 		m.Name, m.Refusal = s.Redact(m.Name), s.Redact(m.Refusal)
-		m.Extra = redactFields(s, m.Extra)
+		m.Extra = redactMessageFields(s, m.Extra)
 		if m.Content != nil {
 			c := llm.Content{Text: s.Redact(m.Content.Text)}
 			if m.Content.Parts != nil {
@@ -229,6 +231,59 @@ func redactArguments(s *redact.Session, args string) string {
 		return string(b)
 	}
 	return s.Redact(args)
+}
+
+// redactMessageFields is redactFields for a message's passed-through
+// fields, with a legacy function_call redacted as a tool call.
+func redactMessageFields(s *redact.Session, fields map[string]json.RawMessage) map[string]json.RawMessage {
+	fc, ok := fields["function_call"]
+	if !ok {
+		return redactFields(s, fields)
+	}
+	rest := maps.Clone(fields)
+	delete(rest, "function_call")
+	out := redactFields(s, rest)
+	out["function_call"] = redactFunctionCall(s, fc)
+	return out
+}
+
+// redactFunctionCall redacts a legacy function_call ({"name", "arguments"},
+// OpenAI's form before tool_calls) as a tool call is: its arguments, a JSON
+// document in a string, with redactArguments, so a number in them becomes a
+// quoted placeholder and they stay JSON; the other fields as JSON.
+func redactFunctionCall(s *redact.Session, raw json.RawMessage) json.RawMessage {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
+		return redactRaw(s, raw)
+	}
+	var args string
+	if err := json.Unmarshal(fields["arguments"], &args); err != nil {
+		return redactRaw(s, raw)
+	}
+	delete(fields, "arguments")
+	fields = redactFields(s, fields)
+	b, err := marshalText(redactArguments(s, args))
+	if err != nil {
+		return redactRaw(s, raw)
+	}
+	fields["arguments"] = b
+	out, err := marshalText(fields)
+	if err != nil {
+		return redactRaw(s, raw)
+	}
+	return out
+}
+
+// marshalText is json.Marshal without escaping <, > and &, so placeholders
+// reach the provider as "<CARD_1>", not "\u003cCARD_1\u003e".
+func marshalText(v any) (json.RawMessage, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // restoreArguments puts the values back into a tool call's arguments if

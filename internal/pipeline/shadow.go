@@ -88,7 +88,7 @@ func (p *Pipeline) runShadow(ctx context.Context, mc *modelCall, t *llm.Model, r
 		}
 		preq := redactRequest(req, sess)
 		preq.Stream, preq.StreamOptions = false, nil
-		setOutputCap(preq, sc.outCap(t))
+		setOutputCap(preq, sc.outCap(t), t)
 		noteRedactions(rec.Model, sess)
 		cctx, cancel := context.WithTimeout(ctx, t.Spec.TimeoutOrDefault())
 		defer cancel()

@@ -127,6 +127,7 @@ func FuzzRedactJSON(f *testing.F) {
 	f.Add(`[null, true, {"bob@example.com": "10.0.0.1"}]`)
 	f.Add(`{"card": 4111111111111111, "ssn": -123456789, "enum": [078051123, 1e5], "s": "4111111111111111"}`)
 	f.Add(`[4111111111111111, "<CARD_1>"]`)
+	f.Add(`[4111111111111111.0, 4.111111111111111e15, 12345678900e-2, 1e999999999, 0e-5, 0.0]`)
 	f.Add(`{`)
 	r := newTestRedactor(f, fuzzPatterns...)
 	f.Fuzz(func(t *testing.T, doc string) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -15,7 +16,9 @@ var ErrNotJSON = errors.New("redact: not valid JSON")
 // RedactJSON redacts every string in the JSON document raw (values and
 // object keys), as Redact would, and every integer written without a
 // fraction or exponent (a card number or an SSN sent as a number in
-// tool-call arguments, an enum, metadata): a number with personal data in
+// tool-call arguments, an enum, metadata) and every number that is such an
+// integer written otherwise ("4111111111111111.0", "4.111111111111111e15"),
+// checked by its integer value: a number with personal data in
 // it becomes a string with its placeholder, "<CARD_1>", so the document
 // stays valid JSON, and RestoreJSON makes it a number again. Strings are
 // unescaped before detection and escaped again after; values without
@@ -76,7 +79,7 @@ func rewriteJSON(raw []byte, f func(lit string, number bool) (string, bool)) ([]
 			// number.
 			end := jsonNumberEnd(raw, i)
 			bound := schemaBounds[key] && afterColon(raw, i)
-			if lit := string(raw[i:end]); isInteger(lit) && !bound {
+			if lit := string(raw[i:end]); !bound && integral(lit) != "" {
 				if with, ok := f(lit, true); ok {
 					replace(i, end, with)
 				}
@@ -146,10 +149,58 @@ func jsonNumberEnd(raw []byte, i int) int {
 	return i
 }
 
-// isInteger reports whether the number literal lit is a non-negative
-// integer: "1.5e3", "4111111111111111.0" or "-100010001" are quantities,
-// not ids.
-func isInteger(lit string) bool { return !strings.ContainsAny(lit, "-.eE") }
+// maxIntegralDigits bounds the integer an exponent may write out: no
+// detector looks for a value that long, and 1e999999 must not become a
+// megabyte of zeros.
+const maxIntegralDigits = 40
+
+// integral returns the decimal digits of the number literal lit when it is
+// a non-negative integer however it is written ("4111111111111111",
+// "4111111111111111.0", "4111111111111111e0", "4.111111111111111e15" all
+// give "4111111111111111": a provider parses each to the card number), and
+// "" when it is negative (a quantity, not an id), has a fractional part, or
+// would be longer than maxIntegralDigits. lit must be a valid JSON number.
+func integral(lit string) string {
+	if strings.HasPrefix(lit, "-") {
+		return ""
+	}
+	mant, exp := lit, 0
+	if k := strings.IndexAny(lit, "eE"); k >= 0 {
+		mant = lit[:k]
+		e, err := strconv.Atoi(lit[k+1:])
+		if err != nil || e > maxIntegralDigits || e < -maxIntegralDigits-len(mant) {
+			return "" // far out of range: no id
+		}
+		exp = e
+	}
+	digits := mant
+	if k := strings.IndexByte(mant, '.'); k >= 0 {
+		digits = mant[:k] + mant[k+1:]
+		exp -= len(mant) - k - 1
+	}
+	if exp < 0 {
+		cut := len(digits) + exp
+		if cut < 0 || strings.Trim(digits[max(cut, 0):], "0") != "" {
+			return "" // a fractional part
+		}
+		digits = digits[:cut]
+	}
+	if exp > 0 {
+		if len(digits)+exp > maxIntegralDigits {
+			return ""
+		}
+		digits += strings.Repeat("0", exp)
+	}
+	if d := strings.TrimLeft(digits, "0"); d != "" {
+		digits = d
+	} else {
+		digits = "0"
+	}
+	if len(digits) > maxIntegralDigits && lit != digits {
+		return ""
+	}
+	return digits
+}
 
 // stringEnd returns the index just past the string literal that opens at
 // raw[i], which must be valid.

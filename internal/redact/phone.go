@@ -1,6 +1,7 @@
 package redact
 
 import (
+	"strings"
 	"unicode/utf8"
 
 	"github.com/nyaruka/phonenumbers"
@@ -9,7 +10,9 @@ import (
 // Phone numbers are found in two steps. A cheap scanner collects candidates:
 // runs of digit groups joined by spaces (ASCII, doubled or no-break),
 // dashes, dots or slashes, one group optionally in parentheses, starting
-// with '+', "00" or a digit, not glued to a word or a longer number, and
+// with '+', "00", a digit or "(+" (a country code in parentheses), not
+// glued to a word or a longer number ("(0)" after the country code, the
+// trunk 0 of "+44 (0)7911 123456", is not one of the number's digits), and
 // not shaped like a date, an amount, a version or an SSN. Then
 // libphonenumber's metadata (github.com/nyaruka/phonenumbers, the port
 // Presidio uses) decides:
@@ -199,6 +202,9 @@ func readPhone(s string, i int, buf []phoneGroup) (groups []phoneGroup, tail byt
 			parens++
 			g.paren = true
 			i++
+			if len(buf) == 0 && i < len(s) && s[i] == '+' {
+				i++ // a country code in parentheses: "(+44) 7911 123456"
+			}
 		}
 		g.start = i
 		for i < len(s) && isDigit(s[i]) && digits <= limit {
@@ -273,7 +279,7 @@ func (p *phoneScan) best(start int, tail byte) (Finding, bool) {
 // by the same dash, dot or slash, as year-month-day or day-month-year
 // ("2024-01-15", "15.01.2024", "01/12/25").
 func dateLike(groups []phoneGroup) bool {
-	if len(groups) < 3 || groups[1].join != groups[2].join || groups[1].join == ' ' || groups[0].paren {
+	if len(groups) < 3 || groups[1].join != groups[2].join || groups[1].join == ' ' || groups[1].join == 0 || groups[0].paren {
 		return false
 	}
 	a, b, c := groups[0].len(), groups[1].len(), groups[2].len()
@@ -284,11 +290,14 @@ func dateLike(groups []phoneGroup) bool {
 // number.
 func (p *phoneScan) isPhone(start int, groups []phoneGroup) bool {
 	p.digits = p.digits[:0]
-	for _, g := range groups {
+	for k, g := range groups {
+		if k == 1 && g.paren && p.s[g.start:g.end] == "0" {
+			continue // the trunk 0 after a country code: "+44 (0)7911 123456"
+		}
 		p.digits = append(p.digits, p.s[g.start:g.end]...)
 	}
 	d := p.digits
-	plus := p.s[start] == '+'
+	plus := p.s[start] == '+' || strings.HasPrefix(p.s[start:], "(+")
 	if !plus && (identifierBefore(p.s, start) || zipBefore(p.s, start) || versionLike(groups) || ssnShape(groups)) {
 		return false
 	}

@@ -45,6 +45,13 @@ var findCases = map[Type][]findCase{
 		{"E.164 compact", "+4930123456", []string{"PHONE +4930123456"}},
 		{"E.164 parenthesised area", "+44 (20) 7123 4567", []string{"PHONE +44 (20) 7123 4567"}},
 		{"E.164 dashes", "+1-415-555-0132.", []string{"PHONE +1-415-555-0132"}},
+		// A parenthesised country code and the "(0)" of e-mail signatures
+		// (finding 17).
+		{"country code in parentheses", "call (+44) 7911123456 now", []string{"PHONE (+44) 7911123456"}},
+		{"country code in parentheses, groups", "call (+1) 415 555 0132 now", []string{"PHONE (+1) 415 555 0132"}},
+		{"trunk 0 in parentheses, glued", "Tel +44(0)7911 123456", []string{"PHONE +44(0)7911 123456"}},
+		{"trunk 0 in parentheses", "Tel +44 (0)7911 123456", []string{"PHONE +44 (0)7911 123456"}},
+		{"DE trunk 0 in parentheses", "Tel +49 (0)151 12345678", []string{"PHONE +49 (0)151 12345678"}},
 		{"US parentheses", "(555) 123-4567", []string{"PHONE (555) 123-4567"}},
 		{"US dashes", "tel: 555-123-4567", []string{"PHONE 555-123-4567"}},
 		{"US dots", "415.555.0132", []string{"PHONE 415.555.0132"}},

@@ -238,20 +238,37 @@ func (s *Session) spend(n int) bool {
 	return false
 }
 
-// redactNumber redacts the text of a JSON integer. A number that is
+// redactNumber redacts the text of a JSON number that is an integer. A number that is
 // personal data as a whole gets a placeholder of its own in reversible mode
 // (not the one the same digits get as a string), which number maps back.
+//
+// The detectors read the number's integer value, whatever its form
+// ("4.111111111111111e15" is read as 4111111111111111); the placeholder
+// restores the literal as it was written.
 func (s *Session) redactNumber(lit string) string {
-	if s.mode != Reversible {
-		return s.Redact(lit)
+	digits := integral(lit)
+	if digits == "" {
+		return lit
 	}
-	fs := s.r.find(lit, s.budget)
-	if len(fs) != 1 || fs[0].Start != 0 || fs[0].End != len(lit) {
-		return s.Redact(lit)
+	if s.mode != Reversible {
+		return s.redactDigits(lit, digits)
+	}
+	fs := s.r.find(digits, s.budget)
+	if len(fs) != 1 || fs[0].Start != 0 || fs[0].End != len(digits) {
+		return s.redactDigits(lit, digits)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.placeholder(typedValue{typ: fs[0].Type, value: lit, number: true})
+}
+
+// redactDigits redacts the digits of the number literal lit, and returns
+// lit itself where they hold nothing.
+func (s *Session) redactDigits(lit, digits string) string {
+	if out := s.Redact(digits); out != digits {
+		return out
+	}
+	return lit
 }
 
 // number returns the JSON number the placeholder p replaced, if it did.

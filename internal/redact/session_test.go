@@ -339,7 +339,14 @@ func TestJSONNumbers(t *testing.T) {
 		{"card argument", `{"card":4111111111111111,"qty":2}`, `{"card":"<CARD_1>","qty":2}`},
 		{"ssn in an enum", `{"enum":[123456789,7],"price":12.5}`, `{"enum":["<SSN_1>",7],"price":12.5}`},
 		{"metadata", `{"metadata":{"customer":4012888888881881}}`, `{"metadata":{"customer":"<CARD_1>"}}`},
-		{"fraction, exponent and sign are not ids", `[4111111111111111.0, 4.111111111111111e15, -100010001]`, `[4111111111111111.0, 4.111111111111111e15, -100010001]`},
+		{"sign and fractional parts are not ids", `[-100010001, 4111111111111111.5, 4.1111111111111115e15, 1e-7, 0.0, 12.50, 2e3]`, `[-100010001, 4111111111111111.5, 4.1111111111111115e15, 1e-7, 0.0, 12.50, 2e3]`},
+		// A provider parses these to the card number: they are read by
+		// their integer value and restored as written.
+		{"a card as a float", `{"c":4111111111111111.0}`, `{"c":"<CARD_1>"}`},
+		{"a card with an exponent", `[4111111111111111e0]`, `["<CARD_1>"]`},
+		{"a card in scientific form", `[4.111111111111111E+15]`, `["<CARD_1>"]`},
+		{"an ssn with trailing zeros", `[12345678900e-2]`, `["<SSN_1>"]`},
+		{"huge exponents", `[1e999999999, 1e-999999999, 4111111111111111e30]`, `[1e999999999, 1e-999999999, 4111111111111111e30]`},
 		{"small numbers", `{"n":-1,"m":0,"k":1234}`, `{"n":-1,"m":0,"k":1234}`},
 		{"the same digits as a number and as a string", `{"a":4111111111111111,"b":"4111111111111111"}`, `{"a":"<CARD_1>","b":"<CARD_2>"}`},
 		{"schema bounds", `{"type":"integer","maximum" : 2147483647,"enum":[2147483647]}`, `{"type":"integer","maximum" : 2147483647,"enum":["<PHONE_1>"]}`},
