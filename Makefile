@@ -12,9 +12,10 @@ FUZZTIME    ?= 10000x
 
 .PHONY: test build lint fuzz bench conformance pii-eval chaos
 
-## test: lint, every test with the race detector, the OTLP export against a real Collector receiver, the example policies' Rego tests, the MCP conformance suite, a short fuzz run
+## test: lint, every test with the race detector, the chaos test's short form (the audit stream's leader killed), the OTLP export against a real Collector receiver, the example policies' Rego tests, the MCP conformance suite, a short fuzz run
 test: lint
 	$(GO) test -race -count=1 ./...
+	CORRAL_CHAOS=short $(GO) test -count=1 -run TestChaos ./test/chaos
 	cd test/otelcol && $(GO) test -count=1 ./...
 	$(GO) run ./cmd/corral policy test examples/policies/payments
 	$(MAKE) --no-print-directory conformance

@@ -79,15 +79,14 @@ var scenarios = []scenario{
 // the budget counted exactly what was sent, that `corral audit verify`
 // passes and that no answer lacks an audit id, and reports how long the
 // disruption lasted. `make chaos` runs all of them (CORRAL_CHAOS=1); without
-// it, the test is skipped; CORRAL_CHAOS=short runs one scenario, the loss
-// of the audit stream's leader, in under a minute;
+// it, the test is skipped; CORRAL_CHAOS=short (in `make test`) runs one
+// scenario, the loss of the audit stream's leader, in under a minute;
 // CORRAL_CHAOS_ONLY=name,name picks.
 func TestChaos(t *testing.T) {
 	mode := os.Getenv("CORRAL_CHAOS")
 	if testing.Short() || mode == "" && os.Getenv("CORRAL_CHAOS_ONLY") == "" {
-		// It starts five processes and kills some, and the audit-leader
-		// scenario still finds a budget one call short now and then
-		// (docs/operations.md): `make chaos` runs it, `go test ./...` not.
+		// It starts five processes and kills some: `go test ./...` leaves
+		// it to `make test` (the short form) and `make chaos`.
 		t.Skip("starts three nats-server and two corral processes; `make chaos` runs it (CORRAL_CHAOS=1)")
 	}
 	run := scenarios
