@@ -87,7 +87,7 @@ func TestChaos(t *testing.T) {
 	if testing.Short() || mode == "" && os.Getenv("CORRAL_CHAOS_ONLY") == "" {
 		// It starts five processes and kills some: `go test ./...` leaves
 		// it to `make test` (the short form) and `make chaos`.
-		t.Skip("starts three nats-server and two corral processes; `make chaos` runs it (CORRAL_CHAOS=1)")
+		t.Skip("starts three nats-server and two corral processes: `make test` runs its short form (CORRAL_CHAOS=short), `make chaos` all of it")
 	}
 	run := scenarios
 	if mode == "short" {

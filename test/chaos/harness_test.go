@@ -34,30 +34,10 @@ const (
 	callTimeout  = 30 * time.Second
 )
 
-var (
-	buildOnce sync.Once
-	corralBin string
-	buildErr  error
-)
-
 // corralBinary builds corral once per test binary.
 func corralBinary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "corral-chaos-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		corralBin = filepath.Join(dir, "corral")
-		if out, err := exec.Command("go", "build", "-o", corralBin, "github.com/corral-dev/corral/cmd/corral").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("%w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build corral: %v", buildErr)
-	}
-	return corralBin
+	return bustest.Binary(t, "github.com/corral-dev/corral/cmd/corral")
 }
 
 var listeningLine = regexp.MustCompile(`corral listening on (http://127\.0\.0\.1:\d+)`)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -38,40 +39,39 @@ func OpenWith(t testing.TB, opts bus.Options) *bus.Bus {
 	return b
 }
 
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
-
 // NATSServerBinary builds nats-server from the version in corral's go.mod,
 // once per test binary, and returns its path.
 func NATSServerBinary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "corral-nats-server-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary = filepath.Join(dir, "nats-server")
-		out, err := exec.Command("go", "build", "-o", binary, "github.com/nats-io/nats-server/v2").CombinedOutput()
-		if err != nil {
-			buildErr = &buildError{err: err, out: string(out)}
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build nats-server: %v", buildErr)
+	return Binary(t, "github.com/nats-io/nats-server/v2")
+}
+
+var (
+	buildMu sync.Mutex
+	built   = map[string]string{} // package -> binary
+)
+
+// Binary builds the main package pkg (an import path in corral's module
+// graph) once per test binary and returns its path: nats-server for a real
+// server process, corral itself for black-box tests.
+func Binary(t testing.TB, pkg string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if bin, ok := built[pkg]; ok {
+		return bin
 	}
-	return binary
+	dir, err := os.MkdirTemp("", "corral-build-")
+	if err != nil {
+		t.Fatalf("build %s: %v", pkg, err)
+	}
+	bin := filepath.Join(dir, path.Base(strings.TrimSuffix(pkg, "/v2")))
+	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, out)
+	}
+	built[pkg] = bin
+	return bin
 }
-
-type buildError struct {
-	err error
-	out string
-}
-
-func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 
 // ExternalServer runs nats-server with JetStream as its own process on a free
 // loopback port, with its store in a temporary directory, and returns its
