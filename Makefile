@@ -16,6 +16,8 @@ FUZZTIME    ?= 10000x
 test: lint
 	$(GO) test -race -count=1 ./...
 	CORRAL_CHAOS=short $(GO) test -count=1 -run TestChaos ./test/chaos
+	@# Allocation bounds are counted without the race detector, which adds its own.
+	$(GO) test -count=1 -run 'Allocations' ./internal/policy
 	cd test/otelcol && $(GO) test -count=1 ./...
 	$(GO) run ./cmd/corral policy test examples/policies/payments
 	$(MAKE) --no-print-directory conformance

@@ -161,7 +161,7 @@ func copyInput(in *Input) *Input {
 // The bound leaves room for changes in OPA and Go, not for losing a cache.
 func TestDecideAllocations(t *testing.T) {
 	if testing.CoverMode() != "" || raceEnabled {
-		t.Skip("coverage and the race detector add allocations of their own")
+		t.Skip("coverage and the race detector add allocations of their own; `make test` runs this test without -race")
 	}
 	e := benchEngine(t)
 	in := transferInput()
