@@ -57,6 +57,9 @@ type API struct {
 	traces TraceReader // nil until WithTraces
 
 	budgets BudgetReader // nil until WithBudgets
+
+	tasks     Tasks     // nil until WithTasks
+	agentAuth AgentAuth // with tasks
 }
 
 // New returns the API over store, letting in callers with an admin token.
@@ -83,6 +86,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerSecurity(mux, admin, open)
 	a.registerTraces(mux, admin, open)
 	a.registerBudgets(mux, admin, open)
+	a.registerTasks(mux, open)
 	for path, allowed := range map[string][]string{
 		"/v1/resources/{kind}":        {"GET"},
 		"/v1/resources/{kind}/{name}": {"GET", "PUT", "DELETE"},

@@ -35,6 +35,7 @@ import (
 	"github.com/corral-dev/corral/internal/identity"
 	"github.com/corral-dev/corral/internal/killswitch"
 	"github.com/corral-dev/corral/internal/llm"
+	"github.com/corral-dev/corral/internal/orchestrator"
 	"github.com/corral-dev/corral/internal/pipeline"
 	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/problem"
@@ -74,6 +75,13 @@ type Config struct {
 	Replicas    int
 	SyncAlways  bool
 	Version     string
+	// WorkerLabels say where this replica's worker runs (region=eu): it
+	// takes only tasks whose agent's placement they include.
+	WorkerLabels map[string]string
+	// NoWorker runs no hosted agents here: tasks are left to other replicas.
+	NoWorker bool
+	// WorkerID names this replica's worker; "" is host-pid.
+	WorkerID string
 }
 
 // drainTimeout bounds how long shutdown waits for in-flight requests.
@@ -95,6 +103,8 @@ type App struct {
 	signer   *identity.Signer
 	issuers  *identity.Issuers
 	policies *policy.Store
+	tasks    *orchestrator.Store
+	worker   *orchestrator.Worker
 	tracing  *telemetry.Tracing
 	listener net.Listener
 	server   *http.Server
@@ -189,6 +199,10 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	if err != nil {
 		return nil, err
 	}
+	if a.tasks, err = orchestrator.Open(ctx, logger.With("component", "tasks"), a.bus); err != nil {
+		return nil, err
+	}
+	taskService := orchestrator.NewService(logger.With("component", "tasks"), a.tasks, a.registry)
 
 	traces, err := telemetry.OpenStore(ctx, logger.With("component", "traces"), a.bus, telemetry.StoreOptions{MaxAge: cfg.TraceMaxAge})
 	if err != nil {
@@ -245,8 +259,13 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		Metrics:     pipeline.NewMetrics(metrics),
 		Tracer:      a.tracing.Tracer(),
 		Refusals:    refusals,
+		Tasks:       taskService,
 	})
 	gateway := a.gateway
+	if !cfg.NoWorker {
+		a.worker = orchestrator.NewWorker(logger.With("component", "worker"), a.tasks, gateway, a.signer, a.registry, a.registry, a.kill,
+			orchestrator.WorkerOptions{ID: cfg.WorkerID, Labels: cfg.WorkerLabels})
+	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "corral_build_info", Help: "Always 1; labels say which corral runs and on which substrate.",
 	}, []string{"version", "substrate"})
@@ -255,10 +274,10 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithTraces(traces).Register(mux)
+	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithTraces(traces).WithTasks(taskService, gateway).Register(mux)
 	oauth.New(httpLogger, oauth.Deps{
 		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers,
-		Delegations: delegations{gateway}, Audit: a.audit, Refusals: refusals,
+		Delegations: delegations{gateway}, Audit: a.audit, Refusals: refusals, Tasks: taskService,
 	}, oauth.Options{TTL: ttl}).Register(mux)
 	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).Register(mux)
 	mcpedge.New(logger.With("component", "mcp"), gateway).Register(mux)
@@ -376,6 +395,17 @@ func (a *App) Run(ctx context.Context) error {
 	// Checkpoints of the audit chain; the last one, at shutdown, covers
 	// what was written while requests drained.
 	g.Go(func() error { return a.audit.Run(regCtx) })
+	g.Go(func() error { return a.tasks.Run(regCtx) })
+	if a.worker != nil {
+		// The worker stops taking work with the HTTP drain, and hands back
+		// what it runs; the substrate stays up until it has.
+		g.Go(func() error {
+			if a.waitReady(gctx) != nil {
+				return nil
+			}
+			return a.worker.Run(gctx)
+		})
+	}
 	g.Go(func() error {
 		if a.registry.WaitLoaded(regCtx) != nil {
 			return nil

@@ -28,6 +28,7 @@ const (
 	checkModels      = "models"
 	checkIssuers     = "issuers"
 	checkTools       = "tools"
+	checkTasks       = "tasks"
 )
 
 // toolsGrace bounds how long readiness waits for tool sources to finish
@@ -59,7 +60,7 @@ func (l *loading) checks() map[string]string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := map[string]string{}
-	for _, c := range []string{checkResources, checkKeys, checkKillSwitch, checkSigningKeys, checkPolicy, checkBudgets, checkModels, checkIssuers, checkTools} {
+	for _, c := range []string{checkResources, checkKeys, checkKillSwitch, checkSigningKeys, checkPolicy, checkBudgets, checkModels, checkIssuers, checkTools, checkTasks} {
 		out[c] = "loading"
 		if l.loaded[c] {
 			out[c] = "loaded"
@@ -84,6 +85,7 @@ func (a *App) waitReady(ctx context.Context) error {
 		{checkModels, a.models.WaitLoaded},
 		{checkIssuers, a.issuers.WaitLoaded},
 		{checkTools, a.waitTools},
+		{checkTasks, a.tasks.WaitLoaded},
 	}
 	for _, s := range steps {
 		if err := s.wait(ctx); err != nil {

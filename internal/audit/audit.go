@@ -78,6 +78,9 @@ type Record struct {
 	Credential string `json:"credential,omitempty"`
 	// Task is the task the call belongs to, when its token names one.
 	Task string `json:"task,omitempty"`
+	// Step is the step of Task's journal that made the call, when a hosted
+	// agent's loop made it (see docs/tasks.md); empty for an agent's own call.
+	Step string `json:"step,omitempty"`
 	// Target is the tool's name (or, for an Event, what it concerns).
 	Target string `json:"target"`
 	Source string `json:"source,omitempty"`

@@ -79,6 +79,7 @@ variable, and the variable over the file.`,
 	root.PersistentFlags().String("config", "", "YAML file of settings, keyed by flag name (CORRAL_CONFIG)")
 	root.AddCommand(
 		newUp(s),
+		newWorker(s),
 		newDemo(s),
 		newApply(s),
 		newGet(s),

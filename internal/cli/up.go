@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/corral-dev/corral/internal/app"
+	"github.com/corral-dev/corral/internal/config"
 	openaiedge "github.com/corral-dev/corral/internal/edge/openai"
 	"github.com/corral-dev/corral/internal/telemetry"
 )
@@ -28,6 +29,8 @@ type serverFlags struct {
 	sync                         string
 	logFormat, logLevel          string
 	model                        modelFlags
+	worker                       bool
+	workerLabels, workerID       string
 }
 
 // modelFlags are the limits on model calls (openaiedge.Limits).
@@ -58,6 +61,9 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.BoolVar(&f.tracing, "tracing", true, "record traces; --tracing=false records none (the audit is kept either way)")
 	fl.IntVar(&f.replicas, "replicas", 1, "replicas of every stream and bucket (more than 1 needs a NATS cluster)")
 	fl.StringVar(&f.sync, "sync", "interval", "embedded store durability: 'always' fsyncs every write, 'interval' syncs periodically")
+	fl.BoolVar(&f.worker, "worker", true, "run hosted agents' tasks on this replica; --worker=false leaves them to other replicas")
+	fl.StringVar(&f.workerLabels, "worker-labels", "", "labels of this replica's worker, as region=eu,cloud=aws: it takes only tasks whose agent's spec.placement they include (docs/tasks.md)")
+	fl.StringVar(&f.workerID, "worker-id", "", "name of this replica's worker in tasks and events (default host-pid)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", d.logLevel, "log level: debug, info, warn or error")
 	fl.IntVar(&f.model.maxBodyMiB, "model-max-body", openaiedge.DefaultMaxBody>>20, "largest model request body, in MiB (docs/models.md, Limits)")
@@ -140,7 +146,17 @@ func (f *serverFlags) config() (app.Config, error) {
 	if err != nil {
 		return app.Config{}, err
 	}
+	labels, err := parseLabels(f.workerLabels)
+	if err != nil {
+		return app.Config{}, fmt.Errorf("--worker-labels: %w", err)
+	}
+	if len(labels) > 0 && !f.worker {
+		return app.Config{}, fmt.Errorf("--worker-labels applies to a replica that runs a worker; drop --worker=false")
+	}
 	return app.Config{
+		WorkerLabels:  labels,
+		NoWorker:      !f.worker,
+		WorkerID:      f.workerID,
 		DataDir:       f.data,
 		HTTPAddr:      f.http,
 		NATSURL:       f.nats,
@@ -200,6 +216,64 @@ production, run a three-node NATS cluster with --replicas 3.`,
 		http:      "127.0.0.1:7070",
 		logLevel:  "info",
 	})
+	return cmd
+}
+
+// parseLabels reads "region=eu,cloud=aws".
+func parseLabels(s string) (map[string]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		switch {
+		case !ok || k == "" || v == "":
+			return nil, fmt.Errorf("%q: want key=value, as region=eu", part)
+		case !config.ValidLabelKey(k):
+			return nil, fmt.Errorf("%q is not a valid label key (letters, digits, '-', '_', '.', at most 63)", k)
+		case !config.ValidLabelKey(v):
+			return nil, fmt.Errorf("%q is not a valid label value (letters, digits, '-', '_', '.', at most 63)", v)
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("label %q given twice", k)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func newWorker(s streams) *cobra.Command {
+	var f serverFlags
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run a corral replica that takes tasks placed where it runs",
+		Long: `Run a corral replica whose worker takes only the tasks whose agent's
+spec.placement its --labels include: a task whose data must stay in a region
+runs only on workers there. Tasks of agents without a placement run on any
+worker. It is 'corral up --worker-labels', joined to the same NATS as the
+other replicas; it serves the whole API too.`,
+		Example: `  corral worker --labels region=eu --nats nats://n1:4222 --data /var/lib/corral-eu \
+    --http 127.0.0.1:7071 --issuer https://corral.example.com`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.workerLabels == "" {
+				return usageError{cmd: cmd, err: fmt.Errorf("--labels: required, as region=eu (a worker without labels is 'corral up')")}
+			}
+			cfg, logger, err := f.build(s)
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), s, logger, cfg, nil)
+		},
+	}
+	f.register(cmd, serverDefaults{
+		data:      ".corral-worker",
+		dataUsage: "directory for this replica's admin token and, without --nats, its embedded JetStream store",
+		http:      "127.0.0.1:7071",
+		logLevel:  "info",
+	})
+	cmd.Flags().StringVar(&f.workerLabels, "labels", "", "this worker's labels, as region=eu,cloud=aws (same as --worker-labels)")
 	return cmd
 }
 

@@ -1,10 +1,21 @@
 package config
 
-import _ "embed"
+import (
+	"bytes"
+	"cmp"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
 
 // AgentSpec declares an agent: an identity that calls tools, models and other
-// agents through corral. Later issues add the model, instructions and limits
-// of hosted agents.
+// agents through corral. An agent with a model is hosted: corral runs its
+// loop (docs/tasks.md).
 type AgentSpec struct {
 	// Description says what the agent is for; shown in listings.
 	Description string `json:"description,omitempty"`
@@ -17,6 +28,130 @@ type AgentSpec struct {
 	// CaptureContent records the agent's prompts, completions, tool
 	// arguments and answers in its traces, redacted and capped.
 	CaptureContent bool `json:"captureContent,omitempty"`
+
+	// Model makes the agent hosted: corral runs its loop (docs/tasks.md)
+	// with this Model, calling the tools Tools and policy let it see.
+	Model string `json:"model,omitempty"`
+	// Instructions are the hosted agent's system message.
+	Instructions string `json:"instructions,omitempty"`
+	// Limits bound each of the agent's tasks.
+	Limits *AgentLimits `json:"limits,omitempty"`
+	// Output is a JSON Schema the hosted agent's final answer must match;
+	// a mismatch goes back to the model as a correction.
+	Output json.RawMessage `json:"output,omitempty"`
+	// Placement labels: the agent's tasks run only on workers whose labels
+	// include all of these (corral worker --labels region=eu).
+	Placement map[string]string `json:"placement,omitempty"`
+}
+
+// Hosted reports whether corral runs the agent's loop.
+func (s *AgentSpec) Hosted() bool { return s.Model != "" }
+
+// AgentLimits bound a task of the agent. Zero fields take the defaults.
+type AgentLimits struct {
+	// MaxTurns bounds the model calls of a task; default 10.
+	MaxTurns int `json:"maxTurns,omitempty"`
+	// MaxToolCalls bounds the tool calls of a task; default 100.
+	MaxToolCalls int `json:"maxToolCalls,omitempty"`
+	// Deadline bounds a task's time from its start, as a Go duration;
+	// default 10m.
+	Deadline string `json:"deadline,omitempty"`
+	// RepeatedCalls is how many calls in a row of the same tool with the
+	// same arguments end a task with loop_detected; default 3.
+	RepeatedCalls int `json:"repeatedCalls,omitempty"`
+}
+
+// Task limits' defaults.
+const (
+	DefaultMaxTurns      = 10
+	DefaultMaxToolCalls  = 100
+	DefaultTaskDeadline  = 10 * time.Minute
+	DefaultRepeatedCalls = 3
+)
+
+// Effective returns the limits with the defaults filled in; l may be nil.
+func (l *AgentLimits) Effective() (maxTurns, maxToolCalls int, deadline time.Duration, repeated int) {
+	var v AgentLimits
+	if l != nil {
+		v = *l
+	}
+	return cmp.Or(v.MaxTurns, DefaultMaxTurns), cmp.Or(v.MaxToolCalls, DefaultMaxToolCalls),
+		durationOr(v.Deadline, DefaultTaskDeadline), cmp.Or(v.RepeatedCalls, DefaultRepeatedCalls)
+}
+
+func (s *AgentSpec) check() []FieldError {
+	var out []FieldError
+	add := func(field, msg string) { out = append(out, FieldError{Field: field, Message: msg}) }
+	if !s.Hosted() {
+		for field, set := range map[string]bool{"instructions": s.Instructions != "", "output": len(s.Output) > 0} {
+			if set {
+				add("spec."+field, "is for hosted agents: set spec.model too, or remove it")
+			}
+		}
+	}
+	if s.Hosted() && !slices.ContainsFunc(s.Models, func(glob string) bool { return globMatch(glob, s.Model) }) {
+		add("spec.model", fmt.Sprintf("%q is not among spec.models: list it there too (the agent's calls to it go through the same checks as any)", s.Model))
+	}
+	if l := s.Limits; l != nil && l.Deadline != "" {
+		if d, err := time.ParseDuration(l.Deadline); err != nil || d <= 0 {
+			add("spec.limits.deadline", "must be a positive Go duration such as 90s or 2h")
+		}
+	}
+	if len(s.Output) > 0 {
+		if _, err := CompileSchema(s.Output); err != nil {
+			add("spec.output", "is not a usable JSON Schema: "+err.Error())
+		}
+	}
+	for key := range s.Placement {
+		if !labelKey.MatchString(key) {
+			add("spec.placement", fmt.Sprintf("%q is not a valid label key", key))
+		}
+	}
+	slices.SortFunc(out, func(a, b FieldError) int { return strings.Compare(a.Field, b.Field) })
+	return out
+}
+
+// globMatch matches a name against a glob where * is any run of characters
+// and ? one character, as tools.Match does (config cannot import tools):
+// the two-pointer walk, linear in practice, never exponential.
+func globMatch(glob, name string) bool {
+	g, n := 0, 0
+	star, mark := -1, 0
+	for n < len(name) {
+		switch {
+		case g < len(glob) && (glob[g] == '?' || glob[g] == name[n]):
+			g++
+			n++
+		case g < len(glob) && glob[g] == '*':
+			star, mark = g, n
+			g++
+		case star >= 0:
+			g = star + 1
+			mark++
+			n = mark
+		default:
+			return false
+		}
+	}
+	for g < len(glob) && glob[g] == '*' {
+		g++
+	}
+	return g == len(glob)
+}
+
+// CompileSchema compiles a JSON Schema (draft 2020-12 unless it says
+// otherwise) given as JSON.
+func CompileSchema(raw json.RawMessage) (*jsonschema.Schema, error) {
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return nil, err
+	}
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	if err := c.AddResource("corral:output.json", doc); err != nil {
+		return nil, err
+	}
+	return c.Compile("corral:output.json")
 }
 
 //go:embed schemas/agent.json

@@ -218,6 +218,9 @@ func validate(value any, maxBytes int) (Resource, []FieldError) {
 // (santhosh-tekuri/jsonschema#269).
 var labelKey = regexp.MustCompile(`^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$`)
 
+// ValidLabelKey reports whether key is a valid label key.
+func ValidLabelKey(key string) bool { return labelKey.MatchString(key) }
+
 func labelProblems(obj map[string]any) []FieldError {
 	meta, _ := obj["metadata"].(map[string]any)
 	labels, _ := meta["labels"].(map[string]any)

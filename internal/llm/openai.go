@@ -378,6 +378,9 @@ func setHeaders(ctx context.Context, req *http.Request, ep Endpoint, provider st
 			req.Header.Add(name, v)
 		}
 	}
+	if key, ok := ctx.Value(idempotencyKey{}).(string); ok && key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
 	if ep.Auth == nil {
 		return nil
 	}
@@ -484,4 +487,13 @@ func wait(seconds float64) time.Duration {
 		return maxRetryAfter
 	}
 	return time.Duration(seconds * float64(time.Second))
+}
+
+type idempotencyKey struct{}
+
+// WithIdempotencyKey returns a context whose provider calls carry key as
+// their Idempotency-Key header: a provider (or a gateway in front of it)
+// that honours the header answers a retry of the same call once.
+func WithIdempotencyKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, idempotencyKey{}, key)
 }

@@ -25,13 +25,17 @@ import (
 
 // invokeOnce calls the tool, at most once per Idempotency-Key: a key seen
 // before with the same arguments replays the recorded answer.
-func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, e *tools.Entry, call tools.Call, digest string) (*Outcome, error) {
+func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, e *tools.Entry, call tools.Call, digest string, resume bool) (*Outcome, error) {
 	key := call.IdempotencyKey
 	if key == "" {
 		return p.invoke(ctx, rec, e, call)
 	}
-	// The lease outlasts every attempt the upstream client may make.
+	// The lease outlasts every attempt the upstream client may make; a
+	// resumed step's earlier holder is gone, so its claim is taken over.
 	lease := 4*e.Spec.TimeoutOrDefault() + 10*time.Second
+	if resume {
+		lease = 0
+	}
 	prev, claim, err := p.Idempotency.Begin(ctx, idempotency.Key(KeyOwner(c), e.Tool.Name, key), digest, lease)
 	switch {
 	case errors.Is(err, idempotency.ErrConflict):

@@ -2,8 +2,12 @@ package pipeline
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/corral-dev/corral/internal/idempotency"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -44,6 +48,12 @@ type ChatOutcome struct {
 	Target   string
 	Response *llm.ChatResponse
 	Stream   *ChatStream
+	// Replayed is set when Response is the recorded answer to an earlier
+	// call with the same Idempotency-Key: no provider was called, nothing
+	// was charged.
+	Replayed bool
+	// Cost is what the call was charged, from the answering model's pricing.
+	Cost float64
 }
 
 // EmbedOutcome is an allowed embeddings call's answer.
@@ -142,6 +152,24 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 		return nil, err
 	}
 	mc.capture = mc.agentCapture
+	if err := checkIdempotencyKey(a.IdempotencyKey); err != nil {
+		return nil, err
+	}
+	var claim *idempotency.Claim
+	if a.IdempotencyKey != "" && !req.Stream {
+		var replay *ChatOutcome
+		replay, claim, err = p.beginChat(ctx, mc, a.IdempotencyKey, req, a.Resume)
+		if err != nil || replay != nil {
+			if rerr := mc.reservation.Release(context.WithoutCancel(ctx)); rerr != nil {
+				p.logger.ErrorContext(ctx, "releasing a budget reservation; the call stays counted", "err", rerr)
+			}
+			mc.reservation = nil
+			rec.Replayed = replay != nil
+			return replay, err
+		}
+		ctx = llm.WithIdempotencyKey(ctx, UpstreamKey(KeyOwner(mc.caller), "model:"+mc.model.Name, a.IdempotencyKey))
+		defer func() { p.finishChat(ctx, claim, mc, out, rec) }()
+	}
 	if err := p.writeIntent(ctx, rec); err != nil {
 		return nil, err
 	}
@@ -174,9 +202,71 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 			rec.Model.FinishReason = resp.Choices[0].FinishReason
 		}
 		p.shadow(ctx, mc, req, target.Name, resp)
-		return &ChatOutcome{Target: target.Name, Response: resp}, nil
+		return &ChatOutcome{Target: target.Name, Response: resp, Cost: rec.Model.Cost}, nil
 	}
 	return nil, problem.New(http.StatusServiceUnavailable, problem.UpstreamUnavailable, "model "+mc.model.Name+" has no target to call")
+}
+
+// beginChat looks up a model call's Idempotency-Key: a call made before
+// with the same request replays its recorded answer; otherwise the caller
+// holds a claim on the key while it calls the provider.
+func (p *Pipeline) beginChat(ctx context.Context, mc *modelCall, key string, req *llm.ChatRequest, resume bool) (*ChatOutcome, *idempotency.Claim, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, nil, problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, "the request cannot be encoded", err)
+	}
+	sum := sha256.Sum256(body)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	// The lease outlasts the attempts of every target in the plan.
+	lease := time.Duration(len(mc.plan.Attempts)+1)*5*time.Minute + 10*time.Second
+	if resume {
+		lease = 0 // the earlier holder is gone (Action.Resume)
+	}
+	prev, claim, err := p.Idempotency.Begin(ctx, idempotency.Key(KeyOwner(mc.caller), "model:"+mc.model.Name, key), digest, lease)
+	switch {
+	case errors.Is(err, idempotency.ErrConflict):
+		return nil, nil, problem.New(http.StatusConflict, problem.IdempotencyConflict, "this Idempotency-Key was used with another request")
+	case errors.Is(err, idempotency.ErrInProgress):
+		return nil, nil, problem.New(http.StatusConflict, problem.IdempotencyConflict, "a call with this Idempotency-Key is still running; retry later")
+	case err != nil:
+		return nil, nil, problem.Wrap(http.StatusServiceUnavailable, problem.SubstrateUnavailable, "idempotency records are unavailable", err)
+	case prev != nil && prev.TooLarge:
+		return nil, nil, problem.New(http.StatusConflict, problem.IdempotencyConflict, "the call with this Idempotency-Key was made, but its answer was too large to record for replay")
+	case prev != nil:
+		var rec recordedChat
+		if err := json.Unmarshal(prev.Result, &rec); err != nil || rec.Response == nil {
+			return nil, nil, problem.Wrap(http.StatusInternalServerError, problem.Internal, "the recorded answer is unreadable", err)
+		}
+		return &ChatOutcome{Target: rec.Target, Response: rec.Response, Replayed: true}, nil, nil
+	}
+	return nil, claim, nil
+}
+
+// recordedChat is a model call's answer as its idempotency record keeps it.
+type recordedChat struct {
+	Target   string            `json:"target"`
+	Response *llm.ChatResponse `json:"response"`
+}
+
+// finishChat records the answer under the call's claim, or gives the claim
+// up when no provider can have seen the request.
+func (p *Pipeline) finishChat(ctx context.Context, claim *idempotency.Claim, mc *modelCall, out *ChatOutcome, rec *audit.Record) {
+	ctx = context.WithoutCancel(ctx)
+	if out == nil || out.Response == nil {
+		if !mc.sent && mc.unreported == (budget.Usage{}) {
+			if err := p.Idempotency.Abandon(ctx, claim); err != nil {
+				p.logger.WarnContext(ctx, "abandoning idempotency claim", "err", err)
+			}
+		}
+		return
+	}
+	result, err := json.Marshal(recordedChat{Target: out.Target, Response: out.Response})
+	if err != nil || len(result) > idempotency.MaxResult {
+		result = nil
+	}
+	if err := p.Idempotency.Finish(ctx, claim, result, rec.Intent); err != nil {
+		p.logger.ErrorContext(ctx, "recording idempotent answer", "err", err)
+	}
 }
 
 // Embed runs an embeddings call through the same stages as Chat. Inputs are
@@ -260,6 +350,10 @@ func (p *Pipeline) prepareModel(ctx context.Context, rec *audit.Record, a Action
 		return nil, err
 	}
 	noteCaller(rec, caller)
+	rec.Step = a.Step
+	if err := p.taskContext(ctx, rec, caller); err != nil {
+		return nil, err
+	}
 	if err := p.checkKill(caller); err != nil {
 		return nil, err
 	}

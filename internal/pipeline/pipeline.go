@@ -60,6 +60,15 @@ type Action struct {
 	// RemoteAddr is the caller's address as the edge saw it (host:port):
 	// unauthenticated refusals reach the audit at a bounded rate per address.
 	RemoteAddr string
+	// Step is set by the orchestrator alone, on the calls a hosted agent's
+	// loop makes: the task's journal already holds the step, and the task
+	// its limits, so the task stage only notes it. Edges never set it.
+	Step string
+	// Resume, set by the orchestrator alone, repeats a step whose earlier
+	// attempt may have left while its worker died: an unfinished claim on
+	// its Idempotency-Key is taken over instead of waited for, and the same
+	// key goes upstream again.
+	Resume bool
 }
 
 // Outcome is what an allowed action produced.
@@ -136,6 +145,27 @@ type Deps struct {
 	// source address; share it with other edges that refuse strangers.
 	// nil: the pipeline's own.
 	Refusals *audit.Refusals
+	// Tasks holds durable tasks; nil: a token's task claim is only a label
+	// (budgets with a task scope still match it).
+	Tasks Tasks
+}
+
+// Tasks is what the pipeline needs of durable tasks: whether a call made
+// with a token bound to a task may act in it, and a note of each such call
+// once it is done, for the task's usage and events.
+type Tasks interface {
+	// Admit fails with a *problem.Error when the task is unknown, has
+	// ended, is not the caller's to act in, or is at one of its limits.
+	Admit(ctx context.Context, c TaskCall) error
+	// Done reports a finished call; it must not block for long.
+	Done(ctx context.Context, c TaskCall, r *audit.Record)
+}
+
+// TaskCall is a call bound to a task.
+type TaskCall struct {
+	Task, Agent, AgentUID string
+	// Kind is "tool" or "model"; Target the tool or model named.
+	Kind, Target string
 }
 
 // Pipeline runs actions through the stages.
@@ -205,7 +235,10 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 		return nil, err
 	}
 	noteCaller(rec, caller)
-	// task context: the durable-tasks issue loads the task and its chain here.
+	rec.Step = a.Step
+	if err := p.taskContext(ctx, rec, caller); err != nil {
+		return nil, err
+	}
 	if err := p.checkKill(caller); err != nil {
 		return nil, err
 	}
@@ -256,7 +289,7 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 		return nil, err
 	}
 	call := tools.Call{Tool: &entry.Tool, Arguments: args, Value: value, IdempotencyKey: a.IdempotencyKey, Identity: ident}
-	out, err = p.invokeOnce(ctx, rec, caller, entry, call, digest)
+	out, err = p.invokeOnce(ctx, rec, caller, entry, call, digest, a.Resume)
 	if out != nil && out.Result != nil {
 		p.capture(span, capture, telemetry.AttrGenAIToolCallResult, out.Result)
 	}
@@ -366,6 +399,7 @@ func (p *Pipeline) finishRecord(ctx context.Context, rec *audit.Record, start ti
 		rec.ClaimedAgent, rec.Agent = rec.Agent, ""
 	}
 	p.Metrics.observe(rec)
+	p.taskDone(ctx, rec)
 	if rec.Code == problem.Unauthenticated {
 		store, n := p.Refusals.Admit(rec.Remote, p.now())
 		if !store {
@@ -421,7 +455,8 @@ func refusal(code string) bool {
 	case problem.Unauthenticated, problem.Killed, problem.ToolNotFound, problem.PolicyDenied,
 		problem.ApprovalRequired, problem.PolicyError, problem.InvalidArguments, problem.InvalidRequest, problem.IdempotencyConflict,
 		problem.AuditUnavailable, problem.AuditFull,
-		problem.ModelNotFound, problem.BudgetExceeded, problem.OutputLimitTooHigh:
+		problem.ModelNotFound, problem.BudgetExceeded, problem.OutputLimitTooHigh,
+		problem.TaskNotFound, problem.TaskEnded, problem.TaskLimit:
 		return true
 	}
 	return false

@@ -57,6 +57,12 @@ const (
 	ModelNotFound       = "model_not_found"
 	BudgetExceeded      = "budget_exceeded"
 
+	// Durable tasks (docs/tasks.md): no such task (or not the caller's);
+	// the task has ended; the task is at one of its limits.
+	TaskNotFound = "task_not_found"
+	TaskEnded    = "task_ended"
+	TaskLimit    = "task_limit"
+
 	// The model gateway's limits (docs/models.md, "Limits").
 	OutputLimitTooHigh = "output_limit_too_high"
 	Overloaded         = "overloaded"

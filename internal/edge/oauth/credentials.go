@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -11,7 +12,7 @@ import (
 // clientCredentials issues an agent its own access token: sub and
 // client_id are the agent, aud is corral, scope is the agent's tools and
 // models, or the part of them the client asked for.
-func (h *Handler) clientCredentials(f form, key identity.Key, spec *config.AgentSpec) (*issued, *failure) {
+func (h *Handler) clientCredentials(ctx context.Context, f form, key identity.Key, spec *config.AgentSpec) (*issued, *failure) {
 	agent := key.Agent
 	scope := agentScope(spec)
 	requested, fail := parseScope(f.get("scope"))
@@ -26,6 +27,9 @@ func (h *Handler) clientCredentials(f form, key identity.Key, spec *config.Agent
 	}
 	task, fail := taskParam(f)
 	if fail != nil {
+		return nil, fail
+	}
+	if fail := h.checkTask(ctx, task, agent, key.AgentUID); fail != nil {
 		return nil, fail
 	}
 	c := identity.Claims{

@@ -82,6 +82,9 @@ func (h *Handler) exchange(ctx context.Context, f form, key identity.Key, rec *a
 			task = prev.Task
 		}
 	}
+	if fail := h.checkTask(ctx, task, agent, key.AgentUID); fail != nil {
+		return nil, fail
+	}
 	if depth(act) > maxChain {
 		return nil, badRequest("the chain of delegations is longer than %d agents", maxChain)
 	}

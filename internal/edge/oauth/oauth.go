@@ -80,6 +80,14 @@ type Deps struct {
 	// Refusals bounds the records of requests from unauthenticated
 	// clients per source address (nil: every one is stored).
 	Refusals *audit.Refusals
+	// Tasks, when set, checks the task a token is bound to: nil takes any
+	// printable text as the task.
+	Tasks Tasks
+}
+
+// Tasks says whether an agent may act in a task.
+type Tasks interface {
+	CanAct(ctx context.Context, task, agent, agentUID string) error
 }
 
 // Options tune the handler.

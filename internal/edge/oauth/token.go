@@ -112,7 +112,7 @@ func (h *Handler) grant(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		return nil, fail
 	}
 	if gt == GrantClientCredentials {
-		return h.clientCredentials(f, key, spec)
+		return h.clientCredentials(ctx, f, key, spec)
 	}
 	return h.exchange(ctx, f, key, rec)
 }
@@ -139,6 +139,19 @@ func target(grantType string) string {
 
 // taskParam reads the optional task parameter: printable, at most maxTask
 // characters.
+// checkTask refuses a task the agent may not act in, when corral holds
+// tasks: a token bound to a task counts on that task's limits and budgets,
+// so it must be a real task of the agent's.
+func (h *Handler) checkTask(ctx context.Context, task, agent, agentUID string) *failure {
+	if task == "" || h.deps.Tasks == nil {
+		return nil
+	}
+	if err := h.deps.Tasks.CanAct(ctx, task, agent, agentUID); err != nil {
+		return badRequest("task: %s", err.Error())
+	}
+	return nil
+}
+
 func taskParam(f form) (string, *failure) {
 	task := f.get("task")
 	if !utf8.ValidString(task) || utf8.RuneCountInString(task) > maxTask ||

@@ -1,0 +1,488 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/identity"
+	"github.com/corral-dev/corral/internal/orchestrator"
+	"github.com/corral-dev/corral/internal/pipeline"
+	"github.com/corral-dev/corral/internal/problem"
+)
+
+// Tasks is the task service (orchestrator.Service).
+type Tasks interface {
+	Create(ctx context.Context, req orchestrator.Request) (*orchestrator.Task, bool, error)
+	Get(ctx context.Context, id string) (*orchestrator.Task, error)
+	List(f orchestrator.Filter) ([]*orchestrator.Task, bool)
+	Cancel(ctx context.Context, id, by, detail string) (*orchestrator.Task, error)
+	Message(ctx context.Context, id, text, key string) (*orchestrator.Task, error)
+	Events(ctx context.Context, id string, after uint64, fn func(orchestrator.Event) error) error
+	Report(ctx context.Context, id, agent string, state orchestrator.State, result json.RawMessage, detail string) (*orchestrator.Task, error)
+}
+
+// AgentAuth verifies agent credentials (pipeline.Pipeline).
+type AgentAuth interface {
+	Authenticate(credential string) (pipeline.Caller, error)
+}
+
+// WithTasks gives the API the task service and the agents' authentication,
+// whose routes Register then adds: admins act on every task, an agent on
+// its own.
+func (a *API) WithTasks(t Tasks, auth AgentAuth) *API {
+	a.tasks, a.agentAuth = t, auth
+	return a
+}
+
+// Task list limits.
+const (
+	defaultTaskLimit = 50
+	maxTaskLimit     = 1000
+)
+
+// TaskList is the answer of GET /v1/tasks: a page, newest first, and the
+// after value of the next page when there is one.
+type TaskList struct {
+	Items []*orchestrator.Task `json:"items"`
+	Next  string               `json:"next,omitempty"`
+}
+
+// TaskRequest is the body of POST /v1/tasks.
+type TaskRequest struct {
+	Agent string          `json:"agent"`
+	Input json.RawMessage `json:"input"`
+}
+
+// MessageRequest is the body of POST /v1/tasks/{id}/messages.
+type MessageRequest struct {
+	Message string `json:"message"`
+}
+
+// CancelRequest is the optional body of POST /v1/tasks/{id}/cancel.
+type CancelRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// ResultRequest is the body of POST /v1/tasks/{id}/result, by which an
+// external agent ends its task or asks for input.
+type ResultRequest struct {
+	State  string          `json:"state"`
+	Result json.RawMessage `json:"result,omitempty"`
+	Detail string          `json:"detail,omitempty"`
+}
+
+func (a *API) registerTasks(mux *http.ServeMux, open func(problem.HandlerFunc) http.Handler) {
+	if a.tasks == nil {
+		return
+	}
+	mux.Handle("POST /v1/tasks", open(a.createTask))
+	mux.Handle("GET /v1/tasks", open(a.listTasks))
+	mux.Handle("GET /v1/tasks/{id}", open(a.getTask))
+	mux.Handle("GET /v1/tasks/{id}/events", open(a.taskEvents))
+	mux.Handle("POST /v1/tasks/{id}/cancel", open(a.cancelTask))
+	mux.Handle("POST /v1/tasks/{id}/messages", open(a.messageTask))
+	mux.Handle("POST /v1/tasks/{id}/result", open(a.reportTask))
+	for path, allowed := range map[string][]string{
+		"/v1/tasks":               {"GET", "POST"},
+		"/v1/tasks/{id}":          {"GET"},
+		"/v1/tasks/{id}/events":   {"GET"},
+		"/v1/tasks/{id}/cancel":   {"POST"},
+		"/v1/tasks/{id}/messages": {"POST"},
+		"/v1/tasks/{id}/result":   {"POST"},
+	} {
+		mux.Handle(path, open(problem.NotAllowed(allowed...)))
+	}
+}
+
+// actor is who calls the task API: the admin, or an agent (Caller set).
+type actor struct {
+	admin  bool
+	caller pipeline.Caller
+}
+
+func (ac actor) by() string {
+	if ac.admin {
+		return "admin"
+	}
+	return "agent:" + ac.caller.Agent
+}
+
+// may reports whether the actor may see and act on t.
+func (ac actor) may(t *orchestrator.Task) bool {
+	return ac.admin || (t.Agent == ac.caller.Agent && (t.AgentUID == "" || ac.caller.AgentUID == "" || t.AgentUID == ac.caller.AgentUID))
+}
+
+func (a *API) actor(r *http.Request) (actor, error) {
+	token := identity.BearerToken(r)
+	if token == "" {
+		return actor{}, problem.New(http.StatusUnauthorized, problem.Unauthenticated, "send the admin token, or an agent key or corral token, as Authorization: Bearer <credential>")
+	}
+	if a.creds.VerifyAdmin(token) {
+		return actor{admin: true}, nil
+	}
+	c, err := a.agentAuth.Authenticate(token)
+	if err != nil {
+		return actor{}, err
+	}
+	if _, ok := a.store.Get("Agent", c.Agent); !ok {
+		return actor{}, problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the credential's agent "+c.Agent+" does not exist")
+	}
+	return actor{caller: c}, nil
+}
+
+// task reads {id} and checks the actor may see it; a task that is not the
+// agent's is answered as missing.
+func (a *API) task(r *http.Request, ac actor) (*orchestrator.Task, error) {
+	t, err := a.tasks.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	if !ac.may(t) {
+		return nil, problem.New(http.StatusNotFound, problem.TaskNotFound, "no task "+t.ID)
+	}
+	return t, nil
+}
+
+func decodeStrict(body []byte, v any, shape string) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, "the body must be JSON: "+shape+": "+err.Error(), err)
+	}
+	if dec.More() {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "the body must be one JSON object: "+shape)
+	}
+	return nil
+}
+
+func (a *API) createTask(w http.ResponseWriter, r *http.Request) error {
+	ac, err := a.actor(r)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var req TaskRequest
+	if err := decodeStrict(body, &req, `{"agent": "NAME", "input": "text or any JSON"}`); err != nil {
+		return err
+	}
+	switch {
+	case req.Agent == "" && !ac.admin:
+		req.Agent = ac.caller.Agent
+	case req.Agent == "":
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "agent: required: the agent to run the task")
+	case !config.ValidName(req.Agent):
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("agent: %q is not a valid name (lowercase letters, digits and '-', at most 63)", truncate(req.Agent, 80)))
+	case !ac.admin && req.Agent != ac.caller.Agent:
+		return problem.New(http.StatusForbidden, problem.PolicyDenied, "agent: an agent starts tasks of its own only; "+ac.caller.Agent+" cannot start work for "+req.Agent)
+	}
+	if t := bytes.TrimSpace(req.Input); len(t) == 0 || bytes.Equal(t, []byte("null")) {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, `input: required: the task's input, a string ("check order 42") or any JSON value`)
+	}
+	key := strings.Join(r.Header.Values("Idempotency-Key"), pipeline.MultipleKeys)
+	if strings.Contains(key, pipeline.MultipleKeys) || len(key) > 255 || !printableASCII(key) {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "Idempotency-Key: one header of at most 255 printable ASCII characters")
+	}
+	treq := orchestrator.Request{Agent: req.Agent, Input: compact(req.Input), IdempotencyKey: key, CreatedBy: ac.by(), Owner: "admin"}
+	if !ac.admin {
+		treq.Owner = pipeline.KeyOwner(ac.caller)
+		if p := ac.caller.Principal; p != nil {
+			treq.Principal = &orchestrator.Principal{Subject: p.Subject, Issuer: p.Issuer, Groups: p.Groups, Roles: p.Roles}
+		}
+	}
+	t, created, err := a.tasks.Create(r.Context(), treq)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/tasks/"+t.ID)
+	status := http.StatusCreated
+	if !created {
+		status = http.StatusOK
+	}
+	return problem.WriteJSON(w, status, t)
+}
+
+func compact(raw json.RawMessage) json.RawMessage {
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		return raw
+	}
+	return b.Bytes()
+}
+
+func printableASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+func (a *API) listTasks(w http.ResponseWriter, r *http.Request) error {
+	ac, err := a.actor(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	f := orchestrator.Filter{Agent: q.Get("agent"), After: q.Get("after"), Limit: defaultTaskLimit}
+	if !ac.admin {
+		if f.Agent != "" && f.Agent != ac.caller.Agent {
+			return problem.New(http.StatusForbidden, problem.PolicyDenied, "agent: an agent lists its own tasks only")
+		}
+		f.Agent = ac.caller.Agent
+	}
+	if s := q.Get("state"); s != "" {
+		if f.State, err = orchestrator.ParseState(s); err != nil {
+			return problem.New(http.StatusBadRequest, problem.InvalidRequest, "state: "+err.Error())
+		}
+	}
+	if s := q.Get("since"); s != "" {
+		if f.Since, err = parseSince(s, time.Now()); err != nil {
+			return problem.New(http.StatusBadRequest, problem.InvalidRequest, "since: "+err.Error())
+		}
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxTaskLimit {
+			return problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("limit: a number from 1 to %d", maxTaskLimit))
+		}
+		f.Limit = n
+	}
+	items, more := a.tasks.List(f)
+	if items == nil {
+		items = []*orchestrator.Task{}
+	}
+	out := TaskList{Items: items}
+	if more {
+		out.Next = items[len(items)-1].ID
+	}
+	return problem.WriteJSON(w, http.StatusOK, out)
+}
+
+// parseSince reads an RFC 3339 time or a duration back from now (1h).
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, errors.New("a duration back from now must not be negative")
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2026-12-07T10:00:00Z) nor a duration (1h)", truncate(s, 60))
+	}
+	return t, nil
+}
+
+func (a *API) getTask(w http.ResponseWriter, r *http.Request) error {
+	ac, err := a.actor(r)
+	if err != nil {
+		return err
+	}
+	t, err := a.task(r, ac)
+	if err != nil {
+		return err
+	}
+	return problem.WriteJSON(w, http.StatusOK, t)
+}
+
+func (a *API) cancelTask(w http.ResponseWriter, r *http.Request) error {
+	ac, err := a.actor(r)
+	if err != nil {
+		return err
+	}
+	t, err := a.task(r, ac)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var req CancelRequest
+	if len(bytes.TrimSpace(body)) > 0 {
+		if err := decodeStrict(body, &req, `{"reason": "why"}`); err != nil {
+			return err
+		}
+		if len(req.Reason) > maxReason {
+			return problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("reason: at most %d characters", maxReason))
+		}
+	}
+	detail := ""
+	if req.Reason != "" {
+		detail = "canceled by " + ac.by() + ": " + req.Reason
+	}
+	t, err = a.tasks.Cancel(r.Context(), t.ID, ac.by(), detail)
+	if err != nil {
+		return err
+	}
+	return problem.WriteJSON(w, http.StatusOK, t)
+}
+
+func (a *API) messageTask(w http.ResponseWriter, r *http.Request) error {
+	ac, err := a.actor(r)
+	if err != nil {
+		return err
+	}
+	t, err := a.task(r, ac)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var req MessageRequest
+	if err := decodeStrict(body, &req, `{"message": "your answer"}`); err != nil {
+		return err
+	}
+	if strings.TrimSpace(req.Message) == "" {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "message: required: the answer to the task's question")
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > 255 || !printableASCII(key) {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "Idempotency-Key: at most 255 printable ASCII characters")
+	}
+	t, err = a.tasks.Message(r.Context(), t.ID, req.Message, key)
+	if err != nil {
+		return err
+	}
+	return problem.WriteJSON(w, http.StatusOK, t)
+}
+
+func (a *API) reportTask(w http.ResponseWriter, r *http.Request) error {
+	ac, err := a.actor(r)
+	if err != nil {
+		return err
+	}
+	t, err := a.task(r, ac)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var req ResultRequest
+	if err := decodeStrict(body, &req, `{"state": "completed", "result": any JSON}`); err != nil {
+		return err
+	}
+	state, err := orchestrator.ParseState(req.State)
+	if err != nil {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "state: "+err.Error())
+	}
+	if len(req.Detail) > maxReason {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("detail: at most %d characters", maxReason))
+	}
+	agent := ""
+	if !ac.admin {
+		agent = ac.caller.Agent
+	}
+	t, err = a.tasks.Report(r.Context(), t.ID, agent, state, compact(req.Result), req.Detail)
+	if err != nil {
+		return err
+	}
+	return problem.WriteJSON(w, http.StatusOK, t)
+}
+
+// sseKeepAlive is how often an idle event stream sends a comment, so that
+// proxies keep it open.
+const sseKeepAlive = 15 * time.Second
+
+// taskEvents streams a task's events as server-sent events: id is the
+// event's sequence, event its type, data its JSON. It ends after the
+// task's final state. Last-Event-ID (or ?after=) resumes after an event.
+func (a *API) taskEvents(w http.ResponseWriter, r *http.Request) error {
+	ac, err := a.actor(r)
+	if err != nil {
+		return err
+	}
+	t, err := a.task(r, ac)
+	if err != nil {
+		return err
+	}
+	var after uint64
+	for _, v := range []string{r.Header.Get("Last-Event-ID"), r.URL.Query().Get("after")} {
+		if v == "" {
+			continue
+		}
+		if after, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return problem.New(http.StatusBadRequest, problem.InvalidRequest, "Last-Event-ID (or after): an event id from this stream, a whole number")
+		}
+	}
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	_ = rc.Flush()
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	events := make(chan orchestrator.Event, 64)
+	done := make(chan error, 1)
+	go func() {
+		defer close(events)
+		done <- a.tasks.Events(ctx, t.ID, after, func(ev orchestrator.Event) error {
+			select {
+			case events <- ev:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	keep := time.NewTicker(sseKeepAlive)
+	defer keep.Stop()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				if err := <-done; err != nil && ctx.Err() == nil {
+					a.logger.WarnContext(ctx, "task event stream ended early", "task", t.ID, "err", err)
+					fmt.Fprintf(w, "event: error\ndata: %s\n\n", mustJSON(map[string]string{"code": problem.SubstrateUnavailable, "detail": "the event stream broke off; reconnect with Last-Event-ID"}))
+					_ = rc.Flush()
+				}
+				return nil
+			}
+			data, err := json.Marshal(ev)
+			if err != nil {
+				return nil
+			}
+			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", ev.Seq, ev.Type, data); err != nil {
+				return nil // the client went away
+			}
+			_ = rc.Flush()
+		case <-keep.C:
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+				return nil
+			}
+			_ = rc.Flush()
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}

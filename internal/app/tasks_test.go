@@ -1,0 +1,171 @@
+package app_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/corral-dev/corral/internal/app/apptest"
+	"github.com/corral-dev/corral/internal/orchestrator"
+)
+
+// notesUpstream is a tool upstream with one side-effecting operation; it
+// counts requests and distinct Idempotency-Keys.
+type notesUpstream struct {
+	*httptest.Server
+	mu       sync.Mutex
+	requests int
+	keys     map[string]int
+}
+
+const notesDoc = `openapi: 3.0.3
+info: {title: notes, version: "1"}
+paths:
+  /notes:
+    post:
+      operationId: createNote
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [text]
+              properties: {text: {type: string}}
+      responses:
+        "200": {description: created}
+`
+
+func startNotes(t *testing.T) *notesUpstream {
+	u := &notesUpstream{keys: map[string]int{}}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.requests++
+		u.keys[r.Header.Get("Idempotency-Key")]++
+		n := u.requests
+		u.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id": %d}`, n)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func notesSource(url string) string {
+	return `apiVersion: corral.dev/v1
+kind: ToolSource
+metadata: {name: notes}
+spec:
+  openapi:
+    baseURL: ` + url + `
+    document: |
+      ` + strings.ReplaceAll(notesDoc, "\n", "\n      ") + `
+`
+}
+
+// createTask starts a task and returns it.
+func createTask(t *testing.T, srv *apptest.Server, token, agent string, input any, header http.Header) orchestrator.Task {
+	t.Helper()
+	status, body := srv.Call(t, token, "POST", "/v1/tasks", map[string]any{"agent": agent, "input": input}, header)
+	if status != http.StatusCreated && status != http.StatusOK {
+		t.Fatalf("POST /v1/tasks: HTTP %d %s", status, body)
+	}
+	var task orchestrator.Task
+	if err := json.Unmarshal(body, &task); err != nil {
+		t.Fatal(err)
+	}
+	return task
+}
+
+// waitTask polls a task until it is in a final state (or want), and returns it.
+func waitTask(t *testing.T, srv *apptest.Server, id string, want ...orchestrator.State) orchestrator.Task {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		status, body := srv.Call(t, srv.Token, "GET", "/v1/tasks/"+id, nil, nil)
+		if status != http.StatusOK {
+			t.Fatalf("GET task: HTTP %d %s", status, body)
+		}
+		var task orchestrator.Task
+		if err := json.Unmarshal(body, &task); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range want {
+			if task.State == w {
+				return task
+			}
+		}
+		if len(want) == 0 && task.State.Final() {
+			return task
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s still %s after 20s: %s", id, task.State, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestHostedAgentRunsItsLoop: a hosted agent's task calls a tool through
+// the pipeline (audited, with a key derived from the step) and completes
+// with the model's final answer; its events tell every step.
+func TestHostedAgentRunsItsLoop(t *testing.T) {
+	notes := startNotes(t)
+	srv := apptest.Start(t)
+	srv.Apply(t, notesSource(notes.URL)+`---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: brain}
+spec:
+  provider: scripted
+  script:
+    - toolCalls: [{name: notes__createNote, arguments: {text: "call the supplier"}}]
+    - content: "I wrote the note."
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: scribe}
+spec: {model: brain, models: [brain], tools: ["notes.*"], instructions: "You keep notes."}
+`)
+	srv.WaitTool(t, "notes.createNote")
+	task := createTask(t, srv, srv.Token, "scribe", "note that we must call the supplier", nil)
+	done := waitTask(t, srv, task.ID)
+	if done.State != orchestrator.Completed || string(done.Result) != `"I wrote the note."` {
+		t.Fatalf("task = %s %s %s result %s", done.State, done.Reason, done.Detail, done.Result)
+	}
+	if done.Usage.ModelCalls != 2 || done.Usage.ToolCalls != 1 {
+		t.Errorf("usage = %+v, want 2 model calls and 1 tool call", done.Usage)
+	}
+	if notes.requests != 1 || len(notes.keys) != 1 || notes.keys[""] != 0 {
+		t.Errorf("upstream saw %d requests with keys %v, want one with an Idempotency-Key", notes.requests, notes.keys)
+	}
+	status, body := srv.Call(t, srv.Token, "GET", "/v1/tasks/"+task.ID+"/events", nil, nil)
+	if status != http.StatusOK {
+		t.Fatalf("events: HTTP %d %s", status, body)
+	}
+	for _, want := range []string{"event: model.call", "event: model.answer", "event: tool.call", "event: tool.result", `"state":"completed"`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("events lack %q:\n%s", want, body)
+		}
+	}
+	status, body = srv.Call(t, srv.Token, "GET", "/v1/audit?agent=scribe", nil, nil)
+	var records struct {
+		Records []struct{ Task, Step, Kind, Phase string }
+	}
+	if err := json.Unmarshal(body, &records); status != http.StatusOK || err != nil {
+		t.Fatalf("audit: HTTP %d %v", status, err)
+	}
+	steps := map[string]bool{}
+	for _, r := range records.Records {
+		if r.Task == task.ID && r.Phase == "" {
+			steps[r.Kind+" "+r.Step] = true
+		}
+	}
+	if !steps["model 1"] || !steps["tool 2"] || !steps["model 3"] {
+		t.Errorf("audit records of the task's steps = %v, want model 1, tool 2, model 3", steps)
+	}
+}

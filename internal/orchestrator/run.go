@@ -1,0 +1,603 @@
+package orchestrator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/identity"
+	"github.com/corral-dev/corral/internal/llm"
+	"github.com/corral-dev/corral/internal/pipeline"
+	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/tools"
+)
+
+// Gateway is the pipeline, the only way a hosted agent reaches a model or
+// a tool.
+type Gateway interface {
+	Chat(ctx context.Context, a pipeline.Action, req *llm.ChatRequest) (*pipeline.ChatOutcome, error)
+	Invoke(ctx context.Context, a pipeline.Action) (*pipeline.Outcome, error)
+	Tools(ctx context.Context, c pipeline.Caller) ([]*tools.Entry, error)
+}
+
+// Minter signs the tokens a hosted agent's steps are made with.
+type Minter interface {
+	Issuer() string
+	Mint(c identity.Claims, ttl time.Duration) (string, error)
+}
+
+// Resources reads Agent resources.
+type Resources interface {
+	Get(kind, name string) (config.Resource, bool)
+}
+
+// requestInput is the function every hosted agent is offered to ask a
+// person for input: the task waits in input-required, and the person's
+// message is the call's result.
+const requestInput = "request_input"
+
+var requestInputTool = llm.Tool{Type: "function", Function: llm.Function{
+	Name:        requestInput,
+	Description: "Ask the person you work for a question and wait for the answer. Use it only when you cannot go on without them.",
+	Parameters:  json.RawMessage(`{"type":"object","properties":{"question":{"type":"string","description":"What you need to know."}},"required":["question"],"additionalProperties":false}`),
+}}
+
+// tokenTTL is the life of the tokens a run mints; a run mints a new one
+// when less than a third is left.
+const tokenTTL = 10 * time.Minute
+
+// modelRetries bounds the attempts of one model step that fails in a way
+// a later attempt may cure (a provider outage, the audit briefly down).
+const modelRetries = 4
+
+// run is one worker's turn at a task: from taking it to its end, its
+// parking in input-required, or the loss of it to another worker.
+type run struct {
+	w      *Worker
+	task   *Task
+	spec   *config.AgentSpec
+	c      *convo
+	logger *slog.Logger
+	resume bool // the first step of this run repeats one begun before
+
+	token    string
+	tokenExp time.Time
+	fnTools  map[string]string // function name -> tool name, from the last listing
+}
+
+// stopCause ends a run's context: the task is to end so.
+type stopCause struct {
+	state          State
+	reason, detail string
+}
+
+func (s *stopCause) Error() string { return string(s.state) + ": " + s.reason + ": " + s.detail }
+
+// errParked: the task waits in input-required; no worker holds it.
+var errParked = errors.New("task parked")
+
+// errRetry: the task could not go on now (the substrate or audit is down,
+// a step is still running elsewhere); it goes back on the queue.
+type errRetry struct{ err error }
+
+func (e *errRetry) Error() string { return "retry later: " + e.err.Error() }
+func (e *errRetry) Unwrap() error { return e.err }
+
+// execute runs the task until it ends, parks or is lost. It returns nil
+// when the task ended, errParked, ErrFenced, or an error to retry on.
+func (r *run) execute(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go r.watch(ctx, cancel)
+
+	for {
+		if c := r.c; c.state.Final() {
+			return nil
+		}
+		if cause, ok := context.Cause(ctx).(*stopCause); ok {
+			return r.end(ctx, cause.state, cause.reason, cause.detail, nil)
+		}
+		if ctx.Err() != nil {
+			return &errRetry{ctx.Err()} // this worker is shutting down
+		}
+		var err error
+		switch calls := r.c.unanswered(); {
+		case r.c.waiting != "":
+			return errParked
+		case len(calls) > 0:
+			err = r.callTool(ctx, calls[0])
+		case r.c.done():
+			err = r.finish(ctx)
+		default:
+			err = r.callModel(ctx)
+		}
+		if err != nil {
+			if cause, ok := context.Cause(ctx).(*stopCause); ok && !errors.Is(err, ErrFenced) {
+				return r.end(ctx, cause.state, cause.reason, cause.detail, nil)
+			}
+			return err
+		}
+	}
+}
+
+// watch cancels the run when the task must stop: a cancel request in its
+// record, a kill switch, its deadline. It checks at every change of a task
+// record and at least every 100 ms.
+func (r *run) watch(ctx context.Context, cancel context.CancelCauseFunc) {
+	deadline := r.deadline()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if cause := r.w.stopFor(r.task.ID, r.task.Agent, deadline); cause != nil {
+			cancel(cause)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.w.store.Changed():
+		case <-tick.C:
+		}
+	}
+}
+
+// deadline is when the task must end: its limit after its first start.
+func (r *run) deadline() time.Time {
+	d, err := time.ParseDuration(r.task.Limits.Deadline)
+	if err != nil || d <= 0 {
+		d = config.DefaultTaskDeadline
+	}
+	return r.c.firstRun.Add(d)
+}
+
+// appendEvent adds a step to the journal, guarded by the last entry this
+// run knows: if another worker wrote since, the task is no longer this
+// run's (ErrFenced).
+func (r *run) appendEvent(ctx context.Context, ev *Event) error {
+	seq, err := r.w.store.append(context.WithoutCancel(ctx), r.task.ID, ev, r.c.last, "")
+	if err != nil {
+		if errors.Is(err, ErrFenced) {
+			return err
+		}
+		return &errRetry{err}
+	}
+	r.c.last = seq
+	return nil
+}
+
+// stepKey is the Idempotency-Key of a step: the same for every attempt of
+// it, on every worker, so a repeat is recognised as one.
+func (r *run) stepKey(step int) string {
+	return fmt.Sprintf("%s/step/%d", r.task.ID, step)
+}
+
+// credential returns a token bound to the task for the agent (delegated
+// when the task acts for a user), minted anew as it nears its expiry.
+func (r *run) credential() (string, error) {
+	now := r.w.now()
+	if r.token != "" && now.Add(tokenTTL/3).Before(r.tokenExp) {
+		return r.token, nil
+	}
+	c := identity.Claims{
+		Subject:  r.task.Agent,
+		ClientID: r.task.Agent,
+		AgentUID: r.task.AgentUID,
+		Audience: identity.Audience{r.w.mint.Issuer()},
+		Task:     r.task.ID,
+		Scope:    agentScope(r.spec),
+	}
+	if p := r.task.Principal; p != nil {
+		c.Subject = p.Subject
+		c.Act = &identity.Actor{Subject: r.task.Agent}
+		c.Principal = &identity.PrincipalClaims{Issuer: p.Issuer, Groups: p.Groups, Roles: p.Roles}
+	}
+	tok, err := r.w.mint.Mint(c, tokenTTL)
+	if err != nil {
+		return "", fmt.Errorf("orchestrator: token for task %s: %w", r.task.ID, err)
+	}
+	r.token, r.tokenExp = tok, now.Add(tokenTTL)
+	return tok, nil
+}
+
+func (r *run) caller() pipeline.Caller {
+	c := pipeline.Caller{Agent: r.task.Agent, AgentUID: r.task.AgentUID}
+	if p := r.task.Principal; p != nil {
+		c.Principal = &pipeline.Principal{Subject: p.Subject, Issuer: p.Issuer, Groups: p.Groups, Roles: p.Roles}
+	}
+	return c
+}
+
+// agentScope is the scope of a hosted agent's tokens: what its spec names,
+// as client_credentials would grant it; policy decides the rest.
+func agentScope(spec *config.AgentSpec) string {
+	items := make([]string, 0, len(spec.Tools)+len(spec.Models))
+	for _, t := range spec.Tools {
+		items = append(items, "tool:"+t)
+	}
+	for _, m := range spec.Models {
+		items = append(items, "model:"+m)
+	}
+	return strings.Join(items, " ")
+}
+
+// functions lists the tools the agent may see now, as the functions the
+// model is offered, and remembers which function is which tool.
+func (r *run) functions(ctx context.Context) ([]llm.Tool, error) {
+	entries, err := r.w.gateway.Tools(ctx, r.caller())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]llm.Tool, 0, len(entries)+1)
+	r.fnTools = make(map[string]string, len(entries))
+	for _, e := range entries {
+		name := FunctionName(e.Tool.Name)
+		if _, taken := r.fnTools[name]; taken || name == requestInput {
+			continue // two tool names that map alike: the first keeps it
+		}
+		r.fnTools[name] = e.Tool.Name
+		params := e.Tool.InputSchema
+		if len(params) == 0 {
+			params = json.RawMessage(`{"type":"object"}`)
+		}
+		out = append(out, llm.Tool{Type: "function", Function: llm.Function{Name: name, Description: e.Tool.Description, Parameters: params}})
+	}
+	return append(out, requestInputTool), nil
+}
+
+var unsafeFunction = regexp.MustCompile(`[^A-Za-z0-9_-]`)
+
+// FunctionName is the function a model is offered for a tool: OpenAI
+// allows [A-Za-z0-9_-]{1,64}, so "erp.get_order" becomes
+// "erp__get_order", other characters "_", and a longer name keeps 55
+// characters and a digest.
+func FunctionName(tool string) string {
+	name := unsafeFunction.ReplaceAllString(strings.ReplaceAll(tool, ".", "__"), "_")
+	if len(name) > 64 {
+		sum := sha256.Sum256([]byte(tool))
+		name = name[:55] + "_" + hex.EncodeToString(sum[:4])
+	}
+	return name
+}
+
+// toolFor finds the tool a model's function call names: the function name
+// offered, or a tool's own name.
+func (r *run) toolFor(function string) string {
+	if t, ok := r.fnTools[function]; ok {
+		return t
+	}
+	return function
+}
+
+// callModel asks the model for its next turn.
+func (r *run) callModel(ctx context.Context) error {
+	c := r.c
+	if c.turn >= r.task.Limits.MaxTurns {
+		return r.end(ctx, Failed, ReasonMaxTurns, fmt.Sprintf("the agent took %d turns without a final answer", c.turn), nil)
+	}
+	fns, err := r.functions(ctx)
+	if err != nil {
+		return r.stepFailed(ctx, err)
+	}
+	step, resume := c.step+1, r.resume
+	if c.pendingModel != nil {
+		step, resume = c.pendingModel.Step, true // begun before, by a worker now gone
+	} else {
+		if err := r.appendEvent(ctx, &Event{Type: EvModelCall, Step: step, Turn: c.turn + 1, Model: r.spec.Model}); err != nil {
+			return err
+		}
+		c.step = step
+		c.pendingModel = &Event{Step: step}
+	}
+	req := &llm.ChatRequest{Model: r.spec.Model, Messages: c.messages, Tools: fns}
+	var out *pipeline.ChatOutcome
+	for attempt := 0; ; attempt++ {
+		tok, err := r.credential()
+		if err != nil {
+			return &errRetry{err}
+		}
+		out, err = r.w.gateway.Chat(ctx, pipeline.Action{
+			Credential: tok, Kind: "model", Target: r.spec.Model, IdempotencyKey: r.stepKey(step),
+			Edge: "task", Step: fmt.Sprint(step), Resume: resume || attempt > 0,
+		}, req)
+		if err == nil {
+			break
+		}
+		if !transient(err) || attempt+1 >= modelRetries || ctx.Err() != nil {
+			return r.stepFailed(ctx, err)
+		}
+		r.logger.WarnContext(ctx, "model step failed; trying again", "task", r.task.ID, "step", step, "err", err)
+		if err := sleep(ctx, time.Duration(1<<attempt)*500*time.Millisecond); err != nil {
+			return r.stepFailed(ctx, err)
+		}
+	}
+	r.resume = false
+	if len(out.Response.Choices) == 0 {
+		return r.end(ctx, Failed, ReasonModelError, "the model answered with no choices", nil)
+	}
+	msg := out.Response.Choices[0].Message
+	msg.Role = "assistant"
+	raw, err := json.Marshal(msg)
+	if err != nil {
+		return r.end(ctx, Failed, ReasonModelError, "the model's answer cannot be encoded: "+err.Error(), nil)
+	}
+	u := &Usage{Cost: out.Cost}
+	if ru := out.Response.Usage; ru != nil && !out.Replayed {
+		u.InputTokens, u.OutputTokens = ru.PromptTokens, ru.CompletionTokens
+	}
+	if out.Replayed {
+		u.Cost = 0 // charged by the attempt that got the answer
+	}
+	if err := r.appendEvent(ctx, &Event{Type: EvModelAnswer, Step: step, Turn: c.turn + 1, Model: out.Target, Message: raw, Usage: u, AuditID: out.AuditID}); err != nil {
+		return err
+	}
+	c.answer(msg, u)
+	_, err = r.w.store.update(context.WithoutCancel(ctx), r.task.ID, func(t *Task) error {
+		if t.State.Final() {
+			return errSkip
+		}
+		t.Usage = c.usage
+		return nil
+	})
+	if err != nil {
+		r.logger.WarnContext(ctx, "task usage not recorded; the journal has it", "task", r.task.ID, "err", err)
+	}
+	return nil
+}
+
+// callTool makes one of the model's tool calls.
+func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
+	c := r.c
+	tool := r.toolFor(tc.Function.Name)
+	if tc.Function.Name == requestInput {
+		tool = requestInput
+	}
+	step, resume := c.step+1, r.resume
+	if pending := c.pendingTools[tc.ID]; pending != nil {
+		step, resume = pending.Step, true
+	} else {
+		digest := argsDigest(tc.Function.Arguments)
+		if tool != requestInput {
+			if c.usage.ToolCalls >= r.task.Limits.MaxToolCalls {
+				return r.end(ctx, Failed, ReasonMaxToolCalls, fmt.Sprintf("the agent made %d tool calls", c.usage.ToolCalls), nil)
+			}
+			c.noteCall(tool, digest)
+			if c.repeats >= r.task.Limits.RepeatedCalls {
+				return r.end(ctx, Failed, ReasonLoopDetected, fmt.Sprintf("the agent called %s with the same arguments %d times in a row", tool, c.repeats), nil)
+			}
+		}
+		ev := &Event{Type: EvToolCall, Step: step, Turn: c.turn, Tool: tool, CallID: tc.ID, Detail: digest}
+		if err := r.appendEvent(ctx, ev); err != nil {
+			return err
+		}
+		c.step = step
+		c.pendingTools[tc.ID] = ev
+	}
+	if tool == requestInput {
+		return r.park(ctx, tc)
+	}
+	tok, err := r.credential()
+	if err != nil {
+		return &errRetry{err}
+	}
+	out, err := r.w.gateway.Invoke(ctx, pipeline.Action{
+		Credential: tok, Kind: "tool", Target: tool, Arguments: json.RawMessage(orEmpty(tc.Function.Arguments)),
+		IdempotencyKey: r.stepKey(step), Edge: "task", Step: fmt.Sprint(step), Resume: resume,
+	})
+	r.resume = false
+	ev := &Event{Type: EvToolResult, Step: step, Turn: c.turn, Tool: tool, CallID: tc.ID}
+	if err != nil {
+		var pe *problem.Error
+		if !errors.As(err, &pe) || ctx.Err() != nil || stops(pe.Code) || transient(err) {
+			return r.stepFailed(ctx, err)
+		}
+		// A refusal the model can learn from (policy, arguments, no such
+		// tool, the upstream's error) is its call's result.
+		ev.IsError, ev.Code, ev.AuditID = true, pe.Code, pe.AuditID
+		ev.Content = fmt.Sprintf("error %s: %s", pe.Code, pe.Detail)
+	} else {
+		ev.AuditID = out.AuditID
+		ev.IsError = out.Result != nil && out.Result.IsError
+		ev.Content = resultText(out.Result)
+	}
+	content := ev.Content
+	if err := r.appendEvent(ctx, ev); err != nil {
+		return err
+	}
+	c.toolResult(tc.ID, content)
+	return nil
+}
+
+func orEmpty(args string) string {
+	if strings.TrimSpace(args) == "" {
+		return "{}"
+	}
+	return args
+}
+
+// resultText is a tool result as the model is given it: its JSON.
+func resultText(res *tools.Result) string {
+	if res == nil {
+		return "null"
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return "null"
+	}
+	return string(b)
+}
+
+// park puts the task in input-required with the model's question; the
+// person's answer, posted as a message, is the call's result.
+func (r *run) park(ctx context.Context, tc llm.ToolCall) error {
+	var args struct {
+		Question string `json:"question"`
+	}
+	_ = json.Unmarshal([]byte(tc.Function.Arguments), &args)
+	question := strings.TrimSpace(args.Question)
+	if question == "" {
+		question = "the agent asks for input"
+	}
+	if err := r.setState(ctx, InputRequired, ReasonAskedForInput, question, nil); err != nil {
+		return err
+	}
+	r.c.waiting = tc.ID
+	return errParked
+}
+
+// finish ends the task with the model's final answer, checked against the
+// agent's output schema when it has one.
+func (r *run) finish(ctx context.Context) error {
+	c := r.c
+	text := c.messages[c.ai].Content.String()
+	if len(r.spec.Output) == 0 {
+		result, _ := json.Marshal(text)
+		return r.end(ctx, Completed, "", "", result)
+	}
+	result, problemText := checkOutput(r.spec.Output, text)
+	if problemText == "" {
+		return r.end(ctx, Completed, "", "", result)
+	}
+	if c.turn >= r.task.Limits.MaxTurns {
+		return r.end(ctx, Failed, ReasonOutputInvalid, "the final answer does not match the output schema: "+problemText, nil)
+	}
+	correction := llm.Message{Role: "user", Content: llm.TextContent(
+		"Your answer does not match the required output schema: " + problemText + ". Answer again with JSON that matches it, and nothing else.")}
+	raw, _ := json.Marshal(correction)
+	if err := r.appendEvent(ctx, &Event{Type: EvMessage, Message: raw, Detail: "correction"}); err != nil {
+		return err
+	}
+	c.messages = append(c.messages, correction)
+	c.ai = -1
+	return nil
+}
+
+// checkOutput validates a final answer against the output schema; it
+// returns the answer as JSON, or what is wrong with it.
+func checkOutput(schema json.RawMessage, text string) (json.RawMessage, string) {
+	s, err := config.CompileSchema(schema)
+	if err != nil {
+		return nil, "the output schema does not compile: " + err.Error()
+	}
+	body := strings.TrimSpace(text)
+	// Models like to fence JSON in markdown.
+	if b, ok := strings.CutPrefix(body, "```json"); ok {
+		body = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(b), "```"))
+	} else if b, ok := strings.CutPrefix(body, "```"); ok {
+		body = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(b), "```"))
+	}
+	var v any
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		return nil, "it is not JSON"
+	}
+	if err := s.Validate(v); err != nil {
+		msg := err.Error()
+		if len(msg) > 500 {
+			msg = msg[:500]
+		}
+		return nil, msg
+	}
+	out, _ := json.Marshal(v)
+	return out, ""
+}
+
+// stepFailed decides what a failed step means for the task.
+func (r *run) stepFailed(ctx context.Context, err error) error {
+	if cause, ok := context.Cause(ctx).(*stopCause); ok {
+		return r.end(ctx, cause.state, cause.reason, cause.detail, nil)
+	}
+	if ctx.Err() != nil {
+		return &errRetry{ctx.Err()}
+	}
+	var pe *problem.Error
+	if errors.As(err, &pe) {
+		switch {
+		case pe.Code == problem.BudgetExceeded:
+			return r.end(ctx, Failed, ReasonBudgetExceeded, pe.Detail, nil)
+		case pe.Code == problem.Killed:
+			return r.end(ctx, Canceled, ReasonKilled, pe.Detail, nil)
+		case pe.Code == problem.Unauthenticated:
+			return r.end(ctx, Failed, ReasonAgentGone, pe.Detail, nil)
+		case transient(err):
+			return &errRetry{err}
+		case pe.Status < http.StatusInternalServerError:
+			return r.end(ctx, Failed, ReasonRefused, pe.Code+": "+pe.Detail, nil)
+		}
+		return r.end(ctx, Failed, ReasonModelError, pe.Code+": "+pe.Detail, nil)
+	}
+	return &errRetry{err}
+}
+
+// stops reports whether a refusal ends the task rather than being the
+// call's result.
+func stops(code string) bool {
+	switch code {
+	case problem.BudgetExceeded, problem.Killed, problem.Unauthenticated, problem.TaskEnded, problem.TaskNotFound, problem.TaskLimit:
+		return true
+	}
+	return false
+}
+
+// transient reports whether a later attempt of the same step may succeed.
+func transient(err error) bool {
+	var pe *problem.Error
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch pe.Code {
+	case problem.SubstrateUnavailable, problem.NotReady, problem.AuditUnavailable, problem.AuditFull,
+		problem.UpstreamUnavailable, problem.UpstreamTimeout, problem.Overloaded, problem.IdempotencyConflict:
+		return true
+	}
+	return false
+}
+
+// setState records a state change that does not end the task.
+func (r *run) setState(ctx context.Context, s State, reason, detail string, _ json.RawMessage) error {
+	if err := r.appendEvent(ctx, &Event{Type: EvState, State: s, Reason: reason, Detail: detail}); err != nil {
+		return err
+	}
+	r.c.state = s
+	_, err := r.w.store.update(context.WithoutCancel(ctx), r.task.ID, func(t *Task) error {
+		t.State, t.Reason, t.Detail, t.Usage = s, reason, detail, r.c.usage
+		return nil
+	})
+	if err != nil {
+		return &errRetry{err}
+	}
+	return nil
+}
+
+// end records the task's final state: in the journal first (the truth),
+// then in its record.
+func (r *run) end(ctx context.Context, s State, reason, detail string, result json.RawMessage) error {
+	ctx = context.WithoutCancel(ctx)
+	if err := r.appendEvent(ctx, &Event{Type: EvState, State: s, Reason: reason, Detail: detail, Result: result, Usage: &r.c.usage}); err != nil {
+		return err
+	}
+	r.c.state, r.c.result = s, result
+	if err := r.w.store.settle(ctx, r.task.ID, s, reason, detail, result, r.c.usage, r.w.now()); err != nil {
+		return &errRetry{err}
+	}
+	r.logger.InfoContext(ctx, "task ended", "task", r.task.ID, "agent", r.task.Agent, "state", s, "reason", reason)
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

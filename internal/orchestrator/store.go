@@ -1,0 +1,574 @@
+package orchestrator
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/corral-dev/corral/internal/bus"
+)
+
+// Names in the substrate.
+const (
+	Bucket        = "corral_tasks"
+	JournalStream = "CORRAL_JOURNAL"
+	WorkStream    = "CORRAL_WORK"
+	PayloadStore  = "corral_task_payloads"
+	journalPrefix = "corral.task."
+	workPrefix    = "corral.work."
+)
+
+// inlineMax is the largest tool result kept in the journal entry itself;
+// a larger one goes to the object store and the entry keeps its name.
+const inlineMax = 64 << 10
+
+// Errors callers branch on.
+var (
+	ErrNotFound = errors.New("no such task")
+	// ErrFenced: the journal moved on under this worker: another worker has
+	// the task now, and this one must stop without acting.
+	ErrFenced = errors.New("another worker has taken the task over")
+	// ErrConflict: a task record changed under a guarded update too often.
+	ErrConflict = errors.New("the task record keeps changing")
+)
+
+// Store keeps tasks, their journals and their work messages.
+type Store struct {
+	logger          *slog.Logger
+	bus             *bus.Bus
+	js              jetstream.JetStream
+	kv              jetstream.KeyValue
+	objects         jetstream.ObjectStore
+	journalS, workS jetstream.Stream
+
+	mu     sync.RWMutex
+	tasks  map[string]mirrored
+	loaded chan struct{}
+	once   sync.Once
+	// changed is closed and replaced whenever a task record changes, so
+	// that waiters (a run --wait, a worker's stop check) wake at once.
+	changed chan struct{}
+}
+
+type mirrored struct {
+	task *Task
+	rev  uint64
+}
+
+// Open creates or updates the bucket, the streams and the object store.
+func Open(ctx context.Context, logger *slog.Logger, b *bus.Bus) (*Store, error) {
+	s := &Store{logger: logger, bus: b, js: b.JetStream(), tasks: map[string]mirrored{}, loaded: make(chan struct{}), changed: make(chan struct{})}
+	var err error
+	if s.kv, err = b.KeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "corral tasks: state, usage and limits, keyed by task id (the journal is CORRAL_JOURNAL)",
+	}); err != nil {
+		return nil, fmt.Errorf("orchestrator: %w", err)
+	}
+	if s.journalS, err = b.Stream(ctx, jetstream.StreamConfig{
+		Name:        JournalStream,
+		Description: "corral task journals: every step of a task, on corral.task.<id>, before its effect",
+		Subjects:    []string{journalPrefix + "*"},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  2 * time.Minute,
+	}); err != nil {
+		return nil, fmt.Errorf("orchestrator: %w", err)
+	}
+	if s.workS, err = b.Stream(ctx, jetstream.StreamConfig{
+		Name:        WorkStream,
+		Description: "corral work queue: one message per task that wants a worker, on corral.work.<placement>.<id>",
+		Subjects:    []string{workPrefix + "*.*"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Duplicates:  2 * time.Minute,
+	}); err != nil {
+		return nil, fmt.Errorf("orchestrator: %w", err)
+	}
+	if s.objects, err = b.ObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      PayloadStore,
+		Description: "corral task payloads too large for a journal entry",
+	}); err != nil {
+		return nil, fmt.Errorf("orchestrator: %w", err)
+	}
+	return s, nil
+}
+
+// Run mirrors the task bucket until ctx ends.
+func (s *Store) Run(ctx context.Context) error {
+	return s.bus.Watch(ctx, s.kv, s.observe, func() { s.once.Do(func() { close(s.loaded) }) })
+}
+
+// WaitLoaded returns once the bucket has been read, or when ctx ends.
+func (s *Store) WaitLoaded(ctx context.Context) error {
+	select {
+	case <-s.loaded:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Loaded reports whether the bucket has been read.
+func (s *Store) Loaded() bool {
+	select {
+	case <-s.loaded:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Store) observe(_ context.Context, e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		s.record(e.Key(), nil, e.Revision())
+		return
+	}
+	var t Task
+	if err := json.Unmarshal(e.Value(), &t); err != nil {
+		s.logger.Warn("unreadable task record; skipped", "task", e.Key(), "err", err)
+		return
+	}
+	s.record(e.Key(), &t, e.Revision())
+}
+
+// record puts a task in the mirror unless the mirror has a newer revision;
+// nil forgets it.
+func (s *Store) record(id string, t *Task, rev uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.tasks[id]; ok && cur.rev >= rev {
+		return
+	}
+	if t == nil {
+		delete(s.tasks, id)
+	} else {
+		s.tasks[id] = mirrored{task: t, rev: rev}
+	}
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Changed returns a channel closed at the next change of any task record.
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.changed
+}
+
+// Get returns a copy of a task from the mirror.
+func (s *Store) Get(id string) (*Task, bool) {
+	s.mu.RLock()
+	m, ok := s.tasks[id]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, false
+	}
+	return m.task.clone(), true
+}
+
+func (t *Task) clone() *Task {
+	c := *t
+	c.Chain = slices.Clone(t.Chain)
+	c.Placement = maps.Clone(t.Placement)
+	return &c
+}
+
+// Filter selects tasks for List.
+type Filter struct {
+	Agent string
+	State State
+	Since time.Time
+	// After is the last id of the previous page: tasks are listed newest
+	// first, and a page continues after it.
+	After string
+	Limit int
+}
+
+// List returns tasks matching f, newest first, and whether more follow.
+func (s *Store) List(f Filter) ([]*Task, bool) {
+	s.mu.RLock()
+	var out []*Task
+	for _, m := range s.tasks {
+		t := m.task
+		if (f.Agent != "" && t.Agent != f.Agent) || (f.State != "" && t.State != f.State) || t.Created.Before(f.Since) {
+			continue
+		}
+		out = append(out, t)
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(out, func(a, b *Task) int {
+		if c := b.Created.Compare(a.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(b.ID, a.ID)
+	})
+	if f.After != "" {
+		if i := slices.IndexFunc(out, func(t *Task) bool { return t.ID == f.After }); i >= 0 {
+			out = out[i+1:]
+		}
+	}
+	more := f.Limit > 0 && len(out) > f.Limit
+	if more {
+		out = out[:f.Limit]
+	}
+	for i, t := range out {
+		out[i] = t.clone()
+	}
+	return out, more
+}
+
+// live returns the tasks not in a final state.
+func (s *Store) live() []*Task {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*Task
+	for _, m := range s.tasks {
+		if !m.task.State.Final() {
+			out = append(out, m.task.clone())
+		}
+	}
+	return out
+}
+
+// create stores a new task record; it fails with jetstream.ErrKeyExists
+// when the id is taken.
+func (s *Store) create(ctx context.Context, t *Task) error {
+	b, err := json.Marshal(t)
+	if err != nil {
+		return fmt.Errorf("orchestrator: encode task: %w", err)
+	}
+	rev, err := s.kv.Create(ctx, t.ID, b)
+	if err != nil {
+		return err
+	}
+	s.record(t.ID, t, rev)
+	return nil
+}
+
+// fetch reads a task record from the bucket's leader: the latest, even on
+// a replica whose mirror lags.
+func (s *Store) fetch(ctx context.Context, id string) (*Task, uint64, error) {
+	rev, e, err := s.bus.Last(ctx, s.kv, id)
+	if err != nil {
+		return nil, 0, fmt.Errorf("orchestrator: read task %s: %w", id, err)
+	}
+	if e == nil {
+		return nil, rev, ErrNotFound
+	}
+	var t Task
+	if err := json.Unmarshal(e.Value(), &t); err != nil {
+		return nil, 0, fmt.Errorf("orchestrator: task %s is unreadable: %w", id, err)
+	}
+	s.record(id, &t, rev)
+	return &t, rev, nil
+}
+
+// update changes a task record with change, guarded by its revision: a
+// concurrent writer makes it read the record again and re-apply change.
+// change may return errSkip to leave the record as it is.
+func (s *Store) update(ctx context.Context, id string, change func(*Task) error) (*Task, error) {
+	s.mu.RLock()
+	m, ok := s.tasks[id]
+	s.mu.RUnlock()
+	var (
+		t   *Task
+		rev uint64
+	)
+	if ok {
+		t, rev = m.task.clone(), m.rev
+	}
+	for range 8 {
+		if t == nil {
+			var err error
+			if t, rev, err = s.fetch(ctx, id); err != nil {
+				return nil, err
+			}
+		}
+		if err := change(t); err != nil {
+			if errors.Is(err, errSkip) {
+				return t, nil
+			}
+			return nil, err
+		}
+		t.Updated = time.Now().UTC()
+		b, err := json.Marshal(t)
+		if err != nil {
+			return nil, fmt.Errorf("orchestrator: encode task: %w", err)
+		}
+		nrev, err := s.kv.Update(ctx, id, b, rev)
+		if err == nil {
+			s.record(id, t, nrev)
+			return t, nil
+		}
+		if !wrongRevision(err) {
+			return nil, fmt.Errorf("orchestrator: store task %s: %w", id, err)
+		}
+		t = nil // someone else wrote: read again from the leader
+	}
+	return nil, fmt.Errorf("orchestrator: task %s: %w", id, ErrConflict)
+}
+
+var errSkip = errors.New("no change")
+
+func wrongRevision(err error) bool {
+	var ae *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) ||
+		errors.As(err, &ae) && (ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// Event is one entry of a task's journal, and one event of its stream.
+type Event struct {
+	// Seq is the entry's sequence in the journal stream: the event id of
+	// GET /v1/tasks/{id}/events, which Last-Event-ID resumes after.
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	// Type is one of the Ev* constants.
+	Type string `json:"type"`
+	// Step numbers a task's model and tool calls from 1; Turn its model calls.
+	Step int `json:"step,omitempty"`
+	Turn int `json:"turn,omitempty"`
+	// Worker is the worker that wrote the entry, for started.
+	Worker string `json:"worker,omitempty"`
+	State  State  `json:"state,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	Detail string `json:"detail,omitempty"`
+	// Model is the model a step called; Tool the tool and CallID the
+	// model's id for the call.
+	Model  string `json:"model,omitempty"`
+	Tool   string `json:"tool,omitempty"`
+	CallID string `json:"call_id,omitempty"`
+	// Message is the model's answer (model.answer) or a person's message
+	// (message, with role user).
+	Message json.RawMessage `json:"message,omitempty"`
+	// Content is a tool's result as the model is given it; Ref names it in
+	// the object store when it was too large to keep here.
+	Content string `json:"content,omitempty"`
+	Ref     string `json:"ref,omitempty"`
+	IsError bool   `json:"is_error,omitempty"`
+	// Code is the problem code of a refused or failed call.
+	Code    string `json:"code,omitempty"`
+	Usage   *Usage `json:"usage,omitempty"`
+	AuditID string `json:"audit_id,omitempty"`
+	// Result is the task's result, on the final state entry.
+	Result json.RawMessage `json:"result,omitempty"`
+	// Agent is who made an external call (call).
+	Agent string `json:"agent,omitempty"`
+}
+
+// The event types.
+const (
+	EvState       = "state"        // the task's state changed
+	EvStarted     = "started"      // a worker took the task (again, after a crash)
+	EvModelCall   = "model.call"   // a model call is about to leave (intent)
+	EvModelAnswer = "model.answer" // the model answered
+	EvToolCall    = "tool.call"    // a tool call is about to leave (intent)
+	EvToolResult  = "tool.result"  // the tool answered, or the call was refused
+	EvMessage     = "message"      // a person answered a task in input-required
+	EvCall        = "call"         // an external agent's call made with a token bound to the task
+	EvWaiting     = "waiting"      // the loop waits (a call still running elsewhere)
+)
+
+// anySeq appends without a guard.
+const anySeq = ^uint64(0)
+
+// append adds an entry to a task's journal. With expect other than anySeq
+// the append succeeds only if the journal's last entry is expect (0: the
+// journal is empty); otherwise it fails with ErrFenced. msgID, when set,
+// makes a repeated append within two minutes a no-op.
+func (s *Store) append(ctx context.Context, id string, ev *Event, expect uint64, msgID string) (uint64, error) {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	if len(ev.Content) > inlineMax {
+		name := fmt.Sprintf("%s/%d/%s", id, ev.Step, ev.Type)
+		if _, err := s.objects.PutBytes(ctx, name, []byte(ev.Content)); err != nil {
+			return 0, fmt.Errorf("orchestrator: store payload of %s: %w", id, err)
+		}
+		ev.Ref, ev.Content = name, ""
+	}
+	ev.Seq = 0
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return 0, fmt.Errorf("orchestrator: encode event: %w", err)
+	}
+	var opts []jetstream.PublishOpt
+	if expect != anySeq {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(expect))
+	}
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	ack, err := s.js.Publish(ctx, journalPrefix+id, b, opts...)
+	if err != nil {
+		if wrongRevision(err) {
+			return 0, ErrFenced
+		}
+		return 0, fmt.Errorf("orchestrator: journal of %s: %w", id, err)
+	}
+	ev.Seq = ack.Sequence
+	return ack.Sequence, nil
+}
+
+// content returns a tool result's content, from the object store when the
+// entry names it there.
+func (s *Store) content(ctx context.Context, ev *Event) (string, error) {
+	if ev.Ref == "" {
+		return ev.Content, nil
+	}
+	b, err := s.objects.GetBytes(ctx, ev.Ref)
+	if err != nil {
+		return "", fmt.Errorf("orchestrator: payload %s: %w", ev.Ref, err)
+	}
+	return string(b), nil
+}
+
+// journal reads a task's whole journal, in order.
+func (s *Store) journal(ctx context.Context, id string) ([]Event, error) {
+	var out []Event
+	err := s.events(ctx, id, 0, true, func(ev Event) error {
+		out = append(out, ev)
+		return nil
+	})
+	return out, err
+}
+
+// events calls fn with each journal entry of a task after sequence after,
+// in order. With untilNow it returns at the entry that was last when it
+// started; otherwise it follows new entries until ctx ends or fn fails.
+func (s *Store) events(ctx context.Context, id string, after uint64, untilNow bool, fn func(Event) error) error {
+	subject := journalPrefix + id
+	var last uint64
+	if untilNow {
+		m, err := s.lastEntry(ctx, subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("orchestrator: journal of %s: %w", id, err)
+		}
+		if last = m; last <= after {
+			return nil
+		}
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}
+	if after > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
+	}
+	c, err := s.js.OrderedConsumer(ctx, JournalStream, cfg)
+	if err != nil {
+		return fmt.Errorf("orchestrator: read journal of %s: %w", id, err)
+	}
+	it, err := c.Messages()
+	if err != nil {
+		return fmt.Errorf("orchestrator: read journal of %s: %w", id, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("orchestrator: read journal of %s: %w", id, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("orchestrator: read journal of %s: %w", id, err)
+		}
+		var ev Event
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			return fmt.Errorf("orchestrator: journal of %s: entry %d is unreadable: %w", id, meta.Sequence.Stream, err)
+		}
+		ev.Seq = meta.Sequence.Stream
+		if err := fn(ev); err != nil {
+			return err
+		}
+		if untilNow && ev.Seq >= last {
+			return nil
+		}
+	}
+}
+
+// lastEntry returns the sequence of a subject's last message in the journal.
+func (s *Store) lastEntry(ctx context.Context, subject string) (uint64, error) {
+	m, err := s.journalS.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		return 0, err
+	}
+	return m.Sequence, nil
+}
+
+// placementKey names a placement in work subjects: "any" for none, else a
+// digest of its sorted labels (label values may hold dots, which a subject
+// token cannot).
+func placementKey(labels map[string]string) string {
+	if len(labels) == 0 {
+		return "any"
+	}
+	var b bytes.Buffer
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		b.WriteString(k + "=" + labels[k] + "\n")
+	}
+	sum := sha256.Sum256(b.Bytes())
+	return "p" + hex.EncodeToString(sum[:8])
+}
+
+// matches reports whether a worker with labels may run work placed so.
+func matches(worker, placement map[string]string) bool {
+	for k, v := range placement {
+		if worker[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// dispatch puts a task on the work queue. msgID makes a repeat within two
+// minutes a no-op (a retried create, a janitor racing a worker).
+func (s *Store) dispatch(ctx context.Context, t *Task, msgID string) error {
+	msg := &nats.Msg{Subject: workPrefix + placementKey(t.Placement) + "." + t.ID, Data: []byte(t.ID), Header: nats.Header{}}
+	_, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID))
+	if err != nil {
+		return fmt.Errorf("orchestrator: queue task %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+// queued reports whether the work queue holds a message for the task
+// (waiting or being worked on).
+func (s *Store) queued(ctx context.Context, t *Task) (bool, error) {
+	_, err := s.workS.GetLastMsgForSubject(ctx, workPrefix+placementKey(t.Placement)+"."+t.ID)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// settle writes a task's final state into its record, unless the record
+// already has one.
+func (s *Store) settle(ctx context.Context, id string, st State, reason, detail string, result json.RawMessage, u Usage, now time.Time) error {
+	_, err := s.update(ctx, id, func(t *Task) error {
+		if t.State.Final() {
+			return errSkip
+		}
+		ended := now.UTC()
+		t.State, t.Reason, t.Detail, t.Result, t.Usage, t.Ended, t.Stop = st, reason, detail, result, u, &ended, nil
+		return nil
+	})
+	return err
+}

@@ -1,0 +1,183 @@
+package orchestrator
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"strings"
+	"time"
+)
+
+// State is a task's state, in A2A's words.
+type State string
+
+// The states. Submitted, working and input-required are live; the others
+// are final.
+const (
+	Submitted     State = "submitted"
+	Working       State = "working"
+	InputRequired State = "input-required"
+	Completed     State = "completed"
+	Failed        State = "failed"
+	Canceled      State = "canceled"
+	Rejected      State = "rejected"
+)
+
+// Final reports whether a task in state s has ended.
+func (s State) Final() bool {
+	switch s {
+	case Completed, Failed, Canceled, Rejected:
+		return true
+	}
+	return false
+}
+
+// States lists every state, for validating filters.
+var States = []State{Submitted, Working, InputRequired, Completed, Failed, Canceled, Rejected}
+
+// Reasons corral gives inside a state.
+const (
+	ReasonMaxTurns       = "max_turns"
+	ReasonMaxToolCalls   = "max_tool_calls"
+	ReasonDeadline       = "deadline"
+	ReasonKilled         = "killed"
+	ReasonCanceled       = "canceled"
+	ReasonBudgetExceeded = "budget_exceeded"
+	ReasonLoopDetected   = "loop_detected"
+	ReasonModelError     = "model_error"
+	ReasonRefused        = "refused"
+	ReasonAgentGone      = "agent_gone"
+	ReasonNotHosted      = "not_hosted"
+	ReasonAttempts       = "too_many_attempts"
+	ReasonOutputInvalid  = "output_invalid"
+	ReasonAskedForInput  = "asked_for_input"
+)
+
+// Task is one piece of agent work.
+type Task struct {
+	ID    string `json:"id"`
+	Agent string `json:"agent"`
+	// AgentUID is the incarnation of Agent the task was created for: an
+	// agent deleted and created again does not inherit its tasks.
+	AgentUID string `json:"agent_uid,omitempty"`
+	// Input is what the task was asked: a JSON string or a JSON value.
+	Input json.RawMessage `json:"input"`
+	// Principal is the user the work is done for; nil when the agent acts
+	// for itself.
+	Principal *Principal `json:"principal,omitempty"`
+	// Parent and Chain: the task that opened this one and the agents above
+	// it (agents calling agents fill them).
+	Parent string   `json:"parent,omitempty"`
+	Chain  []string `json:"chain,omitempty"`
+	// Hosted: corral runs the agent's loop; otherwise the agent is external
+	// and acts in the task with a token bound to it.
+	Hosted    bool              `json:"hosted"`
+	Placement map[string]string `json:"placement,omitempty"`
+	State     State             `json:"state"`
+	// Reason says why the task is in State: corral's word (max_turns,
+	// killed, ...); Detail says it for people.
+	Reason string `json:"reason,omitempty"`
+	Detail string `json:"detail,omitempty"`
+	// Result is the final answer: a JSON string, or a JSON value when the
+	// agent declares an output schema.
+	Result json.RawMessage `json:"result,omitempty"`
+	Usage  Usage           `json:"usage"`
+	Limits Limits          `json:"limits"`
+	// CreatedBy is "admin" or "agent:<name>".
+	CreatedBy string     `json:"created_by"`
+	Created   time.Time  `json:"created"`
+	Updated   time.Time  `json:"updated"`
+	Started   *time.Time `json:"started,omitempty"`
+	Ended     *time.Time `json:"ended,omitempty"`
+	// Deadline is when the task is ended with reason deadline.
+	Deadline *time.Time `json:"deadline,omitempty"`
+	// Worker runs the task now (or ran it last); Attempts counts the times
+	// a worker started it.
+	Worker   string `json:"worker,omitempty"`
+	Attempts int    `json:"attempts,omitempty"`
+	// Stop, when set, asks the worker running the task to end it so.
+	Stop *Stop `json:"stop,omitempty"`
+	// InputDigest identifies the request that created the task, so a
+	// retried create with the same Idempotency-Key is recognised.
+	InputDigest string `json:"input_digest,omitempty"`
+}
+
+// Principal is the user a task acts for.
+type Principal struct {
+	Subject string   `json:"sub"`
+	Issuer  string   `json:"iss,omitempty"`
+	Groups  []string `json:"groups,omitempty"`
+	Roles   []string `json:"roles,omitempty"`
+}
+
+// Stop is a request to end a running task.
+type Stop struct {
+	State  State     `json:"state"`
+	Reason string    `json:"reason"`
+	Detail string    `json:"detail,omitempty"`
+	By     string    `json:"by,omitempty"`
+	Time   time.Time `json:"time"`
+}
+
+// Usage is what a task has used so far.
+type Usage struct {
+	Turns        int     `json:"turns"`
+	ModelCalls   int     `json:"model_calls"`
+	ToolCalls    int     `json:"tool_calls"`
+	InputTokens  int     `json:"input_tokens"`
+	OutputTokens int     `json:"output_tokens"`
+	Cost         float64 `json:"cost"`
+}
+
+// Limits bound a task; they are fixed when it is created.
+type Limits struct {
+	MaxTurns      int    `json:"max_turns"`
+	MaxToolCalls  int    `json:"max_tool_calls"`
+	Deadline      string `json:"deadline"`
+	RepeatedCalls int    `json:"repeated_calls"`
+}
+
+// newID returns a task id: "task_" and 26 characters of Crockford base32
+// over 48 bits of milliseconds and 80 random bits, so ids sort by creation.
+func newID(now time.Time) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
+	_, _ = rand.Read(b[6:])
+	return "task_" + base32(b)
+}
+
+// idFor derives the id of a task created with an Idempotency-Key: the same
+// owner and key always name the same task, so a retried create finds it.
+func idFor(owner, key string) string {
+	sum := sha256.Sum256([]byte("corral task\x00" + owner + "\x00" + key))
+	return "task_" + base32([16]byte(sum[:16]))
+}
+
+const crockford = "0123456789abcdefghjkmnpqrstvwxyz"
+
+func base32(b [16]byte) string {
+	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
+	var out [26]byte
+	for i := 25; i >= 0; i-- {
+		out[i] = crockford[lo&31]
+		lo = lo>>5 | hi<<59
+		hi >>= 5
+	}
+	return string(out[:])
+}
+
+// ValidID reports whether s has the shape of a task id; anything else is
+// refused before it reaches a subject or a bucket key.
+func ValidID(s string) bool {
+	rest, ok := strings.CutPrefix(s, "task_")
+	if !ok || len(rest) != 26 {
+		return false
+	}
+	for i := range len(rest) {
+		if !strings.ContainsRune(crockford, rune(rest[i])) {
+			return false
+		}
+	}
+	return true
+}
