@@ -1,7 +1,6 @@
 package orchestrator
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -520,11 +519,12 @@ func placementKey(labels map[string]string) string {
 	if len(labels) == 0 {
 		return "any"
 	}
-	var b bytes.Buffer
+	pairs := make([][2]string, 0, len(labels))
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
-		b.WriteString(k + "=" + labels[k] + "\n")
+		pairs = append(pairs, [2]string{k, labels[k]})
 	}
-	sum := sha256.Sum256(b.Bytes())
+	b, _ := json.Marshal(pairs) // unambiguous, whatever the values hold
+	sum := sha256.Sum256(b)
 	return "p" + hex.EncodeToString(sum[:8])
 }
 
