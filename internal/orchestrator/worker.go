@@ -92,6 +92,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.store.WaitLoaded(ctx); err != nil {
 		return nil
 	}
+	w.logger.InfoContext(ctx, "worker taking tasks", "worker", w.opts.ID, "labels", labelsString(w.opts.Labels), "slots", w.opts.Slots)
 	slots := make(chan struct{}, w.opts.Slots)
 	var wg sync.WaitGroup
 	defer wg.Wait()
