@@ -56,6 +56,11 @@ const (
 	AuditFull           = "audit_full"
 	ModelNotFound       = "model_not_found"
 	BudgetExceeded      = "budget_exceeded"
+	// RateLimited: a RateLimit covering the call is at its rate or its
+	// cap (docs/limits.md); UpstreamThrottled: the tool's upstream or the
+	// model's provider answered 429 and asked corral to wait.
+	RateLimited       = "rate_limited"
+	UpstreamThrottled = "upstream_throttled"
 
 	// The model gateway's limits (docs/models.md, "Limits").
 	OutputLimitTooHigh = "output_limit_too_high"
