@@ -1,10 +1,12 @@
 package ratelimit
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -166,6 +168,9 @@ func (l *Limits) Throttles() []ThrottleStatus {
 		}
 		out = append(out, ThrottleStatus{Kind: kind, Name: name, Until: until.UTC()})
 		return true
+	})
+	slices.SortFunc(out, func(a, b ThrottleStatus) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name))
 	})
 	return out
 }
