@@ -137,6 +137,10 @@ type Limits struct {
 	// refused without a round trip to the substrate: a looping agent costs
 	// memory reads only.
 	seen sync.Map
+	// written is, per counter, its state as this replica last wrote it
+	// (*written), tried first by the next write: a counter used from one
+	// replica costs one round trip per change, not two.
+	written sync.Map
 
 	mu    sync.Mutex
 	held  map[string]map[string]bool // counter key -> slot ids this replica holds

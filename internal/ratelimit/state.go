@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"strings"
 	"time"
@@ -61,20 +62,35 @@ func (l *Limits) update(ctx context.Context, key string, change func(cur *state,
 	for attempt := range maxAttempts {
 		var cur state
 		var rev uint64
-		e, err := l.read(ctx, key, fromLeader)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return fmt.Errorf("read counter %s: %w", key, err)
-		default:
-			rev = e.Revision()
-			if err := json.Unmarshal(e.Value(), &cur); err != nil {
-				// Only a write from outside corral makes one; refusing is
-				// the safe answer, and `nats kv del` the way out.
-				return fmt.Errorf("counter %s is unreadable (delete the key to reset it): %w", key, err)
+		if c, ok := l.lastWrite(key); ok && attempt == 0 {
+			// The counter as this replica last wrote it: when nobody wrote
+			// it since, the guarded write goes through without a read.
+			cur, rev = c.st, c.rev
+		} else {
+			e, err := l.read(ctx, key, fromLeader)
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+			case err != nil:
+				return fmt.Errorf("read counter %s: %w", key, err)
+			default:
+				rev = e.Revision()
+				if err := json.Unmarshal(e.Value(), &cur); err != nil {
+					// Only a write from outside corral makes one; refusing
+					// is the safe answer, and `nats kv del` the way out.
+					return fmt.Errorf("counter %s is unreadable (delete the key to reset it): %w", key, err)
+				}
 			}
 		}
 		if !change(&cur, rev != 0) {
+			if rev != 0 && attempt == 0 {
+				// Nothing written: a refusal on a state that may be
+				// stale must be confirmed against the bucket.
+				if _, ok := l.lastWrite(key); ok {
+					l.written.Delete(key)
+					fromLeader = true
+					continue
+				}
+			}
 			return nil
 		}
 		cur.Write = nuid.Next()
@@ -82,12 +98,18 @@ func (l *Limits) update(ctx context.Context, key string, change func(cur *state,
 		if err != nil {
 			return fmt.Errorf("encode counter %s: %w", key, err)
 		}
+		var newRev uint64
 		if rev == 0 {
-			_, err = l.kv.Create(ctx, key, data)
+			newRev, err = l.kv.Create(ctx, key, data)
 		} else {
-			_, err = l.kv.Update(ctx, key, data, rev)
+			newRev, err = l.kv.Update(ctx, key, data, rev)
 		}
-		if err == nil || bus.Unavailable(err) && l.landed(ctx, key, rev, data) {
+		if err == nil {
+			l.written.Store(key, &written{rev: newRev, st: cur})
+			return nil
+		}
+		l.written.Delete(key)
+		if bus.Unavailable(err) && l.landed(ctx, key, rev, data) {
 			return nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -104,6 +126,23 @@ func (l *Limits) update(ctx context.Context, key string, change func(cur *state,
 		}
 	}
 	return fmt.Errorf("counter %s: %w (%d attempts)", key, ErrContended, maxAttempts)
+}
+
+// written is a counter as this replica last wrote it.
+type written struct {
+	rev uint64
+	st  state
+}
+
+// lastWrite returns a copy of the counter as this replica last wrote it.
+func (l *Limits) lastWrite(key string) (written, bool) {
+	v, ok := l.written.Load(key)
+	if !ok {
+		return written{}, false
+	}
+	w := *v.(*written)
+	w.st.Slots = maps.Clone(w.st.Slots)
+	return w, true
 }
 
 // read returns a counter's entry: jetstream.ErrKeyNotFound when there is none.
