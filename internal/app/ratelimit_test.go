@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -292,4 +293,94 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestLimitsEndpointHostile: GET /v1/limits is for admins only, other
+// methods are refused, and a RateLimit that cannot be enforced is refused
+// on apply naming the field.
+func TestLimitsEndpointHostile(t *testing.T) {
+	srv := apptest.Start(t)
+	srv.Apply(t, `apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: a}
+spec: {}
+`)
+	key := srv.Key(t, "a")
+	for _, tt := range []struct {
+		name, token, method string
+		want                int
+	}{
+		{"no credential", "", "GET", http.StatusUnauthorized},
+		{"an agent's key", key, "GET", http.StatusUnauthorized},
+		{"a forged token", "corral_admin_forged", "GET", http.StatusUnauthorized},
+		{"POST", srv.Token, "POST", http.StatusMethodNotAllowed},
+		{"DELETE", srv.Token, "DELETE", http.StatusMethodNotAllowed},
+		{"admin", srv.Token, "GET", http.StatusOK},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := srv.Call(t, tt.token, tt.method, "/v1/limits", nil, nil)
+			if status != tt.want {
+				t.Errorf("%s /v1/limits = HTTP %d %s, want %d", tt.method, status, body, tt.want)
+			}
+		})
+	}
+	status, body := srv.Call(t, srv.Token, "POST", "/v1/apply", map[string]any{"resources": []any{
+		map[string]any{"apiVersion": "corral.dev/v1", "kind": "RateLimit", "metadata": map[string]any{"name": "bad"},
+			"spec": map[string]any{"rate": map[string]any{"requests": 1e12, "per": "fortnight"}, "inFlight": "many"}},
+	}}, nil)
+	for _, field := range []string{"spec.rate.requests", "spec.rate.per", "spec.inFlight"} {
+		if status != http.StatusUnprocessableEntity || !strings.Contains(string(body), field) {
+			t.Errorf("apply of a bad RateLimit = HTTP %d %s, want 422 naming %s", status, body, field)
+		}
+	}
+}
+
+// TestToolUpstream429Honoured: a tool upstream's 429 reaches the agent as
+// the tool's answer, and corral then calls none of the source's tools
+// until the upstream's Retry-After has passed.
+func TestToolUpstream429Honoured(t *testing.T) {
+	var hits atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Retry-After", "30")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = w.Write([]byte(`{"error": "slow down"}`))
+	}))
+	t.Cleanup(up.Close)
+	srv := apptest.Start(t)
+	srv.ApplyValues(t,
+		map[string]any{"apiVersion": "corral.dev/v1", "kind": "ToolSource", "metadata": map[string]any{"name": "erp"},
+			"spec": map[string]any{"openapi": map[string]any{"baseURL": up.URL, "document": erpDocument}}},
+		map[string]any{"apiVersion": "corral.dev/v1", "kind": "Agent", "metadata": map[string]any{"name": "a"}, "spec": map[string]any{"tools": []string{"erp.*"}}},
+	)
+	srv.WaitTool(t, "erp.get_status")
+	key := srv.Key(t, "a")
+	status, body := srv.Call(t, key, "POST", "/v1/tools/erp.get_status/invoke", map[string]any{"arguments": map[string]any{}}, nil)
+	if status != http.StatusOK || !strings.Contains(string(body), `"upstream_status":429`) {
+		t.Fatalf("first call = HTTP %d %s, want 200 with the upstream's 429", status, body)
+	}
+	for tool, args := range map[string]string{"erp.get_status": `{}`, "erp.create_comment": `{"text": "x"}`} {
+		req := srv.Request(t, "POST", "/v1/tools/"+tool+"/invoke", []byte(`{"arguments": `+args+`}`))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p struct{ Code string }
+		_ = json.NewDecoder(resp.Body).Decode(&p)
+		resp.Body.Close()
+		ra, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+		if resp.StatusCode != http.StatusTooManyRequests || p.Code != "upstream_throttled" || ra < 25 || ra > 30 {
+			t.Errorf("%s while throttled = HTTP %d %s, Retry-After %q; want 429 upstream_throttled, about 30", tool, resp.StatusCode, p.Code, resp.Header.Get("Retry-After"))
+		}
+	}
+	if n := hits.Load(); n != 1 {
+		t.Errorf("the upstream got %d requests, want 1: corral must hold off after its 429", n)
+	}
+	_, body = srv.Call(t, srv.Token, "GET", "/v1/limits", nil, nil)
+	var list struct{ Throttled []struct{ Kind, Name string } }
+	if err := json.Unmarshal(body, &list); err != nil || len(list.Throttled) != 1 || list.Throttled[0].Kind != "tool" || list.Throttled[0].Name != "erp" {
+		t.Errorf("GET /v1/limits = %s, want erp listed as throttled", body)
+	}
 }
