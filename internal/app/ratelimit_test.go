@@ -190,8 +190,10 @@ func TestSeedsIncidentRateLimited(t *testing.T) {
 	var list struct {
 		Items []struct {
 			Limit    string
-			Counters []struct{ InFlight int `json:"in_flight"` }
-			Replica  struct{ Admitted, Refused int64 }
+			Counters []struct {
+				InFlight int `json:"in_flight"`
+			}
+			Replica struct{ Admitted, Refused int64 }
 		}
 	}
 	var total int64
