@@ -192,8 +192,9 @@ func tokenValue(tok string) (string, bool) {
 	case tok == sharedToken:
 		return "", true
 	case strings.HasPrefix(tok, "v"):
-		b, err := base64.RawURLEncoding.DecodeString(tok[1:])
-		if err != nil {
+		b, err := base64.RawURLEncoding.Strict().DecodeString(tok[1:])
+		// The decoder skips line breaks: only the canonical token is one.
+		if err != nil || keyToken(string(b)) != tok {
 			return "", false
 		}
 		return string(b), true
