@@ -54,7 +54,7 @@ FUZZ_TARGETS := \
 	llm:FuzzDecodeRequest llm:FuzzSSEReader llm:FuzzOpenAIStream llm:FuzzErrorBody \
 	llm:FuzzAnthropicStream llm:FuzzAnthropicTranslate llm:FuzzScriptedEmbed \
 	redact:FuzzFind redact:FuzzRoundTrip redact:FuzzRestorer redact:FuzzRedactJSON \
-	budget:FuzzTaskToken telemetry:FuzzExtractHTTP telemetry:FuzzDecodeSpans audit:FuzzAddrKey \
+	budget:FuzzTaskToken ratelimit:FuzzTokenValue upstream:FuzzRetryAfter telemetry:FuzzExtractHTTP telemetry:FuzzDecodeSpans audit:FuzzAddrKey \
 	telemetry:FuzzAppendJSONString telemetry:FuzzParseOTLPEndpoint cli:FuzzTraceArg \
 	tools/mcpsource:FuzzFrameLimiter tools/mcpsource:FuzzRequestID bus:FuzzOperation \
 	orchestrator:FuzzFunctionName orchestrator:FuzzReplay

@@ -134,6 +134,27 @@ func setupTool(ctx context.Context, c *corral, upstreamURL string) (string, erro
 	}
 }
 
+// setupLimited applies an Agent "bench-limited" allowed the tool and a
+// RateLimit on it that every call meets but none reaches (a million a
+// second, a hundred thousand in flight), and returns a key of the agent.
+func setupLimited(ctx context.Context, c *corral) (string, error) {
+	resources := []map[string]any{{
+		"apiVersion": "corral.dev/v1", "kind": "Agent", "metadata": map[string]any{"name": "bench-limited"},
+		"spec": map[string]any{"description": "calls the bench upstream under a rate limit", "tools": []string{tool}},
+	}, {
+		"apiVersion": "corral.dev/v1", "kind": "RateLimit", "metadata": map[string]any{"name": "bench-limited"},
+		"spec": map[string]any{
+			"scope": map[string]any{"agent": "bench-limited", "tool": tool},
+			"rate":  map[string]any{"requests": 1000000, "per": "second", "burst": 1000}, "inFlight": 100000,
+		},
+	}}
+	key, err := c.applyWithKey(ctx, resources, "bench-limited")
+	if err != nil {
+		return "", err
+	}
+	return key.Secret, nil
+}
+
 // itemID is the item the nth call asks for.
 func itemID(n int64) int64 { return n%1000 + 1 }
 

@@ -57,6 +57,7 @@ type API struct {
 	traces TraceReader // nil until WithTraces
 
 	budgets BudgetReader // nil until WithBudgets
+	limits  LimitReader  // nil until WithLimits
 
 	tasks     Tasks     // nil until WithTasks
 	agentAuth AgentAuth // with tasks
@@ -86,6 +87,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerSecurity(mux, admin, open)
 	a.registerTraces(mux, admin, open)
 	a.registerBudgets(mux, admin, open)
+	a.registerLimits(mux, admin, open)
 	a.registerTasks(mux, open)
 	for path, allowed := range map[string][]string{
 		"/v1/resources/{kind}":        {"GET"},

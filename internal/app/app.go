@@ -39,6 +39,7 @@ import (
 	"github.com/corral-dev/corral/internal/pipeline"
 	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/ratelimit"
 	"github.com/corral-dev/corral/internal/registry"
 	"github.com/corral-dev/corral/internal/secret"
 	"github.com/corral-dev/corral/internal/telemetry"
@@ -99,6 +100,7 @@ type App struct {
 	catalog  *tools.Catalog
 	models   *llm.Catalog
 	budgets  *budget.Budgets
+	limits   *ratelimit.Limits
 	gateway  *pipeline.Pipeline
 	signer   *identity.Signer
 	issuers  *identity.Issuers
@@ -233,6 +235,10 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		return nil, err
 	}
 	metrics.MustRegister(budget.NewCollector(a.budgets))
+	if a.limits, err = ratelimit.Open(ctx, logger.With("component", "ratelimit"), a.bus, a.registry, nil); err != nil {
+		return nil, err
+	}
+	metrics.MustRegister(ratelimit.NewCollector(a.limits))
 	resolver := secret.NewResolver(sealer, a.registry.Get, os.LookupEnv)
 	a.models = llm.NewCatalog(logger.With("component", "models"), a.registry, resolver.Resolve, llm.NewClient(telemetry.Transport))
 	a.catalog = tools.NewCatalog(logger.With("component", "tools"), a.registry, map[string]tools.Factory{
@@ -256,6 +262,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		Audit:       a.audit,
 		Models:      a.models,
 		Budgets:     a.budgets,
+		Limits:      a.limits,
 		Metrics:     pipeline.NewMetrics(metrics),
 		Tracer:      a.tracing.Tracer(),
 		Refusals:    refusals,
@@ -274,7 +281,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithTraces(traces).WithTasks(taskService, gateway).Register(mux)
+	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).Register(mux)
 	oauth.New(httpLogger, oauth.Deps{
 		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers,
 		Delegations: delegations{gateway}, Audit: a.audit, Refusals: refusals, Tasks: taskService,
@@ -423,6 +430,12 @@ func (a *App) Run(ctx context.Context) error {
 			return nil
 		}
 		return a.budgets.Run(regCtx)
+	})
+	g.Go(func() error {
+		if a.registry.WaitLoaded(regCtx) != nil {
+			return nil
+		}
+		return a.limits.Run(regCtx)
 	})
 	// Policy and trusted issuers are built from the whole registry: a
 	// partial one could miss a deny rule.

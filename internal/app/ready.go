@@ -25,6 +25,7 @@ const (
 	checkSigningKeys = "signing_keys"
 	checkPolicy      = "policy"
 	checkBudgets     = "budgets"
+	checkLimits      = "ratelimits"
 	checkModels      = "models"
 	checkIssuers     = "issuers"
 	checkTools       = "tools"
@@ -60,7 +61,7 @@ func (l *loading) checks() map[string]string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := map[string]string{}
-	for _, c := range []string{checkResources, checkKeys, checkKillSwitch, checkSigningKeys, checkPolicy, checkBudgets, checkModels, checkIssuers, checkTools, checkTasks} {
+	for _, c := range []string{checkResources, checkKeys, checkKillSwitch, checkSigningKeys, checkPolicy, checkBudgets, checkLimits, checkModels, checkIssuers, checkTools, checkTasks} {
 		out[c] = "loading"
 		if l.loaded[c] {
 			out[c] = "loaded"
@@ -82,6 +83,7 @@ func (a *App) waitReady(ctx context.Context) error {
 		{checkSigningKeys, a.signer.WaitLoaded},
 		{checkPolicy, a.policies.WaitLoaded},
 		{checkBudgets, a.budgets.WaitLoaded},
+		{checkLimits, a.limits.WaitLoaded},
 		{checkModels, a.models.WaitLoaded},
 		{checkIssuers, a.issuers.WaitLoaded},
 		{checkTools, a.waitTools},

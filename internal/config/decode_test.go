@@ -82,7 +82,7 @@ func TestValidateMessages(t *testing.T) {
 		{
 			name: "kind is lenient for people, strict in documents",
 			doc:  `{"apiVersion":"corral.dev/v1","kind":"agents","metadata":{"name":"a"},"spec":{}}`,
-			want: []string{`agents/a: kind: unknown kind "agents" (known kinds: Agent, ToolSource, Secret, Policy, Issuer, Model, Budget)`},
+			want: []string{`agents/a: kind: unknown kind "agents" (known kinds: Agent, ToolSource, Secret, Policy, Issuer, Model, Budget, RateLimit)`},
 		},
 		{
 			name: "missing spec and apiVersion",

@@ -79,6 +79,13 @@ var kinds = []*Kind{
 		newSpec:    func() any { return new(BudgetSpec) },
 		specSchema: budgetSpecSchema,
 	},
+	{
+		Name:       "RateLimit",
+		Plural:     "ratelimits",
+		Summary:    "A pace and a cap on calls in flight for the calls it covers, shared by every replica.",
+		newSpec:    func() any { return new(RateLimitSpec) },
+		specSchema: rateLimitSpecSchema,
+	},
 }
 
 // checker is implemented by spec types with rules their JSON Schema states

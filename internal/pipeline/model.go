@@ -21,6 +21,7 @@ import (
 	"github.com/corral-dev/corral/internal/llm"
 	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/ratelimit"
 	"github.com/corral-dev/corral/internal/redact"
 	"github.com/corral-dev/corral/internal/telemetry"
 )
@@ -71,6 +72,10 @@ type modelCall struct {
 	obligations redactObligation
 	reservation *budget.Reservation
 	subject     budget.Subject
+	// permit holds the call's place under the RateLimits, released when
+	// the call settles; limits marks providers that answer 429.
+	permit *ratelimit.Permit
+	limits Limits
 	// agentCapture: the agent asked for content in its traces.
 	agentCapture, capture bool
 	// prompt is the prompt's estimated tokens; outCap the output a target
@@ -394,10 +399,14 @@ func (p *Pipeline) prepareModel(ctx context.Context, rec *audit.Record, a Action
 		mc.subject.Principal = caller.Principal.Subject
 	}
 	mc.agentCapture = agent.spec.CaptureContent
+	if err := p.admitModel(ctx, rec, mc); err != nil {
+		return nil, err
+	}
 	if p.Budgets != nil {
 		t0 := p.now()
 		mc.reservation, err = p.Budgets.Reserve(ctx, mc.subject, mc.worst(cands))
 		if err != nil {
+			mc.releaseLimits(ctx)
 			p.stageDone(ctx, telemetry.StageBudget, t0, telemetry.AttrBudgetExceeded.Bool(true))
 			return nil, budgetProblem(err)
 		}
@@ -508,6 +517,7 @@ func cost(m *llm.Model, in, out int) float64 {
 // the provider went on generating after corral stopped reading. Attempts
 // that may have run before it (mc.unreported) are charged on top.
 func (p *Pipeline) settle(ctx context.Context, rec *audit.Record, mc *modelCall, target *llm.Model, u llm.Usage, estimated bool) {
+	mc.releaseLimits(ctx)
 	if estimated {
 		u = atLeastWorst(u, mc, target)
 	}
@@ -542,6 +552,7 @@ func atLeastWorst(u llm.Usage, mc *modelCall, target *llm.Model) llm.Usage {
 // a call refused by every provider counts as a call only; a call that never
 // reached a provider gives its whole reservation back.
 func (mc *modelCall) settleFailed(ctx context.Context, p *Pipeline, rec *audit.Record) {
+	mc.releaseLimits(ctx)
 	if mc.reservation == nil {
 		return
 	}
@@ -576,6 +587,7 @@ func (mc *modelCall) attemptFailed(ctx context.Context, rec *audit.Record, targe
 		mc.sent = true
 	}
 	rec.Model.Attempts = append(rec.Model.Attempts, target.Name+": "+what)
+	mc.noteThrottle(ctx, target, err)
 	if perr := callEnded(ctx, target.Name); perr != nil {
 		return perr
 	}

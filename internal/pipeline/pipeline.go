@@ -139,6 +139,7 @@ type Deps struct {
 	Audit       Auditor
 	Models      Models       // nil: no model gateway
 	Budgets     Budgets      // nil: no budgets
+	Limits      Limits       // nil: no rate limits
 	Metrics     *Metrics     // nil: not measured
 	Tracer      trace.Tracer // nil: no spans
 	// Refusals bounds the audit records of unauthenticated refusals per
@@ -284,6 +285,11 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	if err != nil {
 		return nil, problem.Wrap(http.StatusInternalServerError, problem.Internal, "corral cannot sign the identity token for the upstream", err)
 	}
+	done, err := p.admitTool(ctx, caller, rec, entry)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { done(out) }()
 	res, err := p.reserveTool(ctx, caller, rec)
 	if err != nil {
 		return nil, err
@@ -456,7 +462,8 @@ func refusal(code string) bool {
 		problem.ApprovalRequired, problem.PolicyError, problem.InvalidArguments, problem.InvalidRequest, problem.IdempotencyConflict,
 		problem.AuditUnavailable, problem.AuditFull,
 		problem.ModelNotFound, problem.BudgetExceeded, problem.OutputLimitTooHigh,
-		problem.TaskNotFound, problem.TaskEnded, problem.TaskLimit:
+		problem.TaskNotFound, problem.TaskEnded, problem.TaskLimit,
+		problem.RateLimited, problem.UpstreamThrottled:
 		return true
 	}
 	return false

@@ -56,6 +56,11 @@ const (
 	AuditFull           = "audit_full"
 	ModelNotFound       = "model_not_found"
 	BudgetExceeded      = "budget_exceeded"
+	// RateLimited: a RateLimit covering the call is at its rate or its
+	// cap (docs/limits.md); UpstreamThrottled: the tool's upstream or the
+	// model's provider answered 429 and asked corral to wait.
+	RateLimited       = "rate_limited"
+	UpstreamThrottled = "upstream_throttled"
 
 	// Durable tasks (docs/tasks.md): no such task (or not the caller's);
 	// the task has ended; the task is at one of its limits.

@@ -74,6 +74,8 @@ const (
 	AttrBudgetNames     = attribute.Key("corral.budget.names")
 	AttrBudgetExceeded  = attribute.Key("corral.budget.exceeded")
 	AttrBudgetRemaining = attribute.Key("corral.budget.remaining")
+	// AttrRateLimited names the RateLimit that refused an action.
+	AttrRateLimited = attribute.Key("corral.ratelimit.refused")
 	// AttrRedactCount is the number of values redacted; RedactCount gives
 	// the per-type keys.
 	AttrRedactCount = attribute.Key("corral.redact.count")
@@ -105,6 +107,7 @@ const (
 	StageKillSwitch   = "killswitch"
 	StagePolicy       = "policy"
 	StageValidate     = "validate"
+	StageRate         = "rate"
 	StageBudget       = "budget"
 	StageApproval     = "approval"
 	StageRedact       = "redact"

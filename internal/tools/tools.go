@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/corral-dev/corral/internal/config"
 )
@@ -149,6 +150,9 @@ type Result struct {
 	ContentType string `json:"contentType,omitempty"`
 	// Size is the size in bytes of what the upstream sent.
 	Size int `json:"size"`
+	// RetryAfter is the upstream's Retry-After on a 429 or 503 answer;
+	// zero when it sent none. Not recorded for replays.
+	RetryAfter time.Duration `json:"-"`
 }
 
 // Source is a connected tool source: an OpenAPI-described HTTP API or an

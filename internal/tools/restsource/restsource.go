@@ -605,6 +605,9 @@ func (s *Source) authenticate(ctx context.Context, h http.Header) error {
 // JSON string, anything else base64-encoded in a JSON string.
 func result(resp *upstream.Response) (*tools.Result, error) {
 	res := &tools.Result{Status: resp.Status, Size: len(resp.Body), IsError: resp.Status >= 400}
+	if resp.Status == http.StatusTooManyRequests || resp.Status == http.StatusServiceUnavailable {
+		res.RetryAfter = upstream.RetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
 	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	res.ContentType = mediaType
 	body := bytes.TrimSpace(resp.Body)
