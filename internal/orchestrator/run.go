@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"regexp"
 	"strings"
@@ -71,6 +72,8 @@ type run struct {
 
 	token    string
 	tokenExp time.Time
+	// waitingStep is the step whose rate-limit wait is in the events.
+	waitingStep int
 	fnTools  map[string]string // function name -> tool name, from the last listing
 }
 
@@ -311,6 +314,13 @@ func (r *run) callModel(ctx context.Context) error {
 		if err == nil {
 			break
 		}
+		if wait, ok := throttled(err); ok {
+			if err := r.waitTurn(ctx, step, err, wait); err != nil {
+				return r.stepFailed(ctx, err)
+			}
+			attempt = -1 // waiting its turn is not a failed attempt
+			continue
+		}
 		if !transient(err) || attempt+1 >= modelRetries || ctx.Err() != nil {
 			return r.stepFailed(ctx, err)
 		}
@@ -384,14 +394,27 @@ func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
 	if tool == requestInput {
 		return r.park(ctx, tc)
 	}
-	tok, err := r.credential()
-	if err != nil {
-		return &errRetry{err}
+	var (
+		out *pipeline.Outcome
+		err error
+	)
+	for {
+		var tok string
+		if tok, err = r.credential(); err != nil {
+			return &errRetry{err}
+		}
+		out, err = r.w.gateway.Invoke(ctx, pipeline.Action{
+			Credential: tok, Kind: "tool", Target: tool, Arguments: json.RawMessage(orEmpty(tc.Function.Arguments)),
+			IdempotencyKey: r.stepKey(step), Edge: "task", Step: fmt.Sprint(step), Resume: resume,
+		})
+		if wait, ok := throttled(err); ok {
+			if werr := r.waitTurn(ctx, step, err, wait); werr != nil {
+				return r.stepFailed(ctx, werr)
+			}
+			continue
+		}
+		break
 	}
-	out, err := r.w.gateway.Invoke(ctx, pipeline.Action{
-		Credential: tok, Kind: "tool", Target: tool, Arguments: json.RawMessage(orEmpty(tc.Function.Arguments)),
-		IdempotencyKey: r.stepKey(step), Edge: "task", Step: fmt.Sprint(step), Resume: resume,
-	})
 	r.resume = false
 	ev := &Event{Type: EvToolResult, Step: step, Turn: c.turn, Tool: tool, CallID: tc.ID}
 	if err != nil {
@@ -507,6 +530,33 @@ func checkOutput(schema json.RawMessage, text string) (json.RawMessage, string) 
 	}
 	out, _ := json.Marshal(v)
 	return out, ""
+}
+
+// throttled reports whether a step was refused only for now, by a rate
+// limit, an in-flight cap or a throttled backend, and how long to wait.
+func throttled(err error) (time.Duration, bool) {
+	var pe *problem.Error
+	if !errors.As(err, &pe) || (pe.Code != problem.RateLimited && pe.Code != problem.UpstreamThrottled) {
+		return 0, false
+	}
+	return min(max(pe.RetryAfter, 100*time.Millisecond), time.Minute), true
+}
+
+// waitTurn waits before a step is tried again after a rate limit, costing
+// nothing: the step's intent is in the journal, and the wait shows in the
+// task's events (once per wait, not per try).
+func (r *run) waitTurn(ctx context.Context, step int, cause error, d time.Duration) error {
+	if r.waitingStep != step {
+		r.waitingStep = step
+		var pe *problem.Error
+		errors.As(cause, &pe)
+		if err := r.appendEvent(ctx, &Event{Type: EvWaiting, Step: step, Code: pe.Code, Detail: pe.Detail}); err != nil {
+			return err
+		}
+	}
+	// Waiters spread out, so that they do not all come back at once.
+	d += time.Duration(rand.Int64N(int64(d/4) + 1))
+	return sleep(ctx, d)
 }
 
 // stepFailed decides what a failed step means for the task.

@@ -377,7 +377,7 @@ const (
 	EvToolResult  = "tool.result"  // the tool answered, or the call was refused
 	EvMessage     = "message"      // a person answered a task in input-required
 	EvCall        = "call"         // an external agent's call made with a token bound to the task
-	EvWaiting     = "waiting"      // the loop waits (a call still running elsewhere)
+	EvWaiting     = "waiting"      // a step waits its turn: a rate limit, an in-flight cap, a throttled backend
 )
 
 // anySeq appends without a guard.
