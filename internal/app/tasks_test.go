@@ -169,3 +169,59 @@ spec: {model: brain, models: [brain], tools: ["notes.*"], instructions: "You kee
 		t.Errorf("audit records of the task's steps = %v, want model 1, tool 2, model 3", steps)
 	}
 }
+
+// TestHostedStepsWaitTheirTurn: under a RateLimit of 2 calls a second, a
+// hosted agent's five tool calls are not refused but wait inside the task
+// (waiting events), and the upstream never sees more than the limit lets
+// through.
+func TestHostedStepsWaitTheirTurn(t *testing.T) {
+	notes := startNotes(t)
+	srv := apptest.Start(t)
+	var script strings.Builder
+	for i := range 5 {
+		fmt.Fprintf(&script, "    - toolCalls: [{name: notes__createNote, arguments: {text: \"note %d\"}}]\n", i)
+	}
+	srv.Apply(t, notesSource(notes.URL)+`---
+apiVersion: corral.dev/v1
+kind: RateLimit
+metadata: {name: notes-writes}
+spec:
+  scope: {toolSource: notes}
+  rate: {requests: 2, per: second, burst: 1}
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: brain}
+spec:
+  provider: scripted
+  script:
+`+script.String()+`    - content: "five notes written"
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: scribe}
+spec: {model: brain, models: [brain], tools: ["notes.*"]}
+`)
+	srv.WaitTool(t, "notes.createNote")
+	start := time.Now()
+	task := createTask(t, srv, srv.Token, "scribe", "write five notes", nil)
+	done := waitTask(t, srv, task.ID)
+	elapsed := time.Since(start)
+	if done.State != orchestrator.Completed || done.Usage.ToolCalls != 5 {
+		t.Fatalf("task = %s %s %s, usage %+v", done.State, done.Reason, done.Detail, done.Usage)
+	}
+	if notes.requests != 5 {
+		t.Errorf("upstream saw %d requests, want 5", notes.requests)
+	}
+	// A burst of 1 at 2 a second: five calls take at least two seconds.
+	if elapsed < 1900*time.Millisecond {
+		t.Errorf("five rate-limited calls finished in %v: the limit let them through early", elapsed)
+	}
+	_, body := srv.Call(t, srv.Token, "GET", "/v1/tasks/"+task.ID+"/events", nil, nil)
+	if !strings.Contains(string(body), "event: waiting") || !strings.Contains(string(body), `"code":"rate_limited"`) {
+		t.Errorf("events show no wait for the rate limit:\n%s", body)
+	}
+	if strings.Contains(string(body), "error rate_limited") {
+		t.Error("a rate-limited call reached the model as an error result")
+	}
+}
