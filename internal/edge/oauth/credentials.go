@@ -4,16 +4,16 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/identity"
 )
 
 // clientCredentials issues an agent its own access token: sub and
 // client_id are the agent, aud is corral, scope is the agent's tools and
 // models, or the part of them the client asked for.
-func (h *Handler) clientCredentials(f form, key identity.Key, spec *config.AgentSpec) (*issued, *failure) {
+func (h *Handler) clientCredentials(f form, cl client) (*issued, *failure) {
+	key := cl.key
 	agent := key.Agent
-	scope := agentScope(spec)
+	scope := agentScope(cl.spec)
 	requested, fail := parseScope(f.get("scope"))
 	if fail != nil {
 		return nil, fail
@@ -35,6 +35,7 @@ func (h *Handler) clientCredentials(f form, key identity.Key, spec *config.Agent
 		Audience: identity.Audience{h.deps.Signer.Issuer()},
 		Scope:    strings.Join(scope, " "),
 		Task:     task,
+		Proof:    cl.proof,
 	}
 	token, err := h.deps.Signer.Mint(c, h.ttl)
 	if err != nil {
