@@ -74,6 +74,11 @@ type Config struct {
 	Replicas    int
 	SyncAlways  bool
 	Version     string
+	// TLS serves HTTPS, and verifies client certificates (mTLS).
+	TLS TLS
+	// NATSTLS secures the connection to an external NATS, or the embedded
+	// server's --nats-listen port.
+	NATSTLS bus.TLS
 }
 
 // drainTimeout bounds how long shutdown waits for in-flight requests.
@@ -118,6 +123,11 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 			a.listener.Close()
 		}
 	}()
+	tl, err := a.listenTLS(a.listener)
+	if err != nil {
+		return nil, err
+	}
+	a.listener = tl
 	a.bus, err = bus.Open(ctx, logger, bus.Options{
 		URL:        cfg.NATSURL,
 		DataDir:    cfg.DataDir,
@@ -125,6 +135,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		Replicas:   cfg.Replicas,
 		SyncAlways: cfg.SyncAlways,
 		CredsFile:  cfg.NATSCreds,
+		TLS:        cfg.NATSTLS,
 	})
 	if err != nil {
 		return nil, err
@@ -340,7 +351,7 @@ func (a *App) substrate() string {
 }
 
 // URL is the base URL the HTTP server answers on.
-func (a *App) URL() string { return "http://" + a.listener.Addr().String() }
+func (a *App) URL() string { return a.scheme() + "://" + a.listener.Addr().String() }
 
 // AdminToken returns the admin token file's path and whether this start created it.
 func (a *App) AdminToken() (path string, created bool) { return a.adminTokenPath, a.adminCreated }
