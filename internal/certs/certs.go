@@ -96,7 +96,9 @@ func notAfter(c *tls.Certificate) string {
 }
 
 // GetCertificate serves the current pair (tls.Config.GetCertificate).
-func (p *Pair) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) { return p.Current(), nil }
+func (p *Pair) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return p.Current(), nil
+}
 
 // GetClientCertificate presents the current pair to a server that asks
 // (tls.Config.GetClientCertificate).
