@@ -57,6 +57,8 @@ type API struct {
 	traces TraceReader // nil until WithTraces
 
 	budgets BudgetReader // nil until WithBudgets
+
+	adminTokens AdminTokens // nil until WithAdminTokens
 }
 
 // New returns the API over store, letting in callers with an admin token.
@@ -83,6 +85,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerSecurity(mux, admin, open)
 	a.registerTraces(mux, admin, open)
 	a.registerBudgets(mux, admin, open)
+	a.registerAdminTokens(mux, admin, open)
 	for path, allowed := range map[string][]string{
 		"/v1/resources/{kind}":        {"GET"},
 		"/v1/resources/{kind}/{name}": {"GET", "PUT", "DELETE"},

@@ -266,7 +266,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithTraces(traces).Register(mux)
+	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithTraces(traces).WithAdminTokens(a.creds).Register(mux)
 	oauth.New(httpLogger, oauth.Deps{
 		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers, Workloads: a.issuers,
 		Delegations: delegations{gateway}, Audit: a.audit, Refusals: refusals,

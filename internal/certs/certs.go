@@ -100,12 +100,6 @@ func (p *Pair) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return p.Current(), nil
 }
 
-// GetClientCertificate presents the current pair to a server that asks
-// (tls.Config.GetClientCertificate).
-func (p *Pair) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-	return p.Current(), nil
-}
-
 // Pool reads a PEM file of CA certificates.
 func Pool(path string) (*x509.CertPool, error) {
 	data, err := os.ReadFile(path)
