@@ -51,7 +51,7 @@ func TestMain(m *testing.M) {
 }
 
 // listeningLine is what `corral up` prints on stdout once it serves.
-var listeningLine = regexp.MustCompile(`^corral listening on (http://127\.0\.0\.1:\d+)$`)
+var listeningLine = regexp.MustCompile(`^corral listening on (https?://127\.0\.0\.1:\d+)$`)
 
 // proc is a corral process started by a test. It is killed when the test
 // ends unless it has exited already.

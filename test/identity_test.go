@@ -197,16 +197,28 @@ spec: {tools: [banking.get_balance]}
 		t.Errorf("upstream saw %+v for the agent's own token, want sub teller and no act", got)
 	}
 
-	// Token exchange: alice's token from the trusted provider.
+	// Token exchange: alice's token from the trusted provider, bound to a
+	// task the agent started; a task that is not one is refused.
+	created := request(t, "POST", p.URL+"/v1/tasks", key, `{"input": "pay invoice 42"}`)
+	var task struct{ ID string }
+	if created.status != http.StatusCreated || json.Unmarshal(created.body, &task) != nil {
+		t.Fatalf("the agent starts a task: HTTP %d %s", created.status, created.body)
+	}
 	user := idp.Token(t, map[string]any{"sub": "alice", "aud": "corral", "groups": []string{"treasury"}})
-	status, tok = tokenRequest(t, p, url.Values{
-		"grant_type":         {"urn:ietf:params:oauth:grant-type:token-exchange"},
-		"subject_token":      {user},
-		"subject_token_type": {"urn:ietf:params:oauth:token-type:jwt"},
-		"client_id":          {"teller"},
-		"client_secret":      {key},
-		"task":               {"task-42"},
-	}, "", "")
+	exchange := func(task string) (int, map[string]any) {
+		return tokenRequest(t, p, url.Values{
+			"grant_type":         {"urn:ietf:params:oauth:grant-type:token-exchange"},
+			"subject_token":      {user},
+			"subject_token_type": {"urn:ietf:params:oauth:token-type:jwt"},
+			"client_id":          {"teller"},
+			"client_secret":      {key},
+			"task":               {task},
+		}, "", "")
+	}
+	if status, tok := exchange("task-42"); status != http.StatusBadRequest || tok["error"] != "invalid_request" {
+		t.Errorf("token exchange bound to a task that does not exist: HTTP %d %v, want 400 invalid_request", status, tok)
+	}
+	status, tok = exchange(task.ID)
 	if status != http.StatusOK || tok["issued_token_type"] != "urn:ietf:params:oauth:token-type:access_token" {
 		t.Fatalf("token exchange: HTTP %d %v", status, tok)
 	}

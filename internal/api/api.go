@@ -61,6 +61,8 @@ type API struct {
 
 	tasks     Tasks     // nil until WithTasks
 	agentAuth AgentAuth // with tasks
+
+	adminTokens AdminTokens // nil until WithAdminTokens
 }
 
 // New returns the API over store, letting in callers with an admin token.
@@ -89,6 +91,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerBudgets(mux, admin, open)
 	a.registerLimits(mux, admin, open)
 	a.registerTasks(mux, open)
+	a.registerAdminTokens(mux, admin, open)
 	for path, allowed := range map[string][]string{
 		"/v1/resources/{kind}":        {"GET"},
 		"/v1/resources/{kind}/{name}": {"GET", "PUT", "DELETE"},

@@ -83,6 +83,11 @@ type Config struct {
 	NoWorker bool
 	// WorkerID names this replica's worker; "" is host-pid.
 	WorkerID string
+	// TLS serves HTTPS, and verifies client certificates (mTLS).
+	TLS TLS
+	// NATSTLS secures the connection to an external NATS, or the embedded
+	// server's --nats-listen port.
+	NATSTLS bus.TLS
 }
 
 // drainTimeout bounds how long shutdown waits for in-flight requests.
@@ -130,6 +135,11 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 			a.listener.Close()
 		}
 	}()
+	tl, err := a.listenTLS(a.listener)
+	if err != nil {
+		return nil, err
+	}
+	a.listener = tl
 	a.bus, err = bus.Open(ctx, logger, bus.Options{
 		URL:        cfg.NATSURL,
 		DataDir:    cfg.DataDir,
@@ -137,6 +147,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		Replicas:   cfg.Replicas,
 		SyncAlways: cfg.SyncAlways,
 		CredsFile:  cfg.NATSCreds,
+		TLS:        cfg.NATSTLS,
 	})
 	if err != nil {
 		return nil, err
@@ -281,9 +292,9 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).Register(mux)
+	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).Register(mux)
 	oauth.New(httpLogger, oauth.Deps{
-		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers,
+		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers, Workloads: a.issuers,
 		Delegations: delegations{gateway}, Audit: a.audit, Refusals: refusals, Tasks: taskService,
 	}, oauth.Options{TTL: ttl}).Register(mux)
 	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).Register(mux)
@@ -366,7 +377,7 @@ func (a *App) substrate() string {
 }
 
 // URL is the base URL the HTTP server answers on.
-func (a *App) URL() string { return "http://" + a.listener.Addr().String() }
+func (a *App) URL() string { return a.scheme() + "://" + a.listener.Addr().String() }
 
 // AdminToken returns the admin token file's path and whether this start created it.
 func (a *App) AdminToken() (path string, created bool) { return a.adminTokenPath, a.adminCreated }

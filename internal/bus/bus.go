@@ -6,6 +6,7 @@ package bus
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -44,7 +45,22 @@ type Options struct {
 	// CredsFile is a NATS credentials file (JWT and nkey) for an external
 	// server. A user and password can instead be given in URL.
 	CredsFile string
+	// TLS secures the connection to an external server, or the embedded
+	// server's Listen port.
+	TLS TLS
 }
+
+// TLS are the PEM files that secure NATS connections. With an external
+// server, CA verifies its certificate and Cert and Key are corral's client
+// certificate, read again at every reconnect. With the embedded server's
+// Listen port, Cert and Key are its server certificate (reloaded when the
+// files change) and CA, if set, must have signed every client's
+// certificate, on top of the password.
+type TLS struct {
+	CA, Cert, Key string
+}
+
+func (t TLS) enabled() bool { return t.CA != "" || t.Cert != "" || t.Key != "" }
 
 // listenUser is the user other processes authenticate as when the embedded
 // server listens; its password is kept in DataDir/nats.password.
@@ -108,6 +124,18 @@ func Open(ctx context.Context, logger *slog.Logger, opts Options) (_ *Bus, err e
 	}
 	if opts.CredsFile != "" {
 		connOpts = append(connOpts, nats.UserCredentials(opts.CredsFile))
+	}
+	if (opts.TLS.Cert == "") != (opts.TLS.Key == "") {
+		return nil, errors.New("bus: --nats-tls-cert and --nats-tls-key go together")
+	}
+	if opts.URL != "" && opts.TLS.enabled() {
+		connOpts = append(connOpts, nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12}))
+		if opts.TLS.CA != "" {
+			connOpts = append(connOpts, nats.RootCAs(opts.TLS.CA))
+		}
+		if opts.TLS.Cert != "" {
+			connOpts = append(connOpts, nats.ClientCert(opts.TLS.Cert, opts.TLS.Key))
+		}
 	}
 	addr := opts.URL
 	if addr == "" {
@@ -204,6 +232,11 @@ func (b *Bus) startEmbedded(ctx context.Context, logger *slog.Logger, opts Optio
 		}
 		sopts.DontListen, sopts.Host, sopts.Port = false, host, port
 		sopts.Username, sopts.Password = listenUser, password
+		if err := listenTLS(logger, sopts, opts.TLS); err != nil {
+			return "", err
+		}
+	} else if opts.TLS.enabled() {
+		return "", errors.New("bus: --nats-tls-* secure --nats (an external server) or --nats-listen; the embedded server has neither")
 	}
 	ns, err := server.NewServer(sopts)
 	if err != nil {
@@ -229,7 +262,11 @@ func (b *Bus) startEmbedded(ctx context.Context, logger *slog.Logger, opts Optio
 		}
 	}
 	if opts.Listen != "" {
-		u := &url.URL{Scheme: "nats", User: url.UserPassword(listenUser, password), Host: ns.Addr().String()}
+		scheme := "nats"
+		if sopts.TLS {
+			scheme = "tls"
+		}
+		u := &url.URL{Scheme: scheme, User: url.UserPassword(listenUser, password), Host: ns.Addr().String()}
 		b.clientURL = u.String()
 		b.logger.InfoContext(ctx, "embedded nats listening", "url", u.Redacted(),
 			"password_file", filepath.Join(opts.DataDir, listenPasswordFile))

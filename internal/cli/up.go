@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/corral-dev/corral/internal/app"
+	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
 	openaiedge "github.com/corral-dev/corral/internal/edge/openai"
 	"github.com/corral-dev/corral/internal/telemetry"
@@ -31,6 +32,8 @@ type serverFlags struct {
 	model                        modelFlags
 	worker                       bool
 	workerLabels, workerID       string
+	tls                          app.TLS
+	natsTLS                      bus.TLS
 }
 
 // modelFlags are the limits on model calls (openaiedge.Limits).
@@ -51,6 +54,12 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.StringVar(&f.nats, "nats", "", "URL of an external NATS server or cluster (default: run an embedded one)")
 	fl.StringVar(&f.natsCreds, "nats-creds", "", "NATS credentials file (JWT and nkey) for --nats; a user and password can go in the URL instead")
 	fl.StringVar(&f.natsListen, "nats-listen", "", "also let other processes reach the embedded NATS on this host:port, with the password in DATA/nats.password (default: no TCP port)")
+	fl.StringVar(&f.tls.Cert, "tls-cert", "", "serve HTTPS with this PEM certificate (chain); read again whenever the file changes, no restart needed")
+	fl.StringVar(&f.tls.Key, "tls-key", "", "the PEM private key of --tls-cert")
+	fl.StringVar(&f.tls.ClientCA, "tls-client-ca", "", "PEM CAs whose client certificates authenticate agents (mTLS; Agent spec.certificates); other certificates fail the handshake")
+	fl.StringVar(&f.natsTLS.CA, "nats-tls-ca", "", "PEM CAs that verify --nats's server certificate; with --nats-listen, the CAs whose client certificates it demands")
+	fl.StringVar(&f.natsTLS.Cert, "nats-tls-cert", "", "PEM certificate: corral's client certificate for --nats, or the server certificate of --nats-listen (TLS only then)")
+	fl.StringVar(&f.natsTLS.Key, "nats-tls-key", "", "the PEM private key of --nats-tls-cert")
 	fl.StringVar(&f.secretsKey, "secrets-key", "", "file holding the key that seals Secrets (default DATA/secrets.key, created if missing); replicas sharing a NATS need the same key")
 	fl.StringVar(&f.issuer, "issuer", "", "corral's public URL, the iss of the tokens it signs; replicas must share it (default: the server's own URL)")
 	fl.DurationVar(&f.tokenTTL, "token-ttl", 15*time.Minute, "lifetime of the access tokens /oauth2/token issues (at most 24h)")
@@ -118,6 +127,18 @@ func (f *serverFlags) config() (app.Config, error) {
 	if f.data == "" {
 		return app.Config{}, fmt.Errorf("--data: must name a directory")
 	}
+	if (f.tls.Cert == "") != (f.tls.Key == "") {
+		return app.Config{}, fmt.Errorf("--tls-cert and --tls-key go together")
+	}
+	if f.tls.ClientCA != "" && f.tls.Cert == "" {
+		return app.Config{}, fmt.Errorf("--tls-client-ca needs --tls-cert and --tls-key: client certificates are only asked for over HTTPS")
+	}
+	if (f.natsTLS.Cert == "") != (f.natsTLS.Key == "") {
+		return app.Config{}, fmt.Errorf("--nats-tls-cert and --nats-tls-key go together")
+	}
+	if f.natsTLS != (bus.TLS{}) && f.nats == "" && f.natsListen == "" {
+		return app.Config{}, fmt.Errorf("--nats-tls-* secure --nats or --nats-listen; neither is set")
+	}
 	if f.tokenTTL < time.Second || f.tokenTTL > 24*time.Hour {
 		return app.Config{}, fmt.Errorf("--token-ttl %v: must be between 1s and 24h", f.tokenTTL)
 	}
@@ -174,6 +195,8 @@ func (f *serverFlags) config() (app.Config, error) {
 		SyncAlways:    f.sync == "always",
 		ModelLimits:   limits,
 		Version:       Version(),
+		TLS:           f.tls,
+		NATSTLS:       f.natsTLS,
 	}, nil
 }
 
@@ -200,6 +223,7 @@ production, run a three-node NATS cluster with --replicas 3.`,
   corral up --data .corral-b --http 127.0.0.1:7071 \
     --nats nats://corral:$(cat .corral/nats.password)@127.0.0.1:4333
   corral up --nats nats://n1:4222,nats://n2:4222 --replicas 3
+  corral up --http 0.0.0.0:7443 --tls-cert tls.crt --tls-key tls.key --tls-client-ca agents-ca.pem
   CORRAL_HTTP=127.0.0.1:0 corral up --config corral.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

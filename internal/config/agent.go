@@ -42,6 +42,48 @@ type AgentSpec struct {
 	// Placement labels: the agent's tasks run only on workers whose labels
 	// include all of these (corral worker --labels region=eu).
 	Placement map[string]string `json:"placement,omitempty"`
+	// Keys says whether the agent's API keys authenticate it: "enabled"
+	// (the default) or "disabled", when only its workload identity or its
+	// certificate does.
+	Keys string `json:"keys,omitempty"`
+	// Workloads are the workload identities that are this agent: tokens
+	// from an Issuer with use "workloads" whose subject matches.
+	Workloads []WorkloadIdentity `json:"workloads,omitempty"`
+	// Certificates are the client certificates (mTLS) that are this agent.
+	Certificates []CertificateIdentity `json:"certificates,omitempty"`
+}
+
+// KeysDisabled reports whether the agent refuses its API keys.
+func (s *AgentSpec) KeysDisabled() bool { return s.Keys == KeysDisabled }
+
+// The values of AgentSpec.Keys.
+const (
+	KeysEnabled  = "enabled"
+	KeysDisabled = "disabled"
+)
+
+// WorkloadIdentity names the tokens of a workload that authenticate an
+// agent: a Kubernetes service account, a cloud workload identity, a SPIFFE
+// JWT-SVID.
+type WorkloadIdentity struct {
+	// Issuer is the name of the Issuer resource (use: workloads) whose
+	// tokens count; "" is any of them.
+	Issuer string `json:"issuer,omitempty"`
+	// Subject is the token's subject ("system:serviceaccount:ns:sa",
+	// "spiffe://corp.example/ns/x/sa/y"), exactly or as a glob where *
+	// matches any run of characters and ? one.
+	Subject string `json:"subject"`
+}
+
+// CertificateIdentity names a client certificate that authenticates an
+// agent: by a URI SAN (a SPIFFE X.509-SVID's ID), or by its subject DN.
+// Exactly one is set.
+type CertificateIdentity struct {
+	// URI is a URI SAN, exactly or as a glob.
+	URI string `json:"uri,omitempty"`
+	// Subject is the subject DN as Go prints it ("CN=impact,O=Corp"),
+	// exactly or as a glob.
+	Subject string `json:"subject,omitempty"`
 }
 
 // Hosted reports whether corral runs the agent's loop.
@@ -105,6 +147,21 @@ func (s *AgentSpec) check() []FieldError {
 	for key := range s.Placement {
 		if !labelKey.MatchString(key) {
 			add("spec.placement", fmt.Sprintf("%q is not a valid label key", key))
+		}
+	}
+	for i, c := range s.Certificates {
+		if (c.URI == "") == (c.Subject == "") {
+			out = append(out, FieldError{Field: fmt.Sprintf("spec.certificates[%d]", i), Message: "set exactly one of uri and subject"})
+		}
+	}
+	for i, w := range s.Workloads {
+		if strings.Trim(w.Subject, "*") == "" {
+			out = append(out, FieldError{Field: fmt.Sprintf("spec.workloads[%d].subject", i), Message: "must name a subject, not match every one"})
+		}
+	}
+	for i, c := range s.Certificates {
+		if c.URI != "" && strings.Trim(c.URI, "*") == "" || c.Subject != "" && strings.Trim(c.Subject, "*") == "" {
+			out = append(out, FieldError{Field: fmt.Sprintf("spec.certificates[%d]", i), Message: "must name a certificate, not match every one"})
 		}
 	}
 	slices.SortFunc(out, func(a, b FieldError) int { return strings.Compare(a.Field, b.Field) })

@@ -80,6 +80,25 @@ func TestValidateMessages(t *testing.T) {
 			want: []string{"kind: required"},
 		},
 		{
+			name: "agent identities",
+			doc:  `{"apiVersion":"corral.dev/v1","kind":"Agent","metadata":{"name":"a"},"spec":{"keys":"disabled","workloads":[{"issuer":"k8s","subject":"system:serviceaccount:ns:*"}],"certificates":[{"uri":"spiffe://corp.example/a"},{"subject":"CN=a,O=Corp"}]}}`,
+		},
+		{
+			name: "agent identities that match anything or nothing",
+			doc:  `{"apiVersion":"corral.dev/v1","kind":"Agent","metadata":{"name":"a"},"spec":{"workloads":[{"subject":"**"}],"certificates":[{},{"uri":"spiffe://x","subject":"CN=x"},{"uri":"*"}]}}`,
+			want: []string{
+				"Agent/a: spec.certificates[0]: set exactly one of uri and subject",
+				"Agent/a: spec.certificates[1]: set exactly one of uri and subject",
+				"Agent/a: spec.certificates[2]: must name a certificate, not match every one",
+				"Agent/a: spec.workloads[0].subject: must name a subject, not match every one",
+			},
+		},
+		{
+			name: "keys neither enabled nor disabled",
+			doc:  `{"apiVersion":"corral.dev/v1","kind":"Agent","metadata":{"name":"a"},"spec":{"keys":"off"}}`,
+			want: []string{`Agent/a: spec.keys: must be one of "enabled", "disabled"`},
+		},
+		{
 			name: "kind is lenient for people, strict in documents",
 			doc:  `{"apiVersion":"corral.dev/v1","kind":"agents","metadata":{"name":"a"},"spec":{}}`,
 			want: []string{`agents/a: kind: unknown kind "agents" (known kinds: Agent, ToolSource, Secret, Policy, Issuer, Model, Budget, RateLimit)`},

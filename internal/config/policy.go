@@ -57,7 +57,22 @@ type IssuerSpec struct {
 	Audience string `json:"audience"`
 	// Claims name the claims that carry the user's identity and groups.
 	Claims IssuerClaims `json:"claims,omitzero"`
+	// Use says whose tokens the issuer signs: "users" (the default), whose
+	// tokens agents exchange for delegated ones, or "workloads", whose
+	// tokens authenticate agents themselves (AgentSpec.Workloads). An
+	// issuer serves one use only, so that a service account's token can
+	// never pass for a user's, nor a user's for an agent's.
+	Use string `json:"use,omitempty"`
 }
+
+// The values of IssuerSpec.Use.
+const (
+	IssuerUsers     = "users"
+	IssuerWorkloads = "workloads"
+)
+
+// ForWorkloads reports whether the issuer's tokens authenticate agents.
+func (s *IssuerSpec) ForWorkloads() bool { return s.Use == IssuerWorkloads }
 
 // IssuerClaims name the claims of an external token that corral reads;
 // absent fields take the defaults in the Or methods.

@@ -1,6 +1,7 @@
 package identity_test
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -103,5 +104,84 @@ func TestEmptyTokenFile(t *testing.T) {
 	}
 	if _, _, err := admins.Ensure(t.Context(), dir); err == nil || !strings.Contains(err.Error(), "is empty") {
 		t.Errorf("Ensure with an empty token file err = %v, want it named", err)
+	}
+}
+
+// TestAdminTokenLifecycle: admin tokens are listed, expire when asked and
+// are revoked on every replica, the data directory's own included, which
+// a restart does not bring back.
+func TestAdminTokenLifecycle(t *testing.T) {
+	b := bustest.Open(t)
+	a1, a2 := start(t, b), start(t, b)
+	dir := t.TempDir()
+	path, _, err := a1.Ensure(t.Context(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fileToken, _ := identity.ReadToken(path)
+
+	ci, _, err := a1.CreateAdminToken(t.Context(), "ci", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, _, err := a1.CreateAdminToken(t.Context(), "short", time.Nanosecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a1.VerifyAdmin(ci) {
+		t.Error("VerifyAdmin(new token) = false")
+	}
+	if a1.VerifyAdmin(short) {
+		t.Error("VerifyAdmin(expired token) = true")
+	}
+	if _, _, err := a1.CreateAdminToken(t.Context(), "bad", -time.Second); err == nil {
+		t.Error("CreateAdminToken(negative ttl) = nil error")
+	}
+
+	list := a1.AdminTokens()
+	names := map[string]identity.AdminToken{}
+	for _, tok := range list {
+		names[tok.Name] = tok
+	}
+	if len(list) != 3 || names["admin.token"].Expires != nil || names["ci"].Expires == nil || !names["short"].Expired || names["ci"].Expired {
+		t.Fatalf("AdminTokens() = %+v, want admin.token (no expiry), ci (live) and short (expired)", list)
+	}
+	for _, tok := range list {
+		if len(tok.ID) != 12 || strings.Contains(ci, tok.ID) {
+			t.Errorf("listing shows %q, want a 12-digit id that is no part of the token", tok.ID)
+		}
+	}
+
+	if _, err := a1.RevokeAdminToken(t.Context(), names["ci"].ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a1.RevokeAdminToken(t.Context(), names["admin.token"].ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a1.RevokeAdminToken(t.Context(), names["ci"].ID); !errors.Is(err, identity.ErrAdminTokenNotFound) {
+		t.Errorf("revoking twice: %v, want ErrAdminTokenNotFound", err)
+	}
+	if _, err := a1.RevokeAdminToken(t.Context(), "abc"); !errors.Is(err, identity.ErrAdminTokenNotFound) {
+		t.Errorf("revoking a short id: %v, want ErrAdminTokenNotFound", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for a2.VerifyAdmin(ci) || a2.VerifyAdmin(fileToken) {
+		if time.Now().After(deadline) {
+			t.Fatal("the other replica still accepts revoked tokens after 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if a1.VerifyAdmin(ci) || a1.VerifyAdmin(fileToken) {
+		t.Error("revoked tokens still accepted")
+	}
+	// A restart finds the file's token revoked and keeps it so.
+	if _, created, err := a1.Ensure(t.Context(), dir); err != nil || created {
+		t.Fatalf("Ensure after revocation: created %v, %v", created, err)
+	}
+	if a1.VerifyAdmin(fileToken) {
+		t.Error("a restart brought the revoked file token back")
+	}
+	if got := len(a1.AdminTokens()); got != 1 {
+		t.Errorf("AdminTokens() after revocations has %d, want 1 (short)", got)
 	}
 }

@@ -39,6 +39,36 @@ type Claims struct {
 	// AgentUID is the metadata.uid of the agent (ClientID) the token was
 	// issued to: the token serves that incarnation of the agent only.
 	AgentUID string `json:"agent_uid,omitempty"`
+	// Proof says how the agent proved who it is when it got the token,
+	// when it was not with an API key.
+	Proof *Proof `json:"proof,omitempty"`
+}
+
+// Proof is how an agent authenticated at the token endpoint without a key:
+// with a workload token (Method "workload": Issuer is the Issuer resource,
+// Subject the token's sub) or a client certificate (Method "certificate":
+// Subject is the URI SAN or subject DN that matched).
+type Proof struct {
+	Method  string `json:"method"`
+	Issuer  string `json:"issuer,omitempty"`
+	Subject string `json:"sub"`
+}
+
+// The methods of a Proof.
+const (
+	ProofWorkload    = "workload"
+	ProofCertificate = "certificate"
+)
+
+// String names the proof for the audit: "workload:k8s:system:serviceaccount:a:b".
+func (p *Proof) String() string {
+	if p == nil {
+		return ""
+	}
+	if p.Issuer != "" {
+		return p.Method + ":" + p.Issuer + ":" + p.Subject
+	}
+	return p.Method + ":" + p.Subject
 }
 
 // Actor is an RFC 8693 act claim.
@@ -110,6 +140,9 @@ const (
 	ReasonAgentMismatch Reason = "agent_mismatch" // one agent's credential presented as another's
 	ReasonUnknownAgent  Reason = "unknown_agent"  // the token's agent no longer exists
 	ReasonIssuerDown    Reason = "issuer_unavailable"
+	ReasonNoAgent       Reason = "no_agent"        // a workload identity that no Agent declares
+	ReasonTwoAgents     Reason = "ambiguous_agent" // a workload identity that several Agents declare
+	ReasonKeysDisabled  Reason = "keys_disabled"   // an agent key of an agent that accepts none
 )
 
 // TokenError is a refused token. Detail is safe to show to the caller.

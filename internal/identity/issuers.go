@@ -170,8 +170,32 @@ func (is *Issuers) rebuild(ctx context.Context) {
 // Verify checks a user's token from a trusted issuer: the issuer is chosen
 // by the token's iss, the signature checked against its keys (fetched
 // again, at most every 10s, for an unknown kid), then aud, exp, nbf, iat
-// and the subject claim. Every refusal is a *TokenError.
+// and the subject claim. An issuer trusted for workloads only is not
+// trusted here. Every refusal is a *TokenError.
 func (is *Issuers) Verify(ctx context.Context, token string) (*External, error) {
+	return is.verify(ctx, token, false)
+}
+
+// VerifyWorkload checks a workload's token (a Kubernetes service account's,
+// a cloud workload identity's, a SPIFFE JWT-SVID) as Verify checks a
+// user's, from an issuer trusted for workloads (use: workloads) only.
+func (is *Issuers) VerifyWorkload(ctx context.Context, token string) (*External, error) {
+	return is.verify(ctx, token, true)
+}
+
+// Workload reports whether iss is an issuer trusted for workloads, by its
+// name; the token endpoint asks it of an unverified token to know which
+// verification it needs.
+func (is *Issuers) Workload(iss string) bool {
+	if p := is.trusted.Load(); p != nil {
+		if ti := (*p)[iss]; ti != nil {
+			return ti.spec.ForWorkloads()
+		}
+	}
+	return false
+}
+
+func (is *Issuers) verify(ctx context.Context, token string, workload bool) (*External, error) {
 	jws, terr := parseCompact(token, isExternalAlg)
 	if terr != nil {
 		return nil, terr
@@ -189,6 +213,12 @@ func (is *Issuers) Verify(ctx context.Context, token string) (*External, error) 
 	}
 	if ti == nil {
 		return nil, Refused(ReasonWrongIssuer, "issuer %q is not trusted", truncate(unverified.Issuer))
+	}
+	if ti.spec.ForWorkloads() != workload {
+		if workload {
+			return nil, Refused(ReasonWrongIssuer, "issuer %s is trusted for users' tokens, not workloads'", ti.name)
+		}
+		return nil, Refused(ReasonWrongIssuer, "issuer %s is trusted for workloads' tokens, not users'", ti.name)
 	}
 	alg := jws.header.Alg
 	candidates, terr := is.keysFor(ctx, ti, jws.header.Kid)

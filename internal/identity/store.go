@@ -43,6 +43,14 @@ type record struct {
 	// AgentUID is the metadata.uid of the Agent the key was made for.
 	AgentUID string    `json:"agent_uid,omitempty"`
 	Created  time.Time `json:"created"`
+	// Name says what an admin token is for; the one in the data directory
+	// is "admin.token".
+	Name string `json:"name,omitempty"`
+	// Expires ends an admin token's life; nil lives until revoked.
+	Expires *time.Time `json:"expires,omitempty"`
+	// Revoked marks a revoked admin token. The record stays, so that the
+	// token file a start finds is not registered again.
+	Revoked bool `json:"revoked,omitempty"`
 }
 
 // Store verifies and manages credentials.

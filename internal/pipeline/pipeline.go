@@ -516,15 +516,20 @@ func (p *Pipeline) agent(c Caller) (*agentCache, error) {
 	if res.Metadata.UID != c.AgentUID {
 		return nil, problem.New(http.StatusUnauthorized, problem.Unauthenticated, string(identity.ReasonUnknownAgent)+": the credential was issued to an earlier agent "+c.Agent+", since deleted")
 	}
+	var ac *agentCache
 	if v, ok := p.agents.Load(c.Agent); ok && v.(*agentCache).rev == res.Metadata.Revision {
-		return v.(*agentCache), nil
+		ac = v.(*agentCache)
+	} else {
+		var spec config.AgentSpec
+		if err := json.Unmarshal(res.Spec, &spec); err != nil {
+			return nil, problem.Wrap(http.StatusInternalServerError, problem.Internal, "the agent's resource is unreadable", err)
+		}
+		ac = &agentCache{rev: res.Metadata.Revision, spec: &spec, labels: res.Metadata.Labels}
+		p.agents.Store(c.Agent, ac)
 	}
-	var spec config.AgentSpec
-	if err := json.Unmarshal(res.Spec, &spec); err != nil {
-		return nil, problem.Wrap(http.StatusInternalServerError, problem.Internal, "the agent's resource is unreadable", err)
+	if c.KeyID != "" && ac.spec.KeysDisabled() {
+		return nil, problem.New(http.StatusUnauthorized, problem.Unauthenticated, string(identity.ReasonKeysDisabled)+": agent "+c.Agent+" accepts no API keys (keys: disabled); get a token with its workload identity")
 	}
-	ac := &agentCache{rev: res.Metadata.Revision, spec: &spec, labels: res.Metadata.Labels}
-	p.agents.Store(c.Agent, ac)
 	return ac, nil
 }
 

@@ -139,13 +139,15 @@ func newTestPipeline(t *testing.T, src *fakeSource) (*Pipeline, *fakeAudit) {
 	drop := &tools.Entry{Tool: tools.Tool{Name: "erp.drop", Source: "erp", Annotations: tools.Annotations{Destructive: true}}, Source: src, Spec: &config.ToolSourceSpec{}, Validator: v}
 	aud := &fakeAudit{}
 	p := New(slog.New(slog.DiscardHandler), Deps{
-		Keys: fakeKeys{"corral_ak_impact": "impact", "corral_ak_ghost": "ghost", "corral_ak_stopped": "stopped"},
+		Keys: fakeKeys{"corral_ak_impact": "impact", "corral_ak_ghost": "ghost", "corral_ak_stopped": "stopped", "corral_ak_keyless": "keyless"},
 		Resources: fakeResources{
 			"Agent/impact":  {Spec: json.RawMessage(`{"tools": ["erp.*"]}`)},
+			"Agent/keyless": {Spec: json.RawMessage(`{"tools": ["erp.*"], "keys": "disabled"}`)},
 			"Agent/stopped": {Spec: json.RawMessage(`{"tools": ["*"]}`)},
 		},
 		Tokens: fakeTokens{
 			"t-scoped":    {ClientID: "impact", Subject: "impact", ID: "j1", Scope: "tool:erp.get"},
+			"t-keyless":   {ClientID: "keyless", Subject: "keyless", ID: "j4", Scope: "tool:erp.get"},
 			"t-handed-on": {ClientID: "impact", Subject: "alice", ID: "j3", Scope: "tool:erp.*", Act: &identity.Actor{Subject: "impact", Act: &identity.Actor{Subject: "stopped"}}},
 			"t-delegated": {ClientID: "impact", Subject: "alice", ID: "j2", Scope: "tool:erp.*", Act: &identity.Actor{Subject: "impact"}, Principal: &identity.PrincipalClaims{Issuer: "https://idp.test"}},
 		},
@@ -178,6 +180,8 @@ func TestStages(t *testing.T) {
 		{"refused token", "t-expired", "erp.get", `{"id": 1}`, 401, problem.Unauthenticated},
 		{"delegated token", "t-delegated", "erp.get", `{"id": 1}`, 200, ""},
 		{"handed on by a stopped agent", "t-handed-on", "erp.get", `{"id": 1}`, 423, problem.Killed},
+		{"key of an agent with keys disabled", "corral_ak_keyless", "erp.get", `{"id": 1}`, 401, problem.Unauthenticated},
+		{"token of an agent with keys disabled", "t-keyless", "erp.get", `{"id": 1}`, 200, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -83,6 +83,20 @@ func ExternalServer(t testing.TB) string {
 	return "nats://127.0.0.1:" + strconv.Itoa(port)
 }
 
+// ExternalTLSServer is ExternalServer requiring TLS with the server
+// certificate in certPath and keyPath; with caPath, clients must present a
+// certificate that CA signed. It returns a tls:// URL.
+func ExternalTLSServer(t testing.TB, certPath, keyPath, caPath string) string {
+	t.Helper()
+	port := freePort(t)
+	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", t.TempDir(), "--tls", "--tlscert", certPath, "--tlskey", keyPath}
+	if caPath != "" {
+		args = append(args, "--tlsverify", "--tlscacert", caPath)
+	}
+	_ = runServer(t, args...)
+	return "tls://127.0.0.1:" + strconv.Itoa(port)
+}
+
 // ExternalCluster runs a JetStream cluster of n nats-server processes on
 // loopback and returns their client URLs. JetStream may still be electing
 // its leader when this returns; bus.Open waits for it.

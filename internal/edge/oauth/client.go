@@ -35,6 +35,9 @@ func (h *Handler) authenticate(c credentials, rec *audit.Record) (*config.AgentS
 		return nil, identity.Key{}, mismatch("the client secret", "key "+key.ID, key.Agent, c.id)
 	}
 	spec, fail := h.agent(c.id, key.AgentUID)
+	if fail == nil && spec.KeysDisabled() {
+		fail = refuseClient("client_secret", identity.ReasonKeysDisabled, "agent %s accepts no API keys (keys: disabled); it authenticates with its workload identity or certificate", c.id)
+	}
 	return spec, key, fail
 }
 

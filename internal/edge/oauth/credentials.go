@@ -5,16 +5,16 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/identity"
 )
 
 // clientCredentials issues an agent its own access token: sub and
 // client_id are the agent, aud is corral, scope is the agent's tools and
 // models, or the part of them the client asked for.
-func (h *Handler) clientCredentials(ctx context.Context, f form, key identity.Key, spec *config.AgentSpec) (*issued, *failure) {
+func (h *Handler) clientCredentials(ctx context.Context, f form, cl client) (*issued, *failure) {
+	key := cl.key
 	agent := key.Agent
-	scope := agentScope(spec)
+	scope := agentScope(cl.spec)
 	requested, fail := parseScope(f.get("scope"))
 	if fail != nil {
 		return nil, fail
@@ -39,6 +39,7 @@ func (h *Handler) clientCredentials(ctx context.Context, f form, key identity.Ke
 		Audience: identity.Audience{h.deps.Signer.Issuer()},
 		Scope:    strings.Join(scope, " "),
 		Task:     task,
+		Proof:    cl.proof,
 	}
 	token, err := h.deps.Signer.Mint(c, h.ttl)
 	if err != nil {

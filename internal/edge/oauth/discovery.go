@@ -28,10 +28,12 @@ type Metadata struct {
 	// through a browser. The honest list is empty; inventing "token" or
 	// "code" would send clients to an endpoint that does not exist.
 	ResponseTypesSupported []string `json:"response_types_supported"`
-	// token_endpoint_auth_signing_alg_values_supported is left out: it
-	// only applies to private_key_jwt and client_secret_jwt, which corral
-	// does not accept. scopes_supported is left out too: scopes are each
-	// agent's own tools and models, not a fixed list.
+	// private_key_jwt is an RFC 7523 client assertion: a workload's token
+	// from an Issuer with use workloads, its keys that issuer's, not keys
+	// registered per client, so no signing algorithms are listed.
+	// tls_client_auth (RFC 8705) is a client certificate an Agent names.
+	// scopes_supported is left out: scopes are each agent's own tools and
+	// models, not a fixed list.
 }
 
 // MetadataFor returns the metadata of the server whose issuer is issuer.
@@ -42,7 +44,7 @@ func MetadataFor(issuer string) Metadata {
 		TokenEndpoint:                     base + TokenPath,
 		JWKSURI:                           base + JWKSPath,
 		GrantTypesSupported:               []string{GrantClientCredentials, GrantTokenExchange},
-		TokenEndpointAuthMethodsSupported: []string{"client_secret_basic", "client_secret_post"},
+		TokenEndpointAuthMethodsSupported: []string{"client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth"},
 		ResponseTypesSupported:            []string{},
 	}
 }

@@ -52,7 +52,7 @@ func TestMetadata(t *testing.T) {
 				"token_endpoint":                        tt.base + "/oauth2/token",
 				"jwks_uri":                              tt.base + "/.well-known/jwks.json",
 				"grant_types_supported":                 []any{"client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"},
-				"token_endpoint_auth_methods_supported": []any{"client_secret_basic", "client_secret_post"},
+				"token_endpoint_auth_methods_supported": []any{"client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth"},
 				"response_types_supported":              []any{},
 			}
 			if diff := cmp.Diff(want, got); diff != "" {

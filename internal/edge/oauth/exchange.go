@@ -29,7 +29,8 @@ var subjectTypes = []string{TokenTypeJWT, TokenTypeAccessToken, TokenTypeIDToken
 // token is its sub, the agent its act.sub, and policy decides its scope.
 // The subject token is a user's token from a trusted issuer, or a delegated
 // token corral issued to another agent, which the agent passes on.
-func (h *Handler) exchange(ctx context.Context, f form, key identity.Key, rec *audit.Record) (*issued, *failure) {
+func (h *Handler) exchange(ctx context.Context, f form, cl client, rec *audit.Record) (*issued, *failure) {
+	key := cl.key
 	agent := key.Agent
 	subject := f.get("subject_token")
 	switch st := f.get("subject_token_type"); {
@@ -55,7 +56,7 @@ func (h *Handler) exchange(ctx context.Context, f form, key identity.Key, rec *a
 	if fail != nil {
 		return nil, fail
 	}
-	if fail := h.actor(f, key); fail != nil {
+	if fail := h.actor(ctx, f, cl); fail != nil {
 		return nil, fail
 	}
 	user, prev, fail := h.subject(ctx, subject)
@@ -114,6 +115,7 @@ func (h *Handler) exchange(ctx context.Context, f form, key identity.Key, rec *a
 		Act:       act,
 		Task:      task,
 		Principal: &identity.PrincipalClaims{Issuer: user.Issuer, Groups: user.Groups, Roles: user.Roles},
+		Proof:     cl.proof,
 	}
 	token, err := h.deps.Signer.Mint(c, ttl)
 	if err != nil {
@@ -168,9 +170,11 @@ func (h *Handler) subject(ctx context.Context, token string) (*identity.External
 	return user, c, nil
 }
 
-// actor checks the optional actor_token: an agent key or a corral token,
-// which must be the client's own, issued to the same incarnation of it.
-func (h *Handler) actor(f form, client identity.Key) *failure {
+// actor checks the optional actor_token: an agent key, a corral token or
+// a workload's token, which must be the client's own, issued to the same
+// incarnation of it.
+func (h *Handler) actor(ctx context.Context, f form, cl client) *failure {
+	client := cl.key
 	agent := client.Agent
 	token, typ := f.get("actor_token"), f.get("actor_token_type")
 	switch {
@@ -183,7 +187,13 @@ func (h *Handler) actor(f form, client identity.Key) *failure {
 	case typ != TokenTypeJWT && typ != TokenTypeAccessToken:
 		return badRequest("actor_token_type %q is not supported; use %s or %s", clip(typ, 80), TokenTypeJWT, TokenTypeAccessToken)
 	}
+	if cl.actor {
+		return nil // it authenticated the client
+	}
 	if key, ok := h.deps.Keys.VerifyKey(token); ok {
+		if cl.spec.KeysDisabled() {
+			return refuse("actor_token", identity.ReasonKeysDisabled, "agent %s accepts no API keys (keys: disabled)", agent)
+		}
 		if key.Agent != agent {
 			return mismatch("actor_token", "key "+key.ID, key.Agent, agent)
 		}
@@ -194,6 +204,16 @@ func (h *Handler) actor(f form, client identity.Key) *failure {
 	}
 	if _, ok := peek(token); !ok {
 		return refuse("actor_token", identity.ReasonMalformed, "neither a live agent key nor a JWT")
+	}
+	if h.workloadToken(token) {
+		w, fail := h.federate(ctx, "actor_token", token, agent, &audit.Record{})
+		if fail != nil {
+			return fail
+		}
+		if w.key.AgentUID != client.AgentUID {
+			return refuse("actor_token", identity.ReasonUnknownAgent, "the workload is agent %q of another incarnation", agent)
+		}
+		return nil
 	}
 	c, err := h.deps.Signer.Verify(token, h.deps.Signer.Issuer())
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -181,6 +182,17 @@ type fakeResources map[string]config.Resource
 func (r fakeResources) Get(kind, name string) (config.Resource, bool) {
 	res, ok := r[kind+"/"+name]
 	return res, ok
+}
+
+func (r fakeResources) List(kind string) []config.Resource {
+	var out []config.Resource
+	for k, res := range r {
+		if strings.HasPrefix(k, kind+"/") {
+			out = append(out, res)
+		}
+	}
+	slices.SortFunc(out, func(a, b config.Resource) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
+	return out
 }
 
 type fakeKill struct {

@@ -19,7 +19,7 @@ const maxBody = 64 << 10
 var single = []string{
 	"grant_type", "client_id", "client_secret", "scope", "task",
 	"subject_token", "subject_token_type", "actor_token", "actor_token_type",
-	"requested_token_type",
+	"requested_token_type", "client_assertion", "client_assertion_type",
 }
 
 // form is a token request's parameters.
@@ -80,13 +80,31 @@ func readForm(w http.ResponseWriter, r *http.Request) (form, *failure) {
 type credentials struct {
 	id, secret string
 	basic      bool // client_secret_basic, so a 401 challenges for Basic
+	// assertion is a workload's token sent as an RFC 7523 client
+	// assertion (client_assertion_type jwt-bearer).
+	assertion, assertionType string
 }
+
+// AssertionJWTBearer is the client_assertion_type of RFC 7523.
+const AssertionJWTBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 // clientCredentials reads the client's id and secret from the
 // Authorization header (client_secret_basic) or the form
 // (client_secret_post). Using both is refused (RFC 6749 2.3).
 func clientCredentials(r *http.Request, f form) (credentials, *failure) {
 	header := r.Header.Get("Authorization")
+	assertion, assertionType := f.get("client_assertion"), f.get("client_assertion_type")
+	if assertion != "" || assertionType != "" {
+		switch {
+		case header != "" || f.get("client_secret") != "":
+			return credentials{}, badRequest("the client authenticated twice: a client_assertion and a client secret")
+		case assertion == "":
+			return credentials{}, badRequest("client_assertion_type is given without client_assertion")
+		case assertionType != AssertionJWTBearer:
+			return credentials{}, badRequest("client_assertion_type %q is not supported; use %s", clip(assertionType, 80), AssertionJWTBearer)
+		}
+		return credentials{id: f.get("client_id"), assertion: assertion, assertionType: assertionType}, nil
+	}
 	if header == "" {
 		return credentials{id: f.get("client_id"), secret: f.get("client_secret")}, nil
 	}

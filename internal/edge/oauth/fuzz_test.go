@@ -18,7 +18,9 @@ import (
 // audited once. It is seeded with the forms of the unit tables.
 func FuzzToken(f *testing.F) {
 	seed := newWorld(f)
+	wl := federated(seed)
 	user := seed.userToken("alice", time.Hour)
+	sa := wl.token(impactSA)
 	handed := seed.handedOn(f, &identity.Actor{Subject: "billing"}, "tool:erp.*", time.Hour)
 	form := "application/x-www-form-urlencoded"
 	for _, v := range []url.Values{
@@ -34,6 +36,13 @@ func FuzzToken(f *testing.F) {
 		exchangeForm("helper", keyHelper, handed),
 		exchangeForm("billing", keyBilling, "a.b.c", "resource", "x"),
 		{"grant_type": {"password"}},
+		assertion(sa),
+		assertion(sa, "client_id", "impact", "scope", "tool:erp.get_order"),
+		assertion(wl.token("system:serviceaccount:batch:nightly")),
+		assertion("a.b.c"),
+		cc("impact", "corral_ak_impact-secret"),
+		{"grant_type": {GrantTokenExchange}, "subject_token": {sa}, "subject_token_type": {TokenTypeJWT}},
+		{"grant_type": {GrantTokenExchange}, "subject_token": {user}, "subject_token_type": {TokenTypeJWT}, "actor_token": {sa}, "actor_token_type": {TokenTypeJWT}},
 	} {
 		f.Add(v.Encode(), form, "")
 	}
@@ -46,6 +55,7 @@ func FuzzToken(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, body, contentType, authorization string) {
 		w := newWorld(t)
+		federated(w)
 		delete(w.keys, "corral_ak_broken-secret") // its 500 is a test of its own
 		req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, TokenPath, strings.NewReader(body))
 		req.Header.Set("Content-Type", contentType)

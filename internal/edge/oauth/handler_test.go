@@ -35,7 +35,9 @@ type tokenCase struct {
 	// The audit record: agent "" means billing, "-" none; target "" means
 	// the one the form's grant_type names, "-" none; reason is a prefix.
 	agent, principal, target, reason string
-	check                            func(t *testing.T, w *world)
+	// credential is the audit record's: how a client without a key proved itself.
+	credential string
+	check      func(t *testing.T, w *world)
 }
 
 // runCases runs token cases, each in a fresh world, and checks the answer,
@@ -101,7 +103,7 @@ func challenge(status int) string {
 func checkAudit(t *testing.T, w *world, c tokenCase, r request) {
 	t.Helper()
 	got := w.audit.last(t)
-	want := audit.Record{Time: testNow, Kind: "token", Edge: "oauth", Agent: c.agent, Principal: c.principal, Target: c.target, Code: c.code}
+	want := audit.Record{Time: testNow, Kind: "token", Edge: "oauth", Agent: c.agent, Principal: c.principal, Target: c.target, Code: c.code, Credential: c.credential}
 	switch want.Agent {
 	case "":
 		want.Agent = "billing"
@@ -138,7 +140,7 @@ func noSecrets(t *testing.T, w *world, r request, body string) {
 	for k := range w.keys {
 		secrets = append(secrets, k)
 	}
-	for _, name := range []string{"client_secret", "subject_token", "actor_token"} {
+	for _, name := range []string{"client_secret", "subject_token", "actor_token", "client_assertion"} {
 		if v := r.form.Get(name); len(v) > 8 {
 			secrets = append(secrets, v)
 		}

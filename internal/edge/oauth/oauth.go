@@ -30,6 +30,9 @@ type Keys interface {
 // ToolSources a delegated token may be addressed to.
 type Resources interface {
 	Get(kind, name string) (config.Resource, bool)
+	// List returns every resource of kind; the Agents are searched for the
+	// one that declares a workload identity or a certificate.
+	List(kind string) []config.Resource
 }
 
 // KillSwitches says whether an agent is stopped.
@@ -66,15 +69,17 @@ type Auditor interface {
 	Append(ctx context.Context, r *audit.Record) (string, error)
 }
 
-// Deps are the handler's collaborators. All are required, except Issuers:
-// without it no external issuer is trusted, and only corral's own delegated
-// tokens can be exchanged.
+// Deps are the handler's collaborators. All are required, except Issuers
+// and Workloads: without Issuers no external issuer is trusted, and only
+// corral's own delegated tokens can be exchanged; without Workloads no
+// agent authenticates with a workload's token.
 type Deps struct {
 	Keys        Keys
 	Resources   Resources
 	Kill        KillSwitches
 	Signer      Signer
 	Issuers     Issuers
+	Workloads   Workloads
 	Delegations Delegations
 	Audit       Auditor
 	// Refusals bounds the records of requests from unauthenticated

@@ -107,14 +107,23 @@ func (h *Handler) grant(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	if fail != nil {
 		return nil, fail
 	}
-	spec, key, fail := h.authenticate(creds, rec)
+	cl, fail := h.identify(ctx, r, f, gt, creds, rec)
 	if fail != nil {
 		return nil, fail
 	}
 	if gt == GrantClientCredentials {
-		return h.clientCredentials(ctx, f, key, spec)
+		return h.clientCredentials(ctx, f, cl)
 	}
-	return h.exchange(ctx, f, key, rec)
+	if cl.self {
+		// The subject token was the agent's own workload token: what it
+		// gets in exchange is its own access token.
+		out, fail := h.clientCredentials(ctx, f, cl)
+		if out != nil {
+			out.exchanged = true
+		}
+		return out, fail
+	}
+	return h.exchange(ctx, f, cl, rec)
 }
 
 // target is the audit target of a grant type: a short name for the two
