@@ -167,6 +167,11 @@ func (e *Edge) admit(next problem.HandlerFunc, refuse func(*http.Request) error)
 			}
 			return err
 		}
+		if r.ContentLength > e.limits.MaxBody {
+			// Refused from its length alone: it holds no slot a call that
+			// fits could use.
+			return e.tooLarge()
+		}
 		if !take(e.slots) {
 			return overloaded(fmt.Sprintf("this corral is running %d model calls, its most; retry shortly", e.limits.MaxConcurrent))
 		}
@@ -198,11 +203,15 @@ func overloaded(detail string) error {
 	return p
 }
 
+func (e *Edge) tooLarge() *problem.Error {
+	return problem.New(http.StatusRequestEntityTooLarge, problem.RequestTooLarge,
+		fmt.Sprintf("the request is larger than %d bytes, the most this corral takes for a model call", e.limits.MaxBody))
+}
+
 // readBody reads a request body of at most Limits.MaxBody bytes; a
 // Content-Length over it is refused before anything is read.
 func (e *Edge) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	tooLarge := problem.New(http.StatusRequestEntityTooLarge, problem.RequestTooLarge,
-		fmt.Sprintf("the request is larger than %d bytes, the most this corral takes for a model call", e.limits.MaxBody))
+	tooLarge := e.tooLarge()
 	if r.ContentLength > e.limits.MaxBody {
 		return nil, tooLarge
 	}
