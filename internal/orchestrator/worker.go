@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/corral-dev/corral/internal/config"
@@ -163,37 +164,24 @@ func (w *Worker) pull(ctx context.Context, key string, slots chan struct{}, wg *
 		case <-ctx.Done():
 			return
 		}
-		free := 1 + cap(slots) - len(slots)
-		batch, err := cons.Fetch(min(free, 16), jetstream.FetchMaxWait(2*time.Second))
+		// One message per free slot: Next returns as soon as one is there
+		// (a batch would wait for the rest, and a prefetch would hold
+		// tasks no slot is free for while their leases run).
+		msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
 		if err != nil {
 			<-slots
-			if ctx.Err() == nil {
+			if ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
 				w.logger.WarnContext(ctx, "fetching work", "placement", key, "err", err)
 				_ = sleep(ctx, 500*time.Millisecond)
 			}
 			continue
 		}
-		first := true
-		for msg := range batch.Messages() {
-			if !first {
-				select {
-				case slots <- struct{}{}:
-				case <-ctx.Done():
-					_ = msg.Nak()
-					continue
-				}
-			}
-			first = false
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-slots }()
-				w.handle(ctx, msg)
-			}()
-		}
-		if first {
-			<-slots // nothing came
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			w.handle(ctx, msg)
+		}()
 	}
 }
 
