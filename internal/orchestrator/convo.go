@@ -34,6 +34,7 @@ type convo struct {
 	lastCall string
 	repeats  int
 	state    State
+	reason   string
 	// waiting is the call id of a request_input the person has not answered.
 	waiting  string
 	starts   int
@@ -69,7 +70,7 @@ func replay(ctx context.Context, t *Task, instructions string, events []Event, c
 				c.firstRun = ev.Time
 			}
 		case EvState:
-			c.state = ev.State
+			c.state, c.reason = ev.State, ev.Reason
 			if ev.State.Final() {
 				c.result = ev.Result
 			}

@@ -74,7 +74,7 @@ type run struct {
 	tokenExp time.Time
 	// waitingStep is the step whose rate-limit wait is in the events.
 	waitingStep int
-	fnTools  map[string]string // function name -> tool name, from the last listing
+	fnTools     map[string]string // function name -> tool name, from the last listing
 }
 
 // stopCause ends a run's context: the task is to end so.
@@ -422,8 +422,11 @@ func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
 		if !errors.As(err, &pe) || ctx.Err() != nil || stops(pe.Code) || transient(err) {
 			return r.stepFailed(ctx, err)
 		}
+		if pe.Code == codeApprovalPending {
+			return r.awaitApproval(ctx, pe)
+		}
 		// A refusal the model can learn from (policy, arguments, no such
-		// tool, the upstream's error) is its call's result.
+		// tool, the upstream's error, a human's no) is its call's result.
 		ev.IsError, ev.Code, ev.AuditID = true, pe.Code, pe.AuditID
 		ev.Content = fmt.Sprintf("error %s: %s", pe.Code, pe.Detail)
 	} else {
@@ -473,6 +476,24 @@ func (r *run) park(ctx context.Context, tc llm.ToolCall) error {
 		return err
 	}
 	r.c.waiting = tc.ID
+	return errParked
+}
+
+// codeApprovalPending is the pipeline's answer to a call policy parked
+// for a human's decision (docs/approvals.md).
+const codeApprovalPending = "approval_pending"
+
+// awaitApproval parks the task while a human decides on its step: the step
+// is in the journal without a result, so when the decision wakes the task
+// (Service.Wake), its worker makes the same call again, which the pipeline
+// then runs (approved) or refuses (denied, expired: the model is told).
+func (r *run) awaitApproval(ctx context.Context, pe *problem.Error) error {
+	if r.c.state != InputRequired || r.c.reason != ReasonAwaitingApproval {
+		if err := r.setState(ctx, InputRequired, ReasonAwaitingApproval, pe.Detail, nil); err != nil {
+			return err
+		}
+		r.c.reason = ReasonAwaitingApproval
+	}
 	return errParked
 }
 

@@ -261,6 +261,36 @@ func (s *Service) Message(ctx context.Context, id, text, key string) (*Task, err
 	return t, nil
 }
 
+// Wake puts back on the queue a hosted task parked on a decision outside
+// it (an approval of one of its steps), so that a worker makes the parked
+// step again. A task not so parked is left alone.
+func (s *Service) Wake(ctx context.Context, id, detail string) error {
+	t, err := s.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !t.Hosted || t.State != InputRequired || t.Reason != ReasonAwaitingApproval {
+		return nil
+	}
+	t, err = s.store.update(ctx, id, func(t *Task) error {
+		if t.State != InputRequired || t.Reason != ReasonAwaitingApproval {
+			return errSkip
+		}
+		t.State, t.Reason, t.Detail = Working, "", detail
+		return nil
+	})
+	if err != nil {
+		return s.substrate(err)
+	}
+	if t.State != Working {
+		return nil
+	}
+	if err := s.store.dispatch(ctx, t, fmt.Sprintf("%s/wake/%d", id, t.Updated.UnixNano())); err != nil {
+		return s.substrate(err)
+	}
+	return nil
+}
+
 // Events calls fn with each event of a task after sequence after, and
 // follows new ones until the task has ended and its last event was sent,
 // ctx ends, or fn fails.

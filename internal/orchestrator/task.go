@@ -38,20 +38,21 @@ var States = []State{Submitted, Working, InputRequired, Completed, Failed, Cance
 
 // Reasons corral gives inside a state.
 const (
-	ReasonMaxTurns       = "max_turns"
-	ReasonMaxToolCalls   = "max_tool_calls"
-	ReasonDeadline       = "deadline"
-	ReasonKilled         = "killed"
-	ReasonCanceled       = "canceled"
-	ReasonBudgetExceeded = "budget_exceeded"
-	ReasonLoopDetected   = "loop_detected"
-	ReasonModelError     = "model_error"
-	ReasonRefused        = "refused"
-	ReasonAgentGone      = "agent_gone"
-	ReasonNotHosted      = "not_hosted"
-	ReasonAttempts       = "too_many_attempts"
-	ReasonOutputInvalid  = "output_invalid"
-	ReasonAskedForInput  = "asked_for_input"
+	ReasonMaxTurns         = "max_turns"
+	ReasonMaxToolCalls     = "max_tool_calls"
+	ReasonDeadline         = "deadline"
+	ReasonKilled           = "killed"
+	ReasonCanceled         = "canceled"
+	ReasonBudgetExceeded   = "budget_exceeded"
+	ReasonLoopDetected     = "loop_detected"
+	ReasonModelError       = "model_error"
+	ReasonRefused          = "refused"
+	ReasonAgentGone        = "agent_gone"
+	ReasonNotHosted        = "not_hosted"
+	ReasonAttempts         = "too_many_attempts"
+	ReasonOutputInvalid    = "output_invalid"
+	ReasonAskedForInput    = "asked_for_input"
+	ReasonAwaitingApproval = "awaiting_approval"
 )
 
 // Task is one piece of agent work.
