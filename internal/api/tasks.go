@@ -27,6 +27,7 @@ type Tasks interface {
 	Message(ctx context.Context, id, text, key string) (*orchestrator.Task, error)
 	Events(ctx context.Context, id string, after uint64, fn func(orchestrator.Event) error) error
 	Report(ctx context.Context, id, agent string, state orchestrator.State, result json.RawMessage, detail string) (*orchestrator.Task, error)
+	Extend(ctx context.Context, id, by string, more orchestrator.Extension) (*orchestrator.Task, error)
 }
 
 // AgentAuth verifies agent credentials (pipeline.Pipeline).
@@ -90,6 +91,7 @@ func (a *API) registerTasks(mux *http.ServeMux, open func(problem.HandlerFunc) h
 	mux.Handle("POST /v1/tasks/{id}/cancel", open(a.cancelTask))
 	mux.Handle("POST /v1/tasks/{id}/messages", open(a.messageTask))
 	mux.Handle("POST /v1/tasks/{id}/result", open(a.reportTask))
+	mux.Handle("POST /v1/tasks/{id}/extend", open(a.extendTask))
 	for path, allowed := range map[string][]string{
 		"/v1/tasks":               {"GET", "POST"},
 		"/v1/tasks/{id}":          {"GET"},
@@ -97,6 +99,7 @@ func (a *API) registerTasks(mux *http.ServeMux, open func(problem.HandlerFunc) h
 		"/v1/tasks/{id}/cancel":   {"POST"},
 		"/v1/tasks/{id}/messages": {"POST"},
 		"/v1/tasks/{id}/result":   {"POST"},
+		"/v1/tasks/{id}/extend":   {"POST"},
 	} {
 		mux.Handle(path, open(problem.NotAllowed(allowed...)))
 	}
@@ -397,6 +400,54 @@ func (a *API) reportTask(w http.ResponseWriter, r *http.Request) error {
 		agent = ac.caller.Agent
 	}
 	t, err = a.tasks.Report(r.Context(), t.ID, agent, state, compact(req.Result), req.Detail)
+	if err != nil {
+		return err
+	}
+	return problem.WriteJSON(w, http.StatusOK, t)
+}
+
+// ExtendRequest is the optional body of POST /v1/tasks/{id}/extend: the
+// room to add; absent fields add as much again as the task had.
+type ExtendRequest struct {
+	Turns     int    `json:"turns,omitempty"`
+	ToolCalls int    `json:"tool_calls,omitempty"`
+	Deadline  string `json:"deadline,omitempty"`
+}
+
+// extendTask gives a task that escalated at a limit more room. Only the
+// admin may: an agent cannot extend its own limits.
+func (a *API) extendTask(w http.ResponseWriter, r *http.Request) error {
+	ac, err := a.actor(r)
+	if err != nil {
+		return err
+	}
+	if !ac.admin {
+		return problem.New(http.StatusForbidden, problem.PolicyDenied, "an agent cannot extend a task's limits; a person does (the admin token)")
+	}
+	t, err := a.task(r, ac)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var req ExtendRequest
+	if len(bytes.TrimSpace(body)) > 0 {
+		if err := decodeStrict(body, &req, `{"turns": 5, "tool_calls": 20, "deadline": "10m"}`); err != nil {
+			return err
+		}
+	}
+	more := orchestrator.Extension{Turns: req.Turns, ToolCalls: req.ToolCalls}
+	if req.Deadline != "" {
+		if more.Deadline, err = time.ParseDuration(req.Deadline); err != nil || more.Deadline <= 0 {
+			return problem.New(http.StatusBadRequest, problem.InvalidRequest, "deadline: a positive Go duration, as 10m")
+		}
+	}
+	if req.Turns < 0 || req.Turns > 10000 || req.ToolCalls < 0 || req.ToolCalls > 100000 {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "turns (0..10000) and tool_calls (0..100000): the room to add")
+	}
+	t, err = a.tasks.Extend(r.Context(), t.ID, ac.by(), more)
 	if err != nil {
 		return err
 	}

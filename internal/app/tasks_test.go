@@ -225,3 +225,96 @@ spec: {model: brain, models: [brain], tools: ["notes.*"]}
 		t.Error("a rate-limited call reached the model as an error result")
 	}
 }
+
+// TestEscalationAndRaisedHand: an agent looping on a write tool reaches its
+// turn limit and, with onExceeded: escalate, waits for a person instead of
+// failing; extended, it goes on and meets its limit again. An agent that
+// raises its hand (request_input) waits and continues with the answer.
+func TestEscalationAndRaisedHand(t *testing.T) {
+	notes := startNotes(t)
+	srv := apptest.Start(t)
+	var loop strings.Builder
+	for i := range 8 {
+		fmt.Fprintf(&loop, "    - toolCalls: [{name: notes__createNote, arguments: {text: \"comment %d\"}}]\n", i)
+	}
+	srv.Apply(t, notesSource(notes.URL)+`---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: looper}
+spec:
+  provider: scripted
+  script:
+`+loop.String()+`---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: careful}
+spec:
+  provider: scripted
+  script:
+    - toolCalls: [{name: request_input, arguments: {question: "Refund 400 EUR to Ada?"}}]
+    - content: "Refunded, as you confirmed."
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: commenter}
+spec: {model: looper, models: [looper], tools: ["notes.*"], limits: {maxTurns: 3, onExceeded: escalate}}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: refunds}
+spec: {model: careful, models: [careful]}
+`)
+	srv.WaitTool(t, "notes.createNote")
+
+	task := createTask(t, srv, srv.Token, "commenter", "comment on every ticket", nil)
+	parked := waitTask(t, srv, task.ID, orchestrator.InputRequired, orchestrator.Failed)
+	if parked.State != orchestrator.InputRequired || parked.Reason != orchestrator.ReasonMaxTurns || !strings.Contains(parked.Detail, "used so far: 3 turns") {
+		t.Fatalf("at its turn limit the task is %s %s %q, want input-required max_turns with its usage", parked.State, parked.Reason, parked.Detail)
+	}
+	if notes.requests != 3 {
+		t.Errorf("upstream saw %d writes before the escalation, want 3", notes.requests)
+	}
+	// An agent cannot extend itself; the admin can, once per escalation.
+	key := srv.Key(t, "commenter")
+	if status, body := srv.Call(t, key, "POST", "/v1/tasks/"+task.ID+"/extend", nil, nil); status != http.StatusForbidden && status != http.StatusNotFound {
+		t.Errorf("the agent extends its own task: HTTP %d %s", status, body)
+	}
+	status, body := srv.Call(t, srv.Token, "POST", "/v1/tasks/"+task.ID+"/extend", map[string]any{"turns": 2}, nil)
+	if status != http.StatusOK {
+		t.Fatalf("extend: HTTP %d %s", status, body)
+	}
+	if status, _ := srv.Call(t, srv.Token, "POST", "/v1/tasks/"+task.ID+"/extend", nil, nil); status != http.StatusConflict {
+		t.Errorf("a second extend of the same escalation: HTTP %d, want 409", status)
+	}
+	again := waitTask(t, srv, task.ID, orchestrator.InputRequired, orchestrator.Failed, orchestrator.Completed)
+	if again.State != orchestrator.InputRequired || again.Reason != orchestrator.ReasonMaxTurns || again.Limits.MaxTurns != 5 || again.Usage.Turns != 5 {
+		t.Fatalf("after an extension of 2 turns the task is %s %s, limits %+v, usage %+v", again.State, again.Reason, again.Limits, again.Usage)
+	}
+	if notes.requests != 5 {
+		t.Errorf("upstream saw %d writes, want 5: each extension lets exactly its room through", notes.requests)
+	}
+	if status, body := srv.Call(t, srv.Token, "POST", "/v1/tasks/"+task.ID+"/cancel", map[string]any{"reason": "looping"}, nil); status != http.StatusOK {
+		t.Fatalf("cancel: HTTP %d %s", status, body)
+	}
+	if done := waitTask(t, srv, task.ID); done.State != orchestrator.Canceled {
+		t.Errorf("canceled while escalated: %s", done.State)
+	}
+
+	// The raised hand.
+	task = createTask(t, srv, srv.Token, "refunds", "Ada wants her 400 EUR back", nil)
+	parked = waitTask(t, srv, task.ID, orchestrator.InputRequired, orchestrator.Failed)
+	if parked.Reason != orchestrator.ReasonAskedForInput || parked.Detail != "Refund 400 EUR to Ada?" {
+		t.Fatalf("raised hand: %s %s %q", parked.State, parked.Reason, parked.Detail)
+	}
+	if status, body := srv.Call(t, srv.Token, "POST", "/v1/tasks/"+task.ID+"/messages", map[string]any{"message": "yes, go ahead"}, nil); status != http.StatusOK {
+		t.Fatalf("answer: HTTP %d %s", status, body)
+	}
+	done := waitTask(t, srv, task.ID)
+	if done.State != orchestrator.Completed || string(done.Result) != `"Refunded, as you confirmed."` {
+		t.Fatalf("after the answer: %s %s %s", done.State, done.Reason, done.Result)
+	}
+	_, events := srv.Call(t, srv.Token, "GET", "/v1/tasks/"+task.ID+"/events", nil, nil)
+	if !strings.Contains(string(events), "yes, go ahead") {
+		t.Errorf("the answer is not in the task's events:\n%s", events)
+	}
+}

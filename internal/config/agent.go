@@ -101,7 +101,17 @@ type AgentLimits struct {
 	// RepeatedCalls is how many calls in a row of the same tool with the
 	// same arguments end a task with loop_detected; default 3.
 	RepeatedCalls int `json:"repeatedCalls,omitempty"`
+	// OnExceeded is what a task that reaches one of these limits (or its
+	// budget) does: "fail" (the default) or "escalate": wait in
+	// input-required for a person to give it more room or cancel it.
+	OnExceeded string `json:"onExceeded,omitempty"`
 }
+
+// The values of AgentLimits.OnExceeded.
+const (
+	OnExceededFail     = "fail"
+	OnExceededEscalate = "escalate"
+)
 
 // Task limits' defaults.
 const (

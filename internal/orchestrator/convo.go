@@ -39,7 +39,9 @@ type convo struct {
 	waiting  string
 	starts   int
 	firstRun time.Time
-	result   json.RawMessage
+	// limits, when a person extended them, replace the task's.
+	limits *Limits
+	result json.RawMessage
 }
 
 // inputMessage is the task's input as the user message that opens it.
@@ -95,6 +97,13 @@ func replay(ctx context.Context, t *Task, instructions string, events []Event, c
 				return nil, err
 			}
 			c.toolResult(ev.CallID, content)
+		case EvExtended:
+			if ev.Limits != nil {
+				l := *ev.Limits
+				c.limits = &l
+			}
+			c.lastCall, c.repeats = "", 0
+			c.state, c.reason = Working, ""
 		case EvMessage:
 			var m llm.Message
 			if err := json.Unmarshal(ev.Message, &m); err != nil {

@@ -107,7 +107,7 @@ func (r *run) execute(ctx context.Context) error {
 			return nil
 		}
 		if cause, ok := context.Cause(ctx).(*stopCause); ok {
-			return r.end(ctx, cause.state, cause.reason, cause.detail, nil)
+			return r.stopped(ctx, cause)
 		}
 		if ctx.Err() != nil {
 			return &errRetry{ctx.Err()} // this worker is shutting down
@@ -125,7 +125,7 @@ func (r *run) execute(ctx context.Context) error {
 		}
 		if err != nil {
 			if cause, ok := context.Cause(ctx).(*stopCause); ok && !errors.Is(err, ErrFenced) {
-				return r.end(ctx, cause.state, cause.reason, cause.detail, nil)
+				return r.stopped(ctx, cause)
 			}
 			return err
 		}
@@ -284,7 +284,7 @@ func (r *run) toolFor(function string) string {
 func (r *run) callModel(ctx context.Context) error {
 	c := r.c
 	if c.turn >= r.task.Limits.MaxTurns {
-		return r.end(ctx, Failed, ReasonMaxTurns, fmt.Sprintf("the agent took %d turns without a final answer", c.turn), nil)
+		return r.limitReached(ctx, ReasonMaxTurns, fmt.Sprintf("the agent took %d turns without a final answer", c.turn))
 	}
 	fns, err := r.functions(ctx)
 	if err != nil {
@@ -377,11 +377,11 @@ func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
 		digest := argsDigest(tc.Function.Arguments)
 		if tool != requestInput {
 			if c.usage.ToolCalls >= r.task.Limits.MaxToolCalls {
-				return r.end(ctx, Failed, ReasonMaxToolCalls, fmt.Sprintf("the agent made %d tool calls", c.usage.ToolCalls), nil)
+				return r.limitReached(ctx, ReasonMaxToolCalls, fmt.Sprintf("the agent made %d tool calls", c.usage.ToolCalls))
 			}
 			c.noteCall(tool, digest)
 			if c.repeats >= r.task.Limits.RepeatedCalls {
-				return r.end(ctx, Failed, ReasonLoopDetected, fmt.Sprintf("the agent called %s with the same arguments %d times in a row", tool, c.repeats), nil)
+				return r.limitReached(ctx, ReasonLoopDetected, fmt.Sprintf("the agent called %s with the same arguments %d times in a row", tool, c.repeats))
 			}
 		}
 		ev := &Event{Type: EvToolCall, Step: step, Turn: c.turn, Tool: tool, CallID: tc.ID, Detail: digest}
@@ -583,7 +583,7 @@ func (r *run) waitTurn(ctx context.Context, step int, cause error, d time.Durati
 // stepFailed decides what a failed step means for the task.
 func (r *run) stepFailed(ctx context.Context, err error) error {
 	if cause, ok := context.Cause(ctx).(*stopCause); ok {
-		return r.end(ctx, cause.state, cause.reason, cause.detail, nil)
+		return r.stopped(ctx, cause)
 	}
 	if ctx.Err() != nil {
 		return &errRetry{ctx.Err()}
@@ -592,7 +592,7 @@ func (r *run) stepFailed(ctx context.Context, err error) error {
 	if errors.As(err, &pe) {
 		switch {
 		case pe.Code == problem.BudgetExceeded:
-			return r.end(ctx, Failed, ReasonBudgetExceeded, pe.Detail, nil)
+			return r.limitReached(ctx, ReasonBudgetExceeded, pe.Detail)
 		case pe.Code == problem.Killed:
 			return r.end(ctx, Canceled, ReasonKilled, pe.Detail, nil)
 		case pe.Code == problem.Unauthenticated:
@@ -645,6 +645,33 @@ func (r *run) setState(ctx context.Context, s State, reason, detail string, _ js
 		return &errRetry{err}
 	}
 	return nil
+}
+
+// stopped ends the task as its stop cause says; a deadline escalates
+// when the agent says so.
+func (r *run) stopped(ctx context.Context, cause *stopCause) error {
+	if cause.state == Failed {
+		return r.limitReached(context.WithoutCancel(ctx), cause.reason, cause.detail)
+	}
+	return r.end(ctx, cause.state, cause.reason, cause.detail, nil)
+}
+
+// limitReached fails the task at a limit, or, when its agent escalates,
+// parks it in input-required with the reason and what it used, for a
+// person to give it more room (Service.Extend) or cancel it.
+func (r *run) limitReached(ctx context.Context, reason, detail string) error {
+	if !r.task.Limits.escalates(reason) {
+		return r.end(ctx, Failed, reason, detail, nil)
+	}
+	u := r.c.usage
+	detail = fmt.Sprintf("%s; used so far: %d turns, %d tool calls, %d tokens, cost %.4f; waiting for a person to extend its limits or cancel it",
+		detail, u.Turns, u.ToolCalls, u.InputTokens+u.OutputTokens, u.Cost)
+	if err := r.setState(context.WithoutCancel(ctx), InputRequired, reason, detail, nil); err != nil {
+		return err
+	}
+	r.c.reason = reason
+	r.logger.InfoContext(ctx, "task escalated at a limit", "task", r.task.ID, "reason", reason)
+	return errParked
 }
 
 // end records the task's final state: in the journal first (the truth),

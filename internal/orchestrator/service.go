@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/corral-dev/corral/internal/audit"
+	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/pipeline"
 	"github.com/corral-dev/corral/internal/problem"
 )
@@ -83,7 +85,7 @@ func (s *Service) Create(ctx context.Context, req Request) (*Task, bool, error) 
 	t := &Task{
 		ID: id, Agent: req.Agent, AgentUID: res.Metadata.UID, Input: req.Input, Principal: req.Principal,
 		Parent: req.Parent, Chain: req.Chain, Hosted: spec.Hosted(), Placement: spec.Placement, State: Submitted,
-		Limits:    Limits{MaxTurns: maxTurns, MaxToolCalls: maxTools, Deadline: deadline.String(), RepeatedCalls: repeated},
+		Limits:    Limits{MaxTurns: maxTurns, MaxToolCalls: maxTools, Deadline: deadline.String(), RepeatedCalls: repeated, OnExceeded: onExceeded(spec)},
 		CreatedBy: req.CreatedBy, Created: now, Updated: now, InputDigest: digest,
 	}
 	err := s.store.create(ctx, t)
@@ -115,6 +117,13 @@ func (s *Service) Create(ctx context.Context, req Request) (*Task, bool, error) 
 		}
 	}
 	return t, true, nil
+}
+
+func onExceeded(spec *config.AgentSpec) string {
+	if spec.Limits == nil || spec.Limits.OnExceeded == "" {
+		return config.OnExceededFail
+	}
+	return spec.Limits.OnExceeded
 }
 
 func (s *Service) queue(ctx context.Context, t *Task) error {
@@ -289,6 +298,59 @@ func (s *Service) Wake(ctx context.Context, id, detail string) error {
 		return s.substrate(err)
 	}
 	return nil
+}
+
+// Extension is the room a person gives an escalated task: zero fields
+// give as much again as the task had.
+type Extension struct {
+	Turns     int
+	ToolCalls int
+	Deadline  time.Duration
+}
+
+// Extend gives a task that escalated at one of its limits more room, once
+// per escalation, and puts it back to work.
+func (s *Service) Extend(ctx context.Context, id, by string, more Extension) (*Task, error) {
+	t, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if t.State != InputRequired || !escalated(t.Reason) {
+		return nil, problem.New(http.StatusConflict, problem.Conflict, fmt.Sprintf("task %s is %s %s: only a task waiting at a limit (escalated) can be extended", id, t.State, t.Reason))
+	}
+	if more.Turns < 0 || more.ToolCalls < 0 || more.Deadline < 0 {
+		return nil, problem.New(http.StatusBadRequest, problem.InvalidRequest, "turns, tool_calls and deadline: more room, not less")
+	}
+	l := t.Limits
+	d, err := time.ParseDuration(l.Deadline)
+	if err != nil {
+		d = config.DefaultTaskDeadline
+	}
+	l.MaxTurns += cmp.Or(more.Turns, l.MaxTurns)
+	l.MaxToolCalls += cmp.Or(more.ToolCalls, l.MaxToolCalls)
+	l.Deadline = (d + cmp.Or(more.Deadline, d)).String()
+	l.Extensions++
+	detail := fmt.Sprintf("extended by %s after %s: %d turns, %d tool calls, deadline %s", by, t.Reason, l.MaxTurns, l.MaxToolCalls, l.Deadline)
+	msgID := fmt.Sprintf("%s/extend/%d", id, l.Extensions)
+	if _, err := s.store.append(ctx, id, &Event{Type: EvExtended, Limits: &l, Detail: detail, Agent: by}, anySeq, msgID); err != nil {
+		return nil, s.substrate(err)
+	}
+	t, err = s.store.update(ctx, id, func(t *Task) error {
+		if t.State != InputRequired || !escalated(t.Reason) {
+			return errSkip
+		}
+		t.Limits, t.State, t.Reason, t.Detail = l, Working, "", detail
+		return nil
+	})
+	if err != nil {
+		return nil, s.substrate(err)
+	}
+	if t.Hosted && t.State == Working {
+		if err := s.store.dispatch(ctx, t, msgID); err != nil {
+			return nil, s.substrate(err)
+		}
+	}
+	return t, nil
 }
 
 // Events calls fn with each event of a task after sequence after, and

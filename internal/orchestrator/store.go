@@ -363,8 +363,10 @@ type Event struct {
 	AuditID string `json:"audit_id,omitempty"`
 	// Result is the task's result, on the final state entry.
 	Result json.RawMessage `json:"result,omitempty"`
-	// Agent is who made an external call (call).
+	// Agent is who made an external call (call), or extended the task.
 	Agent string `json:"agent,omitempty"`
+	// Limits are the task's limits after an extension (extended).
+	Limits *Limits `json:"limits,omitempty"`
 }
 
 // The event types.
@@ -377,6 +379,7 @@ const (
 	EvToolResult  = "tool.result"  // the tool answered, or the call was refused
 	EvMessage     = "message"      // a person answered a task in input-required
 	EvCall        = "call"         // an external agent's call made with a token bound to the task
+	EvExtended    = "extended"     // a person gave a task that escalated at a limit more room
 	EvWaiting     = "waiting"      // a step waits its turn: a rate limit, an in-flight cap, a throttled backend
 )
 

@@ -137,6 +137,29 @@ type Limits struct {
 	MaxToolCalls  int    `json:"max_tool_calls"`
 	Deadline      string `json:"deadline"`
 	RepeatedCalls int    `json:"repeated_calls"`
+	// OnExceeded is "fail" or "escalate" (config.AgentLimits).
+	OnExceeded string `json:"on_exceeded,omitempty"`
+	// Extensions counts the times a person gave the task more room.
+	Extensions int `json:"extensions,omitempty"`
+}
+
+// escalates reports whether reaching a limit for reason parks the task for
+// a person instead of failing it.
+func (l Limits) escalates(reason string) bool {
+	if l.OnExceeded != "escalate" {
+		return false
+	}
+	switch reason {
+	case ReasonMaxTurns, ReasonMaxToolCalls, ReasonDeadline, ReasonLoopDetected, ReasonBudgetExceeded:
+		return true
+	}
+	return false
+}
+
+// escalated reports whether a task in input-required for reason waits for
+// a person to extend its limits.
+func escalated(reason string) bool {
+	return Limits{OnExceeded: "escalate"}.escalates(reason)
 }
 
 // newID returns a task id: "task_" and 26 characters of Crockford base32

@@ -276,8 +276,11 @@ func (w *Worker) runTask(ctx context.Context, id string) error {
 		// The journal ended it; a crash kept the record from saying so.
 		return w.store.settle(ctx, id, r.c.state, "", "", r.c.result, r.c.usage, w.now())
 	}
-	if r.c.waiting != "" {
-		return errParked
+	if r.c.waiting != "" || (r.c.state == InputRequired && escalated(r.c.reason)) {
+		return errParked // waiting for a person
+	}
+	if r.c.limits != nil {
+		t.Limits = *r.c.limits
 	}
 	if !ok || spec == nil || !spec.Hosted() || (t.AgentUID != "" && res.Metadata.UID != t.AgentUID) {
 		r.spec = &config.AgentSpec{}
