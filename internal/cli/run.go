@@ -23,9 +23,9 @@ import (
 
 func newRun(s streams) *cobra.Command {
 	var (
-		cf                     clientFlags
+		cf                      clientFlags
 		jsonInput, wait, detach bool
-		key                    string
+		key                     string
 	)
 	cmd := &cobra.Command{
 		Use:   "run AGENT INPUT",
