@@ -28,6 +28,9 @@ type renderer struct {
 	// calls are the model's tool calls, by id, from its answers.
 	calls  map[string]llm.ToolCall
 	starts int
+	// answered: a person answered since the last start, which is then
+	// the task going on, not a worker taking it over.
+	answered bool
 }
 
 func newRenderer(width int) *renderer {
@@ -43,9 +46,14 @@ func (r *renderer) render(ev orchestrator.Event) (lines []string, busy string) {
 	case orchestrator.EvStarted:
 		r.starts++
 		what := "started"
-		if r.starts > 1 {
-			what = fmt.Sprintf("resumed from its journal (start %d)", r.starts)
+		switch {
+		case r.answered:
+			what = "resumed with the answer"
+		case r.starts > 1:
+			// A worker died or lost its lease: another replays the journal.
+			what = fmt.Sprintf("taken over from its journal (start %d)", r.starts)
 		}
+		r.answered = false
 		if ev.Worker != "" {
 			what += " on worker " + ev.Worker
 		}
@@ -63,6 +71,7 @@ func (r *renderer) render(ev orchestrator.Event) (lines []string, busy string) {
 	case orchestrator.EvToolResult:
 		return []string{r.toolLine(ev)}, ""
 	case orchestrator.EvMessage:
+		r.answered = r.answered || ev.Detail != "correction"
 		return []string{r.messageLine(ev)}, ""
 	case orchestrator.EvCall:
 		target := cmp.Or(ev.Tool, ev.Model, "?")
