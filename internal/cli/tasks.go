@@ -200,7 +200,7 @@ func writeTask(w io.Writer, now time.Time, t *orchestrator.Task) error {
 		row("Deadline", t.Deadline.Local().Format(auditTimeLayout))
 	}
 	if t.Worker != "" {
-		row("Worker", fmt.Sprintf("%s (started %d times)", oneLine(t.Worker, 80), t.Attempts))
+		row("Worker", fmt.Sprintf("%s (attempts: %d)", oneLine(t.Worker, 80), t.Attempts))
 	}
 	return tw.Flush()
 }
