@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -358,5 +361,72 @@ func waitState(t *testing.T, srv *apptest.Server, id string, want orchestrator.S
 			t.Fatalf("task %s not %s after 20s: %s", id, want, body)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRunRetriesStartOnce: the answer to the first start is lost on the
+// way back; corral run sends the request again with the same
+// Idempotency-Key, and the server makes one task, not two.
+func TestRunRetriesStartOnce(t *testing.T) {
+	srv, _ := startTaskServer(t)
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var (
+		mu   sync.Mutex
+		keys []string
+	)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" && r.URL.Path == "/v1/tasks" {
+			mu.Lock()
+			keys = append(keys, r.Header.Get("Idempotency-Key"))
+			first := len(keys) == 1
+			mu.Unlock()
+			if first {
+				// The server makes the task; its answer never arrives.
+				proxy.ServeHTTP(httptest.NewRecorder(), r)
+				conn, _, err := w.(http.Hijacker).Hijack()
+				if err == nil {
+					conn.Close()
+				}
+				return
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	out, errOut, code := run(t, "", "run", "scribe", "note it", "--wait", "-o", "json", "--server", front.URL, "--token", srv.Token)
+	var task orchestrator.Task
+	if err := json.Unmarshal([]byte(out), &task); code != 0 || err != nil || task.State != orchestrator.Completed {
+		t.Fatalf("run through a proxy that drops the first answer = %d %q %q", code, out, errOut)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(keys) != 2 || keys[0] != keys[1] || !strings.HasPrefix(keys[0], "corral-run-") {
+		t.Errorf("Idempotency-Keys of the start requests = %q, want the same generated key twice", keys)
+	}
+	_, body := srv.Call(t, srv.Token, "GET", "/v1/tasks", nil, nil)
+	var list struct{ Items []orchestrator.Task }
+	if err := json.Unmarshal(body, &list); err != nil || len(list.Items) != 1 || list.Items[0].ID != task.ID {
+		t.Errorf("tasks after a retried start = %s, want %s alone", body, task.ID)
+	}
+}
+
+// TestRunWithAgentKey: an agent's own key starts and follows its own
+// tasks, and no other agent's.
+func TestRunWithAgentKey(t *testing.T) {
+	srv, _ := startTaskServer(t)
+	key := srv.Key(t, "scribe")
+	out, errOut, code := run(t, "", "run", "scribe", "note it", "--server", srv.URL, "--token", key)
+	if code != 0 || out != "I wrote the note.\n" {
+		t.Errorf("run with the agent's own key = %d %q %q", code, out, errOut)
+	}
+	if _, errOut, code = run(t, "", "run", "asker", "x", "--server", srv.URL, "--token", key); code != 1 || !strings.Contains(errOut, "cannot start work for asker") {
+		t.Errorf("run of another agent with scribe's key = %d %q, want a refusal", code, errOut)
+	}
+	if _, errOut, code = run(t, "", "tasks", "list", "--agent", "asker", "--server", srv.URL, "--token", key); code != 1 || !strings.Contains(errOut, "lists its own tasks only") {
+		t.Errorf("tasks list --agent asker with scribe's key = %d %q, want a refusal", code, errOut)
 	}
 }

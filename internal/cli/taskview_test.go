@@ -282,3 +282,15 @@ func FuzzTaskEvents(f *testing.F) {
 		checkLines(t, lines, 40)
 	})
 }
+
+func TestReadEventsRefusesOversizedEvents(t *testing.T) {
+	data := "id: 1\nevent: model.answer\ndata: {\"seq\":1,\"type\":\"model.answer\",\"detail\":\"" + strings.Repeat("x", maxEventBytes) + "\"}\n\n"
+	_, end := renderStream(t.Context(), []byte(data), 80)
+	if !strings.Contains(end, "too large") {
+		t.Errorf("an event over %d bytes ended the stream with %q, want too large", maxEventBytes, end)
+	}
+	_, end = renderStream(t.Context(), []byte("data: [1, 2]\n\n"), 80)
+	if !strings.Contains(end, "is not a task event") {
+		t.Errorf("an event that is not a task event ended the stream with %q", end)
+	}
+}
