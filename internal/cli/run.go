@@ -54,6 +54,9 @@ where it broke off. The request that starts the task carries an
 Idempotency-Key, so retrying it after a network error starts no second task;
 --idempotency-key sets your own, to make a retry of the whole command safe.
 
+--token may be the admin token, or an agent's key or corral token: an agent
+starts and follows tasks of its own only.
+
 Modes:
   (default)      follow live, print the result
   --wait         print nothing until the end, then the result; with -o json
@@ -110,6 +113,9 @@ ask, 130 interrupted (the task goes on).`,
 		var view *liveView
 		if !wait {
 			fmt.Fprintf(s.err, "task %s: Agent/%s\n", t.ID, t.Agent)
+			if !t.Hosted {
+				fmt.Fprintf(s.err, "  Agent/%s is external (it has no spec.model): the task goes on when the agent acts in it with a token bound to the task\n", t.Agent)
+			}
 			view = &liveView{w: s.err, r: newRenderer(termWidth(s.err)), tty: tty}
 			f.onEvent, f.note = view.show, view.note
 		}
