@@ -419,7 +419,7 @@ func (c *client) stream(ctx context.Context, path string, w io.Writer) error {
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach corral at %s (is `corral up` running? --server or CORRAL_SERVER names another): %w", c.base, err)
+		return unreachable{c.base, err}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -121,6 +121,23 @@ func (e *apiError) Error() string {
 // do sends a request and decodes a 2xx JSON answer into out; any other answer
 // becomes an *apiError, or a plain error naming the status.
 func (c *client) do(ctx context.Context, method, path string, body, out any) error {
+	return c.send(ctx, method, path, nil, body, out)
+}
+
+// unreachable is a request that got no answer: the server may or may not
+// have acted on it.
+type unreachable struct {
+	base string
+	err  error
+}
+
+func (e unreachable) Error() string {
+	return fmt.Sprintf("cannot reach corral at %s (is `corral up` running? --server or CORRAL_SERVER names another): %v", e.base, e.err)
+}
+func (e unreachable) Unwrap() error { return e.err }
+
+// send is do with extra request headers.
+func (c *client) send(ctx context.Context, method, path string, header http.Header, body, out any) error {
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -133,6 +150,9 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		return fmt.Errorf("--server %q: %w", c.base, err)
 	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
@@ -140,7 +160,7 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach corral at %s (is `corral up` running? --server or CORRAL_SERVER names another): %w", c.base, err)
+		return unreachable{c.base, err}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))

@@ -46,9 +46,20 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
 		printError(stderr, root, err)
+		var ec exitCoder
+		if errors.As(err, &ec) {
+			return ec.ExitCode()
+		}
 		return 1
 	}
 	return 0
+}
+
+// exitCoder is an error that ends corral with an exit code other than 1,
+// for scripts that branch on how a task ended.
+type exitCoder interface {
+	error
+	ExitCode() int
 }
 
 func newRoot(s streams) *cobra.Command {
@@ -88,6 +99,7 @@ variable, and the variable over the file.`,
 		newKeys(s),
 		newAdminTokens(s),
 		newTools(s),
+		newRun(s), newTasks(s),
 		newKill(s), newUnkill(s), newAudit(s), newBudgets(s), newLimits(s), newTrace(s),
 		newPolicy(s), newSigningKeys(s),
 		newVersion(s),
