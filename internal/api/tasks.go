@@ -25,7 +25,7 @@ type Tasks interface {
 	List(f orchestrator.Filter) ([]*orchestrator.Task, bool)
 	Cancel(ctx context.Context, id, by, detail string) (*orchestrator.Task, error)
 	Message(ctx context.Context, id, text, key string) (*orchestrator.Task, error)
-	Events(ctx context.Context, id string, after uint64, fn func(orchestrator.Event) error) error
+	Events(ctx context.Context, id string, after uint64, follow bool, fn func(orchestrator.Event) error) error
 	Report(ctx context.Context, id, agent string, state orchestrator.State, result json.RawMessage, detail string) (*orchestrator.Task, error)
 	Extend(ctx context.Context, id, by string, more orchestrator.Extension) (*orchestrator.Task, error)
 }
@@ -460,7 +460,8 @@ const sseKeepAlive = 15 * time.Second
 
 // taskEvents streams a task's events as server-sent events: id is the
 // event's sequence, event its type, data its JSON. It ends after the
-// task's final state. Last-Event-ID (or ?after=) resumes after an event.
+// task's final state, or with ?follow=false at the last event there is.
+// Last-Event-ID (or ?after=) resumes after an event.
 func (a *API) taskEvents(w http.ResponseWriter, r *http.Request) error {
 	ac, err := a.actor(r)
 	if err != nil {
@@ -469,6 +470,14 @@ func (a *API) taskEvents(w http.ResponseWriter, r *http.Request) error {
 	t, err := a.task(r, ac)
 	if err != nil {
 		return err
+	}
+	follow := true
+	switch r.URL.Query().Get("follow") {
+	case "", "true":
+	case "false":
+		follow = false
+	default:
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "follow: true (the default: stream until the task ends) or false (the events there are now)")
 	}
 	var after uint64
 	for _, v := range []string{r.Header.Get("Last-Event-ID"), r.URL.Query().Get("after")} {
@@ -492,7 +501,7 @@ func (a *API) taskEvents(w http.ResponseWriter, r *http.Request) error {
 	done := make(chan error, 1)
 	go func() {
 		defer close(events)
-		done <- a.tasks.Events(ctx, t.ID, after, func(ev orchestrator.Event) error {
+		done <- a.tasks.Events(ctx, t.ID, after, follow, func(ev orchestrator.Event) error {
 			select {
 			case events <- ev:
 				return nil

@@ -21,7 +21,7 @@ import (
 )
 
 // Exit codes of the commands that wait for a task (corral run, corral
-// tasks events --follow); 1 stays every other error. docs/tasks-cli.md
+// tasks events --follow); 1 stays every other error. docs/tasks.md
 // lists them.
 const (
 	exitFailed        = 2

@@ -35,7 +35,7 @@ events' shows.`,
   corral tasks cancel task_01jd8x... --reason "wrong customer"`,
 		Args: cobra.NoArgs,
 	}
-	cmd.AddCommand(newTasksList(s), newTasksGet(s), newTasksEvents(s), newTasksCancel(s), newTasksAnswer(s))
+	cmd.AddCommand(newTasksList(s), newTasksGet(s), newTasksEvents(s), newTasksCancel(s), newTasksAnswer(s), newTasksExtend(s))
 	return cmd
 }
 
@@ -368,6 +368,67 @@ A task that does not wait for input refuses the answer with conflict.`,
 			return writeJSON(s.out, t)
 		}
 		fmt.Fprintf(s.out, "task %s answered; it goes on ('corral tasks events %s --follow' shows it)\n", t.ID, t.ID)
+		return nil
+	}
+	return cmd
+}
+
+func newTasksExtend(s streams) *cobra.Command {
+	var (
+		cf               clientFlags
+		turns, toolCalls int
+		deadline         time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "extend ID [--turns N] [--tool-calls N] [--deadline D]",
+		Short: "Give a task that escalated at a limit more room",
+		Long: `An agent with limits.onExceeded: escalate does not fail a task at a limit
+(max turns, max tool calls, its deadline, a loop, a budget): the task waits in
+input-required with the reason and what it used ('corral tasks list --state
+input-required'). 'corral tasks extend' gives it more room, once, and it goes
+on where it stopped; 'corral tasks cancel' ends it instead.
+
+Without flags it gets as much again as it had: twice the turns, the tool
+calls and the deadline. The admin token extends; an agent cannot extend its
+own task.`,
+		Example: `  corral tasks extend task_01jd8x...
+  corral tasks extend task_01jd8x... --turns 5 --deadline 10m`,
+		Args: cobra.ExactArgs(1),
+	}
+	cf.register(cmd)
+	cmd.Flags().IntVar(&turns, "turns", 0, "model calls to add (default: as many as the task had)")
+	cmd.Flags().IntVar(&toolCalls, "tool-calls", 0, "tool calls to add (default: as many as the task had)")
+	cmd.Flags().DurationVar(&deadline, "deadline", 0, "time to add to the deadline (default: as much as the task had)")
+	output := outputFlag(cmd, "text", "json")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		switch {
+		case turns < 0:
+			return usageError{cmd, fmt.Errorf("--turns %d: more room, not less", turns)}
+		case toolCalls < 0:
+			return usageError{cmd, fmt.Errorf("--tool-calls %d: more room, not less", toolCalls)}
+		case deadline < 0:
+			return usageError{cmd, fmt.Errorf("--deadline %v: more time, not less", deadline)}
+		}
+		path, err := taskPath(cmd, args[0], "/extend")
+		if err != nil {
+			return err
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		req := api.ExtendRequest{Turns: turns, ToolCalls: toolCalls}
+		if deadline > 0 {
+			req.Deadline = deadline.String()
+		}
+		var t orchestrator.Task
+		if err := c.do(cmd.Context(), "POST", path, req, &t); err != nil {
+			return err
+		}
+		if *output == "json" {
+			return writeJSON(s.out, t)
+		}
+		fmt.Fprintf(s.out, "task %s goes on: up to %d turns, %d tool calls, deadline %s\n", t.ID, t.Limits.MaxTurns, t.Limits.MaxToolCalls, t.Limits.Deadline)
 		return nil
 	}
 	return cmd

@@ -354,16 +354,17 @@ func (s *Service) Extend(ctx context.Context, id, by string, more Extension) (*T
 }
 
 // Events calls fn with each event of a task after sequence after, and
-// follows new ones until the task has ended and its last event was sent,
-// ctx ends, or fn fails.
-func (s *Service) Events(ctx context.Context, id string, after uint64, fn func(Event) error) error {
+// with follow, the new ones until the task has ended and its last event was
+// sent, ctx ends, or fn fails; without, it returns at the last event there
+// is now.
+func (s *Service) Events(ctx context.Context, id string, after uint64, follow bool, fn func(Event) error) error {
 	if _, err := s.Get(ctx, id); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errEnd := errors.New("ended")
-	err := s.store.events(ctx, id, after, false, func(ev Event) error {
+	err := s.store.events(ctx, id, after, !follow, func(ev Event) error {
 		if err := fn(ev); err != nil {
 			return err
 		}
