@@ -26,6 +26,7 @@ import (
 	"github.com/corral-dev/corral/internal/demo"
 	"github.com/corral-dev/corral/internal/edge/rest"
 	"github.com/corral-dev/corral/internal/identity"
+	"github.com/corral-dev/corral/internal/orchestrator"
 )
 
 func newDemo(s streams) *cobra.Command {
@@ -46,7 +47,8 @@ import its OpenAPI document as a ToolSource, and act as the agent "impact":
 trade its key for a short-lived token at /oauth2/token, list its tools, call
 one, be refused for wrong arguments and for a tool outside its token's scope,
 see policy send the agent "returns" to a human for a destructive tool
-(approval_required), be stopped by a kill switch, and read the audit.
+(approval_required), run a hosted agent's durable task as 'corral run' shows
+it, be stopped by a kill switch, and read the audit.
 
 It exits when done; with --keep it goes on serving until interrupted, and
 prints how to point the CLI at it.`,
@@ -98,7 +100,7 @@ func tour(ctx context.Context, s streams, a *app.App, keep bool) error {
 	if err != nil {
 		return err
 	}
-	step := func(n int, title string) { fmt.Fprintf(s.out, "\n[%d/11] %s\n", n, title) }
+	step := func(n int, title string) { fmt.Fprintf(s.out, "\n[%d/12] %s\n", n, title) }
 	apply := func(docs []config.Document) error {
 		results, err := c.apply(ctx, docs)
 		if err != nil {
@@ -183,6 +185,9 @@ func tour(ctx context.Context, s streams, a *app.App, keep bool) error {
 		return err
 	}
 	if err := modelTour(ctx, s, c, "http://"+ln.Addr().String()+"/v1", model, step); err != nil {
+		return err
+	}
+	if err := taskTour(ctx, s, c, step); err != nil {
 		return err
 	}
 	if err := killTour(ctx, s, c, step); err != nil {
@@ -299,7 +304,7 @@ func killTour(ctx context.Context, s streams, c *client, step func(int, string))
 		return err
 	}
 	agent := newClient(c.base, created.Secret)
-	step(11, "corral kill --agent impact: every replica refuses it at once; then the audit")
+	step(12, "corral kill --agent impact: every replica refuses it at once; then the audit")
 	if err := c.do(ctx, "POST", "/v1/killswitches", api.KillRequest{Agent: "impact", Reason: "demo"}, nil); err != nil {
 		return err
 	}
@@ -324,6 +329,58 @@ func killTour(ctx context.Context, s streams, c *client, step func(int, string))
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%.2fms\n", r.Agent, r.Target, r.Decision, orDash(r.Code), r.Status, r.DurationMS)
 	}
 	return tw.Flush()
+}
+
+// trackerDocs are a hosted agent and its scripted model for the task tour.
+const trackerDocs = `apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: tracker-model}
+spec:
+  provider: scripted
+  script:
+    - content: "Let me look the order up."
+      toolCalls: [{name: logistics__get_order, arguments: {order_id: ORD-1001}}]
+    - content: "ORD-1001 is in transit; nothing to do."
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: tracker}
+spec:
+  description: Tracks orders; corral runs its loop.
+  model: tracker-model
+  models: [tracker-model]
+  tools: ["logistics.get_*"]
+  instructions: You track customer orders with the logistics tools.
+  limits: {maxTurns: 5, deadline: 1m}
+`
+
+// taskTour runs a hosted agent's task as 'corral run' shows it: every
+// model and tool call a journaled step through the pipeline.
+func taskTour(ctx context.Context, s streams, c *client, step func(int, string)) error {
+	step(11, "corral run tracker: a durable task; corral runs the hosted agent's loop, each step journaled before it acts")
+	docs, err := config.Decode("tracker.yaml", []byte(trackerDocs))
+	if err != nil {
+		return err
+	}
+	if _, err := c.apply(ctx, docs); err != nil {
+		return err
+	}
+	var t orchestrator.Task
+	if err := c.do(ctx, "POST", "/v1/tasks", api.TaskRequest{Agent: "tracker", Input: json.RawMessage(`"where is order ORD-1001?"`)}, &t); err != nil {
+		return err
+	}
+	fmt.Fprintf(s.out, "  task %s: Agent/tracker\n", t.ID)
+	view := &liveView{w: indent(s.out), r: newRenderer(100)}
+	f := &follower{c: c.untimed(), id: t.ID, onEvent: view.show, note: view.note, retryWait: 250 * time.Millisecond, poll: 200 * time.Millisecond}
+	done, err := f.follow(ctx)
+	if err != nil {
+		return err
+	}
+	if done.State != orchestrator.Completed {
+		return fmt.Errorf("demo: the tracker's task ended %s %s: %s", done.State, done.Reason, done.Detail)
+	}
+	fmt.Fprintf(s.out, "  result: %s; %d model calls, %d tool call, each in the audit with its task and step\n", done.Result, done.Usage.ModelCalls, done.Usage.ToolCalls)
+	return nil
 }
 
 // logisticsSource is the name the demo gives the logistics ToolSource.
