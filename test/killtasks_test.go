@@ -1,0 +1,258 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Shape of the crash test: 20 tasks of 5 turns (a tool call on each of the
+// first four), ten kills.
+const (
+	crashTasks     = 20
+	crashToolTurns = 4
+	crashKills     = 10
+)
+
+// TestKillTasksRepeatsNothing runs 20 hosted-agent tasks of five turns each
+// (four side-effecting tool calls, then a final answer) through the real
+// binary and kills it with SIGKILL ten times at random points, restarting
+// it each time on the same data directory. Some kills fall inside a model
+// call or a tool call (the provider answered, the upstream made its side
+// effect, and corral never heard back), others at a random moment.
+// Afterwards, counted at the far side: every task completed with the final
+// answer and none is lost; the model answered exactly one distinct request
+// (Idempotency-Key) per (task, turn), its re-sends carrying the key of the
+// first; every side effect happened exactly once.
+func TestKillTasksRepeatsNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the corral binary and kills it ten times; -short skips it")
+	}
+	began := time.Now()
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 13))
+	t.Logf("seed %d", seed)
+
+	model := startCountingModel(t, crashToolTurns, 40*time.Millisecond)
+	ledger := startCountingTool(t, 20*time.Millisecond)
+	p := startCorral(t)
+	data := p.Data
+	apply(t, p, toolSourceYAML("ledger", ledger.URL, ledgerDoc)+`---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: counter}
+spec: {provider: openai, baseURL: `+model.URL+`/v1, model: counting, redact: "off"}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: bookkeeper}
+spec:
+  model: counter
+  models: [counter]
+  tools: ["ledger.*"]
+  instructions: Record each step in the ledger, then say you are done.
+`)
+	if !waitFor(startTimeout, func() bool {
+		return request(t, "GET", p.URL+"/v1/tools/ledger.record", p.Token, "").status == http.StatusOK
+	}) {
+		t.Fatal("tool ledger.record never served")
+	}
+
+	created := map[string]string{} // task id -> input
+	for i := range crashTasks {
+		input := fmt.Sprintf("job-%02d", i)
+		created[createTaskOn(t, p, "bookkeeper", input).ID] = input
+	}
+
+	// Ten rounds: arm a kill, wait for it, restart on the same data.
+	modes := map[string]int{}
+	midway := 0 // kills with a model turn still to come
+	for round := range crashKills {
+		mode, n, wait := killPlan(rng)
+		modes[mode]++
+		killed := armKill(t, p, model, ledger, mode, n, wait)
+		<-killed
+		p.wait(t)
+		model.setHook(nil)
+		ledger.setHook(nil)
+		mc, tc := model.counts(), ledger.counts()
+		t.Logf("kill %d %s (%d): model %d requests for %d (task, turn)s, tool %d requests for %d side effects",
+			round+1, mode, n, mc.total, len(mc.keys), tc.requests, len(tc.effects))
+		if len(mc.keys) < crashTasks*(crashToolTurns+1) {
+			midway++
+		}
+		p = startCorral(t, "--data", data)
+	}
+	t.Logf("ten kills (%v), %d of them with work left, took %v", modes, midway, time.Since(began).Round(time.Millisecond))
+
+	var tasks []taskJSON
+	if !waitFor(60*time.Second, func() bool {
+		tasks = listTasksOn(t, p, "bookkeeper")
+		for _, tk := range tasks {
+			if !tk.final() {
+				return false
+			}
+		}
+		return len(tasks) >= len(created)
+	}) {
+		t.Errorf("tasks not all ended 60s after the last restart")
+	}
+
+	// No task lost, every one completed with its answer, counted once.
+	seen := map[string]bool{}
+	for _, tk := range tasks {
+		seen[tk.ID] = true
+		input, ok := created[tk.ID]
+		if !ok {
+			t.Errorf("task %s (%s) was never created", tk.ID, tk.Input)
+			continue
+		}
+		want, _ := json.Marshal("done " + input)
+		if tk.State != "completed" || string(tk.Result) != string(want) {
+			t.Errorf("task %s (%s) = %s %s %s, result %s; want completed with %s", tk.ID, input, tk.State, tk.Reason, tk.Detail, tk.Result, want)
+		}
+		if tk.Usage.ModelCalls != crashToolTurns+1 || tk.Usage.ToolCalls != crashToolTurns {
+			t.Errorf("task %s (%s) usage = %d model calls, %d tool calls; want %d and %d",
+				tk.ID, input, tk.Usage.ModelCalls, tk.Usage.ToolCalls, crashToolTurns+1, crashToolTurns)
+		}
+	}
+	for id, input := range created {
+		if !seen[id] {
+			t.Errorf("task %s (%s) is lost: GET /v1/tasks does not list it", id, input)
+		}
+	}
+
+	// The model: exactly one distinct request per (task, turn).
+	mc := model.counts()
+	for _, input := range created {
+		for turn := 0; turn <= crashToolTurns; turn++ {
+			tk := turnKey{input, turn}
+			if mc.keys[tk] != 1 {
+				t.Errorf("the model got %d distinct requests (Idempotency-Keys) for %s turn %d in %d requests; want exactly 1",
+					mc.keys[tk], input, turn, mc.raw[tk])
+			}
+		}
+	}
+	inputs := map[string]bool{}
+	for _, input := range created {
+		inputs[input] = true
+	}
+	for tk, n := range mc.raw {
+		if !inputs[tk.task] || tk.turn > crashToolTurns {
+			t.Errorf("the model got %d requests for %q turn %d, which no task should make", n, tk.task, tk.turn)
+		}
+	}
+	if mc.noKey > 0 {
+		t.Errorf("%d model requests came without an Idempotency-Key", mc.noKey)
+	}
+
+	// The tool: exactly one side effect per (task, step).
+	tc := ledger.counts()
+	for id, input := range created {
+		for turn := range crashToolTurns {
+			text := fmt.Sprintf("%s turn %d", input, turn)
+			if tc.effects[text] != 1 {
+				t.Errorf("side effect %q happened %d times; want exactly once; the task's events:\n%s", text, tc.effects[text], eventLines(taskEventsOn(t, p, id)))
+			}
+		}
+	}
+	if len(tc.effects) != crashTasks*crashToolTurns {
+		t.Errorf("the tool made %d distinct side effects; want %d", len(tc.effects), crashTasks*crashToolTurns)
+	}
+	if tc.nk > 0 {
+		t.Errorf("%d tool requests came without an Idempotency-Key", tc.nk)
+	}
+
+	// How often corral picked a task up again.
+	starts := 0
+	for id := range created {
+		for _, ev := range taskEventsOn(t, p, id) {
+			if ev.Type == "started" {
+				starts++
+			}
+		}
+	}
+	distinct := 0
+	for _, n := range mc.keys {
+		distinct += n
+	}
+	t.Logf("model: %d requests for %d (task, turn)s with %d distinct keys; %d re-sent with a key already answered (and answered alike)",
+		mc.total, len(mc.raw), distinct, mc.resent)
+	t.Logf("tool: %d requests, %d side effects, %d repeats answered from the record; tasks started %d times in all (%d tasks); %v in all",
+		tc.requests, len(tc.effects), tc.repeats, starts, crashTasks, time.Since(began).Round(time.Millisecond))
+}
+
+// eventLines renders events one a line, for failure messages.
+func eventLines(events []taskEvent) string {
+	var b strings.Builder
+	for _, ev := range events {
+		line, _ := json.Marshal(ev)
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// killPlan picks where the next kill falls: inside the n-th model call of
+// the round (the provider answered, corral never heard), inside the n-th
+// tool call (the side effect happened, corral never heard), or wait after
+// the round's first call reached an upstream.
+func killPlan(rng *rand.Rand) (mode string, n int, wait time.Duration) {
+	switch rng.IntN(3) {
+	case 0:
+		return "in a model call", 1 + rng.IntN(3), 0
+	case 1:
+		return "in a tool call", 1 + rng.IntN(3), 0
+	}
+	return "at a moment", 1, time.Duration(rng.IntN(150)) * time.Millisecond
+}
+
+// armKill arranges for p to be killed with SIGKILL as mode says, and
+// returns a channel closed once it was.
+func armKill(t *testing.T, p *proc, model *countingModel, ledger *countingTool, mode string, n int, wait time.Duration) <-chan struct{} {
+	t.Helper()
+	killed := make(chan struct{})
+	var once sync.Once
+	kill := func() {
+		once.Do(func() {
+			_ = p.cmd.Process.Kill()
+			close(killed)
+		})
+	}
+	var mu sync.Mutex
+	count := 0
+	counter := func(then func()) func() {
+		return func() {
+			mu.Lock()
+			count++
+			hit := count == n
+			mu.Unlock()
+			if hit {
+				then()
+			}
+		}
+	}
+	// A round whose kind of call does not come (every task is past its
+	// tool calls, say) ends with a kill at a moment all the same.
+	fallback := time.AfterFunc(3*time.Second, kill)
+	go func() {
+		<-killed
+		fallback.Stop()
+	}()
+	switch mode {
+	case "in a model call":
+		model.setHook(counter(kill))
+	case "in a tool call":
+		ledger.setHook(counter(kill))
+	default:
+		later := counter(func() { time.AfterFunc(wait, kill) })
+		model.setHook(later)
+		ledger.setHook(later)
+	}
+	return killed
+}
