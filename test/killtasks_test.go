@@ -119,6 +119,18 @@ spec:
 			t.Errorf("task %s (%s) usage = %d model calls, %d tool calls; want %d and %d",
 				tk.ID, input, tk.Usage.ModelCalls, tk.Usage.ToolCalls, crashToolTurns+1, crashToolTurns)
 		}
+		// Each answer of the model reports 10 prompt and 5 completion
+		// tokens: a task's tokens are its turns', each counted once.
+		if in, out := tk.Usage.InputTokens, tk.Usage.OutputTokens; in != 10*(crashToolTurns+1) || out != 5*(crashToolTurns+1) {
+			var zero []int
+			for _, ev := range taskEventsOn(t, p, tk.ID) {
+				if ev.Type == "model.answer" && (ev.Usage == nil || ev.Usage.InputTokens == 0) {
+					zero = append(zero, ev.Step)
+				}
+			}
+			t.Errorf("task %s (%s) usage = %d input and %d output tokens; want %d and %d (each turn's once); the model.answer of steps %v counts no tokens",
+				tk.ID, input, in, out, 10*(crashToolTurns+1), 5*(crashToolTurns+1), zero)
+		}
 	}
 	for id, input := range created {
 		if !seen[id] {
@@ -201,7 +213,7 @@ func killPlan(rng *rand.Rand) (mode string, n int, wait time.Duration) {
 	case 1:
 		return "in a tool call", 1 + rng.IntN(3), 0
 	}
-	return "at a moment", 1, time.Duration(rng.IntN(150)) * time.Millisecond
+	return "at a moment", 1, time.Duration(rng.IntN(100)) * time.Millisecond
 }
 
 // armKill arranges for p to be killed with SIGKILL as mode says, and
@@ -216,35 +228,39 @@ func armKill(t *testing.T, p *proc, model *countingModel, ledger *countingTool, 
 			close(killed)
 		})
 	}
-	var mu sync.Mutex
-	count := 0
-	counter := func(then func()) func() {
-		return func() {
-			mu.Lock()
-			count++
-			hit := count == n
-			mu.Unlock()
-			if hit {
-				then()
-			}
-		}
-	}
-	// A round whose kind of call does not come (every task is past its
-	// tool calls, say) ends with a kill at a moment all the same.
+	// A round whose kind of call does not come soon (every task is past
+	// its tool calls, say) ends with a kill all the same: after the round's
+	// other calls outnumber n by ten, or after three seconds of no calls,
+	// so that each round moves the tasks on by a few steps only.
 	fallback := time.AfterFunc(3*time.Second, kill)
 	go func() {
 		<-killed
 		fallback.Stop()
 	}()
-	switch mode {
-	case "in a model call":
-		model.setHook(counter(kill))
-	case "in a tool call":
-		ledger.setHook(counter(kill))
-	default:
-		later := counter(func() { time.AfterFunc(wait, kill) })
-		model.setHook(later)
-		ledger.setHook(later)
+	var mu sync.Mutex
+	armed, all := 0, 0
+	hook := func(kind string) func() {
+		return func() {
+			mu.Lock()
+			all++
+			if kind == mode {
+				armed++
+			}
+			hitArmed, hitAll := armed == n, all == n+10
+			mu.Unlock()
+			switch {
+			case hitArmed && mode == "at a moment":
+				time.AfterFunc(wait, kill)
+			case hitArmed, hitAll:
+				kill()
+			}
+		}
+	}
+	model.setHook(hook("in a model call"))
+	ledger.setHook(hook("in a tool call"))
+	if mode == "at a moment" {
+		model.setHook(hook(mode))
+		ledger.setHook(hook(mode))
 	}
 	return killed
 }

@@ -322,8 +322,10 @@ type taskJSON struct {
 	Worker   string          `json:"worker"`
 	Attempts int             `json:"attempts"`
 	Usage    struct {
-		ModelCalls int `json:"model_calls"`
-		ToolCalls  int `json:"tool_calls"`
+		ModelCalls   int `json:"model_calls"`
+		ToolCalls    int `json:"tool_calls"`
+		InputTokens  int `json:"input_tokens"`
+		OutputTokens int `json:"output_tokens"`
 	} `json:"usage"`
 }
 
@@ -383,6 +385,10 @@ type taskEvent struct {
 	IsError bool   `json:"is_error"`
 	Code    string `json:"code"`
 	AuditID string `json:"audit_id"`
+	Usage   *struct {
+		InputTokens  int `json:"input_tokens"`
+		OutputTokens int `json:"output_tokens"`
+	} `json:"usage"`
 }
 
 // followEvents reads the event stream of a task from p and calls fn with
