@@ -192,4 +192,24 @@ func TestTaskPlacement(t *testing.T) {
 			t.Errorf("task %s has no started event", id)
 		}
 	}
+
+	// With the eu worker gone, an eu task waits for it rather than run on
+	// the us worker, and runs once it is back.
+	eu.stop(t, sigterm)
+	waiting := createTaskOn(t, us, "clerk-eu", "eu-alone")
+	if waitFor(3*time.Second, func() bool {
+		tk, _ := getTaskOn(t, us, waiting.ID)
+		return tk.State != "submitted"
+	}) {
+		tk, _ := getTaskOn(t, us, waiting.ID)
+		t.Fatalf("with no eu worker, the eu task went %s on %q; want it submitted until an eu worker comes", tk.State, tk.Worker)
+	}
+	eu = startReplica(t, natsURL, nil, "worker-eu", "--data", eu.Data, "--worker-labels", "region=eu")
+	var tk taskJSON
+	if !waitFor(60*time.Second, func() bool {
+		tk, _ = getTaskOn(t, eu, waiting.ID)
+		return tk.final()
+	}) || tk.State != "completed" || tk.Worker != "worker-eu" {
+		t.Errorf("the waiting eu task = %s %s on %q; want completed on worker-eu", tk.State, tk.Detail, tk.Worker)
+	}
 }
