@@ -128,6 +128,11 @@ func TestTaskTakeoverAfterKill(t *testing.T) {
 	if done.State != "completed" || done.Worker != survivorID || string(done.Result) != `"done move-1"` {
 		t.Errorf("task = %s %s %s on %s, result %s; want completed by %s", done.State, done.Reason, done.Detail, done.Worker, done.Result, survivorID)
 	}
+	for _, ev := range taskEventsOn(t, survivor, task.ID) {
+		if ev.Type == "tool.result" && ev.IsError {
+			t.Errorf("step %d: the tool call failed with %s: %s", ev.Step, ev.Code, ev.Content)
+		}
+	}
 	tc := slow.counts()
 	for turn := range turns {
 		if text := fmt.Sprintf("move-1 turn %d", turn); tc.effects[text] != 1 {
