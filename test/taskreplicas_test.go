@@ -218,3 +218,45 @@ func TestTaskPlacement(t *testing.T) {
 		t.Errorf("the waiting eu task = %s %s on %q; want completed on worker-eu", tk.State, tk.Detail, tk.Worker)
 	}
 }
+
+// TestKillSwitchStopsTaskOnAnotherReplica: `corral kill --agent` given to
+// one replica ends the agent's task running on the other, as
+// canceled/killed, and the agent's side effects stop there.
+func TestKillSwitchStopsTaskOnAnotherReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs nats-server and two corral processes; -short skips it")
+	}
+	model := startCountingModel(t, 20, 5*time.Millisecond)
+	slow := startCountingTool(t, 150*time.Millisecond)
+	natsURL := bustest.ExternalServer(t)
+	a := startReplica(t, natsURL, nil, "replica-a")
+	b := startReplica(t, natsURL, a, "replica-b", "--worker=false") // runs no tasks
+	apply(t, a, upstreamsYAML(model.URL, slow.URL)+hostedAgentYAML("runaway", ""))
+	waitServes(t, "ledger.record", "runaway", a, b)
+
+	task := createTaskOn(t, b, "runaway", "spin")
+	if !waitFor(30*time.Second, func() bool { return slow.counts().requests >= 2 }) {
+		t.Fatal("the task never made its tool calls")
+	}
+	if stdout, stderr, exit := runCLI(t, b.env(), "kill", "--agent", "runaway", "--reason", "spinning"); exit != 0 {
+		t.Fatalf("corral kill: exit %d\n%s%s", exit, stdout, stderr)
+	}
+	killed := time.Now()
+	var done taskJSON
+	if !waitFor(20*time.Second, func() bool {
+		done, _ = getTaskOn(t, b, task.ID)
+		return done.final()
+	}) {
+		t.Fatalf("task still %s 20s after the kill switch", done.State)
+	}
+	took := time.Since(killed)
+	if done.State != "canceled" || done.Reason != "killed" || done.Worker != "replica-a" {
+		t.Errorf("task = %s %s %q on %s; want canceled killed on replica-a", done.State, done.Reason, done.Detail, done.Worker)
+	}
+	after := slow.counts().requests
+	time.Sleep(500 * time.Millisecond)
+	if n := slow.counts().requests; n != after {
+		t.Errorf("the tool got %d calls after the task ended", n-after)
+	}
+	t.Logf("the task ended %v after the kill switch on the other replica (%d tool calls made)", took.Round(time.Millisecond), after)
+}
