@@ -62,10 +62,34 @@ spec:
 		t.Fatal("tool ledger.record never served")
 	}
 
+	// Half the tasks are created before the kills, the others one a round
+	// while a kill is armed, each with an Idempotency-Key: a create the kill
+	// cut off is sent again after the restart, and must make one task.
 	created := map[string]string{} // task id -> input
-	for i := range crashTasks {
-		input := fmt.Sprintf("job-%02d", i)
-		created[createTaskOn(t, p, "bookkeeper", input).ID] = input
+	var pending []string           // inputs not created yet
+	resentCreates := 0
+	create := func(p *proc) {
+		var left []string
+		for _, input := range pending {
+			status, tk, err := postTask(t, p, "bookkeeper", input, "crash-"+input)
+			switch {
+			case err == nil && (status == http.StatusCreated || status == http.StatusOK):
+				created[tk.ID] = input
+			case err == nil && status != http.StatusServiceUnavailable:
+				t.Fatalf("POST /v1/tasks %s: HTTP %d", input, status)
+			default:
+				left = append(left, input) // corral is gone or not ready: again later
+				resentCreates++
+			}
+		}
+		pending = left
+	}
+	for i := range crashTasks - crashKills {
+		pending = append(pending, fmt.Sprintf("job-%02d", i))
+	}
+	create(p)
+	if len(pending) > 0 {
+		t.Fatalf("tasks %v not created", pending)
 	}
 
 	// Ten rounds: arm a kill, wait for it, restart on the same data.
@@ -75,6 +99,8 @@ spec:
 		mode, n, wait := killPlan(rng)
 		modes[mode]++
 		killed := armKill(t, p, model, ledger, mode, n, wait)
+		pending = append(pending, fmt.Sprintf("job-%02d", crashTasks-crashKills+round))
+		create(p)
 		<-killed
 		p.wait(t)
 		model.setHook(nil)
@@ -88,6 +114,12 @@ spec:
 		p = startCorral(t, "--data", data)
 	}
 	t.Logf("ten kills (%v), %d of them with work left, took %v", modes, midway, time.Since(began).Round(time.Millisecond))
+	if !waitFor(30*time.Second, func() bool {
+		create(p)
+		return len(pending) == 0
+	}) {
+		t.Fatalf("tasks %v not created 30s after the last restart", pending)
+	}
 
 	var tasks []taskJSON
 	if !waitFor(60*time.Second, func() bool {
@@ -131,6 +163,9 @@ spec:
 			t.Errorf("task %s (%s) usage = %d input and %d output tokens; want %d and %d (each turn's once); the model.answer of steps %v counts no tokens",
 				tk.ID, input, in, out, 10*(crashToolTurns+1), 5*(crashToolTurns+1), zero)
 		}
+	}
+	if len(created) != crashTasks {
+		t.Errorf("%d tasks created for %d inputs; want one each", len(created), crashTasks)
 	}
 	for id, input := range created {
 		if !seen[id] {
@@ -179,6 +214,14 @@ spec:
 		t.Errorf("%d tool requests came without an Idempotency-Key", tc.nk)
 	}
 
+	// A create sent again with its Idempotency-Key finds its task.
+	for id, input := range created {
+		status, tk, err := postTask(t, p, "bookkeeper", input, "crash-"+input)
+		if err != nil || status != http.StatusOK || tk.ID != id {
+			t.Errorf("POST /v1/tasks %s again with its key: HTTP %d %v task %s; want 200 and task %s", input, status, err, tk.ID, id)
+		}
+	}
+
 	// Every tool call got the upstream's answer (not a refusal corral
 	// made up), and how often corral picked a task up again.
 	starts := 0
@@ -198,8 +241,8 @@ spec:
 	}
 	t.Logf("model: %d requests for %d (task, turn)s with %d distinct keys; %d re-sent with a key already answered (and answered alike)",
 		mc.total, len(mc.raw), distinct, mc.resent)
-	t.Logf("tool: %d requests, %d side effects, %d repeats answered from the record; tasks started %d times in all (%d tasks); %v in all",
-		tc.requests, len(tc.effects), tc.repeats, starts, crashTasks, time.Since(began).Round(time.Millisecond))
+	t.Logf("tool: %d requests, %d side effects, %d repeats answered from the record; tasks started %d times in all (%d tasks, %d creates sent again); %v in all",
+		tc.requests, len(tc.effects), tc.repeats, starts, crashTasks, resentCreates, time.Since(began).Round(time.Millisecond))
 }
 
 // killPlan picks where the next kill falls: inside the n-th model call of

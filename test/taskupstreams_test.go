@@ -349,6 +349,30 @@ func createTaskOn(t *testing.T, p *proc, agent, input string) taskJSON {
 	return tk
 }
 
+// postTask asks p for a task of agent with input and Idempotency-Key key;
+// err is set when p did not answer at all.
+func postTask(t *testing.T, p *proc, agent, input, key string) (int, taskJSON, error) {
+	t.Helper()
+	var tk taskJSON
+	body, _ := json.Marshal(map[string]any{"agent": agent, "input": input})
+	req, err := http.NewRequestWithContext(t.Context(), "POST", p.URL+"/v1/tasks", strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+p.Token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return 0, tk, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&tk); err != nil {
+		return resp.StatusCode, tk, err
+	}
+	return resp.StatusCode, tk, nil
+}
+
 // getTaskOn reads a task from p; ok is false when p did not answer 200.
 func getTaskOn(t *testing.T, p *proc, id string) (taskJSON, bool) {
 	t.Helper()
