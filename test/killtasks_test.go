@@ -247,10 +247,13 @@ spec:
 
 // killPlan picks where the next kill falls: inside the n-th model call of
 // the round (the provider answered, corral never heard), inside the n-th
-// tool call (the side effect happened, corral never heard), or wait after
-// the round's first call reached an upstream.
+// tool call (the side effect happened, corral never heard), wait after
+// the round's first call reached an upstream, or wait after the round's
+// task create was sent.
 func killPlan(rng *rand.Rand) (mode string, n int, wait time.Duration) {
-	switch rng.IntN(3) {
+	switch rng.IntN(4) {
+	case 3:
+		return "while creating a task", 0, time.Duration(rng.IntN(20)) * time.Millisecond
 	case 0:
 		return "in a model call", 1 + rng.IntN(3), 0
 	case 1:
@@ -298,6 +301,10 @@ func armKill(t *testing.T, p *proc, model *countingModel, ledger *countingTool, 
 				kill()
 			}
 		}
+	}
+	if mode == "while creating a task" {
+		time.AfterFunc(wait, kill) // the round's create follows at once
+		return killed
 	}
 	model.setHook(hook("in a model call"))
 	ledger.setHook(hook("in a tool call"))
