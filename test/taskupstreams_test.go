@@ -215,7 +215,6 @@ type countingTool struct {
 	mu       sync.Mutex
 	effects  map[string]int    // side effects per text ("<task> turn <n>")
 	recorded map[string][]byte // Idempotency-Key -> its answer
-	keyTexts map[string]int    // distinct keys per text
 	requests int
 	repeats  int
 	noKey    int
@@ -223,7 +222,7 @@ type countingTool struct {
 
 func startCountingTool(t *testing.T, delay time.Duration) *countingTool {
 	t.Helper()
-	u := &countingTool{delay: delay, effects: map[string]int{}, recorded: map[string][]byte{}, keyTexts: map[string]int{}}
+	u := &countingTool{delay: delay, effects: map[string]int{}, recorded: map[string][]byte{}}
 	u.Server = httptest.NewServer(http.HandlerFunc(u.serve))
 	t.Cleanup(u.Close)
 	return u
@@ -250,7 +249,6 @@ func (u *countingTool) serve(w http.ResponseWriter, r *http.Request) {
 		u.repeats++
 	default:
 		u.effects[body.Text]++
-		u.keyTexts[body.Text]++
 		answer = fmt.Appendf(nil, `{"entry": %d, "text": %q}`, u.requests, body.Text)
 		u.recorded[key] = answer
 	}
