@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/corral-dev/corral/internal/config"
@@ -74,7 +75,9 @@ type run struct {
 	tokenExp time.Time
 	// waitingStep is the step whose rate-limit wait is in the events.
 	waitingStep int
-	fnTools     map[string]string // function name -> tool name, from the last listing
+	// inflight are the tool calls a stop did not wait for.
+	inflight sync.WaitGroup
+	fnTools  map[string]string // function name -> tool name, from the last listing
 }
 
 // stopCause ends a run's context: the task is to end so.
@@ -339,12 +342,13 @@ func (r *run) callModel(ctx context.Context) error {
 	if err != nil {
 		return r.end(ctx, Failed, ReasonModelError, "the model's answer cannot be encoded: "+err.Error(), nil)
 	}
+	// One answer per step reaches the journal: an answer replayed from
+	// corral's idempotency record (its worker died before journaling it)
+	// is the step's only one in the task's usage, with the cost recorded
+	// with it; budgets were charged once, by the attempt that got it.
 	u := &Usage{Cost: out.Cost}
-	if ru := out.Response.Usage; ru != nil && !out.Replayed {
+	if ru := out.Response.Usage; ru != nil {
 		u.InputTokens, u.OutputTokens = ru.PromptTokens, ru.CompletionTokens
-	}
-	if out.Replayed {
-		u.Cost = 0 // charged by the attempt that got the answer
 	}
 	if err := r.appendEvent(ctx, &Event{Type: EvModelAnswer, Step: step, Turn: c.turn + 1, Model: out.Target, Message: raw, Usage: u, AuditID: out.AuditID}); err != nil {
 		return err
@@ -366,6 +370,12 @@ func (r *run) callModel(ctx context.Context) error {
 // callTool makes one of the model's tool calls.
 func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
 	c := r.c
+	if r.fnTools == nil {
+		// A run resumed at a tool step has not listed the functions yet.
+		if _, err := r.functions(ctx); err != nil {
+			return r.stepFailed(ctx, err)
+		}
+	}
 	tool := r.toolFor(tc.Function.Name)
 	if tc.Function.Name == requestInput {
 		tool = requestInput
@@ -403,10 +413,13 @@ func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
 		if tok, err = r.credential(); err != nil {
 			return &errRetry{err}
 		}
-		out, err = r.w.gateway.Invoke(ctx, pipeline.Action{
+		out, err = r.invoke(ctx, pipeline.Action{
 			Credential: tok, Kind: "tool", Target: tool, Arguments: json.RawMessage(orEmpty(tc.Function.Arguments)),
 			IdempotencyKey: r.stepKey(step), Edge: "task", Step: fmt.Sprint(step), Resume: resume,
 		})
+		if errors.Is(err, errStopped) {
+			return r.stopped(ctx, context.Cause(ctx).(*stopCause))
+		}
 		if wait, ok := throttled(err); ok {
 			if werr := r.waitTurn(ctx, step, err, wait); werr != nil {
 				return r.stepFailed(ctx, werr)
@@ -440,6 +453,40 @@ func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
 	}
 	c.toolResult(tc.ID, content)
 	return nil
+}
+
+// errStopped: the task was stopped while its tool call ran.
+var errStopped = errors.New("stopped while a tool call ran")
+
+// invoke makes a tool call. The pipeline lets a call that has left finish
+// even when its caller goes (a side effect is not cut in half), so a stop
+// (a cancel, a kill switch, the deadline) does not wait for it: the task
+// ends at once, and the call finishes in the background, its outcome in
+// the audit; the run waits for it before it hands its slot back.
+func (r *run) invoke(ctx context.Context, a pipeline.Action) (*pipeline.Outcome, error) {
+	type answer struct {
+		out *pipeline.Outcome
+		err error
+	}
+	done := make(chan answer, 1)
+	r.inflight.Add(1)
+	go func() {
+		defer r.inflight.Done()
+		out, err := r.w.gateway.Invoke(ctx, a)
+		done <- answer{out, err}
+	}()
+	select {
+	case ans := <-done:
+		return ans.out, ans.err
+	case <-ctx.Done():
+		if _, stop := context.Cause(ctx).(*stopCause); stop {
+			return nil, errStopped
+		}
+		// This worker is shutting down: the answer is on its way; record
+		// it, so that nothing is repeated.
+		ans := <-done
+		return ans.out, ans.err
+	}
 }
 
 func orEmpty(args string) string {

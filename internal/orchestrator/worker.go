@@ -317,6 +317,7 @@ func (w *Worker) runTask(ctx context.Context, id string) error {
 	if r.c.starts > 1 {
 		logger.InfoContext(ctx, "resuming task from its journal", "attempt", r.c.starts, "steps", r.c.step)
 	}
+	defer r.inflight.Wait()
 	return r.execute(ctx)
 }
 

@@ -242,7 +242,7 @@ func (p *Pipeline) beginChat(ctx context.Context, mc *modelCall, key string, req
 		if err := json.Unmarshal(prev.Result, &rec); err != nil || rec.Response == nil {
 			return nil, nil, problem.Wrap(http.StatusInternalServerError, problem.Internal, "the recorded answer is unreadable", err)
 		}
-		return &ChatOutcome{Target: rec.Target, Response: rec.Response, Replayed: true}, nil, nil
+		return &ChatOutcome{Target: rec.Target, Response: rec.Response, Replayed: true, Cost: rec.Cost}, nil, nil
 	}
 	return nil, claim, nil
 }
@@ -251,6 +251,8 @@ func (p *Pipeline) beginChat(ctx context.Context, mc *modelCall, key string, req
 type recordedChat struct {
 	Target   string            `json:"target"`
 	Response *llm.ChatResponse `json:"response"`
+	// Cost is what the call was charged (a replay charges nothing again).
+	Cost float64 `json:"cost,omitempty"`
 }
 
 // finishChat records the answer under the call's claim, or gives the claim
@@ -265,7 +267,7 @@ func (p *Pipeline) finishChat(ctx context.Context, claim *idempotency.Claim, mc 
 		}
 		return
 	}
-	result, err := json.Marshal(recordedChat{Target: out.Target, Response: out.Response})
+	result, err := json.Marshal(recordedChat{Target: out.Target, Response: out.Response, Cost: out.Cost})
 	if err != nil || len(result) > idempotency.MaxResult {
 		result = nil
 	}
