@@ -192,4 +192,3 @@ func dropSchema(ctx context.Context, url, schema string) error {
 	}
 	return nil
 }
-

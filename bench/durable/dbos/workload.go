@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,11 +20,13 @@ import (
 )
 
 // workload is what every peer runs: workflows of steps sequential steps
-// each, concurrency of them at a time. Step i of a workflow is a scripted
+// each, concurrency of them at a time, for a duration or a number of
+// workflows. Step i of a workflow is a scripted
 // model call when i is even (it answers payload bytes) and a no-op tool call
 // when i is odd.
 type workload struct {
-	workflows   int
+	duration    time.Duration // start workflows for this long, then let those in flight finish
+	workflows   int           // or run exactly this many, when above 0
 	steps       int
 	concurrency int
 	warmup      int
@@ -34,7 +35,8 @@ type workload struct {
 
 // flags registers the workload's flags, the same for every peer.
 func (w *workload) flags(fs *flag.FlagSet) {
-	fs.IntVar(&w.workflows, "workflows", 200, "workflows to run and time")
+	fs.DurationVar(&w.duration, "duration", 10*time.Second, "start workflows for this long, then wait for those in flight; the time includes the wait")
+	fs.IntVar(&w.workflows, "workflows", 0, "run exactly this many workflows instead of -duration (0: use -duration)")
 	fs.IntVar(&w.steps, "steps", 10, "sequential steps per workflow (even: a scripted model call, odd: a no-op tool call)")
 	fs.IntVar(&w.concurrency, "concurrency", 20, "workflows in flight at once")
 	fs.IntVar(&w.warmup, "warmup", -1, "workflows run before timing (-1: as many as -concurrency)")
@@ -44,8 +46,10 @@ func (w *workload) flags(fs *flag.FlagSet) {
 // check reports the first flag out of range.
 func (w *workload) check() error {
 	switch {
-	case w.workflows < 1:
-		return fmt.Errorf("-workflows %d: want at least 1", w.workflows)
+	case w.workflows < 0:
+		return fmt.Errorf("-workflows %d: want 0 or more", w.workflows)
+	case w.workflows == 0 && w.duration <= 0:
+		return fmt.Errorf("-duration %s: want more than 0 when -workflows is 0", w.duration)
 	case w.steps < 1:
 		return fmt.Errorf("-steps %d: want at least 1", w.steps)
 	case w.concurrency < 1:
@@ -101,56 +105,77 @@ type result struct {
 // steps it reports having completed.
 type runOne func(ctx context.Context, i int) (int, error)
 
-// drive runs w.warmup workflows untimed, then w.workflows timed, each
-// through run with w.concurrency in flight, and checks that every workflow
-// completed all its steps and that each step ran exactly once.
+// drive runs w.warmup workflows untimed, then the timed phase (w.workflows
+// of them, or as many as start within w.duration), each through run with
+// w.concurrency in flight, and checks that every workflow completed all its
+// steps and that each step ran exactly once.
 func drive(ctx context.Context, w workload, c *counter, run runOne) (result, error) {
-	if _, err := phase(ctx, w, 0, w.warmup, run); err != nil {
-		return result{}, fmt.Errorf("warm-up: %w", err)
+	if w.warmup > 0 {
+		if _, err := phase(ctx, w, 0, w.warmup, time.Time{}, run); err != nil {
+			return result{}, fmt.Errorf("warm-up: %w", err)
+		}
 	}
 	before := c.n.Load()
 	start := time.Now()
-	lat, err := phase(ctx, w, w.warmup, w.workflows, run)
+	var until time.Time
+	if w.workflows == 0 {
+		until = start.Add(w.duration)
+	}
+	lat, err := phase(ctx, w, w.warmup, w.workflows, until, run)
 	elapsed := time.Since(start)
 	if err != nil {
 		return result{}, err
 	}
+	if len(lat) == 0 {
+		return result{}, fmt.Errorf("no workflow completed in %s", elapsed)
+	}
 	executed := c.n.Load() - before
-	if want := int64(w.workflows * w.steps); executed != want {
-		return result{}, fmt.Errorf("steps executed: %d, want %d", executed, want)
+	steps := len(lat) * w.steps
+	if executed != int64(steps) {
+		return result{}, fmt.Errorf("steps executed: %d, want %d", executed, steps)
 	}
 	slices.Sort(lat)
-	steps := w.workflows * w.steps
 	return result{
-		Workflows:        w.workflows,
+		Workflows:        len(lat),
 		StepsPerWorkflow: w.steps,
 		Concurrency:      w.concurrency,
 		Steps:            steps,
 		Seconds:          elapsed.Seconds(),
 		StepsPerSec:      float64(steps) / elapsed.Seconds(),
-		WorkflowsPerSec:  float64(w.workflows) / elapsed.Seconds(),
+		WorkflowsPerSec:  float64(len(lat)) / elapsed.Seconds(),
 		WorkflowP50Ms:    ms(lat[len(lat)/2]),
 		WorkflowP99Ms:    ms(lat[(len(lat)*99)/100]),
 		StepsExecuted:    executed,
 	}, nil
 }
 
-// phase runs workflows first to first+n-1, w.concurrency at a time, and
-// returns each one's duration. The first error stops it.
-func phase(ctx context.Context, w workload, first, n int, run runOne) ([]time.Duration, error) {
+// phase runs workflows numbered from first, w.concurrency at a time: n of
+// them, or when n is 0 as many as start before until. It returns each one's
+// duration. The first error stops it.
+func phase(ctx context.Context, w workload, first, n int, until time.Time, run runOne) ([]time.Duration, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	lat := make([]time.Duration, n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(w.concurrency, n) {
+	var (
+		next atomic.Int64
+		mu   sync.Mutex
+		lat  []time.Duration
+		wg   sync.WaitGroup
+	)
+	workers := w.concurrency
+	if n > 0 {
+		workers = min(workers, n)
+	}
+	for range workers {
 		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
+			for ctx.Err() == nil {
+				t := time.Now()
+				if n == 0 && !t.Before(until) {
 					return
 				}
-				t := time.Now()
+				i := int(next.Add(1) - 1)
+				if n > 0 && i >= n {
+					return
+				}
 				done, err := run(ctx, first+i)
 				if err == nil && done != w.steps {
 					err = fmt.Errorf("completed %d steps, want %d", done, w.steps)
@@ -159,15 +184,15 @@ func phase(ctx context.Context, w workload, first, n int, run runOne) ([]time.Du
 					cancel(fmt.Errorf("workflow %d: %w", first+i, err))
 					return
 				}
-				lat[i] = time.Since(t)
+				d := time.Since(t)
+				mu.Lock()
+				lat = append(lat, d)
+				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := context.Cause(ctx); err != nil {
 		return nil, err
 	}
 	return lat, nil
