@@ -55,13 +55,14 @@ var peers = []peer{
 
 	// Temporal's server needs a newer Go than corral's: the go command
 	// fetches go1.27.3 from the module proxy.
-	{name: "temporal", dir: "temporal", toolchain: "go1.27.3", args: []string{"-store", "file"}},
+	{name: "temporal-file", dir: "temporal", toolchain: "go1.27.3", args: []string{"-store", "file"}},
 	{name: "temporal-memory", dir: "temporal", toolchain: "go1.27.3", args: []string{"-store", "memory"}},
+	{name: "temporal-pg", dir: "temporal", toolchain: "go1.27.3", args: []string{"-store", "postgres"}},
 	{name: "dbos", dir: "dbos"},
 }
 
 // baselines are the peers the ratio columns divide by.
-var baselines = []string{"temporal", "temporal-memory", "dbos"}
+var baselines = []string{"temporal-file", "temporal-memory", "temporal-pg", "dbos"}
 
 // options are the command line.
 type options struct {

@@ -41,17 +41,17 @@ func TestTable(t *testing.T) {
 		}
 		return out
 	}
-	chosen := []peer{{name: "corral"}, {name: "temporal"}, {name: "dbos"}}
+	chosen := []peer{{name: "corral"}, {name: "temporal-file"}, {name: "dbos"}}
 	results := map[string][]result{
-		"corral":   rs(3000, 1000, 2000),
-		"temporal": rs(100, 90, 110),
-		"dbos":     rs(500, 400, 600),
+		"corral":        rs(3000, 1000, 2000),
+		"temporal-file": rs(100, 90, 110),
+		"dbos":          rs(500, 400, 600),
 	}
 	var b bytes.Buffer
 	table(&b, chosen, results, 3)
 	out := b.String()
 	// corral's median 2000 is 20× temporal's 100 and 4× dbos's 500.
-	for _, want := range []string{"× temporal", "× dbos", "1000–3000", "20.00", "4.00", "0.20"} {
+	for _, want := range []string{"× temporal-file", "× dbos", "1000–3000", "20.00", "4.00", "0.20"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
@@ -36,9 +37,13 @@ func main() {
 	var store storeOptions
 	fs := flag.NewFlagSet("temporal", flag.ExitOnError)
 	w.flags(fs)
-	fs.StringVar(&store.kind, "store", "file", "SQLite in a file of a temporary directory (file) or in memory (memory, the dev server's default)")
+	fs.StringVar(&store.kind, "store", "file", "SQLite in a file of a temporary directory (file), SQLite in memory (memory, the dev server's default), or PostgreSQL (postgres: databases "+pgDatabase+" and "+pgDatabase+"_visibility, made anew)")
+	fs.StringVar(&store.pgHost, "pg-host", "127.0.0.1", "PostgreSQL's host, for -store postgres")
+	fs.IntVar(&store.pgPort, "pg-port", 5432, "PostgreSQL's port, for -store postgres")
+	fs.StringVar(&store.pgUser, "pg-user", "postgres", "PostgreSQL's user (trust authentication), for -store postgres")
 	fs.StringVar(&store.journal, "sqlite-journal", "", "SQLite journal_mode for -store file (empty: SQLite's default, delete)")
 	fs.StringVar(&store.sync, "sqlite-sync", "", "SQLite synchronous for -store file (empty: SQLite's default, full: fsync at every commit)")
+	fs.StringVar(&store.log, "server-log", "", "the server's log level on standard error: debug, info, warn or error (empty: no log)")
 	fs.StringVar(&store.dir, "dir", "", "directory of the SQLite file (empty: a new temporary directory, removed afterwards)")
 	_ = fs.Parse(os.Args[1:])
 	if err := w.check(); err != nil {
@@ -60,7 +65,7 @@ func run(ctx context.Context, w workload, store storeOptions) error {
 		defer func() { _ = os.RemoveAll(dir) }()
 		store.dir = dir
 	}
-	srv, err := startServer(store, namespace)
+	srv, err := startServer(&store, namespace)
 	if err != nil {
 		return err
 	}
@@ -76,6 +81,9 @@ func run(ctx context.Context, w workload, store storeOptions) error {
 		return fmt.Errorf("dial %s: %w", srv.hostPort, err)
 	}
 	defer c.Close()
+	if err := ready(ctx, c, 2*time.Minute); err != nil {
+		return err
+	}
 
 	var count counter
 	acts := &activities{w: w, count: &count}
@@ -111,6 +119,12 @@ func run(ctx context.Context, w workload, store storeOptions) error {
 		"history_shards": "1",
 		"durability":     durability(store),
 	}
+	if store.kind == "postgres" {
+		res.Config["store"] = "postgresql " + store.settings["server_version"] + " (plugin postgres12, 20 connections)"
+		for _, k := range []string{"fsync", "synchronous_commit", "wal_sync_method"} {
+			res.Config[k] = store.settings[k]
+		}
+	}
 	if store.kind == "file" {
 		res.Config["sqlite_journal_mode"] = orDefault(store.journal, "delete")
 		res.Config["sqlite_synchronous"] = orDefault(store.sync, "full")
@@ -118,10 +132,40 @@ func run(ctx context.Context, w workload, store storeOptions) error {
 	return res.print(os.Stdout)
 }
 
+// ready waits until the server answers for the namespace and can start a
+// workflow: its services find each other through the store (a ring
+// bootstrapped from the cluster_membership table), which on PostgreSQL takes
+// seconds after Start returns.
+func ready(ctx context.Context, c client.Client, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		_, err := c.CheckHealth(ctx, &client.CheckHealthRequest{})
+		if err == nil {
+			_, err = c.DescribeTaskQueue(ctx, taskQueue, enumspb.TASK_QUEUE_TYPE_WORKFLOW)
+		}
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("server not ready after %s: %w", limit, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // durability says in a few words what survives a crash of the machine.
 func durability(store storeOptions) string {
-	if store.kind == "memory" {
+	switch {
+	case store.kind == "memory":
 		return "none: state in memory"
+	case store.kind == "postgres" && store.settings["fsync"] != "on":
+		return "no fsync"
+	case store.kind == "postgres" && store.settings["synchronous_commit"] == "off":
+		return "WAL fsynced in the background, not at commit"
+	case store.kind == "postgres":
+		return "WAL fsync at every commit (group commit)"
 	}
 	switch store.sync {
 	case "", "full", "FULL", "2", "extra", "EXTRA", "3":

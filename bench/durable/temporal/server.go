@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"time"
 
 	"go.temporal.io/server/common/cluster"
@@ -14,23 +17,33 @@ import (
 	"go.temporal.io/server/common/dynamicconfig"
 	"go.temporal.io/server/common/log"
 	"go.temporal.io/server/common/metrics"
+	"go.temporal.io/server/common/persistence/sql/sqlplugin/postgresql"
 	sqliteplugin "go.temporal.io/server/common/persistence/sql/sqlplugin/sqlite"
 	"go.temporal.io/server/schema/sqlite"
 	"go.temporal.io/server/temporal"
+	sqltool "go.temporal.io/server/tools/sql"
 )
 
 // storeOptions say where the server keeps its state.
 type storeOptions struct {
-	kind    string // "file" or "memory"
+	kind    string // "file", "memory" or "postgres"
+	pgHost  string // PostgreSQL, for "postgres"
+	pgPort  int
+	pgUser  string
+	// settings are PostgreSQL's, read by startServer: server_version,
+	// fsync, synchronous_commit, wal_sync_method.
+	settings map[string]string
 	dir     string // the SQLite file's directory, for "file"
+	log     string // the server's log level on standard error, "" for none
 	journal string // SQLite's journal_mode pragma, "" for SQLite's default (delete)
 	sync    string // SQLite's synchronous pragma, "" for SQLite's default (full)
 }
 
 // server is a whole Temporal server (frontend, history, matching and the
 // internal worker service) in this process, on loopback ports, with one
-// history shard and SQLite for both its stores: what `temporal server
-// start-dev` runs, built from the module proxy instead of downloaded.
+// history shard. With SQLite for both its stores it is what `temporal
+// server start-dev` runs, built from the module proxy instead of downloaded;
+// with PostgreSQL it is configured as Temporal's docker-compose setup is.
 type server struct {
 	srv      temporal.Server
 	hostPort string // the frontend's gRPC address
@@ -38,11 +51,12 @@ type server struct {
 
 // startServer starts a server with namespace registered before it starts, so
 // that no namespace-cache refresh stands between start and the first workflow.
-func startServer(store storeOptions, namespace string) (*server, error) {
+func startServer(store *storeOptions, namespace string) (*server, error) {
 	sqlCfg := &config.SQL{
 		PluginName:        sqliteplugin.PluginName,
 		ConnectAttributes: map[string]string{},
 	}
+	visCfg := sqlCfg
 	switch store.kind {
 	case "memory":
 		// The shared in-memory database lives as long as a connection to it;
@@ -62,8 +76,19 @@ func startServer(store storeOptions, namespace string) (*server, error) {
 		if err := sqlite.SetupSchema(sqlCfg); err != nil {
 			return nil, fmt.Errorf("temporal: sqlite schema in %s: %w", sqlCfg.DatabaseName, err)
 		}
+	case "postgres":
+		var err error
+		if sqlCfg, err = setupPostgres(store, pgDatabase, "postgresql/v12/temporal"); err != nil {
+			return nil, err
+		}
+		if visCfg, err = setupPostgres(store, pgDatabase+"_visibility", "postgresql/v12/visibility"); err != nil {
+			return nil, err
+		}
+		if store.settings, err = pgSettings(sqlCfg); err != nil {
+			return nil, err
+		}
 	default:
-		return nil, fmt.Errorf("temporal: -store %q: want file or memory", store.kind)
+		return nil, fmt.Errorf("temporal: -store %q: want file, memory or postgres", store.kind)
 	}
 
 	ports, err := freePorts(8)
@@ -80,10 +105,13 @@ func startServer(store storeOptions, namespace string) (*server, error) {
 			Membership: config.Membership{MaxJoinDuration: 30 * time.Second, BroadcastAddress: ip},
 		},
 		Persistence: config.Persistence{
-			DefaultStore:     sqliteplugin.PluginName,
-			VisibilityStore:  sqliteplugin.PluginName,
+			DefaultStore:     "default",
+			VisibilityStore:  "visibility",
 			NumHistoryShards: 1,
-			DataStores:       map[string]config.DataStore{sqliteplugin.PluginName: {SQL: sqlCfg}},
+			DataStores: map[string]config.DataStore{
+				"default":    {SQL: sqlCfg},
+				"visibility": {SQL: visCfg},
+			},
 		},
 		ClusterMetadata: &cluster.Config{
 			FailoverVersionIncrement: 10,
@@ -119,10 +147,14 @@ func startServer(store storeOptions, namespace string) (*server, error) {
 		return nil, fmt.Errorf("temporal: namespace %s: %w", namespace, err)
 	}
 
+	var logger log.Logger = log.NewNoopLogger()
+	if store.log != "" {
+		logger = log.NewZapLogger(log.BuildZapLogger(log.Config{Level: store.log}))
+	}
 	srv, err := temporal.NewServer(
 		temporal.WithConfig(cfg),
 		temporal.ForServices(temporal.DefaultServices),
-		temporal.WithLogger(log.NewNoopLogger()),
+		temporal.WithLogger(logger),
 		temporal.WithCustomMetricsHandler(metrics.NoopMetricsHandler),
 		temporal.WithDynamicConfigClient(dynamicconfig.StaticClient{}),
 	)
@@ -135,6 +167,59 @@ func startServer(store storeOptions, namespace string) (*server, error) {
 	return &server{srv: srv, hostPort: frontend}, nil
 }
 
+// pgDatabase is the database of the server's state on PostgreSQL; its
+// visibility store is pgDatabase_visibility. Both are made anew at each run.
+const pgDatabase = "temporal_bench"
+
+// setupPostgres drops database if it exists, creates it and loads Temporal's
+// embedded schema into it, as temporal-sql-tool's create-database,
+// setup-schema and update-schema do (this is that tool, run in-process).
+func setupPostgres(store *storeOptions, database, schema string) (*config.SQL, error) {
+	cfg := &config.SQL{
+		PluginName:      postgresql.PluginName,
+		DatabaseName:    database,
+		ConnectAddr:     net.JoinHostPort(store.pgHost, strconv.Itoa(store.pgPort)),
+		ConnectProtocol: "tcp",
+		User:            store.pgUser,
+		// Temporal's docker-compose setup and its Helm chart's default.
+		MaxConns:     20,
+		MaxIdleConns: 20,
+	}
+	tool := []string{"temporal-sql-tool", "--quiet", "--plugin", postgresql.PluginName,
+		"--endpoint", store.pgHost, "--port", strconv.Itoa(store.pgPort), "--user", store.pgUser, "--database", database}
+	steps := [][]string{
+		{"drop-database", "--force", "--defaultdb", "postgres"},
+		{"create-database", "--defaultdb", "postgres"},
+		{"setup-schema", "--version", "0.0"},
+		{"update-schema", "--schema-name", schema},
+	}
+	for i, step := range steps {
+		err := sqltool.RunTool(append(slices.Clone(tool), step...))
+		if err != nil && i > 0 { // the database may not exist yet
+			return nil, fmt.Errorf("temporal: %s %s: %w", step[0], database, err)
+		}
+	}
+	return cfg, nil
+}
+
+// pgSettings reads the settings that decide what a commit costs.
+func pgSettings(cfg *config.SQL) (map[string]string, error) {
+	db, err := sql.Open("postgres", fmt.Sprintf("postgres://%s@%s/%s?sslmode=disable", cfg.User, cfg.ConnectAddr, cfg.DatabaseName))
+	if err != nil {
+		return nil, fmt.Errorf("temporal: postgres settings: %w", err)
+	}
+	defer func() { _ = db.Close() }()
+	s := map[string]string{}
+	for _, name := range []string{"server_version", "fsync", "synchronous_commit", "wal_sync_method"} {
+		var v string
+		if err := db.QueryRow("SELECT current_setting($1)", name).Scan(&v); err != nil {
+			return nil, fmt.Errorf("temporal: postgres setting %s: %w", name, err)
+		}
+		s[name] = v
+	}
+	return s, nil
+}
+
 // stop stops the server.
 func (s *server) stop() error {
 	if err := s.srv.Stop(); err != nil {
@@ -143,7 +228,9 @@ func (s *server) stop() error {
 	return nil
 }
 
-// freePorts returns n distinct loopback ports free at the moment of asking.
+// freePorts returns n distinct loopback ports free at the moment of asking,
+// below 32768: Temporal's PostgreSQL schema keeps membership ports in a
+// smallint, so the kernel's ephemeral ports (32768 and up) do not fit.
 func freePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
@@ -152,17 +239,17 @@ func freePorts(n int) ([]int, error) {
 		}
 	}()
 	ports := make([]int, 0, n)
-	for range n {
-		l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 1000 {
+			return nil, errors.New("temporal: no free loopback port in 20000-32767")
+		}
+		port := 20000 + rand.IntN(12768)
+		l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
-			return nil, fmt.Errorf("temporal: free port: %w", err)
+			continue
 		}
 		ls = append(ls, l)
-		addr, ok := l.Addr().(*net.TCPAddr)
-		if !ok {
-			return nil, errors.New("temporal: free port: not a TCP address")
-		}
-		ports = append(ports, addr.Port)
+		ports = append(ports, port)
 	}
 	return ports, nil
 }
