@@ -27,16 +27,17 @@ import (
 // storeOptions say where the server keeps its state.
 type storeOptions struct {
 	kind    string // "file", "memory" or "postgres"
+	dir     string // the SQLite file's directory, for "file"
+	journal string // SQLite's journal_mode pragma, "" for SQLite's default (delete)
+	sync    string // SQLite's synchronous pragma, "" for SQLite's default (full)
 	pgHost  string // PostgreSQL, for "postgres"
 	pgPort  int
 	pgUser  string
+	log     string // the server's log level on standard error, "" for none
+
 	// settings are PostgreSQL's, read by startServer: server_version,
 	// fsync, synchronous_commit, wal_sync_method.
 	settings map[string]string
-	dir     string // the SQLite file's directory, for "file"
-	log     string // the server's log level on standard error, "" for none
-	journal string // SQLite's journal_mode pragma, "" for SQLite's default (delete)
-	sync    string // SQLite's synchronous pragma, "" for SQLite's default (full)
 }
 
 // server is a whole Temporal server (frontend, history, matching and the
