@@ -82,12 +82,13 @@ type result struct {
 	StepsPerWorkflow int               `json:"steps_per_workflow"`
 	Concurrency      int               `json:"concurrency"`
 	Steps            int               `json:"steps"`
+	StepsExecuted    int64             `json:"steps_executed"`
 	Seconds          float64           `json:"seconds"`
+	WindowSteps      int64             `json:"window_steps"`
 	StepsPerSec      float64           `json:"steps_per_sec"`
 	WorkflowsPerSec  float64           `json:"workflows_per_sec"`
 	WorkflowP50Ms    float64           `json:"workflow_p50_ms"`
 	WorkflowP99Ms    float64           `json:"workflow_p99_ms"`
-	StepsExecuted    int64             `json:"steps_executed"`
 }
 
 func main() {
@@ -266,6 +267,8 @@ func parse(line []byte) (result, error) {
 		return result{}, fmt.Errorf("JSON line: steps %d, want workflows × steps_per_workflow = %d", r.Steps, r.Workflows*r.StepsPerWorkflow)
 	case r.StepsExecuted != int64(r.Steps):
 		return result{}, fmt.Errorf("JSON line: steps_executed %d, want steps = %d", r.StepsExecuted, r.Steps)
+	case r.WindowSteps < 1 || r.WindowSteps > r.StepsExecuted:
+		return result{}, fmt.Errorf("JSON line: window_steps %d: want 1 to steps_executed (%d)", r.WindowSteps, r.StepsExecuted)
 	case !(r.Seconds > 0) || !(r.StepsPerSec > 0):
 		return result{}, fmt.Errorf("JSON line: seconds %v, steps_per_sec %v: want both above 0", r.Seconds, r.StepsPerSec)
 	}

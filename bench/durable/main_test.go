@@ -7,7 +7,7 @@ import (
 )
 
 const goodLine = `{"peer":"dbos","config":{"durability":"WAL fsync at every commit"},"workflows":3,"steps_per_workflow":10,` +
-	`"concurrency":2,"steps":30,"seconds":0.5,"steps_per_sec":60,"workflows_per_sec":6,"workflow_p50_ms":100,"workflow_p99_ms":200,"steps_executed":30}`
+	`"concurrency":2,"steps":30,"window_steps":30,"seconds":0.5,"steps_per_sec":60,"workflows_per_sec":6,"workflow_p50_ms":100,"workflow_p99_ms":200,"steps_executed":30}`
 
 func TestParse(t *testing.T) {
 	for _, tc := range []struct {
@@ -21,6 +21,8 @@ func TestParse(t *testing.T) {
 		{"no workflows", strings.Replace(goodLine, `"workflows":3`, `"workflows":0`, 1), "workflows 0"},
 		{"steps miscounted", strings.Replace(goodLine, `"steps":30`, `"steps":31`, 1), "steps 31"},
 		{"a step run twice", strings.Replace(goodLine, `"steps_executed":30`, `"steps_executed":31`, 1), "steps_executed 31"},
+		{"no window", strings.Replace(goodLine, `"window_steps":30`, `"window_steps":0`, 1), "window_steps 0"},
+		{"window beyond the run", strings.Replace(goodLine, `"window_steps":30`, `"window_steps":31`, 1), "window_steps 31"},
 		{"no time", strings.Replace(goodLine, `"seconds":0.5`, `"seconds":0`, 1), "seconds 0"},
 		{"negative rate", strings.Replace(goodLine, `"steps_per_sec":60`, `"steps_per_sec":-60`, 1), "steps_per_sec -60"},
 	} {

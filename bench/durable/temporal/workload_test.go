@@ -51,7 +51,7 @@ func TestDrive(t *testing.T) {
 	if got := c.n.Load(); got != 33*4 {
 		t.Errorf("steps run with the warm-up = %d, want %d", got, 33*4)
 	}
-	if !(r.StepsPerSec > 0) || !(r.Seconds > 0) || r.WorkflowP99Ms < r.WorkflowP50Ms {
+	if r.WindowSteps != 120 || !(r.StepsPerSec > 0) || !(r.Seconds > 0) || r.WorkflowP99Ms < r.WorkflowP50Ms {
 		t.Errorf("drive = %+v, want positive rates and p99 ≥ p50", r)
 	}
 }
@@ -71,6 +71,9 @@ func TestDriveDuration(t *testing.T) {
 	}
 	if r.Workflows < 1 || r.StepsExecuted != int64(r.Workflows*2) {
 		t.Errorf("drive = %+v, want at least one workflow and two steps executed per workflow", r)
+	}
+	if r.Seconds < w.duration.Seconds() || r.WindowSteps < 1 || r.WindowSteps > r.StepsExecuted {
+		t.Errorf("drive = %+v, want a window of at least %s holding some of the steps executed", r, w.duration)
 	}
 }
 
