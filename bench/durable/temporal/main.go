@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"time"
 
@@ -44,11 +45,21 @@ func main() {
 	fs.StringVar(&store.journal, "sqlite-journal", "", "SQLite journal_mode for -store file (empty: SQLite's default, delete)")
 	fs.StringVar(&store.sync, "sqlite-sync", "", "SQLite synchronous for -store file (empty: SQLite's default, full: fsync at every commit)")
 	fs.StringVar(&store.log, "server-log", "", "the server's log level on standard error: debug, info, warn or error (empty: no log)")
+	var cpuprofile string
+	fs.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run (server, worker and client) to `file`")
 	fs.StringVar(&store.dir, "dir", "", "directory of the SQLite file (empty: a new temporary directory, removed afterwards)")
 	_ = fs.Parse(os.Args[1:])
 	if err := w.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "temporal:", err)
 		os.Exit(2)
+	}
+	if cpuprofile != "" {
+		stop, err := profile(cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "temporal:", err)
+			os.Exit(1)
+		}
+		defer stop()
 	}
 	if err := run(context.Background(), w, store); err != nil {
 		fmt.Fprintln(os.Stderr, "temporal:", err)
@@ -130,6 +141,22 @@ func run(ctx context.Context, w workload, store storeOptions) error {
 		res.Config["sqlite_synchronous"] = orDefault(store.sync, "full")
 	}
 	return res.print(os.Stdout)
+}
+
+// profile starts the CPU profiler writing to path and returns what stops it.
+func profile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 // ready waits until the server answers for the namespace and can start a
