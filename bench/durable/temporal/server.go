@@ -44,7 +44,7 @@ type storeOptions struct {
 // internal worker service) in this process, on loopback ports, with one
 // history shard. With SQLite for both its stores it is what `temporal
 // server start-dev` runs, built from the module proxy instead of downloaded;
-// with PostgreSQL it is configured as Temporal's docker-compose setup is.
+// with PostgreSQL its schema is the one temporal-sql-tool installs.
 type server struct {
 	srv      temporal.Server
 	hostPort string // the frontend's gRPC address
@@ -182,7 +182,7 @@ func setupPostgres(store *storeOptions, database, schema string) (*config.SQL, e
 		ConnectAddr:     net.JoinHostPort(store.pgHost, strconv.Itoa(store.pgPort)),
 		ConnectProtocol: "tcp",
 		User:            store.pgUser,
-		// Temporal's docker-compose setup and its Helm chart's default.
+		// As many as DBOS's pool has (its default), on the same server.
 		MaxConns:     20,
 		MaxIdleConns: 20,
 	}
