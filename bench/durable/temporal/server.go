@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"time"
 
@@ -47,6 +46,7 @@ type storeOptions struct {
 // with PostgreSQL its schema is the one temporal-sql-tool installs.
 type server struct {
 	srv      temporal.Server
+	store    *storeOptions
 	hostPort string // the frontend's gRPC address
 }
 
@@ -165,11 +165,12 @@ func startServer(store *storeOptions, namespace string) (*server, error) {
 	if err := srv.Start(); err != nil {
 		return nil, fmt.Errorf("temporal: start server: %w", err)
 	}
-	return &server{srv: srv, hostPort: frontend}, nil
+	return &server{srv: srv, store: store, hostPort: frontend}, nil
 }
 
 // pgDatabase is the database of the server's state on PostgreSQL; its
-// visibility store is pgDatabase_visibility. Both are made anew at each run.
+// visibility store is pgDatabase_visibility. Both are made anew at each run
+// and dropped after it.
 const pgDatabase = "temporal_bench"
 
 // setupPostgres drops database if it exists, creates it and loads Temporal's
@@ -186,21 +187,28 @@ func setupPostgres(store *storeOptions, database, schema string) (*config.SQL, e
 		MaxConns:     20,
 		MaxIdleConns: 20,
 	}
-	tool := []string{"temporal-sql-tool", "--quiet", "--plugin", postgresql.PluginName,
-		"--endpoint", store.pgHost, "--port", strconv.Itoa(store.pgPort), "--user", store.pgUser, "--database", database}
-	steps := [][]string{
-		{"drop-database", "--force", "--defaultdb", "postgres"},
+	dropPostgres(store, database) // left by a run that did not finish
+	for _, step := range [][]string{
 		{"create-database", "--defaultdb", "postgres"},
 		{"setup-schema", "--version", "0.0"},
 		{"update-schema", "--schema-name", schema},
-	}
-	for i, step := range steps {
-		err := sqltool.RunTool(append(slices.Clone(tool), step...))
-		if err != nil && i > 0 { // the database may not exist yet
+	} {
+		if err := sqltool.RunTool(append(sqlTool(store, database), step...)); err != nil {
 			return nil, fmt.Errorf("temporal: %s %s: %w", step[0], database, err)
 		}
 	}
 	return cfg, nil
+}
+
+// dropPostgres drops database if it exists.
+func dropPostgres(store *storeOptions, database string) {
+	_ = sqltool.RunTool(append(sqlTool(store, database), "drop-database", "--force", "--defaultdb", "postgres"))
+}
+
+// sqlTool is temporal-sql-tool's command line for database, up to the command.
+func sqlTool(store *storeOptions, database string) []string {
+	return []string{"temporal-sql-tool", "--quiet", "--plugin", postgresql.PluginName,
+		"--endpoint", store.pgHost, "--port", strconv.Itoa(store.pgPort), "--user", store.pgUser, "--database", database}
 }
 
 // pgSettings reads the settings that decide what a commit costs.
@@ -221,9 +229,14 @@ func pgSettings(cfg *config.SQL) (map[string]string, error) {
 	return s, nil
 }
 
-// stop stops the server.
+// stop stops the server and drops its PostgreSQL databases.
 func (s *server) stop() error {
-	if err := s.srv.Stop(); err != nil {
+	err := s.srv.Stop()
+	if s.store.kind == "postgres" {
+		dropPostgres(s.store, pgDatabase)
+		dropPostgres(s.store, pgDatabase+"_visibility")
+	}
+	if err != nil {
 		return fmt.Errorf("temporal: stop server: %w", err)
 	}
 	return nil
