@@ -10,7 +10,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # to blame. A count has no deadline to race.
 FUZZTIME    ?= 10000x
 
-.PHONY: test build lint fuzz bench conformance pii-eval chaos
+.PHONY: test build lint fuzz bench bench-durable conformance pii-eval chaos
 
 ## test: lint, every test with the race detector, the chaos test's short form (the audit stream's leader killed), the OTLP export against a real Collector receiver, the example policies' Rego tests, the MCP conformance suite, a short fuzz run
 test: lint
@@ -43,6 +43,11 @@ lint:
 	@unformatted=$$(gofmt -l test/otelcol); \
 	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted:"; echo "$$unformatted"; exit 1; fi
 	cd test/otelcol && $(GO) mod tidy -diff && $(GO) vet ./...
+	@# bench/durable's peers are modules of their own too; building them takes
+	@# minutes (Temporal's server), so lint only checks their formatting and
+	@# make bench-durable vets them.
+	@unformatted=$$(gofmt -l bench/durable/temporal bench/durable/dbos); \
+	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted:"; echo "$$unformatted"; exit 1; fi
 
 ## fuzz: fuzz every parser for FUZZTIME executions each (make fuzz FUZZTIME=1000000x for longer)
 FUZZ_TARGETS := \
@@ -77,6 +82,12 @@ pii-eval:
 ## bench: the resource path against the substrate and a tool call against the upstream called directly, in one run
 bench:
 	$(GO) run ./bench
+
+## bench-durable: durable agent steps per second on corral, Temporal (in-process server, SQLite) and DBOS Transact (PostgreSQL on 127.0.0.1:5432), in one run; several minutes
+bench-durable:
+	cd bench/durable/dbos && $(GO) vet ./...
+	cd bench/durable/temporal && GOTOOLCHAIN=go1.27.3 $(GO) vet ./...
+	$(GO) run ./bench/durable
 
 ## chaos: kill NATS nodes, leaders and a corral replica under load, then count what the upstream saw against the audit and the budget (test/chaos)
 chaos:
