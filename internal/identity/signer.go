@@ -107,6 +107,9 @@ type Signer struct {
 
 	cacheMu sync.Mutex
 	cache   map[string]cachedToken
+	// verified caches tokens verified in the last minute (Verify).
+	verified      sync.Map // verifiedKey -> verifiedEntry
+	verifiedCount atomic.Int64
 }
 
 // localKey is a private key of this replica, as its file keeps it.

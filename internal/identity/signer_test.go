@@ -444,3 +444,40 @@ func TestIdentityTokenCacheBounded(t *testing.T) {
 		t.Errorf("cache holds %d tokens, want at most %d", n, maxCachedTokens)
 	}
 }
+
+// TestVerifyCache: a token verified once is answered from the cache, but
+// the cache never outlives the token's lifetime, its audience, or its key.
+func TestVerifyCache(t *testing.T) {
+	clk := newClock()
+	s := openTestSigner(t, bustest.Open(t), t.TempDir(), SignerOptions{MaxTTL: 5 * time.Minute, Now: clk.now})
+	token, err := s.Mint(Claims{Subject: "a", ClientID: "a"}, 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := s.Verify(token, ""); err != nil {
+			t.Fatalf("Verify: %v", err)
+		}
+	}
+	if _, err := s.Verify(token, "https://elsewhere"); ReasonOf(err) != ReasonWrongAudience {
+		t.Errorf("cached token for another audience: %v, want wrong_audience", err)
+	}
+	clk.advance(3 * time.Minute)
+	if _, err := s.Verify(token, ""); ReasonOf(err) != ReasonExpired {
+		t.Errorf("cached token past its expiry: %v, want expired", err)
+	}
+	fresh, err := s.Mint(Claims{Subject: "b", ClientID: "b"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Verify(fresh, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Rotate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(10 * time.Minute) // past the old key's retirement
+	if _, err := s.Verify(fresh, ""); err == nil {
+		t.Error("a cached token whose key retired still verifies")
+	}
+}

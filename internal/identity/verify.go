@@ -90,7 +90,63 @@ func isEdDSA(alg string) bool { return alg == signingAlg }
 // audience (the Issuer when audience is ""), it is within its lifetime
 // (30s of leeway both ways), and sub, client_id and exp are present. Every
 // refusal is a *TokenError whose Reason says why.
+//
+// A token verified in the last minute is not checked again in full: its
+// claims come from a bounded cache, after its key's liveness and its
+// lifetime are checked anew (a hosted agent's loop, or an agent reusing its
+// token, presents the same token for every call).
 func (s *Signer) Verify(token string, audience string) (*Claims, error) {
+	key := verifiedKey{token: token, audience: audience}
+	if v, ok := s.verified.Load(key); ok {
+		e := v.(verifiedEntry)
+		now := s.now()
+		k := s.keys.Load().byKID[e.kid]
+		if now.Sub(e.at) < verifiedFor && k != nil && k.live(now) {
+			if terr := checkTimes(now, e.claims.Expiry, e.claims.NotBefore, e.claims.IssuedAt); terr != nil {
+				return nil, terr
+			}
+			c := e.claims
+			return &c, nil
+		}
+		s.verified.Delete(key)
+	}
+	c, kid, err := s.verify(token, audience)
+	if err != nil {
+		return nil, err
+	}
+	if s.verifiedCount.Add(1) > maxVerified {
+		s.verified.Clear()
+		s.verifiedCount.Store(1)
+	}
+	s.verified.Store(key, verifiedEntry{claims: *c, kid: kid, at: s.now()})
+	return c, nil
+}
+
+// The cache of verified tokens: at most maxVerified, each for verifiedFor.
+const (
+	maxVerified = 8192
+	verifiedFor = time.Minute
+)
+
+type verifiedKey struct{ token, audience string }
+
+type verifiedEntry struct {
+	claims Claims
+	kid    string
+	at     time.Time
+}
+
+// verify checks a token in full; it returns its claims and its key's id.
+func (s *Signer) verify(token string, audience string) (*Claims, string, error) {
+	c, err := s.verifyFull(token, audience)
+	if err != nil {
+		return nil, "", err
+	}
+	jws, _ := parseCompact(token, isEdDSA)
+	return c, jws.header.Kid, nil
+}
+
+func (s *Signer) verifyFull(token string, audience string) (*Claims, error) {
 	jws, terr := parseCompact(token, isEdDSA)
 	if terr != nil {
 		return nil, terr

@@ -242,23 +242,34 @@ func run(ctx context.Context, w workload, syncAlways bool) error {
 		if err := s.call(ctx, "POST", "/v1/tasks", map[string]any{"agent": "stepper", "input": "workflow " + strconv.Itoa(i)}, &task); err != nil {
 			return 0, err
 		}
-		final, err := follow(ctx, s, task.ID)
+		// Model steps run inside corral (the scripted model): each counts
+		// when its answer comes out of the journal, tool steps at the
+		// upstream as they run.
+		answers := 0
+		final, err := follow(ctx, s, task.ID, func() {
+			if answers < modelSteps {
+				answers++
+				c.n.Add(1)
+			}
+		})
 		if err != nil {
 			return 0, err
 		}
 		if final.State != "completed" {
 			return 0, fmt.Errorf("task %s ended %s %s: %s", task.ID, final.State, final.Reason, final.Detail)
 		}
-		// Model steps happen inside corral (the scripted model): credit
-		// them from the task's journal, tool steps at the upstream.
-		c.n.Add(int64(modelSteps))
-		return modelSteps + final.Usage.ToolCalls, nil
+		return answers + final.Usage.ToolCalls, nil
 	})
 	if err != nil {
 		return err
 	}
 	res.Peer = "corral"
-	res.Config = map[string]string{"sync": map[bool]string{false: "default", true: "always"}[syncAlways], "substrate": "embedded JetStream", "go": runtime.Version()}
+	durability := "JetStream's default: written to the OS at once, fsynced every two minutes (survives a crash of corral, not of the machine)"
+	if syncAlways {
+		durability = "fsync at every write (--sync always)"
+	}
+	res.Config = map[string]string{"engine": "corral " + "(this tree)", "store": "embedded JetStream, file storage", "durability": durability,
+		"sync": map[bool]string{false: "default", true: "always"}[syncAlways], "go": runtime.Version()}
 	return res.print(os.Stdout)
 }
 
@@ -275,6 +286,7 @@ func waitTool(ctx context.Context, s *server, name string) error {
 
 // finalState is the task's last state event.
 type finalState struct {
+	Type   string `json:"type"`
 	State  string `json:"state"`
 	Reason string `json:"reason"`
 	Detail string `json:"detail"`
@@ -283,8 +295,9 @@ type finalState struct {
 	} `json:"usage"`
 }
 
-// follow reads the task's events until its final state, as corral run does.
-func follow(ctx context.Context, s *server, id string) (*finalState, error) {
+// follow reads the task's events until its final state, as corral run
+// does, calling answered at each answer of the model.
+func follow(ctx context.Context, s *server, id string, answered func()) (*finalState, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", s.url+"/v1/tasks/"+id+"/events", nil)
 	if err != nil {
 		return nil, err
@@ -308,6 +321,9 @@ func follow(ctx context.Context, s *server, id string) (*finalState, error) {
 		var ev finalState
 		if err := json.Unmarshal([]byte(data), &ev); err != nil {
 			return nil, err
+		}
+		if ev.Type == "model.answer" {
+			answered()
 		}
 		switch ev.State {
 		case "completed", "failed", "canceled", "rejected":

@@ -93,66 +93,89 @@ type result struct {
 	StepsPerWorkflow int               `json:"steps_per_workflow"`
 	Concurrency      int               `json:"concurrency"`
 	Steps            int               `json:"steps"`
+	StepsExecuted    int64             `json:"steps_executed"`
 	Seconds          float64           `json:"seconds"`
+	WindowSteps      int64             `json:"window_steps"`
 	StepsPerSec      float64           `json:"steps_per_sec"`
 	WorkflowsPerSec  float64           `json:"workflows_per_sec"`
 	WorkflowP50Ms    float64           `json:"workflow_p50_ms"`
 	WorkflowP99Ms    float64           `json:"workflow_p99_ms"`
-	StepsExecuted    int64             `json:"steps_executed"`
 }
 
 // runOne runs workflow number i to completion and returns the number of
 // steps it reports having completed.
 type runOne func(ctx context.Context, i int) (int, error)
 
-// drive runs w.warmup workflows untimed, then the timed phase (w.workflows
-// of them, or as many as start within w.duration), each through run with
-// w.concurrency in flight, and checks that every workflow completed all its
-// steps and that each step ran exactly once.
+// drive runs w.warmup workflows untimed, then the timed phase, each
+// through run with w.concurrency in flight, and checks that every workflow
+// completed all its steps and that each step ran exactly once.
+//
+// With w.workflows set, the phase runs that many and the rate is theirs over
+// the whole phase. Otherwise workflows start until w.duration has passed, and
+// the rate is that of the steps executed until then, all w.concurrency in
+// flight; the workflows still running are awaited and checked, not timed,
+// so that a peer whose workflows take longer than the window is not charged
+// for the drain.
 func drive(ctx context.Context, w workload, c *counter, run runOne) (result, error) {
 	if w.warmup > 0 {
-		if _, err := phase(ctx, w, 0, w.warmup, time.Time{}, run); err != nil {
+		if _, err := phase(ctx, w, 0, w.warmup, time.Time{}, nil, run); err != nil {
 			return result{}, fmt.Errorf("warm-up: %w", err)
 		}
 	}
 	before := c.n.Load()
 	start := time.Now()
-	var until time.Time
+	var (
+		until  time.Time
+		once   sync.Once
+		window time.Duration
+		inside int64 // steps executed in the window
+	)
+	mark := func() {
+		once.Do(func() {
+			inside = c.n.Load() - before
+			window = time.Since(start)
+		})
+	}
 	if w.workflows == 0 {
 		until = start.Add(w.duration)
 	}
-	lat, err := phase(ctx, w, w.warmup, w.workflows, until, run)
-	elapsed := time.Since(start)
+	lat, err := phase(ctx, w, w.warmup, w.workflows, until, mark, run)
 	if err != nil {
 		return result{}, err
 	}
 	if len(lat) == 0 {
-		return result{}, fmt.Errorf("no workflow completed in %s", elapsed)
+		return result{}, fmt.Errorf("no workflow completed in %s", time.Since(start))
 	}
 	executed := c.n.Load() - before
 	steps := len(lat) * w.steps
 	if executed != int64(steps) {
 		return result{}, fmt.Errorf("steps executed: %d, want %d", executed, steps)
 	}
+	if w.workflows > 0 {
+		mark()
+	}
 	slices.Sort(lat)
+	rate := float64(inside) / window.Seconds()
 	return result{
 		Workflows:        len(lat),
 		StepsPerWorkflow: w.steps,
 		Concurrency:      w.concurrency,
 		Steps:            steps,
-		Seconds:          elapsed.Seconds(),
-		StepsPerSec:      float64(steps) / elapsed.Seconds(),
-		WorkflowsPerSec:  float64(len(lat)) / elapsed.Seconds(),
+		StepsExecuted:    executed,
+		Seconds:          window.Seconds(),
+		WindowSteps:      inside,
+		StepsPerSec:      rate,
+		WorkflowsPerSec:  rate / float64(w.steps),
 		WorkflowP50Ms:    ms(lat[len(lat)/2]),
 		WorkflowP99Ms:    ms(lat[(len(lat)*99)/100]),
-		StepsExecuted:    executed,
 	}, nil
 }
 
 // phase runs workflows numbered from first, w.concurrency at a time: n of
-// them, or when n is 0 as many as start before until. It returns each one's
-// duration. The first error stops it.
-func phase(ctx context.Context, w workload, first, n int, until time.Time, run runOne) ([]time.Duration, error) {
+// them, or when n is 0 as many as start before until, and calls mark when
+// the first of its workers sees until pass. It returns each one's duration.
+// The first error stops it.
+func phase(ctx context.Context, w workload, first, n int, until time.Time, mark func(), run runOne) ([]time.Duration, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var (
@@ -170,6 +193,7 @@ func phase(ctx context.Context, w workload, first, n int, until time.Time, run r
 			for ctx.Err() == nil {
 				t := time.Now()
 				if n == 0 && !t.Before(until) {
+					mark()
 					return
 				}
 				i := int(next.Add(1) - 1)
