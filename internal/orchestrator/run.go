@@ -77,7 +77,9 @@ type run struct {
 	waitingStep int
 	// inflight are the tool calls a stop did not wait for.
 	inflight sync.WaitGroup
-	fnTools  map[string]string // function name -> tool name, from the last listing
+	// usageWritten is when the task's record last got its usage.
+	usageWritten time.Time
+	fnTools      map[string]string // function name -> tool name, from the last listing
 }
 
 // stopCause ends a run's context: the task is to end so.
@@ -354,18 +356,26 @@ func (r *run) callModel(ctx context.Context) error {
 		return err
 	}
 	c.answer(msg, u)
-	_, err = r.w.store.update(context.WithoutCancel(ctx), r.task.ID, func(t *Task) error {
-		if t.State.Final() {
-			return errSkip
+	// The record's usage is the journal's, at most a second behind: a
+	// write per turn would cost a fast task as much as its steps.
+	if now := r.w.now(); now.Sub(r.usageWritten) >= usageEvery {
+		r.usageWritten = now
+		_, err = r.w.store.update(context.WithoutCancel(ctx), r.task.ID, func(t *Task) error {
+			if t.State.Final() {
+				return errSkip
+			}
+			t.Usage = c.usage
+			return nil
+		})
+		if err != nil {
+			r.logger.WarnContext(ctx, "task usage not recorded; the journal has it", "task", r.task.ID, "err", err)
 		}
-		t.Usage = c.usage
-		return nil
-	})
-	if err != nil {
-		r.logger.WarnContext(ctx, "task usage not recorded; the journal has it", "task", r.task.ID, "err", err)
 	}
 	return nil
 }
+
+// usageEvery is how often a running task's record gets its usage.
+const usageEvery = time.Second
 
 // callTool makes one of the model's tool calls.
 func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {

@@ -449,33 +449,49 @@ func (s *Store) journal(ctx context.Context, id string) ([]Event, error) {
 
 // events calls fn with each journal entry of a task after sequence after,
 // in order. With untilNow it returns at the entry that was last when it
-// started; otherwise it follows new entries until ctx ends or fn fails.
+// started, reading entry by entry (no consumer to make and reap);
+// otherwise it follows new entries with an ordered consumer until ctx ends
+// or fn fails.
 func (s *Store) events(ctx context.Context, id string, after uint64, untilNow bool, fn func(Event) error) error {
 	subject := journalPrefix + id
-	var last uint64
 	if untilNow {
-		m, err := s.lastEntry(ctx, subject)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return nil
+		return s.readEntries(ctx, id, subject, after, fn)
+	}
+	// The consumer is made again after a failure (a missed heartbeat on a
+	// busy machine, a leader change), from the entry after the last one
+	// delivered, so that nothing is lost or repeated.
+	var failures int
+	for {
+		done, err := s.eventsOnce(ctx, id, subject, &after, fn)
+		if done || ctx.Err() != nil {
+			return err
 		}
-		if err != nil {
-			return fmt.Errorf("orchestrator: journal of %s: %w", id, err)
+		if failures++; failures > 5 {
+			return err
 		}
-		if last = m; last <= after {
-			return nil
+		s.logger.DebugContext(ctx, "task journal read broke off; reading on", "task", id, "after", after, "err", err)
+		if serr := sleep(ctx, time.Duration(failures)*100*time.Millisecond); serr != nil {
+			return serr
 		}
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}
-	if after > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
+}
+
+// eventsOnce follows with one ordered consumer, moving *after along. It
+// returns done when the read is over (ctx ended, or fn failed).
+func (s *Store) eventsOnce(ctx context.Context, id, subject string, after *uint64, fn func(Event) error) (bool, error) {
+	// Reaped soon after the reader goes (the library's default keeps an
+	// idle consumer five minutes: thousands, on a busy corral).
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}, InactiveThreshold: 5 * time.Second}
+	if *after > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, *after+1
 	}
 	c, err := s.js.OrderedConsumer(ctx, JournalStream, cfg)
 	if err != nil {
-		return fmt.Errorf("orchestrator: read journal of %s: %w", id, err)
+		return false, fmt.Errorf("orchestrator: read journal of %s: %w", id, err)
 	}
 	it, err := c.Messages()
 	if err != nil {
-		return fmt.Errorf("orchestrator: read journal of %s: %w", id, err)
+		return false, fmt.Errorf("orchestrator: read journal of %s: %w", id, err)
 	}
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
@@ -484,26 +500,52 @@ func (s *Store) events(ctx context.Context, id string, after uint64, untilNow bo
 		msg, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return true, ctx.Err()
 			}
-			return fmt.Errorf("orchestrator: read journal of %s: %w", id, err)
+			return false, fmt.Errorf("orchestrator: read journal of %s: %w", id, err)
 		}
 		meta, err := msg.Metadata()
 		if err != nil {
-			return fmt.Errorf("orchestrator: read journal of %s: %w", id, err)
+			return false, fmt.Errorf("orchestrator: read journal of %s: %w", id, err)
 		}
 		var ev Event
 		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-			return fmt.Errorf("orchestrator: journal of %s: entry %d is unreadable: %w", id, meta.Sequence.Stream, err)
+			return true, fmt.Errorf("orchestrator: journal of %s: entry %d is unreadable: %w", id, meta.Sequence.Stream, err)
 		}
 		ev.Seq = meta.Sequence.Stream
+		*after = ev.Seq
+		if err := fn(ev); err != nil {
+			return true, err
+		}
+	}
+}
+
+// readEntries calls fn with each entry of the journal subject after
+// sequence after, up to the last there is now, one direct read each.
+func (s *Store) readEntries(ctx context.Context, id, subject string, after uint64, fn func(Event) error) error {
+	last, err := s.lastEntry(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("orchestrator: journal of %s: %w", id, err)
+	}
+	for seq := after + 1; seq <= last; {
+		m, err := s.journalS.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if err != nil {
+			return fmt.Errorf("orchestrator: read journal of %s at %d: %w", id, seq, err)
+		}
+		var ev Event
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			return fmt.Errorf("orchestrator: journal of %s: entry %d is unreadable: %w", id, m.Sequence, err)
+		}
+		ev.Seq = m.Sequence
 		if err := fn(ev); err != nil {
 			return err
 		}
-		if untilNow && ev.Seq >= last {
-			return nil
-		}
+		seq = m.Sequence + 1
 	}
+	return nil
 }
 
 // lastEntry returns the sequence of a subject's last message in the journal.

@@ -23,6 +23,7 @@
 //	go run ./bench/durable/corral -duration 5s
 //	go run ./bench/durable/corral -sync always
 //	go run ./bench/durable/corral -parked 100000
+//	CORRAL_BENCH_LOG=1 go run ./bench/durable/corral   # corral's warnings on stderr
 package main
 
 import (
@@ -103,7 +104,11 @@ func start(ctx context.Context, syncAlways bool) (*server, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	a, err := app.New(ctx, slog.New(slog.DiscardHandler), app.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", SyncAlways: syncAlways, Version: "bench"})
+	logger := slog.New(slog.DiscardHandler)
+	if os.Getenv("CORRAL_BENCH_LOG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	a, err := app.New(ctx, logger, app.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", SyncAlways: syncAlways, Version: "bench"})
 	if err != nil {
 		cancel()
 		return nil, err
