@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -58,6 +59,7 @@ type Worker struct {
 
 	mu      sync.Mutex
 	running map[string]bool // task ids this worker runs now
+	resumes atomic.Int64    // tasks taken over from their journal
 }
 
 // AgentLister lists Agent resources, for the placements work may carry.
@@ -315,6 +317,7 @@ func (w *Worker) runTask(ctx context.Context, id string) error {
 	}
 	r.c.state = Working
 	if r.c.starts > 1 {
+		w.resumes.Add(1)
 		logger.InfoContext(ctx, "resuming task from its journal", "attempt", r.c.starts, "steps", r.c.step)
 	}
 	defer r.inflight.Wait()
