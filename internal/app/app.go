@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/corral-dev/corral/internal/api"
+	"github.com/corral-dev/corral/internal/approval"
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/budget"
 	"github.com/corral-dev/corral/internal/bus"
@@ -95,26 +96,27 @@ const drainTimeout = 15 * time.Second
 
 // App is a built corral server, listening but not yet serving.
 type App struct {
-	cfg      Config
-	logger   *slog.Logger
-	bus      *bus.Bus
-	registry *registry.Registry
-	creds    *identity.Store
-	kill     *killswitch.Switches
-	audit    *audit.Log
-	catalog  *tools.Catalog
-	models   *llm.Catalog
-	budgets  *budget.Budgets
-	limits   *ratelimit.Limits
-	gateway  *pipeline.Pipeline
-	signer   *identity.Signer
-	issuers  *identity.Issuers
-	policies *policy.Store
-	tasks    *orchestrator.Store
-	worker   *orchestrator.Worker
-	tracing  *telemetry.Tracing
-	listener net.Listener
-	server   *http.Server
+	cfg       Config
+	logger    *slog.Logger
+	bus       *bus.Bus
+	registry  *registry.Registry
+	creds     *identity.Store
+	kill      *killswitch.Switches
+	audit     *audit.Log
+	catalog   *tools.Catalog
+	models    *llm.Catalog
+	budgets   *budget.Budgets
+	limits    *ratelimit.Limits
+	gateway   *pipeline.Pipeline
+	signer    *identity.Signer
+	issuers   *identity.Issuers
+	policies  *policy.Store
+	tasks     *orchestrator.Store
+	approvals *approval.Store
+	worker    *orchestrator.Worker
+	tracing   *telemetry.Tracing
+	listener  net.Listener
+	server    *http.Server
 
 	adminTokenPath string
 	adminCreated   bool
@@ -208,6 +210,9 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	if a.audit, err = audit.Open(ctx, logger.With("component", "audit"), a.bus, audit.Options{}); err != nil {
 		return nil, err
 	}
+	if a.approvals, err = approval.Open(ctx, logger.With("component", "approvals"), a.bus, approval.Options{Audit: a.audit}); err != nil {
+		return nil, err
+	}
 	idem, err := idempotency.Open(ctx, a.bus)
 	if err != nil {
 		return nil, err
@@ -278,6 +283,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		Tracer:      a.tracing.Tracer(),
 		Refusals:    refusals,
 		Tasks:       taskService,
+		Approvals:   a.approvals,
 	})
 	gateway := a.gateway
 	if !cfg.NoWorker {
@@ -292,7 +298,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).Register(mux)
+	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).Register(mux)
 	oauth.New(httpLogger, oauth.Deps{
 		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers, Workloads: a.issuers,
 		Delegations: delegations{gateway}, Audit: a.audit, Refusals: refusals, Tasks: taskService,
@@ -376,6 +382,10 @@ func (a *App) substrate() string {
 	return "external"
 }
 
+// Approvals are the parked calls awaiting people's decisions: register
+// OnDecision here, before Run, to act on decisions.
+func (a *App) Approvals() *approval.Store { return a.approvals }
+
 // URL is the base URL the HTTP server answers on.
 func (a *App) URL() string { return a.scheme() + "://" + a.listener.Addr().String() }
 
@@ -414,6 +424,7 @@ func (a *App) Run(ctx context.Context) error {
 	// what was written while requests drained.
 	g.Go(func() error { return a.audit.Run(regCtx) })
 	g.Go(func() error { return a.tasks.Run(regCtx) })
+	g.Go(func() error { return a.approvals.Run(regCtx) })
 	if a.worker != nil {
 		// The worker stops taking work with the HTTP drain, and hands back
 		// what it runs; the substrate stays up until it has.
