@@ -91,7 +91,6 @@ func (a *API) registerApprovals(mux *http.ServeMux, admin, open func(problem.Han
 	mux.Handle("DELETE /v1/humans/{name}", admin(a.revokeHuman))
 	for path, allowed := range map[string][]string{
 		"/v1/approvals":              {"GET"},
-		"/v1/approvals/events":       {"GET"},
 		"/v1/approvals/{id}":         {"GET"},
 		"/v1/approvals/{id}/approve": {"POST"},
 		"/v1/approvals/{id}/deny":    {"POST"},

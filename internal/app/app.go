@@ -303,7 +303,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers, Workloads: a.issuers,
 		Delegations: delegations{gateway}, Audit: a.audit, Refusals: refusals, Tasks: taskService,
 	}, oauth.Options{TTL: ttl}).Register(mux)
-	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).Register(mux)
+	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).WithApprovals(a.approvals).Register(mux)
 	mcpedge.New(logger.With("component", "mcp"), gateway).Register(mux)
 	openaiedge.New(logger.With("component", "openai"), gateway, cfg.ModelLimits).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
