@@ -135,7 +135,7 @@ spec:
 		status int
 		code   string
 	}{
-		{"live.delete_everything", http.StatusForbidden, "approval_required"},
+		{"live.delete_everything", http.StatusAccepted, "approval_pending"},
 		{"vouched.delete_everything", http.StatusOK, ""},
 	} {
 		srv.WaitTool(t, tt.tool)
