@@ -36,6 +36,7 @@ import (
 	"github.com/corral-dev/corral/internal/identity"
 	"github.com/corral-dev/corral/internal/killswitch"
 	"github.com/corral-dev/corral/internal/llm"
+	"github.com/corral-dev/corral/internal/notify"
 	"github.com/corral-dev/corral/internal/orchestrator"
 	"github.com/corral-dev/corral/internal/pipeline"
 	"github.com/corral-dev/corral/internal/policy"
@@ -113,6 +114,7 @@ type App struct {
 	policies  *policy.Store
 	tasks     *orchestrator.Store
 	approvals *approval.Store
+	notifier  *notify.Notifier
 	worker    *orchestrator.Worker
 	tracing   *telemetry.Tracing
 	listener  net.Listener
@@ -299,6 +301,9 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
 	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).Register(mux)
+	a.notifier = notify.New(logger.With("component", "notify"), a.registry, resolver.Resolve, a.creds, a.approvals, nil)
+	a.approvals.OnRequest(a.notifier.Announce)
+	a.notifier.Register(mux, func(h problem.HandlerFunc) http.Handler { return problem.Handle(httpLogger, h) })
 	oauth.New(httpLogger, oauth.Deps{
 		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers, Workloads: a.issuers,
 		Delegations: delegations{gateway}, Audit: a.audit, Refusals: refusals, Tasks: taskService,
@@ -494,7 +499,8 @@ func (a *App) Run(ctx context.Context) error {
 		drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
 		defer cancel()
 		err := a.server.Shutdown(drainCtx)
-		a.gateway.Close() // shadow calls still running
+		a.gateway.Close()  // shadow calls still running
+		a.notifier.Close() // announcements still posting
 		stopRegistry()
 		if err != nil {
 			return fmt.Errorf("app: drain http: %w", err)

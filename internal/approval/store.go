@@ -83,6 +83,7 @@ type Store struct {
 	entries map[string]entry // by id
 	subs    map[chan Approval]struct{}
 	hooks   []func(context.Context, Approval)
+	created []func(context.Context, Approval)
 	loaded  chan struct{}
 }
 
@@ -119,6 +120,15 @@ func (s *Store) OnDecision(fn func(ctx context.Context, a Approval)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.hooks = append(s.hooks, fn)
+}
+
+// OnRequest registers fn, called on the replica that creates an approval,
+// once, after it is stored: notifiers announce it from there. fn must not
+// block for long. Register before Run.
+func (s *Store) OnRequest(fn func(ctx context.Context, a Approval)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.created = append(s.created, fn)
 }
 
 // Run mirrors the bucket and sweeps it until ctx ends.
@@ -465,6 +475,12 @@ func (s *Store) create(ctx context.Context, key string, irev uint64, req Request
 	a.Revision = revs[1]
 	s.record(a.ID, entry{rev: revs[1], a: ptr(*a)})
 	s.audit(ctx, a, "approval.requested", req.Requester, "", req.RequestID)
+	s.mu.RLock()
+	hooks := slices.Clone(s.created)
+	s.mu.RUnlock()
+	for _, fn := range hooks {
+		fn(ctx, *a)
+	}
 	return a, nil
 }
 
