@@ -58,7 +58,7 @@ FUZZ_TARGETS := \
 	telemetry:FuzzAppendJSONString telemetry:FuzzParseOTLPEndpoint cli:FuzzTraceArg \
 	tools/mcpsource:FuzzFrameLimiter tools/mcpsource:FuzzRequestID bus:FuzzOperation \
 	orchestrator:FuzzFunctionName orchestrator:FuzzReplay \
-	approval:FuzzParseRules edge/rest:FuzzPreferWait
+	approval:FuzzParseRules edge/rest:FuzzPreferWait notify:FuzzParsePress
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
