@@ -79,7 +79,6 @@ type answer struct {
 	status   int
 	location string
 	problem  problem.Details
-	body     []byte
 }
 
 func (w *approvalWorld) send(t *testing.T, amount string, header http.Header) answer {
