@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/corral-dev/corral/internal/app"
 	"github.com/corral-dev/corral/internal/app/apptest"
 	"github.com/corral-dev/corral/internal/approval"
+	"github.com/corral-dev/corral/internal/identity/oidctest"
 	"github.com/corral-dev/corral/internal/problem"
 )
 
@@ -273,5 +275,71 @@ func TestApprovalExpiresAcrossRestart(t *testing.T) {
 	}
 	if n := len(w.bank.received()); n != 0 {
 		t.Errorf("the bank received %d transfers", n)
+	}
+}
+
+// TestApprovalByIssuerUsersFourEyes: users of a trusted Issuer decide with
+// their identity provider's token and groups claim; the user an agent acts
+// for cannot approve that agent's call.
+func TestApprovalByIssuerUsersFourEyes(t *testing.T) {
+	idp := oidctest.Start(t)
+	w := startApprovals(t, app.Config{}, "4h")
+	w.srv.Apply(t, `apiVersion: corral.dev/v1
+kind: Issuer
+metadata: {name: corp}
+spec: {issuer: "`+idp.URL()+`", audience: corral}
+`)
+	token := func(sub string, groups ...string) string {
+		return idp.Token(t, map[string]any{"sub": sub, "aud": "corral", "groups": groups})
+	}
+	alice := token("alice", "payments-oncall")
+	// The agent acts for alice: a delegated token from token exchange.
+	form := url.Values{
+		"grant_type":         {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token":      {alice},
+		"subject_token_type": {"urn:ietf:params:oauth:token-type:jwt"},
+		"client_id":          {"treasurer"},
+		"client_secret":      {w.key},
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var delegated string
+	for delegated == "" {
+		resp, err := http.PostForm(w.srv.URL+"/oauth2/token", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&tok)
+		resp.Body.Close()
+		delegated = tok.AccessToken
+		if delegated == "" {
+			if time.Now().After(deadline) {
+				t.Fatalf("token exchange: HTTP %d", resp.StatusCode)
+			}
+			time.Sleep(20 * time.Millisecond) // the Issuer loads in the background
+		}
+	}
+	w.key = delegated
+	p := w.send(t, "2000", nil)
+	if p.status != http.StatusAccepted {
+		t.Fatalf("the delegated call = %d %+v", p.status, p.problem)
+	}
+	id := p.problem.ApprovalID
+	if status, d, _ := w.decide(t, alice, id, "approve", nil); status != http.StatusForbidden || d.Code != problem.ApprovalForbidden {
+		t.Errorf("alice approving the call made for her = %d %s, want 403 approval_forbidden", status, d.Code)
+	}
+	if status, d, _ := w.decide(t, token("mallory", "marketing"), id, "approve", nil); status != http.StatusForbidden {
+		t.Errorf("a user outside payments-oncall approving = %d %s, want 403", status, d.Code)
+	}
+	if status, _, a := w.decide(t, token("oscar", "payments-oncall"), id, "approve", map[string]string{"comment": "fine"}); status != http.StatusOK || a.State != approval.Approved {
+		t.Fatalf("oscar approving = %d %s, want approved", status, a.State)
+	}
+	if a, _ := w.srv.App.Approvals().Get(id); len(a.Decisions) != 1 || !strings.HasPrefix(a.Decisions[0].By, "user:") || a.Action.Principal != "alice" {
+		t.Errorf("the approval = %+v, want oscar's decision as a user and alice as principal", a)
+	}
+	if run := w.send(t, "2000", nil); run.status != http.StatusOK {
+		t.Errorf("the approved delegated call = %d %+v", run.status, run.problem)
 	}
 }
