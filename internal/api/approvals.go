@@ -360,7 +360,7 @@ func (a *API) createHuman(w http.ResponseWriter, r *http.Request) error {
 	key, h, err := a.humans.CreateHuman(r.Context(), identity.Human{Name: req.Name, Groups: req.Groups, SlackUser: req.SlackUser})
 	switch {
 	case errors.Is(err, identity.ErrInvalidHuman):
-		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, lastPart(err), err)
+		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, strings.TrimPrefix(err.Error(), identity.ErrInvalidHuman.Error()+": "), err)
 	case errors.Is(err, identity.ErrHumanExists):
 		return problem.Wrap(http.StatusConflict, problem.Conflict, "a human named "+req.Name+" exists; revoke it first to replace the key", err)
 	case err != nil:

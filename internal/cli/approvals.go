@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"strings"
@@ -70,9 +72,10 @@ func newHumansCreate(s streams) *cobra.Command {
 func newHumansList(s streams) *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the humans (never their keys)",
-		Args:  cobra.NoArgs,
+		Use:     "list",
+		Short:   "List the humans (never their keys)",
+		Example: "  corral humans list\n  corral humans list -o json",
+		Args:    cobra.NoArgs,
 	}
 	cf.register(cmd)
 	output := outputFlag(cmd, "table", "json")
@@ -105,9 +108,10 @@ func newHumansList(s streams) *cobra.Command {
 func newHumansRevoke(s streams) *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
-		Use:   "revoke NAME",
-		Short: "Revoke a human and their key",
-		Args:  cobra.ExactArgs(1),
+		Use:     "revoke NAME",
+		Short:   "Revoke a human and their key",
+		Example: "  corral humans revoke payments-lead",
+		Args:    cobra.ExactArgs(1),
 	}
 	cf.register(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -149,9 +153,10 @@ func newApprovalsList(s streams) *cobra.Command {
 		limit        int
 	)
 	cmd := &cobra.Command{
-		Use:   "list [--state pending] [--agent NAME]",
-		Short: "List approvals, newest first",
-		Args:  cobra.NoArgs,
+		Use:     "list [--state pending] [--agent NAME]",
+		Short:   "List approvals, newest first",
+		Example: "  corral approvals list --state pending\n  corral approvals list --agent treasurer -o json",
+		Args:    cobra.NoArgs,
 	}
 	cf.register(cmd)
 	cmd.Flags().StringVar(&state, "state", "", "only approvals in this state: pending, approved, denied, expired, executed, canceled")
@@ -206,9 +211,10 @@ func approvals(a approval.Approval) int {
 func newApprovalsShow(s streams) *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
-		Use:   "show ID",
-		Short: "Show an approval: the action, its arguments (masked), the reasons, who decided",
-		Args:  cobra.ExactArgs(1),
+		Use:     "show ID",
+		Short:   "Show an approval: the action, its arguments (masked), the reasons, who decided",
+		Example: "  corral approvals show 5Jx1ZkQp0aBcD\n  corral approvals show 5Jx1ZkQp0aBcD -o json",
+		Args:    cobra.ExactArgs(1),
 	}
 	cf.register(cmd)
 	output := outputFlag(cmd, "text", "json")
@@ -245,7 +251,12 @@ func printApproval(s streams, a approval.Approval) {
 	}
 	row("Task", a.Action.Task)
 	row("Action", a.Action.Kind+" "+a.Action.Target)
-	row("Arguments", string(a.Action.Arguments))
+	var args bytes.Buffer
+	if json.Compact(&args, a.Action.Arguments) != nil {
+		args.Reset()
+		args.Write(a.Action.Arguments)
+	}
+	row("Arguments", args.String())
 	row("Digest", a.Action.ArgsDigest)
 	row("Reasons", strings.Join(a.Reasons, "; "))
 	row("Approvers", strings.Join(a.Approvers, ", "))
@@ -266,9 +277,10 @@ func newApprovalsDecide(s streams, v approval.Verdict) *cobra.Command {
 		comment string
 	)
 	cmd := &cobra.Command{
-		Use:   string(v) + " ID [--comment TEXT]",
-		Short: strings.ToUpper(string(v[:1])) + string(v[1:]) + " an approval, as whoever CORRAL_TOKEN is",
-		Args:  cobra.ExactArgs(1),
+		Use:     string(v) + " ID [--comment TEXT]",
+		Short:   strings.ToUpper(string(v[:1])) + string(v[1:]) + " an approval, as whoever CORRAL_TOKEN is",
+		Example: "  CORRAL_TOKEN=corral_hk_... corral approvals " + string(v) + " 5Jx1ZkQp0aBcD --comment \"checked\"",
+		Args:    cobra.ExactArgs(1),
 	}
 	cf.register(cmd)
 	cmd.Flags().StringVar(&comment, "comment", "", "why, for the record")
