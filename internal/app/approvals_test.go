@@ -343,3 +343,94 @@ spec: {issuer: "`+idp.URL()+`", audience: corral}
 		t.Errorf("the approved delegated call = %d %+v", run.status, run.problem)
 	}
 }
+
+// TestApprovalEventsAndReads: the events stream shows new approvals and
+// decisions; reads refuse strangers and malformed ids.
+func TestApprovalEventsAndReads(t *testing.T) {
+	w := startApprovals(t, app.Config{}, "4h")
+	bob := w.human(t, "bob", "payments-oncall")
+	req := w.srv.Request(t, "GET", "/v1/approvals/events", nil)
+	req.Header.Set("Authorization", "Bearer "+bob)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("events = %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	lines := make(chan string, 64)
+	go func() {
+		defer close(lines)
+		buf := make([]byte, 64<<10)
+		var pending string
+		for {
+			n, err := resp.Body.Read(buf)
+			pending += string(buf[:n])
+			for {
+				i := strings.Index(pending, "\n")
+				if i < 0 {
+					break
+				}
+				lines <- pending[:i]
+				pending = pending[i+1:]
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	next := func(want approval.State) approval.Approval {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatal("the stream ended")
+				}
+				data, found := strings.CutPrefix(l, "data: ")
+				if !found {
+					continue
+				}
+				var a approval.Approval
+				if json.Unmarshal([]byte(data), &a) == nil && a.State == want {
+					return a
+				}
+			case <-timeout:
+				t.Fatalf("no %s approval on the stream", want)
+			}
+		}
+	}
+	p := w.send(t, "2000", nil)
+	if a := next(approval.Pending); a.ID != p.problem.ApprovalID {
+		t.Errorf("the stream's new approval = %s, want %s", a.ID, p.problem.ApprovalID)
+	}
+	w.decide(t, bob, p.problem.ApprovalID, "deny", nil)
+	if a := next(approval.Denied); a.ID != p.problem.ApprovalID {
+		t.Errorf("the stream's decision = %s", a.ID)
+	}
+
+	for _, tc := range []struct {
+		token, path string
+		want        int
+	}{
+		{"", "/v1/approvals/events", http.StatusUnauthorized},
+		{"", "/v1/approvals/" + p.problem.ApprovalID, http.StatusUnauthorized},
+		{"corral_hk_forged", "/v1/approvals", http.StatusUnauthorized},
+		{"not-a-token", "/v1/approvals", http.StatusUnauthorized},
+		{bob, "/v1/approvals/%2e%2e", http.StatusNotFound},
+		{bob, "/v1/approvals/" + strings.Repeat("z", 500), http.StatusNotFound},
+		{bob, "/v1/approvals?limit=0", http.StatusBadRequest},
+		{bob, "/v1/approvals?limit=100000", http.StatusBadRequest},
+		{bob, "/v1/approvals?after=../x", http.StatusBadRequest},
+		{w.key, "/v1/humans", http.StatusUnauthorized},
+	} {
+		if status, body := w.srv.Call(t, tc.token, "GET", tc.path, nil, nil); status != tc.want {
+			t.Errorf("GET %s with %.12q = %d %s, want %d", tc.path, tc.token, status, body, tc.want)
+		}
+	}
+	if status, _ := w.srv.Call(t, bob, "DELETE", "/v1/approvals/"+p.problem.ApprovalID, nil, nil); status != http.StatusMethodNotAllowed {
+		t.Errorf("DELETE an approval = %d, want 405", status)
+	}
+}
