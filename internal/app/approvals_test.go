@@ -74,6 +74,25 @@ spec:
   tools: [banking.*]
 `)
 	srv.WaitTool(t, "banking.send_money")
+	// The policy loads in the background: a call before it would be let
+	// through by the default bundle alone.
+	input := map[string]any{
+		"action": map[string]any{"kind": "tool", "target": "banking.send_money", "arguments": map[string]any{"amount": 2000}},
+		"agent":  map[string]any{"name": "treasurer", "tools": []string{"banking.*"}},
+		"tool":   map[string]any{"name": "banking.send_money", "source": "banking"},
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		status, body := srv.Call(t, srv.Token, "POST", "/v1/policy/eval", input, nil)
+		var d struct{ Effect string }
+		if status == http.StatusOK && json.Unmarshal(body, &d) == nil && d.Effect == "approval" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the approval policy is not in force within 10 s: %d %s", status, body)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
 	return &approvalWorld{srv: srv, bank: up, key: srv.Key(t, "treasurer")}
 }
 
