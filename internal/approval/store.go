@@ -551,6 +551,20 @@ func (s *Store) Finish(ctx context.Context, id string, ex Execution) error {
 	return nil
 }
 
+// Release gives back an execution that Gate claimed but that never left
+// corral (a later stage refused it: a rate limit, a budget): the approval
+// is approved again, and the same call may run.
+func (s *Store) Release(ctx context.Context, id string) error {
+	_, err := s.update(ctx, id, func(a *Approval) error {
+		if a.State != Executed || a.Execution == nil || a.Execution.Status != "" {
+			return fmt.Errorf("%w: it is %s", ErrClosed, a.State)
+		}
+		a.State, a.Execution = Approved, nil
+		return nil
+	})
+	return err
+}
+
 // Wait blocks until approval id is no longer pending, or ctx ends, and
 // returns it as this replica's mirror has it.
 func (s *Store) Wait(ctx context.Context, id string) (Approval, error) {

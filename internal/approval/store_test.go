@@ -326,3 +326,29 @@ func TestDecideHostile(t *testing.T) {
 		t.Errorf("verdict maybe accepted")
 	}
 }
+
+func TestReleaseGivesTheClaimBack(t *testing.T) {
+	b := bustest.Open(t)
+	c := &clock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	s := start(t, b, c, nil)
+	ctx := t.Context()
+	a, _ := s.Gate(ctx, request("rel"))
+	if _, err := s.Decide(ctx, a.ID, bob, Approve, "", "api"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Gate(ctx, request("rel")); err != nil {
+		t.Fatalf("claim = %v", err)
+	}
+	if err := s.Release(ctx, a.ID); err != nil {
+		t.Fatalf("Release = %v", err)
+	}
+	if _, err := s.Gate(ctx, request("rel")); err != nil {
+		t.Fatalf("claim after release = %v", err)
+	}
+	if err := s.Finish(ctx, a.ID, Execution{AuditID: "x", Status: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, a.ID); !errors.Is(err, ErrClosed) {
+		t.Errorf("Release of a finished execution = %v, want ErrClosed", err)
+	}
+}

@@ -22,6 +22,7 @@ import (
 type Approvals interface {
 	Gate(ctx context.Context, req approval.Request) (approval.Approval, error)
 	Finish(ctx context.Context, id string, ex approval.Execution) error
+	Release(ctx context.Context, id string) error
 }
 
 // maxDisplayArguments bounds the arguments an approval shows.
@@ -122,6 +123,14 @@ func (p *Pipeline) displayArguments(args json.RawMessage) json.RawMessage {
 func (p *Pipeline) finishApproval(ctx context.Context, id string, rec *audit.Record, out *Outcome, err error) {
 	ex := approval.Execution{AuditID: rec.ID, RequestID: rec.RequestID, Status: "ok"}
 	var pe *problem.Error
+	if err != nil && (notSent(err) || errors.As(err, &pe) && refusal(pe.Code)) {
+		// Refused after the claim (a rate limit, a budget) or never sent:
+		// the approval is not used up, and the same call may run later.
+		if rerr := p.Approvals.Release(context.WithoutCancel(ctx), id); rerr != nil {
+			p.logger.ErrorContext(ctx, "releasing an approved call that did not run", "approval", id, "err", rerr)
+		}
+		return
+	}
 	switch {
 	case err != nil && errors.As(err, &pe):
 		ex.Status, ex.Code = "failed", pe.Code
