@@ -97,28 +97,29 @@ const drainTimeout = 15 * time.Second
 
 // App is a built corral server, listening but not yet serving.
 type App struct {
-	cfg       Config
-	logger    *slog.Logger
-	bus       *bus.Bus
-	registry  *registry.Registry
-	creds     *identity.Store
-	kill      *killswitch.Switches
-	audit     *audit.Log
-	catalog   *tools.Catalog
-	models    *llm.Catalog
-	budgets   *budget.Budgets
-	limits    *ratelimit.Limits
-	gateway   *pipeline.Pipeline
-	signer    *identity.Signer
-	issuers   *identity.Issuers
-	policies  *policy.Store
-	tasks     *orchestrator.Store
+	cfg      Config
+	logger   *slog.Logger
+	bus      *bus.Bus
+	registry *registry.Registry
+	creds    *identity.Store
+	kill     *killswitch.Switches
+	audit    *audit.Log
+	catalog  *tools.Catalog
+	models   *llm.Catalog
+	budgets  *budget.Budgets
+	limits   *ratelimit.Limits
+	gateway  *pipeline.Pipeline
+	signer   *identity.Signer
+	issuers  *identity.Issuers
+	policies *policy.Store
+	tasks    *orchestrator.Store
+	worker   *orchestrator.Worker
+	tracing  *telemetry.Tracing
+	listener net.Listener
+	server   *http.Server
+
 	approvals *approval.Store
 	notifier  *notify.Notifier
-	worker    *orchestrator.Worker
-	tracing   *telemetry.Tracing
-	listener  net.Listener
-	server    *http.Server
 
 	adminTokenPath string
 	adminCreated   bool

@@ -457,8 +457,10 @@ func (s *Store) create(ctx context.Context, key string, irev uint64, req Request
 	ttl := cmp.Or(req.Rules.TTL, DefaultTTL)
 	a := &Approval{
 		ID: nuid.Next(), State: Pending, Action: req.Action, Requester: req.Requester,
-		Reasons: req.Reasons, PolicyRevision: req.PolicyRevision,
-		Approvers: req.Rules.Approvers, Quorum: max(req.Rules.Quorum, 1),
+		// Copies: the caller's slices are the audit record's too, which
+		// bounds its fields in place.
+		Reasons: slices.Clone(req.Reasons), PolicyRevision: req.PolicyRevision,
+		Approvers: slices.Clone(req.Rules.Approvers), Quorum: max(req.Rules.Quorum, 1),
 		Created: now, Expires: now.Add(ttl),
 	}
 	data, err := json.Marshal(a)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -64,7 +65,7 @@ func (p *Pipeline) gateOnce(ctx context.Context, rec *audit.Record, c Caller, a 
 		act.Revision = strconv.FormatUint(res.Metadata.Revision, 10)
 	}
 	ap, err := p.Approvals.Gate(ctx, approval.Request{
-		Action: act, Requester: "agent:" + c.Agent, Reasons: d.Reasons, PolicyRevision: d.Revision,
+		Action: act, Requester: "agent:" + c.Agent, Reasons: slices.Clone(d.Reasons), PolicyRevision: d.Revision,
 		Rules: rules, RequestID: a.RequestID, Resume: a.Resume,
 	})
 	if err == nil {
