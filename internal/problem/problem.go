@@ -169,17 +169,17 @@ func write(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err erro
 		logger.DebugContext(ctx, "request refused", "code", p.Code, "err", p.Err)
 	}
 	d := Details{
-		Type:       TypeURI(p.Code),
-		Title:      http.StatusText(p.Status),
-		Status:     p.Status,
-		Detail:     p.Detail,
-		Instance:   r.URL.Path,
-		Code:       p.Code,
-		RequestID:  telemetry.RequestID(ctx),
-		Errors:     p.Errors,
-		AuditID:    p.AuditID,
-		ApprovalID: p.ApprovalID,
+		Type:      TypeURI(p.Code),
+		Title:     http.StatusText(p.Status),
+		Status:    p.Status,
+		Detail:    p.Detail,
+		Instance:  r.URL.Path,
+		Code:      p.Code,
+		RequestID: telemetry.RequestID(ctx),
+		Errors:    p.Errors,
+		AuditID:   p.AuditID,
 	}
+	d.ApprovalID = p.ApprovalID
 	if p.ApprovalID != "" {
 		w.Header().Set("Location", "/v1/approvals/"+p.ApprovalID)
 	}
