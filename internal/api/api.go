@@ -63,6 +63,10 @@ type API struct {
 	agentAuth AgentAuth // with tasks
 
 	adminTokens AdminTokens // nil until WithAdminTokens
+
+	approvals Approvals // nil until WithApprovals
+	humans    Humans
+	users     Users
 }
 
 // New returns the API over store, letting in callers with an admin token.
@@ -92,6 +96,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerLimits(mux, admin, open)
 	a.registerTasks(mux, open)
 	a.registerAdminTokens(mux, admin, open)
+	a.registerApprovals(mux, admin, open)
 	for path, allowed := range map[string][]string{
 		"/v1/resources/{kind}":        {"GET"},
 		"/v1/resources/{kind}/{name}": {"GET", "PUT", "DELETE"},

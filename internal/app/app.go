@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/corral-dev/corral/internal/api"
+	"github.com/corral-dev/corral/internal/approval"
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/budget"
 	"github.com/corral-dev/corral/internal/bus"
@@ -35,6 +36,7 @@ import (
 	"github.com/corral-dev/corral/internal/identity"
 	"github.com/corral-dev/corral/internal/killswitch"
 	"github.com/corral-dev/corral/internal/llm"
+	"github.com/corral-dev/corral/internal/notify"
 	"github.com/corral-dev/corral/internal/orchestrator"
 	"github.com/corral-dev/corral/internal/pipeline"
 	"github.com/corral-dev/corral/internal/policy"
@@ -115,6 +117,9 @@ type App struct {
 	tracing  *telemetry.Tracing
 	listener net.Listener
 	server   *http.Server
+
+	approvals *approval.Store
+	notifier  *notify.Notifier
 
 	adminTokenPath string
 	adminCreated   bool
@@ -208,6 +213,9 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	if a.audit, err = audit.Open(ctx, logger.With("component", "audit"), a.bus, audit.Options{}); err != nil {
 		return nil, err
 	}
+	if a.approvals, err = approval.Open(ctx, logger.With("component", "approvals"), a.bus, approval.Options{Audit: a.audit}); err != nil {
+		return nil, err
+	}
 	idem, err := idempotency.Open(ctx, a.bus)
 	if err != nil {
 		return nil, err
@@ -278,6 +286,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		Tracer:      a.tracing.Tracer(),
 		Refusals:    refusals,
 		Tasks:       taskService,
+		Approvals:   a.approvals,
 	})
 	gateway := a.gateway
 	if !cfg.NoWorker {
@@ -293,12 +302,15 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).Register(mux)
+	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).Register(mux)
+	a.notifier = notify.New(logger.With("component", "notify"), a.registry, resolver.Resolve, a.creds, a.approvals, nil)
+	a.approvals.OnRequest(a.notifier.Announce)
+	a.notifier.Register(mux, func(h problem.HandlerFunc) http.Handler { return problem.Handle(httpLogger, h) })
 	oauth.New(httpLogger, oauth.Deps{
 		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers, Workloads: a.issuers,
 		Delegations: delegations{gateway}, Audit: a.audit, Refusals: refusals, Tasks: taskService,
 	}, oauth.Options{TTL: ttl}).Register(mux)
-	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).Register(mux)
+	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).WithApprovals(a.approvals).Register(mux)
 	mcpedge.New(logger.With("component", "mcp"), gateway).Register(mux)
 	openaiedge.New(logger.With("component", "openai"), gateway, cfg.ModelLimits).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
@@ -377,6 +389,10 @@ func (a *App) substrate() string {
 	return "external"
 }
 
+// Approvals are the parked calls awaiting people's decisions: register
+// OnDecision here, before Run, to act on decisions.
+func (a *App) Approvals() *approval.Store { return a.approvals }
+
 // URL is the base URL the HTTP server answers on.
 func (a *App) URL() string { return a.scheme() + "://" + a.listener.Addr().String() }
 
@@ -415,6 +431,7 @@ func (a *App) Run(ctx context.Context) error {
 	// what was written while requests drained.
 	g.Go(func() error { return a.audit.Run(regCtx) })
 	g.Go(func() error { return a.tasks.Run(regCtx) })
+	g.Go(func() error { return a.approvals.Run(regCtx) })
 	if a.worker != nil {
 		// The worker stops taking work with the HTTP drain, and hands back
 		// what it runs; the substrate stays up until it has.
@@ -484,7 +501,8 @@ func (a *App) Run(ctx context.Context) error {
 		drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
 		defer cancel()
 		err := a.server.Shutdown(drainCtx)
-		a.gateway.Close() // shadow calls still running
+		a.gateway.Close()  // shadow calls still running
+		a.notifier.Close() // announcements still posting
 		stopRegistry()
 		if err != nil {
 			return fmt.Errorf("app: drain http: %w", err)

@@ -50,8 +50,8 @@ spec:
 		_ = json.Unmarshal(body, &p)
 		return status, p.Code
 	}
-	if status, code := call(); code != "approval_required" {
-		t.Fatalf("invoke before the change = %d %s, want approval_required", status, code)
+	if status, code := call(); code != "approval_pending" {
+		t.Fatalf("invoke before the change = %d %s, want approval_pending", status, code)
 	}
 
 	deleteEverything(up, &mcp.ToolAnnotations{ReadOnlyHint: true})
@@ -73,8 +73,8 @@ spec:
 	if d := drift.Drift[0]; d.Source != "up" || len(d.Changes) != 1 || d.Changes[0].Kind != "annotation_changed" {
 		t.Errorf("drift = %+v, want up's annotation_changed", drift.Drift)
 	}
-	if status, code := call(); code != "approval_required" {
-		t.Errorf("invoke after the upstream re-annotated it read-only = %d %s, want approval_required still", status, code)
+	if status, code := call(); code != "approval_pending" {
+		t.Errorf("invoke after the upstream re-annotated it read-only = %d %s, want approval_pending still", status, code)
 	}
 
 	status, body := srv.Call(t, srv.Token, "POST", "/v1/tools/drift/up/accept", nil, nil)
@@ -135,7 +135,7 @@ spec:
 		status int
 		code   string
 	}{
-		{"live.delete_everything", http.StatusForbidden, "approval_required"},
+		{"live.delete_everything", http.StatusAccepted, "approval_pending"},
 		{"vouched.delete_everything", http.StatusOK, ""},
 	} {
 		srv.WaitTool(t, tt.tool)

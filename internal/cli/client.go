@@ -167,7 +167,8 @@ func (c *client) send(ctx context.Context, method, path string, header http.Head
 	if err != nil {
 		return fmt.Errorf("read answer of %s %s: %w", method, path, err)
 	}
-	if resp.StatusCode >= 300 {
+	// A problem with 202 is a call parked for approval (approval_pending).
+	if resp.StatusCode >= 300 || strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") {
 		return decodeProblem(resp, data)
 	}
 	if out == nil {

@@ -46,9 +46,9 @@ Then the tool gateway: start the demo world's logistics system on loopback,
 import its OpenAPI document as a ToolSource, and act as the agent "impact":
 trade its key for a short-lived token at /oauth2/token, list its tools, call
 one, be refused for wrong arguments and for a tool outside its token's scope,
-see policy send the agent "returns" to a human for a destructive tool
-(approval_required), run a hosted agent's durable task as 'corral run' shows
-it, be stopped by a kill switch, and read the audit.
+see policy park the agent "returns"'s destructive call for a human
+(202 approval_pending), run a hosted agent's durable task as 'corral run'
+shows it, be stopped by a kill switch, and read the audit.
 
 It exits when done; with --keep it goes on serving until interrupted, and
 prints how to point the CLI at it.`,

@@ -86,6 +86,13 @@ var kinds = []*Kind{
 		newSpec:    func() any { return new(RateLimitSpec) },
 		specSchema: rateLimitSpecSchema,
 	},
+	{
+		Name:       "Notifier",
+		Plural:     "notifiers",
+		Summary:    "Where corral announces each new approval: Slack (with Approve and Deny buttons) or a CloudEvents webhook.",
+		newSpec:    func() any { return new(NotifierSpec) },
+		specSchema: notifierSpecSchema,
+	},
 }
 
 // checker is implemented by spec types with rules their JSON Schema states

@@ -51,6 +51,9 @@ type record struct {
 	// Revoked marks a revoked admin token. The record stays, so that the
 	// token file a start finds is not registered again.
 	Revoked bool `json:"revoked,omitempty"`
+	// Groups and SlackUser describe a human (humans.go).
+	Groups    []string `json:"groups,omitempty"`
+	SlackUser string   `json:"slack_user,omitempty"`
 }
 
 // Store verifies and manages credentials.
@@ -82,6 +85,9 @@ func (s *Store) Run(ctx context.Context) error {
 }
 
 func (s *Store) observe(ctx context.Context, e jetstream.KeyValueEntry) {
+	if strings.HasPrefix(e.Key(), kindHuman+"name.") {
+		return // a human's name claim, not a credential
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e.Operation() != jetstream.KeyValuePut {

@@ -149,6 +149,9 @@ type Deps struct {
 	// Tasks holds durable tasks; nil: a token's task claim is only a label
 	// (budgets with a task scope still match it).
 	Tasks Tasks
+	// Approvals parks the calls policy wants approved; nil: they are
+	// refused with approval_required.
+	Approvals Approvals
 }
 
 // Tasks is what the pipeline needs of durable tasks: whether a call made
@@ -262,7 +265,9 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	if err := checkIdempotencyKey(a.IdempotencyKey); err != nil {
 		return nil, err
 	}
-	if _, err := p.decide(ctx, rec, p.input(caller, agent, entry, value)); err != nil {
+	decision, err := p.decide(ctx, rec, p.input(caller, agent, entry, value))
+	parked := p.parked(err)
+	if err != nil && !parked {
 		return nil, err
 	}
 	_, vspan := p.stage(ctx, telemetry.StageValidate)
@@ -277,7 +282,14 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	if entry.Spec != nil && entry.Spec.AuditArguments {
 		p.keepArguments(rec, args)
 	}
-	// approval gate, redact egress: later issues, here.
+	if parked { // approval gate: park the call, or run it once approved
+		id, gerr := p.approvalGate(ctx, rec, caller, a, entry, decision, args, digest)
+		if gerr != nil {
+			return nil, gerr
+		}
+		defer func() { p.finishApproval(ctx, id, rec, out, err) }() // out and err: Invoke's results
+	}
+	// redact egress: later issues, here.
 	if err := p.auditAvailable(); err != nil {
 		return nil, err
 	}
@@ -463,7 +475,8 @@ func refusal(code string) bool {
 		problem.AuditUnavailable, problem.AuditFull,
 		problem.ModelNotFound, problem.BudgetExceeded, problem.OutputLimitTooHigh,
 		problem.TaskNotFound, problem.TaskEnded, problem.TaskLimit,
-		problem.RateLimited, problem.UpstreamThrottled:
+		problem.RateLimited, problem.UpstreamThrottled,
+		problem.ApprovalPending, problem.ApprovalDenied, problem.ApprovalExpired, problem.ApprovalUsed:
 		return true
 	}
 	return false

@@ -68,6 +68,18 @@ const (
 	TaskEnded    = "task_ended"
 	TaskLimit    = "task_limit"
 
+	// Human approvals (docs/approvals.md): the call is parked until people
+	// decide (202, with approval_id and Location); the approval was denied
+	// or expired (403); it was executed already (409); no such approval;
+	// the caller may not decide it (403); it is no longer pending (409).
+	ApprovalPending   = "approval_pending"
+	ApprovalDenied    = "approval_denied"
+	ApprovalExpired   = "approval_expired"
+	ApprovalUsed      = "approval_used"
+	ApprovalNotFound  = "approval_not_found"
+	ApprovalForbidden = "approval_forbidden"
+	ApprovalClosed    = "approval_closed"
+
 	// The model gateway's limits (docs/models.md, "Limits").
 	OutputLimitTooHigh = "output_limit_too_high"
 	Overloaded         = "overloaded"
@@ -88,6 +100,10 @@ type Error struct {
 	AuditID string
 	// RetryAfter, when set, is sent as the Retry-After header.
 	RetryAfter time.Duration
+	// ApprovalID, when set, names the approval a parked call awaits (or
+	// was refused by): rendered as approval_id and, for a pending one, as
+	// Location: /v1/approvals/{id}.
+	ApprovalID string
 	Err        error
 }
 
@@ -121,6 +137,8 @@ type Details struct {
 	RequestID string `json:"request_id,omitempty"`
 	Errors    any    `json:"errors,omitempty"`
 	AuditID   string `json:"audit_id,omitempty"`
+	// ApprovalID names the approval of a parked call.
+	ApprovalID string `json:"approval_id,omitempty"`
 	// Error is a protocol's own error member, set by an edge through
 	// HandleWith: OpenAI's SDKs read the message from "error".
 	Error any `json:"error,omitempty"`
@@ -160,6 +178,10 @@ func write(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err erro
 		RequestID: telemetry.RequestID(ctx),
 		Errors:    p.Errors,
 		AuditID:   p.AuditID,
+	}
+	d.ApprovalID = p.ApprovalID
+	if p.ApprovalID != "" {
+		w.Header().Set("Location", "/v1/approvals/"+p.ApprovalID)
 	}
 	if decorate != nil {
 		decorate(&d)

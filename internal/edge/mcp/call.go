@@ -35,6 +35,9 @@ type Problem struct {
 	Status  int    `json:"status"`
 	AuditID string `json:"audit_id,omitempty"`
 	Errors  any    `json:"errors,omitempty"`
+	// ApprovalID names the approval a parked call awaits (code
+	// approval_pending): the same call after it is approved runs.
+	ApprovalID string `json:"approval_id,omitempty"`
 }
 
 // callTool runs tools/call through the pipeline. Every name goes to the
@@ -133,7 +136,7 @@ func refusal(err error) *callResult {
 		IsError: true,
 		Content: []json.RawMessage{textBlock(pe.Code + ": " + pe.Detail)},
 		ResultBase: mcp.ResultBase{Meta: mcp.Meta{MetaProblem: Problem{
-			Code: pe.Code, Detail: pe.Detail, Status: pe.Status, AuditID: pe.AuditID, Errors: pe.Errors,
+			Code: pe.Code, Detail: pe.Detail, Status: pe.Status, AuditID: pe.AuditID, Errors: pe.Errors, ApprovalID: pe.ApprovalID,
 		}}},
 	}
 }

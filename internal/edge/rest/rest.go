@@ -59,6 +59,8 @@ type Edge struct {
 	sources Sources
 	res     Resources
 	logger  *slog.Logger
+
+	approvals Approvals // nil: Prefer: wait is not honoured
 }
 
 // New returns the edge.
@@ -120,6 +122,11 @@ func (e *Edge) invoke(w http.ResponseWriter, r *http.Request) error {
 	}
 	a.Arguments = req.Arguments
 	out, err := e.gw.Invoke(r.Context(), a)
+	if err != nil && e.awaitApproval(w, r, err) {
+		// Decided while the caller waited: the same call again runs (or
+		// hears the denial).
+		out, err = e.gw.Invoke(r.Context(), a)
+	}
 	if err != nil {
 		if c, aerr := e.gw.Authenticate(a.Credential); aerr == nil {
 			// A tool this agent may not see is answered as one that does
