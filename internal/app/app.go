@@ -224,6 +224,16 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		return nil, err
 	}
 	taskService := orchestrator.NewService(logger.With("component", "tasks"), a.tasks, a.registry)
+	// A decision on a call a task made wakes the task: its worker makes the
+	// call again, which now runs (approved) or is refused (denied, expired).
+	a.approvals.OnDecision(func(ctx context.Context, ap approval.Approval) {
+		if ap.Action.Task == "" {
+			return
+		}
+		if err := taskService.Wake(ctx, ap.Action.Task, fmt.Sprintf("approval %s %s", ap.ID, ap.State)); err != nil {
+			logger.WarnContext(ctx, "waking a task after an approval's decision; it stays waiting", "task", ap.Action.Task, "approval", ap.ID, "err", err)
+		}
+	})
 
 	traces, err := telemetry.OpenStore(ctx, logger.With("component", "traces"), a.bus, telemetry.StoreOptions{MaxAge: cfg.TraceMaxAge})
 	if err != nil {

@@ -445,7 +445,7 @@ func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
 		if !errors.As(err, &pe) || ctx.Err() != nil || stops(pe.Code) || transient(err) {
 			return r.stepFailed(ctx, err)
 		}
-		if pe.Code == codeApprovalPending {
+		if pe.Code == problem.ApprovalPending {
 			return r.awaitApproval(ctx, pe)
 		}
 		// A refusal the model can learn from (policy, arguments, no such
@@ -536,17 +536,17 @@ func (r *run) park(ctx context.Context, tc llm.ToolCall) error {
 	return errParked
 }
 
-// codeApprovalPending is the pipeline's answer to a call policy parked
-// for a human's decision (docs/approvals.md).
-const codeApprovalPending = "approval_pending"
-
 // awaitApproval parks the task while a human decides on its step: the step
 // is in the journal without a result, so when the decision wakes the task
 // (Service.Wake), its worker makes the same call again, which the pipeline
 // then runs (approved) or refuses (denied, expired: the model is told).
 func (r *run) awaitApproval(ctx context.Context, pe *problem.Error) error {
 	if r.c.state != InputRequired || r.c.reason != ReasonAwaitingApproval {
-		if err := r.setState(ctx, InputRequired, ReasonAwaitingApproval, pe.Detail, nil); err != nil {
+		detail := pe.Detail
+		if pe.ApprovalID != "" {
+			detail = "approval " + pe.ApprovalID + ": " + detail
+		}
+		if err := r.setState(ctx, InputRequired, ReasonAwaitingApproval, detail, nil); err != nil {
 			return err
 		}
 		r.c.reason = ReasonAwaitingApproval

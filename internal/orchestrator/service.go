@@ -278,7 +278,7 @@ func (s *Service) Wake(ctx context.Context, id, detail string) error {
 	if err != nil {
 		return err
 	}
-	if !t.Hosted || t.State != InputRequired || t.Reason != ReasonAwaitingApproval {
+	if t.State != InputRequired || t.Reason != ReasonAwaitingApproval {
 		return nil
 	}
 	t, err = s.store.update(ctx, id, func(t *Task) error {
@@ -291,8 +291,8 @@ func (s *Service) Wake(ctx context.Context, id, detail string) error {
 	if err != nil {
 		return s.substrate(err)
 	}
-	if t.State != Working {
-		return nil
+	if t.State != Working || !t.Hosted {
+		return nil // an external agent retries its call itself
 	}
 	if err := s.store.dispatch(ctx, t, fmt.Sprintf("%s/wake/%d", id, t.Updated.UnixNano())); err != nil {
 		return s.substrate(err)
@@ -521,8 +521,21 @@ func (s *Service) Done(ctx context.Context, c pipeline.TaskCall, rec *audit.Reco
 		ev.Tool = c.Target
 		u.ToolCalls = 1
 	}
-	if rec.Decision == "denied" {
-		u = Usage{} // refused calls use nothing
+	if rec.Decision == "denied" || rec.Code == problem.ApprovalPending {
+		u = Usage{} // refused or parked calls use nothing
+	}
+	if rec.Code == problem.ApprovalPending {
+		// The call waits for a person: so does the task, until the decision
+		// (Wake).
+		if _, err := s.store.update(ctx, c.Task, func(t *Task) error {
+			if t.State.Final() || t.Hosted {
+				return errSkip
+			}
+			t.State, t.Reason, t.Detail = InputRequired, ReasonAwaitingApproval, rec.Reason
+			return nil
+		}); err != nil {
+			s.logger.WarnContext(ctx, "task not marked as waiting for an approval", "task", c.Task, "err", err)
+		}
 	}
 	ev.Usage = &u
 	if _, err := s.store.append(ctx, c.Task, ev, anySeq, ""); err != nil {
