@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -417,16 +418,23 @@ type ExtendRequest struct {
 // extendTask gives a task that escalated at a limit more room. Only the
 // admin may: an agent cannot extend its own limits.
 func (a *API) extendTask(w http.ResponseWriter, r *http.Request) error {
-	ac, err := a.actor(r)
+	rd, err := a.whom(r)
 	if err != nil {
 		return err
 	}
-	if !ac.admin {
-		return problem.New(http.StatusForbidden, problem.PolicyDenied, "an agent cannot extend a task's limits; a person does (the admin token)")
+	if rd.agent != "" {
+		return problem.New(http.StatusForbidden, problem.PolicyDenied, "an agent cannot extend a task's limits; a person does (one in the agent's limits.escalateTo groups, or the admin)")
 	}
-	t, err := a.task(r, ac)
+	t, err := a.tasks.Get(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
+	}
+	by := "admin"
+	if p := rd.person; p != nil {
+		if !a.mayEscalate(t.Agent, p.Groups) {
+			return problem.New(http.StatusForbidden, problem.PolicyDenied, "only people in agent "+t.Agent+"'s limits.escalateTo groups may extend its tasks")
+		}
+		by = p.ID
 	}
 	body, err := readBody(w, r)
 	if err != nil {
@@ -447,11 +455,29 @@ func (a *API) extendTask(w http.ResponseWriter, r *http.Request) error {
 	if req.Turns < 0 || req.Turns > 10000 || req.ToolCalls < 0 || req.ToolCalls > 100000 {
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "turns (0..10000) and tool_calls (0..100000): the room to add")
 	}
-	t, err = a.tasks.Extend(r.Context(), t.ID, ac.by(), more)
+	t, err = a.tasks.Extend(r.Context(), t.ID, by, more)
 	if err != nil {
 		return err
 	}
 	return problem.WriteJSON(w, http.StatusOK, t)
+}
+
+// mayEscalate reports whether a person in groups may extend agent's tasks.
+func (a *API) mayEscalate(agent string, groups []string) bool {
+	res, ok := a.store.Get("Agent", agent)
+	if !ok {
+		return false
+	}
+	var spec config.AgentSpec
+	if json.Unmarshal(res.Spec, &spec) != nil || spec.Limits == nil {
+		return false
+	}
+	for _, g := range groups {
+		if slices.Contains(spec.Limits.EscalateTo, g) {
+			return true
+		}
+	}
+	return false
 }
 
 // sseKeepAlive is how often an idle event stream sends a comment, so that

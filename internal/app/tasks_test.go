@@ -257,7 +257,7 @@ spec:
 apiVersion: corral.dev/v1
 kind: Agent
 metadata: {name: commenter}
-spec: {model: looper, models: [looper], tools: ["notes.*"], limits: {maxTurns: 3, onExceeded: escalate}}
+spec: {model: looper, models: [looper], tools: ["notes.*"], limits: {maxTurns: 3, onExceeded: escalate, escalateTo: [support-leads]}}
 ---
 apiVersion: corral.dev/v1
 kind: Agent
@@ -279,9 +279,20 @@ spec: {model: careful, models: [careful]}
 	if status, body := srv.Call(t, key, "POST", "/v1/tasks/"+task.ID+"/extend", nil, nil); status != http.StatusForbidden && status != http.StatusNotFound {
 		t.Errorf("the agent extends its own task: HTTP %d %s", status, body)
 	}
-	status, body := srv.Call(t, srv.Token, "POST", "/v1/tasks/"+task.ID+"/extend", map[string]any{"turns": 2}, nil)
+	human := func(name, group string) string {
+		status, body := srv.Call(t, srv.Token, "POST", "/v1/humans", map[string]any{"name": name, "groups": []string{group}}, nil)
+		var created struct{ Key string }
+		if status != http.StatusCreated || json.Unmarshal(body, &created) != nil {
+			t.Fatalf("POST /v1/humans: HTTP %d %s", status, body)
+		}
+		return created.Key
+	}
+	if status, body := srv.Call(t, human("mallory", "sales"), "POST", "/v1/tasks/"+task.ID+"/extend", nil, nil); status != http.StatusForbidden {
+		t.Errorf("a person outside escalateTo extends: HTTP %d %s", status, body)
+	}
+	status, body := srv.Call(t, human("lea", "support-leads"), "POST", "/v1/tasks/"+task.ID+"/extend", map[string]any{"turns": 2}, nil)
 	if status != http.StatusOK {
-		t.Fatalf("extend: HTTP %d %s", status, body)
+		t.Fatalf("extend by a support lead: HTTP %d %s", status, body)
 	}
 	if status, _ := srv.Call(t, srv.Token, "POST", "/v1/tasks/"+task.ID+"/extend", nil, nil); status != http.StatusConflict {
 		t.Errorf("a second extend of the same escalation: HTTP %d, want 409", status)

@@ -389,8 +389,9 @@ input-required'). 'corral tasks extend' gives it more room, once, and it goes
 on where it stopped; 'corral tasks cancel' ends it instead.
 
 Without flags it gets as much again as it had: twice the turns, the tool
-calls and the deadline. The admin token extends; an agent cannot extend its
-own task.`,
+calls and the deadline. People in the agent's limits.escalateTo groups
+(their corral human key or identity provider token as --token) and the admin
+token extend; an agent cannot extend its own task.`,
 		Example: `  corral tasks extend task_01jd8x...
   corral tasks extend task_01jd8x... --turns 5 --deadline 10m`,
 		Args: cobra.ExactArgs(1),

@@ -105,6 +105,9 @@ type AgentLimits struct {
 	// budget) does: "fail" (the default) or "escalate": wait in
 	// input-required for a person to give it more room or cancel it.
 	OnExceeded string `json:"onExceeded,omitempty"`
+	// EscalateTo are the groups whose people (corral humans, users of a
+	// trusted Issuer) may extend an escalated task; the admin always may.
+	EscalateTo []string `json:"escalateTo,omitempty"`
 }
 
 // The values of AgentLimits.OnExceeded.
