@@ -254,7 +254,7 @@ func run(ctx context.Context, w workload, syncAlways bool) error {
 		final, err := follow(ctx, s, task.ID, func() {
 			if answers < modelSteps {
 				answers++
-				c.n.Add(1)
+				c.model(w, 2*(answers-1)) // counts the step; corral's own scripted model wrote the answer
 			}
 		})
 		if err != nil {
@@ -273,7 +273,7 @@ func run(ctx context.Context, w workload, syncAlways bool) error {
 	if syncAlways {
 		durability = "fsync at every write (--sync always)"
 	}
-	res.Config = map[string]string{"engine": "corral " + "(this tree)", "store": "embedded JetStream, file storage", "durability": durability,
+	res.Config = map[string]string{"engine": "corral (this tree)", "store": "embedded JetStream (nats-server " + moduleVersion("github.com/nats-io/nats-server/v2") + "), file storage", "durability": durability,
 		"sync": map[bool]string{false: "default", true: "always"}[syncAlways], "go": runtime.Version()}
 	return res.print(os.Stdout)
 }
