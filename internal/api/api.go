@@ -13,6 +13,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/corral-dev/corral/internal/bus"
@@ -67,6 +69,9 @@ type API struct {
 	approvals Approvals // nil until WithApprovals
 	humans    Humans
 	users     Users
+	// adminGroups are the groups whose people administer corral with
+	// their own credential (WithAdminGroups).
+	adminGroups []string
 }
 
 // New returns the API over store, letting in callers with an admin token.
@@ -116,11 +121,50 @@ func (a *API) requireAdmin(next problem.HandlerFunc) problem.HandlerFunc {
 		if token == "" {
 			return problem.New(http.StatusUnauthorized, problem.Unauthenticated, "send the admin token as Authorization: Bearer <token>")
 		}
-		if !a.creds.VerifyAdmin(token) {
+		if !a.creds.VerifyAdmin(token) && !a.adminPerson(r, token) {
 			return problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the token is not a valid admin token")
 		}
 		return next(w, r)
 	}
+}
+
+// WithAdminGroups lets people in these groups (corral humans, users of a
+// trusted Issuer, with WithApprovals's Humans and Users) administer corral
+// with their own credential, as the admin token does. It returns a.
+func (a *API) WithAdminGroups(groups []string) *API {
+	a.adminGroups = groups
+	return a
+}
+
+// adminPerson reports whether token is a person's credential (a corral
+// human's key, or a trusted Issuer's token for a user) in an admin group.
+func (a *API) adminPerson(r *http.Request, token string) bool {
+	if len(a.adminGroups) == 0 {
+		return false
+	}
+	var groups []string
+	switch {
+	case identity.IsHumanKey(token) && a.humans != nil:
+		h, ok := a.humans.VerifyHuman(token)
+		if !ok {
+			return false
+		}
+		groups = h.Groups
+	case a.users != nil && strings.Count(token, ".") == 2:
+		u, err := a.users.Verify(r.Context(), token)
+		if err != nil {
+			return false
+		}
+		groups = u.Groups
+	default:
+		return false
+	}
+	for _, g := range groups {
+		if slices.Contains(a.adminGroups, g) {
+			return true
+		}
+	}
+	return false
 }
 
 // kind resolves the {kind} path segment: "Agent", "agent" or "agents".
