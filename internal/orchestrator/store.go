@@ -178,6 +178,18 @@ func (s *Store) Get(id string) (*Task, bool) {
 	return m.task.clone(), true
 }
 
+// stopOf returns a task's stop request, or nil: the running task's check,
+// made often, so it copies nothing but the request.
+func (s *Store) stopOf(id string) *Stop {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if m, ok := s.tasks[id]; ok && m.task.Stop != nil {
+		st := *m.task.Stop
+		return &st
+	}
+	return nil
+}
+
 func (t *Task) clone() *Task {
 	c := *t
 	c.Chain = slices.Clone(t.Chain)

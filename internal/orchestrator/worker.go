@@ -343,8 +343,8 @@ func instructions(spec *config.AgentSpec) string {
 // stopFor says why a running task must stop now, or nil: a stop request
 // in its record, a kill switch over its agent, its deadline.
 func (w *Worker) stopFor(id, agent string, deadline time.Time) *stopCause {
-	if t, ok := w.store.Get(id); ok && t.Stop != nil {
-		return &stopCause{state: t.Stop.State, reason: t.Stop.Reason, detail: t.Stop.Detail}
+	if st := w.store.stopOf(id); st != nil {
+		return &stopCause{state: st.State, reason: st.Reason, detail: st.Detail}
 	}
 	if sw, on := w.kill.Killed(agent); on {
 		detail := "agent " + agent + " is stopped by a kill switch"
