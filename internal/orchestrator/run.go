@@ -319,6 +319,9 @@ func (r *run) callModel(ctx context.Context) error {
 		if err == nil {
 			break
 		}
+		if pe := (*problem.Error)(nil); errors.As(err, &pe) && pe.Code == problem.ApprovalPending {
+			return r.awaitApproval(ctx, pe)
+		}
 		if wait, ok := throttled(err); ok {
 			if err := r.waitTurn(ctx, step, err, wait); err != nil {
 				return r.stepFailed(ctx, err)

@@ -2,8 +2,11 @@ package pipeline
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"github.com/corral-dev/corral/internal/llm"
 	"net/http"
 	"slices"
 	"strconv"
@@ -118,6 +121,61 @@ func (p *Pipeline) displayArguments(args json.RawMessage) json.RawMessage {
 	}
 	b, _ := json.Marshal(truncate(masked, maxDisplayArguments) + " (cut)")
 	return b
+}
+
+// modelApprovalGate parks a chat call policy wants approved, as
+// approvalGate does a tool call: bound to the model and the digest of the
+// whole request; approvers see its messages, masked.
+func (p *Pipeline) modelApprovalGate(ctx context.Context, rec *audit.Record, c Caller, a Action, m *llm.Model, d policy.Decision, req *llm.ChatRequest) (string, error) {
+	ctx, span := p.stage(ctx, telemetry.StageApproval)
+	id, err := p.modelGateOnce(ctx, rec, c, a, m, d, req)
+	p.endStage(span, err)
+	return id, err
+}
+
+func (p *Pipeline) modelGateOnce(ctx context.Context, rec *audit.Record, c Caller, a Action, m *llm.Model, d policy.Decision, req *llm.ChatRequest) (string, error) {
+	rules, err := approval.ParseRules(d.Obligations)
+	if err != nil {
+		return "", problem.Wrap(http.StatusForbidden, problem.PolicyError, "policy's approval obligations are invalid, so the call is denied: "+err.Error(), err)
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return "", problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, "the request cannot be encoded", err)
+	}
+	sum := sha256.Sum256(body)
+	shown, _ := json.Marshal(req.Messages)
+	act := approval.Action{
+		Agent: c.Agent, AgentUID: c.AgentUID, Task: rec.Task, Step: a.Step, Kind: "model", Target: m.Name, Source: m.Name,
+		ArgsDigest: "sha256:" + hex.EncodeToString(sum[:]), Arguments: p.displayArguments(shown), IdempotencyKey: a.IdempotencyKey,
+		Revision: strconv.FormatUint(m.Revision, 10),
+	}
+	if c.Principal != nil {
+		act.Principal, act.PrincipalIssuer = c.Principal.Subject, c.Principal.Issuer
+	}
+	ap, err := p.Approvals.Gate(ctx, approval.Request{
+		Action: act, Requester: "agent:" + c.Agent, Reasons: slices.Clone(d.Reasons), PolicyRevision: d.Revision,
+		Rules: rules, RequestID: a.RequestID, Resume: a.Resume,
+	})
+	if err == nil {
+		return ap.ID, nil
+	}
+	return "", approvalProblem(m.Name, ap, err)
+}
+
+// finishModelApproval records the outcome of an approved model call: the
+// answer (a stream's, when it has ended, is not kept: its record is).
+func (p *Pipeline) finishModelApproval(ctx context.Context, mc *modelCall, rec *audit.Record, out *ChatOutcome, err error) {
+	var res *tools.Result
+	if out != nil && out.Response != nil {
+		if b, merr := json.Marshal(out.Response); merr == nil {
+			res = &tools.Result{Structured: b, Size: len(b)}
+		}
+	}
+	var o *Outcome
+	if err == nil {
+		o = &Outcome{Result: res}
+	}
+	p.finishApproval(ctx, mc.approval, rec, o, err)
 }
 
 // finishApproval records the outcome of an approved call on its approval.

@@ -89,6 +89,9 @@ type modelCall struct {
 	// their provider without saying what they used (timed out, cut, the
 	// agent gone): it stays charged, on top of what the answer used.
 	unreported budget.Usage
+	// approval is the approval this call runs under, when policy wanted
+	// one: its outcome is recorded on it (finishModelApproval).
+	approval string
 }
 
 // prepareAttempt redacts the request for one target, recording a redact
@@ -157,6 +160,9 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 		return nil, err
 	}
 	mc.capture = mc.agentCapture
+	if mc.approval != "" {
+		defer func() { p.finishModelApproval(ctx, mc, rec, out, err) }()
+	}
 	if err := checkIdempotencyKey(a.IdempotencyKey); err != nil {
 		return nil, err
 	}
@@ -388,14 +394,22 @@ func (p *Pipeline) prepareModel(ctx context.Context, rec *audit.Record, a Action
 	}
 	// Shadows get the prompt too: policy must allow them like the targets.
 	d, err := p.decide(ctx, rec, p.modelInput(caller, agent, m, withShadows(cands, plan.Shadows), args))
+	var approvalID string
 	if err != nil {
-		return nil, err
+		// A chat call policy wants approved is parked like a tool call;
+		// an embeddings call is refused (there is nothing to show a human).
+		if !p.parked(err) || req == nil {
+			return nil, err
+		}
+		if approvalID, err = p.modelApprovalGate(ctx, rec, caller, a, m, d, req); err != nil {
+			return nil, err
+		}
 	}
 	obl, err := redactObligations(d.Obligations)
 	if err != nil {
 		return nil, problem.Wrap(http.StatusForbidden, problem.PolicyError, "policy's redact obligation is invalid, so the call is denied: "+err.Error(), err)
 	}
-	mc := &modelCall{caller: caller, model: m, plan: plan, obligations: obl, prompt: prompt, outCap: outputCap(req)}
+	mc := &modelCall{caller: caller, model: m, plan: plan, obligations: obl, prompt: prompt, outCap: outputCap(req), approval: approvalID}
 	mc.subject = budget.Subject{Kind: "model", Agent: caller.Agent, Task: rec.Task, Models: modelNames(m, cands)}
 	if caller.Principal != nil {
 		mc.subject.Principal = caller.Principal.Subject
