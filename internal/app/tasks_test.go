@@ -1,10 +1,12 @@
 package app_test
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -327,5 +329,77 @@ spec: {model: careful, models: [careful]}
 	_, events := srv.Call(t, srv.Token, "GET", "/v1/tasks/"+task.ID+"/events", nil, nil)
 	if !strings.Contains(string(events), "yes, go ahead") {
 		t.Errorf("the answer is not in the task's events:\n%s", events)
+	}
+}
+
+// TestWaitingTasksAreServedInOrder: tasks whose steps wait on one rate
+// limit get through in the order they began to wait.
+func TestWaitingTasksAreServedInOrder(t *testing.T) {
+	notes := startNotes(t)
+	srv := apptest.Start(t)
+	srv.Apply(t, notesSource(notes.URL)+`---
+apiVersion: corral.dev/v1
+kind: RateLimit
+metadata: {name: one-at-a-time}
+spec:
+  scope: {toolSource: notes}
+  rate: {requests: 5, per: second, burst: 1}
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: brain}
+spec:
+  provider: scripted
+  script:
+    - toolCalls: [{name: notes__createNote, arguments: {text: "a note"}}]
+    - content: "done"
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: scribe}
+spec: {model: brain, models: [brain], tools: ["notes.*"]}
+`)
+	srv.WaitTool(t, "notes.createNote")
+	var ids []string
+	for i := range 6 {
+		ids = append(ids, createTask(t, srv, srv.Token, "scribe", fmt.Sprintf("note %d", i), nil).ID)
+	}
+	type times struct{ waited, through uint64 }
+	var order []times
+	for _, id := range ids {
+		if done := waitTask(t, srv, id); done.State != orchestrator.Completed {
+			t.Fatalf("task %s: %s %s", id, done.State, done.Detail)
+		}
+		_, body := srv.Call(t, srv.Token, "GET", "/v1/tasks/"+id+"/events?follow=false", nil, nil)
+		var tm times
+		for _, line := range strings.Split(string(body), "\n") {
+			data, ok := strings.CutPrefix(line, "data: ")
+			if !ok {
+				continue
+			}
+			var ev orchestrator.Event
+			if err := json.Unmarshal([]byte(data), &ev); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case ev.Type == orchestrator.EvWaiting && tm.waited == 0:
+				tm.waited = ev.Seq
+			case ev.Type == orchestrator.EvToolResult:
+				tm.through = ev.Seq
+			}
+		}
+		if tm.waited != 0 {
+			order = append(order, tm)
+		}
+	}
+	if len(order) < 3 {
+		t.Fatalf("only %d tasks waited; the limit did not hold them", len(order))
+	}
+	slices.SortFunc(order, func(a, b times) int { return cmp.Compare(a.waited, b.waited) })
+	for i := 1; i < len(order); i++ {
+		if order[i].through < order[i-1].through {
+			t.Errorf("a task that began to wait later got through first: %+v", order)
+			break
+		}
 	}
 }

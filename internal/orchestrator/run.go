@@ -20,6 +20,7 @@ import (
 	"github.com/corral-dev/corral/internal/llm"
 	"github.com/corral-dev/corral/internal/pipeline"
 	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/ratelimit"
 	"github.com/corral-dev/corral/internal/tools"
 )
 
@@ -75,6 +76,9 @@ type run struct {
 	tokenExp time.Time
 	// waitingStep is the step whose rate-limit wait is in the events.
 	waitingStep int
+	// leaveTurn takes the run out of the queue of turnLimit (Worker.turns).
+	leaveTurn func()
+	turnLimit string
 	// inflight are the tool calls a stop did not wait for.
 	inflight sync.WaitGroup
 	// usageWritten is when the task's record last got its usage.
@@ -307,6 +311,7 @@ func (r *run) callModel(ctx context.Context) error {
 	}
 	req := &llm.ChatRequest{Model: r.spec.Model, Messages: c.messages, Tools: fns}
 	var out *pipeline.ChatOutcome
+	defer r.endTurn() // through the limit, or refused for good: the next task's turn
 	for attempt := 0; ; attempt++ {
 		tok, err := r.credential()
 		if err != nil {
@@ -441,6 +446,7 @@ func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
 		}
 		break
 	}
+	r.endTurn() // through the limit, or refused for good: the next task's turn
 	r.resume = false
 	ev := &Event{Type: EvToolResult, Step: step, Turn: c.turn, Tool: tool, CallID: tc.ID}
 	if err != nil {
@@ -613,6 +619,29 @@ func checkOutput(schema json.RawMessage, text string) (json.RawMessage, string) 
 	return out, ""
 }
 
+// limitOf names what a throttled step waits on: the RateLimit, or the
+// refusal's detail for a throttled backend.
+func limitOf(err error) string {
+	var ref *ratelimit.Refused
+	if errors.As(err, &ref) {
+		return "limit:" + ref.Limit
+	}
+	var pe *problem.Error
+	if errors.As(err, &pe) {
+		return pe.Code + ":" + pe.Detail
+	}
+	return ""
+}
+
+// endTurn leaves the queue of the limit the run waited on, letting the
+// next task through.
+func (r *run) endTurn() {
+	if r.leaveTurn != nil {
+		r.leaveTurn()
+		r.leaveTurn, r.turnLimit = nil, ""
+	}
+}
+
 // throttled reports whether a step was refused only for now, by a rate
 // limit, an in-flight cap or a throttled backend, and how long to wait.
 func throttled(err error) (time.Duration, bool) {
@@ -620,13 +649,30 @@ func throttled(err error) (time.Duration, bool) {
 	if !errors.As(err, &pe) || (pe.Code != problem.RateLimited && pe.Code != problem.UpstreamThrottled) {
 		return 0, false
 	}
-	return min(max(pe.RetryAfter, 100*time.Millisecond), time.Minute), true
+	wait := pe.RetryAfter // whole seconds, as the header says
+	if ref := (*ratelimit.Refused)(nil); errors.As(err, &ref) && ref.RetryAfter > 0 {
+		wait = ref.RetryAfter // the limit's own, exact for a rate
+	}
+	return min(max(wait, 20*time.Millisecond), time.Minute), true
 }
 
 // waitTurn waits before a step is tried again after a rate limit, costing
 // nothing: the step's intent is in the journal, and the wait shows in the
 // task's events (once per wait, not per try).
 func (r *run) waitTurn(ctx context.Context, step int, cause error, d time.Duration) error {
+	limit := limitOf(cause)
+	if r.leaveTurn == nil || r.turnLimit != limit {
+		r.endTurn()
+		var head <-chan struct{}
+		head, r.leaveTurn = r.w.turns.join(limit)
+		r.turnLimit = limit
+		select {
+		case <-head: // first come, first served among this worker's tasks
+		case <-ctx.Done():
+			r.endTurn()
+			return ctx.Err()
+		}
+	}
 	if r.waitingStep != step {
 		r.waitingStep = step
 		var pe *problem.Error

@@ -60,6 +60,7 @@ type Worker struct {
 	mu      sync.Mutex
 	running map[string]bool // task ids this worker runs now
 	resumes atomic.Int64    // tasks taken over from their journal
+	turns   turns           // tasks waiting on a limit, in order
 }
 
 // AgentLister lists Agent resources, for the placements work may carry.
@@ -321,6 +322,7 @@ func (w *Worker) runTask(ctx context.Context, id string) error {
 		logger.InfoContext(ctx, "resuming task from its journal", "attempt", r.c.starts, "steps", r.c.step)
 	}
 	defer r.inflight.Wait()
+	defer r.endTurn()
 	return r.execute(ctx)
 }
 
