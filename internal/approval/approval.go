@@ -76,6 +76,9 @@ type Action struct {
 	// find masked; they bind nothing (ArgsDigest does).
 	Arguments      json.RawMessage `json:"arguments,omitempty"`
 	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	// Owners are the agent's owners when the call was parked (its
+	// spec.owners): they cannot approve it.
+	Owners []string `json:"owners,omitempty"`
 }
 
 // Binding is the digest of everything that makes two calls the same call:
@@ -203,6 +206,8 @@ func (a *Approval) Eligible(p Person, now time.Time) error {
 	case a.Action.Principal != "" && p.Subject == a.Action.Principal && p.Issuer == a.Action.PrincipalIssuer:
 		return ErrOwnAction
 	case a.Action.Principal != "" && a.Action.PrincipalIssuer == "" && p.Name == a.Action.Principal:
+		return ErrOwnAction
+	case slices.ContainsFunc(a.Action.Owners, func(o string) bool { return o == p.Name || (p.Subject != "" && o == p.Subject) }):
 		return ErrOwnAction
 	case slices.ContainsFunc(a.Decisions, func(d Decision) bool { return d.By == p.ID }):
 		return ErrAlreadyDecided

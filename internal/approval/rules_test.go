@@ -2,6 +2,7 @@ package approval
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -104,5 +105,20 @@ func TestBindingDistinguishesFields(t *testing.T) {
 	a.Arguments, a.Step, a.Revision = json.RawMessage(`{"x":1}`), "3", "r"
 	if a.Binding() != base.Binding() {
 		t.Errorf("display-only fields change the binding")
+	}
+}
+
+// TestOwnersCannotApprove: four eyes covers the agent's owners too, by a
+// corral human's name or a user's subject; other approvers are eligible.
+func TestOwnersCannotApprove(t *testing.T) {
+	now := time.Now()
+	a := Approval{State: Pending, Quorum: 1, Expires: now.Add(time.Hour), Action: Action{Agent: "payer", Owners: []string{"olga", "00u-bob"}}}
+	for _, p := range []Person{Human("olga", nil), User("https://idp.example", "00u-bob", nil)} {
+		if err := a.Eligible(p, now); !errors.Is(err, ErrOwnAction) {
+			t.Errorf("owner %s deciding: %v, want ErrOwnAction", p.ID, err)
+		}
+	}
+	if err := a.Eligible(Human("ana", nil), now); err != nil {
+		t.Errorf("another approver: %v", err)
 	}
 }

@@ -42,6 +42,10 @@ type AgentSpec struct {
 	// Placement labels: the agent's tasks run only on workers whose labels
 	// include all of these (corral worker --labels region=eu).
 	Placement map[string]string `json:"placement,omitempty"`
+	// Owners are the people answerable for the agent (corral humans by
+	// name, users of a trusted Issuer by subject): four eyes, they cannot
+	// approve its actions.
+	Owners []string `json:"owners,omitempty"`
 	// Keys says whether the agent's API keys authenticate it: "enabled"
 	// (the default) or "disabled", when only its workload identity or its
 	// certificate does.

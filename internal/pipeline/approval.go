@@ -64,6 +64,7 @@ func (p *Pipeline) gateOnce(ctx context.Context, rec *audit.Record, c Caller, a 
 	if c.Principal != nil {
 		act.Principal, act.PrincipalIssuer = c.Principal.Subject, c.Principal.Issuer
 	}
+	act.Owners = p.owners(c)
 	if res, ok := p.Resources.Get("ToolSource", e.Tool.Source); ok {
 		act.Revision = strconv.FormatUint(res.Metadata.Revision, 10)
 	}
@@ -152,6 +153,7 @@ func (p *Pipeline) modelGateOnce(ctx context.Context, rec *audit.Record, c Calle
 	if c.Principal != nil {
 		act.Principal, act.PrincipalIssuer = c.Principal.Subject, c.Principal.Issuer
 	}
+	act.Owners = p.owners(c)
 	ap, err := p.Approvals.Gate(ctx, approval.Request{
 		Action: act, Requester: "agent:" + c.Agent, Reasons: slices.Clone(d.Reasons), PolicyRevision: d.Revision,
 		Rules: rules, RequestID: a.RequestID, Resume: a.Resume,
@@ -160,6 +162,15 @@ func (p *Pipeline) modelGateOnce(ctx context.Context, rec *audit.Record, c Calle
 		return ap.ID, nil
 	}
 	return "", approvalProblem(m.Name, ap, err)
+}
+
+// owners are the caller's agent's owners, who may not approve its calls.
+func (p *Pipeline) owners(c Caller) []string {
+	ac, err := p.agent(c)
+	if err != nil || ac.spec == nil {
+		return nil
+	}
+	return slices.Clone(ac.spec.Owners)
 }
 
 // finishModelApproval records the outcome of an approved model call: the
