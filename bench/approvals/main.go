@@ -68,7 +68,7 @@ func main() {
 	var o options
 	fs := flag.NewFlagSet("approvals", flag.ExitOnError)
 	fs.IntVar(&o.n, "n", 100000, "pending approvals to create")
-	fs.IntVar(&o.concurrency, "concurrency", 64, "goroutines creating approvals (with -via gate, more than about 50 meet nats-server's limit on atomic batches in flight; use 32)")
+	fs.IntVar(&o.concurrency, "concurrency", 64, "goroutines creating approvals (with -via gate, more than 50 wait on nats-server's limit on atomic batches open on a stream)")
 	fs.IntVar(&o.lists, "lists", 100, "GET /v1/approvals?state=pending&limit=50 calls to time")
 	fs.StringVar(&o.via, "via", "seed", "how approvals are created: gate (approval.Store.Gate, the pipeline's path) or seed (the records Gate writes, put straight into the bucket)")
 	fs.IntVar(&o.decisions, "decisions", 20, "decisions on replica A to time until replica B has them")
