@@ -10,7 +10,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # to blame. A count has no deadline to race.
 FUZZTIME    ?= 10000x
 
-.PHONY: test build lint fuzz bench bench-durable conformance pii-eval chaos
+.PHONY: test build lint fuzz bench bench-durable bench-approvals conformance pii-eval chaos
 
 ## test: lint, every test with the race detector, the chaos test's short form (the audit stream's leader killed), the OTLP export against a real Collector receiver, the example policies' Rego tests, the MCP conformance suite, a short fuzz run
 test: lint
@@ -89,6 +89,10 @@ bench-durable:
 	cd bench/durable/dbos && $(GO) vet ./...
 	cd bench/durable/temporal && GOTOOLCHAIN=go1.27.3 $(GO) vet ./...
 	$(GO) run ./bench/durable
+
+## bench-approvals: 100,000 pending approvals: memory, the first page of the list, a decision reaching a second replica (bench/README.md, "Pending approvals"); about a minute
+bench-approvals:
+	$(GO) run ./bench/approvals -n 100000
 
 ## chaos: kill NATS nodes, leaders and a corral replica under load, then count what the upstream saw against the audit and the budget (test/chaos)
 chaos:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -260,33 +261,73 @@ type Filter struct {
 	Limit int
 }
 
-// List returns approvals, newest first, and whether more follow.
+// List returns approvals, newest first, and whether more follow. A page
+// costs one pass over the mirror and keeps only the Limit newest matches
+// it has seen, so the first page of 100,000 pending approvals neither
+// copies nor sorts them all (bench/README.md, "Pending approvals").
 func (s *Store) List(f Filter) ([]Approval, bool) {
 	s.mu.RLock()
-	out := make([]Approval, 0, min(len(s.entries), 64))
-	for _, e := range s.entries {
-		if (f.State == "" || e.a.State == f.State) && (f.Agent == "" || e.a.Action.Agent == f.Agent) {
-			out = append(out, *e.a)
-		}
-	}
-	s.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Approval) int {
-		if c := b.Created.Compare(a.Created); c != 0 {
-			return c
-		}
-		return strings.Compare(b.ID, a.ID)
-	})
+	defer s.mu.RUnlock()
+	var cursor *Approval
 	if f.After != "" {
-		i := slices.IndexFunc(out, func(a Approval) bool { return a.ID == f.After })
-		if i < 0 {
+		e, ok := s.entries[f.After]
+		if !ok {
 			return nil, false
 		}
-		out = out[i+1:]
+		cursor = e.a
 	}
-	if f.Limit > 0 && len(out) > f.Limit {
-		return out[:f.Limit], true
+	keep := f.Limit + 1 // one more than a page says whether more follow
+	if f.Limit <= 0 {
+		keep = math.MaxInt
 	}
-	return out, false
+	// page holds the newest matches seen so far, newest first.
+	page := make([]*Approval, 0, min(keep, len(s.entries), 1024))
+	if f.Limit <= 0 {
+		// Everything: collected, then sorted once.
+		for _, e := range s.entries {
+			if s.matches(e.a, f, cursor) {
+				page = append(page, e.a)
+			}
+		}
+		slices.SortFunc(page, newestFirst)
+	}
+	for _, e := range s.entries {
+		a := e.a
+		if f.Limit <= 0 || !s.matches(a, f, cursor) {
+			continue
+		}
+		if len(page) == keep {
+			if newestFirst(a, page[keep-1]) > 0 {
+				continue // older than every approval the page keeps
+			}
+			page = page[:keep-1]
+		}
+		i, _ := slices.BinarySearchFunc(page, a, newestFirst)
+		page = slices.Insert(page, i, a)
+	}
+	more := f.Limit > 0 && len(page) > f.Limit
+	if more {
+		page = page[:f.Limit]
+	}
+	out := make([]Approval, len(page))
+	for i, a := range page {
+		out[i] = *a
+	}
+	return out, more
+}
+
+// matches reports whether a passes f's filters and comes after its cursor.
+func (s *Store) matches(a *Approval, f Filter, cursor *Approval) bool {
+	return (f.State == "" || a.State == f.State) && (f.Agent == "" || a.Action.Agent == f.Agent) &&
+		(cursor == nil || newestFirst(a, cursor) > 0)
+}
+
+// newestFirst orders approvals newest first, ties by id.
+func newestFirst(a, b *Approval) int {
+	if c := b.Created.Compare(a.Created); c != 0 {
+		return c
+	}
+	return strings.Compare(b.ID, a.ID)
 }
 
 // read returns the approval from the stream's leader, with its revision.

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -52,6 +54,11 @@ func (b *Bus) Last(ctx context.Context, kv jetstream.KeyValue, key string) (uint
 // out as one JetStream atomic batch, each guarded by the revision its key must
 // still have. It returns each update's new revision, in order. A guard that
 // fails is ErrWrongRevision, and then nothing was stored.
+//
+// A batch the server refuses because too many are open on the stream at
+// once (nats-server allows 50 per stream by default) stored nothing and is
+// sent again, as a new batch, after a short pause: a burst of writers waits
+// its turn instead of failing.
 func (b *Bus) UpdateAll(ctx context.Context, kv jetstream.KeyValue, updates []Update) ([]uint64, error) {
 	if len(updates) == 0 {
 		return nil, nil
@@ -59,6 +66,31 @@ func (b *Bus) UpdateAll(ctx context.Context, kv jetstream.KeyValue, updates []Up
 	if len(updates) > MaxUpdates {
 		return nil, fmt.Errorf("bus: %d updates in one batch; at most %d", len(updates), MaxUpdates)
 	}
+	pause := time.Millisecond
+	for attempt := 1; ; attempt++ {
+		revs, err := b.updateAll(ctx, kv, updates)
+		var busy *jetstream.APIError
+		if !errors.As(err, &busy) || busy.ErrorCode != errCodeTooManyBatches || attempt == maxBusyAttempts {
+			return revs, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("bus: waiting to send a batch again: %w", ctx.Err())
+		case <-time.After(pause + rand.N(pause)):
+		}
+		pause = min(2*pause, 100*time.Millisecond)
+	}
+}
+
+// errCodeTooManyBatches is nats-server's JSAtomicPublishTooManyInflight:
+// the stream has as many open atomic batches as it allows, and refused
+// this one whole. maxBusyAttempts bounds how often UpdateAll sends a batch
+// so refused (about two seconds of pauses).
+const errCodeTooManyBatches jetstream.ErrorCode = 10210
+
+const maxBusyAttempts = 30
+
+func (b *Bus) updateAll(ctx context.Context, kv jetstream.KeyValue, updates []Update) ([]uint64, error) {
 	batch := nuid.Next()
 	var ack pubAck
 	for i, u := range updates {

@@ -7,7 +7,9 @@ import (
 	neturl "net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -242,6 +244,37 @@ func TestUpdateAllIsAtomic(t *testing.T) {
 	}
 	if _, err := b.UpdateAll(ctx, kv, []bus.Update{{Key: "b", Value: []byte("again"), Revision: last}}); err != nil {
 		t.Errorf("UpdateAll(recreate b): %v", err)
+	}
+}
+
+// TestUpdateAllBurst: more writers at once than the server keeps atomic
+// batches open on one stream (50 by default) all succeed: a batch refused
+// as one too many is sent again.
+func TestUpdateAllBurst(t *testing.T) {
+	b := bustest.Open(t)
+	ctx := t.Context()
+	kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: "burst"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers = 200
+	errs := make(chan error, writers)
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k := strconv.Itoa(i)
+			_, err := b.UpdateAll(ctx, kv, []bus.Update{{Key: "call." + k, Value: []byte(k)}, {Key: "a." + k, Value: []byte(k)}})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("UpdateAll in a burst of %d: %v", writers, err)
+		}
 	}
 }
 

@@ -52,6 +52,9 @@ func (e *Edge) callTool(ctx context.Context, r *request, req *mcp.CallToolReques
 	if err != nil {
 		return nil, err
 	}
+	if e.approvals != nil && p.Name == ApprovalStatusTool {
+		return e.approvalStatus(ctx, r, p.Arguments), nil
+	}
 	target := p.Name
 	if r.source != "" {
 		target = r.source + "." + p.Name
@@ -76,7 +79,11 @@ func (e *Edge) callTool(ctx context.Context, r *request, req *mcp.CallToolReques
 	})
 	if err != nil {
 		e.logProblem(ctx, "tools/call", err)
-		return refusal(pipeline.Hide(ctx, e.gw, r.caller, target, err)), nil
+		res := refusal(pipeline.Hide(ctx, e.gw, r.caller, target, err))
+		if e.approvals != nil {
+			res = withStatusHint(res)
+		}
+		return res, nil
 	}
 	return result(out), nil
 }

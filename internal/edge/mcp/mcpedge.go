@@ -18,6 +18,7 @@ package mcpedge
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -72,6 +73,11 @@ type Edge struct {
 	// lists caches the rendered tools/list per agent and endpoint; an entry
 	// is reused while the pipeline returns the same catalogue entries.
 	lists sync.Map // listKey -> *toolList
+
+	// approvals, when set, answers ApprovalStatusTool, whose tools/list
+	// entry statusTool is.
+	approvals  Approvals
+	statusTool json.RawMessage
 }
 
 // New returns the edge.

@@ -44,15 +44,25 @@ func (e *Edge) listTools(ctx context.Context, r *request) (mcp.Result, error) {
 	if len(entries) == 0 {
 		// Not cached: the source in /mcp/{source} is the caller's to choose,
 		// and made-up names must not grow the cache.
+		if e.statusTool != nil {
+			return &listResult{Tools: json.RawMessage("[" + string(e.statusTool) + "]")}, nil
+		}
 		return &listResult{Tools: json.RawMessage("[]")}, nil
 	}
 	key := listKey{agent: r.caller.Agent, source: r.source}
 	if v, ok := e.lists.Load(key); ok && sameEntries(v.(*toolList).entries, entries) {
 		return &listResult{Tools: v.(*toolList).tools}, nil
 	}
-	wire := make([]*mcp.Tool, len(entries))
-	for i, en := range entries {
-		wire[i] = wireTool(en, r.source)
+	wire := make([]any, 0, len(entries)+1)
+	for _, en := range entries {
+		t := wireTool(en, r.source)
+		if e.statusTool != nil && t.Name == ApprovalStatusTool {
+			continue // corral's own tool answers this name
+		}
+		wire = append(wire, t)
+	}
+	if e.statusTool != nil {
+		wire = append(wire, e.statusTool)
 	}
 	b, err := json.Marshal(wire)
 	if err != nil {
