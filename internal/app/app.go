@@ -227,6 +227,13 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		return nil, err
 	}
 	taskService := orchestrator.NewService(logger.With("component", "tasks"), a.tasks, a.registry)
+	// A task that ends withdraws its approvals still pending: nobody waits
+	// for them any more.
+	a.tasks.OnEnded(func(ctx context.Context, task string, st orchestrator.State) {
+		if _, err := a.approvals.CancelTask(ctx, task, "task "+string(st)); err != nil {
+			logger.WarnContext(ctx, "withdrawing the approvals of an ended task", "task", task, "err", err)
+		}
+	})
 	// A decision on a call a task made wakes the task: its worker makes the
 	// call again, which now runs (approved) or is refused (denied, expired).
 	a.approvals.OnDecision(func(ctx context.Context, ap approval.Approval) {

@@ -1,9 +1,11 @@
 package app_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/corral-dev/corral/internal/app"
 	"github.com/corral-dev/corral/internal/app/apptest"
@@ -87,5 +89,54 @@ spec: {model: payer-model, models: [payer-model], tools: ["banking.*"]}
 	}
 	if n := len(w.bank.received()); n != 1 {
 		t.Errorf("the bank received %d payments after a denial, want still 1", n)
+	}
+}
+
+// TestCanceledTaskWithdrawsItsApproval: a task canceled while it waits for
+// an approval withdraws it (canceled), so nobody decides a call nobody
+// waits for, and a late approval runs nothing.
+func TestCanceledTaskWithdrawsItsApproval(t *testing.T) {
+	w := startApprovals(t, app.Config{}, "4h")
+	w.srv.Apply(t, `apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: payer-model}
+spec:
+  provider: scripted
+  script:
+    - toolCalls: [{name: banking__send_money, arguments: {to_iban: "DE89 3704 0044 0532 0130 00", amount: 2000, currency: EUR, reference: "invoice 8"}}]
+    - content: "Paid invoice 8."
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: payer}
+spec: {model: payer-model, models: [payer-model], tools: ["banking.*"]}
+`)
+	task := createTask(t, w.srv, w.srv.Token, "payer", "pay invoice 8", nil)
+	parked := waitTask(t, w.srv, task.ID, orchestrator.InputRequired, orchestrator.Failed, orchestrator.Completed)
+	if parked.Reason != orchestrator.ReasonAwaitingApproval {
+		t.Fatalf("task = %s %s %q", parked.State, parked.Reason, parked.Detail)
+	}
+	id, _, _ := strings.Cut(strings.TrimPrefix(parked.Detail, "approval "), ":")
+	if status, body := w.srv.Call(t, w.srv.Token, "POST", "/v1/tasks/"+task.ID+"/cancel", map[string]any{"reason": "wrong invoice"}, nil); status != http.StatusOK {
+		t.Fatalf("cancel: %d %s", status, body)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		status, body := w.srv.Call(t, w.srv.Token, "GET", "/v1/approvals/"+id, nil, nil)
+		var got struct{ State string }
+		if status == http.StatusOK && json.Unmarshal(body, &got) == nil && got.State == "canceled" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the approval of a canceled task: %d %s, want canceled", status, body)
+		}
+		time.Sleep(20 * time.Millisecond) // polling with a deadline
+	}
+	alice := w.human(t, "alice", "payments-oncall")
+	if status, _, _ := w.decide(t, alice, id, "approve", map[string]string{}); status == http.StatusOK {
+		t.Error("a withdrawn approval was approved")
+	}
+	if n := len(w.bank.received()); n != 0 {
+		t.Errorf("the bank received %d payments for a canceled task", n)
 	}
 }

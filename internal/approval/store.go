@@ -608,6 +608,42 @@ func (s *Store) Release(ctx context.Context, id string) error {
 	return err
 }
 
+// CancelTask withdraws the pending approvals of calls made in a task that
+// has ended (canceled, killed, failed): nobody waits for them any more, so
+// nobody should decide them. It returns how many it withdrew.
+func (s *Store) CancelTask(ctx context.Context, task, reason string) (int, error) {
+	if task == "" {
+		return 0, nil
+	}
+	s.mu.RLock()
+	var ids []string
+	for id, e := range s.entries {
+		if e.a.Action.Task == task && e.a.State == Pending {
+			ids = append(ids, id)
+		}
+	}
+	s.mu.RUnlock()
+	n := 0
+	for _, id := range ids {
+		a, err := s.update(ctx, id, func(a *Approval) error {
+			if a.State != Pending {
+				return fmt.Errorf("%w: it is %s", ErrClosed, a.State)
+			}
+			a.State = Canceled
+			return nil
+		})
+		if errors.Is(err, ErrClosed) {
+			continue // decided or expired meanwhile
+		}
+		if err != nil {
+			return n, err
+		}
+		s.audit(ctx, a, "approval.canceled", "corral", reason, "")
+		n++
+	}
+	return n, nil
+}
+
 // Wait blocks until approval id is no longer pending, or ctx ends, and
 // returns it as this replica's mirror has it.
 func (s *Store) Wait(ctx context.Context, id string) (Approval, error) {

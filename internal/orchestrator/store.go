@@ -60,6 +60,9 @@ type Store struct {
 	// changed is closed and replaced whenever a task record changes, so
 	// that waiters (a run --wait, a worker's stop check) wake at once.
 	changed chan struct{}
+
+	hooksMu sync.Mutex
+	onEnded []func(ctx context.Context, task string, st State)
 }
 
 type mirrored struct {
@@ -617,15 +620,34 @@ func (s *Store) queued(ctx context.Context, t *Task) (bool, error) {
 }
 
 // settle writes a task's final state into its record, unless the record
-// already has one.
+// already has one, and tells the OnEnded hooks.
 func (s *Store) settle(ctx context.Context, id string, st State, reason, detail string, result json.RawMessage, u Usage, now time.Time) error {
+	ended := false
 	_, err := s.update(ctx, id, func(t *Task) error {
 		if t.State.Final() {
 			return errSkip
 		}
-		ended := now.UTC()
-		t.State, t.Reason, t.Detail, t.Result, t.Usage, t.Ended, t.Stop = st, reason, detail, result, u, &ended, nil
+		at := now.UTC()
+		t.State, t.Reason, t.Detail, t.Result, t.Usage, t.Ended, t.Stop = st, reason, detail, result, u, &at, nil
+		ended = true
 		return nil
 	})
+	if err == nil && ended {
+		s.hooksMu.Lock()
+		hooks := slices.Clone(s.onEnded)
+		s.hooksMu.Unlock()
+		for _, fn := range hooks {
+			fn(ctx, id, st)
+		}
+	}
 	return err
+}
+
+// OnEnded registers fn, called on the replica that records a task's end,
+// once: what waits on the task (its approvals) can be withdrawn. fn must
+// not block for long. Register before Run.
+func (s *Store) OnEnded(fn func(ctx context.Context, task string, st State)) {
+	s.hooksMu.Lock()
+	defer s.hooksMu.Unlock()
+	s.onEnded = append(s.onEnded, fn)
 }
