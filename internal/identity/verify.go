@@ -138,19 +138,15 @@ type verifiedEntry struct {
 
 // verify checks a token in full; it returns its claims and its key's id.
 func (s *Signer) verify(token string, audience string) (*Claims, string, error) {
-	c, err := s.verifyFull(token, audience)
-	if err != nil {
-		return nil, "", err
-	}
-	jws, _ := parseCompact(token, isEdDSA)
-	return c, jws.header.Kid, nil
-}
-
-func (s *Signer) verifyFull(token string, audience string) (*Claims, error) {
 	jws, terr := parseCompact(token, isEdDSA)
 	if terr != nil {
-		return nil, terr
+		return nil, "", terr
 	}
+	c, err := s.verifyParsed(jws, audience)
+	return c, jws.header.Kid, err
+}
+
+func (s *Signer) verifyParsed(jws compactJWS, audience string) (*Claims, error) {
 	now := s.now()
 	if jws.header.Kid == "" {
 		return nil, Refused(ReasonUnknownKey, "token has no kid")
