@@ -35,6 +35,7 @@ type convo struct {
 	repeats  int
 	state    State
 	reason   string
+	detail   string
 	// waiting is the call id of a request_input the person has not answered.
 	waiting  string
 	starts   int
@@ -72,7 +73,7 @@ func replay(ctx context.Context, t *Task, instructions string, events []Event, c
 				c.firstRun = ev.Time
 			}
 		case EvState:
-			c.state, c.reason = ev.State, ev.Reason
+			c.state, c.reason, c.detail = ev.State, ev.Reason, ev.Detail
 			if ev.State.Final() {
 				c.result = ev.Result
 			}

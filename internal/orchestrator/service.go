@@ -249,17 +249,26 @@ func (s *Service) Message(ctx context.Context, id, text, key string) (*Task, err
 	if key != "" {
 		msgID = id + "/message/" + key
 	}
-	if _, err := s.store.append(ctx, id, &Event{Type: EvMessage, CallID: callID, Message: raw}, anySeq, msgID); err != nil {
-		return nil, s.substrate(err)
-	}
+	// The record first: a task marked working wants a worker, so a crash
+	// after this write leaves it to the sweep, whose worker finds the
+	// answer in the journal, or, finding none, marks the task waiting
+	// again. A second answer meanwhile is refused (409), not added.
+	answered := false
 	t, err = s.store.update(ctx, id, func(t *Task) error {
 		if t.State != InputRequired {
 			return errSkip
 		}
 		t.State, t.Reason, t.Detail = Working, "", "answered; waiting for a worker"
+		answered = true
 		return nil
 	})
 	if err != nil {
+		return nil, s.substrate(err)
+	}
+	if !answered {
+		return nil, problem.New(http.StatusConflict, problem.Conflict, fmt.Sprintf("task %s is %s: it was answered meanwhile", id, t.State))
+	}
+	if _, err := s.store.append(ctx, id, &Event{Type: EvMessage, CallID: callID, Message: raw}, anySeq, msgID); err != nil {
 		return nil, s.substrate(err)
 	}
 	if t.Hosted {
@@ -332,20 +341,28 @@ func (s *Service) Extend(ctx context.Context, id, by string, more Extension) (*T
 	l.Extensions++
 	detail := fmt.Sprintf("extended by %s after %s: %d turns, %d tool calls, deadline %s", by, t.Reason, l.MaxTurns, l.MaxToolCalls, l.Deadline)
 	msgID := fmt.Sprintf("%s/extend/%d", id, l.Extensions)
-	if _, err := s.store.append(ctx, id, &Event{Type: EvExtended, Limits: &l, Detail: detail, Agent: by}, anySeq, msgID); err != nil {
-		return nil, s.substrate(err)
-	}
+	// The record first, as in Message: a crash after it leaves the task to
+	// the sweep, whose worker marks it escalated again if the journal has
+	// no extension.
+	extended := false
 	t, err = s.store.update(ctx, id, func(t *Task) error {
 		if t.State != InputRequired || !escalated(t.Reason) {
 			return errSkip
 		}
 		t.Limits, t.State, t.Reason, t.Detail = l, Working, "", detail
+		extended = true
 		return nil
 	})
 	if err != nil {
 		return nil, s.substrate(err)
 	}
-	if t.Hosted && t.State == Working {
+	if !extended {
+		return nil, problem.New(http.StatusConflict, problem.Conflict, fmt.Sprintf("task %s is %s %s: it was extended or ended meanwhile", id, t.State, t.Reason))
+	}
+	if _, err := s.store.append(ctx, id, &Event{Type: EvExtended, Limits: &l, Detail: detail, Agent: by}, anySeq, msgID); err != nil {
+		return nil, s.substrate(err)
+	}
+	if t.Hosted {
 		if err := s.store.dispatch(ctx, t, msgID); err != nil {
 			return nil, s.substrate(err)
 		}

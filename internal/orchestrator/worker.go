@@ -280,7 +280,22 @@ func (w *Worker) runTask(ctx context.Context, id string) error {
 		return w.store.settle(ctx, id, r.c.state, "", "", r.c.result, r.c.usage, w.now())
 	}
 	if r.c.waiting != "" || (r.c.state == InputRequired && escalated(r.c.reason)) {
-		return errParked // waiting for a person
+		// Waiting for a person. A record that says otherwise was marked
+		// working by an answer or an extension whose journal entry a
+		// crash kept from being written: it says waiting again, so that
+		// the person can answer again.
+		if t.State != InputRequired {
+			if _, err := w.store.update(ctx, id, func(t *Task) error {
+				if t.State.Final() {
+					return errSkip
+				}
+				t.State, t.Reason, t.Detail = InputRequired, r.c.reason, r.c.detail
+				return nil
+			}); err != nil {
+				return &errRetry{err}
+			}
+		}
+		return errParked
 	}
 	if r.c.limits != nil {
 		t.Limits = *r.c.limits
