@@ -31,9 +31,11 @@ type Tasks interface {
 	Extend(ctx context.Context, id, by string, more orchestrator.Extension) (*orchestrator.Task, error)
 }
 
-// AgentAuth verifies agent credentials (pipeline.Pipeline).
+// AgentAuth verifies agent credentials and decides their calls of other
+// agents (pipeline.Pipeline).
 type AgentAuth interface {
 	Authenticate(credential string) (pipeline.Caller, error)
+	CallAgent(ctx context.Context, call pipeline.AgentCall) (*pipeline.AgentOutcome, error)
 }
 
 // WithTasks gives the API the task service and the agents' authentication,
@@ -187,8 +189,8 @@ func (a *API) createTask(w http.ResponseWriter, r *http.Request) error {
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "agent: required: the agent to run the task")
 	case !config.ValidName(req.Agent):
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("agent: %q is not a valid name (lowercase letters, digits and '-', at most 63)", truncate(req.Agent, 80)))
-	case !ac.admin && req.Agent != ac.caller.Agent:
-		return problem.New(http.StatusForbidden, problem.PolicyDenied, "agent: an agent starts tasks of its own only; "+ac.caller.Agent+" cannot start work for "+req.Agent)
+	case !ac.admin && req.Agent != ac.caller.Agent && (ac.caller.Token == nil || ac.caller.Token.Task == ""):
+		return problem.New(http.StatusForbidden, problem.PolicyDenied, "agent: an agent starts tasks of other agents from a task of its own, with a token bound to it (docs/agents.md); "+ac.caller.Agent+" cannot start work for "+req.Agent+" with this credential")
 	}
 	if t := bytes.TrimSpace(req.Input); len(t) == 0 || bytes.Equal(t, []byte("null")) {
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, `input: required: the task's input, a string ("check order 42") or any JSON value`)
@@ -204,7 +206,15 @@ func (a *API) createTask(w http.ResponseWriter, r *http.Request) error {
 			treq.Principal = &orchestrator.Principal{Subject: p.Subject, Issuer: p.Issuer, Groups: p.Groups, Roles: p.Roles}
 		}
 	}
-	t, created, err := a.tasks.Create(r.Context(), treq)
+	var (
+		t       *orchestrator.Task
+		created bool
+	)
+	if !ac.admin && req.Agent != ac.caller.Agent {
+		t, created, err = a.delegate(r, ac, treq, key)
+	} else {
+		t, created, err = a.tasks.Create(r.Context(), treq)
+	}
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,9 @@ type AgentSpec struct {
 	Tools []string `json:"tools,omitempty"`
 	// Models lists the models the agent may use, as names or globs.
 	Models []string `json:"models,omitempty"`
+	// Agents lists the agents this agent may call (delegate to, hand off
+	// to), as names or globs (docs/agents.md).
+	Agents []string `json:"agents,omitempty"`
 	// CaptureContent records the agent's prompts, completions, tool
 	// arguments and answers in its traces, redacted and capped.
 	CaptureContent bool `json:"captureContent,omitempty"`
@@ -112,6 +115,21 @@ type AgentLimits struct {
 	// EscalateTo are the groups whose people (corral humans, users of a
 	// trusted Issuer) may extend an escalated task; the admin always may.
 	EscalateTo []string `json:"escalateTo,omitempty"`
+	// MaxDepth bounds how deep a chain of agents calling agents may go
+	// below a task of this agent's: a call that would make a task deeper
+	// is refused with agent_depth; default 5.
+	MaxDepth int `json:"maxDepth,omitempty"`
+}
+
+// DefaultMaxDepth is AgentLimits.MaxDepth's default.
+const DefaultMaxDepth = 5
+
+// Depth returns the agent's maxDepth, the default filled in; l may be nil.
+func (l *AgentLimits) Depth() int {
+	if l == nil || l.MaxDepth <= 0 {
+		return DefaultMaxDepth
+	}
+	return l.MaxDepth
 }
 
 // The values of AgentLimits.OnExceeded.

@@ -30,6 +30,7 @@ type Gateway interface {
 	Chat(ctx context.Context, a pipeline.Action, req *llm.ChatRequest) (*pipeline.ChatOutcome, error)
 	Invoke(ctx context.Context, a pipeline.Action) (*pipeline.Outcome, error)
 	Tools(ctx context.Context, c pipeline.Caller) ([]*tools.Entry, error)
+	CallAgent(ctx context.Context, call pipeline.AgentCall) (*pipeline.AgentOutcome, error)
 }
 
 // Minter signs the tokens a hosted agent's steps are made with.
@@ -83,7 +84,8 @@ type run struct {
 	inflight sync.WaitGroup
 	// usageWritten is when the task's record last got its usage.
 	usageWritten time.Time
-	fnTools      map[string]string // function name -> tool name, from the last listing
+	fnTools      map[string]string  // function name -> tool name, from the last listing
+	fnAgents     map[string]agentFn // function name -> agent call, from the last listing
 }
 
 // stopCause ends a run's context: the task is to end so.
@@ -238,6 +240,9 @@ func agentScope(spec *config.AgentSpec) string {
 	for _, m := range spec.Models {
 		items = append(items, "model:"+m)
 	}
+	for _, a := range spec.Agents {
+		items = append(items, "agent:"+a)
+	}
 	return strings.Join(items, " ")
 }
 
@@ -262,6 +267,7 @@ func (r *run) functions(ctx context.Context) ([]llm.Tool, error) {
 		}
 		out = append(out, llm.Tool{Type: "function", Function: llm.Function{Name: name, Description: e.Tool.Description, Parameters: params}})
 	}
+	out = append(out, r.agentFunctions()...)
 	return append(out, requestInputTool), nil
 }
 
@@ -398,6 +404,10 @@ func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
 	if tc.Function.Name == requestInput {
 		tool = requestInput
 	}
+	fn, toAgent := r.fnAgents[tc.Function.Name]
+	if toAgent {
+		tool = fn.tool()
+	}
 	step, resume := c.step+1, r.resume
 	if pending := c.pendingTools[tc.ID]; pending != nil {
 		step, resume = pending.Step, true
@@ -421,6 +431,9 @@ func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
 	}
 	if tool == requestInput {
 		return r.park(ctx, tc)
+	}
+	if toAgent {
+		return r.callAgent(ctx, tc, step, fn)
 	}
 	var (
 		out *pipeline.Outcome

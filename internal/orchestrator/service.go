@@ -36,7 +36,9 @@ type Service struct {
 
 // NewService returns the task service over store.
 func NewService(logger *slog.Logger, store *Store, resources Resources) *Service {
-	return &Service{logger: logger, store: store, resources: resources, now: time.Now}
+	s := &Service{logger: logger, store: store, resources: resources, now: time.Now}
+	store.OnEnded(s.childEnded)
+	return s
 }
 
 var _ pipeline.Tasks = (*Service)(nil)
@@ -54,6 +56,10 @@ type Request struct {
 	Principal *Principal
 	Parent    string
 	Chain     []string
+	// Root is the parent's tree's root; "" for a task with no parent.
+	Root string
+	// Handoff: the task continues its parent's work.
+	Handoff bool
 }
 
 // Create makes a task and, for a hosted agent, queues it for a worker. It
@@ -84,7 +90,7 @@ func (s *Service) Create(ctx context.Context, req Request) (*Task, bool, error) 
 	maxTurns, maxTools, deadline, repeated := spec.Limits.Effective()
 	t := &Task{
 		ID: id, Agent: req.Agent, AgentUID: res.Metadata.UID, Input: req.Input, Principal: req.Principal,
-		Parent: req.Parent, Chain: req.Chain, Hosted: spec.Hosted(), Placement: spec.Placement, State: Submitted,
+		Parent: req.Parent, Chain: req.Chain, Root: cmp.Or(req.Root, id), Handoff: req.Handoff, Hosted: spec.Hosted(), Placement: spec.Placement, State: Submitted,
 		Limits:    Limits{MaxTurns: maxTurns, MaxToolCalls: maxTools, Deadline: deadline.String(), RepeatedCalls: repeated, OnExceeded: onExceeded(spec)},
 		CreatedBy: req.CreatedBy, Created: now, Updated: now, InputDigest: digest,
 	}
@@ -228,6 +234,9 @@ func (s *Service) Message(ctx context.Context, id, text, key string) (*Task, err
 	if t.State != InputRequired {
 		return nil, problem.New(http.StatusConflict, problem.Conflict, fmt.Sprintf("task %s is %s: it takes messages only while input-required", id, t.State))
 	}
+	if t.Reason == ReasonAwaitingAgent {
+		return nil, problem.New(http.StatusConflict, problem.Conflict, fmt.Sprintf("task %s waits for task %s, not for a message", id, t.WaitingOn))
+	}
 	if len(text) > MaxInput {
 		return nil, problem.New(http.StatusRequestEntityTooLarge, problem.RequestTooLarge, fmt.Sprintf("message: %d bytes, over the limit of %d", len(text), MaxInput))
 	}
@@ -287,14 +296,14 @@ func (s *Service) Wake(ctx context.Context, id, detail string) error {
 	if err != nil {
 		return err
 	}
-	if t.State != InputRequired || t.Reason != ReasonAwaitingApproval {
+	if t.State != InputRequired || !wakeable(t.Reason) {
 		return nil
 	}
 	t, err = s.store.update(ctx, id, func(t *Task) error {
-		if t.State != InputRequired || t.Reason != ReasonAwaitingApproval {
+		if t.State != InputRequired || !wakeable(t.Reason) {
 			return errSkip
 		}
-		t.State, t.Reason, t.Detail = Working, "", detail
+		t.State, t.Reason, t.Detail, t.WaitingOn = Working, "", detail, ""
 		return nil
 	})
 	if err != nil {
@@ -534,9 +543,11 @@ func (s *Service) Done(ctx context.Context, c pipeline.TaskCall, rec *audit.Reco
 		if m := rec.Model; m != nil {
 			u.InputTokens, u.OutputTokens, u.Cost = m.PromptTokens, m.CompletionTokens, m.Cost
 		}
-	} else {
+	} else if c.Kind == "tool" {
 		ev.Tool = c.Target
 		u.ToolCalls = 1
+	} else {
+		ev.Tool = c.Kind + ":" + c.Target // an agent call: no usage of its own
 	}
 	if rec.Decision == "denied" || rec.Code == problem.ApprovalPending {
 		u = Usage{} // refused or parked calls use nothing

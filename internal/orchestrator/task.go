@@ -53,6 +53,13 @@ const (
 	ReasonOutputInvalid    = "output_invalid"
 	ReasonAskedForInput    = "asked_for_input"
 	ReasonAwaitingApproval = "awaiting_approval"
+	// ReasonAwaitingAgent: the task waits (input-required) for a task it
+	// delegated to (WaitingOn); ReasonHandedOff: the task completed by
+	// handing its work to another agent's task (its result names it);
+	// ReasonDeadlock: the task was failed to break a cycle of waits.
+	ReasonAwaitingAgent = "awaiting_agent"
+	ReasonHandedOff     = "handed_off"
+	ReasonDeadlock      = "deadlock"
 )
 
 // Task is one piece of agent work.
@@ -71,6 +78,14 @@ type Task struct {
 	// it (agents calling agents fill them).
 	Parent string   `json:"parent,omitempty"`
 	Chain  []string `json:"chain,omitempty"`
+	// Root is the task at the top of the tree (the task itself when it has
+	// no parent): the key of the tree's shared state.
+	Root string `json:"root,omitempty"`
+	// Handoff: the task continues its parent's work, which the parent
+	// handed off to it (docs/agents.md).
+	Handoff bool `json:"handoff,omitempty"`
+	// WaitingOn is the task this one waits for (a delegation's child).
+	WaitingOn string `json:"waiting_on,omitempty"`
 	// Hosted: corral runs the agent's loop; otherwise the agent is external
 	// and acts in the task with a token bound to it.
 	Hosted    bool              `json:"hosted"`

@@ -389,6 +389,16 @@ func (w *Worker) sweep(ctx context.Context) {
 		if !t.Hosted || t.Updated.After(cutoff) || !matches(w.opts.Labels, t.Placement) {
 			continue
 		}
+		if t.State == InputRequired && t.Reason == ReasonAwaitingAgent && t.Stop == nil && t.WaitingOn != "" {
+			// Waiting for a task whose end's wake may have been lost (its
+			// replica died first): wake it if that task has ended.
+			if w.childDone(ctx, t.WaitingOn) {
+				if err := w.service().Wake(ctx, t.ID, "task "+t.WaitingOn+" ended"); err != nil {
+					w.logger.WarnContext(ctx, "waking a task whose child ended", "task", t.ID, "err", err)
+				}
+			}
+			continue
+		}
 		if t.State == InputRequired && t.Stop == nil {
 			continue // parked; a message or a stop re-queues it
 		}
@@ -401,6 +411,22 @@ func (w *Worker) sweep(ctx context.Context) {
 			w.logger.WarnContext(ctx, "re-queueing task", "task", t.ID, "err", err)
 		}
 	}
+}
+
+// childDone reports whether the task id has ended, its handoffs followed.
+func (w *Worker) childDone(ctx context.Context, id string) bool {
+	s := w.service()
+	t, err := s.Get(ctx, id)
+	if err != nil {
+		return false
+	}
+	end, err := s.outcome(ctx, t)
+	return err == nil && end.State.Final()
+}
+
+// service is the task service over the worker's store.
+func (w *Worker) service() *Service {
+	return &Service{logger: w.logger, store: w.store, resources: w.resources, now: w.now}
 }
 
 // labelsString renders labels for logs: "region=eu,tier=gold".

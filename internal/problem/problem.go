@@ -80,6 +80,17 @@ const (
 	ApprovalForbidden = "approval_forbidden"
 	ApprovalClosed    = "approval_closed"
 
+	// Agents calling agents (docs/agents.md): the callee is already in
+	// the caller's chain (409); the chain would be deeper than maxDepth
+	// (409); a task failed to break a wait-for cycle; the shared state's
+	// version is not the one given (412), or none was given (428).
+	AgentCycle           = "agent_cycle"
+	AgentDepth           = "agent_depth"
+	AgentNotFound        = "agent_not_found"
+	StateVersionMismatch = "state_version_mismatch"
+	StateVersionRequired = "state_version_required"
+	StateTooLarge        = "state_too_large"
+
 	// The model gateway's limits (docs/models.md, "Limits").
 	OutputLimitTooHigh = "output_limit_too_high"
 	Overloaded         = "overloaded"
