@@ -29,6 +29,8 @@ type Tasks interface {
 	Events(ctx context.Context, id string, after uint64, follow bool, fn func(orchestrator.Event) error) error
 	Report(ctx context.Context, id, agent string, state orchestrator.State, result json.RawMessage, detail string) (*orchestrator.Task, error)
 	Extend(ctx context.Context, id, by string, more orchestrator.Extension) (*orchestrator.Task, error)
+	State(ctx context.Context, id string) (*orchestrator.SharedState, error)
+	PatchState(ctx context.Context, id string, patch json.RawMessage, expect int64, by, key string) (*orchestrator.SharedState, error)
 }
 
 // AgentAuth verifies agent credentials and decides their calls of other
@@ -95,6 +97,8 @@ func (a *API) registerTasks(mux *http.ServeMux, open func(problem.HandlerFunc) h
 	mux.Handle("POST /v1/tasks/{id}/messages", open(a.messageTask))
 	mux.Handle("POST /v1/tasks/{id}/result", open(a.reportTask))
 	mux.Handle("POST /v1/tasks/{id}/extend", open(a.extendTask))
+	mux.Handle("GET /v1/tasks/{id}/state", open(a.getState))
+	mux.Handle("PATCH /v1/tasks/{id}/state", open(a.patchState))
 	for path, allowed := range map[string][]string{
 		"/v1/tasks":               {"GET", "POST"},
 		"/v1/tasks/{id}":          {"GET"},
@@ -103,6 +107,7 @@ func (a *API) registerTasks(mux *http.ServeMux, open func(problem.HandlerFunc) h
 		"/v1/tasks/{id}/messages": {"POST"},
 		"/v1/tasks/{id}/result":   {"POST"},
 		"/v1/tasks/{id}/extend":   {"POST"},
+		"/v1/tasks/{id}/state":    {"GET", "PATCH"},
 	} {
 		mux.Handle(path, open(problem.NotAllowed(allowed...)))
 	}

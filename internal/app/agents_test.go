@@ -3,11 +3,13 @@ package app_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/corral-dev/corral/internal/app/apptest"
+	"github.com/corral-dev/corral/internal/llm/llmtest"
 	"github.com/corral-dev/corral/internal/orchestrator"
 )
 
@@ -174,5 +176,132 @@ func TestAgentDepthCapped(t *testing.T) {
 	events := taskEvents(t, srv, impact[0].ID)
 	if !strings.Contains(events, `"code":"agent_depth"`) || !strings.Contains(events, "monitor → impact → executor") {
 		t.Errorf("impact's events lack the agent_depth refusal:\n%s", events)
+	}
+}
+
+// TestHandoffCarriesSharedState: an agent writes what it found into the
+// tree's shared state and hands the work off; the receiving agent's first
+// model call sees the state, and the tree shows the handoff (the first
+// task completed handed_off, naming the task that goes on).
+func TestHandoffCarriesSharedState(t *testing.T) {
+	up := llmtest.Start(t, llmtest.WithContent("Deal closed with Ada."))
+	srv := apptest.Start(t)
+	srv.Apply(t, scriptedAgent("impact", "  agents: [negotiator]\n",
+		`toolCalls: [{name: update_shared_state, arguments: {patch: {supplier: {name: "Ada Lovelace GmbH", eta: "Freitag"}, delay_days: 3}}}]`,
+		`toolCalls: [{name: handoff_to_negotiator, arguments: {input: "Negotiate a faster delivery."}}]`)+fmt.Sprintf(`---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: talker}
+spec: {provider: openai, baseURL: %q, redact: "off"}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: negotiator}
+spec: {model: talker, models: [talker]}
+`, up.URL()))
+	task := createTask(t, srv, srv.Token, "impact", "Order 42 is late.", nil)
+	done := waitTask(t, srv, task.ID)
+	if done.State != orchestrator.Completed || done.Reason != orchestrator.ReasonHandedOff {
+		t.Fatalf("first task = %s %s %s", done.State, done.Reason, done.Detail)
+	}
+	kids := childrenOf(t, srv, task.ID)
+	if len(kids) != 1 || !kids[0].Handoff || kids[0].Agent != "negotiator" || !strings.Contains(string(done.Result), kids[0].ID) {
+		t.Fatalf("children = %+v, result %s", kids, done.Result)
+	}
+	next := waitTask(t, srv, kids[0].ID)
+	if next.State != orchestrator.Completed || string(next.Result) != `"Deal closed with Ada."` {
+		t.Fatalf("handed-off task = %s %s %s %s", next.State, next.Reason, next.Detail, next.Result)
+	}
+	reqs := up.ChatRequests()
+	if len(reqs) == 0 {
+		t.Fatal("the receiving agent's model was never called")
+	}
+	var first strings.Builder
+	for _, m := range reqs[0].Messages {
+		first.WriteString(m.Content.String() + "\n")
+	}
+	for _, want := range []string{"Negotiate a faster delivery.", "Ada Lovelace GmbH", "Freitag", `"delay_days":3`, "agent impact handed this work over"} {
+		if !strings.Contains(first.String(), want) {
+			t.Errorf("the receiving agent's first model call lacks %q:\n%s", want, first.String())
+		}
+	}
+	if !strings.Contains(taskEvents(t, srv, task.ID), "event: state.changed") {
+		t.Error("the state change is not an event of the task that made it")
+	}
+}
+
+// TestSharedStateAPI: GET and PATCH /v1/tasks/{id}/state with ETag and
+// If-Match: a PATCH without If-Match is 428, with a stale one 412; the
+// state is the tree's, read the same from a child; another agent cannot
+// read it; oversized and malformed patches are refused.
+func TestSharedStateAPI(t *testing.T) {
+	srv := apptest.Start(t)
+	srv.Apply(t, `apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: scout}
+spec: {}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: stranger}
+spec: {}
+`)
+	task := createTask(t, srv, srv.Token, "scout", "find suppliers", nil)
+	path := "/v1/tasks/" + task.ID + "/state"
+	do := func(token, method string, body string, header http.Header) (int, string, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), method, srv.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = header.Clone()
+		if req.Header == nil {
+			req.Header = http.Header{}
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/merge-patch+json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("ETag"), string(b)
+	}
+	status, tag, body := do(srv.Token, "GET", "", nil)
+	if status != http.StatusOK || tag != `"0"` || body != `{}` {
+		t.Fatalf("GET empty state = %d %s %s", status, tag, body)
+	}
+	if status, _, body = do(srv.Token, "PATCH", `{"a":1}`, nil); status != http.StatusPreconditionRequired || !strings.Contains(body, "state_version_required") {
+		t.Errorf("PATCH without If-Match = %d %s, want 428", status, body)
+	}
+	status, tag, body = do(srv.Token, "PATCH", `{"suppliers":{"ada":{"city":"Zürich","score":0.93}},"note":"日本語も"}`, http.Header{"If-Match": {`"0"`}})
+	if status != http.StatusOK || tag == `"0"` || !strings.Contains(body, "Zürich") {
+		t.Fatalf("PATCH = %d %s %s", status, tag, body)
+	}
+	if status, _, body = do(srv.Token, "PATCH", `{"note":null}`, http.Header{"If-Match": {`"0"`}}); status != http.StatusPreconditionFailed || !strings.Contains(body, "state_version_mismatch") {
+		t.Errorf("PATCH with a stale If-Match = %d %s, want 412", status, body)
+	}
+	status, _, body = do(srv.Token, "PATCH", `{"note":null,"suppliers":{"bob":{"city":"Lyon"}}}`, http.Header{"If-Match": {tag}})
+	if status != http.StatusOK || strings.Contains(body, "note") || !strings.Contains(body, "Lyon") || !strings.Contains(body, "Zürich") {
+		t.Errorf("merge patch = %d %s", status, body)
+	}
+	for _, bad := range []struct{ name, body, ifMatch string }{
+		{"not an object", `[1,2]`, "*"},
+		{"not JSON", `{"a":`, "*"},
+		{"too large", `{"blob":"` + strings.Repeat("x", 70<<10) + `"}`, "*"},
+		{"bad If-Match", `{"a":1}`, "seven"},
+	} {
+		if status, _, body := do(srv.Token, "PATCH", bad.body, http.Header{"If-Match": {bad.ifMatch}}); status < 400 || status >= 500 {
+			t.Errorf("%s: HTTP %d %s, want a 4xx", bad.name, status, body)
+		}
+	}
+	if status, _, _ := do(srv.Key(t, "stranger"), "GET", "", nil); status != http.StatusNotFound {
+		t.Errorf("another agent reads the state: HTTP %d, want 404", status)
+	}
+	if status, _, body := do(srv.Key(t, "scout"), "GET", "", nil); status != http.StatusOK || !strings.Contains(body, "Lyon") {
+		t.Errorf("the task's agent reads the state: HTTP %d %s", status, body)
 	}
 }

@@ -227,6 +227,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		return nil, err
 	}
 	taskService := orchestrator.NewService(logger.With("component", "tasks"), a.tasks, a.registry)
+	a.tasks.SetAudit(a.audit) // shared task state's changes (docs/agents.md)
 	// A task that ends withdraws its approvals still pending: nobody waits
 	// for them any more.
 	a.tasks.OnEnded(func(ctx context.Context, task string, st orchestrator.State) {

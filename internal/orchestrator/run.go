@@ -257,7 +257,7 @@ func (r *run) functions(ctx context.Context) ([]llm.Tool, error) {
 	r.fnTools = make(map[string]string, len(entries))
 	for _, e := range entries {
 		name := FunctionName(e.Tool.Name)
-		if _, taken := r.fnTools[name]; taken || name == requestInput {
+		if _, taken := r.fnTools[name]; taken || name == requestInput || name == getState || name == updateState {
 			continue // two tool names that map alike: the first keeps it
 		}
 		r.fnTools[name] = e.Tool.Name
@@ -268,6 +268,9 @@ func (r *run) functions(ctx context.Context) ([]llm.Tool, error) {
 		out = append(out, llm.Tool{Type: "function", Function: llm.Function{Name: name, Description: e.Tool.Description, Parameters: params}})
 	}
 	out = append(out, r.agentFunctions()...)
+	if r.inTree() {
+		out = append(out, stateTools...)
+	}
 	return append(out, requestInputTool), nil
 }
 
@@ -408,6 +411,10 @@ func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
 	if toAgent {
 		tool = fn.tool()
 	}
+	stateFn := (tc.Function.Name == getState || tc.Function.Name == updateState) && r.inTree()
+	if stateFn {
+		tool = tc.Function.Name
+	}
 	step, resume := c.step+1, r.resume
 	if pending := c.pendingTools[tc.ID]; pending != nil {
 		step, resume = pending.Step, true
@@ -434,6 +441,9 @@ func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
 	}
 	if toAgent {
 		return r.callAgent(ctx, tc, step, fn)
+	}
+	if stateFn {
+		return r.stateCall(ctx, tc, step, tool)
 	}
 	var (
 		out *pipeline.Outcome

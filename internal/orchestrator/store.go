@@ -52,6 +52,8 @@ type Store struct {
 	kv              jetstream.KeyValue
 	objects         jetstream.ObjectStore
 	journalS, workS jetstream.Stream
+	states          jetstream.KeyValue // shared task state (state.go)
+	auditor         Auditor            // nil: state changes are not audited
 
 	mu     sync.RWMutex
 	tasks  map[string]mirrored
@@ -104,6 +106,9 @@ func Open(ctx context.Context, logger *slog.Logger, b *bus.Bus) (*Store, error) 
 		Description: "corral task payloads too large for a journal entry",
 	}); err != nil {
 		return nil, fmt.Errorf("orchestrator: %w", err)
+	}
+	if err := s.openStates(ctx); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

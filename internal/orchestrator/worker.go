@@ -338,6 +338,9 @@ func (w *Worker) runTask(ctx context.Context, id string) error {
 	}
 	defer r.inflight.Wait()
 	defer r.endTurn()
+	if err := r.greetHandoff(ctx); err != nil {
+		return err
+	}
 	return r.execute(ctx)
 }
 
