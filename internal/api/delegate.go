@@ -61,3 +61,29 @@ func (a *API) delegate(r *http.Request, ac actor, treq orchestrator.Request, key
 	}
 	return made, created, nil
 }
+
+// readableTask is task for reading: an agent acting in a task (its token
+// is bound to one) may also read the other tasks of that task's tree, the
+// work it is part of.
+func (a *API) readableTask(r *http.Request, ac actor) (*orchestrator.Task, error) {
+	t, err := a.task(r, ac)
+	if err == nil || ac.admin || ac.caller.Token == nil || ac.caller.Token.Task == "" {
+		return t, err
+	}
+	other, gerr := a.tasks.Get(r.Context(), r.PathValue("id"))
+	if gerr != nil {
+		return nil, err
+	}
+	mine, gerr := a.tasks.Get(r.Context(), ac.caller.Token.Task)
+	if gerr != nil || !ac.may(mine) || treeOf(mine) != treeOf(other) {
+		return nil, err
+	}
+	return other, nil
+}
+
+func treeOf(t *orchestrator.Task) string {
+	if t.Root != "" {
+		return t.Root
+	}
+	return t.ID
+}

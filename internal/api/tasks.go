@@ -31,6 +31,7 @@ type Tasks interface {
 	Extend(ctx context.Context, id, by string, more orchestrator.Extension) (*orchestrator.Task, error)
 	State(ctx context.Context, id string) (*orchestrator.SharedState, error)
 	PatchState(ctx context.Context, id string, patch json.RawMessage, expect int64, by, key string) (*orchestrator.SharedState, error)
+	Await(ctx context.Context, id, waiter string, d time.Duration) (*orchestrator.Task, error)
 }
 
 // AgentAuth verifies agent credentials and decides their calls of other
@@ -126,9 +127,11 @@ func (ac actor) by() string {
 	return "agent:" + ac.caller.Agent
 }
 
-// may reports whether the actor may see and act on t.
+// may reports whether the actor may see and act on t: its own tasks, and
+// the tasks it started for other agents (docs/agents.md).
 func (ac actor) may(t *orchestrator.Task) bool {
-	return ac.admin || (t.Agent == ac.caller.Agent && (t.AgentUID == "" || ac.caller.AgentUID == "" || t.AgentUID == ac.caller.AgentUID))
+	return ac.admin || (t.Agent == ac.caller.Agent && (t.AgentUID == "" || ac.caller.AgentUID == "" || t.AgentUID == ac.caller.AgentUID)) ||
+		(t.Parent != "" && t.CreatedBy == "agent:"+ac.caller.Agent)
 }
 
 func (a *API) actor(r *http.Request) (actor, error) {
@@ -316,9 +319,22 @@ func (a *API) getTask(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	t, err := a.task(r, ac)
+	t, err := a.readableTask(r, ac)
 	if err != nil {
 		return err
+	}
+	if v := r.URL.Query().Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > orchestrator.MaxAwait {
+			return problem.New(http.StatusBadRequest, problem.InvalidRequest, "wait: a Go duration up to "+orchestrator.MaxAwait.String()+" (30s)")
+		}
+		waiter := ""
+		if ac.caller.Token != nil {
+			waiter = ac.caller.Token.Task
+		}
+		if t, err = a.tasks.Await(r.Context(), t.ID, waiter, d); err != nil {
+			return err
+		}
 	}
 	return problem.WriteJSON(w, http.StatusOK, t)
 }

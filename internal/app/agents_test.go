@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/corral-dev/corral/internal/app/apptest"
 	"github.com/corral-dev/corral/internal/llm/llmtest"
@@ -303,5 +304,82 @@ spec: {}
 	}
 	if status, _, body := do(srv.Key(t, "scout"), "GET", "", nil); status != http.StatusOK || !strings.Contains(body, "Lyon") {
 		t.Errorf("the task's agent reads the state: HTTP %d %s", status, body)
+	}
+}
+
+// TestDeadlockBroken: two external agents, each acting in its task, wait
+// on each other's task (GET /v1/tasks/{id}?wait=): corral finds the cycle
+// and fails the younger task with reason deadlock within a second, naming
+// the cycle in its events and the audit, and counting it.
+func TestDeadlockBroken(t *testing.T) {
+	srv := apptest.Start(t)
+	srv.Apply(t, `apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: buyer}
+spec: {agents: [seller]}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: seller}
+spec: {}
+`)
+	buyerKey, sellerKey := srv.Key(t, "buyer"), srv.Key(t, "seller")
+	root := createTask(t, srv, srv.Token, "buyer", "buy 40 pallets", nil)
+	_, buyerTok, body := taskToken(t, srv, "buyer", buyerKey, root.ID)
+	if buyerTok == "" {
+		t.Fatalf("buyer's task token: %s", body)
+	}
+	// The buyer delegates through the API: a child task of seller's, with
+	// the buyer's chain.
+	child := createTask(t, srv, buyerTok, "seller", map[string]any{"pallets": 40, "city": "Łódź"}, nil)
+	if child.Parent != root.ID || strings.Join(child.Chain, ",") != "buyer" || child.Root != root.ID {
+		t.Fatalf("delegated task = parent %s chain %v root %s", child.Parent, child.Chain, child.Root)
+	}
+	_, sellerTok, body := taskToken(t, srv, "seller", sellerKey, child.ID)
+	if sellerTok == "" {
+		t.Fatalf("seller's task token: %s", body)
+	}
+	type answer struct {
+		task orchestrator.Task
+		at   time.Time
+	}
+	wait := func(token, id string, out chan<- answer) {
+		status, body := srv.Call(t, token, "GET", "/v1/tasks/"+id+"?wait=20s", nil, nil)
+		var task orchestrator.Task
+		if status != http.StatusOK || json.Unmarshal(body, &task) != nil {
+			t.Errorf("wait on %s: HTTP %d %s", id, status, body)
+		}
+		out <- answer{task, time.Now()}
+	}
+	buyerWaits, sellerWaits := make(chan answer, 1), make(chan answer, 1)
+	go wait(buyerTok, child.ID, buyerWaits)
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	go wait(sellerTok, root.ID, sellerWaits)
+	got := <-buyerWaits
+	<-sellerWaits
+	took := got.at.Sub(start)
+	t.Logf("deadlock broken %v after the second wait began", took)
+	if got.task.State != orchestrator.Failed || got.task.Reason != orchestrator.ReasonDeadlock {
+		t.Fatalf("the younger task = %s %s %s, want failed deadlock", got.task.State, got.task.Reason, got.task.Detail)
+	}
+	if took > 2*time.Second {
+		t.Errorf("the deadlock took %v to break, want about a second at most", took)
+	}
+	if older := waitTask(t, srv, root.ID, orchestrator.Working, orchestrator.Submitted); older.State.Final() {
+		t.Errorf("the older task ended too: %s %s", older.State, older.Reason)
+	}
+	for _, want := range []string{root.ID + " (agent buyer) waits for " + child.ID + " (agent seller) waits for " + root.ID} {
+		if !strings.Contains(got.task.Detail, want) || !strings.Contains(taskEvents(t, srv, child.ID), want) {
+			t.Errorf("the deadlock's detail and events lack %q: %s", want, got.task.Detail)
+		}
+	}
+	status, body := srv.Call(t, srv.Token, "GET", "/v1/audit?agent=seller", nil, nil)
+	if status != http.StatusOK || !strings.Contains(string(body), `"event": "deadlock"`) {
+		t.Errorf("no audit record of the deadlock: %s", body)
+	}
+	status, body = srv.Call(t, "", "GET", "/metrics", nil, nil)
+	if status != http.StatusOK || !strings.Contains(string(body), "corral_deadlocks_total 1") {
+		t.Errorf("corral_deadlocks_total is not 1")
 	}
 }

@@ -141,7 +141,7 @@ func (s *Service) stateChanged(ctx context.Context, t *Task, patch json.RawMessa
 	if s.store.auditor == nil {
 		return
 	}
-	rec := &audit.Record{Time: s.now().UTC(), Kind: "state", Target: rootOf(t), Task: t.ID, Edge: "task", Decision: "allowed", Status: "ok",
+	rec := &audit.Record{Time: s.now().UTC(), Kind: "task", Event: EvStateChanged, Target: rootOf(t), Task: t.ID, Edge: "task", Decision: "allowed", Status: "ok",
 		Reason: fmt.Sprintf("shared state of tree %s changed to version %d by %s", rootOf(t), version, by)}
 	if agent, ok := strings.CutPrefix(by, "agent:"); ok {
 		rec.Agent = agent

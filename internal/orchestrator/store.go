@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -53,7 +54,8 @@ type Store struct {
 	objects         jetstream.ObjectStore
 	journalS, workS jetstream.Stream
 	states          jetstream.KeyValue // shared task state (state.go)
-	auditor         Auditor            // nil: state changes are not audited
+	auditor         Auditor            // nil: state changes and deadlocks are not audited
+	deadlocks       atomic.Int64       // deadlocks this replica broke
 
 	mu     sync.RWMutex
 	tasks  map[string]mirrored
@@ -110,11 +112,24 @@ func Open(ctx context.Context, logger *slog.Logger, b *bus.Bus) (*Store, error) 
 	if err := s.openStates(ctx); err != nil {
 		return nil, err
 	}
+	s.onEnded = append(s.onEnded, s.deadlockEnded)
 	return s, nil
 }
 
-// Run mirrors the task bucket until ctx ends.
+// Run mirrors the task bucket until ctx ends, and breaks the deadlocks
+// it finds in the waits the task records name (deadlock.go).
 func (s *Store) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	dctx, stop := context.WithCancel(ctx)
+	defer stop()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if s.WaitLoaded(dctx) == nil {
+			s.detectDeadlocks(dctx)
+		}
+	}()
 	return s.bus.Watch(ctx, s.kv, s.observe, func() { s.once.Do(func() { close(s.loaded) }) })
 }
 
