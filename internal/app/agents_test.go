@@ -226,8 +226,14 @@ spec: {model: talker, models: [talker]}
 			t.Errorf("the receiving agent's first model call lacks %q:\n%s", want, first.String())
 		}
 	}
-	if !strings.Contains(taskEvents(t, srv, task.ID), "event: state.changed") {
+	events := taskEvents(t, srv, task.ID)
+	if !strings.Contains(events, "event: state.changed") {
 		t.Error("the state change is not an event of the task that made it")
+	}
+	// The change's event is journaled by the task's own run: the run is not
+	// fenced off its task by it and taken over again.
+	if n := strings.Count(events, "event: started"); n != 1 {
+		t.Errorf("the task was started %d times, want once:\n%s", n, events)
 	}
 }
 
@@ -381,5 +387,34 @@ spec: {}
 	status, body = srv.Call(t, "", "GET", "/metrics", nil, nil)
 	if status != http.StatusOK || !strings.Contains(string(body), "corral_deadlocks_total 1") {
 		t.Errorf("corral_deadlocks_total is not 1")
+	}
+}
+
+// TestTreeTurnsCapped: maxTreeTurns on the root's agent bounds the model
+// calls of the root and every task under it together: the child stops at
+// the tree's limit, and so does the parent when it tries to go on.
+func TestTreeTurnsCapped(t *testing.T) {
+	srv := apptest.Start(t)
+	var turns []string
+	for i := range 4 {
+		turns = append(turns, fmt.Sprintf(`toolCalls: [{name: update_shared_state, arguments: {patch: {counted: %d}}}]`, i))
+	}
+	srv.Apply(t, scriptedAgent("planner", "  agents: [worker]\n  limits: {maxTreeTurns: 3}\n",
+		`toolCalls: [{name: delegate_to_worker, arguments: {input: "count"}}]`, `content: "planned"`)+
+		scriptedAgent("worker", "", append(turns, `content: "counted"`)...))
+	task := createTask(t, srv, srv.Token, "planner", "plan the week", nil)
+	done := waitTask(t, srv, task.ID)
+	kids := childrenOf(t, srv, task.ID)
+	if len(kids) != 1 {
+		t.Fatalf("planner has %d children", len(kids))
+	}
+	if kids[0].State != orchestrator.Failed || kids[0].Reason != orchestrator.ReasonMaxTreeTurns {
+		t.Errorf("worker = %s %s %s, want failed max_tree_turns", kids[0].State, kids[0].Reason, kids[0].Detail)
+	}
+	if done.State != orchestrator.Failed || done.Reason != orchestrator.ReasonMaxTreeTurns {
+		t.Errorf("planner = %s %s %s, want failed max_tree_turns", done.State, done.Reason, done.Detail)
+	}
+	if total := done.Usage.ModelCalls + kids[0].Usage.ModelCalls; total != 3 {
+		t.Errorf("the tree made %d model calls, want its limit of 3", total)
 	}
 }

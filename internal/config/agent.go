@@ -119,6 +119,13 @@ type AgentLimits struct {
 	// below a task of this agent's: a call that would make a task deeper
 	// is refused with agent_depth; default 5.
 	MaxDepth int `json:"maxDepth,omitempty"`
+	// MaxTreeTurns and MaxTreeCost bound a task of this agent together with
+	// every task it opens, directly or not (its tree): their model calls,
+	// and their cost in the models' pricing currency. A task of the tree
+	// that would go past one ends with max_tree_turns or max_tree_cost.
+	// 0 (the default) is no bound.
+	MaxTreeTurns int     `json:"maxTreeTurns,omitempty"`
+	MaxTreeCost  float64 `json:"maxTreeCost,omitempty"`
 }
 
 // DefaultMaxDepth is AgentLimits.MaxDepth's default.

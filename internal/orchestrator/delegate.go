@@ -207,8 +207,10 @@ func (r *run) awaitChild(ctx context.Context, tc llm.ToolCall, step int, fn agen
 	}
 	// The child may have ended while the task parked, before its wake
 	// could find it parked: look once more.
-	if end, err = r.service().outcome(ctx, child); err == nil && end.State.Final() {
-		return r.childAnswered(ctx, tc, step, fn, end)
+	if fresh, err := r.service().Get(ctx, child.ID); err == nil {
+		if end, err = r.service().outcome(ctx, fresh); err == nil && end.State.Final() {
+			return r.childAnswered(ctx, tc, step, fn, end)
+		}
 	}
 	return errParked
 }

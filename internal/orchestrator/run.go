@@ -304,6 +304,11 @@ func (r *run) callModel(ctx context.Context) error {
 	if c.turn >= r.task.Limits.MaxTurns {
 		return r.limitReached(ctx, ReasonMaxTurns, fmt.Sprintf("the agent took %d turns without a final answer", c.turn))
 	}
+	if c.pendingModel == nil {
+		if reason, detail := r.w.store.treeExceeded(r.task, c.usage); reason != "" {
+			return r.limitReached(ctx, reason, detail)
+		}
+	}
 	fns, err := r.functions(ctx)
 	if err != nil {
 		return r.stepFailed(ctx, err)
@@ -375,7 +380,10 @@ func (r *run) callModel(ctx context.Context) error {
 	c.answer(msg, u)
 	// The record's usage is the journal's, at most a second behind: a
 	// write per turn would cost a fast task as much as its steps.
-	if now := r.w.now(); now.Sub(r.usageWritten) >= usageEvery {
+	// A tree with limits adds up its tasks' records: they are written
+	// every turn then.
+	treeBound := r.task.Limits.MaxTreeTurns > 0 || r.task.Limits.MaxTreeCost > 0
+	if now := r.w.now(); treeBound || now.Sub(r.usageWritten) >= usageEvery {
 		r.usageWritten = now
 		_, err = r.w.store.update(context.WithoutCancel(ctx), r.task.ID, func(t *Task) error {
 			if t.State.Final() {

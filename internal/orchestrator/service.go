@@ -94,6 +94,9 @@ func (s *Service) Create(ctx context.Context, req Request) (*Task, bool, error) 
 		Limits:    Limits{MaxTurns: maxTurns, MaxToolCalls: maxTools, Deadline: deadline.String(), RepeatedCalls: repeated, OnExceeded: onExceeded(spec)},
 		CreatedBy: req.CreatedBy, Created: now, Updated: now, InputDigest: digest,
 	}
+	if err := s.treeLimits(ctx, t, spec); err != nil {
+		return nil, false, err
+	}
 	err := s.store.create(ctx, t)
 	if wrongRevision(err) {
 		prev, _, ferr := s.store.fetch(ctx, id)
@@ -508,6 +511,11 @@ func (s *Service) Admit(ctx context.Context, c pipeline.TaskCall) error {
 		return problem.New(http.StatusTooManyRequests, problem.TaskLimit, fmt.Sprintf("task %s has used its %d model calls (maxTurns)", t.ID, t.Limits.MaxTurns))
 	case c.Kind == "tool" && t.Usage.ToolCalls >= t.Limits.MaxToolCalls:
 		return problem.New(http.StatusTooManyRequests, problem.TaskLimit, fmt.Sprintf("task %s has used its %d tool calls (maxToolCalls)", t.ID, t.Limits.MaxToolCalls))
+	}
+	if c.Kind == "model" {
+		if reason, detail := s.store.treeExceeded(t, t.Usage); reason != "" {
+			return problem.New(http.StatusTooManyRequests, problem.TaskLimit, detail)
+		}
 	}
 	if t.State == Submitted || t.State == InputRequired {
 		now := s.now().UTC()

@@ -82,6 +82,19 @@ func (s *Service) PatchState(ctx context.Context, id string, patch json.RawMessa
 	if err != nil {
 		return nil, err
 	}
+	return s.patchState(ctx, t, patch, expect, by, func(ev *Event) error {
+		msgID := ""
+		if key != "" {
+			msgID = t.ID + "/state/" + key
+		}
+		_, err := s.store.append(ctx, t.ID, ev, anySeq, msgID)
+		return err
+	})
+}
+
+// patchState is PatchState for task t; journal writes the change's event
+// (a hosted task's run writes it under its journal's guard).
+func (s *Service) patchState(ctx context.Context, t *Task, patch json.RawMessage, expect int64, by string, journal func(*Event) error) (*SharedState, error) {
 	if len(patch) > MaxState {
 		return nil, problem.New(http.StatusRequestEntityTooLarge, problem.StateTooLarge, fmt.Sprintf("the patch is %d bytes, over the state's cap of %d", len(patch), MaxState))
 	}
@@ -121,21 +134,17 @@ func (s *Service) PatchState(ctx context.Context, id string, patch json.RawMessa
 		if err != nil {
 			return nil, s.substrate(fmt.Errorf("orchestrator: write state of %s: %w", root, err))
 		}
-		s.stateChanged(ctx, t, patch, rev, by, key)
+		s.stateChanged(ctx, t, patch, rev, by, journal)
 		return &SharedState{Document: doc, Version: rev}, nil
 	}
 	return nil, problem.New(http.StatusConflict, problem.Conflict, "the shared state keeps changing; retry")
 }
 
 // stateChanged records a change: an event of the task, an audit record.
-func (s *Service) stateChanged(ctx context.Context, t *Task, patch json.RawMessage, version uint64, by, key string) {
+func (s *Service) stateChanged(ctx context.Context, t *Task, patch json.RawMessage, version uint64, by string, journal func(*Event) error) {
 	ctx = context.WithoutCancel(ctx)
-	msgID := ""
-	if key != "" {
-		msgID = t.ID + "/state/" + key
-	}
 	ev := &Event{Type: EvStateChanged, Detail: "version " + strconv.FormatUint(version, 10), Content: string(patch), Agent: by}
-	if _, err := s.store.append(ctx, t.ID, ev, anySeq, msgID); err != nil {
+	if err := journal(ev); err != nil {
 		s.logger.WarnContext(ctx, "the event of a state change is lost; the audit has it", "task", t.ID, "err", err)
 	}
 	if s.store.auditor == nil {

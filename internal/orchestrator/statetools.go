@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/corral-dev/corral/internal/llm"
 	"github.com/corral-dev/corral/internal/problem"
@@ -60,7 +59,11 @@ func (r *run) stateCall(ctx context.Context, tc llm.ToolCall, step int, tool str
 			if args.Version != nil && *args.Version >= 0 {
 				expect = *args.Version
 			}
-			st, err = r.service().PatchState(ctx, r.task.ID, args.Patch, expect, "agent:"+r.task.Agent, strconv.Itoa(step))
+			// The change's event goes into the journal under the run's
+			// guard, as every entry the run writes.
+			st, err = r.service().patchState(ctx, r.task, args.Patch, expect, "agent:"+r.task.Agent, func(ev *Event) error {
+				return r.appendEvent(ctx, ev)
+			})
 		}
 	}
 	ev := &Event{Type: EvToolResult, Step: step, Turn: r.c.turn, Tool: tool, CallID: tc.ID}

@@ -60,6 +60,9 @@ const (
 	ReasonAwaitingAgent = "awaiting_agent"
 	ReasonHandedOff     = "handed_off"
 	ReasonDeadlock      = "deadlock"
+	// The tree's limits (Limits.MaxTreeTurns, MaxTreeCost) were reached.
+	ReasonMaxTreeTurns = "max_tree_turns"
+	ReasonMaxTreeCost  = "max_tree_cost"
 )
 
 // Task is one piece of agent work.
@@ -156,6 +159,10 @@ type Limits struct {
 	OnExceeded string `json:"on_exceeded,omitempty"`
 	// Extensions counts the times a person gave the task more room.
 	Extensions int `json:"extensions,omitempty"`
+	// MaxTreeTurns and MaxTreeCost bound the task's whole tree, as the
+	// root's agent set them (config.AgentLimits); 0 is no bound.
+	MaxTreeTurns int     `json:"max_tree_turns,omitempty"`
+	MaxTreeCost  float64 `json:"max_tree_cost,omitempty"`
 }
 
 // escalates reports whether reaching a limit for reason parks the task for

@@ -238,6 +238,12 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		}
 	}()
 	err := w.runTask(hctx, id)
+	// Woken while it parked (a child ended, an answer came): the wake's
+	// work message met this run and was dropped as a duplicate, so the
+	// run goes on here.
+	for i := 0; i < 3 && errors.Is(err, errParked) && w.woken(id); i++ {
+		err = w.runTask(hctx, id)
+	}
 	var retry *errRetry
 	switch {
 	case err == nil, errors.Is(err, errParked), errors.Is(err, ErrFenced), errors.Is(err, ErrNotFound):
@@ -414,6 +420,12 @@ func (w *Worker) sweep(ctx context.Context) {
 			w.logger.WarnContext(ctx, "re-queueing task", "task", t.ID, "err", err)
 		}
 	}
+}
+
+// woken reports whether a task that parked wants a worker again.
+func (w *Worker) woken(id string) bool {
+	t, ok := w.store.Get(id)
+	return ok && t.Hosted && t.State == Working
 }
 
 // childDone reports whether the task id has ended, its handoffs followed.
