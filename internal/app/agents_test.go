@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -416,5 +417,38 @@ func TestTreeTurnsCapped(t *testing.T) {
 	}
 	if total := done.Usage.ModelCalls + kids[0].Usage.ModelCalls; total != 3 {
 		t.Errorf("the tree made %d model calls, want its limit of 3", total)
+	}
+}
+
+// TestDelegationExample: examples/supply-chain-agents.yaml, as docs/agents.md
+// walks through it, applies and runs: the monitor delegates, the analyst
+// hands off with the shared state, the negotiator's agreement reaches the
+// monitor's answer and the state.
+func TestDelegationExample(t *testing.T) {
+	doc, err := os.ReadFile("../../examples/supply-chain-agents.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := apptest.Start(t)
+	srv.Apply(t, string(doc))
+	task := createTask(t, srv, srv.Token, "delay-monitor", "Shipment SH-7 from Łódź is 3 days late", nil)
+	done := waitTask(t, srv, task.ID)
+	if done.State != orchestrator.Completed || !strings.Contains(string(done.Result), "Friday") {
+		t.Fatalf("monitor = %s %s %s %s", done.State, done.Reason, done.Detail, done.Result)
+	}
+	analyst := childrenOf(t, srv, task.ID)
+	if len(analyst) != 1 || analyst[0].Reason != orchestrator.ReasonHandedOff {
+		t.Fatalf("monitor's children = %+v", analyst)
+	}
+	negotiator := childrenOf(t, srv, analyst[0].ID)
+	if len(negotiator) != 1 || negotiator[0].Agent != "supplier-negotiator" || negotiator[0].State != orchestrator.Completed {
+		t.Fatalf("analyst's children = %+v", negotiator)
+	}
+	if !strings.Contains(taskEvents(t, srv, task.ID), "Ada Lovelace GmbH delivers order 42 on Friday") {
+		t.Error("the monitor's delegation was not answered with the negotiator's result, through the handoff")
+	}
+	status, body := srv.Call(t, srv.Token, "GET", "/v1/tasks/"+negotiator[0].ID+"/state", nil, nil)
+	if status != http.StatusOK || !strings.Contains(string(body), `"surcharge_percent":3`) || !strings.Contains(string(body), "Łódź") {
+		t.Errorf("tree state = HTTP %d %s", status, body)
 	}
 }

@@ -193,6 +193,19 @@ func writeTask(w io.Writer, now time.Time, t *orchestrator.Task) error {
 	if t.Principal != nil {
 		row("For", oneLine(t.Principal.Subject, 100))
 	}
+	if t.Parent != "" {
+		kind := "delegated by"
+		if t.Handoff {
+			kind = "handed off by"
+		}
+		row("Parent", fmt.Sprintf("%s (%s %s)", t.Parent, kind, oneLine(orchestrator.FormatChain(t.Chain), 300)))
+	}
+	if t.Root != "" && t.Root != t.ID && t.Root != t.Parent {
+		row("Tree", t.Root)
+	}
+	if t.WaitingOn != "" {
+		row("Waiting on", t.WaitingOn)
+	}
 	row("Created", fmt.Sprintf("%s (%s ago) by %s", t.Created.Local().Format(auditTimeLayout), age(now, t.Created), oneLine(t.CreatedBy, 80)))
 	if t.Ended != nil {
 		row("Ended", t.Ended.Local().Format(auditTimeLayout))
