@@ -20,7 +20,7 @@ func (a *API) getState(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	t, err := a.task(r, ac)
+	t, err := a.readableTask(r, ac)
 	if err != nil {
 		return err
 	}
@@ -39,7 +39,7 @@ func (a *API) patchState(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	t, err := a.task(r, ac)
+	t, err := a.readableTask(r, ac)
 	if err != nil {
 		return err
 	}
