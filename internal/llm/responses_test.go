@@ -196,8 +196,8 @@ func TestResponseComplete(t *testing.T) {
 			status: "completed", items: []string{"message:completed", "function_call:completed"}, text: "Checking.",
 		},
 		{
-			name: "cut by the output limit",
-			chat: llm.ChatResponse{Choices: []llm.Choice{{Message: llm.Message{Role: "assistant", Content: llm.TextContent("Once upon")}, FinishReason: "length"}}},
+			name:   "cut by the output limit",
+			chat:   llm.ChatResponse{Choices: []llm.Choice{{Message: llm.Message{Role: "assistant", Content: llm.TextContent("Once upon")}, FinishReason: "length"}}},
 			status: "incomplete", reason: "max_output_tokens", items: []string{"message:incomplete"}, text: "Once upon",
 		},
 		{
