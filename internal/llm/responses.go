@@ -10,6 +10,7 @@ package llm
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -123,7 +124,11 @@ var (
 func DecodeResponsesRequest(data []byte) (*ResponsesRequest, error) {
 	fields, err := object(data)
 	if err != nil {
-		return nil, &RequestError{Message: "the request must be a JSON object"}
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) || err.Error() == "null" {
+			return nil, &RequestError{Message: "the request must be a JSON object"}
+		}
+		return nil, &RequestError{Message: "the body is not valid JSON: " + err.Error()}
 	}
 	keys := make([]string, 0, len(fields))
 	for k := range fields {
