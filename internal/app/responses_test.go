@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/corral-dev/corral/internal/app/apptest"
+	"github.com/corral-dev/corral/internal/llm/llmtest"
 )
 
 // respond posts a Responses API request as the agent and returns the
@@ -325,4 +326,93 @@ spec: {scope: {agent: poor}, window: day, limit: {tokens: 10}}
 			}
 		}
 	})
+}
+
+// TestResponsesPassthrough: a Model with api: responses is called through
+// OpenAI's Responses API: the upstream gets POST /responses with the
+// personal data redacted, the agent gets it back restored, whole and
+// streamed, with the provider's reasoning item, which goes back to the
+// provider in the next call; a chat completions call reaches the same
+// model through the Responses API too.
+func TestResponsesPassthrough(t *testing.T) {
+	up := llmtest.Start(t, llmtest.WithHandler(llmtest.ResponsesHandler("I will refund <EMAIL_1> now.", nil, true)))
+	srv := apptest.Start(t)
+	srv.Apply(t, fmt.Sprintf(`apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: o-eu}
+spec: {provider: openai, api: responses, baseURL: %q, model: o4-mini, redact: reversible}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: support}
+spec: {models: [o-eu]}
+`, up.URL()))
+	key := srv.Key(t, "support")
+	waitModel(t, srv, key, "o-eu")
+	const ask = "Please refund alice@example.com."
+	const want = "I will refund alice@example.com now."
+
+	status, _, body := respond(t, srv, key, mustJSON(t, map[string]any{"model": "o-eu", "input": ask, "reasoning": map[string]any{"effort": "low"}}))
+	if status != http.StatusOK {
+		t.Fatalf("HTTP %d %s", status, body)
+	}
+	var r struct {
+		Output []json.RawMessage
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Output) != 2 || string(r.Output[0]) != llmtest.ReasoningItem || !strings.Contains(string(r.Output[1]), want) {
+		t.Fatalf("output %s, want the reasoning item as it came, then the restored message", body)
+	}
+	sent := up.Requests()
+	if len(sent) != 1 || sent[0].Path != "/v1/responses" {
+		t.Fatalf("the upstream got %+v, want POST /v1/responses", sent)
+	}
+	if b := string(sent[0].Body); strings.Contains(b, "alice@example.com") || !strings.Contains(b, "<EMAIL_1>") ||
+		!strings.Contains(b, `"model":"o4-mini"`) || !strings.Contains(b, `"reasoning":{"effort":"low"}`) || !strings.Contains(b, `"store":false`) {
+		t.Errorf("the upstream got %s, want the address redacted, its model name, the reasoning effort and store false", b)
+	}
+
+	// The next turn sends the reasoning item back, streamed.
+	input := []any{map[string]any{"role": "user", "content": ask}, json.RawMessage(r.Output[0]), json.RawMessage(r.Output[1]),
+		map[string]any{"role": "user", "content": "Thanks!"}}
+	status, _, body = respond(t, srv, key, mustJSON(t, map[string]any{"model": "o-eu", "input": input, "stream": true}))
+	if status != http.StatusOK {
+		t.Fatalf("streamed: HTTP %d %s", status, body)
+	}
+	events := readEvents(t, body)
+	var text strings.Builder
+	reasoning := 0
+	for _, ev := range events {
+		if ev.Type == "response.output_text.delta" {
+			text.WriteString(ev.Delta)
+		}
+	}
+	final := events[len(events)-1]
+	if final.Type != "response.completed" || text.String() != want || final.Response.text() != want {
+		t.Errorf("streamed: deltas %q, last event %+v, want %q", text.String(), final, want)
+	}
+	for _, it := range final.Response.Output {
+		if it.Type == "reasoning" {
+			reasoning++
+		}
+	}
+	if reasoning != 1 {
+		t.Errorf("streamed: %d reasoning items in the final response, want 1", reasoning)
+	}
+	sent = up.Requests()
+	if b := string(sent[1].Body); !strings.Contains(b, `"encrypted_content":"gAAAAB-opaque-reasoning"`) || strings.Contains(b, "alice@example.com") ||
+		!strings.Contains(b, `"include":["reasoning.encrypted_content"]`) {
+		t.Errorf("second call: the upstream got %s, want the reasoning item back, the address redacted, encrypted content asked for", b)
+	}
+
+	// Chat completions reach the same model through its Responses API.
+	status, body, _ = chat(t, srv, key, userMessage("o-eu", ask))
+	if status != http.StatusOK || !strings.Contains(string(body), want) {
+		t.Errorf("chat completions: HTTP %d %s, want %q", status, body, want)
+	}
+	if n := len(up.Requests()); n != 3 || up.Requests()[2].Path != "/v1/responses" {
+		t.Errorf("the upstream got %d requests, the last at %s; want 3, all at /v1/responses", n, up.Requests()[n-1].Path)
+	}
 }

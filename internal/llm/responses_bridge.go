@@ -73,8 +73,9 @@ type (
 	}
 )
 
-// OutputItem is one output item: a message ("message", with Content) or a
-// function call ("function_call", with CallID, Name and Arguments).
+// OutputItem is one output item: a message ("message", with Content), a
+// function call ("function_call", with CallID, Name and Arguments), or a
+// reasoning item as the provider sent it ("reasoning", Raw).
 type OutputItem struct {
 	Type      string
 	ID        string
@@ -83,10 +84,14 @@ type OutputItem struct {
 	CallID    string
 	Name      string
 	Arguments string
+	Raw       json.RawMessage
 }
 
 // MarshalJSON writes the item in its type's shape.
 func (it OutputItem) MarshalJSON() ([]byte, error) {
+	if it.Type == "reasoning" && len(it.Raw) > 0 {
+		return it.Raw, nil
+	}
 	if it.Type == "function_call" {
 		return json.Marshal(struct {
 			Type      string `json:"type"`
@@ -151,22 +156,35 @@ func (r *ResponsesRequest) ToChat() *ChatRequest {
 	if r.Instructions != "" {
 		out.Messages = append(out.Messages, Message{Role: "system", Content: TextContent(r.Instructions)})
 	}
+	// Reasoning items go with the assistant message or function call that
+	// follows them; one followed by anything else is dropped.
+	var reasoning []json.RawMessage
 	for _, it := range r.Input {
 		switch it.Type {
+		case "reasoning":
+			reasoning = append(reasoning, it.Raw)
 		case "message":
 			m := Message{Role: it.Role, Content: plainText(it.Content), Refusal: it.Refusal}
 			if m.Role == "assistant" && m.Content != nil && m.Content.Parts == nil && m.Content.Text == "" && m.Refusal != "" {
 				m.Content = nil
 			}
+			if m.Role == "assistant" {
+				m.Reasoning, reasoning = reasoning, nil
+			}
+			reasoning = nil
 			out.Messages = append(out.Messages, m)
 		case "function_call":
 			call := ToolCall{ID: it.CallID, Type: "function", Function: FunctionCall{Name: it.Name, Arguments: it.Arguments}}
 			if n := len(out.Messages); n > 0 && out.Messages[n-1].Role == "assistant" {
-				out.Messages[n-1].ToolCalls = append(out.Messages[n-1].ToolCalls, call)
+				last := &out.Messages[n-1]
+				last.ToolCalls = append(last.ToolCalls, call)
+				last.Reasoning, reasoning = append(last.Reasoning, reasoning...), nil
 				continue
 			}
-			out.Messages = append(out.Messages, Message{Role: "assistant", ToolCalls: []ToolCall{call}})
+			out.Messages = append(out.Messages, Message{Role: "assistant", ToolCalls: []ToolCall{call}, Reasoning: reasoning})
+			reasoning = nil
 		case "function_call_output":
+			reasoning = nil
 			out.Messages = append(out.Messages, Message{Role: "tool", ToolCallID: it.CallID, Content: TextContent(it.Output)})
 		}
 	}
@@ -264,6 +282,9 @@ func (resp *Response) Complete(chat *ChatResponse) {
 		msg, finish = chat.Choices[0].Message, chat.Choices[0].FinishReason
 	}
 	status := itemStatus(finish)
+	for _, r := range msg.Reasoning {
+		resp.Output = append(resp.Output, reasoningItem(r))
+	}
 	text := msg.Content.String()
 	if text != "" || msg.Refusal != "" || len(msg.ToolCalls) == 0 {
 		item := OutputItem{Type: "message", ID: "msg_" + newID(), Status: status}
@@ -280,6 +301,16 @@ func (resp *Response) Complete(chat *ChatResponse) {
 			CallID: tc.ID, Name: tc.Function.Name, Arguments: tc.Function.Arguments})
 	}
 	resp.finish(finish, chat.Usage)
+}
+
+// reasoningItem is a provider's reasoning item as an output item.
+func reasoningItem(raw json.RawMessage) OutputItem {
+	var head struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+	}
+	_ = json.Unmarshal(raw, &head)
+	return OutputItem{Type: "reasoning", ID: head.ID, Status: head.Status, Raw: raw}
 }
 
 // itemStatus is the status of the items of an answer that finished so.
@@ -385,6 +416,9 @@ func (e *ResponseEvents) snapshot() *Response {
 // current is the item with what it has so far.
 func (it *streamItem) current() OutputItem {
 	out := it.item
+	if out.Type == "reasoning" {
+		return out
+	}
 	if out.Type == "function_call" {
 		out.Arguments = it.args.String()
 		return out
@@ -428,6 +462,16 @@ func (e *ResponseEvents) Chunk(c *ChatChunk) []ResponseEvent {
 			e.msg.text.WriteString(*d)
 			out = append(out, e.event(ResponseEvent{Type: "response.output_text.delta", ItemID: e.msg.item.ID,
 				OutputIndex: new(e.msg.index), ContentIndex: new(0), Delta: new(*d), Logprobs: emptyList}))
+		}
+		for _, r := range ch.Delta.Reasoning {
+			// A reasoning item comes whole: added and done at once.
+			out = e.closeMessage(out)
+			it := &streamItem{index: len(e.items), item: reasoningItem(r), closed: true}
+			e.items = append(e.items, it)
+			item := it.item
+			out = append(out,
+				e.event(ResponseEvent{Type: "response.output_item.added", OutputIndex: new(it.index), Item: &item}),
+				e.event(ResponseEvent{Type: "response.output_item.done", OutputIndex: new(it.index), Item: &item}))
 		}
 		if d := ch.Delta.Refusal; d != nil && *d != "" {
 			out = e.openMessage(out)

@@ -375,3 +375,27 @@ func TestDecodeResponsesRequestEmptyCallID(t *testing.T) {
 		t.Fatalf("DecodeResponsesRequest(empty call_id) = %v, want a refusal naming input[0].call_id", err)
 	}
 }
+
+// TestResponseReasoning: reasoning items a provider answered with come out
+// first, as they came, whole and streamed.
+func TestResponseReasoning(t *testing.T) {
+	req, _ := llm.DecodeResponsesRequest([]byte(`{"model":"m","input":"hi"}`))
+	item := json.RawMessage(`{"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"gAAA"}`)
+	resp := llm.NewResponse(req, time.Unix(1, 0))
+	resp.Complete(&llm.ChatResponse{Choices: []llm.Choice{{Message: llm.Message{Role: "assistant", Content: llm.TextContent("Hi."), Reasoning: []json.RawMessage{item}}, FinishReason: "stop"}}})
+	b, _ := json.Marshal(resp.Output)
+	if want := `[` + string(item) + `,`; !strings.HasPrefix(string(b), want) || len(resp.Output) != 2 {
+		t.Errorf("output %s, want the reasoning item first, as it came, then the message", b)
+	}
+
+	ev := llm.NewResponseEvents(llm.NewResponse(req, time.Unix(1, 0)))
+	all := ev.Start()
+	text := "Hi."
+	all = append(all, ev.Chunk(&llm.ChatChunk{Choices: []llm.ChunkChoice{{Delta: llm.Delta{Reasoning: []json.RawMessage{item}}}}})...)
+	all = append(all, ev.Chunk(&llm.ChatChunk{Choices: []llm.ChunkChoice{{Delta: llm.Delta{Content: &text}}}})...)
+	all = append(all, ev.Finish()...)
+	final := all[len(all)-1].Response
+	if all[2].Type != "response.output_item.added" || all[2].Item.Type != "reasoning" || len(final.Output) != 2 || final.Output[0].ID != "rs_1" || final.Output[1].Type != "message" {
+		t.Errorf("events %+v, want the reasoning item added first and kept in the final output", all)
+	}
+}
