@@ -152,7 +152,9 @@ func TestOpenAIResponsesFailures(t *testing.T) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusBadRequest)
 			_, _ = w.Write([]byte(`{"error":{"message":"Unknown parameter: 'x'.","type":"invalid_request_error"}}`))
-		}, false, func(pe *llm.ProviderError) bool { return pe.Status == 400 && strings.Contains(pe.Message, "Unknown parameter") }},
+		}, false, func(pe *llm.ProviderError) bool {
+			return pe.Status == 400 && strings.Contains(pe.Message, "Unknown parameter")
+		}},
 		{"failed response", func(w http.ResponseWriter, r *http.Request) {
 			_, _ = w.Write([]byte(`{"id":"resp_1","status":"failed","error":{"code":"server_error","message":"The model failed."},"output":[]}`))
 		}, false, func(pe *llm.ProviderError) bool { return pe.Message == "The model failed." }},
