@@ -29,6 +29,8 @@ import {
   tool,
 } from "@openai/agents";
 import { z } from "zod";
+import { createOpenAI } from "@ai-sdk/openai";
+import { generateText, stepCountIs, streamText, tool as aiTool } from "ai";
 
 const env = (name) => {
   const v = process.env[name];
@@ -181,9 +183,37 @@ async function agent() {
   }
 }
 
+// vercel calls the same models with the Vercel AI SDK, whose openai(model)
+// speaks the Responses API: text whole and streamed, and a tool loop on the
+// scripted model (its MCP tool answered here by a stub, its own tool run).
+async function vercel() {
+  const openai = createOpenAI({ baseURL: `${base}/openai/v1`, apiKey: key });
+  const whole = await generateText({ model: openai(piiModel), prompt, maxRetries: 0 });
+  check(whole.text === wantContent, `generateText: ${JSON.stringify(whole.text)}, want ${JSON.stringify(wantContent)}`);
+  check(whole.usage.totalTokens > 0, `generateText: usage ${JSON.stringify(whole.usage)}`);
+  const streamed = streamText({ model: openai(piiModel), prompt, maxRetries: 0 });
+  let text = "";
+  for await (const delta of streamed.textStream) text += delta;
+  check(text === wantContent, `streamText: ${JSON.stringify(text)}, want ${JSON.stringify(wantContent)}`);
+  const refunds = [];
+  const loop = await generateText({
+    model: openai(agentModel),
+    prompt: "Where is order 1042, and what is its refund?",
+    tools: {
+      [mcpFunction]: aiTool({ inputSchema: z.object({ id: z.string() }), execute: async () => ({ status: "shipped" }) }),
+      refund_amount: aiTool({ inputSchema: z.object({ order: z.string() }), execute: async ({ order }) => { refunds.push(order); return "42.00 EUR"; } }),
+    },
+    stopWhen: stepCountIs(3),
+    maxRetries: 0,
+  });
+  check(loop.text === wantFinal && loop.steps.length === 2 && refunds.join() === "1042",
+    `generateText with tools: ${JSON.stringify(loop.text)} in ${loop.steps.length} steps, refunds ${refunds}`);
+}
+
 await whole();
 await streamed();
 await helper();
 await refusals();
+await vercel();
 await agent();
 console.log("responses interop: ok");

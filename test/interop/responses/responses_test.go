@@ -1,7 +1,8 @@
 // Package responses_test checks corral's Responses API with the official
 // packages agents are built on: responses.mjs calls /openai/v1/responses with
 // the openai npm package (whole, streamed, the stream helper, refusals) and
-// runs an @openai/agents Agent whose tools are a function of its own and
+// the Vercel AI SDK (ai, @ai-sdk/openai: text whole and streamed, a tool
+// loop), and runs an @openai/agents Agent whose tools are a function of its own and
 // corral's /mcp, against a scripted model, through its whole loop.
 package responses_test
 
@@ -118,10 +119,10 @@ spec: {description: "An agent built on the OpenAI Agents SDK.", models: [gpt-eu,
 	}
 	t.Logf("%s", strings.TrimSpace(string(out)))
 
-	// The upstream saw the three openai calls with the address replaced.
+	// The upstream saw the five calls of gpt-eu with the address replaced.
 	sent := up.ChatRequests()
-	if len(sent) != 3 {
-		t.Fatalf("the upstream got %d chat requests, want 3 (create, create streamed, stream helper)", len(sent))
+	if len(sent) != 5 {
+		t.Fatalf("the upstream got %d chat requests, want 5 (openai: create, create streamed, stream helper; ai: generateText, streamText)", len(sent))
 	}
 	for i, req := range sent {
 		prompt := req.Messages[len(req.Messages)-1].Content.String()
@@ -135,9 +136,9 @@ spec: {description: "An agent built on the OpenAI Agents SDK.", models: [gpt-eu,
 	checkAudit(t, srv)
 }
 
-// checkAudit checks that every step of the agent's two runs went through
-// corral, in order: model (edge responses), the MCP tool (edge mcp), model,
-// twice; the SDK's own function tool runs in the agent, so corral sees its
+// checkAudit checks that every step went through corral, in order: the
+// Vercel AI SDK's loop (model, model), then the Agents SDK's two runs:
+// model (edge responses), the MCP tool (edge mcp), model, twice; the SDK's own function tool runs in the agent, so corral sees its
 // result only in the next model call.
 func checkAudit(t *testing.T, srv *apptest.Server) {
 	t.Helper()
@@ -181,10 +182,13 @@ func checkAudit(t *testing.T, srv *apptest.Server) {
 		}
 		steps = append(steps, r.Kind+" "+r.Target+" "+r.Edge+" "+r.Decision)
 	}
-	if pii != 3 {
-		t.Errorf("audit: %d calls of gpt-eu, want 3", pii)
+	if pii != 5 {
+		t.Errorf("audit: %d calls of gpt-eu, want 5", pii)
 	}
 	want := []string{
+		// The Vercel AI SDK's tool loop, whose tools run in the agent.
+		"model bot responses allowed", "model bot responses allowed",
+		// The Agents SDK's two runs.
 		"model bot responses allowed", "tool " + mcpTool + " mcp allowed", "model bot responses allowed",
 		"model bot responses allowed", "tool " + mcpTool + " mcp allowed", "model bot responses allowed",
 	}
