@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/corral-dev/corral/internal/app/apptest"
 	"github.com/corral-dev/corral/internal/llm/llmtest"
+	"github.com/corral-dev/corral/internal/problem"
 )
 
 // respond posts a Responses API request as the agent and returns the
@@ -414,5 +416,87 @@ spec: {models: [o-eu]}
 	}
 	if n := len(up.Requests()); n != 3 || up.Requests()[2].Path != "/v1/responses" {
 		t.Errorf("the upstream got %d requests, the last at %s; want 3, all at /v1/responses", n, up.Requests()[n-1].Path)
+	}
+}
+
+// TestResponsesApprovalAndBrokenStream: a Responses call policy wants
+// approved is parked like a chat completion (202 approval_pending) and
+// runs once approved; a stream whose provider breaks after its first
+// chunk ends with an error event and response.failed.
+func TestResponsesApprovalAndBrokenStream(t *testing.T) {
+	broken := llmtest.Start(t, llmtest.WithHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, `data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"x","choices":[{"index":0,"delta":{"role":"assistant","content":"Partial"}}]}`+"\n\n")
+		// No [DONE]: the stream ends before the answer does.
+	}))
+	srv := apptest.Start(t)
+	srv.Apply(t, fmt.Sprintf(`apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: oracle}
+spec:
+  provider: scripted
+  script: [{content: "The forecast is grim."}]
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: flaky}
+spec: {provider: openai, baseURL: %q, redact: "off"}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: analyst}
+spec: {models: [oracle, flaky]}
+---
+apiVersion: corral.dev/v1
+kind: Policy
+metadata: {name: reviewed-models}
+spec:
+  rego: |
+    package corral.authz
+    require_approval contains "the oracle's forecasts are reviewed" if {
+      allow
+      input.action.kind == "model"
+      input.action.target == "oracle"
+    }
+    obligations.approvers := ["analysts"] if input.action.target == "oracle"
+`, broken.URL()))
+	key := srv.Key(t, "analyst")
+	waitModel(t, srv, key, "flaky")
+	ask := mustJSON(t, map[string]any{"model": "oracle", "input": "forecast Q3"})
+
+	var parked problem.Details
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		status, ctype, body := respond(t, srv, key, ask)
+		_ = json.Unmarshal(body, &parked)
+		if status == http.StatusAccepted && parked.Code == problem.ApprovalPending && parked.ApprovalID != "" && strings.HasPrefix(ctype, "application/problem+json") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a reviewed model call: HTTP %d %s, want 202 approval_pending", status, body)
+		}
+		time.Sleep(20 * time.Millisecond) // the policy loads in the background
+	}
+	status, body := srv.Call(t, srv.Token, "POST", "/v1/humans", map[string]any{"name": "ana", "groups": []string{"analysts"}}, nil)
+	var ana struct{ Key string }
+	if status != http.StatusCreated || json.Unmarshal(body, &ana) != nil {
+		t.Fatalf("POST /v1/humans: %d %s", status, body)
+	}
+	if status, body := srv.Call(t, ana.Key, "POST", "/v1/approvals/"+parked.ApprovalID+"/approve", map[string]any{}, nil); status != http.StatusOK {
+		t.Fatalf("approve: %d %s", status, body)
+	}
+	if status, _, body := respond(t, srv, key, ask); status != http.StatusOK || !strings.Contains(string(body), "The forecast is grim.") {
+		t.Errorf("after approval: HTTP %d %s, want the forecast", status, body)
+	}
+
+	status, _, body = respond(t, srv, key, mustJSON(t, map[string]any{"model": "flaky", "input": "hi", "stream": true}))
+	if status != http.StatusOK {
+		t.Fatalf("broken stream: HTTP %d %s", status, body)
+	}
+	events := readEvents(t, body)
+	n := len(events)
+	if n < 3 || events[n-2].Type != "error" || events[n-2].Code == "" || events[n-1].Type != "response.failed" ||
+		events[n-1].Response == nil || events[n-1].Response.Status != "failed" || events[n-1].Response.text() != "Partial" {
+		t.Errorf("broken stream events %+v, want error then response.failed with the partial text", events)
 	}
 }
