@@ -202,6 +202,8 @@ func DecodeResponsesRequest(data []byte) (*ResponsesRequest, error) {
 		return nil, &RequestError{Field: "model", Message: "required"}
 	case len(r.Input) == 0:
 		return nil, &RequestError{Field: "input", Message: "required: a string or a list of items"}
+	case r.Instructions == "" && !slices.ContainsFunc(r.Input, func(it ResponseItem) bool { return it.Type != "reasoning" }):
+		return nil, &RequestError{Field: "input", Message: "needs a message, a function call or its output: reasoning items alone are no conversation"}
 	}
 	return r, nil
 }

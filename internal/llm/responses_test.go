@@ -110,6 +110,7 @@ var responsesRefusals = []struct {
 	{"no input", `{"model":"m"}`, "input"},
 	{"input a number", `{"model":"m","input":42}`, "input"},
 	{"empty input list", `{"model":"m","input":[]}`, "input"},
+	{"reasoning alone", `{"model":"m","input":[{"type":"reasoning","id":"rs_1","summary":[]}]}`, "input"},
 	{"model a number", `{"model":7,"input":"hi"}`, "model"},
 	{"hosted web search", `{"model":"m","input":"hi","tools":[{"type":"web_search"}]}`, "tools[0].type"},
 	{"hosted file search second", `{"model":"m","input":"hi","tools":[{"type":"function","name":"f"},{"type":"file_search","vector_store_ids":["vs_1"]}]}`, "tools[1].type"},
