@@ -36,7 +36,7 @@ func (e *Edge) registerResponses(mux *http.ServeMux, h func(problem.HandlerFunc)
 	mux.Handle("/openai/v1/responses", h(problem.NotAllowed("POST")))
 	mux.Handle("/openai/v1/responses/{rest...}", h(func(_ http.ResponseWriter, r *http.Request) error {
 		return problem.New(http.StatusNotFound, problem.NotFound,
-			"corral does not store responses, so it cannot retrieve, cancel or delete one ("+r.URL.Path+"); see docs/responses.md")
+			"corral serves POST /openai/v1/responses only: it stores no responses to retrieve, cancel or delete ("+r.URL.Path+"); see docs/responses.md")
 	}))
 }
 
