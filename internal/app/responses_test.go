@@ -367,6 +367,9 @@ spec: {models: [o-eu]}
 	if len(r.Output) != 2 || string(r.Output[0]) != llmtest.ReasoningItem || !strings.Contains(string(r.Output[1]), want) {
 		t.Fatalf("output %s, want the reasoning item as it came, then the restored message", body)
 	}
+	if b := string(body); !strings.Contains(b, `"input_tokens_details":{"cached_tokens":4}`) || !strings.Contains(b, `"output_tokens_details":{"reasoning_tokens":3}`) {
+		t.Errorf("response %s, want the provider's usage details", b)
+	}
 	sent := up.Requests()
 	if len(sent) != 1 || sent[0].Path != "/v1/responses" {
 		t.Fatalf("the upstream got %+v, want POST /v1/responses", sent)

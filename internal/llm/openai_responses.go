@@ -310,11 +310,32 @@ type wireResponse struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
-	Usage *struct {
-		InputTokens  int `json:"input_tokens"`
-		OutputTokens int `json:"output_tokens"`
-		TotalTokens  int `json:"total_tokens"`
-	} `json:"usage"`
+	Usage *wireUsage `json:"usage"`
+}
+
+// wireUsage is a response's usage.
+type wireUsage struct {
+	InputTokens        int `json:"input_tokens"`
+	OutputTokens       int `json:"output_tokens"`
+	TotalTokens        int `json:"total_tokens"`
+	InputTokensDetails *struct {
+		CachedTokens int `json:"cached_tokens"`
+	} `json:"input_tokens_details"`
+	OutputTokensDetails *struct {
+		ReasoningTokens int `json:"reasoning_tokens"`
+	} `json:"output_tokens_details"`
+}
+
+// chat is the usage as chat completions count it.
+func (u *wireUsage) chat() *Usage {
+	out := &Usage{PromptTokens: u.InputTokens, CompletionTokens: u.OutputTokens, TotalTokens: u.TotalTokens}
+	if d := u.InputTokensDetails; d != nil {
+		out.PromptTokensDetails = &PromptTokensDetails{CachedTokens: d.CachedTokens}
+	}
+	if d := u.OutputTokensDetails; d != nil {
+		out.CompletionTokensDetails = &CompletionTokensDetails{ReasoningTokens: d.ReasoningTokens}
+	}
+	return out
 }
 
 // wireOutputItem is one output item; Raw is the item as it came.
@@ -387,7 +408,7 @@ func (r *wireResponse) chat() *ChatResponse {
 	out := &ChatResponse{ID: r.ID, Object: "chat.completion", Created: r.CreatedAt, Model: r.Model,
 		Choices: []Choice{{Message: msg, FinishReason: r.finishReason(len(msg.ToolCalls) > 0)}}}
 	if r.Usage != nil {
-		out.Usage = &Usage{PromptTokens: r.Usage.InputTokens, CompletionTokens: r.Usage.OutputTokens, TotalTokens: r.Usage.TotalTokens}
+		out.Usage = r.Usage.chat()
 	}
 	return out
 }
@@ -515,7 +536,7 @@ func (s *responsesStream) next() error {
 		s.chunk(Delta{}, new(r.finishReason(len(s.calls) > 0)))
 		if r.Usage != nil {
 			s.queue = append(s.queue, &ChatChunk{ID: s.id, Object: "chat.completion.chunk", Created: s.created, Model: s.model, Choices: []ChunkChoice{},
-				Usage: &Usage{PromptTokens: r.Usage.InputTokens, CompletionTokens: r.Usage.OutputTokens, TotalTokens: r.Usage.TotalTokens}})
+				Usage: r.Usage.chat()})
 		}
 		s.done = true
 	case "response.failed":

@@ -96,8 +96,8 @@ func TestOpenAIResponsesChat(t *testing.T) {
 		c.Message.ToolCalls[0] != refundCall || len(c.Message.Reasoning) != 1 || string(c.Message.Reasoning[0]) != llmtest.ReasoningItem {
 		t.Errorf("answer %+v, want the text, the call, tool_calls and the reasoning item", c)
 	}
-	if resp.Usage == nil || *resp.Usage != llmtest.ResponsesUsage {
-		t.Errorf("usage %+v, want %+v", resp.Usage, llmtest.ResponsesUsage)
+	if d := cmp.Diff(&llmtest.ResponsesUsage, resp.Usage); d != "" {
+		t.Errorf("usage (-want +got):\n%s", d)
 	}
 }
 

@@ -62,8 +62,8 @@ type ResponseUsage struct {
 	TotalTokens         int                 `json:"total_tokens"`
 }
 
-// InputTokensDetails and OutputTokensDetails are the usage's details, which
-// a bridged call reports as zero (chat usage does not carry them).
+// InputTokensDetails and OutputTokensDetails are the usage's details: the
+// provider's, or zero when it gave none.
 type (
 	InputTokensDetails struct {
 		CachedTokens int `json:"cached_tokens"`
@@ -333,6 +333,12 @@ func (resp *Response) finish(reason string, u *Usage) {
 	}
 	if u != nil {
 		resp.Usage = &ResponseUsage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
+		if d := u.PromptTokensDetails; d != nil {
+			resp.Usage.InputTokensDetails.CachedTokens = d.CachedTokens
+		}
+		if d := u.CompletionTokensDetails; d != nil {
+			resp.Usage.OutputTokensDetails.ReasoningTokens = d.ReasoningTokens
+		}
 		if resp.Usage.TotalTokens == 0 {
 			resp.Usage.TotalTokens = u.PromptTokens + u.CompletionTokens
 		}

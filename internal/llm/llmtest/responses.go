@@ -15,7 +15,8 @@ import (
 const ReasoningItem = `{"type":"reasoning","id":"rs_llmtest","summary":[],"encrypted_content":"gAAAAB-opaque-reasoning"}`
 
 // ResponsesUsage is the usage a Responses handler reports.
-var ResponsesUsage = llm.Usage{PromptTokens: 11, CompletionTokens: 7, TotalTokens: 18}
+var ResponsesUsage = llm.Usage{PromptTokens: 11, CompletionTokens: 7, TotalTokens: 18,
+	PromptTokensDetails: &llm.PromptTokensDetails{CachedTokens: 4}, CompletionTokensDetails: &llm.CompletionTokensDetails{ReasoningTokens: 3}}
 
 // ResponsesHandler answers POST /v1/responses, OpenAI's Responses API, for
 // WithHandler: a reasoning item (when reasoning is set), a message with
@@ -52,7 +53,8 @@ func ResponsesHandler(text string, calls []llm.ToolCall, reasoning bool) http.Ha
 		u := ResponsesUsage
 		resp := map[string]any{"id": "resp_llmtest", "object": "response", "created_at": 1700000000, "model": req.Model, "status": "completed",
 			"output": output, "usage": map[string]any{"input_tokens": u.PromptTokens, "output_tokens": u.CompletionTokens, "total_tokens": u.TotalTokens,
-				"input_tokens_details": map[string]int{"cached_tokens": 0}, "output_tokens_details": map[string]int{"reasoning_tokens": 0}}}
+				"input_tokens_details":  map[string]int{"cached_tokens": u.PromptTokensDetails.CachedTokens},
+				"output_tokens_details": map[string]int{"reasoning_tokens": u.CompletionTokensDetails.ReasoningTokens}}}
 		if !req.Stream {
 			writeJSON(w, resp)
 			return
