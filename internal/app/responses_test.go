@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/internal/app/apptest"
+	"github.com/corral-dev/corral/internal/llm/anthropictest"
 	"github.com/corral-dev/corral/internal/llm/llmtest"
 	"github.com/corral-dev/corral/internal/problem"
 )
@@ -335,9 +336,12 @@ spec: {scope: {agent: poor}, window: day, limit: {tokens: 10}}
 // personal data redacted, the agent gets it back restored, whole and
 // streamed, with the provider's reasoning item, which goes back to the
 // provider in the next call; a chat completions call reaches the same
-// model through the Responses API too.
+// model through the Responses API too. An Anthropic model answers the
+// Responses API through corral's Messages API translation.
 func TestResponsesPassthrough(t *testing.T) {
 	up := llmtest.Start(t, llmtest.WithHandler(llmtest.ResponsesHandler("I will refund <EMAIL_1> now.", nil, true)))
+	claude := anthropictest.Start(t, anthropictest.WithBlocks(anthropictest.Text("Let me look."), anthropictest.ToolUse("toolu_1", "lookup", `{"order":1042}`)),
+		anthropictest.WithStopReason("tool_use"))
 	srv := apptest.Start(t)
 	srv.Apply(t, fmt.Sprintf(`apiVersion: corral.dev/v1
 kind: Model
@@ -345,12 +349,42 @@ metadata: {name: o-eu}
 spec: {provider: openai, api: responses, baseURL: %q, model: o4-mini, redact: reversible}
 ---
 apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: claude}
+spec: {provider: anthropic, baseURL: %q, model: claude-sonnet-4-5}
+---
+apiVersion: corral.dev/v1
 kind: Agent
 metadata: {name: support}
-spec: {models: [o-eu]}
-`, up.URL()))
+spec: {models: [o-eu, claude]}
+`, up.URL(), claude.URL()))
 	key := srv.Key(t, "support")
 	waitModel(t, srv, key, "o-eu")
+	waitModel(t, srv, key, "claude")
+
+	// Anthropic answers through corral's Messages API translation, whole
+	// and streamed, its tool use a function_call.
+	tools := []any{map[string]any{"type": "function", "name": "lookup", "parameters": map[string]any{"type": "object"}}}
+	for _, stream := range []bool{false, true} {
+		status, _, body := respond(t, srv, key, mustJSON(t, map[string]any{"model": "claude", "input": "Where is 1042?", "tools": tools, "stream": stream}))
+		if status != http.StatusOK {
+			t.Fatalf("claude (stream %v): HTTP %d %s", stream, status, body)
+		}
+		var r responseObject
+		if stream {
+			events := readEvents(t, body)
+			r = *events[len(events)-1].Response
+		} else if err := json.Unmarshal(body, &r); err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Output) != 2 || r.text() != "Let me look." || r.Output[1].Type != "function_call" || r.Output[1].CallID != "toolu_1" ||
+			r.Output[1].Name != "lookup" || r.Output[1].Arguments != `{"order":1042}` {
+			t.Errorf("claude (stream %v): output %+v, want the text and a call of lookup", stream, r.Output)
+		}
+	}
+	if n := len(claude.Requests()); n != 2 {
+		t.Errorf("Anthropic got %d requests, want 2", n)
+	}
 	const ask = "Please refund alice@example.com."
 	const want = "I will refund alice@example.com now."
 
