@@ -169,7 +169,7 @@ func (r *ResponsesRequest) ToChat() *ChatRequest {
 				m.Content = nil
 			}
 			if m.Role == "assistant" {
-				m.Reasoning, reasoning = reasoning, nil
+				m.Reasoning = reasoning
 			}
 			reasoning = nil
 			out.Messages = append(out.Messages, m)
