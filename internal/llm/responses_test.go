@@ -400,3 +400,49 @@ func TestResponseReasoning(t *testing.T) {
 		t.Errorf("events %+v, want the reasoning item added first and kept in the final output", all)
 	}
 }
+
+// BenchmarkResponsesBridge: decoding a 40-item conversation with tools and
+// bridging it to chat, and turning a 200-chunk stream into events.
+func BenchmarkResponsesBridge(b *testing.B) {
+	var items []string
+	for i := range 10 {
+		items = append(items,
+			`{"role":"user","content":"Where is order `+strings.Repeat("1", i+1)+`? My address is Hauptstraße 5, 10115 Berlin."}`,
+			`{"type":"function_call","call_id":"call_`+string(rune('a'+i))+`","name":"lookup_order","arguments":"{\"order\":1042}"}`,
+			`{"type":"function_call_output","call_id":"call_`+string(rune('a'+i))+`","output":"{\"status\":\"shipped\",\"eta\":\"2026-12-09\"}"}`,
+			`{"role":"assistant","content":[{"type":"output_text","text":"Your order has shipped and arrives on Wednesday."}]}`)
+	}
+	body := []byte(`{"model":"m","instructions":"You are a support agent.","input":[` + strings.Join(items, ",") + `],
+		"tools":[{"type":"function","name":"lookup_order","parameters":{"type":"object","properties":{"order":{"type":"integer"}}}}]}`)
+	b.Run("request", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			req, err := llm.DecodeResponsesRequest(body)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = req.ToChat()
+		}
+	})
+	req, _ := llm.DecodeResponsesRequest(body)
+	chunks := make([]*llm.ChatChunk, 200)
+	for i := range chunks {
+		s := "word "
+		chunks[i] = &llm.ChatChunk{Choices: []llm.ChunkChoice{{Delta: llm.Delta{Content: &s}}}}
+	}
+	b.Run("stream", func(b *testing.B) {
+		for b.Loop() {
+			ev := llm.NewResponseEvents(llm.NewResponse(req, time.Unix(1, 0)))
+			n := len(ev.Start())
+			for _, c := range chunks {
+				for _, e := range ev.Chunk(c) {
+					if _, err := json.Marshal(e); err != nil {
+						b.Fatal(err)
+					}
+					n++
+				}
+			}
+			n += len(ev.Finish())
+		}
+	})
+}
