@@ -46,9 +46,9 @@ import (
 	"github.com/corral-dev/corral/internal/secret"
 	"github.com/corral-dev/corral/internal/telemetry"
 	"github.com/corral-dev/corral/internal/tools"
-	"github.com/corral-dev/corral/internal/trigger"
 	"github.com/corral-dev/corral/internal/tools/mcpsource"
 	"github.com/corral-dev/corral/internal/tools/restsource"
+	"github.com/corral-dev/corral/internal/trigger"
 )
 
 // Config is the static configuration of one corral server process.

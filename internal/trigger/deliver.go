@@ -39,7 +39,9 @@ func (m *Manager) deliver(ctx context.Context, r *runner, ev *event.Event, last 
 	res, err := m.try(ctx, r, ev)
 	switch {
 	case err == nil:
-		m.count(r.name, res.Outcome)
+		if res.Outcome != DeadLettered { // deadLetter counted it
+			m.count(r.name, res.Outcome)
+		}
 		return res, nil
 	case errors.Is(err, errBusy):
 		m.count(r.name, Deferred)

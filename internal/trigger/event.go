@@ -168,7 +168,9 @@ func normalise(r raw) (*event.Event, error) {
 	return &ev, nil
 }
 
-func isJSON(mt string) bool { return mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == "text/json" }
+func isJSON(mt string) bool {
+	return mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == "text/json"
+}
 
 func compactJSON(b []byte) []byte {
 	var out bytes.Buffer
