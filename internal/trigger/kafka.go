@@ -34,6 +34,9 @@ func (m *Manager) runKafka(ctx context.Context, r *runner) error {
 		return fmt.Errorf("kafka client: %w", err)
 	}
 	defer cl.Close()
+	// Close leaves the group, which waits for a rebalance that a poll
+	// still blocks: allow it first (deferred calls run last in, first out).
+	defer cl.AllowRebalance()
 	if err := cl.Ping(ctx); err != nil {
 		return fmt.Errorf("kafka brokers %s: %w", strings.Join(spec.Brokers, ","), err)
 	}
