@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/robfig/cron/v3"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/robfig/cron/v3"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
