@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // maxSignatureHeader bounds a signature header: a parser never works
@@ -140,4 +141,17 @@ func anyEqual(want []byte, candidates [][]byte) bool {
 		}
 	}
 	return ok
+}
+
+// SignGitHub returns the X-Hub-Signature-256 value GitHub sends for body:
+// for senders corral's demo world plays, and for tests.
+func SignGitHub(secret string, body []byte) string {
+	return "sha256=" + hex.EncodeToString(sign([]byte(secret), body))
+}
+
+// SignStripe returns the Stripe-Signature value Stripe sends for body
+// signed at t.
+func SignStripe(secret string, body []byte, t time.Time) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(sign([]byte(secret), []byte(ts), []byte("."), body))
 }

@@ -254,3 +254,30 @@ func TestKafkaOneTaskPerEvent(t *testing.T) {
 		t.Errorf("duplicate = %d, want %d", got, n/2)
 	}
 }
+
+// TestNATSExternalServer consumes a subject on a NATS other than corral's
+// own substrate (spec.nats.url), into a stream the trigger creates there.
+func TestNATSExternalServer(t *testing.T) {
+	url := bustest.ExternalServer(t)
+	secrets["EXTERNAL_NATS"] = url
+	e := newEnv(t)
+	e.apply("partner", config.TriggerSpec{Start: config.TriggerStart{Agent: "impact"},
+		NATS: &config.NATSSource{Subject: "partner.orders", URL: &config.SecretValue{Env: "EXTERNAL_NATS"}}})
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for i := range 3 {
+		msg := nats.NewMsg("partner.orders")
+		msg.Header.Set(nats.MsgIdHdr, fmt.Sprint("order-", i))
+		msg.Data = fmt.Appendf(nil, `{"order":"PO-%d","qty":12}`, i)
+		if err := nc.PublishMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitFor(10*time.Second, "3 tasks", func() bool { return len(e.started("partner")) == 3 })
+	if st, _ := e.m.Lookup("partner"); st.Events[Started] != 3 {
+		t.Errorf("status events = %v, want 3 started", st.Events)
+	}
+}
