@@ -62,12 +62,12 @@ func (m *Manager) try(ctx context.Context, r *runner, ev *event.Event) (result, 
 	if err != nil {
 		return m.deadLetter(ctx, r, ev, "unencodable: "+err.Error())
 	}
-	if r.spec.Start.Workflow != "" {
-		return m.startWorkflow(ctx, r, ev, input, chain, parent)
-	}
 	agent := r.spec.Start.Agent
 	if err := checkChain(chain, agent); err != nil {
 		return m.deadLetter(ctx, r, ev, err.Error())
+	}
+	if r.spec.Start.Workflow != "" {
+		return m.startWorkflow(ctx, r, ev, input, chain, parent)
 	}
 	// The event's task, if an earlier delivery made it: acknowledged as a
 	// duplicate without counting against the cap.
@@ -152,16 +152,15 @@ func (m *Manager) live(r *runner) int {
 	if r.spec.Start.Agent == "" {
 		return 0
 	}
-	tasks, _ := m.deps.Tasks.List(orchestrator.Filter{Agent: r.spec.Start.Agent})
 	seen := map[string]bool{}
 	n := 0
-	for _, t := range tasks {
-		if t.CreatedBy != "trigger:"+r.name {
-			continue
-		}
-		seen[t.ID] = true
-		if !t.State.Final() {
-			n++
+	for _, st := range []orchestrator.State{orchestrator.Submitted, orchestrator.Working, orchestrator.InputRequired} {
+		tasks, _ := m.deps.Tasks.List(orchestrator.Filter{Agent: r.spec.Start.Agent, State: st})
+		for _, t := range tasks {
+			if t.CreatedBy == "trigger:"+r.name {
+				seen[t.ID] = true
+				n++
+			}
 		}
 	}
 	now := m.now()

@@ -173,16 +173,24 @@ func (m *Manager) reconcile(ctx context.Context) {
 	for _, res := range m.deps.Resources.List("Trigger") {
 		want[res.Metadata.Name] = res
 	}
+	// Stop what was deleted or changed, waiting without the lock: a
+	// runner stopping may still count an event.
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	var stopping []*runner
 	for name, r := range m.runners {
 		if res, ok := want[name]; !ok || res.Metadata.Revision != r.rev {
 			r.cancel()
-			<-r.done
 			delete(m.runners, name)
-			m.logger.InfoContext(ctx, "trigger stopped", "trigger", name, "revision", r.rev)
+			stopping = append(stopping, r)
 		}
 	}
+	m.mu.Unlock()
+	for _, r := range stopping {
+		<-r.done
+		m.logger.InfoContext(ctx, "trigger stopped", "trigger", r.name, "revision", r.rev)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for name, res := range want {
 		if _, ok := m.runners[name]; ok {
 			continue
