@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/corral-dev/corral/internal/bus/bustest"
 )
@@ -227,13 +229,17 @@ spec:
 		if round == rounds-1 {
 			break
 		}
-		time.Sleep(time.Duration(rng.IntN(150)) * time.Millisecond)
+		// Kill once this round's consumption has begun, at a random moment
+		// of it.
+		waitFor(10*time.Second, func() bool { return len(listTasksOn(t, p, "monitor")) > round*perRound })
+		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
 		_ = p.cmd.Process.Kill()
 		p.wait(t)
 		t.Logf("kill %d", round+1)
 		p = startCorral(t, "--data", first.Data, "--nats", natsURL)
 	}
 	total := rounds * perRound
+	restarted := time.Now()
 	var list []taskJSON
 	if !waitFor(30*time.Second, func() bool {
 		list = listTasksOn(t, p, "monitor")
@@ -256,5 +262,90 @@ spec:
 	}
 	if len(list) != total {
 		t.Errorf("%d tasks, want %d: one per event", len(list), total)
+	}
+	t.Logf("%d events, one task each; the last took %v after the last restart: messages a killed replica had fetched and not acknowledged come back after the ack wait", total, time.Since(restarted).Round(time.Millisecond))
+}
+
+// TestKillRabbitMQTriggerStartsEachEventOnce is the NATS test's twin on
+// the machine's RabbitMQ: messages unacked when corral is killed are
+// delivered again, and start nothing twice.
+func TestKillRabbitMQTriggerStartsEachEventOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds corral and kills it three times; -short skips it")
+	}
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:5672", time.Second); err != nil {
+		t.Skip("no RabbitMQ on 127.0.0.1:5672 (start rabbitmq-server to run this test)")
+	} else {
+		c.Close()
+	}
+	const rounds, perRound = 4, 30
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 23))
+	t.Logf("seed %d", seed)
+	amqpURL := "amqp://guest:guest@127.0.0.1:5672/"
+	queue := fmt.Sprintf("corral-kill-%d", time.Now().UnixNano())
+	conn, err := amqp.Dial(amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = ch.QueueDelete(queue, false, false, false) })
+
+	p := startCorral(t)
+	first := p
+	apply(t, p, `apiVersion: corral.dev/v1
+kind: Secret
+metadata: {name: rabbit}
+spec: {value: "`+amqpURL+`"}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: impact}
+spec: {description: assesses delayed orders}
+---
+apiVersion: corral.dev/v1
+kind: Trigger
+metadata: {name: erp-orders}
+spec:
+  start: {agent: impact}
+  rabbitmq: {url: {secretRef: rabbit}, queue: `+queue+`}
+`)
+	for round := range rounds {
+		for i := range perRound {
+			n := round*perRound + i
+			pub := amqp.Publishing{MessageId: fmt.Sprintf("order-%d", n), ContentType: "application/json", DeliveryMode: amqp.Persistent,
+				Body: fmt.Appendf(nil, `{"order":%d,"customer":"Müller GmbH"}`, n)}
+			if err := ch.PublishWithContext(t.Context(), "", queue, false, false, pub); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if round == rounds-1 {
+			break
+		}
+		waitFor(10*time.Second, func() bool { return len(listTasksOn(t, p, "impact")) > round*perRound })
+		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
+		_ = p.cmd.Process.Kill()
+		p.wait(t)
+		t.Logf("kill %d", round+1)
+		p = startCorral(t, "--data", first.Data)
+	}
+	total := rounds * perRound
+	var list []taskJSON
+	if !waitFor(30*time.Second, func() bool {
+		list = listTasksOn(t, p, "impact")
+		return len(list) >= total
+	}) {
+		t.Fatalf("%d tasks 30s after the last restart, want %d", len(list), total)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if list = listTasksOn(t, p, "impact"); len(list) != total {
+		t.Errorf("%d tasks, want %d: one per message", len(list), total)
 	}
 }

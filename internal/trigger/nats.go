@@ -17,7 +17,7 @@ const maxDeliveries = 5
 
 // natsAckWait is how long JetStream waits for a message's ack before it
 // offers the message again (to this replica or another).
-const natsAckWait = 30 * time.Second
+const natsAckWait = 10 * time.Second
 
 // StreamName is the work-queue stream corral makes for a NATS trigger
 // without spec.nats.stream.
