@@ -54,7 +54,7 @@ func (m *Manager) ServeHook(w http.ResponseWriter, req *http.Request) error {
 			return err
 		}
 		m.count(name, Refused)
-		m.logger.InfoContext(req.Context(), "webhook refused", "trigger", name, "err", err)
+		m.logger.DebugContext(req.Context(), "webhook refused", "trigger", name, "err", err)
 		return err
 	}
 	w.Header().Set("Location", "/v1/tasks/"+res.Task)
