@@ -281,3 +281,40 @@ func TestNATSExternalServer(t *testing.T) {
 		t.Errorf("status events = %v, want 3 started", st.Events)
 	}
 }
+
+// TestNATSHostileMessages: a message that can never start its task (a
+// broken structured CloudEvent, a body over a task's input limit, a chain
+// past the cap) is dead-lettered and acknowledged, not offered for ever,
+// and the messages behind it still start theirs.
+func TestNATSHostileMessages(t *testing.T) {
+	e := newEnv(t)
+	e.apply("ports", config.TriggerSpec{Start: config.TriggerStart{Agent: "monitor"}, NATS: &config.NATSSource{Subject: "hostile.>"}})
+	nc := natsConn(t, e.bus)
+	broken := nats.NewMsg("hostile.a")
+	broken.Header.Set("Content-Type", "application/cloudevents+json")
+	broken.Data = []byte(`{"specversion":"1.0","id":`)
+	huge := nats.NewMsg("hostile.b")
+	huge.Data = []byte(`{"blob":"` + strings.Repeat("€", 100_000) + `"}`)
+	deep := nats.NewMsg("hostile.c")
+	deep.Header.Set("ce-corralchain", "a,b,c,d,e,f")
+	deep.Data = []byte(`{}`)
+	binary := nats.NewMsg("hostile.d")
+	binary.Data = []byte{0xff, 0x00, 0xfe, 0x01}
+	for _, m := range []*nats.Msg{broken, huge, deep, binary} {
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitFor(10*time.Second, "3 dead letters and 1 task", func() bool {
+		return len(e.dead.list()) == 3 && len(e.started("ports")) == 1
+	})
+	for _, task := range e.started("ports") {
+		if !strings.Contains(string(task.Input), `"data_base64":"/wD+AQ=="`) {
+			t.Errorf("binary message's task input = %s, want data_base64", task.Input)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(e.dead.list()); n != 3 {
+		t.Errorf("dead letters = %v, want 3 (each once)", e.dead.list())
+	}
+}
