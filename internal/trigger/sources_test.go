@@ -318,3 +318,31 @@ func TestNATSHostileMessages(t *testing.T) {
 		t.Errorf("dead letters = %v, want 3 (each once)", e.dead.list())
 	}
 }
+
+// TestNATSMaxConcurrent: over maxConcurrent a message is handed back with
+// a delay, not acknowledged; once tasks end, the held messages start.
+func TestNATSMaxConcurrent(t *testing.T) {
+	e := newEnv(t)
+	e.apply("capped", config.TriggerSpec{Start: config.TriggerStart{Agent: "monitor"}, MaxConcurrent: 2, NATS: &config.NATSSource{Subject: "capped.>"}})
+	nc := natsConn(t, e.bus)
+	for i := range 4 {
+		msg := nats.NewMsg("capped.x")
+		msg.Header.Set(nats.MsgIdHdr, fmt.Sprint("c-", i))
+		msg.Data = fmt.Appendf(nil, `{"n":%d}`, i)
+		if err := nc.PublishMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitFor(10*time.Second, "2 tasks and a deferral", func() bool {
+		return len(e.started("capped")) == 2 && e.count("capped", Deferred) > 0
+	})
+	if n := len(e.started("capped")); n != 2 {
+		t.Fatalf("%d tasks at the cap, want 2", n)
+	}
+	for id := range e.started("capped") {
+		if _, err := e.tasks.Cancel(t.Context(), id, "test", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitFor(15*time.Second, "the held messages started", func() bool { return len(e.started("capped")) == 4 })
+}
