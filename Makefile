@@ -64,7 +64,8 @@ FUZZ_TARGETS := \
 	telemetry:FuzzAppendJSONString telemetry:FuzzParseOTLPEndpoint cli:FuzzTraceArg cli:FuzzTaskEvents \
 	tools/mcpsource:FuzzFrameLimiter tools/mcpsource:FuzzRequestID bus:FuzzOperation \
 	orchestrator:FuzzFunctionName orchestrator:FuzzReplay \
-	approval:FuzzParseRules edge/rest:FuzzPreferWait notify:FuzzParsePress
+	approval:FuzzParseRules edge/rest:FuzzPreferWait notify:FuzzParsePress \
+	trigger:FuzzParseStripe trigger:FuzzParseGitHub trigger:FuzzParseHMAC trigger:FuzzVerify
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
