@@ -48,6 +48,7 @@ import (
 	"github.com/corral-dev/corral/internal/tools"
 	"github.com/corral-dev/corral/internal/tools/mcpsource"
 	"github.com/corral-dev/corral/internal/tools/restsource"
+	"github.com/corral-dev/corral/internal/trigger"
 )
 
 // Config is the static configuration of one corral server process.
@@ -123,6 +124,7 @@ type App struct {
 
 	approvals *approval.Store
 	notifier  *notify.Notifier
+	triggers  *trigger.Manager
 
 	adminTokenPath string
 	adminCreated   bool
@@ -321,9 +323,15 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	buildInfo.WithLabelValues(cfg.Version, a.substrate()).Set(1)
 	metrics.MustRegister(buildInfo)
 
+	// Triggers start tasks from webhooks, schedules and queues. Workflows
+	// and DeadLetters are wired once those packages exist.
+	a.triggers = trigger.New(logger.With("component", "triggers"), trigger.Deps{
+		Resources: a.registry, Tasks: taskService, Secret: resolver.Resolve, Bus: a.bus, Metrics: metrics,
+	})
+
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).Register(mux)
+	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).WithTriggers(a.triggers).Register(mux)
 	a.notifier = notify.New(logger.With("component", "notify"), a.registry, resolver.Resolve, a.creds, a.approvals, nil)
 	a.approvals.OnRequest(a.notifier.Announce)
 	a.notifier.Register(mux, func(h problem.HandlerFunc) http.Handler { return problem.Handle(httpLogger, h) })
@@ -334,6 +342,8 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).WithApprovals(a.approvals).Register(mux)
 	mcpedge.New(logger.With("component", "mcp"), gateway).WithApprovals(a.approvals).Register(mux)
 	openaiedge.New(logger.With("component", "openai"), gateway, cfg.ModelLimits).Register(mux)
+	mux.Handle("POST /hooks/{trigger}", problem.Handle(httpLogger, a.triggers.ServeHook))
+	mux.Handle("/hooks/{trigger}", problem.Handle(httpLogger, problem.NotAllowed("POST")))
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
@@ -500,6 +510,13 @@ func (a *App) Run(ctx context.Context) error {
 			return nil
 		}
 		return a.issuers.Run(regCtx)
+	})
+	// Triggers take events once corral serves, and stop with the drain.
+	g.Go(func() error {
+		if a.waitReady(gctx) != nil {
+			return nil
+		}
+		return a.triggers.Run(gctx)
 	})
 	g.Go(func() error {
 		if a.waitReady(gctx) != nil {

@@ -87,6 +87,13 @@ func (s *Service) Create(ctx context.Context, req Request) (*Task, bool, error) 
 	if req.IdempotencyKey != "" {
 		id = idFor(req.Owner, req.IdempotencyKey)
 	}
+	if req.Root == "" && req.Parent != "" {
+		// A task opened for a parent by another door (a trigger) joins its
+		// tree.
+		if p, ok := s.store.Get(req.Parent); ok {
+			req.Root = rootOf(p)
+		}
+	}
 	maxTurns, maxTools, deadline, repeated := spec.Limits.Effective()
 	t := &Task{
 		ID: id, Agent: req.Agent, AgentUID: res.Metadata.UID, Input: req.Input, Principal: req.Principal,

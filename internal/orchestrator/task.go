@@ -200,6 +200,11 @@ func idFor(owner, key string) string {
 	return "task_" + base32([16]byte(sum[:16]))
 }
 
+// IdempotentID is the id of the task that a create with this owner and
+// Idempotency-Key makes (or made): a trigger looks an event's task up by
+// it before deciding whether the event is new.
+func IdempotentID(owner, key string) string { return idFor(owner, key) }
+
 const crockford = "0123456789abcdefghjkmnpqrstvwxyz"
 
 func base32(b [16]byte) string {

@@ -95,6 +95,16 @@ const (
 	OutputLimitTooHigh = "output_limit_too_high"
 	Overloaded         = "overloaded"
 	ClientClosed       = "client_closed"
+
+	// Triggers (docs/triggers.md): a webhook request without the
+	// signature its trigger requires (401), with a signature that does not
+	// verify (403), or signed too long ago, a replay (403); no such
+	// trigger (404); the trigger is at its maxConcurrent (429, Retry-After).
+	SignatureMissing = "signature_missing"
+	SignatureInvalid = "signature_invalid"
+	SignatureExpired = "signature_expired"
+	TriggerNotFound  = "trigger_not_found"
+	TriggerBusy      = "trigger_busy"
 )
 
 // Error is an error with the HTTP status and stable code it should be
