@@ -452,3 +452,72 @@ func TestDelegationExample(t *testing.T) {
 		t.Errorf("tree state = HTTP %d %s", status, body)
 	}
 }
+
+// TestExternalDelegationBoundaries: what careless and hostile external
+// agents send the delegation door: no task-bound token, an agent not in
+// spec.agents, no such agent, a cycle back up the chain, an oversized
+// input, a task of another tree. Each is refused with its code, and no
+// task is made.
+func TestExternalDelegationBoundaries(t *testing.T) {
+	srv := apptest.Start(t)
+	srv.Apply(t, `apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: buyer}
+spec: {agents: [seller]}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: seller}
+spec: {agents: ["*"]}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: auditor}
+spec: {}
+`)
+	buyerKey, sellerKey := srv.Key(t, "buyer"), srv.Key(t, "seller")
+	root := createTask(t, srv, srv.Token, "buyer", "buy", nil)
+	other := createTask(t, srv, srv.Token, "seller", "another tree", nil)
+	_, buyerTok, _ := taskToken(t, srv, "buyer", buyerKey, root.ID)
+	child := createTask(t, srv, buyerTok, "seller", "sell", nil)
+	_, sellerTok, _ := taskToken(t, srv, "seller", sellerKey, child.ID)
+	count := func() int {
+		_, body := srv.Call(t, srv.Token, "GET", "/v1/tasks?limit=1000", nil, nil)
+		var list struct{ Items []orchestrator.Task }
+		_ = json.Unmarshal(body, &list)
+		return len(list.Items)
+	}
+	before := count()
+	for _, tt := range []struct {
+		name, token, agent string
+		input              any
+		status             int
+		code               string
+	}{
+		{"an agent key, no task", buyerKey, "seller", "x", http.StatusForbidden, "policy_denied"},
+		{"not in spec.agents", buyerTok, "auditor", "x", http.StatusForbidden, "policy_denied"},
+		{"no such agent", buyerTok, "ghost", "x", http.StatusNotFound, "agent_not_found"},
+		{"a cycle back to the buyer", sellerTok, "buyer", "x", http.StatusConflict, "agent_cycle"},
+		{"oversized input", buyerTok, "seller", strings.Repeat("ü", 200<<10), http.StatusRequestEntityTooLarge, ""},
+	} {
+		status, body := srv.Call(t, tt.token, "POST", "/v1/tasks", map[string]any{"agent": tt.agent, "input": tt.input}, nil)
+		if status != tt.status || (tt.code != "" && !strings.Contains(string(body), `"code":"`+tt.code+`"`)) {
+			t.Errorf("%s: HTTP %d %.300s, want %d %s", tt.name, status, body, tt.status, tt.code)
+		}
+	}
+	if n := count(); n != before {
+		t.Errorf("refused delegations made %d tasks", n-before)
+	}
+	if status, _ := srv.Call(t, buyerTok, "GET", "/v1/tasks/"+other.ID, nil, nil); status != http.StatusNotFound {
+		t.Errorf("a task token reads a task of another tree: HTTP %d", status)
+	}
+	if status, _ := srv.Call(t, sellerTok, "GET", "/v1/tasks/"+root.ID, nil, nil); status != http.StatusOK {
+		t.Errorf("a task token cannot read its tree's root: HTTP %d", status)
+	}
+	if status, _ := srv.Call(t, sellerTok, "POST", "/v1/tasks/"+root.ID+"/cancel", nil, nil); status != http.StatusNotFound {
+		t.Errorf("a child's agent cancels its parent: HTTP %d", status)
+	}
+	if status, _ := srv.Call(t, srv.Token, "GET", "/v1/tasks/"+root.ID+"?wait=2h", nil, nil); status != http.StatusBadRequest {
+		t.Errorf("wait=2h: HTTP %d, want 400", status)
+	}
+}
