@@ -274,6 +274,7 @@ func (s *Service) Message(ctx context.Context, id, text, key string) (*Task, err
 	// again. A second answer meanwhile is refused (409), not added.
 	answered := false
 	t, err = s.store.update(ctx, id, func(t *Task) error {
+		answered = false // set by the attempt that is stored only
 		if t.State != InputRequired {
 			return errSkip
 		}
@@ -365,6 +366,7 @@ func (s *Service) Extend(ctx context.Context, id, by string, more Extension) (*T
 	// no extension.
 	extended := false
 	t, err = s.store.update(ctx, id, func(t *Task) error {
+		extended = false // set by the attempt that is stored only
 		if t.State != InputRequired || !escalated(t.Reason) {
 			return errSkip
 		}

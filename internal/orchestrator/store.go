@@ -644,6 +644,9 @@ func (s *Store) queued(ctx context.Context, t *Task) (bool, error) {
 func (s *Store) settle(ctx context.Context, id string, st State, reason, detail string, result json.RawMessage, u Usage, now time.Time) error {
 	ended := false
 	_, err := s.update(ctx, id, func(t *Task) error {
+		// update may call this again after a concurrent write: only the
+		// attempt that is stored counts.
+		ended = false
 		if t.State.Final() {
 			return errSkip
 		}
