@@ -264,7 +264,10 @@ func (a *API) listTasks(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
-	f := orchestrator.Filter{Agent: q.Get("agent"), After: q.Get("after"), Limit: defaultTaskLimit}
+	f := orchestrator.Filter{Agent: q.Get("agent"), After: q.Get("after"), Root: q.Get("root"), Limit: defaultTaskLimit}
+	if f.Root != "" && !orchestrator.ValidID(f.Root) {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "root: a task id (task_ and 26 letters and digits)")
+	}
 	if !ac.admin {
 		if f.Agent != "" && f.Agent != ac.caller.Agent {
 			return problem.New(http.StatusForbidden, problem.PolicyDenied, "agent: an agent lists its own tasks only")

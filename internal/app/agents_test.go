@@ -447,7 +447,15 @@ func TestDelegationExample(t *testing.T) {
 	if !strings.Contains(taskEvents(t, srv, task.ID), "Ada Lovelace GmbH delivers order 42 on Friday") {
 		t.Error("the monitor's delegation was not answered with the negotiator's result, through the handoff")
 	}
-	status, body := srv.Call(t, srv.Token, "GET", "/v1/tasks/"+negotiator[0].ID+"/state", nil, nil)
+	status, body := srv.Call(t, srv.Token, "GET", "/v1/tasks?root="+task.ID, nil, nil)
+	var tree struct{ Items []orchestrator.Task }
+	if err := json.Unmarshal(body, &tree); status != http.StatusOK || err != nil || len(tree.Items) != 3 {
+		t.Errorf("GET /v1/tasks?root= = HTTP %d, %d tasks, want the tree's 3", status, len(tree.Items))
+	}
+	if status, _ = srv.Call(t, srv.Token, "GET", "/v1/tasks?root=../x", nil, nil); status != http.StatusBadRequest {
+		t.Errorf("root=../x: HTTP %d, want 400", status)
+	}
+	status, body = srv.Call(t, srv.Token, "GET", "/v1/tasks/"+negotiator[0].ID+"/state", nil, nil)
 	if status != http.StatusOK || !strings.Contains(string(body), `"surcharge_percent":3`) || !strings.Contains(string(body), "Łódź") {
 		t.Errorf("tree state = HTTP %d %s", status, body)
 	}

@@ -225,6 +225,8 @@ type Filter struct {
 	Agent string
 	State State
 	Since time.Time
+	// Root keeps the tasks of one task tree (docs/agents.md).
+	Root string
 	// After is the last id of the previous page: tasks are listed newest
 	// first, and a page continues after it.
 	After string
@@ -237,7 +239,7 @@ func (s *Store) List(f Filter) ([]*Task, bool) {
 	var out []*Task
 	for _, m := range s.tasks {
 		t := m.task
-		if (f.Agent != "" && t.Agent != f.Agent) || (f.State != "" && t.State != f.State) || t.Created.Before(f.Since) {
+		if (f.Agent != "" && t.Agent != f.Agent) || (f.State != "" && t.State != f.State) || t.Created.Before(f.Since) || (f.Root != "" && rootOf(t) != f.Root) {
 			continue
 		}
 		out = append(out, t)
