@@ -89,8 +89,10 @@ func TestDelegateReturnsChildResult(t *testing.T) {
 		`content: "Ada delivers Friday, for 3% more."`)+
 		scriptedAgent("negotiator", "  description: Negotiates with suppliers.\n",
 			`content: "Agreed: Friday, +3%."`))
+	began := time.Now()
 	task := createTask(t, srv, srv.Token, "impact", "Order 42 is late: what now?", nil)
 	done := waitTask(t, srv, task.ID)
+	t.Logf("a delegation (parent: 2 model calls, child: 1) done in %v", time.Since(began).Round(time.Millisecond))
 	if done.State != orchestrator.Completed || string(done.Result) != `"Ada delivers Friday, for 3% more."` {
 		t.Fatalf("parent = %s %s %s result %s", done.State, done.Reason, done.Detail, done.Result)
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/corral-dev/corral/internal/problem"
 )
@@ -85,4 +86,35 @@ func FuzzParseChain(f *testing.F) {
 		}
 		_ = CheckChain(chain, "x", 0)
 	})
+}
+
+func TestWaitCycles(t *testing.T) {
+	at := func(i int) time.Time { return time.Date(2026, 12, 7, 10, 0, i, 0, time.UTC) }
+	task := func(id, waits string, i int) *Task {
+		return &Task{ID: id, WaitingOn: waits, Created: at(i), Agent: "agent-" + id}
+	}
+	tests := []struct {
+		name    string
+		tasks   []*Task
+		victims []string
+	}{
+		{"none", []*Task{task("a", "b", 1), task("b", "", 2)}, nil},
+		{"two", []*Task{task("a", "b", 1), task("b", "a", 2)}, []string{"b"}},
+		{"three, with a tail", []*Task{task("x", "a", 9), task("a", "b", 1), task("b", "c", 3), task("c", "a", 2)}, []string{"b"}},
+		{"self", []*Task{task("a", "a", 1)}, []string{"a"}},
+		{"two cycles", []*Task{task("a", "b", 1), task("b", "a", 2), task("c", "d", 3), task("d", "c", 4)}, []string{"b", "d"}},
+		{"waits on an ended task", []*Task{task("a", "gone", 1)}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var victims []string
+			for _, c := range waitCycles(tt.tasks) {
+				victims = append(victims, youngest(c).ID)
+			}
+			slices.Sort(victims)
+			if !slices.Equal(victims, tt.victims) {
+				t.Errorf("victims = %v, want %v", victims, tt.victims)
+			}
+		})
+	}
 }

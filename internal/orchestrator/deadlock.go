@@ -29,7 +29,7 @@ func (s *Store) detectDeadlocks(ctx context.Context) {
 	tick := time.NewTicker(deadlockEvery)
 	defer tick.Stop()
 	for {
-		for _, cycle := range waitCycles(s.live()) {
+		for _, cycle := range waitCycles(s.waiting()) {
 			svc.breakDeadlock(ctx, cycle)
 		}
 		select {
@@ -43,6 +43,21 @@ func (s *Store) detectDeadlocks(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// waiting returns the live tasks that wait for another task: the wait-for
+// graph's edges. A scan without copies, made often: a replica with many
+// tasks and few waits pays little.
+func (s *Store) waiting() []*Task {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*Task
+	for _, m := range s.tasks {
+		if m.task.WaitingOn != "" && !m.task.State.Final() {
+			out = append(out, m.task.clone())
+		}
+	}
+	return out
 }
 
 // waitCycles returns the cycles of the wait-for graph among live tasks,
