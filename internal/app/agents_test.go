@@ -531,3 +531,43 @@ spec: {}
 		t.Errorf("wait=2h: HTTP %d, want 400", status)
 	}
 }
+
+// TestKillSwitchStopsDelegatedWork: a kill switch over an agent stops the
+// work it delegated: the child task, of another agent, is canceled with
+// reason killed, naming the agent above it.
+func TestKillSwitchStopsDelegatedWork(t *testing.T) {
+	up := llmtest.Start(t, llmtest.WithContent("too late"), llmtest.WithDelay(30*time.Second))
+	srv := apptest.Start(t)
+	srv.Apply(t, scriptedAgent("dispatcher", "  agents: [courier]\n",
+		`toolCalls: [{name: delegate_to_courier, arguments: {input: "drive to Gdańsk"}}]`, `content: "dispatched"`)+fmt.Sprintf(`---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: slow}
+spec: {provider: openai, baseURL: %q, redact: "off", timeout: 60s}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: courier}
+spec: {model: slow, models: [slow]}
+`, up.URL()))
+	task := createTask(t, srv, srv.Token, "dispatcher", "ship order 42", nil)
+	var kid orchestrator.Task
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if kids := childrenOf(t, srv, task.ID); len(kids) == 1 && kids[0].State == orchestrator.Working {
+			kid = kids[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the courier's task never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if status, body := srv.Call(t, srv.Token, "POST", "/v1/killswitches", map[string]string{"agent": "dispatcher", "reason": "wrong depot"}, nil); status >= 300 {
+		t.Fatalf("kill switch: HTTP %d %s", status, body)
+	}
+	ended := waitTask(t, srv, kid.ID)
+	if ended.State != orchestrator.Canceled || ended.Reason != orchestrator.ReasonKilled || !strings.Contains(ended.Detail, "dispatcher") {
+		t.Errorf("the courier's task = %s %s %s, want canceled killed naming the dispatcher", ended.State, ended.Reason, ended.Detail)
+	}
+}

@@ -151,7 +151,7 @@ func (r *run) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if cause := r.w.stopFor(r.task.ID, r.task.Agent, deadline); cause != nil {
+		if cause := r.w.stopFor(r.task.ID, r.task.Agent, r.task.Chain, deadline); cause != nil {
 			cancel(cause)
 			return
 		}

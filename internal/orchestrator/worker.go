@@ -367,10 +367,20 @@ func instructions(spec *config.AgentSpec) string {
 }
 
 // stopFor says why a running task must stop now, or nil: a stop request
-// in its record, a kill switch over its agent, its deadline.
-func (w *Worker) stopFor(id, agent string, deadline time.Time) *stopCause {
+// in its record, a kill switch over its agent or an agent above it in its
+// chain (stopping an agent stops the work it handed on), its deadline.
+func (w *Worker) stopFor(id, agent string, chain []string, deadline time.Time) *stopCause {
 	if st := w.store.stopOf(id); st != nil {
 		return &stopCause{state: st.State, reason: st.Reason, detail: st.Detail}
+	}
+	for _, above := range chain {
+		if sw, on := w.kill.Killed(above); on && !sw.All {
+			detail := "agent " + above + ", which handed this work to " + agent + ", is stopped by a kill switch"
+			if sw.Reason != "" {
+				detail += ": " + sw.Reason
+			}
+			return &stopCause{state: Canceled, reason: ReasonKilled, detail: detail}
+		}
 	}
 	if sw, on := w.kill.Killed(agent); on {
 		detail := "agent " + agent + " is stopped by a kill switch"

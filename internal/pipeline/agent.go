@@ -77,6 +77,11 @@ func (p *Pipeline) CallAgent(ctx context.Context, call AgentCall) (out *AgentOut
 	if err := p.checkKill(caller); err != nil {
 		return nil, err
 	}
+	for _, above := range call.Chain {
+		if sw, on := p.Kill.Killed(above); on && !sw.All && above != caller.Agent {
+			return nil, problem.New(http.StatusLocked, problem.Killed, "agent "+above+", which handed this work to "+caller.Agent+", is stopped by a kill switch")
+		}
+	}
 	agent, err := p.agent(caller)
 	if err != nil {
 		return nil, err
