@@ -30,6 +30,7 @@ import (
 	"github.com/corral-dev/corral/internal/config"
 	mcpedge "github.com/corral-dev/corral/internal/edge/mcp"
 	"github.com/corral-dev/corral/internal/edge/oauth"
+	a2aedge "github.com/corral-dev/corral/internal/edge/a2a"
 	openaiedge "github.com/corral-dev/corral/internal/edge/openai"
 	"github.com/corral-dev/corral/internal/edge/rest"
 	"github.com/corral-dev/corral/internal/idempotency"
@@ -93,6 +94,9 @@ type Config struct {
 	// NATSTLS secures the connection to an external NATS, or the embedded
 	// server's --nats-listen port.
 	NATSTLS bus.TLS
+	// A2APushAllowPrivate lets A2A push notifications reach private,
+	// loopback and link-local addresses (docs/a2a.md, "Push security").
+	A2APushAllowPrivate bool
 }
 
 // drainTimeout bounds how long shutdown waits for in-flight requests.
@@ -112,6 +116,7 @@ type App struct {
 	budgets  *budget.Budgets
 	limits   *ratelimit.Limits
 	gateway  *pipeline.Pipeline
+	push     *a2aedge.Pusher
 	signer   *identity.Signer
 	issuers  *identity.Issuers
 	policies *policy.Store
@@ -333,6 +338,12 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).WithApprovals(a.approvals).Register(mux)
 	mcpedge.New(logger.With("component", "mcp"), gateway).WithApprovals(a.approvals).Register(mux)
 	openaiedge.New(logger.With("component", "openai"), gateway, cfg.ModelLimits).Register(mux)
+	a2aStore, err := a2aedge.OpenStore(ctx, a.bus)
+	if err != nil {
+		return nil, err
+	}
+	a.push = a2aedge.NewPusher(logger.With("component", "a2a-push"), taskService, a2aStore, a2aedge.PushOptions{AllowPrivate: cfg.A2APushAllowPrivate})
+	a2aedge.New(logger.With("component", "a2a"), taskService, gateway, a.creds, a.registry, a2aStore, a.push, a2aedge.Options{PublicURL: cfg.Issuer, Version: cfg.Version}).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
@@ -452,6 +463,7 @@ func (a *App) Run(ctx context.Context) error {
 	g.Go(func() error { return a.audit.Run(regCtx) })
 	g.Go(func() error { return a.tasks.Run(regCtx) })
 	g.Go(func() error { return a.approvals.Run(regCtx) })
+	g.Go(func() error { return a.push.Run(gctx) })
 	if a.worker != nil {
 		// The worker stops taking work with the HTTP drain, and hands back
 		// what it runs; the substrate stays up until it has.

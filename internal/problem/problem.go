@@ -84,6 +84,11 @@ const (
 	OutputLimitTooHigh = "output_limit_too_high"
 	Overloaded         = "overloaded"
 	ClientClosed       = "client_closed"
+
+	// Agents calling agents, also across A2A (docs/a2a.md): the agent is
+	// already in the chain of calls; the chain is too deep.
+	AgentCycle = "agent_cycle"
+	AgentDepth = "agent_depth"
 )
 
 // Error is an error with the HTTP status and stable code it should be
