@@ -63,7 +63,8 @@ FUZZ_TARGETS := \
 	telemetry:FuzzAppendJSONString telemetry:FuzzParseOTLPEndpoint cli:FuzzTraceArg cli:FuzzTaskEvents \
 	tools/mcpsource:FuzzFrameLimiter tools/mcpsource:FuzzRequestID bus:FuzzOperation \
 	orchestrator:FuzzFunctionName orchestrator:FuzzReplay \
-	approval:FuzzParseRules edge/rest:FuzzPreferWait notify:FuzzParsePress
+	approval:FuzzParseRules edge/rest:FuzzPreferWait notify:FuzzParsePress \
+	edge/a2a:FuzzDecodeRequest edge/a2a:FuzzParseChain
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

@@ -308,7 +308,9 @@ func (s *Server) listTasks(ctx context.Context, c *call, params json.RawMessage)
 	}
 	f := orchestrator.Filter{Agent: c.agent, After: p.PageToken}
 	wantAuth := false
-	if p.Status != "" && p.Status != "TASK_STATE_UNSPECIFIED" {
+	// @a2a-js/sdk 1.x sends "UNRECOGNIZED" for a status its caller left
+	// out (ts-proto's toJSON of an undefined enum): no filter, as unset.
+	if p.Status != "" && p.Status != "TASK_STATE_UNSPECIFIED" && p.Status != "UNRECOGNIZED" {
 		st, auth, err := corralState(p.Status)
 		if err != nil {
 			return nil, invalidParams("params.status: %v", err)
