@@ -6,9 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/corral-dev/corral/internal/app"
 	"github.com/corral-dev/corral/internal/app/apptest"
 )
 
@@ -360,5 +364,82 @@ func TestCardsAndStreaming(t *testing.T) {
 	got := strings.Join(kinds, " ")
 	if !strings.HasPrefix(got, "task ") || !strings.HasSuffix(got, "artifactUpdate statusUpdate completed") {
 		t.Errorf("stream = %s, want task ... artifactUpdate statusUpdate(completed)", got)
+	}
+}
+
+// TestPushNotifications: a webhook given with the message receives the
+// task's updates, ending with the completed task, with its credentials;
+// configs read back without them and can be deleted. A loopback webhook
+// is refused unless the admin allows private targets.
+func TestPushNotifications(t *testing.T) {
+	type hit struct {
+		auth, token string
+		body        map[string]json.RawMessage
+	}
+	hits := make(chan hit, 16)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]json.RawMessage
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		hits <- hit{r.Header.Get("Authorization"), r.Header.Get("X-A2A-Notification-Token"), body}
+	}))
+	t.Cleanup(hook.Close)
+
+	strict := apptest.Start(t)
+	strict.Apply(t, agents)
+	_, r := rpc(t, strict, strict.Token, "impact", "SendMessage", map[string]any{
+		"message":       message("push it", nil),
+		"configuration": map[string]any{"taskPushNotificationConfig": map[string]any{"url": hook.URL}},
+	}, nil)
+	if r.problem() != "invalid_request" || !strings.Contains(r.Error.Message, "not a public address") {
+		t.Errorf("a loopback webhook by default: %+v", r.Error)
+	}
+
+	srv := apptest.StartWith(t, app.Config{A2APushAllowPrivate: true})
+	srv.Apply(t, agents)
+	key := srv.Key(t, "refunds")
+	asked := sendTask(t, srv, key, "refunds", map[string]any{
+		"message": message("refund order 7", nil),
+		"configuration": map[string]any{"taskPushNotificationConfig": map[string]any{
+			"id": "ops", "url": hook.URL + "/a2a", "token": "tok-7", "authentication": map[string]any{"scheme": "Bearer", "credentials": "hook-secret"},
+		}},
+	})
+	_, r = rpc(t, srv, key, "refunds", "ListTaskPushNotificationConfigs", map[string]any{"taskId": asked.ID}, nil)
+	if r.Error != nil || !strings.Contains(string(r.Result), `"id":"ops"`) || strings.Contains(string(r.Result), "hook-secret") || strings.Contains(string(r.Result), "tok-7") {
+		t.Errorf("List = %s %+v", r.Result, r.Error)
+	}
+	sendTask(t, srv, key, "refunds", map[string]any{"message": message("yes", map[string]any{"taskId": asked.ID})})
+	var states []string
+	for done := false; !done; {
+		select {
+		case h := <-hits:
+			if h.auth != "Bearer hook-secret" || h.token != "tok-7" {
+				t.Errorf("webhook credentials %q %q", h.auth, h.token)
+			}
+			for k, v := range h.body {
+				var x struct {
+					Status struct{ State string }
+				}
+				_ = json.Unmarshal(v, &x)
+				states = append(states, k+":"+x.Status.State)
+				done = k == "task" && x.Status.State == "TASK_STATE_COMPLETED"
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("webhook got %v, and no completed task in 20s", states)
+		}
+	}
+	if !slices.Contains(states, "statusUpdate:TASK_STATE_INPUT_REQUIRED") {
+		t.Errorf("webhook got %v, want the input-required update too", states)
+	}
+	_, r = rpc(t, srv, key, "refunds", "DeleteTaskPushNotificationConfig", map[string]any{"taskId": asked.ID, "id": "ops"}, nil)
+	if r.Error != nil {
+		t.Errorf("Delete: %+v", r.Error)
+	}
+	_, r = rpc(t, srv, key, "refunds", "GetTaskPushNotificationConfig", map[string]any{"taskId": asked.ID, "id": "ops"}, nil)
+	if r.Error == nil {
+		t.Errorf("Get after Delete = %s", r.Result)
+	}
+	_, r = rpc(t, srv, srv.Key(t, "impact"), "refunds", "ListTaskPushNotificationConfigs", map[string]any{"taskId": asked.ID}, nil)
+	if r.problem() != "task_not_found" {
+		t.Errorf("another agent lists the configs: %s %+v", r.Result, r.Error)
 	}
 }
