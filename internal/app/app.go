@@ -316,7 +316,8 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	gateway := a.gateway
 	if !cfg.NoWorker {
 		a.worker = orchestrator.NewWorker(logger.With("component", "worker"), a.tasks, gateway, a.signer, a.registry, a.registry, a.kill,
-			orchestrator.WorkerOptions{ID: cfg.WorkerID, Labels: cfg.WorkerLabels})
+			orchestrator.WorkerOptions{ID: cfg.WorkerID, Labels: cfg.WorkerLabels,
+				Remote: a2aedge.NewClient(logger.With("component", "a2a-client"), resolver.Resolve, a.audit)})
 	}
 	metrics.MustRegister(orchestrator.NewCollector(a.tasks, a.worker))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{

@@ -1,0 +1,124 @@
+package a2a_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corral-dev/corral/internal/app/apptest"
+	"github.com/corral-dev/corral/internal/orchestrator"
+)
+
+func createTask(t *testing.T, srv *apptest.Server, agent string, input any) orchestrator.Task {
+	t.Helper()
+	status, body := srv.Call(t, srv.Token, "POST", "/v1/tasks", map[string]any{"agent": agent, "input": input}, nil)
+	var task orchestrator.Task
+	if (status != http.StatusCreated && status != http.StatusOK) || json.Unmarshal(body, &task) != nil {
+		t.Fatalf("POST /v1/tasks: HTTP %d %s", status, body)
+	}
+	return task
+}
+
+func waitState(t *testing.T, srv *apptest.Server, id string, want ...orchestrator.State) orchestrator.Task {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, body := srv.Call(t, srv.Token, "GET", "/v1/tasks/"+id, nil, nil)
+		var task orchestrator.Task
+		_ = json.Unmarshal(body, &task)
+		for _, w := range want {
+			if task.State == w {
+				return task
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s still %s after 20s: %s", id, task.State, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// remoteAgents are Agents of the calling corral that are the called
+// corral's hosted agents, reached over A2A with a key kept in a Secret.
+func remoteAgents(url, impactKey, refundsKey string) string {
+	return `apiVersion: corral.dev/v1
+kind: Secret
+metadata: {name: impact-key}
+spec: {value: "` + impactKey + `"}
+---
+apiVersion: corral.dev/v1
+kind: Secret
+metadata: {name: refunds-key}
+spec: {value: "` + refundsKey + `"}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: far-impact}
+spec:
+  description: "impact, on the other corral"
+  a2a: {url: "` + url + `/a2a/impact", auth: {bearer: {secretRef: impact-key}}}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: far-refunds}
+spec:
+  a2a: {url: "` + url + `/a2a/refunds", auth: {bearer: {secretRef: refunds-key}}}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: far-nobody}
+spec:
+  a2a: {url: "` + url + `/a2a/impact", auth: {bearer: {secretRef: refunds-key}}}
+`
+}
+
+// TestRemoteAgentTasks: a task for an Agent with spec.a2a is sent to the
+// remote agent (here another corral), whose task is mirrored: its answer
+// becomes the result, its question the task's input-required, the answer
+// given here goes there; the remote task carries the chain; a refusal
+// there fails the task here with the remote's problem code; each message
+// is audited.
+func TestRemoteAgentTasks(t *testing.T) {
+	far := apptest.Start(t)
+	far.Apply(t, agents)
+	near := apptest.Start(t)
+	near.Apply(t, remoteAgents(far.URL, far.Key(t, "impact"), far.Key(t, "refunds")))
+
+	done := waitState(t, near, createTask(t, near, "far-impact", "Which orders ship through Rotterdam?").ID, orchestrator.Completed, orchestrator.Failed)
+	if done.State != orchestrator.Completed || string(done.Result) != `"Rotterdam: 3 orders this week."` {
+		t.Fatalf("task = %s %s %s result %s", done.State, done.Reason, done.Detail, done.Result)
+	}
+	_, body := far.Call(t, far.Token, "GET", "/v1/tasks?agent=impact", nil, nil)
+	var list struct{ Items []orchestrator.Task }
+	if json.Unmarshal(body, &list) != nil || len(list.Items) != 1 || strings.Join(list.Items[0].Chain, ",") != "far-impact" || !strings.HasPrefix(list.Items[0].CreatedBy, "agent:impact") {
+		t.Errorf("the remote corral's tasks: %s", body)
+	}
+
+	asked := waitState(t, near, createTask(t, near, "far-refunds", "refund order 42").ID, orchestrator.InputRequired, orchestrator.Failed)
+	if asked.State != orchestrator.InputRequired || asked.Detail != "Refund 400 EUR to Ada?" {
+		t.Fatalf("task = %s %s %q", asked.State, asked.Reason, asked.Detail)
+	}
+	status, body := near.Call(t, near.Token, "POST", "/v1/tasks/"+asked.ID+"/messages", map[string]any{"message": "yes, refund it"}, nil)
+	if status != http.StatusOK {
+		t.Fatalf("answer: HTTP %d %s", status, body)
+	}
+	done = waitState(t, near, asked.ID, orchestrator.Completed, orchestrator.Failed)
+	if done.State != orchestrator.Completed || string(done.Result) != `"Refunded, as you confirmed."` {
+		t.Fatalf("answered task = %s %s %s %s", done.State, done.Reason, done.Detail, done.Result)
+	}
+
+	refused := waitState(t, near, createTask(t, near, "far-nobody", "do impact's work").ID, orchestrator.Completed, orchestrator.Failed)
+	if refused.State != orchestrator.Failed || refused.Reason != orchestrator.ReasonRemote || !strings.Contains(refused.Detail, "policy_denied") {
+		t.Errorf("refused task = %s %s %q", refused.State, refused.Reason, refused.Detail)
+	}
+
+	_, body = near.Call(t, near.Token, "GET", "/v1/audit?agent=far-impact", nil, nil)
+	var records struct {
+		Records []struct{ Kind, Edge, Task, Decision string }
+	}
+	if json.Unmarshal(body, &records) != nil || len(records.Records) == 0 || records.Records[0].Kind != "agent" || records.Records[0].Edge != "a2a" {
+		t.Errorf("audit of far-impact: %s", body)
+	}
+}
