@@ -90,7 +90,12 @@ func TestRemoteAgentTasks(t *testing.T) {
 	if done.State != orchestrator.Completed || string(done.Result) != `"Rotterdam: 3 orders this week."` {
 		t.Fatalf("task = %s %s %s result %s", done.State, done.Reason, done.Detail, done.Result)
 	}
-	_, body := far.Call(t, far.Token, "GET", "/v1/tasks?agent=impact", nil, nil)
+	_, body := near.Call(t, near.Token, "GET", "/v1/tasks/"+done.ID+"/events?follow=false", nil, nil)
+	call, answer := strings.Index(string(body), "event: agent.call"), strings.Index(string(body), "event: agent.task")
+	if call < 0 || answer < call || !strings.Contains(string(body), done.ID+"/step/1") {
+		t.Errorf("the task's journal lacks agent.call (the intent, with its message id) before agent.task:\n%s", body)
+	}
+	_, body = far.Call(t, far.Token, "GET", "/v1/tasks?agent=impact", nil, nil)
 	var list struct{ Items []orchestrator.Task }
 	if json.Unmarshal(body, &list) != nil || len(list.Items) != 1 || strings.Join(list.Items[0].Chain, ",") != "far-impact" || !strings.HasPrefix(list.Items[0].CreatedBy, "agent:impact") {
 		t.Errorf("the remote corral's tasks: %s", body)

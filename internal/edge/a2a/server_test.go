@@ -443,3 +443,54 @@ func TestPushNotifications(t *testing.T) {
 		t.Errorf("another agent lists the configs: %s %+v", r.Result, r.Error)
 	}
 }
+
+// TestSubscribeToTask: a subscription to a task waiting for input starts
+// with the task as it is, and follows it through the answer to its end.
+func TestSubscribeToTask(t *testing.T) {
+	srv := apptest.Start(t)
+	srv.Apply(t, agents)
+	key := srv.Key(t, "refunds")
+	asked := sendTask(t, srv, key, "refunds", map[string]any{"message": message("refund order 9", nil)})
+
+	raw, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 3, "method": "SubscribeToTask", "params": map[string]any{"id": asked.ID}})
+	req := srv.Request(t, "POST", "/a2a/refunds", raw)
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("A2A-Version", "1.0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	var states []string
+	answered := false
+	for sc.Scan() {
+		data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data: "))
+		if !ok {
+			continue
+		}
+		var ev struct {
+			Result struct {
+				Task         *task
+				StatusUpdate *struct{ Status struct{ State string } }
+			}
+		}
+		if err := json.Unmarshal(data, &ev); err != nil {
+			t.Fatalf("event %s: %v", data, err)
+		}
+		switch {
+		case ev.Result.Task != nil:
+			states = append(states, "task:"+ev.Result.Task.Status.State)
+		case ev.Result.StatusUpdate != nil:
+			states = append(states, ev.Result.StatusUpdate.Status.State)
+		}
+		if !answered {
+			answered = true
+			sendTask(t, srv, key, "refunds", map[string]any{"message": message("yes", map[string]any{"taskId": asked.ID}), "configuration": map[string]any{"returnImmediately": true}})
+		}
+	}
+	got := strings.Join(states, " ")
+	if !strings.HasPrefix(got, "task:TASK_STATE_INPUT_REQUIRED") || !strings.HasSuffix(got, "TASK_STATE_COMPLETED") {
+		t.Errorf("subscription = %s, want the waiting task first and completed last", got)
+	}
+}
