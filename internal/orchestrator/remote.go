@@ -254,6 +254,9 @@ func (r *remoteRun) poll(ctx context.Context, prev *RemoteTask) (*RemoteTask, er
 // mirror makes the remote task's state the task's: its end, or its wait
 // for input (the question surfaces as the task's detail).
 func (r *remoteRun) mirror(ctx context.Context, rt *RemoteTask) error {
+	if len(rt.Result) > MaxInput {
+		return r.end(ctx, Failed, ReasonRemote, fmt.Sprintf("agent %s's result is %d bytes, over the limit of %d", r.t.Agent, len(rt.Result), MaxInput), nil)
+	}
 	switch rt.State {
 	case Completed:
 		return r.end(ctx, Completed, "", "", rt.Result)

@@ -120,7 +120,7 @@ func (p *Pusher) follow(ctx context.Context, task string) error {
 	if err != nil {
 		return err
 	}
-	if len(rec.Push) == 0 {
+	if len(rec.Push) == 0 || rec.Finished {
 		return nil
 	}
 	err = p.tasks.Events(ctx, task, rec.Delivered, true, func(ev orchestrator.Event) error {
@@ -143,6 +143,7 @@ func (p *Pusher) follow(ctx context.Context, task string) error {
 		}
 		_, err = p.store.update(ctx, task, func(r *record) error {
 			r.Delivered = max(r.Delivered, ev.Seq)
+			r.Finished = r.Finished || ev.State.Final()
 			return nil
 		})
 		return err

@@ -20,6 +20,8 @@ type record struct {
 	// Delivered is the last journal sequence whose updates went out to
 	// the push configs: a restarted replica goes on after it.
 	Delivered uint64 `json:"delivered,omitempty"`
+	// Finished: the task's end was delivered; nothing more will be.
+	Finished bool `json:"finished,omitempty"`
 }
 
 // maxPushConfigs bounds the webhooks of one task.
@@ -98,9 +100,6 @@ func (s *Store) keys(ctx context.Context) ([]string, error) {
 	var out []string
 	for k := range lister.Keys() {
 		out = append(out, k)
-	}
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil, nil
 	}
 	return out, nil
 }
