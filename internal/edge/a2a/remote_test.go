@@ -3,10 +3,14 @@ package a2a_test
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/internal/app"
 	"github.com/corral-dev/corral/internal/app/apptest"
 	"github.com/corral-dev/corral/internal/orchestrator"
 )
@@ -125,5 +129,81 @@ func TestRemoteAgentTasks(t *testing.T) {
 	}
 	if json.Unmarshal(body, &records) != nil || len(records.Records) == 0 || records.Records[0].Kind != "agent" || records.Records[0].Edge != "a2a" {
 		t.Errorf("audit of far-impact: %s", body)
+	}
+}
+
+// TestRemoteStepIsResentNotRepeated: corral stops while a message to a
+// remote agent is in flight (the remote received it, its answer never
+// came back); the corral that starts again on the same data sends the
+// same message, with the same id, and no other: the remote agent can tell
+// a retry from new work.
+func TestRemoteStepIsResentNotRepeated(t *testing.T) {
+	var mu sync.Mutex
+	var ids []string
+	first := make(chan struct{})
+	release := make(chan struct{})
+	remote := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Params struct {
+				Message struct{ MessageID string }
+			} `json:"params"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		if req.Method == "SendMessage" {
+			mu.Lock()
+			ids = append(ids, req.Params.Message.MessageID)
+			n := len(ids)
+			mu.Unlock()
+			if n == 1 {
+				close(first)
+				select { // the answer that never comes back
+				case <-release:
+				case <-r.Context().Done():
+				}
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		task := map[string]any{"id": "remote-1", "contextId": "c-1", "status": map[string]any{"state": "TASK_STATE_COMPLETED"},
+			"artifacts": []any{map[string]any{"artifactId": "a", "parts": []any{map[string]any{"text": "done once"}}}}}
+		result := any(task)
+		if req.Method == "SendMessage" {
+			result = map[string]any{"task": task}
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"jsonrpc": "2.0", "id": req.ID, "result": result})
+	}))
+	t.Cleanup(remote.Close)
+	t.Cleanup(func() { close(release) })
+
+	dir := t.TempDir()
+	before := apptest.StartWith(t, app.Config{DataDir: dir})
+	before.Apply(t, `apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: far}
+spec: {a2a: {url: "`+remote.URL+`"}}
+`)
+	task := createTask(t, before, "far", "ship order 42")
+	select {
+	case <-first:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the remote agent got no message")
+	}
+	if err := before.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	after := apptest.StartWith(t, app.Config{DataDir: dir})
+	done := waitState(t, after, task.ID, orchestrator.Completed, orchestrator.Failed)
+	if done.State != orchestrator.Completed || string(done.Result) != `"done once"` {
+		t.Fatalf("task = %s %s %s %s", done.State, done.Reason, done.Detail, done.Result)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := task.ID + "/step/1"
+	t.Logf("message ids the remote agent got: %v", ids)
+	if len(ids) < 2 || slices.ContainsFunc(ids, func(id string) bool { return id != want }) {
+		t.Errorf("the remote agent got message ids %v, want %s at least twice and nothing else", ids, want)
 	}
 }
