@@ -86,6 +86,23 @@ const waiting = await a.sendMessage({ message: userMessage("Refund order 43.") }
 const canceled = await a.cancelTask({ id: waiting.id });
 check(canceled.status.state === TaskState.TASK_STATE_CANCELED, "cancelTask: canceled");
 
+// Push notification configs: made, read back without the token, listed,
+// deleted; a loopback webhook is refused (SSRF).
+const pc = await c.createTaskPushNotificationConfig({ taskId: sent.id, id: "ops", url: "https://93.184.216.34/a2a-hook", token: "tok-1" });
+check(pc.id === "ops" && pc.taskId === sent.id, "createTaskPushNotificationConfig");
+const readBack = await c.getTaskPushNotificationConfig({ taskId: sent.id, id: "ops" });
+check(readBack.url === "https://93.184.216.34/a2a-hook" && readBack.token !== "tok-1", "getTaskPushNotificationConfig: the config, its token hidden");
+const configs = await c.listTaskPushNotificationConfig({ taskId: sent.id });
+check(configs.configs.length === 1, "listTaskPushNotificationConfig: one");
+await c.deleteTaskPushNotificationConfig({ taskId: sent.id, id: "ops" });
+check((await c.listTaskPushNotificationConfig({ taskId: sent.id })).configs.length === 0, "deleteTaskPushNotificationConfig");
+try {
+  await c.createTaskPushNotificationConfig({ taskId: sent.id, url: "http://[::ffff:127.0.0.1]:9/hook" });
+  check(false, "a loopback webhook is refused");
+} catch (e) {
+  check(/not a public address/.test(e.message), `a loopback webhook is refused (${e.message})`);
+}
+
 // Refusals arrive as the SDK's errors with A2A's codes.
 try {
   await c.getTask({ id: waiting.id });
