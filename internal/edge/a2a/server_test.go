@@ -231,7 +231,9 @@ func TestA2ARefusesWhatItShould(t *testing.T) {
 			}
 		})
 	}
-	for _, body := range []string{`{"jsonrpc":"2.0","id":1,"method":`, `[{"jsonrpc":"2.0","id":1,"method":"GetTask"}]`, `{"jsonrpc":"1.0","id":1,"method":"GetTask"}`, `{"jsonrpc":"2.0","id":{"x":1},"method":"GetTask"}`, `{"jsonrpc":"2.0","id":1,"method":"GetTask","params":[1]}`} {
+	huge := `{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"` + strings.Repeat("x", 2<<20) + `"}]}}}`
+	deep := `{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{"id":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}}`
+	for _, body := range []string{huge, deep, `{"jsonrpc":"2.0","id":1,"method":`, `[{"jsonrpc":"2.0","id":1,"method":"GetTask"}]`, `{"jsonrpc":"1.0","id":1,"method":"GetTask"}`, `{"jsonrpc":"2.0","id":{"x":1},"method":"GetTask"}`, `{"jsonrpc":"2.0","id":1,"method":"GetTask","params":[1]}`} {
 		req := srv.Request(t, "POST", "/a2a/impact", []byte(body))
 		req.Header.Set("Authorization", "Bearer "+impact)
 		req.Header.Set("A2A-Version", "1.0")
@@ -243,7 +245,7 @@ func TestA2ARefusesWhatItShould(t *testing.T) {
 		err = json.NewDecoder(resp.Body).Decode(&r)
 		resp.Body.Close()
 		if err != nil || r.Error == nil || r.Error.Code > -32600 || r.Error.Code < -32700 {
-			t.Errorf("%s: HTTP %d %+v, want a JSON-RPC parse or request error", body, resp.StatusCode, r.Error)
+			t.Errorf("%s: HTTP %d %+v, want a JSON-RPC parse or request error", truncate(body, 100), resp.StatusCode, r.Error)
 		}
 	}
 }
@@ -493,4 +495,11 @@ func TestSubscribeToTask(t *testing.T) {
 	if !strings.HasPrefix(got, "task:TASK_STATE_INPUT_REQUIRED") || !strings.HasSuffix(got, "TASK_STATE_COMPLETED") {
 		t.Errorf("subscription = %s, want the waiting task first and completed last", got)
 	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
