@@ -503,3 +503,32 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "..."
 }
+
+// BenchmarkSendMessage: a blocking SendMessage to a hosted agent (scripted
+// model), from the message to the completed task with its artifact.
+func BenchmarkSendMessage(b *testing.B) {
+	srv := apptest.Start(b)
+	srv.Apply(b, agents)
+	key := srv.Key(b, "impact")
+	b.ResetTimer()
+	for i := range b.N {
+		body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 7, "method": "SendMessage", "params": map[string]any{
+			"message": map[string]any{"messageId": fmt.Sprintf("bench-%d", i), "role": "ROLE_USER", "parts": []any{map[string]any{"text": "Rotterdam?"}}},
+		}})
+		req := srv.Request(b, "POST", "/a2a/impact", body)
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("A2A-Version", "1.0")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var r struct {
+			Result struct{ Task struct{ Status struct{ State string } } }
+		}
+		err = json.NewDecoder(resp.Body).Decode(&r)
+		resp.Body.Close()
+		if err != nil || r.Result.Task.Status.State != "TASK_STATE_COMPLETED" {
+			b.Fatalf("task %+v %v", r, err)
+		}
+	}
+}
