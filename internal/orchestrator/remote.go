@@ -148,6 +148,9 @@ func (w *Worker) runRemote(ctx context.Context, t *Task, spec *config.AgentSpec)
 		return err
 	}
 	now := w.now().UTC()
+	if t.Started == nil {
+		t.Started = &now // for the deadline
+	}
 	if _, err := w.store.update(ctx, t.ID, func(t *Task) error {
 		if t.State.Final() {
 			return errSkip
@@ -267,10 +270,13 @@ func (r *remoteRun) mirror(ctx context.Context, rt *RemoteTask) error {
 		}
 		return r.end(ctx, rt.State, ReasonRemote, detail, rt.Result)
 	case InputRequired:
-		reason := ReasonAskedForInput
+		// A remote agent's AUTH_REQUIRED is answered as its INPUT_REQUIRED
+		// is, by a message: corral's approvals know nothing of it.
+		reason, detail := ReasonAskedForInput, rt.Detail
 		if rt.AuthRequired {
-			reason = ReasonAwaitingApproval
+			detail = "agent " + r.t.Agent + " needs an authorization: " + detail
 		}
+		rt.Detail = detail
 		if err := r.append(ctx, &Event{Type: EvState, State: InputRequired, Reason: reason, Detail: rt.Detail}); err != nil {
 			return err
 		}
