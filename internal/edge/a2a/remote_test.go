@@ -207,3 +207,64 @@ spec: {a2a: {url: "`+remote.URL+`"}}
 		t.Errorf("the remote agent got message ids %v, want %s at least twice and nothing else", ids, want)
 	}
 }
+
+// TestRemoteTaskCanceled: canceling a task whose remote agent is still
+// working ends it here and sends CancelTask there.
+func TestRemoteTaskCanceled(t *testing.T) {
+	canceled := make(chan string, 4)
+	polled := make(chan struct{}, 1)
+	remote := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Params struct{ ID string }
+		}
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		state := "TASK_STATE_WORKING"
+		switch req.Method {
+		case "CancelTask":
+			canceled <- req.Params.ID
+			state = "TASK_STATE_CANCELED"
+		case "GetTask": // the message went, and its answer was journaled
+			select {
+			case polled <- struct{}{}:
+			default:
+			}
+		}
+		task := map[string]any{"id": "remote-9", "contextId": "c-9", "status": map[string]any{"state": state}}
+		result := any(task)
+		if req.Method == "SendMessage" {
+			result = map[string]any{"task": task}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"jsonrpc": "2.0", "id": req.ID, "result": result})
+	}))
+	t.Cleanup(remote.Close)
+	srv := apptest.Start(t)
+	srv.Apply(t, `apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: slow}
+spec: {a2a: {url: "`+remote.URL+`"}}
+`)
+	task := createTask(t, srv, "slow", "take your time")
+	select {
+	case <-polled:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the remote task was never read")
+	}
+	if status, body := srv.Call(t, srv.Token, "POST", "/v1/tasks/"+task.ID+"/cancel", map[string]any{"reason": "not needed"}, nil); status != http.StatusOK {
+		t.Fatalf("cancel: HTTP %d %s", status, body)
+	}
+	done := waitState(t, srv, task.ID, orchestrator.Canceled, orchestrator.Completed, orchestrator.Failed)
+	if done.State != orchestrator.Canceled {
+		t.Fatalf("task = %s %s %s", done.State, done.Reason, done.Detail)
+	}
+	select {
+	case id := <-canceled:
+		if id != "remote-9" {
+			t.Errorf("CancelTask for %q, want remote-9", id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the remote agent got no CancelTask")
+	}
+}
