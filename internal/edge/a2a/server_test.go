@@ -523,7 +523,9 @@ func BenchmarkSendMessage(b *testing.B) {
 			b.Fatal(err)
 		}
 		var r struct {
-			Result struct{ Task struct{ Status struct{ State string } } }
+			Result struct {
+				Task struct{ Status struct{ State string } }
+			}
 		}
 		err = json.NewDecoder(resp.Body).Decode(&r)
 		resp.Body.Close()
