@@ -58,6 +58,18 @@ func ParseChain(metadata json.RawMessage) ([]string, error) {
 	return chain, nil
 }
 
+// Above is the agents above agent in the chain a message to agent
+// carried. corral writes the chain of a message it sends ending with the
+// agent it is sent to (the sender's task's chain and agent); that last
+// entry is the recipient itself, not a caller above it, so two corrals
+// that name an agent alike can call it without seeing a cycle.
+func Above(chain []string, agent string) []string {
+	if n := len(chain); n > 0 && chain[n-1] == agent {
+		return chain[:n-1]
+	}
+	return chain
+}
+
 // CheckChain refuses a task for agent whose chain (the agents above it)
 // already holds agent (agent_cycle) or is MaxDepth deep (agent_depth).
 func CheckChain(chain []string, agent string) error {

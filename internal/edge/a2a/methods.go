@@ -136,6 +136,7 @@ func (s *Server) start(ctx context.Context, c *call, m *Message, reqMeta json.Ra
 	if err != nil {
 		return nil, invalidParams("params.message.%v", err)
 	}
+	chain = Above(chain, c.agent)
 	if err := CheckChain(chain, c.agent); err != nil {
 		return nil, err
 	}

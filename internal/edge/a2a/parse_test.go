@@ -75,6 +75,20 @@ func TestCheckChain(t *testing.T) {
 	}
 }
 
+func TestAbove(t *testing.T) {
+	for _, c := range []struct{ chain, want []string }{
+		{nil, nil},
+		{[]string{"impact"}, []string{}},
+		{[]string{"planner", "impact"}, []string{"planner"}},
+		{[]string{"impact", "planner"}, []string{"impact", "planner"}},
+		{[]string{"impact", "impact"}, []string{"impact"}},
+	} {
+		if got := Above(c.chain, "impact"); strings.Join(got, ",") != strings.Join(c.want, ",") {
+			t.Errorf("Above(%v, impact) = %v, want %v", c.chain, got, c.want)
+		}
+	}
+}
+
 func TestWithChainKeepsOtherMetadata(t *testing.T) {
 	md := WithChain(json.RawMessage(`{"trace":"abc"}`), []string{"planner"})
 	got, err := ParseChain(md)

@@ -72,6 +72,13 @@ spec:
 ---
 apiVersion: corral.dev/v1
 kind: Agent
+metadata: {name: impact}
+spec:
+  description: "impact, named here as there"
+  a2a: {url: "` + url + `/a2a/impact", auth: {bearer: {secretRef: impact-key}}}
+---
+apiVersion: corral.dev/v1
+kind: Agent
 metadata: {name: far-nobody}
 spec:
   a2a: {url: "` + url + `/a2a/impact", auth: {bearer: {secretRef: refunds-key}}}
@@ -103,6 +110,13 @@ func TestRemoteAgentTasks(t *testing.T) {
 	var list struct{ Items []orchestrator.Task }
 	if json.Unmarshal(body, &list) != nil || len(list.Items) != 1 || strings.Join(list.Items[0].Chain, ",") != "far-impact" || !strings.HasPrefix(list.Items[0].CreatedBy, "agent:impact") {
 		t.Errorf("the remote corral's tasks: %s", body)
+	}
+
+	// The same agent named alike on both corrals: the chain it is sent
+	// ([impact]) ends with itself, and is no cycle.
+	same := waitState(t, near, createTask(t, near, "impact", "Rotterdam again?").ID, orchestrator.Completed, orchestrator.Failed)
+	if same.State != orchestrator.Completed {
+		t.Errorf("impact → impact across corrals = %s %s %s", same.State, same.Reason, same.Detail)
 	}
 
 	asked := waitState(t, near, createTask(t, near, "far-refunds", "refund order 42").ID, orchestrator.InputRequired, orchestrator.Failed)

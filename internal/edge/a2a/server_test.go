@@ -302,6 +302,16 @@ func TestChainExtension(t *testing.T) {
 	if got := fmt.Sprint(ok.Metadata["corral.dev/chain"]); got != "[a b c d]" {
 		t.Errorf("task chain = %s, want [a b c d]", got)
 	}
+	// A chain that ends with the agent it is sent to, as corral writes it,
+	// counts without that last entry.
+	named := sendTask(t, srv, srv.Token, "impact", map[string]any{"message": message("named", map[string]any{"metadata": chain("planner", "impact")})})
+	if got := fmt.Sprint(named.Metadata["corral.dev/chain"]); got != "[planner]" {
+		t.Errorf("task chain = %s, want [planner]", got)
+	}
+	_, r = rpc(t, srv, srv.Token, "impact", "SendMessage", map[string]any{"message": message("self", map[string]any{"metadata": chain("impact", "impact")})}, nil)
+	if r.problem() != "agent_cycle" {
+		t.Errorf("impact calling itself: %+v", r.Error)
+	}
 }
 
 // TestCardsAndStreaming: the public card names the agent and its JSON-RPC
