@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -170,6 +171,19 @@ func TestSendMessageIsACorralTask(t *testing.T) {
 	var one task
 	if r.Error != nil || json.Unmarshal(r.Result, &one) != nil || one.ID != got.ID || one.History != nil || one.Status.State != "TASK_STATE_COMPLETED" {
 		t.Errorf("GetTask = %s %+v", r.Result, r.Error)
+	}
+	// A corral token (client_credentials) is as good as the key.
+	resp, err := http.PostForm(srv.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"impact"}, "client_secret": {key}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	if _, r := rpc(t, srv, tok.AccessToken, "impact", "GetTask", map[string]any{"id": got.ID}, nil); tok.AccessToken == "" || r.Error != nil {
+		t.Errorf("GetTask with a corral token: %+v (token %q)", r.Error, tok.AccessToken)
 	}
 	_, r = rpc(t, srv, key, "impact", "ListTasks", map[string]any{"contextId": "ctx-ops-1", "includeArtifacts": true}, nil)
 	var list struct {
