@@ -65,7 +65,8 @@ FUZZ_TARGETS := \
 	tools/mcpsource:FuzzFrameLimiter tools/mcpsource:FuzzRequestID bus:FuzzOperation \
 	orchestrator:FuzzFunctionName orchestrator:FuzzReplay \
 	approval:FuzzParseRules edge/rest:FuzzPreferWait notify:FuzzParsePress \
-	trigger:FuzzParseStripe trigger:FuzzParseGitHub trigger:FuzzParseHMAC trigger:FuzzVerify
+	trigger:FuzzParseStripe trigger:FuzzParseGitHub trigger:FuzzParseHMAC trigger:FuzzVerify \
+	edge/a2a:FuzzDecodeRequest edge/a2a:FuzzParseChain
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

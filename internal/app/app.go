@@ -28,6 +28,7 @@ import (
 	"github.com/corral-dev/corral/internal/budget"
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
+	a2aedge "github.com/corral-dev/corral/internal/edge/a2a"
 	mcpedge "github.com/corral-dev/corral/internal/edge/mcp"
 	"github.com/corral-dev/corral/internal/edge/oauth"
 	openaiedge "github.com/corral-dev/corral/internal/edge/openai"
@@ -94,6 +95,9 @@ type Config struct {
 	// NATSTLS secures the connection to an external NATS, or the embedded
 	// server's --nats-listen port.
 	NATSTLS bus.TLS
+	// A2APushAllowPrivate lets A2A push notifications reach private,
+	// loopback and link-local addresses (docs/a2a.md, "Push security").
+	A2APushAllowPrivate bool
 }
 
 // drainTimeout bounds how long shutdown waits for in-flight requests.
@@ -113,6 +117,7 @@ type App struct {
 	budgets  *budget.Budgets
 	limits   *ratelimit.Limits
 	gateway  *pipeline.Pipeline
+	push     *a2aedge.Pusher
 	signer   *identity.Signer
 	issuers  *identity.Issuers
 	policies *policy.Store
@@ -313,7 +318,8 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	gateway := a.gateway
 	if !cfg.NoWorker {
 		a.worker = orchestrator.NewWorker(logger.With("component", "worker"), a.tasks, gateway, a.signer, a.registry, a.registry, a.kill,
-			orchestrator.WorkerOptions{ID: cfg.WorkerID, Labels: cfg.WorkerLabels})
+			orchestrator.WorkerOptions{ID: cfg.WorkerID, Labels: cfg.WorkerLabels,
+				Remote: a2aedge.NewClient(logger.With("component", "a2a-client"), resolver.Resolve, a.audit)})
 	}
 	metrics.MustRegister(orchestrator.NewCollector(a.tasks, a.worker))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -343,6 +349,12 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	openaiedge.New(logger.With("component", "openai"), gateway, cfg.ModelLimits).Register(mux)
 	mux.Handle("POST /hooks/{trigger}", problem.Handle(httpLogger, a.triggers.ServeHook))
 	mux.Handle("/hooks/{trigger}", problem.Handle(httpLogger, problem.NotAllowed("POST")))
+	a2aStore, err := a2aedge.OpenStore(ctx, a.bus)
+	if err != nil {
+		return nil, err
+	}
+	a.push = a2aedge.NewPusher(logger.With("component", "a2a-push"), taskService, a2aStore, a2aedge.PushOptions{AllowPrivate: cfg.A2APushAllowPrivate})
+	a2aedge.New(logger.With("component", "a2a"), taskService, gateway, a.creds, a.registry, a2aStore, a.push, a2aedge.Options{PublicURL: cfg.Issuer, Version: cfg.Version}).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
@@ -462,6 +474,7 @@ func (a *App) Run(ctx context.Context) error {
 	g.Go(func() error { return a.audit.Run(regCtx) })
 	g.Go(func() error { return a.tasks.Run(regCtx) })
 	g.Go(func() error { return a.approvals.Run(regCtx) })
+	g.Go(func() error { return a.push.Run(gctx) })
 	if a.worker != nil {
 		// The worker stops taking work with the HTTP drain, and hands back
 		// what it runs; the substrate stays up until it has.

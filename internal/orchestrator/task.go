@@ -71,8 +71,9 @@ type Task struct {
 	// it (agents calling agents fill them).
 	Parent string   `json:"parent,omitempty"`
 	Chain  []string `json:"chain,omitempty"`
-	// Hosted: corral runs the agent's loop; otherwise the agent is external
-	// and acts in the task with a token bound to it.
+	// Hosted: corral runs the agent's loop (for a remote A2A agent, a
+	// worker sends the task there and mirrors it); otherwise the agent is
+	// external and acts in the task with a token bound to it.
 	Hosted    bool              `json:"hosted"`
 	Placement map[string]string `json:"placement,omitempty"`
 	State     State             `json:"state"`

@@ -94,6 +94,10 @@ const (
 	SignatureExpired = "signature_expired"
 	TriggerNotFound  = "trigger_not_found"
 	TriggerBusy      = "trigger_busy"
+	// Agents calling agents, also across A2A (docs/a2a.md): the agent is
+	// already in the chain of calls; the chain is too deep.
+	AgentCycle = "agent_cycle"
+	AgentDepth = "agent_depth"
 )
 
 // Error is an error with the HTTP status and stable code it should be
