@@ -33,6 +33,7 @@ type serverFlags struct {
 	worker                       bool
 	workerLabels, workerID       string
 	adminGroups                  []string
+	viewerGroups                 []string
 	tls                          app.TLS
 	natsTLS                      bus.TLS
 }
@@ -75,6 +76,7 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.StringVar(&f.workerLabels, "worker-labels", "", "labels of this replica's worker, as region=eu,cloud=aws: it takes only tasks whose agent's spec.placement they include (docs/tasks.md)")
 	fl.StringVar(&f.workerID, "worker-id", "", "name of this replica's worker in tasks and events (default host-pid)")
 	fl.StringSliceVar(&f.adminGroups, "admin-groups", []string{"corral-admins"}, "groups whose people (corral humans, users of a trusted Issuer) administer corral with their own credential, as the admin token does; empty: only admin tokens")
+	fl.StringSliceVar(&f.viewerGroups, "viewer-groups", []string{"viewers"}, "groups whose people only read in the web console (/ui/), even when another group would let them decide approvals")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", d.logLevel, "log level: debug, info, warn or error")
 	fl.IntVar(&f.model.maxBodyMiB, "model-max-body", openaiedge.DefaultMaxBody>>20, "largest model request body, in MiB (docs/models.md, Limits)")
@@ -179,6 +181,7 @@ func (f *serverFlags) config() (app.Config, error) {
 	return app.Config{
 		WorkerLabels:  labels,
 		AdminGroups:   f.adminGroups,
+		ViewerGroups:  f.viewerGroups,
 		NoWorker:      !f.worker,
 		WorkerID:      f.workerID,
 		DataDir:       f.data,

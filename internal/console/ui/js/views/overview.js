@@ -1,0 +1,79 @@
+// overview.js: live counts. Lists are asked for one page each (at most
+// 1000), so a count past a page shows as "1000+": the view stays fast
+// however many records there are. Refreshed every 5 s and on every
+// approval event.
+import { h, show, v1, query, stream, errorBox } from '../dom.js';
+
+const page = 1000;
+
+async function count(path, params) {
+  const r = await v1('GET', path + query({ ...params, limit: page }));
+  const items = r.items || [];
+  return { n: items.length, more: !!r.next, items };
+}
+
+const shown = (c) => (c.more ? c.n + '+' : String(c.n));
+
+function card(label, value, href, note) {
+  return h('a', { class: 'card', href },
+    h('span', { class: 'card-value' }, value), h('span', { class: 'card-label' }, label),
+    note ? h('span', { class: 'card-note' }, note) : null);
+}
+
+export function overview(root) {
+  const cards = h('div', { class: 'cards', 'aria-live': 'polite' });
+  const spend = h('div');
+  show(root, h('h1', {}, 'Overview'), cards, h('h2', {}, 'Spend against budgets'), spend);
+  let busy = false;
+  async function refresh() {
+    if (busy) return;
+    busy = true;
+    try {
+      const [running, waiting, failed, pending, kills, audit] = await Promise.all([
+        count('/tasks', { state: 'working' }),
+        count('/tasks', { state: 'input-required' }),
+        count('/tasks', { state: 'failed', since: '24h' }),
+        count('/approvals', { state: 'pending' }),
+        v1('GET', '/killswitches').catch(() => ({ items: [] })),
+        v1('GET', '/audit' + query({ since: '1h', limit: 1000 })).catch(() => ({ records: [] })),
+      ]);
+      const records = audit.records || [];
+      const errors = records.filter((r) => r.decision !== 'allow' || (r.status && r.status !== 'ok')).length;
+      const rate = records.length ? Math.round((100 * errors) / records.length) + '%' : '—';
+      show(cards,
+        card('Running tasks', shown(running), '#/tasks?state=working'),
+        card('Waiting tasks', shown(waiting), '#/tasks?state=input-required'),
+        card('Failed tasks, 24 h', shown(failed), '#/tasks?state=failed'),
+        card('Pending approvals', shown(pending), '#/approvals'),
+        card('Error rate, 1 h', rate, '#/audit', records.length + ' calls'),
+        card('Kill switches on', String((kills.items || []).length), '#/agents'));
+      const b = await v1('GET', '/budgets').catch(() => ({ items: [] }));
+      show(spend, spendList(b.items || []));
+    } catch (err) {
+      show(cards, errorBox(err));
+    } finally {
+      busy = false;
+    }
+  }
+  refresh();
+  const timer = setInterval(refresh, 5000);
+  const stopEvents = stream('/approvals/events', { approval: () => refresh() });
+  return () => { clearInterval(timer); stopEvents(); };
+}
+
+// spendList shows each budget's use against its limit as a meter.
+export function spendList(items) {
+  if (!items.length) return h('p', { class: 'empty' }, 'No budgets are declared.');
+  return h('ul', { class: 'meters' }, items.map((s) => {
+    const used = s.used || {};
+    const lim = s.limit || {};
+    const pairs = [['cost', used.cost || 0, lim.cost], ['tokens', used.tokens || 0, lim.tokens], ['calls', used.calls || 0, lim.calls]]
+      .filter(([, , l]) => l !== undefined && l !== null);
+    return h('li', {}, h('span', { class: 'meter-name' }, s.budget + (s.key ? ' · ' + s.key : ''), ' (', s.window, ')'),
+      pairs.map(([what, u, l]) => h('span', { class: 'meter' },
+        h('meter', { min: 0, max: l || 1, value: Math.min(u, l || 1), 'aria-label': s.budget + ' ' + what }),
+        ' ', what, ' ', fmt(u), ' of ', fmt(l))));
+  }));
+}
+
+const fmt = (n) => (typeof n === 'number' && !Number.isInteger(n) ? n.toFixed(2) : String(n));
