@@ -56,7 +56,7 @@ export function traces(root, params) {
   const body = h('div');
   show(root, h('h1', {}, 'Traces'),
     h('form', { class: 'filters', onsubmit: (e) => { e.preventDefault(); location.hash = '#/traces' + query({ id: id.value.trim() }); } },
-      field('Trace id (32 hex digits, from the X-Trace-Id header or the logs)', id), h('button', { type: 'submit' }, 'Show')),
+      field('Trace id (32 hex digits: from a response\'s traceresponse header, or the logs)', id), h('button', { type: 'submit' }, 'Show')),
     body);
   if (!params.id) return;
   v1('GET', '/traces/' + encodeURIComponent(params.id)).then((r) => show(body, waterfall(r.spans || [])))

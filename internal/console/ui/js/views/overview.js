@@ -37,15 +37,17 @@ export function overview(root) {
         v1('GET', '/killswitches').catch(() => ({ items: [] })),
         v1('GET', '/audit' + query({ since: '1h', limit: 1000 })).catch(() => ({ records: [] })),
       ]);
-      const records = audit.records || [];
-      const errors = records.filter((r) => r.decision !== 'allow' || (r.status && r.status !== 'ok')).length;
-      const rate = records.length ? Math.round((100 * errors) / records.length) + '%' : '—';
+      // Calls are the audit records with a status: ok, error or refused.
+      const calls = (audit.records || []).filter((r) => r.status);
+      const errors = calls.filter((r) => r.status === 'error').length;
+      const refused = calls.filter((r) => r.status === 'refused').length;
+      const rate = calls.length ? Math.round((100 * errors) / calls.length) + '%' : '—';
       show(cards,
         card('Running tasks', shown(running), '#/tasks?state=working'),
         card('Waiting tasks', shown(waiting), '#/tasks?state=input-required'),
         card('Failed tasks, 24 h', shown(failed), '#/tasks?state=failed'),
         card('Pending approvals', shown(pending), '#/approvals'),
-        card('Error rate, 1 h', rate, '#/audit', records.length + ' calls'),
+        card('Error rate, 1 h', rate, '#/audit?since=1h', `${calls.length} calls, ${refused} refused`),
         card('Kill switches on', String((kills.items || []).length), '#/agents'));
       const b = await v1('GET', '/budgets').catch(() => ({ items: [] }));
       show(spend, spendList(b.items || []));
