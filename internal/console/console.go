@@ -331,6 +331,7 @@ func (c *Console) forward(w http.ResponseWriter, r *http.Request) error {
 	if !read {
 		c.logger.InfoContext(r.Context(), "console action", "person", se.person.Name, "role", string(se.person.Role), "method", r.Method, "path", p)
 	}
+	w.Header().Set("Cache-Control", "no-store") // what a person saw stays off the disk
 	out := r.Clone(r.Context())
 	out.URL.Path, out.URL.RawPath = p, ""
 	out.RequestURI = ""
