@@ -263,29 +263,22 @@ func checkChange(r *http.Request, se *session) error {
 		return err
 	}
 	if !se.checkCSRF(r.Header.Get(CSRFHeader)) {
-		return problem.New(http.StatusForbidden, CSRFFailed, "a change needs the session's CSRF token in the "+CSRFHeader+" header")
+		return problem.New(http.StatusForbidden, problem.CSRFFailed, "a change needs the session's CSRF token in the "+CSRFHeader+" header")
 	}
 	return nil
 }
-
-// CSRFFailed is the code of a change without the session's CSRF token or
-// from another origin; Forbidden of a call the role may not make.
-const (
-	CSRFFailed = "csrf_failed"
-	Forbidden  = "forbidden"
-)
 
 // sameOrigin refuses a request a browser says came from another site.
 func sameOrigin(r *http.Request) error {
 	switch r.Header.Get("Sec-Fetch-Site") {
 	case "", "same-origin", "none":
 	default:
-		return problem.New(http.StatusForbidden, CSRFFailed, "the request came from another site")
+		return problem.New(http.StatusForbidden, problem.CSRFFailed, "the request came from another site")
 	}
 	if o := r.Header.Get("Origin"); o != "" {
 		u, err := url.Parse(o)
 		if err != nil || o == "null" || !strings.EqualFold(u.Host, r.Host) {
-			return problem.New(http.StatusForbidden, CSRFFailed, "the request's Origin is not this console's")
+			return problem.New(http.StatusForbidden, problem.CSRFFailed, "the request's Origin is not this console's")
 		}
 	}
 	return nil
@@ -316,7 +309,7 @@ func (c *Console) forward(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if !allowed(se.person.Role, r.Method, p) {
-		return problem.New(http.StatusForbidden, Forbidden, "the "+string(se.person.Role)+" role may not "+r.Method+" "+p)
+		return problem.New(http.StatusForbidden, problem.Forbidden, "the "+string(se.person.Role)+" role may not "+r.Method+" "+p)
 	}
 	credential := se.credential
 	if se.person.Kind != "admin-token" && !isDecision(r.Method, p) {

@@ -84,6 +84,12 @@ const (
 	OutputLimitTooHigh = "output_limit_too_high"
 	Overloaded         = "overloaded"
 	ClientClosed       = "client_closed"
+
+	// The web console (docs/console.md): a change without the session's
+	// CSRF token or from another origin; a call the signed-in role may not
+	// make.
+	CSRFFailed = "csrf_failed"
+	Forbidden  = "forbidden"
 )
 
 // Error is an error with the HTTP status and stable code it should be
