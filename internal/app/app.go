@@ -92,6 +92,9 @@ type Config struct {
 	// ViewerGroups are the groups whose people only read in the web
 	// console; nil is console.DefaultViewerGroups.
 	ViewerGroups []string
+	// ConsoleOIDC, when set, offers sign-in to the web console through an
+	// identity provider (the authorization code flow).
+	ConsoleOIDC *console.OIDC
 	// TLS serves HTTPS, and verifies client certificates (mTLS).
 	TLS TLS
 	// NATSTLS secures the connection to an external NATS, or the embedded
@@ -341,7 +344,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	mcpedge.New(logger.With("component", "mcp"), gateway).WithApprovals(a.approvals).Register(mux)
 	openaiedge.New(logger.With("component", "openai"), gateway, cfg.ModelLimits).Register(mux)
 	console.New(logger.With("component", "console"), mux, apiCreds, a.creds, a.issuers,
-		console.Options{AdminGroups: cfg.AdminGroups, ViewerGroups: cfg.ViewerGroups, ServiceToken: consoleToken}).Register(mux)
+		console.Options{AdminGroups: cfg.AdminGroups, ViewerGroups: cfg.ViewerGroups, ServiceToken: consoleToken, OIDC: cfg.ConsoleOIDC}).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))

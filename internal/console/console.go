@@ -54,6 +54,8 @@ type Options struct {
 	// for viewers and approvers, and acts with for admins who signed in
 	// with their own credential. It never leaves the server.
 	ServiceToken string
+	// OIDC, when set, offers sign-in through an identity provider.
+	OIDC *OIDC
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
@@ -71,6 +73,7 @@ type Console struct {
 	static   http.Handler
 	mux      *http.ServeMux // /ui/api/...
 	pages    http.Handler   // the rest of /ui/
+	oidc     *oidcFlows     // nil: no sign-in through a provider
 }
 
 // New returns the console over api (the handler serving /v1/...), letting
@@ -92,7 +95,13 @@ func New(logger *slog.Logger, api http.Handler, admins Admins, humans Humans, us
 		static:   http.StripPrefix("/ui", http.FileServerFS(sub)),
 		mux:      http.NewServeMux(),
 	}
+	if opts.OIDC != nil && opts.OIDC.Issuer != "" {
+		c.oidc = newOIDCFlows(*opts.OIDC, opts.Now)
+	}
 	h := func(f problem.HandlerFunc) http.Handler { return problem.Handle(logger, f) }
+	c.mux.Handle("GET /ui/api/oidc", h(c.oidcInfo))
+	c.mux.Handle("GET /ui/api/oidc/start", h(c.oidcStart))
+	c.mux.Handle("GET "+callbackPath, h(c.oidcCallback))
 	c.mux.Handle("GET /ui/api/session", h(c.whoami))
 	c.mux.Handle("POST /ui/api/session", h(c.signIn))
 	c.mux.Handle("DELETE /ui/api/session", h(c.signOut))
@@ -200,16 +209,22 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) error {
 		c.logger.InfoContext(r.Context(), "console sign-in refused")
 		return problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the credential is not valid: not the admin token, a live human's key, or a trusted Issuer's token")
 	}
+	se := c.startSession(w, r, p, in.Credential, exp)
+	return problem.WriteJSON(w, http.StatusOK, SessionInfo{Person: p, CSRF: se.csrf, Expires: se.expires})
+}
+
+// startSession signs p in: a new session, its cookie, a log line.
+func (c *Console) startSession(w http.ResponseWriter, r *http.Request, p Person, credential string, exp time.Time) *session {
 	if old, err := r.Cookie(CookieName); err == nil {
 		c.sessions.end(old.Value) // a new sign-in replaces the old session
 	}
-	id, se := c.sessions.create(p, in.Credential, exp)
+	id, se := c.sessions.create(p, credential, exp)
 	http.SetCookie(w, &http.Cookie{
 		Name: CookieName, Value: id, Path: Prefix, HttpOnly: true, Secure: secure(r),
 		SameSite: http.SameSiteStrictMode, Expires: se.expires,
 	})
 	c.logger.InfoContext(r.Context(), "console sign-in", "person", p.Name, "kind", p.Kind, "role", string(p.Role))
-	return problem.WriteJSON(w, http.StatusOK, SessionInfo{Person: p, CSRF: se.csrf, Expires: se.expires})
+	return se
 }
 
 func (c *Console) whoami(w http.ResponseWriter, r *http.Request) error {

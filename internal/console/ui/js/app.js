@@ -89,6 +89,12 @@ function signIn(main) {
   h('button', { type: 'submit' }, 'Sign in'));
   show(main, form);
   cred.focus();
+  api('GET', '/oidc').then((o) => {
+    if (o && o.enabled) {
+      form.append(h('p', { class: 'or' }, 'or'),
+        h('a', { class: 'button', href: '/ui/api/oidc/start' }, 'Sign in with your identity provider (', o.issuer, ')'));
+    }
+  }).catch(() => {});
 }
 
 function signedIn(session) {

@@ -1,10 +1,10 @@
 // overview.js: live counts. Lists are asked for one page each (at most
-// 1000), so a count past a page shows as "1000+": the view stays fast
-// however many records there are. Refreshed every 5 s and on every
-// approval event.
+// 200), so a count past a page shows as "200+": the view stays fast
+// however many records there are. Refreshed every 10 s and on approval
+// events (at most once a second).
 import { h, show, v1, query, stream, errorBox } from '../dom.js';
 
-const page = 1000;
+const page = 200;
 
 async function count(path, params) {
   const r = await v1('GET', path + query({ ...params, limit: page }));
@@ -35,7 +35,7 @@ export function overview(root) {
         count('/tasks', { state: 'failed', since: '24h' }),
         count('/approvals', { state: 'pending' }),
         v1('GET', '/killswitches').catch(() => ({ items: [] })),
-        v1('GET', '/audit' + query({ since: '1h', limit: 1000 })).catch(() => ({ records: [] })),
+        v1('GET', '/audit' + query({ since: '1h', limit: 500 })).catch(() => ({ records: [] })),
       ]);
       // Calls are the audit records with a status: ok, error or refused.
       const calls = (audit.records || []).filter((r) => r.status);
@@ -58,9 +58,12 @@ export function overview(root) {
     }
   }
   refresh();
-  const timer = setInterval(refresh, 5000);
-  const stopEvents = stream('/approvals/events', { approval: () => refresh() });
-  return () => { clearInterval(timer); stopEvents(); };
+  const timer = setInterval(refresh, 10000);
+  let soon = null;
+  const stopEvents = stream('/approvals/events', { approval: () => {
+    if (!soon) soon = setTimeout(() => { soon = null; refresh(); }, 1000);
+  } });
+  return () => { clearInterval(timer); clearTimeout(soon); stopEvents(); };
 }
 
 // spendList shows each budget's use against its limit as a meter.

@@ -72,6 +72,8 @@ export function task(root, id, me) {
     if (!t || stopped) return;
     const onEvent = (ev) => {
       timeline.append(step(ev, answers));
+      // The stream ends with the task; a browser would reconnect to it.
+      if (ev.type === 'state' && !live.has(ev.state)) stopEvents();
       if (ev.type === 'state' || ev.type === 'started' || ev.type === 'extended') refresh();
     };
     const types = ['state', 'started', 'model.call', 'model.answer', 'tool.call', 'tool.result', 'message', 'call', 'extended', 'waiting'];
