@@ -112,6 +112,15 @@ try {
   assert.equal(await phone.getByTestId('task-result').textContent(), 'Paid invoice 7.');
   await phone.context().close();
 
+  // 1b. Sign-in through the identity provider (OIDC code flow, PKCE).
+  log('sign in through the identity provider');
+  const sso = await newPage();
+  await sso.goto(base + '/ui/');
+  await sso.getByRole('link', { name: /Sign in with your identity provider/ }).click();
+  await sso.getByRole('navigation', { name: 'Views' }).waitFor();
+  await sso.locator('.me').filter({ hasText: 'uma (corp)' }).waitFor();
+  await sso.context().close();
+
   // 2. A viewer: no buttons to decide or kill, and the API refuses both.
   log('viewer: cannot approve or kill, in the page or at the API');
   const viewer = await newPage();

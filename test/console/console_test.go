@@ -19,6 +19,7 @@ import (
 
 	"github.com/corral-dev/corral/internal/app"
 	"github.com/corral-dev/corral/internal/app/apptest"
+	"github.com/corral-dev/corral/internal/console"
 	"github.com/corral-dev/corral/test/nodetest"
 )
 
@@ -113,6 +114,7 @@ func TestHostileNamesServedAsJSON(t *testing.T) {
 
 type world struct {
 	srv           *apptest.Server
+	idp           *idp
 	alice, victor string
 	bank          atomic.Int64
 	slowStarted   atomic.Int64
@@ -147,7 +149,8 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.srv = apptest.StartWith(t, app.Config{})
+	w.idp = startIdP(t)
+	w.srv = apptest.StartWith(t, app.Config{ConsoleOIDC: &console.OIDC{Issuer: w.idp.srv.URL, ClientID: consoleClient}})
 	hostileJSON, _ := json.Marshal(hostile)
 	w.srv.Apply(t, `apiVersion: corral.dev/v1
 kind: ToolSource
@@ -229,7 +232,8 @@ apiVersion: corral.dev/v1
 kind: Budget
 metadata: {name: payer-daily}
 spec: {scope: {agent: payer}, window: day, limit: {calls: 100}}
-`)
+---
+`+w.idp.issuerYAML())
 	w.srv.WaitTool(t, "banking.send_money")
 	w.srv.WaitTool(t, "slow.wait")
 	waitPolicy(t, w.srv)
