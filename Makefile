@@ -67,7 +67,8 @@ FUZZ_TARGETS := \
 	telemetry:FuzzAppendJSONString telemetry:FuzzParseOTLPEndpoint cli:FuzzTraceArg cli:FuzzTaskEvents \
 	tools/mcpsource:FuzzFrameLimiter tools/mcpsource:FuzzRequestID bus:FuzzOperation \
 	orchestrator:FuzzFunctionName orchestrator:FuzzReplay \
-	approval:FuzzParseRules edge/rest:FuzzPreferWait notify:FuzzParsePress
+	approval:FuzzParseRules edge/rest:FuzzPreferWait notify:FuzzParsePress \
+	console:FuzzAllowed
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
