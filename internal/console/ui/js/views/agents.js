@@ -50,14 +50,15 @@ export function agents(root, params, me) {
         load();
       } }, reason, h('button', { type: 'submit', class: 'danger' }, 'Kill ' + name));
     return h('li', { class: 'agent', 'data-agent': name },
-      h('h2', {}, name, ' ', sw ? badge('killed') : badge(spec.model || spec.url ? 'hosted' : 'external')),
+      h('h2', {}, name, ' ', sw ? badge('killed') : badge(spec.model ? 'hosted' : 'external')),
       spec.description ? h('p', {}, spec.description) : null,
       sw ? h('p', { class: 'error' }, 'Stopped: ', sw.reason || 'no reason given', ' (', sw.by, ', ', time(sw.at), ')') : null,
       h('dl', { class: 'facts' },
         h('dt', {}, 'Tools'), h('dd', {}, (spec.tools || []).join(', ') || 'none'),
         h('dt', {}, 'Models'), h('dd', {}, [spec.model].concat(spec.models || []).filter(Boolean).filter((m, i, l) => l.indexOf(m) === i).join(', ') || 'none'),
         spec.limits ? [h('dt', {}, 'Limits'), h('dd', {}, h('pre', {}, pretty(spec.limits)))] : null,
-        spec.placement ? [h('dt', {}, 'Placement'), h('dd', {}, pretty(spec.placement))] : null),
+        spec.placement ? [h('dt', {}, 'Placement'), h('dd', {}, pretty(spec.placement))] : null,
+        spec.owners ? [h('dt', {}, 'Owners'), h('dd', {}, spec.owners.join(', '))] : null),
       h('h3', {}, 'Running tasks'), running, controls);
   }
   load();

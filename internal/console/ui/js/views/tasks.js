@@ -150,7 +150,11 @@ function step(ev, answers) {
     'tool.call': 'Tool call', 'tool.result': 'Tool result', 'message': 'Message', 'call': 'External call',
     'extended': 'Extended', 'waiting': 'Waiting',
   }[ev.type] || ev.type;
-  if (ev.type === 'state') parts.push(badge(ev.state), ev.reason ? ' ' + ev.reason : '', ev.detail ? ': ' + ev.detail : '');
+  if (ev.type === 'state') {
+    parts.push(badge(ev.state), ev.reason ? ' ' + ev.reason : '', ev.detail ? ': ' + ev.detail : '');
+    const m = ev.reason === 'awaiting_approval' && /^approval ([A-Za-z0-9_-]+)/.exec(ev.detail || '');
+    if (m) parts.push(' ', h('a', { href: '#/approvals/' + encodeURIComponent(m[1]) }, 'Open the approval'));
+  }
   if (ev.type === 'started') parts.push('worker ', ev.worker || '');
   if (ev.model) parts.push(h('span', { class: 'tag' }, ev.model));
   if (ev.tool) parts.push(h('span', { class: 'tag' }, ev.tool));
