@@ -181,6 +181,65 @@ try {
   await page.getByRole('button', { name: 'Unkill sleeper' }).click();
   await until('the switch off', async () => !JSON.stringify((await api('GET', '/v1/killswitches')).body).includes('sleeper'));
 
+  // 6. Views over data this corral cannot make yet, served by the test in
+  //    place of the API: a task tree (tasks get parents when agents call
+  //    agents) and dead letters (from the workflows' queue).
+  log('task tree over parent, and dead letters, from routed data');
+  const now = new Date().toISOString();
+  const t = (id, agent, state, parent, input) => ({ id, agent, state, parent, input, created: now, updated: now, hosted: true, usage: {}, limits: {}, created_by: 'admin' });
+  const fake = {
+    task_root: t('task_root', 'planner', 'working', undefined, 'plan the trip'),
+    task_child: t('task_child', 'researcher', 'working', 'task_root', 'find flights'),
+    task_grand: t('task_grand', 'writer', 'completed', 'task_child', '<b>bold?</b><img src=x onerror="window.__xss = 3">'),
+    task_other: t('task_other', 'unrelated', 'completed', undefined, 'other'),
+  };
+  const json = (route, body, status = 200) => route.fulfill({ status, contentType: 'application/json', body: JSON.stringify(body) });
+  await page.route(/\/ui\/api\/v1\/tasks/, (route) => {
+    const u = new URL(route.request().url());
+    const m = /^\/ui\/api\/v1\/tasks\/([^/]+)(\/events)?$/.exec(u.pathname);
+    if (m && m[2]) {
+      return route.fulfill({ status: 200, contentType: 'text/event-stream', body: 'id: 1\nevent: state\ndata: ' + JSON.stringify({ seq: 1, type: 'state', state: 'working', time: now }) + '\n\n' });
+    }
+    if (m) return fake[m[1]] ? json(route, fake[m[1]]) : json(route, { code: 'task_not_found' }, 404);
+    return json(route, { items: Object.values(fake) });
+  });
+  await view(page, 'tasks/task_child');
+  const tree = page.getByRole('navigation', { name: 'Task tree' });
+  await tree.getByRole('link', { name: 'writer' }).waitFor();
+  const depths = await tree.evaluate((nav) => Object.fromEntries([...nav.querySelectorAll('a')].map((a) => {
+    let d = 0;
+    for (let el = a; el && el !== nav; el = el.parentElement) if (el.tagName === 'UL') d++;
+    return [a.textContent, [d, a.getAttribute('aria-current')]];
+  })));
+  assert.deepEqual(depths, { planner: [1, null], researcher: [2, 'page'], writer: [3, null] }, 'the tree of agents');
+  await shot(page, 'task-tree');
+  await view(page, 'tasks/task_grand');
+  await page.getByText('<b>bold?</b><img src=x onerror=', { exact: false }).first().waitFor();
+  assert.equal(await page.evaluate(() => window.__xss), undefined, 'hostile task input ran');
+  await page.unroute(/\/ui\/api\/v1\/tasks/);
+
+  const dlqCalls = [];
+  await page.route(/\/ui\/api\/v1\/dlq/, (route) => {
+    const r = route.request();
+    const u = new URL(r.url());
+    if (r.method() === 'GET') {
+      return json(route, { items: [{ id: 'dl_1', source: 'workflow invoice-flow', error: '<img src=x onerror="window.__xss = 4"> upstream 500', attempts: 3, time: now }] });
+    }
+    dlqCalls.push([r.method(), u.pathname, !!r.headers()['x-corral-csrf']]);
+    if (u.pathname.endsWith('/discard')) return json(route, { code: 'not_found' }, 404);
+    return r.method() === 'DELETE' ? route.fulfill({ status: 204 }) : json(route, {});
+  });
+  await view(page, 'dlq');
+  await page.getByText('upstream 500', { exact: false }).waitFor();
+  await shot(page, 'dlq-items');
+  await page.getByRole('button', { name: 'Retry' }).click();
+  await page.getByText('Retried.').waitFor();
+  await page.getByRole('button', { name: 'Discard' }).click();
+  await page.getByText('Discarded.').waitFor();
+  assert.deepEqual(dlqCalls, [['POST', '/ui/api/v1/dlq/dl_1/retry', true], ['POST', '/ui/api/v1/dlq/dl_1/discard', true], ['DELETE', '/ui/api/v1/dlq/dl_1', true]]);
+  assert.equal(await page.evaluate(() => window.__xss), undefined, 'a hostile dead letter ran');
+  await page.unroute(/\/ui\/api\/v1\/dlq/);
+
   // 5. Every view: a screenshot, and no serious or critical axe violation.
   log('every view: screenshots and axe-core');
   // A tool call through the pipeline leaves a trace with a few spans.

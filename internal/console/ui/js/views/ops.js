@@ -132,8 +132,19 @@ export function deadLetters(root, params, me) {
   }).catch((err) => show(body, err.status === 404
     ? h('p', { class: 'empty', 'data-testid': 'dlq-unavailable' }, 'Dead letters are not available on this corral (no /v1/dlq).')
     : errorBox(err)));
+  // Retry is POST /v1/dlq/{id}/retry; discard is POST .../discard, or
+  // DELETE /v1/dlq/{id} on a corral that names it so.
   async function act(id, verb) {
-    try { await v1('POST', '/dlq/' + encodeURIComponent(id) + '/' + verb); say(verb === 'retry' ? 'Retried.' : 'Discarded.'); } catch (err) { say('Not done: ' + err.message); }
+    const p = '/dlq/' + encodeURIComponent(id);
+    try {
+      try {
+        await v1('POST', p + '/' + verb);
+      } catch (err) {
+        if (verb !== 'discard' || (err.status !== 404 && err.status !== 405)) throw err;
+        await v1('DELETE', p);
+      }
+      say(verb === 'retry' ? 'Retried.' : 'Discarded.');
+    } catch (err) { say('Not done: ' + err.message); }
     load();
   }
   load();

@@ -70,7 +70,10 @@ export function task(root, id, me) {
   }
   refresh().then((t) => {
     if (!t || stopped) return;
+    const seen = new Set(); // a reconnected stream may send an event again
     const onEvent = (ev) => {
+      if (ev.seq && seen.has(ev.seq)) return;
+      seen.add(ev.seq);
       timeline.append(step(ev, answers));
       // The stream ends with the task; a browser would reconnect to it.
       if (ev.type === 'state' && !live.has(ev.state)) stopEvents();
