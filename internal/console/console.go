@@ -9,12 +9,14 @@ import (
 	"crypto/subtle"
 	"embed"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -341,12 +343,56 @@ func (c *Console) forward(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Cache-Control", "no-store") // what a person saw stays off the disk
 	out := r.Clone(r.Context())
+	if credential == c.service && signsReason(r.Method, p) {
+		if err := nameInReason(w, out, se.person.Name); err != nil {
+			return err
+		}
+	}
 	out.URL.Path, out.URL.RawPath = p, ""
 	out.RequestURI = ""
 	out.Header.Del("Cookie")
 	out.Header.Del(CSRFHeader)
 	out.Header.Set("Authorization", "Bearer "+credential)
 	c.api.ServeHTTP(w, out)
+	return nil
+}
+
+// signsReason reports whether method path is a change whose reason the
+// API keeps (a kill switch, a cancelled task): a person acting through the
+// console's credential is named in it, since the API sees only the console.
+func signsReason(method, path string) bool {
+	if method != http.MethodPost {
+		return false
+	}
+	if path == "/v1/killswitches" {
+		return true
+	}
+	id, ok := strings.CutSuffix(strings.TrimPrefix(path, "/v1/tasks/"), "/cancel")
+	return ok && strings.HasPrefix(path, "/v1/tasks/") && id != "" && !strings.Contains(id, "/")
+}
+
+// maxReasonBody caps the body nameInReason reads: a reason and a name.
+const maxReasonBody = 64 << 10
+
+// nameInReason appends "(name, console)" to the reason of r's JSON body. A
+// body that is not a JSON object goes on as it is, for the API to refuse.
+func nameInReason(w http.ResponseWriter, r *http.Request, name string) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxReasonBody))
+	if err != nil {
+		return problem.New(http.StatusRequestEntityTooLarge, problem.RequestTooLarge, fmt.Sprintf("the body exceeds %d bytes", maxReasonBody))
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) == nil && m != nil {
+		var reason string
+		if raw, ok := m["reason"]; !ok || json.Unmarshal(raw, &reason) == nil {
+			reason = strings.TrimSpace(reason + " (" + name + ", console)")
+			m["reason"], _ = json.Marshal(reason)
+			body, _ = json.Marshal(m)
+		}
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
 	return nil
 }
 

@@ -44,6 +44,7 @@ func (f fakeUsers) Verify(_ context.Context, token string) (*identity.External, 
 // seen is what the fake API received.
 type seen struct {
 	Method, Path, Authorization, Cookie, CSRF string
+	Body                                      string
 }
 
 type world struct {
@@ -61,7 +62,8 @@ func newWorld(t *testing.T) *world {
 		carolKey:  {Name: "carol", Groups: []string{"corral-admins"}},
 	}}
 	api := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		w.calls = append(w.calls, seen{r.Method, r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("Cookie"), r.Header.Get(CSRFHeader)})
+		body, _ := io.ReadAll(r.Body)
+		w.calls = append(w.calls, seen{r.Method, r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("Cookie"), r.Header.Get(CSRFHeader), string(body)})
 		rw.Header().Set("Content-Type", "application/json")
 		// An agent-chosen name comes back as JSON, never as HTML.
 		_ = json.NewEncoder(rw).Encode(map[string]string{"name": `<script>alert(1)</script><img src=x onerror=alert(2)>`})
@@ -237,6 +239,7 @@ func TestRolesAtTheAPI(t *testing.T) {
 				want = "Bearer " + tt.credential // decisions are the person's own
 			}
 			if got.Authorization != want || got.Path != c.path || got.Cookie != "" || got.CSRF != "" {
+				got.Body = ""
 				t.Errorf("%s: %s %s reached the API as %+v, want path %s with %s and no cookie or CSRF token", info.Name, c.method, c.path, got, c.path, want)
 			}
 		}
@@ -393,5 +396,35 @@ func TestHostileDataStaysJSON(t *testing.T) {
 	a := w.do(t, "GET", "/ui/api/v1/resources/agents", "", map[string]string{"Cookie": cookie})
 	if a.status != http.StatusOK || a.header.Get("Content-Type") != "application/json" || a.header.Get("X-Content-Type-Options") != "nosniff" {
 		t.Fatalf("GET agents = %d %q nosniff %q", a.status, a.header.Get("Content-Type"), a.header.Get("X-Content-Type-Options"))
+	}
+}
+
+// TestActionsNameThePerson: the API sees the console's credential when an
+// admin-group person acts, so the reason it keeps names the person.
+func TestActionsNameThePerson(t *testing.T) {
+	w := newWorld(t)
+	for _, tt := range []struct {
+		credential, path, body, want string
+	}{
+		{carolKey, "/v1/killswitches", `{"agent": "payer", "reason": "runaway"}`, `{"agent":"payer","reason":"runaway (carol, console)"}`},
+		{carolKey, "/v1/killswitches", `{"all": true}`, `{"all":true,"reason":"(carol, console)"}`},
+		{carolKey, "/v1/tasks/task_1/cancel", `{"reason": "wrong input \u003cb\u003e"}`, `{"reason":"wrong input \u003cb\u003e (carol, console)"}`},
+		{carolKey, "/v1/tasks/task_1/cancel", `not json`, `not json`},
+		{carolKey, "/v1/killswitches", `{"reason": 7}`, `{"reason": 7}`},
+		{adminToken, "/v1/killswitches", `{"agent": "payer", "reason": "runaway"}`, `{"agent": "payer", "reason": "runaway"}`},
+		{carolKey, "/v1/tools/drift/banking/accept", `{"reason": "x"}`, `{"reason": "x"}`},
+	} {
+		cookie, csrf, _ := w.signIn(t, tt.credential)
+		a := w.do(t, "POST", "/ui/api"+tt.path, tt.body, map[string]string{"Cookie": cookie, CSRFHeader: csrf})
+		if a.status != http.StatusOK {
+			t.Fatalf("POST %s = %d %s", tt.path, a.status, a.body)
+		}
+		if got := w.calls[len(w.calls)-1].Body; got != tt.want {
+			t.Errorf("POST %s %s reached the API as %s, want %s", tt.path, tt.body, got, tt.want)
+		}
+	}
+	cookie, csrf, _ := w.signIn(t, carolKey)
+	if a := w.do(t, "POST", "/ui/api/v1/killswitches", `{"reason": "`+strings.Repeat("x", 70<<10)+`"}`, map[string]string{"Cookie": cookie, CSRFHeader: csrf}); a.status != http.StatusRequestEntityTooLarge {
+		t.Errorf("an oversized kill = %d, want 413", a.status)
 	}
 }
