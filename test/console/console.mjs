@@ -99,7 +99,10 @@ try {
   await signIn(phone, alice);
   await view(phone, 'approvals');
   await phone.getByText('No approval is pending.').waitFor();
+  const created = Date.now();
   const paid = await createTask('payer', 'pay invoice 7');
+  await phone.getByRole('link', { name: 'banking.send_money' }).first().waitFor();
+  console.log(`  the approval appeared in the queue ${Date.now() - created} ms after the task was created`);
   await phone.getByRole('link', { name: 'banking.send_money' }).first().click();
   await phone.getByTestId('arguments').filter({ hasText: '"amount": 2000' }).waitFor();
   await phone.getByText('payments over 1,000 EUR need payments-oncall').waitFor();
@@ -172,8 +175,11 @@ try {
   const card = page.locator('[data-agent="sleeper"]');
   await card.getByRole('link', { name: sleep.id }).waitFor();
   await card.getByLabel('Reason to stop sleeper').fill('runaway tool call');
+  const killed = Date.now();
   await card.getByRole('button', { name: 'Kill sleeper' }).click();
   await card.getByText('Stopped: runaway tool call').waitFor();
+  await until('the task to stop', async () => (await api('GET', '/v1/tasks/' + sleep.id)).body.state === 'canceled');
+  console.log(`  the running task was canceled ${Date.now() - killed} ms after the Kill click`);
   await view(page, 'tasks/' + sleep.id);
   await page.getByTestId('task-state').filter({ hasText: 'canceled killed' }).waitFor();
   await shot(page, 'task-killed');
