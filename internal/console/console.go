@@ -6,6 +6,7 @@ package console
 
 import (
 	"bytes"
+	"context"
 	"crypto/subtle"
 	"embed"
 	"encoding/json"
@@ -42,6 +43,10 @@ const CSRFHeader = "X-Corral-CSRF"
 const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
 	"font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
+// streamRecheck is how often an open event stream checks that its session
+// still stands.
+const streamRecheck = 5 * time.Second
+
 // maxSignIn caps the sign-in body: a credential, or a trusted Issuer's token.
 const maxSignIn = 16 << 10
 
@@ -76,6 +81,7 @@ type Console struct {
 	mux      *http.ServeMux // /ui/api/...
 	pages    http.Handler   // the rest of /ui/
 	oidc     *oidcFlows     // nil: no sign-in through a provider
+	recheck  time.Duration  // how often a stream's session is checked
 }
 
 // New returns the console over api (the handler serving /v1/...), letting
@@ -96,6 +102,7 @@ func New(logger *slog.Logger, api http.Handler, admins Admins, humans Humans, us
 		service:  opts.ServiceToken,
 		static:   http.StripPrefix("/ui", http.FileServerFS(sub)),
 		mux:      http.NewServeMux(),
+		recheck:  streamRecheck,
 	}
 	if opts.OIDC != nil && opts.OIDC.Issuer != "" {
 		c.oidc = newOIDCFlows(*opts.OIDC, opts.Now)
@@ -311,7 +318,7 @@ func secure(r *http.Request) bool {
 // API accepts, after checking the session, the role and, for a change, the
 // CSRF token.
 func (c *Console) forward(w http.ResponseWriter, r *http.Request) error {
-	se, _, err := c.session(r)
+	se, id, err := c.session(r)
 	if err != nil {
 		return err
 	}
@@ -353,8 +360,46 @@ func (c *Console) forward(w http.ResponseWriter, r *http.Request) error {
 	out.Header.Del("Cookie")
 	out.Header.Del(CSRFHeader)
 	out.Header.Set("Authorization", "Bearer "+credential)
+	if strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+		// A stream outlives the request that checked the session: it ends
+		// when the session does (sign-out, a revoked key, expiry).
+		ctx, cancel := context.WithCancel(out.Context())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c.watch(ctx, cancel, id)
+		}()
+		defer func() {
+			cancel()
+			<-done
+		}()
+		out = out.WithContext(ctx)
+	}
 	c.api.ServeHTTP(w, out)
 	return nil
+}
+
+// watch calls cancel once session id has ended or its credential is no
+// longer valid; it returns when ctx ends.
+func (c *Console) watch(ctx context.Context, cancel context.CancelFunc, id string) {
+	t := time.NewTicker(c.recheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			se, ok := c.sessions.peek(id)
+			if ok {
+				_, _, ok = c.auth.authenticate(ctx, se.credential)
+			}
+			if !ok {
+				c.sessions.end(id)
+				cancel()
+				return
+			}
+		}
+	}
 }
 
 // signsReason reports whether method path is a change whose reason the

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,9 +29,25 @@ type fakeAdmins struct{}
 
 func (fakeAdmins) VerifyAdmin(t string) bool { return t == adminToken || t == service }
 
-type fakeHumans map[string]identity.Human
+// fakeHumans is a concurrency-safe set of humans' keys: streams check
+// them from their own goroutines.
+type fakeHumans struct {
+	mu sync.Mutex
+	m  map[string]identity.Human
+}
 
-func (f fakeHumans) VerifyHuman(k string) (identity.Human, bool) { h, ok := f[k]; return h, ok }
+func (f *fakeHumans) VerifyHuman(k string) (identity.Human, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h, ok := f.m[k]
+	return h, ok
+}
+
+func (f *fakeHumans) revoke(k string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.m, k)
+}
 
 type fakeUsers struct{ expiry int64 }
 
@@ -49,18 +66,18 @@ type seen struct {
 
 type world struct {
 	c      *Console
-	humans fakeHumans
+	humans *fakeHumans
 	calls  []seen
 	now    time.Time
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC), humans: fakeHumans{
+	w := &world{now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC), humans: &fakeHumans{m: map[string]identity.Human{
 		aliceKey:  {Name: "alice", Groups: []string{"payments-oncall"}},
 		victorKey: {Name: "victor", Groups: []string{"payments-oncall", "viewers"}},
 		carolKey:  {Name: "carol", Groups: []string{"corral-admins"}},
-	}}
+	}}}
 	api := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		w.calls = append(w.calls, seen{r.Method, r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("Cookie"), r.Header.Get(CSRFHeader), string(body)})
@@ -276,7 +293,7 @@ func TestSessionsEnd(t *testing.T) {
 	t.Run("revoked key", func(t *testing.T) {
 		w := newWorld(t)
 		cookie, _, _ := w.signIn(t, aliceKey)
-		delete(w.humans, aliceKey)
+		w.humans.revoke(aliceKey)
 		if a := w.do(t, "GET", "/ui/api/v1/tasks", "", map[string]string{"Cookie": cookie}); a.status != http.StatusUnauthorized {
 			t.Errorf("after the key is revoked: %d, want 401", a.status)
 		}
@@ -426,5 +443,59 @@ func TestActionsNameThePerson(t *testing.T) {
 	cookie, csrf, _ := w.signIn(t, carolKey)
 	if a := w.do(t, "POST", "/ui/api/v1/killswitches", `{"reason": "`+strings.Repeat("x", 70<<10)+`"}`, map[string]string{"Cookie": cookie, CSRFHeader: csrf}); a.status != http.StatusRequestEntityTooLarge {
 		t.Errorf("an oversized kill = %d, want 413", a.status)
+	}
+}
+
+// TestStreamsEndWithTheSession: an event stream opened before sign-out (or
+// before the key was revoked) is cut, not left streaming to whoever holds
+// the cookie.
+func TestStreamsEndWithTheSession(t *testing.T) {
+	for _, end := range []string{"sign-out", "revoked key"} {
+		t.Run(end, func(t *testing.T) {
+			w := newWorld(t)
+			stream := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+				rw.Header().Set("Content-Type", "text/event-stream")
+				rw.WriteHeader(http.StatusOK)
+				_, _ = io.WriteString(rw, "event: approval\ndata: {}\n\n")
+				rw.(http.Flusher).Flush()
+				<-r.Context().Done() // streams until corral or the client ends it
+			})
+			w.c = New(slog.New(slog.DiscardHandler), stream, fakeAdmins{}, w.humans, nil,
+				Options{ServiceToken: service, Now: func() time.Time { return w.now }})
+			w.c.recheck = 10 * time.Millisecond
+			srv := httptest.NewServer(w.c)
+			t.Cleanup(srv.Close)
+			cookie, csrf, _ := w.signIn(t, aliceKey)
+
+			req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/ui/api/v1/approvals/events", nil)
+			req.Header.Set("Accept", "text/event-stream")
+			req.Header.Set("Cookie", cookie)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			first := make([]byte, len("event: approval"))
+			if _, err := io.ReadFull(resp.Body, first); err != nil || string(first) != "event: approval" {
+				t.Fatalf("the stream began %q, %v", first, err)
+			}
+			if end == "sign-out" {
+				if a := w.do(t, "DELETE", "/ui/api/session", "", map[string]string{"Cookie": cookie, CSRFHeader: csrf}); a.status != http.StatusNoContent {
+					t.Fatalf("sign-out = %d", a.status)
+				}
+			} else {
+				w.humans.revoke(aliceKey)
+			}
+			ended := make(chan error, 1)
+			go func() {
+				_, err := io.Copy(io.Discard, resp.Body)
+				ended <- err
+			}()
+			select {
+			case <-ended:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("after the %s the stream still runs", end)
+			}
+		})
 	}
 }

@@ -97,6 +97,19 @@ func (s *sessions) get(id string) (*session, bool) {
 	return &cp, true
 }
 
+// peek returns the live session id names, without marking it seen.
+func (s *sessions) peek(id string) (*session, bool) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	se, ok := s.m[sessionKey(id)]
+	if !ok || now.After(se.expires) || now.Sub(se.seen) > idleTTL {
+		return nil, false
+	}
+	cp := *se
+	return &cp, true
+}
+
 // end forgets the session: its cookie no longer signs anyone in.
 func (s *sessions) end(id string) {
 	s.mu.Lock()

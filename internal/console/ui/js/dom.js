@@ -70,7 +70,7 @@ export async function api(method, path, body) {
   let data = null;
   try { data = await resp.json(); } catch { /* not JSON */ }
   if (!resp.ok) {
-    if (resp.status === 401 && path !== '/session') window.dispatchEvent(new Event('corral:signed-out'));
+    if (resp.status === 401 && !(method === 'POST' && path === '/session')) window.dispatchEvent(new Event('corral:signed-out'));
     throw new ApiError(resp.status, data);
   }
   return data;
@@ -98,6 +98,11 @@ export function stream(path, handlers) {
       fn(data, e);
     });
   }
+  // A stream refused (401) or cut when the session ended is closed for
+  // good: asking for the session then signs the page out if it has ended.
+  es.addEventListener('error', () => {
+    if (es.readyState === EventSource.CLOSED) api('GET', '/session').catch(() => {});
+  });
   return () => es.close();
 }
 
