@@ -40,6 +40,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	if _, err := os.Stat(chromium); err != nil {
 		t.Skipf("%s is missing: run make console-deps (apt-get install chromium) to run the browser tests", chromium)
 	}
+	// playwright-core downloads nothing when installed; this says so to
+	// any package that might.
+	t.Setenv("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 	nodetest.Install(t, "playwright-core")
 
 	w := newWorld(t)
