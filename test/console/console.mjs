@@ -146,9 +146,16 @@ try {
   }, apr.id);
   assert.deepEqual(refused, [403, 403], 'the API let a viewer approve or kill');
   assert.equal((await api('GET', '/v1/approvals/' + apr.id)).body.state, 'pending');
+  await viewer.context().close();
+  // An approver outside the approval's groups sees why, and no buttons.
+  const otto = await newPage();
+  await signIn(otto, process.env.OTTO_KEY);
+  await view(otto, 'approvals/' + apr.id);
+  await otto.getByText('Only people in payments-oncall decide this approval.').waitFor();
+  assert.equal(await otto.getByRole('button', { name: 'Approve' }).count(), 0, 'otto sees an Approve button');
+  await otto.context().close();
   // Clean up: alice denies it, so nothing else pays.
   assert.equal((await api('POST', '/v1/approvals/' + apr.id + '/deny', { comment: 'duplicate' }, alice)).status, 200);
-  await viewer.context().close();
 
   // 3. A model's answer and an agent's description holding markup are text.
   log('untrusted text: <script> and <img onerror> render as text');

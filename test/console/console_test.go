@@ -55,7 +55,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, "console.mjs")
 	cmd.Env = append(os.Environ(),
 		"CORRAL_URL="+w.srv.URL, "ADMIN_TOKEN="+w.srv.Token,
-		"ALICE_KEY="+w.alice, "VICTOR_KEY="+w.victor, "PAYER_KEY="+w.srv.Key(t, "payer"),
+		"ALICE_KEY="+w.alice, "VICTOR_KEY="+w.victor, "OTTO_KEY="+w.otto, "PAYER_KEY="+w.srv.Key(t, "payer"),
 		"CHROMIUM="+chromium, "SCREENSHOTS="+shots, "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1")
 	out, err := cmd.CombinedOutput()
 	t.Logf("%s", strings.TrimSpace(string(out)))
@@ -119,6 +119,7 @@ type world struct {
 	srv           *apptest.Server
 	idp           *idp
 	alice, victor string
+	otto          string // an approver, but not in payments-oncall
 	bank          atomic.Int64
 	slowStarted   atomic.Int64
 }
@@ -242,6 +243,7 @@ spec: {scope: {agent: payer}, window: day, limit: {calls: 100}}
 	waitPolicy(t, w.srv)
 	w.alice = human(t, w.srv, "alice", "payments-oncall")
 	w.victor = human(t, w.srv, "victor", "payments-oncall", "viewers")
+	w.otto = human(t, w.srv, "otto", "ops")
 	return w
 }
 

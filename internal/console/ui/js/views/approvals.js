@@ -7,24 +7,31 @@ import { h, show, v1, stream, time, pretty, field, badge, errorBox, say } from '
 // Issuer's token), never by the admin token, and never by viewers.
 const mayDecide = (me) => me.role !== 'viewer' && me.kind !== 'admin-token';
 
-export function approvals(root, params) {
+// inGroups: the approval names no approver groups, or one of the person's.
+const inGroups = (a, me) => !(a.approvers || []).length || a.approvers.some((g) => (me.groups || []).includes(g));
+
+export function approvals(root, params, me) {
   const order = h('select', { name: 'order' },
     h('option', { value: 'newest', selected: params.order !== 'expiring' }, 'newest first'),
     h('option', { value: 'expiring', selected: params.order === 'expiring' }, 'expiring soon first'));
+  const mine = h('input', { type: 'checkbox', name: 'mine', checked: params.mine === '1' });
   const list = h('div', { 'aria-live': 'polite' });
   const recent = h('div');
-  show(root, h('h1', {}, 'Approvals'), field('Order', order), h('h2', {}, 'Pending'), list, h('h2', {}, 'Decided lately'), recent);
+  show(root, h('h1', {}, 'Approvals'), h('div', { class: 'filters' }, field('Order', order),
+    mayDecide(me) ? h('label', { class: 'check' }, mine, ' Only those I can decide') : null),
+  h('h2', {}, 'Pending'), list, h('h2', {}, 'Decided lately'), recent);
   const pending = new Map();
   const draw = () => {
-    const items = [...pending.values()].sort(order.value === 'expiring'
+    const items = [...pending.values()].filter((a) => !mine.checked || inGroups(a, me)).sort(order.value === 'expiring'
       ? (a, b) => new Date(a.expires) - new Date(b.expires)
       : (a, b) => new Date(b.created) - new Date(a.created));
-    show(list, items.length ? h('ul', { class: 'queue' }, items.map(item)) : h('p', { class: 'empty' }, 'No approval is pending.'));
+    show(list, items.length ? h('ul', { class: 'queue' }, items.map((a) => item(a, me))) : h('p', { class: 'empty' }, 'No approval is pending.'));
   };
   order.addEventListener('change', draw);
+  mine.addEventListener('change', draw);
   draw();
   const loadRecent = () => v1('GET', '/approvals?limit=20').then((r) =>
-    show(recent, h('ul', { class: 'queue' }, (r.items || []).filter((a) => a.state !== 'pending').map(item))))
+    show(recent, h('ul', { class: 'queue' }, (r.items || []).filter((a) => a.state !== 'pending').map((a) => item(a, me)))))
     .catch((err) => show(recent, errorBox(err)));
   loadRecent();
   // The stream sends every pending approval first, then every change.
@@ -35,12 +42,13 @@ export function approvals(root, params) {
   } });
 }
 
-function item(a) {
+function item(a, me) {
   const act = a.action || {};
   const yes = (a.decisions || []).filter((d) => d.decision === 'approve').length;
   return h('li', { class: 'card-row' },
     h('a', { href: '#/approvals/' + encodeURIComponent(a.id), class: 'row-title' }, act.target || a.id),
     ' ', badge(a.state),
+    a.state === 'pending' && mayDecide(me) && inGroups(a, me) ? [' ', badge('yours to decide')] : null,
     h('div', { class: 'row-meta' }, 'agent ', act.agent || '', ' · ', yes, ' of ', a.quorum || 1, ' approvals · expires ', time(a.expires)),
     (a.reasons || []).length ? h('div', { class: 'row-meta' }, a.reasons.join('; ')) : null);
 }
@@ -85,14 +93,15 @@ export function approvalView(root, id, me) {
       h('h2', {}, 'Decisions'),
       decisions.length ? h('ul', {}, decisions.map((d) => h('li', {}, d.name || d.by, ' ', badge(d.decision), ' ', time(d.at),
         d.comment ? [': ', h('q', {}, d.comment)] : '', d.via ? ` (via ${d.via})` : ''))) : h('p', { class: 'empty' }, 'Nobody has decided yet.'),
-      a.state === 'pending' && mayDecide(me) ? h('form', { class: 'decide', onsubmit: (e) => e.preventDefault() },
+      a.state === 'pending' && mayDecide(me) && inGroups(a, me) ? h('form', { class: 'decide', onsubmit: (e) => e.preventDefault() },
         field('Comment (optional)', comment),
         h('div', { class: 'buttons' },
           h('button', { type: 'button', class: 'approve', onclick: decide('approve') }, 'Approve'),
           h('button', { type: 'button', class: 'danger', onclick: decide('deny') }, 'Deny'))) : null,
-      a.state === 'pending' && !mayDecide(me) ? h('p', { class: 'note' }, me.role === 'viewer'
+      a.state === 'pending' && !(mayDecide(me) && inGroups(a, me)) ? h('p', { class: 'note' }, me.role === 'viewer'
         ? 'Viewers read approvals; they do not decide them.'
-        : 'Approvals are decided by people: sign in with your own key to decide.') : null);
+        : !mayDecide(me) ? 'Approvals are decided by people: sign in with your own key to decide.'
+          : 'Only people in ' + a.approvers.join(', ') + ' decide this approval.') : null);
   }
   load();
   return stream('/approvals/events', { approval: (a) => { if (a.id === id) draw(a); } });
