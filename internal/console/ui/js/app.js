@@ -32,6 +32,7 @@ function nav() {
 function route() {
   stop();
   stop = () => {};
+  document.getElementById('status').textContent = ''; // messages belong to the view they came from
   const main = document.getElementById('main');
   if (!me) return signIn(main);
   nav();
