@@ -106,7 +106,10 @@ export function tools(root, params, me) {
         load();
       } }, 'Accept ' + d.source) : '')],
     ], r.drift || [], 'No drift is held back.'))).catch((err) => show(drift, errorBox(err)));
-    v1('GET', '/tools').then((r) => show(list, table('Tools', [
+    v1('GET', '/tools').then((r) => show(list, (r.sources || []).length ? table('Tool sources', [
+      ['Source', (x) => x.name], ['State', (x) => badge(x.state)], ['Tools', (x) => x.tools],
+      ['Since', (x) => time(x.since)], ['Error', (x) => x.error || ''],
+    ], r.sources) : null, table('Tools', [
       ['Tool', (t) => h('code', {}, t.name)], ['Source', (t) => t.source], ['Title', (t) => t.title || ''],
       ['Description', (t) => h('span', { class: 'clip' }, t.description || '')],
     ], r.tools || [], 'No tools yet.'))).catch((err) => show(list, errorBox(err)));
