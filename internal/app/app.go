@@ -29,6 +29,7 @@ import (
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
 	a2aedge "github.com/corral-dev/corral/internal/edge/a2a"
+	"github.com/corral-dev/corral/internal/console"
 	mcpedge "github.com/corral-dev/corral/internal/edge/mcp"
 	"github.com/corral-dev/corral/internal/edge/oauth"
 	openaiedge "github.com/corral-dev/corral/internal/edge/openai"
@@ -90,6 +91,12 @@ type Config struct {
 	// AdminGroups are the groups whose people (corral humans, users of a
 	// trusted Issuer) administer corral with their own credential.
 	AdminGroups []string
+	// ViewerGroups are the groups whose people only read in the web
+	// console; nil is console.DefaultViewerGroups.
+	ViewerGroups []string
+	// ConsoleOIDC, when set, offers sign-in to the web console through an
+	// identity provider (the authorization code flow).
+	ConsoleOIDC *console.OIDC
 	// TLS serves HTTPS, and verifies client certificates (mTLS).
 	TLS TLS
 	// NATSTLS secures the connection to an external NATS, or the embedded
@@ -336,7 +343,10 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).WithTriggers(a.triggers).Register(mux)
+	// The console reads the API with a service token made here, in memory.
+	consoleToken := console.NewServiceToken()
+	apiCreds := console.WithServiceToken(a.creds, consoleToken)
+	api.New(httpLogger, a.registry, apiCreds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).WithTriggers(a.triggers).Register(mux)
 	a.notifier = notify.New(logger.With("component", "notify"), a.registry, resolver.Resolve, a.creds, a.approvals, nil)
 	a.approvals.OnRequest(a.notifier.Announce)
 	a.notifier.Register(mux, func(h problem.HandlerFunc) http.Handler { return problem.Handle(httpLogger, h) })
@@ -344,7 +354,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers, Workloads: a.issuers,
 		Delegations: delegations{gateway}, Audit: a.audit, Refusals: refusals, Tasks: taskService,
 	}, oauth.Options{TTL: ttl}).Register(mux)
-	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).WithApprovals(a.approvals).Register(mux)
+	rest.New(httpLogger, gateway, apiCreds, a.catalog, a.registry).WithApprovals(a.approvals).Register(mux)
 	mcpedge.New(logger.With("component", "mcp"), gateway).WithApprovals(a.approvals).Register(mux)
 	openaiedge.New(logger.With("component", "openai"), gateway, cfg.ModelLimits).Register(mux)
 	mux.Handle("POST /hooks/{trigger}", problem.Handle(httpLogger, a.triggers.ServeHook))
@@ -355,6 +365,8 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	}
 	a.push = a2aedge.NewPusher(logger.With("component", "a2a-push"), taskService, a2aStore, a2aedge.PushOptions{AllowPrivate: cfg.A2APushAllowPrivate})
 	a2aedge.New(logger.With("component", "a2a"), taskService, gateway, a.creds, a.registry, a2aStore, a.push, a2aedge.Options{PublicURL: cfg.Issuer, Version: cfg.Version}).Register(mux)
+	console.New(logger.With("component", "console"), mux, apiCreds, a.creds, a.issuers,
+		console.Options{AdminGroups: cfg.AdminGroups, ViewerGroups: cfg.ViewerGroups, ServiceToken: consoleToken, OIDC: cfg.ConsoleOIDC}).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))

@@ -34,6 +34,8 @@ type serverFlags struct {
 	a2aPushAllowPrivate          bool
 	workerLabels, workerID       string
 	adminGroups                  []string
+	viewerGroups                 []string
+	consoleOIDC                  consoleOIDCFlags
 	tls                          app.TLS
 	natsTLS                      bus.TLS
 }
@@ -77,6 +79,8 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.BoolVar(&f.a2aPushAllowPrivate, "a2a-push-allow-private", false, "let A2A push notifications reach private, loopback and link-local addresses (refused by default: docs/a2a.md)")
 	fl.StringVar(&f.workerID, "worker-id", "", "name of this replica's worker in tasks and events (default host-pid)")
 	fl.StringSliceVar(&f.adminGroups, "admin-groups", []string{"corral-admins"}, "groups whose people (corral humans, users of a trusted Issuer) administer corral with their own credential, as the admin token does; empty: only admin tokens")
+	fl.StringSliceVar(&f.viewerGroups, "viewer-groups", []string{"viewers"}, "groups whose people only read in the web console (/ui/), even when another group would let them decide approvals")
+	f.consoleOIDC.register(fl)
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", d.logLevel, "log level: debug, info, warn or error")
 	fl.IntVar(&f.model.maxBodyMiB, "model-max-body", openaiedge.DefaultMaxBody>>20, "largest model request body, in MiB (docs/models.md, Limits)")
@@ -178,9 +182,15 @@ func (f *serverFlags) config() (app.Config, error) {
 	if len(labels) > 0 && !f.worker {
 		return app.Config{}, fmt.Errorf("--worker-labels applies to a replica that runs a worker; drop --worker=false")
 	}
+	consoleOIDC, err := f.consoleOIDC.config()
+	if err != nil {
+		return app.Config{}, err
+	}
 	return app.Config{
+		ConsoleOIDC:   consoleOIDC,
 		WorkerLabels:  labels,
 		AdminGroups:   f.adminGroups,
+		ViewerGroups:  f.viewerGroups,
 		NoWorker:      !f.worker,
 		WorkerID:      f.workerID,
 		DataDir:       f.data,

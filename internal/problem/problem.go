@@ -98,6 +98,11 @@ const (
 	// already in the chain of calls; the chain is too deep.
 	AgentCycle = "agent_cycle"
 	AgentDepth = "agent_depth"
+	// The web console (docs/console.md): a change without the session's
+	// CSRF token or from another origin; a call the signed-in role may not
+	// make.
+	CSRFFailed = "csrf_failed"
+	Forbidden  = "forbidden"
 )
 
 // Error is an error with the HTTP status and stable code it should be
