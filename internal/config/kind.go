@@ -93,6 +93,13 @@ var kinds = []*Kind{
 		newSpec:    func() any { return new(NotifierSpec) },
 		specSchema: notifierSpecSchema,
 	},
+	{
+		Name:       "Workflow",
+		Plural:     "workflows",
+		Summary:    "A process: named steps (agent tasks, tool calls) with CEL inputs, retries, compensations and routing slips; a run is a task.",
+		newSpec:    func() any { return new(WorkflowSpec) },
+		specSchema: workflowSpecSchema,
+	},
 }
 
 // checker is implemented by spec types with rules their JSON Schema states
