@@ -28,6 +28,7 @@ import (
 	"github.com/corral-dev/corral/internal/budget"
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/deadletter"
 	mcpedge "github.com/corral-dev/corral/internal/edge/mcp"
 	"github.com/corral-dev/corral/internal/edge/oauth"
 	openaiedge "github.com/corral-dev/corral/internal/edge/openai"
@@ -116,10 +117,12 @@ type App struct {
 	issuers  *identity.Issuers
 	policies *policy.Store
 	tasks    *orchestrator.Store
-	worker   *orchestrator.Worker
-	tracing  *telemetry.Tracing
-	listener net.Listener
-	server   *http.Server
+	// deadLetters holds work that failed past its retries (corral dlq).
+	deadLetters *deadletter.DLQ
+	worker      *orchestrator.Worker
+	tracing     *telemetry.Tracing
+	listener    net.Listener
+	server      *http.Server
 
 	approvals *approval.Store
 	notifier  *notify.Notifier
@@ -227,6 +230,14 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		return nil, err
 	}
 	taskService := orchestrator.NewService(logger.With("component", "tasks"), a.tasks, a.registry)
+	// Workflow runs: a step's task that ends wakes its run; a failed step
+	// past its retries goes to the dead-letter queue, whose retry and
+	// discard hand it back to its run (docs/workflows.md).
+	a.tasks.OnEnded(taskService.TaskEnded)
+	if a.deadLetters, err = deadletter.Open(ctx, logger.With("component", "deadletter"), a.bus, a.audit); err != nil {
+		return nil, err
+	}
+	a.deadLetters.Handle(deadletter.SourceWorkflow, taskService.RetryDeadLetter, taskService.DiscardDeadLetter)
 	// A task that ends withdraws its approvals still pending: nobody waits
 	// for them any more.
 	a.tasks.OnEnded(func(ctx context.Context, task string, st orchestrator.State) {
@@ -311,8 +322,9 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	gateway := a.gateway
 	if !cfg.NoWorker {
 		a.worker = orchestrator.NewWorker(logger.With("component", "worker"), a.tasks, gateway, a.signer, a.registry, a.registry, a.kill,
-			orchestrator.WorkerOptions{ID: cfg.WorkerID, Labels: cfg.WorkerLabels})
+			orchestrator.WorkerOptions{ID: cfg.WorkerID, Labels: cfg.WorkerLabels}).WithDeadLetters(a.deadLetters)
 	}
+	metrics.MustRegister(deadletter.NewCollector(a.deadLetters))
 	metrics.MustRegister(orchestrator.NewCollector(a.tasks, a.worker))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "corral_build_info", Help: "Always 1; labels say which corral runs and on which substrate.",
@@ -322,7 +334,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).Register(mux)
+	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).WithDeadLetters(a.deadLetters).Register(mux)
 	a.notifier = notify.New(logger.With("component", "notify"), a.registry, resolver.Resolve, a.creds, a.approvals, nil)
 	a.approvals.OnRequest(a.notifier.Announce)
 	a.notifier.Register(mux, func(h problem.HandlerFunc) http.Handler { return problem.Handle(httpLogger, h) })

@@ -4,6 +4,7 @@
 package expr
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -149,7 +150,11 @@ func (p *Program) Eval(ctx context.Context, vars Vars) (json.RawMessage, error) 
 	if err != nil {
 		return nil, fmt.Errorf("%s: the value is not JSON: %w", p.src, err)
 	}
-	return json.RawMessage(b), nil
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, b); err != nil {
+		return nil, fmt.Errorf("%s: the value is not JSON: %w", p.src, err)
+	}
+	return compact.Bytes(), nil
 }
 
 // Bool evaluates a condition.
@@ -167,14 +172,38 @@ func (p *Program) Bool(ctx context.Context, vars Vars) (bool, error) {
 	return false, fmt.Errorf("%s: a condition must be true or false, not %s", p.src, raw)
 }
 
-// Decode turns JSON into the values Vars hold; invalid or empty JSON is nil.
+// Decode turns JSON into the values Vars hold; invalid or empty JSON is
+// nil. A number without a fraction or exponent is an int (CEL's int), so
+// that input.qty * 10 works; others are doubles.
 func Decode(raw json.RawMessage) any {
 	if len(raw) == 0 {
 		return nil
 	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
 	var v any
-	if json.Unmarshal(raw, &v) != nil {
+	if dec.Decode(&v) != nil {
 		return nil
+	}
+	return numbers(v)
+}
+
+func numbers(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil && !strings.ContainsAny(string(x), ".eE") {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	case map[string]any:
+		for k, e := range x {
+			x[k] = numbers(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = numbers(e)
+		}
 	}
 	return v
 }

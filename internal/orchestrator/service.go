@@ -54,12 +54,17 @@ type Request struct {
 	Principal *Principal
 	Parent    string
 	Chain     []string
+	// Workflow, instead of Agent, starts a run of that Workflow.
+	Workflow string
 }
 
 // Create makes a task and, for a hosted agent, queues it for a worker. It
 // returns the task and whether this call created it (false: a retry with
 // the same Idempotency-Key found the one made before).
 func (s *Service) Create(ctx context.Context, req Request) (*Task, bool, error) {
+	if req.Workflow != "" {
+		return s.createRun(ctx, req)
+	}
 	if len(req.Input) == 0 {
 		return nil, false, problem.New(http.StatusBadRequest, problem.InvalidRequest, "input: required: the task's input, a string or a JSON value")
 	}

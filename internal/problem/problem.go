@@ -84,6 +84,11 @@ const (
 	OutputLimitTooHigh = "output_limit_too_high"
 	Overloaded         = "overloaded"
 	ClientClosed       = "client_closed"
+
+	// Workflows and dead letters (docs/workflows.md): no such dead letter;
+	// a step's routing slip names a step the workflow does not let it choose.
+	DeadLetterNotFound = "dead_letter_not_found"
+	RoutingSlipInvalid = "routing_slip_invalid"
 )
 
 // Error is an error with the HTTP status and stable code it should be
