@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -113,4 +115,21 @@ spec:
 
 func quote(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "\t", `\t`).Replace(s) + `"`
+}
+
+// TestWorkflowExamples: the worked examples of docs/workflows.md decode.
+func TestWorkflowExamples(t *testing.T) {
+	files, _ := filepath.Glob("../../examples/workflows/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no examples under examples/workflows")
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Decode(f, data); err != nil {
+			t.Errorf("Decode(%s) = %v", f, err)
+		}
+	}
 }
