@@ -41,6 +41,7 @@ const (
 	codeToolError      = "tool_error"    // the tool answered with an error (4xx, isError)
 	codeTaskFailed     = "task_failed"   // an agent step's task did not complete
 	codeExpression     = "expression_error"
+	codeOutputTooLarge = "output_too_large"
 )
 
 // StepEvent says which workflow step a journal entry is about.

@@ -41,6 +41,8 @@ type wfRunner struct {
 
 	mu sync.Mutex // guards j and appends: steps run at once
 	j  *wfRun
+	// stateMu orders the run's state changes (two steps parking at once).
+	stateMu sync.Mutex
 }
 
 // runWorkflow runs a workflow run from its journal until it ends, parks
@@ -126,28 +128,43 @@ func (x *wfRunner) deadline() time.Time {
 // loop runs the steps that are ready, together, until the run ends or
 // parks.
 func (x *wfRunner) loop(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	var watching sync.WaitGroup
+	defer watching.Wait()
+	defer cancel(nil)
+	watching.Go(func() { x.watch(ctx, cancel) })
 	for {
+		if cause, ok := context.Cause(ctx).(*stopCause); ok {
+			return x.end(ctx, cause.state, cause.reason, cause.detail, nil)
+		}
 		if ctx.Err() != nil {
 			return &errRetry{ctx.Err()}
-		}
-		if cause := x.w.stopFor(x.task.ID, x.task.Agent, x.deadline()); cause != nil {
-			return x.end(ctx, cause.state, cause.reason, cause.detail, nil)
 		}
 		x.mu.Lock()
 		failed, discarded := x.j.failed, x.j.discarded
 		x.mu.Unlock()
 		if failed != "" {
-			return x.fail(ctx, failed, discarded)
+			err := x.fail(ctx, failed, discarded)
+			if sc := (*stopCause)(nil); errors.As(err, &sc) {
+				return x.end(ctx, sc.state, sc.reason, sc.detail, nil)
+			}
+			if errors.Is(err, errGoOn) {
+				continue
+			}
+			return err
 		}
 		ready, waiting, err := x.plan(ctx)
 		if err != nil {
 			return err
 		}
 		if len(ready) == 0 {
-			if len(waiting) > 0 {
-				return x.parkOnTasks(ctx, waiting)
+			if len(waiting) == 0 {
+				return x.finish(ctx)
 			}
-			return x.finish(ctx)
+			if err := x.parkOnTasks(ctx, waiting); !errors.Is(err, errGoOn) {
+				return err
+			}
+			continue
 		}
 		errs := make([]error, len(ready))
 		var wg sync.WaitGroup
@@ -156,6 +173,14 @@ func (x *wfRunner) loop(ctx context.Context) error {
 			wg.Go(func() { errs[i] = x.runStep(ctx, st) })
 		}
 		wg.Wait()
+		if cause, ok := context.Cause(ctx).(*stopCause); ok && !slices.ContainsFunc(errs, func(err error) bool { return errors.Is(err, ErrFenced) }) {
+			return x.end(ctx, cause.state, cause.reason, cause.detail, nil)
+		}
+		for _, err := range errs {
+			if sc := (*stopCause)(nil); errors.As(err, &sc) {
+				return x.end(ctx, sc.state, sc.reason, sc.detail, nil)
+			}
+		}
 		for _, err := range errs {
 			if err != nil {
 				return err
@@ -163,6 +188,29 @@ func (x *wfRunner) loop(ctx context.Context) error {
 		}
 	}
 }
+
+// watch cancels the run's context when the run must stop (a cancel, a
+// kill switch, its deadline), so that a step's backoff does not hold it.
+func (x *wfRunner) watch(ctx context.Context, cancel context.CancelCauseFunc) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if cause := x.w.stopFor(x.task.ID, x.task.Agent, x.deadline()); cause != nil {
+			cancel(cause)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-x.w.store.Changed():
+		case <-tick.C:
+		}
+	}
+}
+
+// errGoOn: a step's task ended while the run was parking on it; the run
+// goes on instead.
+var errGoOn = errors.New("a task the run waits on has ended")
 
 // plan settles the steps that can be settled without acting (skipped ones,
 // agent steps whose task ended) and returns those ready to act and the
@@ -410,11 +458,11 @@ func (x *wfRunner) callTool(ctx context.Context, tool string, args json.RawMessa
 		case pe.Code == problem.ApprovalPending:
 			return nil, "", "", x.park(ctx, ReasonAwaitingApproval, "approval "+pe.ApprovalID+": "+pe.Detail)
 		case pe.Code == problem.Killed:
-			return nil, "", "", x.end(ctx, Canceled, ReasonKilled, pe.Detail, nil)
+			return nil, "", "", &stopCause{state: Canceled, reason: ReasonKilled, detail: pe.Detail}
 		case pe.Code == problem.BudgetExceeded:
-			return nil, "", "", x.end(ctx, Failed, ReasonBudgetExceeded, pe.Detail, nil)
+			return nil, "", "", &stopCause{state: Failed, reason: ReasonBudgetExceeded, detail: pe.Detail}
 		case pe.Code == problem.Unauthenticated:
-			return nil, "", "", x.end(ctx, Failed, ReasonAgentGone, pe.Detail, nil)
+			return nil, "", "", &stopCause{state: Failed, reason: ReasonAgentGone, detail: pe.Detail}
 		}
 		if wait, ok := throttled(err); ok {
 			// Waiting its turn is no failed attempt.
@@ -453,6 +501,10 @@ func truncateText(s string, n int) string {
 
 // stepDone records a step's output, after checking its routing slip.
 func (x *wfRunner) stepDone(ctx context.Context, st *config.WorkflowStep, attempt int, out json.RawMessage) error {
+	if len(out) > MaxInput {
+		// The journal keeps outputs inline, and later steps read them.
+		return x.exhaust(ctx, st, attempt, codeOutputTooLarge, fmt.Sprintf("the step's output is %d bytes, over the limit of %d", len(out), MaxInput))
+	}
 	next, hasSlip, err := ParseSlip(out)
 	if err == nil && hasSlip {
 		err = checkSlip(x.wf, st.Name, next)
@@ -608,17 +660,37 @@ func (x *wfRunner) parkOnTasks(ctx context.Context, waiting []string) error {
 		child := x.j.step(name).child
 		x.mu.Unlock()
 		if c, _, err := x.w.store.fetch(ctx, child); err != nil || c.State.Final() {
-			if err := x.svc.wakeRun(ctx, x.task.ID, "task "+child+" ended"); err != nil {
-				return &errRetry{err}
-			}
-			break
+			return x.unpark(ctx, "task "+child+" ended")
 		}
 	}
 	return errParked
 }
 
+// unpark takes back a run that parked on a task which ended meanwhile
+// (its end's hook may have found the run not yet parked): errGoOn.
+func (x *wfRunner) unpark(ctx context.Context, detail string) error {
+	if _, err := x.w.store.update(context.WithoutCancel(ctx), x.task.ID, func(t *Task) error {
+		if t.State.Final() {
+			return errSkip
+		}
+		t.State, t.Reason, t.Detail = Working, "", detail
+		return nil
+	}); err != nil {
+		return &errRetry{err}
+	}
+	if err := x.append(ctx, &Event{Type: EvState, State: Working, Detail: detail}); err != nil {
+		return err
+	}
+	x.stateMu.Lock()
+	x.j.state, x.j.reason = Working, ""
+	x.stateMu.Unlock()
+	return errGoOn
+}
+
 // park puts the run in input-required for reason.
 func (x *wfRunner) park(ctx context.Context, reason, detail string) error {
+	x.stateMu.Lock()
+	defer x.stateMu.Unlock()
 	if x.j.state != InputRequired || x.j.reason != reason {
 		if err := x.append(ctx, &Event{Type: EvState, State: InputRequired, Reason: reason, Detail: detail}); err != nil {
 			return err
@@ -810,15 +882,16 @@ func (x *wfRunner) parkOnTasksChild(ctx context.Context, name, child string) err
 		return err
 	}
 	if c, _, err := x.w.store.fetch(ctx, child); err != nil || c.State.Final() {
-		if err := x.svc.wakeRun(ctx, x.task.ID, "task "+child+" ended"); err != nil {
-			return &errRetry{err}
-		}
+		return x.unpark(ctx, "task "+child+" ended")
 	}
 	return errParked
 }
 
 // compensated records a compensation's end; failure is empty when it worked.
 func (x *wfRunner) compensated(ctx context.Context, name string, out json.RawMessage, failure string) error {
+	if len(out) > MaxInput {
+		out = nil // recorded in the audit; too large for the journal
+	}
 	ev := &Event{Type: EvCompensateDone, Detail: "compensated step " + name, Workflow: &StepEvent{Step: name, Output: out}}
 	if failure != "" {
 		ev.IsError, ev.Detail = true, "the compensation of step "+name+" failed: "+failure
