@@ -30,6 +30,7 @@ func TestKillWorkflowsRepeatsNothing(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 14))
 	t.Logf("seed %d", seed)
 	ledger := startCountingTool(t, 20*time.Millisecond)
+	undo := startCountingTool(t, 20*time.Millisecond) // the compensations
 	p := startCorral(t)
 	data := p.Data
 	wf := func(name, third string) string {
@@ -43,28 +44,29 @@ spec:
     - name: a
       tool: ledger.record
       arguments: {text: "input + ' a'"}
-      compensate: {tool: ledger.record, arguments: {text: "input + ' undo a ' + output.text"}}
+      compensate: {tool: undo.record, arguments: {text: "input + ' undo a ' + output.text"}}
     - name: b
       needs: [a]
       tool: ledger.record
       arguments: {text: "input + ' b after ' + string(steps.a.output.entry)"}
-      compensate: {tool: ledger.record, arguments: {text: "input + ' undo b'"}}
+      compensate: {tool: undo.record, arguments: {text: "input + ' undo b'"}}
     - name: c
       needs: [b]
       tool: ledger.record
       arguments: {text: ` + third + `}
 `
 	}
-	apply(t, p, toolSourceYAML("ledger", ledger.URL, ledgerDoc)+`---
+	apply(t, p, toolSourceYAML("ledger", ledger.URL, ledgerDoc)+"---\n"+toolSourceYAML("undo", undo.URL, ledgerDoc)+`---
 apiVersion: corral.dev/v1
 kind: Agent
 metadata: {name: keeper}
-spec: {tools: ["ledger.*"]}
+spec: {tools: ["ledger.*", "undo.*"]}
 `+wf("pay", `"input + ' c'"`)+wf("saga", `"42"`))
 	if !waitFor(startTimeout, func() bool {
-		return request(t, "GET", p.URL+"/v1/tools/ledger.record", p.Token, "").status == http.StatusOK
+		return request(t, "GET", p.URL+"/v1/tools/ledger.record", p.Token, "").status == http.StatusOK &&
+			request(t, "GET", p.URL+"/v1/tools/undo.record", p.Token, "").status == http.StatusOK
 	}) {
-		t.Fatal("tool ledger.record never served")
+		t.Fatal("tools ledger.record and undo.record never served")
 	}
 	created := map[string]string{} // run id -> input
 	start := func(p *proc, workflow, input string) bool {
@@ -85,8 +87,17 @@ spec: {tools: ["ledger.*"]}
 			}
 		}
 	}
+	// Even rounds kill inside a step's tool call, odd ones inside a
+	// compensation's; each round starts a saga of its own, so that a
+	// compensation comes while the kill is armed.
+	inCompensation := 0
 	for round := range kills {
 		n := 1 + rng.IntN(3)
+		target := ledger
+		if round%2 == 1 {
+			target, n = undo, 1+rng.IntN(2)
+		}
+		extra := fmt.Sprintf("saga-r%d", round)
 		killed := make(chan struct{})
 		var calls atomic.Int32
 		var once sync.Once
@@ -95,17 +106,27 @@ spec: {tools: ["ledger.*"]}
 		// A round whose calls do not come (every run has ended) ends
 		// with a kill all the same.
 		fallback := time.AfterFunc(3*time.Second, kill)
-		ledger.setHook(func() {
+		hooked := false
+		target.setHook(func() {
 			if calls.Add(1) == int32(n) {
 				kill()
 			}
 		})
+		if !start(p, "saga", extra) {
+			t.Fatalf("starting run %s failed", extra)
+		}
 		<-killed
-		fallback.Stop()
+		if fallback.Stop() {
+			hooked = true
+		}
 		p.wait(t)
-		ledger.setHook(nil)
-		tc := ledger.counts()
-		t.Logf("kill %d after %d calls: %d requests, %d side effects", round+1, n, tc.requests, len(tc.effects))
+		target.setHook(nil)
+		if hooked && target == undo {
+			inCompensation++
+		}
+		tc, uc := ledger.counts(), undo.counts()
+		t.Logf("kill %d after %d calls to %s (fallback %v): steps %d requests, %d side effects; compensations %d requests, %d side effects",
+			round+1, n, map[bool]string{true: "undo", false: "ledger"}[target == undo], !hooked, tc.requests, len(tc.effects), uc.requests, len(uc.effects))
 		p = startCorral(t, "--data", data)
 	}
 	var tasks []taskJSON
@@ -132,16 +153,22 @@ spec: {tools: ["ledger.*"]}
 			t.Errorf("run %s (%s) = %s %s %q, want failed step_failed, compensated: b, a", tk.ID, input, tk.State, tk.Reason, tk.Detail)
 		}
 	}
-	tc := ledger.counts()
-	want := 0
+	if inCompensation == 0 {
+		t.Errorf("no kill fell inside a compensation")
+	}
+	tc, uc := ledger.counts(), undo.counts()
+	steps, comps := 0, 0
 	for _, input := range created {
-		texts := []string{input + " a", input + " undo b"}
-		if strings.HasPrefix(input, "pay") {
-			texts = []string{input + " a", input + " c"}
-		}
-		want += 3
+		texts := []string{input + " a", input + " c"}
+		steps += 2 // a and b; c for pay runs below
 		if strings.HasPrefix(input, "saga") {
-			want++ // a, b, undo b, undo a
+			texts = []string{input + " a"}
+			comps += 2
+			if uc.effects[input+" undo b"] != 1 {
+				t.Errorf("compensation %q happened %d times; want exactly once", input+" undo b", uc.effects[input+" undo b"])
+			}
+		} else {
+			steps++
 		}
 		for _, text := range texts {
 			if tc.effects[text] != 1 {
@@ -149,16 +176,19 @@ spec: {tools: ["ledger.*"]}
 			}
 		}
 	}
-	for text, n := range tc.effects {
-		if n != 1 {
-			t.Errorf("side effect %q happened %d times; want exactly once", text, n)
+	for what, c := range map[string]toolCounts{"step": tc, "compensation": uc} {
+		for text, n := range c.effects {
+			if n != 1 {
+				t.Errorf("%s side effect %q happened %d times; want exactly once", what, text, n)
+			}
+		}
+		if c.nk > 0 {
+			t.Errorf("%d %s requests came without an Idempotency-Key", c.nk, what)
 		}
 	}
-	if len(tc.effects) != want {
-		t.Errorf("the tool made %d distinct side effects; want %d", len(tc.effects), want)
+	if len(tc.effects) != steps || len(uc.effects) != comps {
+		t.Errorf("the tools made %d step and %d compensation side effects; want %d and %d", len(tc.effects), len(uc.effects), steps, comps)
 	}
-	if tc.nk > 0 {
-		t.Errorf("%d tool requests came without an Idempotency-Key", tc.nk)
-	}
-	t.Logf("tool: %d requests, %d side effects, %d repeats answered from the record", tc.requests, len(tc.effects), tc.repeats)
+	t.Logf("%d kills, %d inside a compensation; steps: %d requests, %d side effects, %d repeats answered from the record; compensations: %d requests, %d side effects, %d repeats",
+		kills, inCompensation, tc.requests, len(tc.effects), tc.repeats, uc.requests, len(uc.effects), uc.repeats)
 }
