@@ -855,9 +855,9 @@ func (x *wfRunner) compensateByTask(ctx context.Context, name string, c config.S
 	}
 	t, _, err := x.w.store.fetch(ctx, child)
 	if errors.Is(err, ErrNotFound) {
-		failure, err := x.openChild(ctx, name, c.Agent, input, key, owner)
-		if err != nil {
-			return false, err
+		failure, oerr := x.openChild(ctx, name, c.Agent, input, key, owner)
+		if oerr != nil {
+			return false, oerr
 		}
 		if failure != nil {
 			return true, x.compensated(ctx, name, nil, "its task cannot be made: "+failure.Detail)
