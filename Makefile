@@ -62,7 +62,7 @@ FUZZ_TARGETS := \
 	budget:FuzzTaskToken ratelimit:FuzzTokenValue upstream:FuzzRetryAfter telemetry:FuzzExtractHTTP telemetry:FuzzDecodeSpans audit:FuzzAddrKey \
 	telemetry:FuzzAppendJSONString telemetry:FuzzParseOTLPEndpoint cli:FuzzTraceArg cli:FuzzTaskEvents \
 	tools/mcpsource:FuzzFrameLimiter tools/mcpsource:FuzzRequestID bus:FuzzOperation \
-	orchestrator:FuzzFunctionName orchestrator:FuzzReplay orchestrator:FuzzParseSlip config:FuzzWorkflow expr:FuzzCompile \
+	orchestrator:FuzzFunctionName orchestrator:FuzzReplay orchestrator:FuzzParseSlip orchestrator:FuzzReplayRun config:FuzzWorkflow expr:FuzzCompile \
 	approval:FuzzParseRules edge/rest:FuzzPreferWait notify:FuzzParsePress
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

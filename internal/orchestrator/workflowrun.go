@@ -316,9 +316,9 @@ func (x *wfRunner) enabled(st *config.WorkflowStep) (runs, skip bool, why string
 func (x *wfRunner) vars(output json.RawMessage) expr.Vars {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return expr.Vars{expr.Input: decodeJSON(x.task.Input), expr.Steps: x.j.stepsVar(), expr.Output: decodeJSON(output)}
 	// TODO(agents): expr.State, the task tree's shared state document, once
 	// the agents engineer's state API lands (GET /v1/tasks/{id}/state).
+	return expr.Vars{expr.Input: decodeJSON(x.task.Input), expr.Steps: x.j.stepsVar(), expr.Output: decodeJSON(output)}
 }
 
 func (x *wfRunner) condition(ctx context.Context, st *config.WorkflowStep) (bool, error) {
