@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -136,7 +138,12 @@ func newDLQShow(s streams) *cobra.Command {
 		fmt.Fprintf(s.out, "id:        %s\nsource:    %s\nname:      %s\ntask:      %s\nstep:      %s\nattempts:  %d\ncode:      %s\nreason:    %s\ntime:      %s\nstate:     %s\nresumable: %v\n",
 			e.ID, e.Source, e.Name, dash(e.Task), dash(e.Step), e.Attempts, dash(e.Code), e.Reason, e.Time.Format(time.RFC3339), e.State, e.Resumable)
 		if len(e.Payload) > 0 {
-			fmt.Fprintf(s.out, "payload:   %s\n", e.Payload)
+			var b bytes.Buffer
+			if json.Compact(&b, e.Payload) != nil {
+				b.Reset()
+				b.Write(e.Payload)
+			}
+			fmt.Fprintf(s.out, "payload:   %s\n", b.Bytes())
 		}
 		return nil
 	}
