@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/corral-dev/corral/internal/app"
 	"github.com/corral-dev/corral/internal/app/apptest"
@@ -280,5 +281,40 @@ spec:
 	}
 	if c := waitTask(t, srv, list.Items[0].ID); c.State != orchestrator.Canceled {
 		t.Errorf("the step's task after its run was canceled = %s, want canceled", c.State)
+	}
+}
+
+// TestWorkflowKillSwitchStopsRun: a kill switch over the agent a run acts
+// as stops the run while a step waits out its backoff, without
+// compensating it; the step is not tried again.
+func TestWorkflowKillSwitchStopsRun(t *testing.T) {
+	shop := startShop(t)
+	shop.set("ship", true)
+	srv := apptest.Start(t)
+	srv.Apply(t, shopSource(shop.URL, "reserve", "release", "charge", "refund", "ship")+"---\n"+
+		strings.Replace(orderWorkflow("compensate"), "retry: {attempts: 3, backoff: 10ms}", "retry: {attempts: 5, backoff: 1h}", 1))
+	srv.WaitTool(t, "shop.ship")
+	run := startRun(t, srv, "order", map[string]any{"sku": "K", "qty": 1})
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if n, _ := shop.count("ship"); n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the ship step was never tried")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if status, body := srv.Call(t, srv.Token, "POST", "/v1/killswitches", map[string]any{"agent": "clerk", "reason": "runaway orders"}, nil); status != http.StatusOK && status != http.StatusCreated {
+		t.Fatalf("kill: HTTP %d %s", status, body)
+	}
+	done := waitTask(t, srv, run.ID)
+	if done.State != orchestrator.Canceled || done.Reason != orchestrator.ReasonKilled {
+		t.Fatalf("run = %s %s %q, want canceled killed", done.State, done.Reason, done.Detail)
+	}
+	if n, _ := shop.count("ship"); n != 1 {
+		t.Errorf("ship tried %d times, want 1 (the backoff was cut short by the kill)", n)
+	}
+	if n, _ := shop.count("refund"); n != 0 {
+		t.Errorf("a killed run was compensated (%d refunds)", n)
 	}
 }
