@@ -93,11 +93,19 @@ func Compile(src string, wantBool bool) (*Program, error) {
 	return &Program{src: src, prg: prg, refs: stepRefs(checked.NativeRep()), bool: wantBool}, nil
 }
 
-// oneLine keeps CEL's message, whose caret drawing spans lines, on one.
+// oneLine keeps CEL's messages, whose caret drawings span lines, one per
+// error and on one line: "1:1: undeclared reference to 'inptu' ...".
 func oneLine(s string) string {
-	s = strings.TrimPrefix(s, "ERROR: <input>:")
-	fields := strings.Fields(s)
-	return strings.Join(fields, " ")
+	var msgs []string
+	for _, line := range strings.Split(s, "\n") {
+		if rest, ok := strings.CutPrefix(line, "ERROR: <input>:"); ok {
+			msgs = append(msgs, strings.TrimSpace(rest))
+		}
+	}
+	if len(msgs) == 0 {
+		return strings.Join(strings.Fields(s), " ")
+	}
+	return strings.Join(msgs, "; ")
 }
 
 // stepRefs lists the names selected on steps (steps.NAME), sorted.
