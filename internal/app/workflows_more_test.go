@@ -269,6 +269,9 @@ spec:
 	if parked.Reason != orchestrator.ReasonAwaitingTask {
 		t.Fatalf("run = %s %s, want input-required awaiting_task", parked.State, parked.Reason)
 	}
+	if status, body := srv.Call(t, srv.Token, "POST", "/v1/tasks/"+run.ID+"/messages", map[string]any{"message": "hello?"}, nil); status != http.StatusConflict {
+		t.Errorf("a message to a run: HTTP %d %s, want 409", status, body)
+	}
 	if status, body := srv.Call(t, srv.Token, "POST", "/v1/tasks/"+run.ID+"/cancel", nil, nil); status != http.StatusOK {
 		t.Fatalf("cancel: HTTP %d %s", status, body)
 	}
@@ -316,5 +319,69 @@ func TestWorkflowKillSwitchStopsRun(t *testing.T) {
 	}
 	if n, _ := shop.count("refund"); n != 0 {
 		t.Errorf("a killed run was compensated (%d refunds)", n)
+	}
+}
+
+// TestWorkflowParallelAgentSteps: two agent steps run as two child tasks
+// at once; the run waits for both (parked, holding no worker) and the
+// join reads both results.
+func TestWorkflowParallelAgentSteps(t *testing.T) {
+	shop := startShop(t)
+	srv := apptest.Start(t)
+	srv.Apply(t, shopSource(shop.URL, "notify")+`---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: north}
+spec:
+  provider: scripted
+  script:
+    - content: "Hamburg: on time."
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: south}
+spec:
+  provider: scripted
+  script:
+    - content: "Genoa: two days late."
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: north-desk}
+spec: {model: north, models: [north]}
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: south-desk}
+spec: {model: south, models: [south]}
+---
+apiVersion: corral.dev/v1
+kind: Workflow
+metadata: {name: ports}
+spec:
+  agent: clerk
+  output: "steps.report.output.got.text"
+  steps:
+    - {name: north, agent: north-desk, input: "'Northern ports on ' + input.day"}
+    - {name: south, agent: south-desk, input: "'Southern ports on ' + input.day"}
+    - {name: report, needs: [north, south], tool: shop.notify, arguments: {text: "steps.north.output + ' / ' + steps.south.output"}}
+`)
+	srv.WaitTool(t, "shop.notify")
+	run := startRun(t, srv, "ports", map[string]any{"day": "Montag"})
+	done := waitTask(t, srv, run.ID)
+	if done.State != orchestrator.Completed || string(done.Result) != `"Hamburg: on time. / Genoa: two days late."` {
+		t.Fatalf("run = %s %s %s result %s", done.State, done.Reason, done.Detail, done.Result)
+	}
+	var starts []string
+	for _, ev := range runEvents(t, srv, run.ID) {
+		if ev.Type == orchestrator.EvStepStart {
+			starts = append(starts, ev.Workflow.Step)
+		}
+		if ev.Type == orchestrator.EvStepDone && len(starts) < 2 {
+			t.Errorf("a step ended before both agent steps had started: %v", starts)
+		}
+	}
+	if n, _ := shop.count("notify"); n != 1 {
+		t.Errorf("report called notify %d times, want 1", n)
 	}
 }

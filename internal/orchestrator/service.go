@@ -233,6 +233,9 @@ func (s *Service) Message(ctx context.Context, id, text, key string) (*Task, err
 	if t.State != InputRequired {
 		return nil, problem.New(http.StatusConflict, problem.Conflict, fmt.Sprintf("task %s is %s: it takes messages only while input-required", id, t.State))
 	}
+	if t.Workflow != "" {
+		return nil, problem.New(http.StatusConflict, problem.Conflict, fmt.Sprintf("task %s is a run of workflow %s, waiting %s: it takes no messages (docs/workflows.md)", id, t.Workflow, t.Reason))
+	}
 	if len(text) > MaxInput {
 		return nil, problem.New(http.StatusRequestEntityTooLarge, problem.RequestTooLarge, fmt.Sprintf("message: %d bytes, over the limit of %d", len(text), MaxInput))
 	}

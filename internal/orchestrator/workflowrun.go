@@ -161,6 +161,12 @@ func (x *wfRunner) loop(ctx context.Context) error {
 			if len(waiting) == 0 {
 				return x.finish(ctx)
 			}
+			// A task that ends soon is waited for here: parking costs a
+			// park and a wake, and a wake that comes while this worker
+			// still hands the run back waits for the sweep.
+			if x.awaitTasks(ctx, waiting, parkAfter) || ctx.Err() != nil {
+				continue // a task ended; or the run must stop (the loop's top)
+			}
 			if err := x.parkOnTasks(ctx, waiting); !errors.Is(err, errGoOn) {
 				return err
 			}
@@ -204,6 +210,35 @@ func (x *wfRunner) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 			return
 		case <-x.w.store.Changed():
 		case <-tick.C:
+		}
+	}
+}
+
+// parkAfter is how long a run waits, holding its worker, for its steps'
+// tasks before it parks.
+const parkAfter = 2 * time.Second
+
+// awaitTasks waits up to d for one of the steps' tasks to end, and reports
+// whether one did.
+func (x *wfRunner) awaitTasks(ctx context.Context, waiting []string, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		changed := x.w.store.Changed()
+		for _, name := range waiting {
+			x.mu.Lock()
+			child := x.j.step(name).child
+			x.mu.Unlock()
+			if c, ok := x.w.store.Get(child); ok && c.State.Final() {
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+			return false
+		case <-changed:
 		}
 	}
 }
