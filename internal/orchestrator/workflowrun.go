@@ -469,7 +469,7 @@ func (x *wfRunner) callTool(ctx context.Context, tool string, args json.RawMessa
 		}
 		out, err := x.w.gateway.Invoke(cctx, pipeline.Action{
 			Credential: tok, Kind: "tool", Target: tool, Arguments: args,
-			IdempotencyKey: key, Edge: "workflow", Step: key, Resume: resume,
+			IdempotencyKey: key, Edge: "workflow", Step: strings.TrimPrefix(key, x.task.ID+"/wf/"), Resume: resume,
 		})
 		timedOut := cctx.Err() != nil && ctx.Err() == nil
 		cancel()
