@@ -58,12 +58,15 @@ FUZZ_TARGETS := \
 	identity:FuzzSignerVerify identity:FuzzIssuersVerify edge/oauth:FuzzToken \
 	llm:FuzzDecodeRequest llm:FuzzSSEReader llm:FuzzOpenAIStream llm:FuzzErrorBody \
 	llm:FuzzAnthropicStream llm:FuzzAnthropicTranslate llm:FuzzScriptedEmbed \
+	llm:FuzzDecodeResponsesRequest llm:FuzzResponseEvents llm:FuzzResponsesStream \
 	redact:FuzzFind redact:FuzzRoundTrip redact:FuzzRestorer redact:FuzzRedactJSON \
 	budget:FuzzTaskToken ratelimit:FuzzTokenValue upstream:FuzzRetryAfter telemetry:FuzzExtractHTTP telemetry:FuzzDecodeSpans audit:FuzzAddrKey \
 	telemetry:FuzzAppendJSONString telemetry:FuzzParseOTLPEndpoint cli:FuzzTraceArg cli:FuzzTaskEvents \
 	tools/mcpsource:FuzzFrameLimiter tools/mcpsource:FuzzRequestID bus:FuzzOperation \
 	orchestrator:FuzzFunctionName orchestrator:FuzzReplay orchestrator:FuzzParseSlip orchestrator:FuzzReplayRun config:FuzzWorkflow expr:FuzzCompile \
-	approval:FuzzParseRules edge/rest:FuzzPreferWait notify:FuzzParsePress
+	approval:FuzzParseRules edge/rest:FuzzPreferWait notify:FuzzParsePress \
+	trigger:FuzzParseStripe trigger:FuzzParseGitHub trigger:FuzzParseHMAC trigger:FuzzVerify \
+	edge/a2a:FuzzDecodeRequest edge/a2a:FuzzParseChain
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

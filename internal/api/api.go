@@ -73,7 +73,8 @@ type API struct {
 	// their own credential (WithAdminGroups).
 	adminGroups []string
 
-	dlq DeadLetters // nil until WithDeadLetters
+	dlq      DeadLetters   // nil until WithDeadLetters
+	triggers TriggerReader // nil until WithTriggers
 }
 
 // New returns the API over store, letting in callers with an admin token.
@@ -105,6 +106,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerAdminTokens(mux, admin, open)
 	a.registerApprovals(mux, admin, open)
 	a.registerDeadLetters(mux, admin, open)
+	a.registerTriggers(mux, admin, open)
 	for path, allowed := range map[string][]string{
 		"/v1/resources/{kind}":        {"GET"},
 		"/v1/resources/{kind}/{name}": {"GET", "PUT", "DELETE"},

@@ -29,6 +29,7 @@ import (
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/deadletter"
+	a2aedge "github.com/corral-dev/corral/internal/edge/a2a"
 	mcpedge "github.com/corral-dev/corral/internal/edge/mcp"
 	"github.com/corral-dev/corral/internal/edge/oauth"
 	openaiedge "github.com/corral-dev/corral/internal/edge/openai"
@@ -49,6 +50,7 @@ import (
 	"github.com/corral-dev/corral/internal/tools"
 	"github.com/corral-dev/corral/internal/tools/mcpsource"
 	"github.com/corral-dev/corral/internal/tools/restsource"
+	"github.com/corral-dev/corral/internal/trigger"
 )
 
 // Config is the static configuration of one corral server process.
@@ -94,6 +96,9 @@ type Config struct {
 	// NATSTLS secures the connection to an external NATS, or the embedded
 	// server's --nats-listen port.
 	NATSTLS bus.TLS
+	// A2APushAllowPrivate lets A2A push notifications reach private,
+	// loopback and link-local addresses (docs/a2a.md, "Push security").
+	A2APushAllowPrivate bool
 }
 
 // drainTimeout bounds how long shutdown waits for in-flight requests.
@@ -113,6 +118,7 @@ type App struct {
 	budgets  *budget.Budgets
 	limits   *ratelimit.Limits
 	gateway  *pipeline.Pipeline
+	push     *a2aedge.Pusher
 	signer   *identity.Signer
 	issuers  *identity.Issuers
 	policies *policy.Store
@@ -126,6 +132,7 @@ type App struct {
 
 	approvals *approval.Store
 	notifier  *notify.Notifier
+	triggers  *trigger.Manager
 
 	adminTokenPath string
 	adminCreated   bool
@@ -322,7 +329,8 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	gateway := a.gateway
 	if !cfg.NoWorker {
 		a.worker = orchestrator.NewWorker(logger.With("component", "worker"), a.tasks, gateway, a.signer, a.registry, a.registry, a.kill,
-			orchestrator.WorkerOptions{ID: cfg.WorkerID, Labels: cfg.WorkerLabels}).WithDeadLetters(a.deadLetters)
+			orchestrator.WorkerOptions{ID: cfg.WorkerID, Labels: cfg.WorkerLabels,
+				Remote: a2aedge.NewClient(logger.With("component", "a2a-client"), resolver.Resolve, a.audit)}).WithDeadLetters(a.deadLetters)
 	}
 	metrics.MustRegister(deadletter.NewCollector(a.deadLetters))
 	metrics.MustRegister(orchestrator.NewCollector(a.tasks, a.worker))
@@ -332,9 +340,16 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	buildInfo.WithLabelValues(cfg.Version, a.substrate()).Set(1)
 	metrics.MustRegister(buildInfo)
 
+	// Triggers start tasks and workflow runs from webhooks, schedules and
+	// queues; an event that cannot start its work is a dead letter.
+	a.triggers = trigger.New(logger.With("component", "triggers"), trigger.Deps{
+		Resources: a.registry, Tasks: taskService, Secret: resolver.Resolve, Bus: a.bus, Metrics: metrics,
+		Workflows: triggerWorkflows{taskService}, DeadLetters: a.deadLetters.Events(),
+	})
+
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).WithDeadLetters(a.deadLetters).Register(mux)
+	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).WithTriggers(a.triggers).WithDeadLetters(a.deadLetters).Register(mux)
 	a.notifier = notify.New(logger.With("component", "notify"), a.registry, resolver.Resolve, a.creds, a.approvals, nil)
 	a.approvals.OnRequest(a.notifier.Announce)
 	a.notifier.Register(mux, func(h problem.HandlerFunc) http.Handler { return problem.Handle(httpLogger, h) })
@@ -345,6 +360,14 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).WithApprovals(a.approvals).Register(mux)
 	mcpedge.New(logger.With("component", "mcp"), gateway).WithApprovals(a.approvals).Register(mux)
 	openaiedge.New(logger.With("component", "openai"), gateway, cfg.ModelLimits).Register(mux)
+	mux.Handle("POST /hooks/{trigger}", problem.Handle(httpLogger, a.triggers.ServeHook))
+	mux.Handle("/hooks/{trigger}", problem.Handle(httpLogger, problem.NotAllowed("POST")))
+	a2aStore, err := a2aedge.OpenStore(ctx, a.bus)
+	if err != nil {
+		return nil, err
+	}
+	a.push = a2aedge.NewPusher(logger.With("component", "a2a-push"), taskService, a2aStore, a2aedge.PushOptions{AllowPrivate: cfg.A2APushAllowPrivate})
+	a2aedge.New(logger.With("component", "a2a"), taskService, gateway, a.creds, a.registry, a2aStore, a.push, a2aedge.Options{PublicURL: cfg.Issuer, Version: cfg.Version}).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
@@ -464,6 +487,7 @@ func (a *App) Run(ctx context.Context) error {
 	g.Go(func() error { return a.audit.Run(regCtx) })
 	g.Go(func() error { return a.tasks.Run(regCtx) })
 	g.Go(func() error { return a.approvals.Run(regCtx) })
+	g.Go(func() error { return a.push.Run(gctx) })
 	if a.worker != nil {
 		// The worker stops taking work with the HTTP drain, and hands back
 		// what it runs; the substrate stays up until it has.
@@ -511,6 +535,13 @@ func (a *App) Run(ctx context.Context) error {
 			return nil
 		}
 		return a.issuers.Run(regCtx)
+	})
+	// Triggers take events once corral serves, and stop with the drain.
+	g.Go(func() error {
+		if a.waitReady(gctx) != nil {
+			return nil
+		}
+		return a.triggers.Run(gctx)
 	})
 	g.Go(func() error {
 		if a.waitReady(gctx) != nil {

@@ -385,3 +385,66 @@ spec:
 		t.Errorf("report called notify %d times, want 1", n)
 	}
 }
+
+// TestTriggerStartsWorkflow: a Trigger whose start is a workflow starts
+// runs (its CloudEvent is the input: data is input.data); a trigger that
+// names a workflow that does not exist dead-letters its events, which
+// GET /v1/dlq lists with source trigger.
+func TestTriggerStartsWorkflow(t *testing.T) {
+	shop := startShop(t)
+	srv := apptest.Start(t)
+	srv.Apply(t, shopSource(shop.URL, "notify")+`---
+apiVersion: corral.dev/v1
+kind: Workflow
+metadata: {name: tick}
+spec:
+  agent: clerk
+  steps:
+    - {name: note, tool: shop.notify, arguments: {text: "input.data.check + ' at ' + input.time"}}
+---
+apiVersion: corral.dev/v1
+kind: Trigger
+metadata: {name: ticker}
+spec:
+  start: {workflow: tick}
+  schedule: {cron: "@every 1s", data: {check: berths}}
+---
+apiVersion: corral.dev/v1
+kind: Trigger
+metadata: {name: lost}
+spec:
+  start: {workflow: nowhere}
+  schedule: {cron: "@every 1s"}
+`)
+	srv.WaitTool(t, "shop.notify")
+	var run orchestrator.Task
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		status, body := srv.Call(t, srv.Token, "GET", "/v1/tasks?agent=clerk&state=completed", nil, nil)
+		var list struct{ Items []orchestrator.Task }
+		if status == http.StatusOK && json.Unmarshal(body, &list) == nil && len(list.Items) > 0 {
+			run = list.Items[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no completed run of workflow tick after 15s: HTTP %d %s", status, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if run.Workflow != "tick" || !strings.Contains(string(run.Result), "berths at ") {
+		t.Errorf("run = workflow %q result %s, want tick's note about berths", run.Workflow, run.Result)
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		status, body := srv.Call(t, srv.Token, "GET", "/v1/dlq?source=trigger", nil, nil)
+		var list struct{ Items []deadletter.Entry }
+		if status == http.StatusOK && json.Unmarshal(body, &list) == nil && len(list.Items) > 0 {
+			if e := list.Items[0]; e.Name != "lost" || !strings.Contains(e.Reason, "nowhere") || e.Resumable {
+				t.Errorf("dead letter = %+v, want trigger lost's, naming the missing workflow, not resumable", e)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no dead letter of trigger lost after 15s: HTTP %d %s", status, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -176,7 +176,7 @@ type Options struct {
 // substrate is what the log needs from the bus.
 type substrate interface {
 	Stream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error)
-	JetStream() jetstream.JetStream
+	Publisher() (jetstream.JetStream, error)
 }
 
 // Log appends to, reads, verifies and exports the audit stream.
@@ -257,8 +257,14 @@ func Open(ctx context.Context, logger *slog.Logger, s substrate, opts Options) (
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
+	// A JetStream context of the log's own: the trace store's publishes
+	// waiting on a stalled stream cannot hold up the audit's.
+	js, err := s.Publisher()
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
 	return &Log{
-		js:          s.JetStream(),
+		js:          js,
 		stream:      stream,
 		checkpoints: checkpoints,
 		logger:      logger,

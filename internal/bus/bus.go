@@ -154,7 +154,7 @@ func Open(ctx context.Context, logger *slog.Logger, opts Options) (_ *Bus, err e
 	if b.conn, err = nats.Connect(addr, connOpts...); err != nil {
 		return nil, fmt.Errorf("bus: connect %s: %w", describe(opts), err)
 	}
-	if b.js, err = jetstream.New(b.conn); err != nil {
+	if b.js, err = b.Publisher(); err != nil {
 		return nil, fmt.Errorf("bus: jetstream: %w", err)
 	}
 	if err := b.waitForJetStream(ctx); err != nil {
@@ -319,6 +319,24 @@ func splitHostPort(addr string) (string, int, error) {
 
 // JetStream returns the JetStream context shared by every component.
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// AsyncAckTimeout is how long an asynchronous publish waits for JetStream's
+// acknowledgement before it fails with jetstream.ErrAsyncPublishTimeout.
+// Without it, a publish whose acknowledgement is lost (the stream's leader
+// died with it) stays pending for ever, and once a context holds 4,000 of
+// those every asynchronous publish through it is refused as stalled: a
+// replica that lived through a few leader changes under load could no
+// longer write its audit.
+const AsyncAckTimeout = 5 * time.Second
+
+// Publisher returns a JetStream context of its own, for a component that
+// publishes asynchronously (the audit, the trace store): the publishes it
+// has waiting for acknowledgements are its own, so a stream that stalls
+// elsewhere cannot use up its slots. Acknowledgements lost in a leader
+// change expire after AsyncAckTimeout.
+func (b *Bus) Publisher() (jetstream.JetStream, error) {
+	return jetstream.New(b.conn, jetstream.WithPublishAsyncTimeout(AsyncAckTimeout))
+}
 
 // Embedded reports whether corral runs its own server.
 func (b *Bus) Embedded() bool { return b.server != nil }

@@ -347,3 +347,67 @@ func FuzzOperation(f *testing.F) {
 		}
 	})
 }
+
+// A publish whose acknowledgement never comes (the stream's leader died with
+// it) must not stay pending for ever: once a JetStream context holds 4,000 of
+// those, every asynchronous publish through it is refused as stalled, and a
+// replica that lived through a few leader changes could no longer write its
+// audit (the chaos test saw one stuck for over 90 s). A core subscriber that
+// never answers stands in for the dead leader.
+func TestLostAcknowledgementsExpire(t *testing.T) {
+	b := bustest.Open(t)
+	ctx := t.Context()
+	nc := b.JetStream().Conn()
+	sub, err := nc.SubscribeSync("lost.acks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if _, err := b.Stream(ctx, jetstream.StreamConfig{Name: "KEPT", Subjects: []string{"kept"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	shared := b.JetStream()
+	var futures []jetstream.PubAckFuture
+	for i := range 4000 {
+		f, err := shared.PublishAsync("lost.acks", []byte("x"))
+		if err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+		futures = append(futures, f)
+	}
+
+	// Another component's context is not held up by this one's stall.
+	own, err := b.Publisher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := own.PublishAsync("kept", []byte("y"))
+	if err != nil {
+		t.Fatalf("a context of its own: publish while another is stalled: %v", err)
+	}
+	select {
+	case <-f.Ok():
+	case err := <-f.Err():
+		t.Fatalf("a context of its own: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a context of its own: no acknowledgement in 10 s")
+	}
+
+	// The lost acknowledgements expire, and free the shared context.
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+			t.Fatalf("publish %d acknowledged by a subscriber that never answers", i)
+		case err := <-f.Err():
+			if !errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
+				t.Fatalf("publish %d: %v, want ErrAsyncPublishTimeout", i, err)
+			}
+		case <-time.After(bus.AsyncAckTimeout + 10*time.Second):
+			t.Fatalf("publish %d still pending %s after it was sent", i, bus.AsyncAckTimeout+10*time.Second)
+		}
+	}
+	if _, err := shared.PublishAsync("kept", []byte("z")); err != nil {
+		t.Fatalf("the shared context after its lost acknowledgements expired: %v", err)
+	}
+}

@@ -105,6 +105,7 @@ variable, and the variable over the file.`,
 		newKill(s), newUnkill(s), newAudit(s), newBudgets(s), newLimits(s), newTrace(s),
 		newPolicy(s), newSigningKeys(s),
 		newDLQ(s),
+		newTriggers(s),
 		newVersion(s),
 		newCompletion(root),
 	)

@@ -31,6 +31,7 @@ type serverFlags struct {
 	logFormat, logLevel          string
 	model                        modelFlags
 	worker                       bool
+	a2aPushAllowPrivate          bool
 	workerLabels, workerID       string
 	adminGroups                  []string
 	tls                          app.TLS
@@ -73,6 +74,7 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.StringVar(&f.sync, "sync", "interval", "embedded store durability: 'always' fsyncs every write, 'interval' syncs periodically")
 	fl.BoolVar(&f.worker, "worker", true, "run hosted agents' tasks on this replica; --worker=false leaves them to other replicas")
 	fl.StringVar(&f.workerLabels, "worker-labels", "", "labels of this replica's worker, as region=eu,cloud=aws: it takes only tasks whose agent's spec.placement they include (docs/tasks.md)")
+	fl.BoolVar(&f.a2aPushAllowPrivate, "a2a-push-allow-private", false, "let A2A push notifications reach private, loopback and link-local addresses (refused by default: docs/a2a.md)")
 	fl.StringVar(&f.workerID, "worker-id", "", "name of this replica's worker in tasks and events (default host-pid)")
 	fl.StringSliceVar(&f.adminGroups, "admin-groups", []string{"corral-admins"}, "groups whose people (corral humans, users of a trusted Issuer) administer corral with their own credential, as the admin token does; empty: only admin tokens")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -200,6 +202,8 @@ func (f *serverFlags) config() (app.Config, error) {
 		Version:       Version(),
 		TLS:           f.tls,
 		NATSTLS:       f.natsTLS,
+
+		A2APushAllowPrivate: f.a2aPushAllowPrivate,
 	}, nil
 }
 

@@ -388,3 +388,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), src)
 	}
 }
+
+// Events adapts the queue to callers that put an event with a reason
+// (trigger.DeadLetters): their entries are for people to read and
+// discard, not resumable.
+type Events struct{ d *DLQ }
+
+// Events returns the adapter.
+func (d *DLQ) Events() Events { return Events{d} }
+
+// Put stores an entry for an event that could not start its work.
+func (e Events) Put(ctx context.Context, source, name, reason string, payload json.RawMessage) error {
+	_, err := e.d.Put(ctx, Entry{Source: source, Name: name, Reason: reason, Payload: payload})
+	return err
+}

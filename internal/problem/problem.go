@@ -89,6 +89,20 @@ const (
 	// a step's routing slip names a step the workflow does not let it choose.
 	DeadLetterNotFound = "dead_letter_not_found"
 	RoutingSlipInvalid = "routing_slip_invalid"
+
+	// Triggers (docs/triggers.md): a webhook request without the
+	// signature its trigger requires (401), with a signature that does not
+	// verify (403), or signed too long ago, a replay (403); no such
+	// trigger (404); the trigger is at its maxConcurrent (429, Retry-After).
+	SignatureMissing = "signature_missing"
+	SignatureInvalid = "signature_invalid"
+	SignatureExpired = "signature_expired"
+	TriggerNotFound  = "trigger_not_found"
+	TriggerBusy      = "trigger_busy"
+	// Agents calling agents, also across A2A (docs/a2a.md): the agent is
+	// already in the chain of calls; the chain is too deep.
+	AgentCycle = "agent_cycle"
+	AgentDepth = "agent_depth"
 )
 
 // Error is an error with the HTTP status and stable code it should be

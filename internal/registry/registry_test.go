@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"log/slog"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/bus/bustest"
@@ -450,4 +452,51 @@ func TestApplyOnClusterReadsItsOwnWrites(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// laggingFollower is a substrate whose key-value reads are answered by a
+// follower that has not applied the latest writes: every direct get says the
+// key is not there. Reads through the stream's leader (bus.Last,
+// bus.GetRevision) are the real ones.
+type laggingFollower struct{ *bus.Bus }
+
+func (l laggingFollower) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := l.Bus.KeyValue(ctx, cfg)
+	return staleKV{kv}, err
+}
+
+type staleKV struct{ jetstream.KeyValue }
+
+func (staleKV) Get(context.Context, string) (jetstream.KeyValueEntry, error) {
+	return nil, jetstream.ErrKeyNotFound
+}
+
+func (staleKV) GetRevision(context.Context, string, uint64) (jetstream.KeyValueEntry, error) {
+	return nil, jetstream.ErrKeyNotFound
+}
+
+// TestApplyReadsBackFromTheLeader is the deterministic form of the test
+// above: with a follower that has not yet applied the write answering every
+// direct get, Apply still answers with what it stored, because its read-back
+// goes to the stream's leader. Before d9af3b1 this failed on every apply
+// ("registry: read back Agent/a: nats: key not found").
+func TestApplyReadsBackFromTheLeader(t *testing.T) {
+	r, err := registry.Open(t.Context(), slog.New(slog.DiscardHandler), laggingFollower{bustest.Open(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round, desc := range []string{"one", "two"} {
+		got, err := r.Apply(t.Context(), []config.Resource{agent("a", desc), agent("b", desc)})
+		if err != nil {
+			t.Fatalf("round %d: Apply with a lagging follower: %v", round, err)
+		}
+		for _, a := range got {
+			if a.Resource.Metadata.Revision == 0 || !strings.Contains(string(a.Resource.Spec), desc) {
+				t.Errorf("round %d: Apply answered %s at revision %d, want the stored %q", round, a.Resource.Spec, a.Resource.Metadata.Revision, desc)
+			}
+		}
+	}
+	if err := r.Delete(t.Context(), "Agent", "a"); err != nil {
+		t.Errorf("Delete with a lagging follower: %v", err)
+	}
 }

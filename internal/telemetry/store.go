@@ -104,7 +104,7 @@ type StoreOptions struct {
 // storeSubstrate is what the store needs from the bus.
 type storeSubstrate interface {
 	Stream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error)
-	JetStream() jetstream.JetStream
+	Publisher() (jetstream.JetStream, error)
 }
 
 // Store is the built-in trace store: an exporter that writes spans to a
@@ -140,7 +140,13 @@ func OpenStore(ctx context.Context, logger *slog.Logger, s storeSubstrate, opts 
 	if err != nil {
 		return nil, fmt.Errorf("trace store: %w", err)
 	}
-	return &Store{js: s.JetStream(), logger: logger.With("component", "tracestore")}, nil
+	// A JetStream context of the store's own: spans waiting on a stalled
+	// trace stream cannot use up the slots the audit publishes with.
+	js, err := s.Publisher()
+	if err != nil {
+		return nil, fmt.Errorf("trace store: %w", err)
+	}
+	return &Store{js: js, logger: logger.With("component", "tracestore")}, nil
 }
 
 // ExportSpans writes spans to the stream and waits for JetStream to store
