@@ -73,6 +73,7 @@ type API struct {
 	// their own credential (WithAdminGroups).
 	adminGroups []string
 
+	dlq      DeadLetters   // nil until WithDeadLetters
 	triggers TriggerReader // nil until WithTriggers
 }
 
@@ -104,6 +105,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerTasks(mux, open)
 	a.registerAdminTokens(mux, admin, open)
 	a.registerApprovals(mux, admin, open)
+	a.registerDeadLetters(mux, admin, open)
 	a.registerTriggers(mux, admin, open)
 	for path, allowed := range map[string][]string{
 		"/v1/resources/{kind}":        {"GET"},

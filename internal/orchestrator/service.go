@@ -54,12 +54,17 @@ type Request struct {
 	Principal *Principal
 	Parent    string
 	Chain     []string
+	// Workflow, instead of Agent, starts a run of that Workflow.
+	Workflow string
 }
 
 // Create makes a task and, for a hosted agent, queues it for a worker. It
 // returns the task and whether this call created it (false: a retry with
 // the same Idempotency-Key found the one made before).
 func (s *Service) Create(ctx context.Context, req Request) (*Task, bool, error) {
+	if req.Workflow != "" {
+		return s.createRun(ctx, req)
+	}
 	if len(req.Input) == 0 {
 		return nil, false, problem.New(http.StatusBadRequest, problem.InvalidRequest, "input: required: the task's input, a string or a JSON value")
 	}
@@ -227,6 +232,9 @@ func (s *Service) Message(ctx context.Context, id, text, key string) (*Task, err
 	}
 	if t.State != InputRequired {
 		return nil, problem.New(http.StatusConflict, problem.Conflict, fmt.Sprintf("task %s is %s: it takes messages only while input-required", id, t.State))
+	}
+	if t.Workflow != "" {
+		return nil, problem.New(http.StatusConflict, problem.Conflict, fmt.Sprintf("task %s is a run of workflow %s, waiting %s: it takes no messages (docs/workflows.md)", id, t.Workflow, t.Reason))
 	}
 	if len(text) > MaxInput {
 		return nil, problem.New(http.StatusRequestEntityTooLarge, problem.RequestTooLarge, fmt.Sprintf("message: %d bytes, over the limit of %d", len(text), MaxInput))

@@ -59,6 +59,9 @@ const (
 type Task struct {
 	ID    string `json:"id"`
 	Agent string `json:"agent"`
+	// Workflow, on a workflow run, names its Workflow; Agent is then the
+	// workflow's spec.agent, the identity its steps act with.
+	Workflow string `json:"workflow,omitempty"`
 	// AgentUID is the incarnation of Agent the task was created for: an
 	// agent deleted and created again does not inherit its tasks.
 	AgentUID string `json:"agent_uid,omitempty"`

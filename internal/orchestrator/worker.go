@@ -64,6 +64,7 @@ type Worker struct {
 	running map[string]bool // task ids this worker runs now
 	resumes atomic.Int64    // tasks taken over from their journal
 	turns   turns           // tasks waiting on a limit, in order
+	dlq     DeadLetters     // where failed workflow steps go (WithDeadLetters)
 }
 
 // AgentLister lists Agent resources, for the placements work may carry.
@@ -266,6 +267,9 @@ func (w *Worker) runTask(ctx context.Context, id string) error {
 	}
 	if t.State.Final() || !t.Hosted {
 		return nil
+	}
+	if t.Workflow != "" {
+		return w.runWorkflow(ctx, t) // workflowrun.go
 	}
 	if spec, ok := w.remoteSpec(t); ok && w.opts.Remote != nil {
 		return w.runRemote(ctx, t, spec)

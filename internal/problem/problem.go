@@ -85,6 +85,11 @@ const (
 	Overloaded         = "overloaded"
 	ClientClosed       = "client_closed"
 
+	// Workflows and dead letters (docs/workflows.md): no such dead letter;
+	// a step's routing slip names a step the workflow does not let it choose.
+	DeadLetterNotFound = "dead_letter_not_found"
+	RoutingSlipInvalid = "routing_slip_invalid"
+
 	// Triggers (docs/triggers.md): a webhook request without the
 	// signature its trigger requires (401), with a signature that does not
 	// verify (403), or signed too long ago, a replay (403); no such
