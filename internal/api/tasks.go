@@ -64,8 +64,11 @@ type TaskList struct {
 
 // TaskRequest is the body of POST /v1/tasks.
 type TaskRequest struct {
-	Agent string          `json:"agent"`
+	Agent string          `json:"agent,omitempty"`
 	Input json.RawMessage `json:"input"`
+	// Workflow, instead of agent, starts a run of that Workflow
+	// (docs/workflows.md).
+	Workflow string `json:"workflow,omitempty"`
 }
 
 // MessageRequest is the body of POST /v1/tasks/{id}/messages.
@@ -187,12 +190,17 @@ func (a *API) createTask(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req TaskRequest
-	if err := decodeStrict(body, &req, `{"agent": "NAME", "input": "text or any JSON"}`); err != nil {
+	if err := decodeStrict(body, &req, `{"agent": "NAME", "input": "text or any JSON"} or {"workflow": "NAME", "input": ...}`); err != nil {
+		return err
+	}
+	if err := workflowRequest(&req); err != nil {
 		return err
 	}
 	switch {
 	case req.Agent == "" && !ac.admin:
 		req.Agent = ac.caller.Agent
+	case req.Agent == "" && req.Workflow != "":
+		// the admin's run acts as the agent its workflow names
 	case req.Agent == "":
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "agent: required: the agent to run the task")
 	case !config.ValidName(req.Agent):
@@ -207,7 +215,7 @@ func (a *API) createTask(w http.ResponseWriter, r *http.Request) error {
 	if strings.Contains(key, pipeline.MultipleKeys) || len(key) > 255 || !printableASCII(key) {
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "Idempotency-Key: one header of at most 255 printable ASCII characters")
 	}
-	treq := orchestrator.Request{Agent: req.Agent, Input: compact(req.Input), IdempotencyKey: key, CreatedBy: ac.by(), Owner: "admin"}
+	treq := orchestrator.Request{Agent: req.Agent, Workflow: req.Workflow, Input: compact(req.Input), IdempotencyKey: key, CreatedBy: ac.by(), Owner: "admin"}
 	if !ac.admin {
 		treq.Owner = pipeline.KeyOwner(ac.caller)
 		if p := ac.caller.Principal; p != nil {

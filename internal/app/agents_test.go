@@ -157,11 +157,12 @@ func TestAgentCycleRefused(t *testing.T) {
 	}
 }
 
-// TestAgentDepthCapped: with limits.maxDepth 1, a task at depth 1 cannot
-// open one at depth 2: agent_depth is its call's answer.
+// TestAgentDepthCapped: with limits.maxDepth 2, a chain holds two agents
+// at most: the root's child cannot open a third level, agent_depth is its
+// call's answer.
 func TestAgentDepthCapped(t *testing.T) {
 	srv := apptest.Start(t)
-	limits := "  agents: [\"*\"]\n  limits: {maxDepth: 1}\n"
+	limits := "  agents: [\"*\"]\n  limits: {maxDepth: 2}\n"
 	srv.Apply(t, scriptedAgent("monitor", limits, `toolCalls: [{name: delegate_to_impact, arguments: {input: "assess"}}]`, `content: "monitor done"`)+
 		scriptedAgent("impact", limits, `toolCalls: [{name: delegate_to_executor, arguments: {input: "act"}}]`, `content: "impact done"`)+
 		scriptedAgent("executor", limits, `content: "executed"`))
@@ -175,7 +176,7 @@ func TestAgentDepthCapped(t *testing.T) {
 		t.Fatalf("root has %d children, want 1", len(impact))
 	}
 	if kids := childrenOf(t, srv, impact[0].ID); len(kids) != 0 {
-		t.Fatalf("a task at depth 1 opened %d tasks past maxDepth 1", len(kids))
+		t.Fatalf("a task at depth 1 opened %d tasks past maxDepth 2", len(kids))
 	}
 	events := taskEvents(t, srv, impact[0].ID)
 	if !strings.Contains(events, `"code":"agent_depth"`) || !strings.Contains(events, "monitor → impact → executor") {

@@ -28,6 +28,9 @@ import (
 	"github.com/corral-dev/corral/internal/budget"
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/console"
+	"github.com/corral-dev/corral/internal/deadletter"
+	a2aedge "github.com/corral-dev/corral/internal/edge/a2a"
 	mcpedge "github.com/corral-dev/corral/internal/edge/mcp"
 	"github.com/corral-dev/corral/internal/edge/oauth"
 	openaiedge "github.com/corral-dev/corral/internal/edge/openai"
@@ -89,11 +92,20 @@ type Config struct {
 	// AdminGroups are the groups whose people (corral humans, users of a
 	// trusted Issuer) administer corral with their own credential.
 	AdminGroups []string
+	// ViewerGroups are the groups whose people only read in the web
+	// console; nil is console.DefaultViewerGroups.
+	ViewerGroups []string
+	// ConsoleOIDC, when set, offers sign-in to the web console through an
+	// identity provider (the authorization code flow).
+	ConsoleOIDC *console.OIDC
 	// TLS serves HTTPS, and verifies client certificates (mTLS).
 	TLS TLS
 	// NATSTLS secures the connection to an external NATS, or the embedded
 	// server's --nats-listen port.
 	NATSTLS bus.TLS
+	// A2APushAllowPrivate lets A2A push notifications reach private,
+	// loopback and link-local addresses (docs/a2a.md, "Push security").
+	A2APushAllowPrivate bool
 }
 
 // drainTimeout bounds how long shutdown waits for in-flight requests.
@@ -113,14 +125,17 @@ type App struct {
 	budgets  *budget.Budgets
 	limits   *ratelimit.Limits
 	gateway  *pipeline.Pipeline
+	push     *a2aedge.Pusher
 	signer   *identity.Signer
 	issuers  *identity.Issuers
 	policies *policy.Store
 	tasks    *orchestrator.Store
-	worker   *orchestrator.Worker
-	tracing  *telemetry.Tracing
-	listener net.Listener
-	server   *http.Server
+	// deadLetters holds work that failed past its retries (corral dlq).
+	deadLetters *deadletter.DLQ
+	worker      *orchestrator.Worker
+	tracing     *telemetry.Tracing
+	listener    net.Listener
+	server      *http.Server
 
 	approvals *approval.Store
 	notifier  *notify.Notifier
@@ -230,6 +245,14 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	}
 	taskService := orchestrator.NewService(logger.With("component", "tasks"), a.tasks, a.registry)
 	a.tasks.SetAudit(a.audit) // shared task state's changes (docs/agents.md)
+	// Workflow runs: a step's task that ends wakes its run; a failed step
+	// past its retries goes to the dead-letter queue, whose retry and
+	// discard hand it back to its run (docs/workflows.md).
+	a.tasks.OnEnded(taskService.TaskEnded)
+	if a.deadLetters, err = deadletter.Open(ctx, logger.With("component", "deadletter"), a.bus, a.audit); err != nil {
+		return nil, err
+	}
+	a.deadLetters.Handle(deadletter.SourceWorkflow, taskService.RetryDeadLetter, taskService.DiscardDeadLetter)
 	// A task that ends withdraws its approvals still pending: nobody waits
 	// for them any more.
 	a.tasks.OnEnded(func(ctx context.Context, task string, st orchestrator.State) {
@@ -314,8 +337,10 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	gateway := a.gateway
 	if !cfg.NoWorker {
 		a.worker = orchestrator.NewWorker(logger.With("component", "worker"), a.tasks, gateway, a.signer, a.registry, a.registry, a.kill,
-			orchestrator.WorkerOptions{ID: cfg.WorkerID, Labels: cfg.WorkerLabels})
+			orchestrator.WorkerOptions{ID: cfg.WorkerID, Labels: cfg.WorkerLabels,
+				Remote: a2aedge.NewClient(logger.With("component", "a2a-client"), resolver.Resolve, a.audit)}).WithDeadLetters(a.deadLetters)
 	}
+	metrics.MustRegister(deadletter.NewCollector(a.deadLetters))
 	metrics.MustRegister(orchestrator.NewCollector(a.tasks, a.worker))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "corral_build_info", Help: "Always 1; labels say which corral runs and on which substrate.",
@@ -323,15 +348,19 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	buildInfo.WithLabelValues(cfg.Version, a.substrate()).Set(1)
 	metrics.MustRegister(buildInfo)
 
-	// Triggers start tasks from webhooks, schedules and queues. Workflows
-	// and DeadLetters are wired once those packages exist.
+	// Triggers start tasks and workflow runs from webhooks, schedules and
+	// queues; an event that cannot start its work is a dead letter.
 	a.triggers = trigger.New(logger.With("component", "triggers"), trigger.Deps{
 		Resources: a.registry, Tasks: taskService, Secret: resolver.Resolve, Bus: a.bus, Metrics: metrics,
+		Workflows: triggerWorkflows{taskService}, DeadLetters: a.deadLetters.Events(),
 	})
 
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).WithTriggers(a.triggers).Register(mux)
+	// The console reads the API with a service token made here, in memory.
+	consoleToken := console.NewServiceToken()
+	apiCreds := console.WithServiceToken(a.creds, consoleToken)
+	api.New(httpLogger, a.registry, apiCreds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).WithTriggers(a.triggers).WithDeadLetters(a.deadLetters).Register(mux)
 	a.notifier = notify.New(logger.With("component", "notify"), a.registry, resolver.Resolve, a.creds, a.approvals, nil)
 	a.approvals.OnRequest(a.notifier.Announce)
 	a.notifier.Register(mux, func(h problem.HandlerFunc) http.Handler { return problem.Handle(httpLogger, h) })
@@ -339,11 +368,19 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers, Workloads: a.issuers,
 		Delegations: delegations{gateway}, Audit: a.audit, Refusals: refusals, Tasks: taskService,
 	}, oauth.Options{TTL: ttl}).Register(mux)
-	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).WithApprovals(a.approvals).Register(mux)
+	rest.New(httpLogger, gateway, apiCreds, a.catalog, a.registry).WithApprovals(a.approvals).Register(mux)
 	mcpedge.New(logger.With("component", "mcp"), gateway).WithApprovals(a.approvals).Register(mux)
 	openaiedge.New(logger.With("component", "openai"), gateway, cfg.ModelLimits).Register(mux)
 	mux.Handle("POST /hooks/{trigger}", problem.Handle(httpLogger, a.triggers.ServeHook))
 	mux.Handle("/hooks/{trigger}", problem.Handle(httpLogger, problem.NotAllowed("POST")))
+	a2aStore, err := a2aedge.OpenStore(ctx, a.bus)
+	if err != nil {
+		return nil, err
+	}
+	a.push = a2aedge.NewPusher(logger.With("component", "a2a-push"), taskService, a2aStore, a2aedge.PushOptions{AllowPrivate: cfg.A2APushAllowPrivate})
+	a2aedge.New(logger.With("component", "a2a"), taskService, gateway, a.creds, a.registry, a2aStore, a.push, a2aedge.Options{PublicURL: cfg.Issuer, Version: cfg.Version}).Register(mux)
+	console.New(logger.With("component", "console"), mux, apiCreds, a.creds, a.issuers,
+		console.Options{AdminGroups: cfg.AdminGroups, ViewerGroups: cfg.ViewerGroups, ServiceToken: consoleToken, OIDC: cfg.ConsoleOIDC}).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
@@ -463,6 +500,7 @@ func (a *App) Run(ctx context.Context) error {
 	g.Go(func() error { return a.audit.Run(regCtx) })
 	g.Go(func() error { return a.tasks.Run(regCtx) })
 	g.Go(func() error { return a.approvals.Run(regCtx) })
+	g.Go(func() error { return a.push.Run(gctx) })
 	if a.worker != nil {
 		// The worker stops taking work with the HTTP drain, and hands back
 		// what it runs; the substrate stays up until it has.

@@ -58,6 +58,19 @@ type AgentSpec struct {
 	Workloads []WorkloadIdentity `json:"workloads,omitempty"`
 	// Certificates are the client certificates (mTLS) that are this agent.
 	Certificates []CertificateIdentity `json:"certificates,omitempty"`
+	// A2A makes the agent a remote A2A agent: its tasks are sent to the A2A
+	// v1.0 agent at URL and mirrored (docs/a2a.md).
+	A2A *A2ASpec `json:"a2a,omitempty"`
+}
+
+// A2ASpec is a remote A2A agent: where it answers and how corral
+// authenticates to it.
+type A2ASpec struct {
+	// URL is the agent's JSON-RPC endpoint (the url of its card's JSONRPC
+	// interface).
+	URL string `json:"url"`
+	// Auth is how corral authenticates to it; none when absent.
+	Auth *UpstreamAuth `json:"auth,omitempty"`
 }
 
 // KeysDisabled reports whether the agent refuses its API keys.
@@ -115,9 +128,9 @@ type AgentLimits struct {
 	// EscalateTo are the groups whose people (corral humans, users of a
 	// trusted Issuer) may extend an escalated task; the admin always may.
 	EscalateTo []string `json:"escalateTo,omitempty"`
-	// MaxDepth bounds how deep a chain of agents calling agents may go
-	// below a task of this agent's: a call that would make a task deeper
-	// is refused with agent_depth; default 5.
+	// MaxDepth bounds how many agents a chain of agents calling agents may
+	// hold when this agent calls (the root task's agent first, the callee
+	// last): a longer one is refused with agent_depth; default 5.
 	MaxDepth int `json:"maxDepth,omitempty"`
 	// MaxTreeTurns and MaxTreeCost bound a task of this agent together with
 	// every task it opens, directly or not (its tree): their model calls,
@@ -171,6 +184,17 @@ func (s *AgentSpec) check() []FieldError {
 			if set {
 				add("spec."+field, "is for hosted agents: set spec.model too, or remove it")
 			}
+		}
+	}
+	if a := s.A2A; a != nil {
+		if s.Hosted() {
+			add("spec.a2a", "a remote A2A agent runs its own loop: remove spec.model, or spec.a2a")
+		}
+		if !isHTTPURL(a.URL) {
+			add("spec.a2a.url", "must be an http or https URL (the remote agent's JSON-RPC endpoint)")
+		}
+		if a.Auth != nil {
+			out = append(out, a.Auth.check("spec.a2a.auth")...)
 		}
 	}
 	if s.Hosted() && !slices.ContainsFunc(s.Models, func(glob string) bool { return globMatch(glob, s.Model) }) {

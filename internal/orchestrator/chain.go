@@ -13,26 +13,26 @@ import (
 // CheckChain decides whether an agent whose task has chain (the agents
 // from the root task down to the caller, the caller last) may call callee.
 // A callee already in the chain is a cycle, refused with agent_cycle
-// naming it ("impact → negotiator → impact"); a callee whose task would be
-// deeper than maxDepth (the root task is depth 0; 0 is the default, 5) is
+// naming the chain and the callee ("impact → negotiator → impact"); a call
+// that would make the chain longer than maxDepth agents, callee included
+// (0 is the default, 5: a root task's agent and four below it), is
 // refused with agent_depth. Both are 409: the call conflicts with the work
 // already under way, and another callee may be fine.
 //
 // The orchestrator checks every delegate and handoff with it, the task API
-// every task an external agent starts from its task; other doors that
-// start tasks for agents (A2A, triggers) call it too.
+// every task an external agent starts from its task, and the A2A edge
+// every message (with chain, the agents above the recipient).
 func CheckChain(chain []string, callee string, maxDepth int) error {
 	if maxDepth <= 0 {
 		maxDepth = config.DefaultMaxDepth
 	}
-	if i := slices.Index(chain, callee); i >= 0 {
-		cycle := append(slices.Clone(chain[i:]), callee)
+	if slices.Contains(chain, callee) {
 		return problem.New(http.StatusConflict, problem.AgentCycle,
-			fmt.Sprintf("calling %s would close a cycle: %s; choose another agent or answer yourself", callee, FormatChain(cycle)))
+			fmt.Sprintf("agent %s is already in the chain of calls: %s; choose another agent or answer yourself", callee, FormatChain(append(slices.Clone(chain), callee))))
 	}
-	if depth := len(chain); depth > maxDepth {
+	if len(chain) >= maxDepth {
 		return problem.New(http.StatusConflict, problem.AgentDepth,
-			fmt.Sprintf("calling %s would make a task at depth %d, past the limit of %d (limits.maxDepth): %s", callee, depth, maxDepth, FormatChain(append(slices.Clone(chain), callee))))
+			fmt.Sprintf("the chain of calls %s would be %d agents deep, over the limit of %d (limits.maxDepth)", FormatChain(append(slices.Clone(chain), callee)), len(chain)+1, maxDepth))
 	}
 	return nil
 }
@@ -73,11 +73,4 @@ const maxChain = 100
 // chainOf is the chain of t's callees: the agents above it and its own.
 func chainOf(t *Task) []string {
 	return append(slices.Clone(t.Chain), t.Agent)
-}
-
-func truncateText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

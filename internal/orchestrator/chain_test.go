@@ -22,10 +22,10 @@ func TestCheckChain(t *testing.T) {
 		{"root calls", []string{"impact"}, "negotiator", 0, "", ""},
 		{"self", []string{"impact"}, "impact", 0, problem.AgentCycle, "impact → impact"},
 		{"back to the root", []string{"impact", "negotiator", "executor"}, "impact", 0, problem.AgentCycle, "impact → negotiator → executor → impact"},
-		{"back to the middle", []string{"monitor", "impact", "negotiator"}, "impact", 0, problem.AgentCycle, "impact → negotiator → impact"},
-		{"at the default depth", []string{"a", "b", "c", "d", "e"}, "f", 0, "", ""},
-		{"past the default depth", []string{"a", "b", "c", "d", "e", "f"}, "g", 0, problem.AgentDepth, "depth 6, past the limit of 5"},
-		{"past a set depth", []string{"a", "b"}, "c", 1, problem.AgentDepth, "a → b → c"},
+		{"back to the middle", []string{"monitor", "impact", "negotiator"}, "impact", 0, problem.AgentCycle, "monitor → impact → negotiator → impact"},
+		{"at the default depth", []string{"a", "b", "c", "d"}, "e", 0, "", ""},
+		{"past the default depth", []string{"a", "b", "c", "d", "e"}, "f", 0, problem.AgentDepth, "6 agents deep, over the limit of 5"},
+		{"past a set depth", []string{"a", "b"}, "c", 2, problem.AgentDepth, "a → b → c"},
 		{"a cycle is named before depth", []string{"a", "b", "c"}, "a", 1, problem.AgentCycle, "a → b → c → a"},
 	}
 	for _, tt := range tests {

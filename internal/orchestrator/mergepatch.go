@@ -16,12 +16,12 @@ const maxPatchDepth = 64
 // returns the new document, compact.
 func MergePatch(doc, patch []byte) ([]byte, error) {
 	var p any
-	if err := decodeJSON(patch, &p); err != nil {
+	if err := decodeOne(patch, &p); err != nil {
 		return nil, fmt.Errorf("the patch is not JSON: %w", err)
 	}
 	var d any
 	if len(bytes.TrimSpace(doc)) > 0 {
-		if err := decodeJSON(doc, &d); err != nil {
+		if err := decodeOne(doc, &d); err != nil {
 			return nil, fmt.Errorf("the document is not JSON: %w", err)
 		}
 	}
@@ -31,8 +31,8 @@ func MergePatch(doc, patch []byte) ([]byte, error) {
 	return json.Marshal(merge(d, p))
 }
 
-// decodeJSON reads exactly one JSON value, numbers kept as written.
-func decodeJSON(b []byte, v *any) error {
+// decodeOne reads exactly one JSON value, numbers kept as written.
+func decodeOne(b []byte, v *any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {

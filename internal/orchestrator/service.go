@@ -60,12 +60,17 @@ type Request struct {
 	Root string
 	// Handoff: the task continues its parent's work.
 	Handoff bool
+	// Workflow, instead of Agent, starts a run of that Workflow.
+	Workflow string
 }
 
 // Create makes a task and, for a hosted agent, queues it for a worker. It
 // returns the task and whether this call created it (false: a retry with
 // the same Idempotency-Key found the one made before).
 func (s *Service) Create(ctx context.Context, req Request) (*Task, bool, error) {
+	if req.Workflow != "" {
+		return s.createRun(ctx, req)
+	}
 	if len(req.Input) == 0 {
 		return nil, false, problem.New(http.StatusBadRequest, problem.InvalidRequest, "input: required: the task's input, a string or a JSON value")
 	}
@@ -97,7 +102,7 @@ func (s *Service) Create(ctx context.Context, req Request) (*Task, bool, error) 
 	maxTurns, maxTools, deadline, repeated := spec.Limits.Effective()
 	t := &Task{
 		ID: id, Agent: req.Agent, AgentUID: res.Metadata.UID, Input: req.Input, Principal: req.Principal,
-		Parent: req.Parent, Chain: req.Chain, Root: cmp.Or(req.Root, id), Handoff: req.Handoff, Hosted: spec.Hosted(), Placement: spec.Placement, State: Submitted,
+		Parent: req.Parent, Chain: req.Chain, Root: cmp.Or(req.Root, id), Handoff: req.Handoff, Hosted: spec.Hosted() || spec.A2A != nil, Placement: spec.Placement, State: Submitted,
 		Limits:    Limits{MaxTurns: maxTurns, MaxToolCalls: maxTools, Deadline: deadline.String(), RepeatedCalls: repeated, OnExceeded: onExceeded(spec)},
 		CreatedBy: req.CreatedBy, Created: now, Updated: now, InputDigest: digest,
 	}
@@ -246,6 +251,9 @@ func (s *Service) Message(ctx context.Context, id, text, key string) (*Task, err
 	}
 	if t.Reason == ReasonAwaitingAgent {
 		return nil, problem.New(http.StatusConflict, problem.Conflict, fmt.Sprintf("task %s waits for task %s, not for a message", id, t.WaitingOn))
+	}
+	if t.Workflow != "" {
+		return nil, problem.New(http.StatusConflict, problem.Conflict, fmt.Sprintf("task %s is a run of workflow %s, waiting %s: it takes no messages (docs/workflows.md)", id, t.Workflow, t.Reason))
 	}
 	if len(text) > MaxInput {
 		return nil, problem.New(http.StatusRequestEntityTooLarge, problem.RequestTooLarge, fmt.Sprintf("message: %d bytes, over the limit of %d", len(text), MaxInput))

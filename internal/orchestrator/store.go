@@ -404,6 +404,8 @@ type Event struct {
 	Agent string `json:"agent,omitempty"`
 	// Limits are the task's limits after an extension (extended).
 	Limits *Limits `json:"limits,omitempty"`
+	// Workflow is the step of a workflow run an entry is about.
+	Workflow *StepEvent `json:"workflow,omitempty"`
 }
 
 // The event types.

@@ -69,6 +69,9 @@ const (
 type Task struct {
 	ID    string `json:"id"`
 	Agent string `json:"agent"`
+	// Workflow, on a workflow run, names its Workflow; Agent is then the
+	// workflow's spec.agent, the identity its steps act with.
+	Workflow string `json:"workflow,omitempty"`
 	// AgentUID is the incarnation of Agent the task was created for: an
 	// agent deleted and created again does not inherit its tasks.
 	AgentUID string `json:"agent_uid,omitempty"`
@@ -89,8 +92,9 @@ type Task struct {
 	Handoff bool `json:"handoff,omitempty"`
 	// WaitingOn is the task this one waits for (a delegation's child).
 	WaitingOn string `json:"waiting_on,omitempty"`
-	// Hosted: corral runs the agent's loop; otherwise the agent is external
-	// and acts in the task with a token bound to it.
+	// Hosted: corral runs the agent's loop (for a remote A2A agent, a
+	// worker sends the task there and mirrors it); otherwise the agent is
+	// external and acts in the task with a token bound to it.
 	Hosted    bool              `json:"hosted"`
 	Placement map[string]string `json:"placement,omitempty"`
 	State     State             `json:"state"`

@@ -43,6 +43,9 @@ type WorkerOptions struct {
 	// MaxAttempts bounds how often a task is started before it fails with
 	// too_many_attempts; 0 is 20.
 	MaxAttempts int
+	// Remote sends the tasks of remote A2A agents (spec.a2a) to them; nil
+	// fails such tasks.
+	Remote RemoteAgents
 }
 
 // Worker takes tasks off the work queue and runs their hosted agents.
@@ -61,6 +64,7 @@ type Worker struct {
 	running map[string]bool // task ids this worker runs now
 	resumes atomic.Int64    // tasks taken over from their journal
 	turns   turns           // tasks waiting on a limit, in order
+	dlq     DeadLetters     // where failed workflow steps go (WithDeadLetters)
 }
 
 // AgentLister lists Agent resources, for the placements work may carry.
@@ -269,6 +273,12 @@ func (w *Worker) runTask(ctx context.Context, id string) error {
 	}
 	if t.State.Final() || !t.Hosted {
 		return nil
+	}
+	if t.Workflow != "" {
+		return w.runWorkflow(ctx, t) // workflowrun.go
+	}
+	if spec, ok := w.remoteSpec(t); ok && w.opts.Remote != nil {
+		return w.runRemote(ctx, t, spec)
 	}
 	logger := w.logger.With("task", id, "agent", t.Agent)
 	events, err := w.store.journal(ctx, id)

@@ -80,8 +80,8 @@ const (
 	ApprovalForbidden = "approval_forbidden"
 	ApprovalClosed    = "approval_closed"
 
-	// Agents calling agents (docs/agents.md): the callee is already in
-	// the caller's chain (409); the chain would be deeper than maxDepth
+	// Agents calling agents (docs/agents.md), also across A2A
+	// (docs/a2a.md): the callee is already in the caller's chain (409); the chain would be deeper than maxDepth
 	// (409); a task failed to break a wait-for cycle; the shared state's
 	// version is not the one given (412), or none was given (428).
 	AgentCycle           = "agent_cycle"
@@ -96,6 +96,11 @@ const (
 	Overloaded         = "overloaded"
 	ClientClosed       = "client_closed"
 
+	// Workflows and dead letters (docs/workflows.md): no such dead letter;
+	// a step's routing slip names a step the workflow does not let it choose.
+	DeadLetterNotFound = "dead_letter_not_found"
+	RoutingSlipInvalid = "routing_slip_invalid"
+
 	// Triggers (docs/triggers.md): a webhook request without the
 	// signature its trigger requires (401), with a signature that does not
 	// verify (403), or signed too long ago, a replay (403); no such
@@ -105,6 +110,11 @@ const (
 	SignatureExpired = "signature_expired"
 	TriggerNotFound  = "trigger_not_found"
 	TriggerBusy      = "trigger_busy"
+	// The web console (docs/console.md): a change without the session's
+	// CSRF token or from another origin; a call the signed-in role may not
+	// make.
+	CSRFFailed = "csrf_failed"
+	Forbidden  = "forbidden"
 )
 
 // Error is an error with the HTTP status and stable code it should be
