@@ -395,3 +395,47 @@ spec:
 		t.Fatalf("analyst's tasks: HTTP %d %s, want one whose parent is the run", status, body)
 	}
 }
+
+// TestWorkflowReadsSharedState: a run's expressions see the task tree's
+// shared state (docs/workflows.md). The agent of the first step writes its
+// finding there with update_shared_state; the next step's arguments read it
+// as state.port, so agents and the process manager share one document.
+func TestWorkflowReadsSharedState(t *testing.T) {
+	shop := startShop(t)
+	srv := apptest.Start(t)
+	srv.Apply(t, shopSource(shop.URL, "notify")+`---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: brain}
+spec:
+  provider: scripted
+  script:
+    - toolCalls:
+        - {name: update_shared_state, arguments: {patch: {port: Rotterdam, delay_days: 2}}}
+    - content: "Noted in the shared state."
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: analyst}
+spec: {model: brain, models: [brain]}
+---
+apiVersion: corral.dev/v1
+kind: Workflow
+metadata: {name: report}
+spec:
+  agent: clerk
+  steps:
+    - {name: analyse, agent: analyst, input: "'Which port is late? ' + input"}
+    - name: notify
+      needs: [analyse]
+      when: "has(state.port)"
+      tool: shop.notify
+      arguments: {text: "state.port + ', ' + string(int(state.delay_days)) + ' days'"}
+`)
+	srv.WaitTool(t, "shop.notify")
+	run := startRun(t, srv, "report", "today")
+	done := waitTask(t, srv, run.ID)
+	if done.State != orchestrator.Completed || !strings.Contains(string(done.Result), "Rotterdam, 2 days") {
+		t.Fatalf("run = %s %s %s result %s, want notify sent with the state's port", done.State, done.Reason, done.Detail, done.Result)
+	}
+}

@@ -30,8 +30,8 @@ const (
 	Steps = "steps"
 	// Output is the output of the step a compensation undoes.
 	Output = "output"
-	// State is the task tree's shared state document (reserved: null
-	// until the shared state lands).
+	// State is the task tree's shared state document ({} before anything
+	// was written).
 	State = "state"
 )
 

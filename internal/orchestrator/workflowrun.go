@@ -292,6 +292,9 @@ func (x *wfRunner) plan(ctx context.Context) (ready, waiting []string, err error
 			}
 			if st.When != "" && status == "" {
 				ok, err := x.condition(ctx, st)
+				if retryLater(err) {
+					return nil, nil, err
+				}
 				if err != nil {
 					if ferr := x.exhaust(ctx, st, 0, codeExpression, "when: "+err.Error()); ferr != nil {
 						return nil, nil, ferr
@@ -348,12 +351,18 @@ func (x *wfRunner) enabled(st *config.WorkflowStep) (runs, skip bool, why string
 	return true, false, ""
 }
 
-func (x *wfRunner) vars(output json.RawMessage) expr.Vars {
+// vars are what a step's expressions see: the run's input, the steps so
+// far, the output being compensated, and the tree's shared state as it is
+// now (docs/agents.md#shared-state), read from the bucket's leader.
+func (x *wfRunner) vars(ctx context.Context, output json.RawMessage) (expr.Vars, error) {
+	state, err := x.w.store.readState(ctx, rootOf(x.task))
+	if err != nil {
+		return nil, &errRetry{err}
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	// TODO(agents): expr.State, the task tree's shared state document, once
-	// the agents engineer's state API lands (GET /v1/tasks/{id}/state).
-	return expr.Vars{expr.Input: decodeJSON(x.task.Input), expr.Steps: x.j.stepsVar(), expr.Output: decodeJSON(output)}
+	return expr.Vars{expr.Input: decodeJSON(x.task.Input), expr.Steps: x.j.stepsVar(), expr.Output: decodeJSON(output),
+		expr.State: decodeJSON(state.Document)}, nil
 }
 
 func (x *wfRunner) condition(ctx context.Context, st *config.WorkflowStep) (bool, error) {
@@ -361,12 +370,26 @@ func (x *wfRunner) condition(ctx context.Context, st *config.WorkflowStep) (bool
 	if err != nil {
 		return false, err
 	}
-	return p.Bool(ctx, x.vars(nil))
+	vars, err := x.vars(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	return p.Bool(ctx, vars)
+}
+
+// retryLater reports whether err is the substrate's, not the expression's:
+// the step is tried again later rather than failed.
+func retryLater(err error) bool {
+	var r *errRetry
+	return errors.As(err, &r)
 }
 
 // evalAction evaluates a step's (or compensation's) input or arguments.
 func (x *wfRunner) evalAction(ctx context.Context, a config.StepAction, output json.RawMessage) (json.RawMessage, error) {
-	vars := x.vars(output)
+	vars, err := x.vars(ctx, output)
+	if err != nil {
+		return nil, err
+	}
 	if a.Agent != "" {
 		p, err := expr.Compile(a.Input, false)
 		if err != nil {
@@ -417,6 +440,9 @@ func (x *wfRunner) runStep(ctx context.Context, st *config.WorkflowStep) error {
 		}
 		args, err := x.evalAction(ctx, stepAction(st), nil)
 		if err != nil {
+			if retryLater(err) {
+				return err
+			}
 			return x.exhaust(ctx, st, attempt, codeExpression, err.Error())
 		}
 		if !open {
@@ -585,6 +611,9 @@ func (x *wfRunner) exhaust(ctx context.Context, st *config.WorkflowStep, attempt
 func (x *wfRunner) startChild(ctx context.Context, st *config.WorkflowStep, attempt int, open bool) error {
 	input, err := x.evalAction(ctx, stepAction(st), nil)
 	if err != nil {
+		if retryLater(err) {
+			return err
+		}
 		return x.exhaust(ctx, st, attempt, codeExpression, err.Error())
 	}
 	key := fmt.Sprintf("%s/wf/%s/%d", x.task.ID, st.Name, attempt)
@@ -612,13 +641,19 @@ func (x *wfRunner) startChild(ctx context.Context, st *config.WorkflowStep, atte
 // names the same task on every attempt to create it.
 // A task that cannot be made (no such agent) is returned as failure.
 func (x *wfRunner) openChild(ctx context.Context, step, agent string, input json.RawMessage, key, owner string) (*problem.Error, error) {
+	// The run is a process manager, not an agent waiting in the chain: its
+	// steps' tasks get the run's chain (from the event or the task that
+	// started it) as it is, under the rule of every agent call.
+	if pe := CheckChain(x.task.Chain, agent, 0); pe != nil {
+		var refused *problem.Error
+		if errors.As(pe, &refused) {
+			return refused, nil
+		}
+		return nil, pe
+	}
 	_, _, err := x.svc.Create(ctx, Request{
 		Agent: agent, Input: input, IdempotencyKey: key, Owner: owner, CreatedBy: "workflow:" + x.task.Workflow,
-		Principal: x.task.Principal, Parent: x.task.ID,
-		// TODO(agents): the chain and depth of agent calls (agent_cycle,
-		// agent_depth) once the agents engineer's delegation lands; the
-		// run passes its own chain on unchanged.
-		Chain: x.task.Chain,
+		Principal: x.task.Principal, Parent: x.task.ID, Chain: x.task.Chain,
 	})
 	if err != nil {
 		var pe *problem.Error
@@ -824,6 +859,9 @@ func (x *wfRunner) compensate(ctx context.Context) ([]string, error) {
 		}
 		c := *st.Compensate
 		args, err := x.evalAction(ctx, c, output)
+		if retryLater(err) {
+			return nil, err
+		}
 		if err != nil {
 			if err := x.compensated(ctx, name, nil, codeExpression+": "+err.Error()); err != nil {
 				return nil, err
@@ -947,8 +985,12 @@ func (x *wfRunner) finish(ctx context.Context) error {
 	var result json.RawMessage
 	if x.wf.Output != "" {
 		p, err := expr.Compile(x.wf.Output, false)
+		var vars expr.Vars
 		if err == nil {
-			result, err = p.Eval(ctx, x.vars(nil))
+			if vars, err = x.vars(ctx, nil); err != nil {
+				return err
+			}
+			result, err = p.Eval(ctx, vars)
 		}
 		if err != nil {
 			return x.end(ctx, Failed, codeExpression, "output: "+err.Error(), nil)
