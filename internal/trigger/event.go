@@ -28,7 +28,6 @@ const (
 	ExtParent = "corralparent"
 )
 
-
 // Stamp sets the chain extensions on an event corral publishes on behalf
 // of a task: its agents (chain, the task's own agent last) and the task.
 func Stamp(ev *event.Event, chain []string, task string) {
