@@ -1,0 +1,117 @@
+package cli
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/corral-dev/corral/internal/demo"
+)
+
+// TestDemoTellsTheStory runs `corral demo -o json` and checks each step of
+// the port strike by its outcome, counted where it happened: the tasks'
+// states and reasons, what the demo world's systems and model server
+// received per Idempotency-Key, the approval, the restart, the redaction,
+// the trace and the audit. The narration's wording is free to change.
+func TestDemoTellsTheStory(t *testing.T) {
+	out, errOut, code := run(t, "", "demo", "-o", "json")
+	if code != 0 {
+		t.Fatalf("demo -o json = %d\n%s\n%s", code, out, errOut)
+	}
+	var sum demoSummary
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatalf("demo -o json printed no summary: %v\n%s", err, out)
+	}
+	checkStory(t, sum, errOut)
+}
+
+// checkStory asserts a scripted telling of the story; test/ runs it on the
+// binary's output too.
+func checkStory(t *testing.T, sum demoSummary, narration string) {
+	t.Helper()
+	if len(sum.Steps) != 6 {
+		t.Fatalf("steps = %+v, want 6", sum.Steps)
+	}
+	for _, s := range sum.Steps {
+		if !s.OK {
+			t.Errorf("step %d (%s) did not hold\n%s", s.Step, s.Name, narration)
+		}
+	}
+
+	want := map[string][2]string{ // agent -> state, reason
+		demo.Monitor: {"completed", ""}, demo.Impact: {"completed", ""}, demo.Negotiation: {"completed", ""},
+		demo.Execution: {"completed", ""}, demo.Chaser: {"failed", "loop_detected"}, demo.Broker: {"failed", "budget_exceeded"},
+	}
+	for agent, w := range want {
+		i := slices.IndexFunc(sum.Tasks, func(t taskOutcome) bool { return t.Agent == agent })
+		if i < 0 {
+			t.Errorf("no task of %s in %+v", agent, sum.Tasks)
+			continue
+		}
+		got := sum.Tasks[i]
+		if got.State != w[0] || (w[1] != "" && got.Reason != w[1]) {
+			t.Errorf("task of %s = %s (%s), want %s (%s)", agent, got.State, got.Reason, w[0], w[1])
+		}
+		if got.ModelCalls == 0 || got.Tokens == 0 || got.Cost <= 0 {
+			t.Errorf("task of %s used %d model calls, %d tokens, cost %v; want each counted", agent, got.ModelCalls, got.Tokens, got.Cost)
+		}
+	}
+
+	// Exactly once, at the far side: each notification, invoice and ERP
+	// write had its effect once; the notification cut by the crash reached
+	// the service again and sent nothing.
+	for name, counts := range map[string][]demo.Count{"notifications": sum.Notifications, "invoices": sum.Invoices, "erp writes": sum.ERPWrites} {
+		for _, c := range counts {
+			if c.Key == "" || c.Effects != 1 {
+				t.Errorf("%s: key %q had %d effects from %d requests, want 1 effect under a key", name, c.Key, c.Effects, c.Requests)
+			}
+		}
+	}
+	if len(sum.Notifications) != 2 || len(sum.Invoices) != 2 || len(sum.ERPWrites) != 1 {
+		t.Errorf("far side: %d notification keys, %d invoice keys, %d ERP write keys; want 2, 2, 1", len(sum.Notifications), len(sum.Invoices), len(sum.ERPWrites))
+	}
+	if !slices.ContainsFunc(sum.Notifications, func(c demo.Count) bool { return c.Requests == 2 }) {
+		t.Errorf("notifications %+v: want the one cut by the crash requested twice", sum.Notifications)
+	}
+	if len(sum.ModelCalls) < 15 {
+		t.Errorf("model calls = %d keys, want the whole story's (15 or more)", len(sum.ModelCalls))
+	}
+	for _, c := range sum.ModelCalls {
+		if c.Requests != 1 {
+			t.Errorf("model step %s was requested %d times, want 1", c.Key, c.Requests)
+		}
+	}
+	if !sum.Restart.Done || !sum.Restart.Resumed {
+		t.Errorf("restart = %+v, want corral restarted and the task taken over from its journal", sum.Restart)
+	}
+
+	if sum.Approval.ID == "" || sum.Approval.State != "executed" || sum.Approval.By != "dana" {
+		t.Errorf("approval = %+v, want executed, decided by dana", sum.Approval)
+	}
+	if !sum.Redaction.Redacted || !sum.Redaction.Restored || strings.Contains(sum.Redaction.ModelSaw, demo.AnaEmail) {
+		t.Errorf("redaction = %+v, want the model to see placeholders and the agent the values", sum.Redaction)
+	}
+	if sum.Redaction.Placement != storyRegion {
+		t.Errorf("negotiation placed at %q, want %q", sum.Redaction.Placement, storyRegion)
+	}
+	for _, code := range []string{"loop_detected", "budget_exceeded"} {
+		if sum.Refusals[code] == 0 {
+			t.Errorf("refusals %v lack %s", sum.Refusals, code)
+		}
+	}
+	if sum.Features.Agents && sum.Refusals["agent_cycle"] == 0 {
+		t.Errorf("refusals %v lack agent_cycle", sum.Refusals)
+	}
+	if sum.Features.Triggers {
+		if sum.Webhook.Accepted != 1 || !sum.Webhook.Duplicate || (sum.Webhook.BadStatus != 401 && sum.Webhook.BadStatus != 403) {
+			t.Errorf("webhook = %+v, want one accepted, its repeat a duplicate, a forged one refused", sum.Webhook)
+		}
+	}
+	if sum.Trace.ID == "" || sum.Trace.Spans == 0 {
+		t.Errorf("trace = %+v, want the approved write's spans", sum.Trace)
+	}
+	if !sum.Audit.OK || sum.Audit.Records == 0 {
+		t.Errorf("audit verify = %+v, want ok", sum.Audit)
+	}
+}
