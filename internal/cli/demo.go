@@ -342,18 +342,21 @@ func (r *storyRun) detect(ctx context.Context) error {
 		return err
 	}
 	r.feat.Agents = hasProperty(schema, "agents")
-	r.feat.State = stateFunction
-	if !r.feat.Agents {
-		r.feat.State = ""
+	// The shared state's route answers task_not_found for a task that does
+	// not exist; without the route the answer is another 404.
+	err := r.c.do(ctx, "GET", "/v1/tasks/task_00000000000000000000000000/state", nil, nil)
+	var ae *apiError
+	if r.feat.Agents && errors.As(err, &ae) && ae.Code == "task_not_found" {
+		r.feat.State = stateFunction
 	}
 	r.trig = r.c.do(ctx, "GET", "/v1/schemas/Trigger", nil, &map[string]any{}) == nil
 	r.sum.Features = demoFeatures{Agents: r.feat.Agents, State: r.feat.State, Triggers: r.trig, Console: r.reachable(ctx, "/ui/")}
 	return nil
 }
 
-// stateFunction is the function hosted agents write the shared task state
-// with; "" until the server offers one.
-const stateFunction = ""
+// stateFunction is the function hosted agents change the shared task
+// state with (docs/agents.md).
+const stateFunction = "update_shared_state"
 
 // hasProperty reports whether a JSON Schema (or its spec) declares name.
 func hasProperty(schema map[string]any, name string) bool {

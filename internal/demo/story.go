@@ -23,9 +23,10 @@ type Features struct {
 	// each agent ends with what it would have handed on, and the demo
 	// starts the next one.
 	Agents bool
-	// State names the function that writes the task tree's shared state
-	// ("" when the server has none): impact writes the delayed orders
-	// there, negotiation its proposal.
+	// State names the function that changes the task tree's shared state
+	// with a JSON merge patch, {"patch": {...}} ("" when the server has
+	// none): impact writes the delayed orders there, negotiation its
+	// proposal.
 	State string
 }
 
