@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -262,7 +263,8 @@ type storyRun struct {
 	trig   bool
 	ids    map[string]string // agent -> the story's task of it
 
-	webhookSecret string // the shipping API's secret shared with corral
+	webhookSecret string    // the shipping API's secret shared with corral
+	restarted     time.Time // when corral came back after the crash
 }
 
 // The story's steps, as the summary names them.
@@ -758,7 +760,7 @@ func (r *storyRun) execution(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var pending approval.Approval
+	var pending *approval.Approval
 	err = r.await(ctx, "execution's write to park for approval", 60*time.Second, func() (bool, error) {
 		var list api.ApprovalList
 		if err := r.c.do(ctx, "GET", "/v1/approvals?state=pending", nil, &list); err != nil {
@@ -766,43 +768,86 @@ func (r *storyRun) execution(ctx context.Context) error {
 		}
 		for _, a := range list.Items {
 			if a.Action.Target == "erp.reroute_orders" {
-				pending = a
+				pending = &a
 				return true, nil
 			}
 		}
-		return false, nil
+		t, err = r.task(ctx, t.ID)
+		return t.final(), err // a real model may never write
 	})
 	if err != nil {
 		return err
 	}
-	r.sum.Approval.ID = pending.ID
-	if t, err = r.task(ctx, t.ID); err != nil {
+	if pending == nil {
+		r.say("Task %s ended %s (%s) without writing to the ERP: nothing to approve.", t.ID, t.State, t.Reason)
+		r.see("corral tasks events " + t.ID)
+		r.done(false)
+		return nil
+	}
+	decided, err := r.approve(ctx, t, *pending)
+	if err != nil {
 		return err
+	}
+	if err := r.crash(ctx, t.ID); err != nil {
+		return err
+	}
+	if t, err = r.finish(ctx, t.ID); err != nil {
+		return err
+	}
+	if r.sum.Restart.Done {
+		evs, err := r.events(ctx, t.ID)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			if ev.Type == "started" && ev.Time.After(r.restarted) {
+				r.sum.Restart.Resumed = true
+			}
+		}
+	}
+	r.say("Task %s %s, taken over from its journal after the restart: %d customers told, %d invoices issued.", t.ID, t.State, len(r.world.Notifications.Sent()), len(r.world.Billing.Invoices()))
+	r.see("corral tasks events " + t.ID + "   ('taken over from its journal')")
+	if err := r.c.do(ctx, "GET", "/v1/approvals/"+pending.ID, nil, &decided); err != nil {
+		return err
+	}
+	r.sum.Approval.State = string(decided.State)
+	status, _ := r.world.ERP.Order("ORD-1001")
+	r.done(t.State == string(orchestrator.Completed) && decided.State == approval.Executed && status == "rerouted")
+	return nil
+}
+
+// approve shows the parked write and has it decided: by dana through the
+// API, or, with --keep, by the user.
+func (r *storyRun) approve(ctx context.Context, t storyTask, pending approval.Approval) (approval.Approval, error) {
+	var decided approval.Approval
+	r.sum.Approval.ID = pending.ID
+	t, err := r.task(ctx, t.ID)
+	if err != nil {
+		return decided, err
 	}
 	r.say("erp.reroute_orders %s -> 202 approval_pending: Policy/system-of-record says %q.", compactJSON(pending.Action.Arguments), strings.Join(pending.Reasons, "; "))
 	r.say("Approval %s waits for one of %v; task %s is %s (%s), holding no worker. Nothing reached the ERP.", pending.ID, pending.Approvers, t.ID, t.State, t.Reason)
 	var human api.HumanCreated
 	if err := r.c.do(ctx, "POST", "/v1/humans", api.HumanRequest{Name: "dana", Groups: []string{"logistics-leads"}}, &human); err != nil {
-		return err
+		return decided, err
 	}
 	if r.keep {
 		keyPath := filepath.Join(r.cfg.DataDir, "dana.key")
 		if err := os.WriteFile(keyPath, []byte(human.Key+"\n"), 0o600); err != nil {
-			return err
+			return decided, err
 		}
 		r.say("Your turn: you are dana, a logistics lead (corral humans create dana --groups logistics-leads). In another shell:")
 		r.say("    CORRAL_SERVER=%s CORRAL_TOKEN=$(cat %s) corral approvals approve %s --comment \"rail via Antwerp is fine\"", r.c.base, keyPath, pending.ID)
 		if r.sum.Features.Console {
-			r.say("or open %s/ui/ and approve it there. The story waits.", r.c.base)
+			r.say("or open %s/ui/, sign in with that key, and approve it there. The story waits.", r.c.base)
 		}
 	} else {
 		dana := newClient(r.c.base, human.Key)
 		if err := dana.do(ctx, "POST", "/v1/approvals/"+pending.ID+"/approve", api.DecisionRequest{Comment: "rail via Antwerp is fine"}, nil); err != nil {
-			return err
+			return decided, err
 		}
 		r.say("dana, a logistics lead (a corral human the demo created), approves it through the API: POST /v1/approvals/%s/approve.", pending.ID)
 	}
-	var decided approval.Approval
 	err = r.await(ctx, "the approval to be decided", 24*time.Hour, func() (bool, error) {
 		if err := r.c.do(ctx, "GET", "/v1/approvals/"+pending.ID, nil, &decided); err != nil {
 			return false, err
@@ -810,20 +855,37 @@ func (r *storyRun) execution(ctx context.Context) error {
 		return decided.State != approval.Pending, nil
 	})
 	if err != nil {
-		return err
+		return decided, err
 	}
 	r.sum.Approval.State = string(decided.State)
 	if len(decided.Decisions) > 0 {
 		r.sum.Approval.By = decided.Decisions[0].Name
 	}
-	r.say("Decided: %s. The same call runs now, once; the ERP shows ORD-1001 and ORD-1002 rerouted.", decided.State)
+	r.say("Decided: %s by %s. The same call runs now, once.", decided.State, r.sum.Approval.By)
 	r.see("corral approvals show " + pending.ID)
+	return decided, nil
+}
 
-	// The crash: the first notification has left, its answer never comes.
+// crash kills corral once the first notification has left and before its
+// answer comes back, and starts it again on the same data directory.
+func (r *storyRun) crash(ctx context.Context, id string) error {
+	// A real model may never notify anyone: watch for the task's end too.
+	wctx, stopWatching := context.WithCancel(ctx)
+	ended, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		if t, err := r.finish(wctx, id); err == nil && t.final() {
+			close(ended)
+		}
+	}()
+	defer func() { stopWatching(); <-watched }()
 	select {
 	case <-r.world.Notifications.Held():
+	case <-ended:
+		r.say("The task ended without notifying anyone: nothing to interrupt.")
+		return nil
 	case <-time.After(60 * time.Second):
-		return errors.New("demo: execution never sent its first notification")
+		return errors.New("demo: execution sent no notification within 60s")
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -836,11 +898,14 @@ func (r *storyRun) execution(ctx context.Context) error {
 		time.Sleep(200 * time.Millisecond)
 		r.world.Notifications.Release()
 	}()
+	stopWatching()
+	<-watched
 	if err := r.corral.stop(); err != nil {
 		r.logger.Warn("corral stopped with an error", "err", err)
 	}
 	cfg := r.cfg
 	cfg.HTTPAddr = strings.TrimPrefix(r.c.base, "http://")
+	var err error
 	if r.corral, err = startCorral(ctx, r.logger, cfg); err != nil {
 		cfg.HTTPAddr = "127.0.0.1:0" // the port was taken meanwhile
 		if r.corral, err = startCorral(ctx, r.logger, cfg); err != nil {
@@ -849,28 +914,8 @@ func (r *storyRun) execution(ctx context.Context) error {
 	}
 	r.c = newClient(r.corral.a.URL(), r.token)
 	r.sum.Restart.Done = true
-	restarted := time.Now()
+	r.restarted = time.Now()
 	r.say("↻ corral started again on the same data directory (%s); its worker takes the task over from its journal.", r.corral.a.URL())
-	if t, err = r.finish(ctx, t.ID); err != nil {
-		return err
-	}
-	evs, err := r.events(ctx, t.ID)
-	if err != nil {
-		return err
-	}
-	for _, ev := range evs {
-		if ev.Type == "started" && ev.Time.After(restarted) {
-			r.sum.Restart.Resumed = true
-		}
-	}
-	r.say("Task %s %s, taken over from its journal after the restart: %d customers told, %d invoices issued.", t.ID, t.State, len(r.world.Notifications.Sent()), len(r.world.Billing.Invoices()))
-	r.see("corral tasks events " + t.ID + "   ('taken over from its journal')")
-	if err := r.c.do(ctx, "GET", "/v1/approvals/"+pending.ID, nil, &decided); err != nil {
-		return err
-	}
-	r.sum.Approval.State = string(decided.State)
-	status, _ := r.world.ERP.Order("ORD-1001")
-	r.done(t.State == string(orchestrator.Completed) && decided.State == approval.Executed && status == "rerouted")
 	return nil
 }
 
@@ -911,7 +956,7 @@ func (r *storyRun) resilience(ctx context.Context) error {
 			}
 		}
 	}
-	chaser, _ := r.task(ctx, r.ids[demo.Chaser])
+	chaser, broker := r.helper(ctx, demo.Chaser), r.helper(ctx, demo.Broker)
 	r.say("chaser asked for the same ETA again and again: its third identical call was refused by its limits (repeatedCalls: 3) and the task ended %s (%s); the carrier was asked %d times.", chaser.State, chaser.Reason, r.world.Carriers.ETAs())
 	if r.feat.Agents {
 		if r.sum.Refusals["agent_cycle"] > 0 {
@@ -924,13 +969,23 @@ func (r *storyRun) resilience(ctx context.Context) error {
 		r.say("(A delegation back up the chain, refused with agent_cycle, needs agents calling agents, which this build lacks.)")
 		r.sum.Steps[len(r.sum.Steps)-1].Skipped = "agent_cycle: no agents calling agents in this build"
 	}
-	broker, _ := r.task(ctx, r.ids[demo.Broker])
 	r.say("Budget/broker-spot allows the broker 2 calls: its third was refused before it left (%s %s).", broker.State, broker.Reason)
 	r.say("Why it matters: a crash neither loses work nor repeats a side effect; runaway agents are stopped by corral, not by their own good sense.")
 	r.see("corral tasks list --state failed   corral budgets")
 	ok = ok && chaser.Reason == "loop_detected" && broker.Reason == "budget_exceeded" && r.sum.Restart.Resumed
 	r.done(ok || r.models.real)
 	return nil
+}
+
+// helper is the story's task of a helper agent, or a task in state
+// "never started" when nothing started one (a real model may not).
+func (r *storyRun) helper(ctx context.Context, agent string) storyTask {
+	if id := r.ids[agent]; id != "" {
+		if t, err := r.task(ctx, id); err == nil {
+			return t
+		}
+	}
+	return storyTask{Agent: agent, State: "never started"}
 }
 
 // record: the tree, a trace, the audit.
@@ -961,13 +1016,15 @@ func (r *storyRun) record(ctx context.Context) error {
 		r.sum.Tasks = append(r.sum.Tasks, taskOutcome{ID: t.ID, Agent: t.Agent, Parent: t.Parent, State: t.State, Reason: t.Reason,
 			ModelCalls: t.Usage.ModelCalls, ToolCalls: t.Usage.ToolCalls, Tokens: t.Usage.InputTokens + t.Usage.OutputTokens, Cost: t.Usage.Cost, Attempts: t.Attempts})
 	}
+	tw := tabwriter.NewWriter(r.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  AGENT\tSTATE\tTASK\tMODEL CALLS\tTOOL CALLS\tTOKENS\tCOST")
 	var print func(t storyTask, depth int)
 	print = func(t storyTask, depth int) {
 		state := t.State
 		if t.Reason != "" {
 			state += " (" + t.Reason + ")"
 		}
-		fmt.Fprintf(r.out, "  %s%-*s %-30s %s  %d model, %d tool calls, %d tokens, %.4f\n", strings.Repeat("  ", depth), 12-2*depth, t.Agent, state, t.ID,
+		fmt.Fprintf(tw, "  %s%s\t%s\t%s\t%d\t%d\t%d\t%.4f\n", strings.Repeat("└ ", min(depth, 1))+strings.Repeat("  ", max(depth-1, 0)), t.Agent, state, t.ID,
 			t.Usage.ModelCalls, t.Usage.ToolCalls, t.Usage.InputTokens+t.Usage.OutputTokens, t.Usage.Cost)
 		for _, c := range children[t.ID] {
 			print(c, depth+1)
@@ -975,6 +1032,9 @@ func (r *storyRun) record(ctx context.Context) error {
 	}
 	for _, t := range roots {
 		print(t, 0)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
 	}
 	r.say("in all: %d model calls, %d tool calls, %d tokens, cost %.4f (Model pricing, per million tokens).", total.ModelCalls, total.ToolCalls, total.InputTokens+total.OutputTokens, total.Cost)
 	r.see("corral tasks list   corral tasks get ID")
