@@ -510,7 +510,11 @@ func (r *storyRun) begin(ctx context.Context, agent string, input json.RawMessag
 		return t, nil
 	}
 	var found storyTask
-	err := r.await(ctx, "a task of Agent/"+agent, 60*time.Second, func() (bool, error) {
+	wait := 60 * time.Second
+	if r.models.real {
+		wait = 5 * time.Minute
+	}
+	err := r.await(ctx, "a task of Agent/"+agent+" (the agent before did not hand the work on, or delegate it)", wait, func() (bool, error) {
 		all, err := r.tasks(ctx)
 		if err != nil {
 			return false, err
@@ -530,12 +534,25 @@ func (r *storyRun) begin(ctx context.Context, agent string, input json.RawMessag
 // finish waits for a task to end (or, with handoffs, to hand its work on).
 func (r *storyRun) finish(ctx context.Context, id string) (storyTask, error) {
 	var t storyTask
-	err := r.await(ctx, "task "+id+" to end", 60*time.Second, func() (bool, error) {
+	wait := 60 * time.Second
+	if r.models.real {
+		wait = 5 * time.Minute // real models think slowly, and retry
+	}
+	err := r.await(ctx, "task "+id+" to end", wait, func() (bool, error) {
 		var err error
 		t, err = r.task(ctx, id)
 		return t.final(), err
 	})
 	return t, err
+}
+
+// completed ends the story when a task of its main line did not complete:
+// the next agent would have nothing to go on.
+func completed(t storyTask, err error) (storyTask, error) {
+	if err != nil || t.State == string(orchestrator.Completed) {
+		return t, err
+	}
+	return t, fmt.Errorf("demo: Agent/%s's task %s ended %s (%s): %s; see corral tasks events %s", t.Agent, t.ID, t.State, t.Reason, t.Detail, t.ID)
 }
 
 // resultText is a task's result as text.
@@ -636,7 +653,7 @@ func (r *storyRun) strike(ctx context.Context) error {
 		r.say("The shipping API's event starts task %s of Agent/monitor (POST /v1/tasks; this build has no webhook triggers).", root)
 	}
 	r.ids[demo.Monitor] = root
-	t, err := r.finish(ctx, root)
+	t, err := completed(r.finish(ctx, root))
 	if err != nil {
 		return err
 	}
@@ -664,7 +681,7 @@ func (r *storyRun) impact(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if t, err = r.finish(ctx, t.ID); err != nil {
+	if t, err = completed(r.finish(ctx, t.ID)); err != nil {
 		return err
 	}
 	r.say("Task %s: %d tool calls (erp.list_orders, erp.get_customer ×2), each checked by policy and against the tool's schema, then sent to the ERP.", t.ID, t.Usage.ToolCalls)
@@ -699,7 +716,7 @@ func (r *storyRun) negotiation(ctx context.Context) error {
 			}
 		}
 	}
-	if t, err = r.finish(ctx, t.ID); err != nil {
+	if t, err = completed(r.finish(ctx, t.ID)); err != nil {
 		return err
 	}
 	r.sum.Redaction.Placement = t.Placement["region"]

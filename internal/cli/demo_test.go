@@ -115,3 +115,40 @@ func checkStory(t *testing.T, sum demoSummary, narration string) {
 		t.Errorf("audit verify = %+v, want ok", sum.Audit)
 	}
 }
+
+// TestStoryResourcesOnARealModel: with --model-url every agent's Model
+// points there, asks for --model-name, and carries the key from the
+// server's environment, never in the resource; negotiation's still
+// redacts.
+func TestStoryResourcesOnARealModel(t *testing.T) {
+	docs, err := storyResources(storyModels{baseURL: "https://models.example/v1", model: "gpt-4o-mini", keyEnv: "OPENAI_API_KEY", real: true}, demo.Features{}, false, "s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	models := 0
+	for _, d := range docs {
+		if d.Resource.Kind == "Trigger" || d.Resource.Kind == "Secret" {
+			t.Errorf("%s/%s without triggers", d.Resource.Kind, d.Resource.Metadata.Name)
+		}
+		if d.Resource.Kind != "Model" {
+			continue
+		}
+		models++
+		var spec struct {
+			BaseURL, Model, Redact string
+			Auth                   struct{ Bearer struct{ Env string } }
+		}
+		if err := json.Unmarshal(d.Resource.Spec, &spec); err != nil {
+			t.Fatal(err)
+		}
+		if spec.BaseURL != "https://models.example/v1" || spec.Model != "gpt-4o-mini" || spec.Auth.Bearer.Env != "OPENAI_API_KEY" {
+			t.Errorf("Model/%s = %+v, want the real model with its key from the environment", d.Resource.Metadata.Name, spec)
+		}
+		if d.Resource.Metadata.Name == modelName(demo.Negotiation) && spec.Redact != "reversible" {
+			t.Errorf("negotiation's model redacts %q, want reversible", spec.Redact)
+		}
+	}
+	if models != len(storyCast) {
+		t.Errorf("%d Models, want one per agent (%d)", models, len(storyCast))
+	}
+}
