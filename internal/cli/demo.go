@@ -30,6 +30,7 @@ import (
 	"github.com/corral-dev/corral/internal/edge/rest"
 	"github.com/corral-dev/corral/internal/identity"
 	"github.com/corral-dev/corral/internal/orchestrator"
+	"github.com/corral-dev/corral/internal/telemetry"
 	"github.com/corral-dev/corral/internal/tools"
 )
 
@@ -182,6 +183,7 @@ type demoSummary struct {
 	Trace struct {
 		ID    string `json:"id,omitempty"`
 		Spans int    `json:"spans"`
+		Tasks int    `json:"tasks"` // the tasks whose actions the trace holds
 	} `json:"trace"`
 	Audit struct {
 		OK      bool   `json:"ok"`
@@ -1056,22 +1058,41 @@ func (r *storyRun) record(ctx context.Context) error {
 	r.say("in all: %d model calls, %d tool calls, %d tokens, cost %.4f (Model pricing, per million tokens).", total.ModelCalls, total.ToolCalls, total.InputTokens+total.OutputTokens, total.Cost)
 	r.see("corral tasks list   corral tasks get ID")
 
-	if tp := r.world.ERP.WriteTrace(); tp != "" {
-		if parts := strings.Split(tp, "-"); len(parts) == 4 {
-			id := parts[1]
-			var trace api.TraceResponse
-			_ = r.await(ctx, "the trace to be stored", 10*time.Second, func() (bool, error) {
-				err := r.c.do(ctx, "GET", "/v1/traces/"+id, nil, &trace)
-				var ae *apiError
-				if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
-					return false, nil
+	// Every step of a task tree is in one trace (orchestrator.TraceID);
+	// without agents calling agents each agent's task is a tree of its own,
+	// and the demo shows execution's.
+	root := r.ids[demo.Monitor]
+	if !r.feat.Agents {
+		root = r.ids[demo.Execution]
+	}
+	if root != "" {
+		id := orchestrator.TraceID(root).String()
+		var trace api.TraceResponse
+		_ = r.await(ctx, "the trace to be stored", 10*time.Second, func() (bool, error) {
+			err := r.c.do(ctx, "GET", "/v1/traces/"+id, nil, &trace)
+			var ae *apiError
+			if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+				return false, nil
+			}
+			// Spans are written about a second after their action ends.
+			return slices.ContainsFunc(trace.Spans, func(s telemetry.Span) bool { return strings.Contains(s.Name, "billing.create_invoice") }), err
+		})
+		tasks, actions := map[any]bool{}, 0
+		for _, sp := range trace.Spans {
+			if sp.ParentSpanID == "" || sp.Attributes[string(telemetry.AttrTask)] != nil {
+				if t := sp.Attributes[string(telemetry.AttrTask)]; t != nil {
+					tasks[t] = true
+					actions++
 				}
-				return len(trace.Spans) > 0, err
-			})
-			r.sum.Trace.ID, r.sum.Trace.Spans = id, len(trace.Spans)
-			r.say("The approved write's trace: %d spans, from the task's step through policy, the approval and the ERP's answer (the ERP received its traceparent).", len(trace.Spans))
-			r.see("corral trace " + id)
+			}
 		}
+		r.sum.Trace.ID, r.sum.Trace.Spans, r.sum.Trace.Tasks = id, len(trace.Spans), len(tasks)
+		what := "the whole story"
+		if !r.feat.Agents {
+			what = "execution's task"
+		}
+		r.say("The trace of %s: %d spans, %d model and tool calls of %d tasks, each with its stages (policy, budget, redaction, approval, the upstream call), across the restart.", what, len(trace.Spans), actions, len(tasks))
+		r.see("corral trace " + id)
 	}
 
 	var rep audit.Report
