@@ -151,7 +151,9 @@ type demoSummary struct {
 	Steps    []stepOutcome  `json:"steps"`
 	Tasks    []taskOutcome  `json:"tasks"`
 	Refusals map[string]int `json:"refusals"` // problem codes and task reasons the story met
-	Approval struct {
+	// SharedState lists the members of the story's shared task state.
+	SharedState []string `json:"shared_state,omitempty"`
+	Approval    struct {
 		ID    string `json:"id,omitempty"`
 		State string `json:"state,omitempty"`
 		By    string `json:"by,omitempty"`
@@ -598,6 +600,22 @@ func (r *storyRun) events(ctx context.Context, id string) ([]orchestrator.Event,
 	return out, sc.Err()
 }
 
+// sharedState reads the members of the shared state of a task's tree and
+// notes them in the summary.
+func (r *storyRun) sharedState(ctx context.Context, id string) ([]string, error) {
+	var doc map[string]json.RawMessage
+	if err := r.c.do(ctx, "GET", "/v1/tasks/"+id+"/state", nil, &doc); err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(doc))
+	for k := range doc {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	r.sum.SharedState = keys
+	return keys, nil
+}
+
 // refusal notes a refusal the story met.
 func (r *storyRun) refusal(code string) { r.sum.Refusals[code]++ }
 
@@ -689,7 +707,11 @@ func (r *storyRun) impact(ctx context.Context) error {
 	r.say("Task %s: %d tool calls (erp.list_orders, erp.get_customer ×2), each checked by policy and against the tool's schema, then sent to the ERP.", t.ID, t.Usage.ToolCalls)
 	r.say("Delayed: ORD-1001 (1,200 EUR, Ana Lima) and ORD-1002 (860 EUR, Ben Okafor).")
 	if r.feat.State != "" {
-		r.say("impact wrote them to the task tree's shared state, where the next agents read them.")
+		keys, err := r.sharedState(ctx, t.ID)
+		if err != nil {
+			return err
+		}
+		r.say("impact wrote them to the task tree's shared state (%s), where the next agents read them.", strings.Join(keys, ", "))
 		r.see("curl -H \"Authorization: Bearer $CORRAL_TOKEN\" " + r.c.base + "/v1/tasks/" + r.ids[demo.Monitor] + "/state")
 	} else {
 		r.say("It passes them on in its brief (this build has no shared task state).")
@@ -720,6 +742,11 @@ func (r *storyRun) negotiation(ctx context.Context) error {
 	}
 	if t, err = completed(r.finish(ctx, t.ID)); err != nil {
 		return err
+	}
+	if r.feat.State != "" {
+		if _, err := r.sharedState(ctx, t.ID); err != nil {
+			return err
+		}
 	}
 	r.sum.Redaction.Placement = t.Placement["region"]
 	r.sum.Redaction.WorkerSeen = t.Worker

@@ -103,6 +103,14 @@ func checkStory(t *testing.T, sum demoSummary, narration string) {
 	if sum.Features.Agents && sum.Refusals["agent_cycle"] == 0 {
 		t.Errorf("refusals %v lack agent_cycle", sum.Refusals)
 	}
+	for code := range sum.Refusals {
+		if !slices.Contains([]string{"loop_detected", "budget_exceeded", "agent_cycle", "signature_invalid", "signature_missing"}, code) {
+			t.Errorf("the story met a refusal it does not tell: %s (%v)", code, sum.Refusals)
+		}
+	}
+	if sum.Features.State != "" && (!slices.Contains(sum.SharedState, "delayed_orders") || !slices.Contains(sum.SharedState, "proposal")) {
+		t.Errorf("shared state holds %v, want delayed_orders and proposal", sum.SharedState)
+	}
 	if sum.Features.Triggers {
 		if sum.Webhook.Accepted != 1 || !sum.Webhook.Duplicate || (sum.Webhook.BadStatus != 401 && sum.Webhook.BadStatus != 403) {
 			t.Errorf("webhook = %+v, want one accepted, its repeat a duplicate, a forged one refused", sum.Webhook)

@@ -189,6 +189,15 @@ func TestStoryRenders(t *testing.T) {
 			t.Errorf("Functions(with agents) lacks %s: %v", want, fns)
 		}
 	}
+	for _, turns := range with {
+		for _, tn := range turns {
+			for _, c := range tn.Calls {
+				if _, ok := c.Args["patch"]; c.Function == "write_state" && !ok {
+					t.Errorf("a state write's arguments = %v, want a merge patch under \"patch\"", c.Args)
+				}
+			}
+		}
+	}
 	without := StoryScripts(Features{})
 	for _, f := range Functions(without) {
 		if strings.HasPrefix(f, "handoff_") || strings.HasPrefix(f, "delegate_") || strings.Contains(f, "state") {

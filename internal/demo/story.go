@@ -44,7 +44,9 @@ func delegate(agent, input string) Call {
 	return Call{Function: delegateFn + agent, Args: map[string]any{"input": input}}
 }
 func tool(name string, args map[string]any) Call { return Call{Function: name, Args: args} }
-func state(patch map[string]any) Call            { return Call{Function: stateFn, Args: patch} }
+func state(patch map[string]any) Call {
+	return Call{Function: stateFn, Args: map[string]any{"patch": patch}}
+}
 
 // The customers' data, as the ERP holds it (and impact hands it on).
 const (
