@@ -25,6 +25,7 @@ import (
 	"github.com/corral-dev/corral/internal/app"
 	"github.com/corral-dev/corral/internal/approval"
 	"github.com/corral-dev/corral/internal/audit"
+	"github.com/corral-dev/corral/internal/budget"
 	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/demo"
 	"github.com/corral-dev/corral/internal/edge/rest"
@@ -286,9 +287,6 @@ func (r *storyRun) done(ok bool) {
 }
 
 func (r *storyRun) say(format string, args ...any) {
-	if os.Getenv("DEMO_DEBUG") != "" {
-		fmt.Fprintf(r.out, "%s ", time.Now().Format("05.000"))
-	}
 	fmt.Fprintf(r.out, "  "+format+"\n", args...)
 }
 
@@ -327,7 +325,7 @@ func (r *storyRun) run(ctx context.Context) error {
 	}
 	fmt.Fprintf(r.out, "\nThe story took %.1fs.\n", time.Since(start).Seconds())
 	if !r.keep {
-		fmt.Fprintf(r.out, "Run 'corral demo --keep' to approve the write yourself and explore afterwards.\n")
+		fmt.Fprintf(r.out, "Run 'corral demo --keep' to approve the write yourself, then try the 'see:' commands against the corral it keeps.\n")
 		return nil
 	}
 	fmt.Fprintf(r.out, "\ncorral keeps serving; in another shell:\n  export CORRAL_SERVER=%s CORRAL_TOKEN=$(cat %s)\n  corral tasks list\n  corral audit\n", r.c.base, path)
@@ -459,7 +457,18 @@ func (r *storyRun) awaitLoaded(ctx context.Context) error {
 				return false, nil
 			}
 		}
-		return true, nil
+		// The policy that parks the write, and the broker's budget.
+		var d struct{ Effect string }
+		input := map[string]any{"action": map[string]any{"kind": "tool", "target": "erp.reroute_orders", "arguments": map[string]any{}},
+			"agent": map[string]any{"name": demo.Execution, "tools": []string{"erp.reroute_orders"}}}
+		if err := r.c.do(ctx, "POST", "/v1/policy/eval", input, &d); err != nil || d.Effect != "approval" {
+			return false, err
+		}
+		var budgets api.BudgetList
+		if err := r.c.do(ctx, "GET", "/v1/budgets", nil, &budgets); err != nil {
+			return false, err
+		}
+		return slices.ContainsFunc(budgets.Items, func(b budget.Status) bool { return b.Budget == "broker-spot" }), nil
 	})
 }
 
@@ -704,7 +713,7 @@ func (r *storyRun) impact(ctx context.Context) error {
 	if t, err = completed(r.finish(ctx, t.ID)); err != nil {
 		return err
 	}
-	r.say("Task %s: %d tool calls (erp.list_orders, erp.get_customer ×2), each checked by policy and against the tool's schema, then sent to the ERP.", t.ID, t.Usage.ToolCalls)
+	r.say("Task %s called erp.list_orders and erp.get_customer (twice): each call checked by policy and against the tool's schema, then sent to the ERP with corral's credentials, never the agent's.", t.ID)
 	r.say("Delayed: ORD-1001 (1,200 EUR, Ana Lima) and ORD-1002 (860 EUR, Ben Okafor).")
 	if r.feat.State != "" {
 		keys, err := r.sharedState(ctx, t.ID)
