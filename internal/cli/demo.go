@@ -283,7 +283,7 @@ func (r *storyRun) step(n int, title string) {
 // done marks the current step's outcome.
 func (r *storyRun) done(ok bool) {
 	s := &r.sum.Steps[len(r.sum.Steps)-1]
-	s.OK, s.Seconds = ok, time.Since(s.start).Round(time.Millisecond).Seconds()
+	s.OK, s.Seconds = ok, float64(time.Since(s.start).Milliseconds())/1000
 }
 
 func (r *storyRun) say(format string, args ...any) {
