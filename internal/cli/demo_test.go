@@ -1,12 +1,19 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/corral-dev/corral/internal/demo"
+	"github.com/corral-dev/corral/internal/llm"
 )
 
 // TestDemoTellsTheStory runs `corral demo -o json` and checks each step of
@@ -164,5 +171,78 @@ func TestStoryResourcesOnARealModel(t *testing.T) {
 	}
 	if models != len(storyCast) {
 		t.Errorf("%d Models, want one per agent (%d)", models, len(storyCast))
+	}
+}
+
+// TestDemoOnAnOpenAICompatibleModel runs the story with --model-url, on a
+// stand-in for a real model that plays each agent's part by its
+// instructions and the functions it is offered, as a model would: every
+// Model reaches it with the model name and the key given, and the story
+// holds.
+func TestDemoOnAnOpenAICompatibleModel(t *testing.T) {
+	t.Setenv("DEMO_TEST_MODEL_KEY", "sk-test-123")
+	var (
+		mu    sync.Mutex
+		auths = map[string]int{}
+		names = map[string]int{}
+	)
+	players := map[string]*demo.Models{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req llm.ChatRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Messages) == 0 {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		agent := ""
+		for _, a := range storyCast {
+			if strings.Contains(req.Messages[0].Content.String(), a.instructions) {
+				agent = a.name
+			}
+		}
+		f := demo.Features{}
+		for _, tl := range req.Tools {
+			f.Agents = f.Agents || strings.HasPrefix(tl.Function.Name, "handoff_to_")
+			if tl.Function.Name == stateFunction {
+				f.State = stateFunction
+			}
+		}
+		mu.Lock()
+		auths[r.Header.Get("Authorization")]++
+		names[req.Model]++
+		key := fmt.Sprintf("%v/%s", f, agent)
+		if players[key] == nil {
+			players[key] = demo.NewModels(demo.StoryScripts(f))
+		}
+		p := players[key]
+		mu.Unlock()
+		req.Model = agent
+		body, _ := json.Marshal(req)
+		r2 := r.Clone(r.Context())
+		r2.Body = io.NopCloser(bytes.NewReader(body))
+		r2.URL.Path = "/v1/chat/completions"
+		p.ServeHTTP(w, r2)
+	}))
+	defer srv.Close()
+
+	out, errOut, code := run(t, "", "demo", "-o", "json", "--model-url", srv.URL+"/v1", "--model-name", "gpt-test", "--model-key-env", "DEMO_TEST_MODEL_KEY")
+	if code != 0 {
+		t.Fatalf("demo --model-url = %d\n%s\n%s", code, out, errOut)
+	}
+	var sum demoSummary
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sum.Steps {
+		if !s.OK {
+			t.Errorf("step %d (%s) did not hold\n%s", s.Step, s.Name, errOut)
+		}
+	}
+	if sum.Mode != "model" || len(sum.ModelCalls) != 0 {
+		t.Errorf("mode %s with %d counted model calls, want model and none (the far side is not ours)", sum.Mode, len(sum.ModelCalls))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(auths) != 1 || auths["Bearer sk-test-123"] == 0 || len(names) != 1 || names["gpt-test"] == 0 {
+		t.Errorf("the model was called with %v as %v, want only Bearer sk-test-123 and gpt-test", auths, names)
 	}
 }
