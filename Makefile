@@ -58,6 +58,7 @@ FUZZ_TARGETS := \
 	identity:FuzzSignerVerify identity:FuzzIssuersVerify edge/oauth:FuzzToken \
 	llm:FuzzDecodeRequest llm:FuzzSSEReader llm:FuzzOpenAIStream llm:FuzzErrorBody \
 	llm:FuzzAnthropicStream llm:FuzzAnthropicTranslate llm:FuzzScriptedEmbed \
+	llm:FuzzDecodeResponsesRequest llm:FuzzResponseEvents llm:FuzzResponsesStream \
 	redact:FuzzFind redact:FuzzRoundTrip redact:FuzzRestorer redact:FuzzRedactJSON \
 	budget:FuzzTaskToken ratelimit:FuzzTokenValue upstream:FuzzRetryAfter telemetry:FuzzExtractHTTP telemetry:FuzzDecodeSpans audit:FuzzAddrKey \
 	telemetry:FuzzAppendJSONString telemetry:FuzzParseOTLPEndpoint cli:FuzzTraceArg cli:FuzzTaskEvents \

@@ -486,7 +486,9 @@ const sseKeepAlive = 15 * time.Second
 
 // taskEvents streams a task's events as server-sent events: id is the
 // event's sequence, event its type, data its JSON. It ends after the
-// task's final state, or with ?follow=false at the last event there is.
+// task's final state, or with ?follow=false at the last event there is,
+// which it marks with a last event of type "end" (data {"last": SEQ}), so a
+// client tells a complete read from a connection cut short.
 // Last-Event-ID (or ?after=) resumes after an event.
 func (a *API) taskEvents(w http.ResponseWriter, r *http.Request) error {
 	ac, err := a.actor(r)
@@ -538,17 +540,24 @@ func (a *API) taskEvents(w http.ResponseWriter, r *http.Request) error {
 	}()
 	keep := time.NewTicker(sseKeepAlive)
 	defer keep.Stop()
+	last := after
 	for {
 		select {
 		case ev, ok := <-events:
 			if !ok {
-				if err := <-done; err != nil && ctx.Err() == nil {
+				err := <-done
+				switch {
+				case err != nil && ctx.Err() == nil:
 					a.logger.WarnContext(ctx, "task event stream ended early", "task", t.ID, "err", err)
 					fmt.Fprintf(w, "event: error\ndata: %s\n\n", mustJSON(map[string]string{"code": problem.SubstrateUnavailable, "detail": "the event stream broke off; reconnect with Last-Event-ID"}))
+					_ = rc.Flush()
+				case err == nil && !follow:
+					fmt.Fprintf(w, "event: end\ndata: %s\n\n", mustJSON(map[string]uint64{"last": last}))
 					_ = rc.Flush()
 				}
 				return nil
 			}
+			last = ev.Seq
 			data, err := json.Marshal(ev)
 			if err != nil {
 				return nil

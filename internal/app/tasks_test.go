@@ -371,6 +371,9 @@ spec: {model: brain, models: [brain], tools: ["notes.*"]}
 			t.Fatalf("task %s: %s %s", id, done.State, done.Detail)
 		}
 		_, body := srv.Call(t, srv.Token, "GET", "/v1/tasks/"+id+"/events?follow=false", nil, nil)
+		if !strings.Contains(string(body), "event: end\ndata: {\"last\":") {
+			t.Errorf("events?follow=false of task %s does not end with the end event:\n%s", id, body)
+		}
 		var tm times
 		for _, line := range strings.Split(string(body), "\n") {
 			data, ok := strings.CutPrefix(line, "data: ")

@@ -87,9 +87,9 @@ type follower struct {
 	retryWait time.Duration
 	// poll is how often the task is read while its question waits.
 	poll time.Duration
-	// quiet, when set, ends follow once no event came for that long: the
-	// events stored so far have been sent (the stream itself never says).
-	quiet time.Duration
+	// once reads the events stored so far (?follow=false) instead of
+	// following the task until it ends.
+	once bool
 }
 
 // follow returns the task once it has ended, or once it waits for input
@@ -114,19 +114,9 @@ func (f *follower) follow(ctx context.Context) (*orchestrator.Task, error) {
 	var (
 		question string
 		check    <-chan time.Time // while a question waits: when to read the task
-		idle     <-chan time.Time
 	)
 	for {
-		if f.quiet > 0 {
-			idle = time.After(f.quiet)
-		}
 		select {
-		case <-idle:
-			var t orchestrator.Task
-			if err := f.c.do(ctx, "GET", "/v1/tasks/"+url.PathEscape(f.id), nil, &t); err != nil {
-				return nil, f.orInterrupted(ctx, err)
-			}
-			return &t, nil
 		case ev, ok := <-events:
 			if !ok {
 				if err := <-streamErr; err != nil {
@@ -134,6 +124,13 @@ func (f *follower) follow(ctx context.Context) (*orchestrator.Task, error) {
 						return nil, f.interrupted()
 					}
 					return nil, err
+				}
+				if f.once {
+					var t orchestrator.Task
+					if err := f.c.do(ctx, "GET", "/v1/tasks/"+url.PathEscape(f.id), nil, &t); err != nil {
+						return nil, f.orInterrupted(ctx, err)
+					}
+					return &t, nil
 				}
 				return f.settled(ctx)
 			}
@@ -298,7 +295,11 @@ func (e streamBroke) Unwrap() error { return e.err }
 // state came, and the last event sent.
 func (f *follower) streamOnce(ctx context.Context, after uint64, out chan<- orchestrator.Event) (final bool, last uint64, err error) {
 	last = after
-	req, err := http.NewRequestWithContext(ctx, "GET", f.c.base+"/v1/tasks/"+url.PathEscape(f.id)+"/events", nil)
+	path := "/v1/tasks/" + url.PathEscape(f.id) + "/events"
+	if f.once {
+		path += "?follow=false" // ends with an "end" event at the last one stored
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", f.c.base+path, nil)
 	if err != nil {
 		return false, last, fmt.Errorf("--server %q: %w", f.c.base, err)
 	}
@@ -334,6 +335,9 @@ func readEvents(ctx context.Context, r io.Reader, last uint64, out chan<- orches
 				return false, seen, err
 			}
 			return false, seen, streamBroke{err}
+		}
+		if typ == "end" {
+			return true, seen, nil // ?follow=false: every event stored was sent
 		}
 		if typ == "error" {
 			var p problem.Details

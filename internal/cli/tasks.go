@@ -220,7 +220,7 @@ the task ends, and then exits like 'corral run': 0 completed, 2 failed,
 'corral tasks answer' gives it.)
 
 Without --follow, the command prints the steps stored so far: it stops at the
-task's end, or once the stream has been quiet for a second.
+task's end, or at the last event stored (the API's ?follow=false).
 
 -o json prints each event as the server sent it, one JSON object a line.`,
 		Example: `  corral tasks events task_01jd8x...
@@ -250,9 +250,7 @@ task's end, or once the stream has been quiet for a second.
 			f.onEvent = view.show
 			f.note = view.note
 		}
-		if !follow {
-			f.quiet = time.Second
-		}
+		f.once = !follow
 		end, err := followWithSpinner(cmd.Context(), f, view)
 		if err != nil {
 			if !follow && errors.As(err, new(taskExit)) {

@@ -66,6 +66,12 @@ type ModelSpec struct {
 	// the one field every OpenAI-compatible server reads (Ollama knows no
 	// other), so the cap bounds the call there too.
 	OutputLimitField string `json:"outputLimitField,omitempty"`
+	// API is the OpenAI API corral calls an openai model with: "chat"
+	// (POST {baseURL}/chat/completions, the default, which every
+	// OpenAI-compatible server speaks) or "responses" (POST
+	// {baseURL}/responses, OpenAI's Responses API, for models that serve
+	// it: reasoning items are passed through; docs/responses.md).
+	API string `json:"api,omitempty"`
 	// Script is the scripted provider's conversation: each call answers
 	// with the turn numbered by the assistant messages already in it.
 	Script []ScriptTurn `json:"script,omitempty"`
@@ -192,7 +198,7 @@ func (s *ModelSpec) check() []FieldError {
 			{"spec.redact", s.Redact != ""}, {"spec.patterns", len(s.Patterns) > 0}, {"spec.timeout", s.Timeout != ""},
 			{"spec.restoreToolArguments", s.RestoreToolArguments},
 			{"spec.maxOutputTokens", s.MaxOutputTokens != 0}, {"spec.script", len(s.Script) > 0},
-			{"spec.outputLimitField", s.OutputLimitField != ""},
+			{"spec.outputLimitField", s.OutputLimitField != ""}, {"spec.api", s.API != ""},
 		} {
 			if f.set {
 				add(f.field, "applies to a concrete model; set it on the route's targets")
@@ -212,6 +218,9 @@ func (s *ModelSpec) check() []FieldError {
 	}
 	if s.Provider != "" && s.Provider != "openai" && s.OutputLimitField != "" {
 		add("spec.outputLimitField", "only applies with provider openai")
+	}
+	if s.Provider != "" && s.Provider != "openai" && s.API != "" {
+		add("spec.api", "only applies with provider openai")
 	}
 	if s.Provider != "" && s.Provider != "scripted" && len(s.Script) > 0 {
 		add("spec.script", "only applies with provider scripted")

@@ -120,6 +120,16 @@ func TestModelValidation(t *testing.T) {
 			want: []string{"Model/m: spec.outputLimitField: only applies with provider openai"},
 		},
 		{
+			name: "api on anthropic",
+			spec: `{"provider":"anthropic","api":"responses"}`,
+			want: []string{"Model/m: spec.api: only applies with provider openai"},
+		},
+		{
+			name: "api unknown",
+			spec: `{"provider":"openai","api":"assistants"}`,
+			want: []string{`Model/m: spec.api: must be one of "chat", "responses"`},
+		},
+		{
 			name: "outputLimitField unknown",
 			spec: `{"provider":"openai","outputLimitField":"max_new_tokens"}`,
 			want: []string{`Model/m: spec.outputLimitField: must be one of "max_tokens", "max_completion_tokens", "both"`},

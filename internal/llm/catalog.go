@@ -171,6 +171,9 @@ func (c *Catalog) build(res config.Resource) (*Model, error) {
 	case "openai":
 		ep.BaseURL = cmp.Or(ep.BaseURL, DefaultOpenAIBaseURL)
 		m.Provider = NewOpenAI(ep)
+		if spec.API == "responses" {
+			m.Provider = NewOpenAIResponses(ep)
+		}
 	case "anthropic":
 		ep.BaseURL = cmp.Or(ep.BaseURL, DefaultAnthropicBaseURL)
 		m.Provider = NewAnthropic(ep)

@@ -63,6 +63,11 @@ type Message struct {
 	// Extra holds the message's other fields (audio, annotations, a
 	// provider's reasoning_content), passed through as they came.
 	Extra map[string]json.RawMessage `json:"-"`
+	// Reasoning holds an assistant's Responses API reasoning items, as
+	// they came: a provider speaking the Responses API sends them back
+	// before the message; chat completions has no place for them, and the
+	// other providers never see them (they are not encoded).
+	Reasoning []json.RawMessage `json:"-"`
 }
 
 // Content is a message's content: a plain string (Parts nil) or a list of
@@ -133,6 +138,20 @@ type Usage struct {
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
 	TotalTokens      int `json:"total_tokens"`
+	// The details, when the provider gave them: prompt tokens read from its
+	// cache, output tokens spent reasoning (counted in CompletionTokens).
+	PromptTokensDetails     *PromptTokensDetails     `json:"prompt_tokens_details,omitempty"`
+	CompletionTokensDetails *CompletionTokensDetails `json:"completion_tokens_details,omitempty"`
+}
+
+// PromptTokensDetails details a usage's prompt tokens.
+type PromptTokensDetails struct {
+	CachedTokens int `json:"cached_tokens"`
+}
+
+// CompletionTokensDetails details a usage's completion tokens.
+type CompletionTokensDetails struct {
+	ReasoningTokens int `json:"reasoning_tokens"`
 }
 
 // ChatChunk is one server-sent event of a streamed completion.
@@ -159,6 +178,9 @@ type Delta struct {
 	Content   *string         `json:"content,omitempty"`
 	ToolCalls []ToolCallDelta `json:"tool_calls,omitempty"`
 	Refusal   *string         `json:"refusal,omitempty"`
+	// Reasoning holds Responses API reasoning items a stream produced,
+	// whole (Message.Reasoning).
+	Reasoning []json.RawMessage `json:"-"`
 }
 
 // ToolCallDelta is a piece of a tool call: the first piece of a call has its

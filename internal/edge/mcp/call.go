@@ -24,6 +24,8 @@ type callResult struct {
 	Content           []json.RawMessage `json:"content"`
 	StructuredContent json.RawMessage   `json:"structuredContent,omitempty"`
 	IsError           bool              `json:"isError,omitempty"`
+	// ResultType is "complete" for clients that require it (listResult).
+	ResultType string `json:"resultType,omitempty"`
 }
 
 // Problem is the value of _meta["dev.corral/problem"] on a refused or

@@ -163,13 +163,21 @@ func (e *Edge) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 			return nil, rpcError(problem.New(http.StatusInternalServerError, problem.Internal, "the request lost its authentication inside corral"))
 		}
 		if method == "tools/list" {
-			return e.listTools(ctx, r)
+			res, err := e.listTools(ctx, r)
+			if lr, ok := res.(*listResult); ok && wantsResultType(req) {
+				lr.ResultType, lr.TTLMs, lr.CacheScope = "complete", new(0), "private"
+			}
+			return res, err
 		}
 		call, ok := req.(*mcp.CallToolRequest)
 		if !ok {
 			return next(ctx, method, req)
 		}
-		return e.callTool(ctx, r, call)
+		res, err := e.callTool(ctx, r, call)
+		if cr, ok := res.(*callResult); ok && wantsResultType(req) {
+			cr.ResultType = "complete"
+		}
+		return res, err
 	}
 }
 

@@ -905,3 +905,68 @@ func TestBatchCallsBounded(t *testing.T) {
 		t.Errorf("%d tools/call of one batch ran at once, want at most %d", m, mcpedge.MaxConcurrentCalls)
 	}
 }
+
+// recorder keeps the bodies of the answers that pass through it.
+type recorder struct {
+	mu     sync.Mutex
+	bodies []string
+}
+
+func (rec *recorder) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	rec.mu.Lock()
+	rec.bodies = append(rec.bodies, string(b))
+	rec.mu.Unlock()
+	return resp, err
+}
+
+func (rec *recorder) find(substr string) string {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, b := range rec.bodies {
+		if strings.Contains(b, substr) {
+			return b
+		}
+	}
+	return ""
+}
+
+// TestResultType: clients of protocol 2026-07-28 (the TypeScript SDK's
+// @modelcontextprotocol/client 2.x, which the OpenAI Agents SDK uses)
+// refuse a tools/list or tools/call result without resultType, and a list
+// without ttlMs and cacheScope; older clients get none of them, as from
+// the SDK itself.
+func TestResultType(t *testing.T) {
+	base := serve(t, newGateway()) + "/mcp"
+	for _, version := range protocols {
+		t.Run(version, func(t *testing.T) {
+			rec := &recorder{}
+			cs := connectVersion(t, base, "clerk-key", rec, version)
+			listTools(t, cs)
+			if _, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "erp.get_order", Arguments: map[string]any{"id": "42"}}); err != nil {
+				t.Fatal(err)
+			}
+			list, call := rec.find(`"tools":[`), rec.find(`"structuredContent"`)
+			if list == "" || call == "" {
+				t.Fatalf("no tools/list or tools/call answer recorded: %q", rec.bodies)
+			}
+			newer := version == "latest"
+			for _, c := range []struct {
+				name, body, field string
+			}{
+				{"tools/list", list, `"resultType":"complete"`}, {"tools/list", list, `"ttlMs":0`}, {"tools/list", list, `"cacheScope":"private"`},
+				{"tools/call", call, `"resultType":"complete"`},
+			} {
+				if strings.Contains(c.body, c.field) != newer {
+					t.Errorf("%s answer %s: has %s = %v, want %v", c.name, c.body, c.field, !newer, newer)
+				}
+			}
+		})
+	}
+}

@@ -25,6 +25,30 @@ type toolList struct {
 type listResult struct {
 	mcp.ResultBase
 	Tools json.RawMessage `json:"tools"`
+	// ResultType is "complete" for clients of protocol revision 2026-07-28
+	// or later, which require it (the SDK sets it on its own result types,
+	// not on this one); older clients get none, as from the SDK.
+	ResultType string `json:"resultType,omitempty"`
+	// TTLMs and CacheScope, which the same clients require of a list:
+	// 0 (stale at once: an agent's tools change with the registry and
+	// policy) and "private" (the list is the agent's own).
+	TTLMs      *int   `json:"ttlMs,omitempty"`
+	CacheScope string `json:"cacheScope,omitempty"`
+}
+
+// resultTypeRevision is the protocol revision from which results carry
+// resultType.
+const resultTypeRevision = "2026-07-28"
+
+// wantsResultType reports whether the client of req speaks a protocol
+// revision whose results carry resultType.
+func wantsResultType(req mcp.Request) bool {
+	ss, ok := req.GetSession().(*mcp.ServerSession)
+	if !ok || ss == nil {
+		return false
+	}
+	p := ss.InitializeParams()
+	return p != nil && p.ProtocolVersion >= resultTypeRevision
 }
 
 // listTools answers tools/list with the tools the caller may call. The

@@ -1,6 +1,7 @@
 // Package openaiedge is the OpenAI-compatible edge of the model gateway:
-// POST /openai/v1/chat/completions (plain and streamed), GET
-// /openai/v1/models and POST /openai/v1/embeddings, so that an agent built
+// POST /openai/v1/chat/completions (plain and streamed), POST
+// /openai/v1/responses (responses.go), GET /openai/v1/models and POST
+// /openai/v1/embeddings, so that an agent built
 // on any OpenAI SDK uses corral by changing only its base URL and key. It
 // translates requests into pipeline actions and answers back; it holds no
 // policy of its own.
@@ -119,13 +120,14 @@ func (e *Edge) Register(mux *http.ServeMux) {
 		_, err := e.gw.Embed(r.Context(), e.action(r), &llm.EmbeddingRequest{})
 		return err
 	})))
+	e.registerResponses(mux, h)
 	mux.Handle("GET /openai/v1/models", h(e.models))
 	mux.Handle("GET /openai/v1/models/{model...}", h(e.model))
 	mux.Handle("/openai/v1/chat/completions", h(problem.NotAllowed("POST")))
 	mux.Handle("/openai/v1/embeddings", h(problem.NotAllowed("POST")))
 	mux.Handle("/openai/v1/models", h(problem.NotAllowed("GET")))
 	mux.Handle("/openai/", h(func(_ http.ResponseWriter, r *http.Request) error {
-		return problem.New(http.StatusNotFound, problem.NotFound, "no such endpoint: "+r.URL.Path+" (corral serves chat/completions, embeddings and models)")
+		return problem.New(http.StatusNotFound, problem.NotFound, "no such endpoint: "+r.URL.Path+" (corral serves chat/completions, responses, embeddings and models)")
 	}))
 }
 
