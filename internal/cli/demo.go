@@ -687,7 +687,11 @@ func (r *storyRun) strike(ctx context.Context) error {
 		return err
 	}
 	r.say("monitor asked the logistics API which shipments are held (SHP-17, 72 h) and %s.", map[bool]string{true: "handed off to impact", false: "ended with a brief for impact"}[r.feat.Agents])
-	r.say("Why it matters: work starts from a verified event, and every call the agent makes goes through corral's pipeline.")
+	if r.trig {
+		r.say("Why it matters: work starts only from an event corral verified, once per event, and every call the agent makes goes through corral's pipeline.")
+	} else {
+		r.say("Why it matters: every call the agent makes goes through corral's pipeline: identity, policy, budgets, audit.")
+	}
 	r.see("corral tasks events " + root)
 	r.done(t.State == string(orchestrator.Completed))
 	return nil
@@ -791,9 +795,17 @@ func (r *storyRun) negotiation(ctx context.Context) error {
 		r.sum.Redaction.ModelSaw = saw
 		r.sum.Redaction.Redacted = saw != "" && !strings.Contains(saw, demo.AnaEmail) && strings.Contains(saw, "<EMAIL_1>")
 		r.sum.Redaction.Restored = strings.Contains(got, demo.AnaEmail)
-		r.say("Its model is another provider's (redact: reversible). What the model received of impact's brief:")
+		said := ""
+		for _, a := range r.world.Models.Answered(demo.Negotiation) {
+			if strings.Contains(a, "<EMAIL_1>") {
+				said = a
+			}
+		}
+		r.say("Its model is another provider's (redact: reversible). What that provider received of impact's brief:")
 		r.say("    %s", saw)
-		r.say("What the model answered went back to the agent with the values restored:")
+		r.say("What it answered:")
+		r.say("    %s", said)
+		r.say("What the agent got, the values restored:")
 		r.say("    %s", got)
 	}
 	r.say("It asked the carriers (carriers.list_alternatives, carriers.get_quote): rail via Antwerp, one day late, 190 EUR an order; and handed the proposal to execution.")
@@ -881,7 +893,7 @@ func (r *storyRun) approve(ctx context.Context, t storyTask, pending approval.Ap
 		return decided, err
 	}
 	r.say("erp.reroute_orders %s -> 202 approval_pending: Policy/system-of-record says %q.", compactJSON(pending.Action.Arguments), strings.Join(pending.Reasons, "; "))
-	r.say("Approval %s waits for one of %v; task %s is %s (%s), holding no worker. Nothing reached the ERP.", pending.ID, pending.Approvers, t.ID, t.State, t.Reason)
+	r.say("Approval %s waits for a person of %s; task %s is %s (%s), holding no worker. Nothing reached the ERP.", pending.ID, strings.Join(pending.Approvers, " or "), t.ID, t.State, t.Reason)
 	var human api.HumanCreated
 	if err := r.c.do(ctx, "POST", "/v1/humans", api.HumanRequest{Name: "dana", Groups: []string{"logistics-leads"}}, &human); err != nil {
 		return decided, err
@@ -1091,7 +1103,7 @@ func (r *storyRun) record(ctx context.Context) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	r.say("in all: %d model calls, %d tool calls, %d tokens, cost %.4f (Model pricing, per million tokens).", total.ModelCalls, total.ToolCalls, total.InputTokens+total.OutputTokens, total.Cost)
+	r.say("in all: %d model calls, %d tool calls, %d tokens, cost %.4f (priced by each Model's pricing per million tokens).", total.ModelCalls, total.ToolCalls, total.InputTokens+total.OutputTokens, total.Cost)
 	r.see("corral tasks list   corral tasks get ID")
 
 	// Every step of a task tree is in one trace (orchestrator.TraceID);
@@ -1127,7 +1139,7 @@ func (r *storyRun) record(ctx context.Context) error {
 		if !r.feat.Agents {
 			what = "execution's task"
 		}
-		r.say("The trace of %s: %d spans, %d model and tool calls of %d tasks, each with its stages (policy, budget, redaction, approval, the upstream call), across the restart.", what, len(trace.Spans), actions, len(tasks))
+		r.say("The trace of %s: %d spans, %d model and tool calls of %s, each with its stages (policy, budget, redaction, approval, the upstream call), across the restart.", what, len(trace.Spans), actions, plural(len(tasks), "task"))
 		r.see("corral trace " + id)
 	}
 

@@ -39,13 +39,14 @@ type Models struct {
 	mu       sync.Mutex
 	scripts  map[string][]Turn
 	received map[string][]llm.Message
+	answered map[string][]string
 	ledger   map[string]int
 	order    []string
 }
 
 // NewModels serves scripts, keyed by the model name requests carry.
 func NewModels(scripts map[string][]Turn) *Models {
-	return &Models{scripts: scripts, received: map[string][]llm.Message{}, ledger: map[string]int{}}
+	return &Models{scripts: scripts, received: map[string][]llm.Message{}, answered: map[string][]string{}, ledger: map[string]int{}}
 }
 
 // Received is the conversation model last received, as it arrived.
@@ -53,6 +54,13 @@ func (m *Models) Received(model string) []llm.Message {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.received[model]
+}
+
+// Answered is what model said (the text of its answers), in order.
+func (m *Models) Answered(model string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.answered[model]...)
 }
 
 // Calls counts the requests per Idempotency-Key, in the order the keys
@@ -107,6 +115,9 @@ func (m *Models) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := script[turn]
+	m.mu.Lock()
+	m.answered[req.Model] = append(m.answered[req.Model], t.Say)
+	m.mu.Unlock()
 	msg := llm.Message{Role: "assistant"}
 	if t.Say != "" {
 		msg.Content = llm.TextContent(t.Say)

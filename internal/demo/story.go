@@ -58,8 +58,8 @@ const (
 
 // NegotiationBrief is what impact hands negotiation: customer data that
 // negotiation's model must not see in the clear.
-const NegotiationBrief = "Held by the Rotterdam strike (shipment SHP-17, 72 h): ORD-1001, 1,200 EUR, Ana Lima <" + AnaEmail + ">, card " + anaCard +
-	"; ORD-1002, 860 EUR, Ben Okafor <" + BenEmail + ">, IBAN " + benIBAN + ". Find them another route."
+const NegotiationBrief = "Held by the Rotterdam strike (shipment SHP-17, 72 h): ORD-1001, 1,200 EUR, Ana Lima (" + AnaEmail + ", card " + anaCard +
+	"); ORD-1002, 860 EUR, Ben Okafor (" + BenEmail + ", IBAN " + benIBAN + "). Find them another route."
 
 // story is the port strike, turn by turn, as each agent's model plays it.
 // Edit here to change what the agents do; tools are named as corral
