@@ -246,3 +246,24 @@ func TestDemoOnAnOpenAICompatibleModel(t *testing.T) {
 		t.Errorf("the model was called with %v as %v, want only Bearer sk-test-123 and gpt-test", auths, names)
 	}
 }
+
+// TestDemoFlags: flags that cannot work are refused before anything
+// starts, naming the flag.
+func TestDemoFlags(t *testing.T) {
+	t.Setenv("DEMO_TEST_EMPTY_KEY", "")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"demo", "--model-url", "http://127.0.0.1:1/v1"}, "--model-url and --model-name go together"},
+		{[]string{"demo", "--model-name", "gpt-4o"}, "--model-url and --model-name go together"},
+		{[]string{"demo", "--model-url", "http://127.0.0.1:1/v1", "--model-name", "x", "--model-key-env", "DEMO_TEST_EMPTY_KEY"}, "$DEMO_TEST_EMPTY_KEY is empty"},
+		{[]string{"demo", "-o", "yaml"}, `invalid argument "yaml"`},
+		{[]string{"demo", "--worker=false"}, "the demo runs its agents on its own worker"},
+	} {
+		_, errOut, code := run(t, "", tt.args...)
+		if code == 0 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v = %d %q, want an error saying %q", tt.args, code, errOut, tt.want)
+		}
+	}
+}

@@ -172,6 +172,22 @@ func TestModelsPlayTheirScripts(t *testing.T) {
 	if got := w.Models.Received("m")[0].Content.String(); got != "Hi <EMAIL_1>" {
 		t.Errorf("Received = %q", got)
 	}
+	for _, tt := range []struct {
+		body string
+		want int
+	}{
+		{`not json`, 400},
+		{`{"model":"m","messages":[]}`, 400},
+		{`{"model":"nope","messages":[{"role":"user","content":"hi"}]}`, 404},
+		{`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`, 400},
+	} {
+		if status, _ := call(t, "POST", w.ModelsURL()+"/chat/completions", "", tt.body); status != tt.want {
+			t.Errorf("POST %s = %d, want %d", tt.body, status, tt.want)
+		}
+	}
+	if status, _ := call(t, "GET", w.ModelsURL()+"/models", "", ""); status != 404 {
+		t.Errorf("GET /v1/models = %d, want 404", status)
+	}
 	calls := w.Models.Calls()
 	if len(calls) != 3 || calls[1].Key != "b" || calls[1].Requests != 2 {
 		t.Errorf("Calls() = %+v, want a:1 b:2 c:1", calls)
