@@ -270,6 +270,7 @@ type storyRun struct {
 
 	webhookSecret string    // the shipping API's secret shared with corral
 	restarted     time.Time // when corral came back after the crash
+	cycle         string    // what negotiation was told when it delegated back up the chain
 }
 
 // The story's steps, as the summary names them.
@@ -781,6 +782,9 @@ func (r *storyRun) negotiation(ctx context.Context) error {
 		}
 		if ev.Type == "tool.result" && ev.Code != "" {
 			r.refusal(ev.Code)
+			if ev.Code == "agent_cycle" {
+				r.cycle = ev.Content
+			}
 		}
 	}
 	r.sum.Redaction.AgentGot = got
@@ -1024,10 +1028,10 @@ func (r *storyRun) resilience(ctx context.Context) error {
 		}
 	}
 	chaser, broker := r.helper(ctx, demo.Chaser), r.helper(ctx, demo.Broker)
-	r.say("chaser asked for the same ETA again and again: its third identical call was refused by its limits (repeatedCalls: 3) and the task ended %s (%s); the carrier was asked %d times.", chaser.State, chaser.Reason, r.world.Carriers.ETAs())
+	r.say("chaser asked for the same ETA again and again: its third identical call was stopped by its limits (repeatedCalls: 3), the carrier asked %d times; task %s %s (%s): %s", r.world.Carriers.ETAs(), chaser.ID, chaser.State, chaser.Reason, short(chaser.Detail, 140))
 	if r.feat.Agents {
 		if r.sum.Refusals["agent_cycle"] > 0 {
-			r.say("negotiation tried to delegate back to impact, which is already in its chain: refused, agent_cycle (monitor → impact → negotiation → impact); it went on another way.")
+			r.say("negotiation tried to delegate back to impact, already in its chain: refused before any task was made, and told so (%s); it went on another way.", short(r.cycle, 160))
 		} else {
 			ok = false
 			r.say("negotiation's delegation back to impact was not refused.")
@@ -1036,7 +1040,7 @@ func (r *storyRun) resilience(ctx context.Context) error {
 		r.say("(A delegation back up the chain, refused with agent_cycle, needs agents calling agents, which this build lacks.)")
 		r.sum.Steps[len(r.sum.Steps)-1].Skipped = "agent_cycle: no agents calling agents in this build"
 	}
-	r.say("Budget/broker-spot allows the broker 2 calls: its third was refused before it left (%s %s).", broker.State, broker.Reason)
+	r.say("Budget/broker-spot allows the broker 2 calls (model or tool): its third was refused before it left; task %s %s (%s): %s", broker.ID, broker.State, broker.Reason, short(broker.Detail, 140))
 	r.say("Why it matters: a crash neither loses work nor repeats a side effect; runaway agents are stopped by corral, not by their own good sense.")
 	r.see("corral tasks list --state failed   corral budgets")
 	ok = ok && chaser.Reason == "loop_detected" && broker.Reason == "budget_exceeded" && r.sum.Restart.Resumed
