@@ -10,10 +10,10 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # to blame. A count has no deadline to race.
 FUZZTIME    ?= 10000x
 
-.PHONY: test build lint fuzz bench bench-durable bench-approvals conformance pii-eval chaos
+.PHONY: test console-deps build lint fuzz bench bench-durable bench-approvals conformance pii-eval chaos
 
 ## test: lint, every test with the race detector, the chaos test's short form (the audit stream's leader killed), the OTLP export against a real Collector receiver, the example policies' Rego tests, the MCP conformance suite, a short fuzz run
-test: lint
+test: lint console-deps
 	$(GO) test -race -count=1 ./...
 	CORRAL_CHAOS=short $(GO) test -count=1 -run TestChaos ./test/chaos
 	@# Allocation bounds are counted without the race detector, which adds its own.
@@ -22,6 +22,10 @@ test: lint
 	$(GO) run ./cmd/corral policy test examples/policies/payments
 	$(MAKE) --no-print-directory conformance
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
+
+## console-deps: Debian's Chromium for the web console's browser tests (test/console); nothing when it is there. Never a browser download: playwright-core drives this one.
+console-deps:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 ## conformance: the MCP conformance suite against /mcp/{source} (Node.js and npm; fetches Node 22 with npx)
 conformance:
@@ -64,7 +68,10 @@ FUZZ_TARGETS := \
 	telemetry:FuzzAppendJSONString telemetry:FuzzParseOTLPEndpoint cli:FuzzTraceArg cli:FuzzTaskEvents \
 	tools/mcpsource:FuzzFrameLimiter tools/mcpsource:FuzzRequestID bus:FuzzOperation \
 	orchestrator:FuzzFunctionName orchestrator:FuzzReplay \
-	approval:FuzzParseRules edge/rest:FuzzPreferWait notify:FuzzParsePress
+	approval:FuzzParseRules edge/rest:FuzzPreferWait notify:FuzzParsePress \
+	trigger:FuzzParseStripe trigger:FuzzParseGitHub trigger:FuzzParseHMAC trigger:FuzzVerify \
+	edge/a2a:FuzzDecodeRequest edge/a2a:FuzzParseChain \
+	console:FuzzAllowed
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

@@ -72,6 +72,8 @@ type API struct {
 	// adminGroups are the groups whose people administer corral with
 	// their own credential (WithAdminGroups).
 	adminGroups []string
+
+	triggers TriggerReader // nil until WithTriggers
 }
 
 // New returns the API over store, letting in callers with an admin token.
@@ -102,6 +104,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerTasks(mux, open)
 	a.registerAdminTokens(mux, admin, open)
 	a.registerApprovals(mux, admin, open)
+	a.registerTriggers(mux, admin, open)
 	for path, allowed := range map[string][]string{
 		"/v1/resources/{kind}":        {"GET"},
 		"/v1/resources/{kind}/{name}": {"GET", "PUT", "DELETE"},

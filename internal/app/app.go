@@ -28,6 +28,8 @@ import (
 	"github.com/corral-dev/corral/internal/budget"
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/console"
+	a2aedge "github.com/corral-dev/corral/internal/edge/a2a"
 	mcpedge "github.com/corral-dev/corral/internal/edge/mcp"
 	"github.com/corral-dev/corral/internal/edge/oauth"
 	openaiedge "github.com/corral-dev/corral/internal/edge/openai"
@@ -48,6 +50,7 @@ import (
 	"github.com/corral-dev/corral/internal/tools"
 	"github.com/corral-dev/corral/internal/tools/mcpsource"
 	"github.com/corral-dev/corral/internal/tools/restsource"
+	"github.com/corral-dev/corral/internal/trigger"
 )
 
 // Config is the static configuration of one corral server process.
@@ -88,11 +91,20 @@ type Config struct {
 	// AdminGroups are the groups whose people (corral humans, users of a
 	// trusted Issuer) administer corral with their own credential.
 	AdminGroups []string
+	// ViewerGroups are the groups whose people only read in the web
+	// console; nil is console.DefaultViewerGroups.
+	ViewerGroups []string
+	// ConsoleOIDC, when set, offers sign-in to the web console through an
+	// identity provider (the authorization code flow).
+	ConsoleOIDC *console.OIDC
 	// TLS serves HTTPS, and verifies client certificates (mTLS).
 	TLS TLS
 	// NATSTLS secures the connection to an external NATS, or the embedded
 	// server's --nats-listen port.
 	NATSTLS bus.TLS
+	// A2APushAllowPrivate lets A2A push notifications reach private,
+	// loopback and link-local addresses (docs/a2a.md, "Push security").
+	A2APushAllowPrivate bool
 }
 
 // drainTimeout bounds how long shutdown waits for in-flight requests.
@@ -112,6 +124,7 @@ type App struct {
 	budgets  *budget.Budgets
 	limits   *ratelimit.Limits
 	gateway  *pipeline.Pipeline
+	push     *a2aedge.Pusher
 	signer   *identity.Signer
 	issuers  *identity.Issuers
 	policies *policy.Store
@@ -123,6 +136,7 @@ type App struct {
 
 	approvals *approval.Store
 	notifier  *notify.Notifier
+	triggers  *trigger.Manager
 
 	adminTokenPath string
 	adminCreated   bool
@@ -311,7 +325,8 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	gateway := a.gateway
 	if !cfg.NoWorker {
 		a.worker = orchestrator.NewWorker(logger.With("component", "worker"), a.tasks, gateway, a.signer, a.registry, a.registry, a.kill,
-			orchestrator.WorkerOptions{ID: cfg.WorkerID, Labels: cfg.WorkerLabels})
+			orchestrator.WorkerOptions{ID: cfg.WorkerID, Labels: cfg.WorkerLabels,
+				Remote: a2aedge.NewClient(logger.With("component", "a2a-client"), resolver.Resolve, a.audit)})
 	}
 	metrics.MustRegister(orchestrator.NewCollector(a.tasks, a.worker))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -320,9 +335,18 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	buildInfo.WithLabelValues(cfg.Version, a.substrate()).Set(1)
 	metrics.MustRegister(buildInfo)
 
+	// Triggers start tasks from webhooks, schedules and queues. Workflows
+	// and DeadLetters are wired once those packages exist.
+	a.triggers = trigger.New(logger.With("component", "triggers"), trigger.Deps{
+		Resources: a.registry, Tasks: taskService, Secret: resolver.Resolve, Bus: a.bus, Metrics: metrics,
+	})
+
 	httpLogger := logger.With("component", "http")
 	mux := http.NewServeMux()
-	api.New(httpLogger, a.registry, a.creds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).Register(mux)
+	// The console reads the API with a service token made here, in memory.
+	consoleToken := console.NewServiceToken()
+	apiCreds := console.WithServiceToken(a.creds, consoleToken)
+	api.New(httpLogger, a.registry, apiCreds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).WithTriggers(a.triggers).Register(mux)
 	a.notifier = notify.New(logger.With("component", "notify"), a.registry, resolver.Resolve, a.creds, a.approvals, nil)
 	a.approvals.OnRequest(a.notifier.Announce)
 	a.notifier.Register(mux, func(h problem.HandlerFunc) http.Handler { return problem.Handle(httpLogger, h) })
@@ -330,9 +354,19 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		Keys: a.creds, Resources: a.registry, Kill: a.kill, Signer: a.signer, Issuers: a.issuers, Workloads: a.issuers,
 		Delegations: delegations{gateway}, Audit: a.audit, Refusals: refusals, Tasks: taskService,
 	}, oauth.Options{TTL: ttl}).Register(mux)
-	rest.New(httpLogger, gateway, a.creds, a.catalog, a.registry).WithApprovals(a.approvals).Register(mux)
+	rest.New(httpLogger, gateway, apiCreds, a.catalog, a.registry).WithApprovals(a.approvals).Register(mux)
 	mcpedge.New(logger.With("component", "mcp"), gateway).WithApprovals(a.approvals).Register(mux)
 	openaiedge.New(logger.With("component", "openai"), gateway, cfg.ModelLimits).Register(mux)
+	mux.Handle("POST /hooks/{trigger}", problem.Handle(httpLogger, a.triggers.ServeHook))
+	mux.Handle("/hooks/{trigger}", problem.Handle(httpLogger, problem.NotAllowed("POST")))
+	a2aStore, err := a2aedge.OpenStore(ctx, a.bus)
+	if err != nil {
+		return nil, err
+	}
+	a.push = a2aedge.NewPusher(logger.With("component", "a2a-push"), taskService, a2aStore, a2aedge.PushOptions{AllowPrivate: cfg.A2APushAllowPrivate})
+	a2aedge.New(logger.With("component", "a2a"), taskService, gateway, a.creds, a.registry, a2aStore, a.push, a2aedge.Options{PublicURL: cfg.Issuer, Version: cfg.Version}).Register(mux)
+	console.New(logger.With("component", "console"), mux, apiCreds, a.creds, a.issuers,
+		console.Options{AdminGroups: cfg.AdminGroups, ViewerGroups: cfg.ViewerGroups, ServiceToken: consoleToken, OIDC: cfg.ConsoleOIDC}).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
@@ -452,6 +486,7 @@ func (a *App) Run(ctx context.Context) error {
 	g.Go(func() error { return a.audit.Run(regCtx) })
 	g.Go(func() error { return a.tasks.Run(regCtx) })
 	g.Go(func() error { return a.approvals.Run(regCtx) })
+	g.Go(func() error { return a.push.Run(gctx) })
 	if a.worker != nil {
 		// The worker stops taking work with the HTTP drain, and hands back
 		// what it runs; the substrate stays up until it has.
@@ -499,6 +534,13 @@ func (a *App) Run(ctx context.Context) error {
 			return nil
 		}
 		return a.issuers.Run(regCtx)
+	})
+	// Triggers take events once corral serves, and stop with the drain.
+	g.Go(func() error {
+		if a.waitReady(gctx) != nil {
+			return nil
+		}
+		return a.triggers.Run(gctx)
 	})
 	g.Go(func() error {
 		if a.waitReady(gctx) != nil {

@@ -104,6 +104,7 @@ variable, and the variable over the file.`,
 		newRun(s), newTasks(s),
 		newKill(s), newUnkill(s), newAudit(s), newBudgets(s), newLimits(s), newTrace(s),
 		newPolicy(s), newSigningKeys(s),
+		newTriggers(s),
 		newVersion(s),
 		newCompletion(root),
 	)

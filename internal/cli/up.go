@@ -31,8 +31,11 @@ type serverFlags struct {
 	logFormat, logLevel          string
 	model                        modelFlags
 	worker                       bool
+	a2aPushAllowPrivate          bool
 	workerLabels, workerID       string
 	adminGroups                  []string
+	viewerGroups                 []string
+	consoleOIDC                  consoleOIDCFlags
 	tls                          app.TLS
 	natsTLS                      bus.TLS
 }
@@ -73,8 +76,11 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.StringVar(&f.sync, "sync", "interval", "embedded store durability: 'always' fsyncs every write, 'interval' syncs periodically")
 	fl.BoolVar(&f.worker, "worker", true, "run hosted agents' tasks on this replica; --worker=false leaves them to other replicas")
 	fl.StringVar(&f.workerLabels, "worker-labels", "", "labels of this replica's worker, as region=eu,cloud=aws: it takes only tasks whose agent's spec.placement they include (docs/tasks.md)")
+	fl.BoolVar(&f.a2aPushAllowPrivate, "a2a-push-allow-private", false, "let A2A push notifications reach private, loopback and link-local addresses (refused by default: docs/a2a.md)")
 	fl.StringVar(&f.workerID, "worker-id", "", "name of this replica's worker in tasks and events (default host-pid)")
 	fl.StringSliceVar(&f.adminGroups, "admin-groups", []string{"corral-admins"}, "groups whose people (corral humans, users of a trusted Issuer) administer corral with their own credential, as the admin token does; empty: only admin tokens")
+	fl.StringSliceVar(&f.viewerGroups, "viewer-groups", []string{"viewers"}, "groups whose people only read in the web console (/ui/), even when another group would let them decide approvals")
+	f.consoleOIDC.register(fl)
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", d.logLevel, "log level: debug, info, warn or error")
 	fl.IntVar(&f.model.maxBodyMiB, "model-max-body", openaiedge.DefaultMaxBody>>20, "largest model request body, in MiB (docs/models.md, Limits)")
@@ -176,9 +182,15 @@ func (f *serverFlags) config() (app.Config, error) {
 	if len(labels) > 0 && !f.worker {
 		return app.Config{}, fmt.Errorf("--worker-labels applies to a replica that runs a worker; drop --worker=false")
 	}
+	consoleOIDC, err := f.consoleOIDC.config()
+	if err != nil {
+		return app.Config{}, err
+	}
 	return app.Config{
+		ConsoleOIDC:   consoleOIDC,
 		WorkerLabels:  labels,
 		AdminGroups:   f.adminGroups,
+		ViewerGroups:  f.viewerGroups,
 		NoWorker:      !f.worker,
 		WorkerID:      f.workerID,
 		DataDir:       f.data,
@@ -200,6 +212,8 @@ func (f *serverFlags) config() (app.Config, error) {
 		Version:       Version(),
 		TLS:           f.tls,
 		NATSTLS:       f.natsTLS,
+
+		A2APushAllowPrivate: f.a2aPushAllowPrivate,
 	}, nil
 }
 

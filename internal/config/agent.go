@@ -55,6 +55,19 @@ type AgentSpec struct {
 	Workloads []WorkloadIdentity `json:"workloads,omitempty"`
 	// Certificates are the client certificates (mTLS) that are this agent.
 	Certificates []CertificateIdentity `json:"certificates,omitempty"`
+	// A2A makes the agent a remote A2A agent: its tasks are sent to the A2A
+	// v1.0 agent at URL and mirrored (docs/a2a.md).
+	A2A *A2ASpec `json:"a2a,omitempty"`
+}
+
+// A2ASpec is a remote A2A agent: where it answers and how corral
+// authenticates to it.
+type A2ASpec struct {
+	// URL is the agent's JSON-RPC endpoint (the url of its card's JSONRPC
+	// interface).
+	URL string `json:"url"`
+	// Auth is how corral authenticates to it; none when absent.
+	Auth *UpstreamAuth `json:"auth,omitempty"`
 }
 
 // KeysDisabled reports whether the agent refuses its API keys.
@@ -146,6 +159,17 @@ func (s *AgentSpec) check() []FieldError {
 			if set {
 				add("spec."+field, "is for hosted agents: set spec.model too, or remove it")
 			}
+		}
+	}
+	if a := s.A2A; a != nil {
+		if s.Hosted() {
+			add("spec.a2a", "a remote A2A agent runs its own loop: remove spec.model, or spec.a2a")
+		}
+		if !isHTTPURL(a.URL) {
+			add("spec.a2a.url", "must be an http or https URL (the remote agent's JSON-RPC endpoint)")
+		}
+		if a.Auth != nil {
+			out = append(out, a.Auth.check("spec.a2a.auth")...)
 		}
 	}
 	if s.Hosted() && !slices.ContainsFunc(s.Models, func(glob string) bool { return globMatch(glob, s.Model) }) {

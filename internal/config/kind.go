@@ -93,6 +93,13 @@ var kinds = []*Kind{
 		newSpec:    func() any { return new(NotifierSpec) },
 		specSchema: notifierSpecSchema,
 	},
+	{
+		Name:       "Trigger",
+		Plural:     "triggers",
+		Summary:    "Starts an agent's task (or a workflow) for each event from a webhook, a schedule, NATS, RabbitMQ or Kafka.",
+		newSpec:    func() any { return new(TriggerSpec) },
+		specSchema: triggerSpecSchema,
+	},
 }
 
 // checker is implemented by spec types with rules their JSON Schema states

@@ -84,7 +84,7 @@ func (s *Service) Create(ctx context.Context, req Request) (*Task, bool, error) 
 	maxTurns, maxTools, deadline, repeated := spec.Limits.Effective()
 	t := &Task{
 		ID: id, Agent: req.Agent, AgentUID: res.Metadata.UID, Input: req.Input, Principal: req.Principal,
-		Parent: req.Parent, Chain: req.Chain, Hosted: spec.Hosted(), Placement: spec.Placement, State: Submitted,
+		Parent: req.Parent, Chain: req.Chain, Hosted: spec.Hosted() || spec.A2A != nil, Placement: spec.Placement, State: Submitted,
 		Limits:    Limits{MaxTurns: maxTurns, MaxToolCalls: maxTools, Deadline: deadline.String(), RepeatedCalls: repeated, OnExceeded: onExceeded(spec)},
 		CreatedBy: req.CreatedBy, Created: now, Updated: now, InputDigest: digest,
 	}

@@ -71,8 +71,9 @@ type Task struct {
 	// it (agents calling agents fill them).
 	Parent string   `json:"parent,omitempty"`
 	Chain  []string `json:"chain,omitempty"`
-	// Hosted: corral runs the agent's loop; otherwise the agent is external
-	// and acts in the task with a token bound to it.
+	// Hosted: corral runs the agent's loop (for a remote A2A agent, a
+	// worker sends the task there and mirrors it); otherwise the agent is
+	// external and acts in the task with a token bound to it.
 	Hosted    bool              `json:"hosted"`
 	Placement map[string]string `json:"placement,omitempty"`
 	State     State             `json:"state"`
@@ -177,6 +178,11 @@ func idFor(owner, key string) string {
 	sum := sha256.Sum256([]byte("corral task\x00" + owner + "\x00" + key))
 	return "task_" + base32([16]byte(sum[:16]))
 }
+
+// IdempotentID is the id of the task that a create with this owner and
+// Idempotency-Key makes (or made): a trigger looks an event's task up by
+// it before deciding whether the event is new.
+func IdempotentID(owner, key string) string { return idFor(owner, key) }
 
 const crockford = "0123456789abcdefghjkmnpqrstvwxyz"
 

@@ -43,6 +43,9 @@ type WorkerOptions struct {
 	// MaxAttempts bounds how often a task is started before it fails with
 	// too_many_attempts; 0 is 20.
 	MaxAttempts int
+	// Remote sends the tasks of remote A2A agents (spec.a2a) to them; nil
+	// fails such tasks.
+	Remote RemoteAgents
 }
 
 // Worker takes tasks off the work queue and runs their hosted agents.
@@ -263,6 +266,9 @@ func (w *Worker) runTask(ctx context.Context, id string) error {
 	}
 	if t.State.Final() || !t.Hosted {
 		return nil
+	}
+	if spec, ok := w.remoteSpec(t); ok && w.opts.Remote != nil {
+		return w.runRemote(ctx, t, spec)
 	}
 	logger := w.logger.With("task", id, "agent", t.Agent)
 	ctx = w.traceContext(ctx, t)

@@ -84,6 +84,25 @@ const (
 	OutputLimitTooHigh = "output_limit_too_high"
 	Overloaded         = "overloaded"
 	ClientClosed       = "client_closed"
+
+	// Triggers (docs/triggers.md): a webhook request without the
+	// signature its trigger requires (401), with a signature that does not
+	// verify (403), or signed too long ago, a replay (403); no such
+	// trigger (404); the trigger is at its maxConcurrent (429, Retry-After).
+	SignatureMissing = "signature_missing"
+	SignatureInvalid = "signature_invalid"
+	SignatureExpired = "signature_expired"
+	TriggerNotFound  = "trigger_not_found"
+	TriggerBusy      = "trigger_busy"
+	// Agents calling agents, also across A2A (docs/a2a.md): the agent is
+	// already in the chain of calls; the chain is too deep.
+	AgentCycle = "agent_cycle"
+	AgentDepth = "agent_depth"
+	// The web console (docs/console.md): a change without the session's
+	// CSRF token or from another origin; a call the signed-in role may not
+	// make.
+	CSRFFailed = "csrf_failed"
+	Forbidden  = "forbidden"
 )
 
 // Error is an error with the HTTP status and stable code it should be
