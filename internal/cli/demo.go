@@ -227,6 +227,7 @@ type storyTask struct {
 	State     string             `json:"state"`
 	Reason    string             `json:"reason"`
 	Detail    string             `json:"detail"`
+	Input     json.RawMessage    `json:"input"`
 	Result    json.RawMessage    `json:"result"`
 	Parent    string             `json:"parent"`
 	Root      string             `json:"root"`

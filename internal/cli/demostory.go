@@ -51,6 +51,12 @@ func (r *storyRun) strike(ctx context.Context) error {
 		r.sum.Webhook.Accepted++
 		root = hook.Task
 		r.say("POST /hooks/port-events, signed with the shared secret (X-Hub-Signature-256, GitHub's scheme) -> 202: event %s started task %s of Agent/monitor.", short(hook.Event, 20), root)
+		if t, err := r.task(ctx, root); err == nil {
+			var ce struct{ Type, Source string }
+			if json.Unmarshal(t.Input, &ce) == nil && ce.Type != "" {
+				r.say("The task's input is the event as a CloudEvent (type %s, source %s).", ce.Type, ce.Source)
+			}
+		}
 		// The same delivery again (a sender's retry) starts nothing new.
 		if status, body, err := post(r.webhookSecret); err == nil && status == http.StatusAccepted {
 			var again struct{ Outcome, Task string }
