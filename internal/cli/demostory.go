@@ -508,7 +508,11 @@ func (r *storyRun) record(ctx context.Context) error {
 		return err
 	}
 	r.say("in all: %d model calls, %d tool calls, %d tokens, cost %.4f (priced by each Model's pricing per million tokens).", total.ModelCalls, total.ToolCalls, total.InputTokens+total.OutputTokens, total.Cost)
-	r.see("corral tasks list   corral tasks get ID")
+	if r.feat.Agents {
+		r.see("corral tasks list --tree " + r.ids[demo.Monitor] + "   corral tasks get ID")
+	} else {
+		r.see("corral tasks list   corral tasks get ID")
+	}
 
 	// Every step of a task tree is in one trace (orchestrator.TraceID);
 	// without agents calling agents each agent's task is a tree of its own,
