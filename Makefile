@@ -67,11 +67,12 @@ FUZZ_TARGETS := \
 	budget:FuzzTaskToken ratelimit:FuzzTokenValue upstream:FuzzRetryAfter telemetry:FuzzExtractHTTP telemetry:FuzzDecodeSpans audit:FuzzAddrKey \
 	telemetry:FuzzAppendJSONString telemetry:FuzzParseOTLPEndpoint cli:FuzzTraceArg cli:FuzzTaskEvents \
 	tools/mcpsource:FuzzFrameLimiter tools/mcpsource:FuzzRequestID bus:FuzzOperation \
-	orchestrator:FuzzFunctionName orchestrator:FuzzReplay \
+	orchestrator:FuzzFunctionName orchestrator:FuzzReplay orchestrator:FuzzParseSlip orchestrator:FuzzReplayRun config:FuzzWorkflow expr:FuzzCompile \
 	approval:FuzzParseRules edge/rest:FuzzPreferWait notify:FuzzParsePress \
 	trigger:FuzzParseStripe trigger:FuzzParseGitHub trigger:FuzzParseHMAC trigger:FuzzVerify \
 	edge/a2a:FuzzDecodeRequest edge/a2a:FuzzParseChain \
-	console:FuzzAllowed
+	console:FuzzAllowed \
+	orchestrator:FuzzMergePatch orchestrator:FuzzParseChain api:FuzzIfMatch
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

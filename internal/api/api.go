@@ -73,6 +73,7 @@ type API struct {
 	// their own credential (WithAdminGroups).
 	adminGroups []string
 
+	dlq      DeadLetters   // nil until WithDeadLetters
 	triggers TriggerReader // nil until WithTriggers
 }
 
@@ -104,6 +105,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerTasks(mux, open)
 	a.registerAdminTokens(mux, admin, open)
 	a.registerApprovals(mux, admin, open)
+	a.registerDeadLetters(mux, admin, open)
 	a.registerTriggers(mux, admin, open)
 	for path, allowed := range map[string][]string{
 		"/v1/resources/{kind}":        {"GET"},
@@ -284,6 +286,9 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
 	if err := a.store.Delete(r.Context(), k.Name, name); err != nil {
 		return storeError(err)
 	}
+	if k.Name == "Policy" {
+		a.policyInForce(r.Context())
+	}
 	if k.Name == "Agent" {
 		// Its keys are refused already (they name the deleted agent's
 		// uid); revoking them keeps them out of `corral keys` too.
@@ -355,7 +360,30 @@ func (a *API) apply(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return storeError(err)
 	}
+	for _, ap := range applied {
+		if ap.Resource.Kind == "Policy" && ap.Result != registry.Unchanged {
+			a.policyInForce(r.Context())
+			break
+		}
+	}
 	return problem.WriteJSON(w, http.StatusOK, ApplyResponse{Results: applied})
+}
+
+// policyInForce compiles the policies after an apply or a delete changed
+// one, before the answer: the caller's next call to this replica is decided
+// by what it just stored, not by the policy before it (the watch would
+// compile it a moment later, and a call in between was decided by the old
+// one: a transfer the new policy refuses went through). Other replicas
+// follow their watch, within about a second (docs/policy.md).
+func (a *API) policyInForce(ctx context.Context) {
+	if a.policies == nil {
+		return
+	}
+	if err := a.policies.Reload(ctx); err != nil {
+		// Checked before it was stored, so this is not expected; the
+		// watch tries again and logs it.
+		a.logger.ErrorContext(ctx, "compiling the policies just stored", "err", err)
+	}
 }
 
 // SchemaInfo lists one kind in GET /v1/schemas.

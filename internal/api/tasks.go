@@ -29,11 +29,16 @@ type Tasks interface {
 	Events(ctx context.Context, id string, after uint64, follow bool, fn func(orchestrator.Event) error) error
 	Report(ctx context.Context, id, agent string, state orchestrator.State, result json.RawMessage, detail string) (*orchestrator.Task, error)
 	Extend(ctx context.Context, id, by string, more orchestrator.Extension) (*orchestrator.Task, error)
+	State(ctx context.Context, id string) (*orchestrator.SharedState, error)
+	PatchState(ctx context.Context, id string, patch json.RawMessage, expect int64, by, key string) (*orchestrator.SharedState, error)
+	Await(ctx context.Context, id, waiter string, d time.Duration) (*orchestrator.Task, error)
 }
 
-// AgentAuth verifies agent credentials (pipeline.Pipeline).
+// AgentAuth verifies agent credentials and decides their calls of other
+// agents (pipeline.Pipeline).
 type AgentAuth interface {
 	Authenticate(credential string) (pipeline.Caller, error)
+	CallAgent(ctx context.Context, call pipeline.AgentCall) (*pipeline.AgentOutcome, error)
 }
 
 // WithTasks gives the API the task service and the agents' authentication,
@@ -59,8 +64,11 @@ type TaskList struct {
 
 // TaskRequest is the body of POST /v1/tasks.
 type TaskRequest struct {
-	Agent string          `json:"agent"`
+	Agent string          `json:"agent,omitempty"`
 	Input json.RawMessage `json:"input"`
+	// Workflow, instead of agent, starts a run of that Workflow
+	// (docs/workflows.md).
+	Workflow string `json:"workflow,omitempty"`
 }
 
 // MessageRequest is the body of POST /v1/tasks/{id}/messages.
@@ -93,6 +101,8 @@ func (a *API) registerTasks(mux *http.ServeMux, open func(problem.HandlerFunc) h
 	mux.Handle("POST /v1/tasks/{id}/messages", open(a.messageTask))
 	mux.Handle("POST /v1/tasks/{id}/result", open(a.reportTask))
 	mux.Handle("POST /v1/tasks/{id}/extend", open(a.extendTask))
+	mux.Handle("GET /v1/tasks/{id}/state", open(a.getState))
+	mux.Handle("PATCH /v1/tasks/{id}/state", open(a.patchState))
 	for path, allowed := range map[string][]string{
 		"/v1/tasks":               {"GET", "POST"},
 		"/v1/tasks/{id}":          {"GET"},
@@ -101,6 +111,7 @@ func (a *API) registerTasks(mux *http.ServeMux, open func(problem.HandlerFunc) h
 		"/v1/tasks/{id}/messages": {"POST"},
 		"/v1/tasks/{id}/result":   {"POST"},
 		"/v1/tasks/{id}/extend":   {"POST"},
+		"/v1/tasks/{id}/state":    {"GET", "PATCH"},
 	} {
 		mux.Handle(path, open(problem.NotAllowed(allowed...)))
 	}
@@ -119,9 +130,11 @@ func (ac actor) by() string {
 	return "agent:" + ac.caller.Agent
 }
 
-// may reports whether the actor may see and act on t.
+// may reports whether the actor may see and act on t: its own tasks, and
+// the tasks it started for other agents (docs/agents.md).
 func (ac actor) may(t *orchestrator.Task) bool {
-	return ac.admin || (t.Agent == ac.caller.Agent && (t.AgentUID == "" || ac.caller.AgentUID == "" || t.AgentUID == ac.caller.AgentUID))
+	return ac.admin || (t.Agent == ac.caller.Agent && (t.AgentUID == "" || ac.caller.AgentUID == "" || t.AgentUID == ac.caller.AgentUID)) ||
+		(t.Parent != "" && t.CreatedBy == "agent:"+ac.caller.Agent)
 }
 
 func (a *API) actor(r *http.Request) (actor, error) {
@@ -177,18 +190,23 @@ func (a *API) createTask(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req TaskRequest
-	if err := decodeStrict(body, &req, `{"agent": "NAME", "input": "text or any JSON"}`); err != nil {
+	if err := decodeStrict(body, &req, `{"agent": "NAME", "input": "text or any JSON"} or {"workflow": "NAME", "input": ...}`); err != nil {
+		return err
+	}
+	if err := workflowRequest(&req); err != nil {
 		return err
 	}
 	switch {
 	case req.Agent == "" && !ac.admin:
 		req.Agent = ac.caller.Agent
+	case req.Agent == "" && req.Workflow != "":
+		// the admin's run acts as the agent its workflow names
 	case req.Agent == "":
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "agent: required: the agent to run the task")
 	case !config.ValidName(req.Agent):
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("agent: %q is not a valid name (lowercase letters, digits and '-', at most 63)", truncate(req.Agent, 80)))
-	case !ac.admin && req.Agent != ac.caller.Agent:
-		return problem.New(http.StatusForbidden, problem.PolicyDenied, "agent: an agent starts tasks of its own only; "+ac.caller.Agent+" cannot start work for "+req.Agent)
+	case !ac.admin && req.Agent != ac.caller.Agent && (ac.caller.Token == nil || ac.caller.Token.Task == ""):
+		return problem.New(http.StatusForbidden, problem.PolicyDenied, "agent: an agent starts tasks of other agents from a task of its own, with a token bound to it (docs/agents.md); "+ac.caller.Agent+" cannot start work for "+req.Agent+" with this credential")
 	}
 	if t := bytes.TrimSpace(req.Input); len(t) == 0 || bytes.Equal(t, []byte("null")) {
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, `input: required: the task's input, a string ("check order 42") or any JSON value`)
@@ -197,14 +215,22 @@ func (a *API) createTask(w http.ResponseWriter, r *http.Request) error {
 	if strings.Contains(key, pipeline.MultipleKeys) || len(key) > 255 || !printableASCII(key) {
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "Idempotency-Key: one header of at most 255 printable ASCII characters")
 	}
-	treq := orchestrator.Request{Agent: req.Agent, Input: compact(req.Input), IdempotencyKey: key, CreatedBy: ac.by(), Owner: "admin"}
+	treq := orchestrator.Request{Agent: req.Agent, Workflow: req.Workflow, Input: compact(req.Input), IdempotencyKey: key, CreatedBy: ac.by(), Owner: "admin"}
 	if !ac.admin {
 		treq.Owner = pipeline.KeyOwner(ac.caller)
 		if p := ac.caller.Principal; p != nil {
 			treq.Principal = &orchestrator.Principal{Subject: p.Subject, Issuer: p.Issuer, Groups: p.Groups, Roles: p.Roles}
 		}
 	}
-	t, created, err := a.tasks.Create(r.Context(), treq)
+	var (
+		t       *orchestrator.Task
+		created bool
+	)
+	if !ac.admin && req.Agent != ac.caller.Agent {
+		t, created, err = a.delegate(r, ac, treq, key)
+	} else {
+		t, created, err = a.tasks.Create(r.Context(), treq)
+	}
 	if err != nil {
 		return err
 	}
@@ -246,7 +272,10 @@ func (a *API) listTasks(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
-	f := orchestrator.Filter{Agent: q.Get("agent"), After: q.Get("after"), Limit: defaultTaskLimit}
+	f := orchestrator.Filter{Agent: q.Get("agent"), After: q.Get("after"), Root: q.Get("root"), Limit: defaultTaskLimit}
+	if f.Root != "" && !orchestrator.ValidID(f.Root) {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "root: a task id (task_ and 26 letters and digits)")
+	}
 	if !ac.admin {
 		if f.Agent != "" && f.Agent != ac.caller.Agent {
 			return problem.New(http.StatusForbidden, problem.PolicyDenied, "agent: an agent lists its own tasks only")
@@ -301,9 +330,22 @@ func (a *API) getTask(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	t, err := a.task(r, ac)
+	t, err := a.readableTask(r, ac)
 	if err != nil {
 		return err
+	}
+	if v := r.URL.Query().Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > orchestrator.MaxAwait {
+			return problem.New(http.StatusBadRequest, problem.InvalidRequest, "wait: a Go duration up to "+orchestrator.MaxAwait.String()+" (30s)")
+		}
+		waiter := ""
+		if ac.caller.Token != nil {
+			waiter = ac.caller.Token.Task
+		}
+		if t, err = a.tasks.Await(r.Context(), t.ID, waiter, d); err != nil {
+			return err
+		}
 	}
 	return problem.WriteJSON(w, http.StatusOK, t)
 }

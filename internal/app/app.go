@@ -29,6 +29,7 @@ import (
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/console"
+	"github.com/corral-dev/corral/internal/deadletter"
 	a2aedge "github.com/corral-dev/corral/internal/edge/a2a"
 	mcpedge "github.com/corral-dev/corral/internal/edge/mcp"
 	"github.com/corral-dev/corral/internal/edge/oauth"
@@ -129,10 +130,12 @@ type App struct {
 	issuers  *identity.Issuers
 	policies *policy.Store
 	tasks    *orchestrator.Store
-	worker   *orchestrator.Worker
-	tracing  *telemetry.Tracing
-	listener net.Listener
-	server   *http.Server
+	// deadLetters holds work that failed past its retries (corral dlq).
+	deadLetters *deadletter.DLQ
+	worker      *orchestrator.Worker
+	tracing     *telemetry.Tracing
+	listener    net.Listener
+	server      *http.Server
 
 	approvals *approval.Store
 	notifier  *notify.Notifier
@@ -241,6 +244,15 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		return nil, err
 	}
 	taskService := orchestrator.NewService(logger.With("component", "tasks"), a.tasks, a.registry)
+	a.tasks.SetAudit(a.audit) // shared task state's changes (docs/agents.md)
+	// Workflow runs: a step's task that ends wakes its run; a failed step
+	// past its retries goes to the dead-letter queue, whose retry and
+	// discard hand it back to its run (docs/workflows.md).
+	a.tasks.OnEnded(taskService.TaskEnded)
+	if a.deadLetters, err = deadletter.Open(ctx, logger.With("component", "deadletter"), a.bus, a.audit); err != nil {
+		return nil, err
+	}
+	a.deadLetters.Handle(deadletter.SourceWorkflow, taskService.RetryDeadLetter, taskService.DiscardDeadLetter)
 	// A task that ends withdraws its approvals still pending: nobody waits
 	// for them any more.
 	a.tasks.OnEnded(func(ctx context.Context, task string, st orchestrator.State) {
@@ -326,8 +338,9 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	if !cfg.NoWorker {
 		a.worker = orchestrator.NewWorker(logger.With("component", "worker"), a.tasks, gateway, a.signer, a.registry, a.registry, a.kill,
 			orchestrator.WorkerOptions{ID: cfg.WorkerID, Labels: cfg.WorkerLabels,
-				Remote: a2aedge.NewClient(logger.With("component", "a2a-client"), resolver.Resolve, a.audit)})
+				Remote: a2aedge.NewClient(logger.With("component", "a2a-client"), resolver.Resolve, a.audit)}).WithDeadLetters(a.deadLetters)
 	}
+	metrics.MustRegister(deadletter.NewCollector(a.deadLetters))
 	metrics.MustRegister(orchestrator.NewCollector(a.tasks, a.worker))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "corral_build_info", Help: "Always 1; labels say which corral runs and on which substrate.",
@@ -335,10 +348,11 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	buildInfo.WithLabelValues(cfg.Version, a.substrate()).Set(1)
 	metrics.MustRegister(buildInfo)
 
-	// Triggers start tasks from webhooks, schedules and queues. Workflows
-	// and DeadLetters are wired once those packages exist.
+	// Triggers start tasks and workflow runs from webhooks, schedules and
+	// queues; an event that cannot start its work is a dead letter.
 	a.triggers = trigger.New(logger.With("component", "triggers"), trigger.Deps{
 		Resources: a.registry, Tasks: taskService, Secret: resolver.Resolve, Bus: a.bus, Metrics: metrics,
+		Workflows: triggerWorkflows{taskService}, DeadLetters: a.deadLetters.Events(),
 	})
 
 	httpLogger := logger.With("component", "http")
@@ -346,7 +360,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	// The console reads the API with a service token made here, in memory.
 	consoleToken := console.NewServiceToken()
 	apiCreds := console.WithServiceToken(a.creds, consoleToken)
-	api.New(httpLogger, a.registry, apiCreds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).WithTriggers(a.triggers).Register(mux)
+	api.New(httpLogger, a.registry, apiCreds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).WithTriggers(a.triggers).WithDeadLetters(a.deadLetters).Register(mux)
 	a.notifier = notify.New(logger.With("component", "notify"), a.registry, resolver.Resolve, a.creds, a.approvals, nil)
 	a.approvals.OnRequest(a.notifier.Announce)
 	a.notifier.Register(mux, func(h problem.HandlerFunc) http.Handler { return problem.Handle(httpLogger, h) })

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -72,5 +73,54 @@ spec:
 	status, _ = srv.Call(t, srv.Token, "DELETE", "/v1/resources/policies/uses-hours", nil, nil)
 	if status != http.StatusOK {
 		t.Errorf("delete of a Policy nothing uses: HTTP %d, want 200", status)
+	}
+}
+
+// TestAppliedPolicyDecidesTheNextCall: once `corral apply` of a Policy has
+// answered, the next call to the same replica is decided by it. The policy
+// used to be compiled only when the registry's watch fired, a moment after
+// the answer, so a call sent right after could still be decided by the
+// policy before it: under load, a 5,000 EUR transfer that the new policy
+// refuses reached the bank (TestPolicyReadsFlatBodyArguments, in `make
+// test`). Each round changes the policy and evaluates at once, no polling;
+// deleting it is in force at once too.
+func TestAppliedPolicyDecidesTheNextCall(t *testing.T) {
+	srv := apptest.Start(t)
+	input := map[string]any{
+		"action": map[string]any{"kind": "tool", "target": "erp.get"},
+		"agent":  map[string]any{"name": "impact", "tools": []string{"erp.*"}},
+		"tool":   map[string]any{"name": "erp.get", "source": "erp", "annotations": map[string]any{"readOnly": true}},
+	}
+	eval := func() (effect string, reasons []string) {
+		t.Helper()
+		var d struct {
+			Effect  string
+			Reasons []string
+		}
+		status, body := srv.Call(t, srv.Token, "POST", "/v1/policy/eval", input, nil)
+		if status != http.StatusOK || json.Unmarshal(body, &d) != nil {
+			t.Fatalf("eval: HTTP %d %s", status, body)
+		}
+		return d.Effect, d.Reasons
+	}
+	for round := range 12 {
+		reason := fmt.Sprintf("round %d says no", round)
+		srv.Apply(t, `apiVersion: corral.dev/v1
+kind: Policy
+metadata: {name: changing}
+spec:
+  rego: |
+    package corral.authz
+    deny contains "`+reason+`" if input.action.target == "erp.get"
+`)
+		if effect, reasons := eval(); effect != "deny" || len(reasons) != 1 || reasons[0] != reason {
+			t.Fatalf("round %d: right after the apply, eval = %s %q, want deny %q", round, effect, reasons, reason)
+		}
+	}
+	if status, body := srv.Call(t, srv.Token, "DELETE", "/v1/resources/policies/changing", nil, nil); status != http.StatusOK {
+		t.Fatalf("delete: HTTP %d %s", status, body)
+	}
+	if effect, reasons := eval(); effect != "allow" {
+		t.Errorf("right after the delete, eval = %s %q, want allow (read-only tool, default policy)", effect, reasons)
 	}
 }

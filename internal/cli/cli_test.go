@@ -121,7 +121,7 @@ func TestCommandErrors(t *testing.T) {
 		{"no token anywhere", []string{"get", "agents", "--server", s.URL}, "no admin token"},
 		{"wrong token", []string{"get", "agents", "--server", s.URL, "--token", "corral_admin_x"}, "code unauthenticated"},
 		{"server down", []string{"get", "agents", "--server", "http://127.0.0.1:1", "--token", "t"}, "cannot reach corral at http://127.0.0.1:1"},
-		{"unknown kind", []string{"get", "robots", "--server", s.URL, "--token", s.Token}, `unknown kind "robots" (known kinds: Agent, ToolSource, Secret, Policy, Issuer, Model, Budget, RateLimit, Notifier, Trigger)`},
+		{"unknown kind", []string{"get", "robots", "--server", s.URL, "--token", s.Token}, `unknown kind "robots" (known kinds: Agent, ToolSource, Secret, Policy, Issuer, Model, Budget, RateLimit, Notifier, Workflow, Trigger)`},
 		{"bad output", []string{"get", "agents", "-o", "xml", "--server", s.URL, "--token", s.Token}, `invalid argument "xml" for "-o, --output" flag: want one of table, json, yaml`},
 		{"invalid file", []string{"apply", "-f", bad, "--server", s.URL, "--token", s.Token}, "bad.yaml: document 2 (Agent/x): spec.description: must be string, got number\ncorral: 1 problem(s); nothing was stored"},
 		{"apply without -f", []string{"apply"}, `required flag(s) "filename" not set`},

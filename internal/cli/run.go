@@ -28,13 +28,17 @@ func newRun(s streams) *cobra.Command {
 		key                     string
 	)
 	cmd := &cobra.Command{
-		Use:   "run AGENT INPUT",
-		Short: "Give an agent a task and watch it work",
+		Use:   "run AGENT|workflow/NAME INPUT",
+		Short: "Give an agent a task, or start a workflow, and watch it work",
 		Long: `'corral run' starts a durable task for an agent (POST /v1/tasks) and shows its
 steps live, one line each, as they happen: what the model says (its first
 line), each tool call with its arguments and whether it worked, and each
 change of state with its reason. On a terminal a spinner runs while a model
 thinks or a tool works. When the task ends, its result is printed.
+
+'corral run workflow/NAME INPUT' starts a run of a Workflow instead (a task
+too: the same events, cancel and limits; docs/workflows.md), and shows its
+steps as they start, end, fail, retry and are compensated.
 
 The steps go to standard error and the result to standard output, so
 'corral run impact "..." > result.txt' keeps only the result.
@@ -69,6 +73,7 @@ reached, 2 failed, 3 canceled, 4 rejected, 5 waits for input with nobody to
 ask, 130 interrupted (the task goes on).`,
 		Example: `  corral run impact "which orders to Rotterdam are late?"
   corral run impact --json-input '{"order": 42, "check": "delay"}'
+  corral run workflow/order --json-input '{"sku": "A-42", "qty": 3}'
   echo "summarise yesterday's refunds" | corral run impact -
   corral run impact "which orders are late?" --wait -o json | jq -r .result
   id=$(corral run impact "nightly check" --detach); corral tasks events "$id" --follow`,
@@ -97,7 +102,11 @@ ask, 130 interrupted (the task goes on).`,
 		if err != nil {
 			return err
 		}
-		t, err := createTask(cmd.Context(), c, api.TaskRequest{Agent: args[0], Input: input}, key)
+		req := api.TaskRequest{Agent: args[0], Input: input}
+		if name, ok := strings.CutPrefix(args[0], "workflow/"); ok {
+			req = api.TaskRequest{Workflow: name, Input: input}
+		}
+		t, err := createTask(cmd.Context(), c, req, key)
 		if err != nil {
 			return err
 		}
@@ -112,7 +121,11 @@ ask, 130 interrupted (the task goes on).`,
 		f := &follower{c: c.untimed(), id: t.ID, onEvent: func(orchestrator.Event) {}, retryWait: 250 * time.Millisecond, poll: 200 * time.Millisecond}
 		var view *liveView
 		if !wait {
-			fmt.Fprintf(s.err, "task %s: Agent/%s\n", t.ID, t.Agent)
+			if t.Workflow != "" {
+				fmt.Fprintf(s.err, "task %s: Workflow/%s as Agent/%s\n", t.ID, t.Workflow, t.Agent)
+			} else {
+				fmt.Fprintf(s.err, "task %s: Agent/%s\n", t.ID, t.Agent)
+			}
 			if !t.Hosted {
 				fmt.Fprintf(s.err, "  Agent/%s is external (it has no spec.model): the task goes on when the agent acts in it with a token bound to the task\n", t.Agent)
 			}

@@ -52,10 +52,11 @@ func newTasksList(s streams) *cobra.Command {
 	var (
 		cf                  clientFlags
 		agent, state, since string
+		tree                string
 		limit               int
 	)
 	cmd := &cobra.Command{
-		Use:   "list [--agent NAME] [--state STATE] [--since 1h] [--limit N]",
+		Use:   "list [--agent NAME] [--state STATE] [--since 1h] [--tree TASK] [--limit N]",
 		Short: "List tasks, newest first",
 		Long: `'corral tasks list' prints the newest tasks (--limit, 50 by default, at most
 1000), newest first: their agent, state and the reason inside it, the turns
@@ -63,21 +64,27 @@ func newTasksList(s streams) *cobra.Command {
 
 --state is one of submitted, working, input-required, completed, failed,
 canceled, rejected. --since takes a duration before now (30m, 2h) or an
-RFC 3339 time.
+RFC 3339 time. --tree lists the tasks of a task tree: the root task and
+every task delegated or handed off under it (docs/agents.md).
 
 -o json prints the server's answer, {"items": [...], "next": "..."}.`,
 		Example: `  corral tasks list
   corral tasks list --agent impact --state failed --since 24h
-  corral tasks list --state input-required -o json | jq -r '.items[].id'`,
+  corral tasks list --state input-required -o json | jq -r '.items[].id'
+  corral tasks list --tree task_01jd8x...`,
 		Args: cobra.NoArgs,
 	}
 	cf.register(cmd)
 	cmd.Flags().StringVar(&agent, "agent", "", "only this agent's tasks")
 	cmd.Flags().StringVar(&state, "state", "", "only tasks in this state")
 	cmd.Flags().StringVar(&since, "since", "", "only tasks created since: a duration before now (1h) or an RFC 3339 time")
+	cmd.Flags().StringVar(&tree, "tree", "", "only the tasks of the tree whose root is this task")
 	cmd.Flags().IntVar(&limit, "limit", 50, "the most tasks shown, the newest (at most 1000)")
 	output := outputFlag(cmd, "table", "json")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if tree != "" && !orchestrator.ValidID(tree) {
+			return usageError{cmd, fmt.Errorf("--tree %q: want a task id (task_ and 26 letters and digits)", oneLine(tree, 60))}
+		}
 		if limit < 1 || limit > 1000 {
 			return usageError{cmd, fmt.Errorf("--limit %d: want 1 to 1000", limit)}
 		}
@@ -98,7 +105,7 @@ RFC 3339 time.
 			return err
 		}
 		q := url.Values{"limit": {strconv.Itoa(limit)}}
-		for name, v := range map[string]string{"agent": agent, "state": state, "since": since} {
+		for name, v := range map[string]string{"agent": agent, "state": state, "since": since, "root": tree} {
 			if v != "" {
 				q.Set(name, v)
 			}
@@ -192,6 +199,19 @@ func writeTask(w io.Writer, now time.Time, t *orchestrator.Task) error {
 	}
 	if t.Principal != nil {
 		row("For", oneLine(t.Principal.Subject, 100))
+	}
+	if t.Parent != "" {
+		kind := "delegated by"
+		if t.Handoff {
+			kind = "handed off by"
+		}
+		row("Parent", fmt.Sprintf("%s (%s %s)", t.Parent, kind, oneLine(orchestrator.FormatChain(t.Chain), 300)))
+	}
+	if t.Root != "" && t.Root != t.ID && t.Root != t.Parent {
+		row("Tree", t.Root)
+	}
+	if t.WaitingOn != "" {
+		row("Waiting on", t.WaitingOn)
 	}
 	row("Created", fmt.Sprintf("%s (%s ago) by %s", t.Created.Local().Format(auditTimeLayout), age(now, t.Created), oneLine(t.CreatedBy, 80)))
 	if t.Ended != nil {

@@ -84,6 +84,9 @@ func (r *renderer) render(ev orchestrator.Event) (lines []string, busy string) {
 	case orchestrator.EvWaiting:
 		return []string{r.fit("  … ", cmp.Or(ev.Detail, "waiting"))}, ""
 	}
+	if lines, busy, ok := r.workflowLines(ev); ok {
+		return lines, busy
+	}
 	// A type this corral does not know yet: say it rather than drop it.
 	return []string{r.fit("  ", strings.TrimSpace(ev.Type+" "+ev.Detail))}, ""
 }

@@ -25,6 +25,9 @@ type AgentSpec struct {
 	Tools []string `json:"tools,omitempty"`
 	// Models lists the models the agent may use, as names or globs.
 	Models []string `json:"models,omitempty"`
+	// Agents lists the agents this agent may call (delegate to, hand off
+	// to), as names or globs (docs/agents.md).
+	Agents []string `json:"agents,omitempty"`
 	// CaptureContent records the agent's prompts, completions, tool
 	// arguments and answers in its traces, redacted and capped.
 	CaptureContent bool `json:"captureContent,omitempty"`
@@ -125,6 +128,28 @@ type AgentLimits struct {
 	// EscalateTo are the groups whose people (corral humans, users of a
 	// trusted Issuer) may extend an escalated task; the admin always may.
 	EscalateTo []string `json:"escalateTo,omitempty"`
+	// MaxDepth bounds how many agents a chain of agents calling agents may
+	// hold when this agent calls (the root task's agent first, the callee
+	// last): a longer one is refused with agent_depth; default 5.
+	MaxDepth int `json:"maxDepth,omitempty"`
+	// MaxTreeTurns and MaxTreeCost bound a task of this agent together with
+	// every task it opens, directly or not (its tree): their model calls,
+	// and their cost in the models' pricing currency. A task of the tree
+	// that would go past one ends with max_tree_turns or max_tree_cost.
+	// 0 (the default) is no bound.
+	MaxTreeTurns int     `json:"maxTreeTurns,omitempty"`
+	MaxTreeCost  float64 `json:"maxTreeCost,omitempty"`
+}
+
+// DefaultMaxDepth is AgentLimits.MaxDepth's default.
+const DefaultMaxDepth = 5
+
+// Depth returns the agent's maxDepth, the default filled in; l may be nil.
+func (l *AgentLimits) Depth() int {
+	if l == nil || l.MaxDepth <= 0 {
+		return DefaultMaxDepth
+	}
+	return l.MaxDepth
 }
 
 // The values of AgentLimits.OnExceeded.

@@ -101,7 +101,7 @@ func TestValidateMessages(t *testing.T) {
 		{
 			name: "kind is lenient for people, strict in documents",
 			doc:  `{"apiVersion":"corral.dev/v1","kind":"agents","metadata":{"name":"a"},"spec":{}}`,
-			want: []string{`agents/a: kind: unknown kind "agents" (known kinds: Agent, ToolSource, Secret, Policy, Issuer, Model, Budget, RateLimit, Notifier, Trigger)`},
+			want: []string{`agents/a: kind: unknown kind "agents" (known kinds: Agent, ToolSource, Secret, Policy, Issuer, Model, Budget, RateLimit, Notifier, Workflow, Trigger)`},
 		},
 		{
 			name: "missing spec and apiVersion",

@@ -94,6 +94,13 @@ var kinds = []*Kind{
 		specSchema: notifierSpecSchema,
 	},
 	{
+		Name:       "Workflow",
+		Plural:     "workflows",
+		Summary:    "A process: named steps (agent tasks, tool calls) with CEL inputs, retries, compensations and routing slips; a run is a task.",
+		newSpec:    func() any { return new(WorkflowSpec) },
+		specSchema: workflowSpecSchema,
+	},
+	{
 		Name:       "Trigger",
 		Plural:     "triggers",
 		Summary:    "Starts an agent's task (or a workflow) for each event from a webhook, a schedule, NATS, RabbitMQ or Kafka.",

@@ -43,6 +43,8 @@ type convo struct {
 	// limits, when a person extended them, replace the task's.
 	limits *Limits
 	result json.RawMessage
+	// handoffNoted: the handed-off task's opening message is journaled.
+	handoffNoted bool
 }
 
 // inputMessage is the task's input as the user message that opens it.
@@ -106,6 +108,9 @@ func replay(ctx context.Context, t *Task, instructions string, events []Event, c
 			c.lastCall, c.repeats = "", 0
 			c.state, c.reason = Working, ""
 		case EvMessage:
+			if ev.Detail == handoffNote {
+				c.handoffNoted = true
+			}
 			var m llm.Message
 			if err := json.Unmarshal(ev.Message, &m); err != nil {
 				return nil, fmt.Errorf("orchestrator: journal entry %d: the message is unreadable: %w", ev.Seq, err)

@@ -330,7 +330,7 @@ func (r *remoteRun) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if cause := r.w.stopFor(r.t.ID, r.t.Agent, deadline); cause != nil {
+		if cause := r.w.stopFor(r.t.ID, r.t.Agent, r.t.Chain, deadline); cause != nil {
 			cancel(cause)
 			return
 		}

@@ -30,6 +30,7 @@ type Gateway interface {
 	Chat(ctx context.Context, a pipeline.Action, req *llm.ChatRequest) (*pipeline.ChatOutcome, error)
 	Invoke(ctx context.Context, a pipeline.Action) (*pipeline.Outcome, error)
 	Tools(ctx context.Context, c pipeline.Caller) ([]*tools.Entry, error)
+	CallAgent(ctx context.Context, call pipeline.AgentCall) (*pipeline.AgentOutcome, error)
 }
 
 // Minter signs the tokens a hosted agent's steps are made with.
@@ -83,7 +84,8 @@ type run struct {
 	inflight sync.WaitGroup
 	// usageWritten is when the task's record last got its usage.
 	usageWritten time.Time
-	fnTools      map[string]string // function name -> tool name, from the last listing
+	fnTools      map[string]string  // function name -> tool name, from the last listing
+	fnAgents     map[string]agentFn // function name -> agent call, from the last listing
 }
 
 // stopCause ends a run's context: the task is to end so.
@@ -149,7 +151,7 @@ func (r *run) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if cause := r.w.stopFor(r.task.ID, r.task.Agent, deadline); cause != nil {
+		if cause := r.w.stopFor(r.task.ID, r.task.Agent, r.task.Chain, deadline); cause != nil {
 			cancel(cause)
 			return
 		}
@@ -238,6 +240,9 @@ func agentScope(spec *config.AgentSpec) string {
 	for _, m := range spec.Models {
 		items = append(items, "model:"+m)
 	}
+	for _, a := range spec.Agents {
+		items = append(items, "agent:"+a)
+	}
 	return strings.Join(items, " ")
 }
 
@@ -252,7 +257,7 @@ func (r *run) functions(ctx context.Context) ([]llm.Tool, error) {
 	r.fnTools = make(map[string]string, len(entries))
 	for _, e := range entries {
 		name := FunctionName(e.Tool.Name)
-		if _, taken := r.fnTools[name]; taken || name == requestInput {
+		if _, taken := r.fnTools[name]; taken || name == requestInput || name == getState || name == updateState {
 			continue // two tool names that map alike: the first keeps it
 		}
 		r.fnTools[name] = e.Tool.Name
@@ -261,6 +266,10 @@ func (r *run) functions(ctx context.Context) ([]llm.Tool, error) {
 			params = json.RawMessage(`{"type":"object"}`)
 		}
 		out = append(out, llm.Tool{Type: "function", Function: llm.Function{Name: name, Description: e.Tool.Description, Parameters: params}})
+	}
+	out = append(out, r.agentFunctions()...)
+	if r.inTree() {
+		out = append(out, stateTools...)
 	}
 	return append(out, requestInputTool), nil
 }
@@ -294,6 +303,11 @@ func (r *run) callModel(ctx context.Context) error {
 	c := r.c
 	if c.turn >= r.task.Limits.MaxTurns {
 		return r.limitReached(ctx, ReasonMaxTurns, fmt.Sprintf("the agent took %d turns without a final answer", c.turn))
+	}
+	if c.pendingModel == nil {
+		if reason, detail := r.w.store.treeExceeded(r.task, c.usage); reason != "" {
+			return r.limitReached(ctx, reason, detail)
+		}
 	}
 	fns, err := r.functions(ctx)
 	if err != nil {
@@ -366,7 +380,10 @@ func (r *run) callModel(ctx context.Context) error {
 	c.answer(msg, u)
 	// The record's usage is the journal's, at most a second behind: a
 	// write per turn would cost a fast task as much as its steps.
-	if now := r.w.now(); now.Sub(r.usageWritten) >= usageEvery {
+	// A tree with limits adds up its tasks' records: they are written
+	// every turn then.
+	treeBound := r.task.Limits.MaxTreeTurns > 0 || r.task.Limits.MaxTreeCost > 0
+	if now := r.w.now(); treeBound || now.Sub(r.usageWritten) >= usageEvery {
 		r.usageWritten = now
 		_, err = r.w.store.update(context.WithoutCancel(ctx), r.task.ID, func(t *Task) error {
 			if t.State.Final() {
@@ -398,6 +415,14 @@ func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
 	if tc.Function.Name == requestInput {
 		tool = requestInput
 	}
+	fn, toAgent := r.fnAgents[tc.Function.Name]
+	if toAgent {
+		tool = fn.tool()
+	}
+	stateFn := (tc.Function.Name == getState || tc.Function.Name == updateState) && r.inTree()
+	if stateFn {
+		tool = tc.Function.Name
+	}
 	step, resume := c.step+1, r.resume
 	if pending := c.pendingTools[tc.ID]; pending != nil {
 		step, resume = pending.Step, true
@@ -421,6 +446,12 @@ func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
 	}
 	if tool == requestInput {
 		return r.park(ctx, tc)
+	}
+	if toAgent {
+		return r.callAgent(ctx, tc, step, fn)
+	}
+	if stateFn {
+		return r.stateCall(ctx, tc, step, tool)
 	}
 	var (
 		out *pipeline.Outcome

@@ -36,7 +36,9 @@ type Service struct {
 
 // NewService returns the task service over store.
 func NewService(logger *slog.Logger, store *Store, resources Resources) *Service {
-	return &Service{logger: logger, store: store, resources: resources, now: time.Now}
+	s := &Service{logger: logger, store: store, resources: resources, now: time.Now}
+	store.OnEnded(s.childEnded)
+	return s
 }
 
 var _ pipeline.Tasks = (*Service)(nil)
@@ -54,12 +56,21 @@ type Request struct {
 	Principal *Principal
 	Parent    string
 	Chain     []string
+	// Root is the parent's tree's root; "" for a task with no parent.
+	Root string
+	// Handoff: the task continues its parent's work.
+	Handoff bool
+	// Workflow, instead of Agent, starts a run of that Workflow.
+	Workflow string
 }
 
 // Create makes a task and, for a hosted agent, queues it for a worker. It
 // returns the task and whether this call created it (false: a retry with
 // the same Idempotency-Key found the one made before).
 func (s *Service) Create(ctx context.Context, req Request) (*Task, bool, error) {
+	if req.Workflow != "" {
+		return s.createRun(ctx, req)
+	}
 	if len(req.Input) == 0 {
 		return nil, false, problem.New(http.StatusBadRequest, problem.InvalidRequest, "input: required: the task's input, a string or a JSON value")
 	}
@@ -81,12 +92,22 @@ func (s *Service) Create(ctx context.Context, req Request) (*Task, bool, error) 
 	if req.IdempotencyKey != "" {
 		id = idFor(req.Owner, req.IdempotencyKey)
 	}
+	if req.Root == "" && req.Parent != "" {
+		// A task opened for a parent by another door (a trigger) joins its
+		// tree.
+		if p, ok := s.store.Get(req.Parent); ok {
+			req.Root = rootOf(p)
+		}
+	}
 	maxTurns, maxTools, deadline, repeated := spec.Limits.Effective()
 	t := &Task{
 		ID: id, Agent: req.Agent, AgentUID: res.Metadata.UID, Input: req.Input, Principal: req.Principal,
-		Parent: req.Parent, Chain: req.Chain, Hosted: spec.Hosted() || spec.A2A != nil, Placement: spec.Placement, State: Submitted,
+		Parent: req.Parent, Chain: req.Chain, Root: cmp.Or(req.Root, id), Handoff: req.Handoff, Hosted: spec.Hosted() || spec.A2A != nil, Placement: spec.Placement, State: Submitted,
 		Limits:    Limits{MaxTurns: maxTurns, MaxToolCalls: maxTools, Deadline: deadline.String(), RepeatedCalls: repeated, OnExceeded: onExceeded(spec)},
 		CreatedBy: req.CreatedBy, Created: now, Updated: now, InputDigest: digest,
+	}
+	if err := s.treeLimits(ctx, t, spec); err != nil {
+		return nil, false, err
 	}
 	err := s.store.create(ctx, t)
 	if wrongRevision(err) {
@@ -228,6 +249,12 @@ func (s *Service) Message(ctx context.Context, id, text, key string) (*Task, err
 	if t.State != InputRequired {
 		return nil, problem.New(http.StatusConflict, problem.Conflict, fmt.Sprintf("task %s is %s: it takes messages only while input-required", id, t.State))
 	}
+	if t.Reason == ReasonAwaitingAgent {
+		return nil, problem.New(http.StatusConflict, problem.Conflict, fmt.Sprintf("task %s waits for task %s, not for a message", id, t.WaitingOn))
+	}
+	if t.Workflow != "" {
+		return nil, problem.New(http.StatusConflict, problem.Conflict, fmt.Sprintf("task %s is a run of workflow %s, waiting %s: it takes no messages (docs/workflows.md)", id, t.Workflow, t.Reason))
+	}
 	if len(text) > MaxInput {
 		return nil, problem.New(http.StatusRequestEntityTooLarge, problem.RequestTooLarge, fmt.Sprintf("message: %d bytes, over the limit of %d", len(text), MaxInput))
 	}
@@ -255,6 +282,7 @@ func (s *Service) Message(ctx context.Context, id, text, key string) (*Task, err
 	// again. A second answer meanwhile is refused (409), not added.
 	answered := false
 	t, err = s.store.update(ctx, id, func(t *Task) error {
+		answered = false // set by the attempt that is stored only
 		if t.State != InputRequired {
 			return errSkip
 		}
@@ -287,14 +315,14 @@ func (s *Service) Wake(ctx context.Context, id, detail string) error {
 	if err != nil {
 		return err
 	}
-	if t.State != InputRequired || t.Reason != ReasonAwaitingApproval {
+	if t.State != InputRequired || !wakeable(t.Reason) {
 		return nil
 	}
 	t, err = s.store.update(ctx, id, func(t *Task) error {
-		if t.State != InputRequired || t.Reason != ReasonAwaitingApproval {
+		if t.State != InputRequired || !wakeable(t.Reason) {
 			return errSkip
 		}
-		t.State, t.Reason, t.Detail = Working, "", detail
+		t.State, t.Reason, t.Detail, t.WaitingOn = Working, "", detail, ""
 		return nil
 	})
 	if err != nil {
@@ -346,6 +374,7 @@ func (s *Service) Extend(ctx context.Context, id, by string, more Extension) (*T
 	// no extension.
 	extended := false
 	t, err = s.store.update(ctx, id, func(t *Task) error {
+		extended = false // set by the attempt that is stored only
 		if t.State != InputRequired || !escalated(t.Reason) {
 			return errSkip
 		}
@@ -500,6 +529,11 @@ func (s *Service) Admit(ctx context.Context, c pipeline.TaskCall) error {
 	case c.Kind == "tool" && t.Usage.ToolCalls >= t.Limits.MaxToolCalls:
 		return problem.New(http.StatusTooManyRequests, problem.TaskLimit, fmt.Sprintf("task %s has used its %d tool calls (maxToolCalls)", t.ID, t.Limits.MaxToolCalls))
 	}
+	if c.Kind == "model" {
+		if reason, detail := s.store.treeExceeded(t, t.Usage); reason != "" {
+			return problem.New(http.StatusTooManyRequests, problem.TaskLimit, detail)
+		}
+	}
 	if t.State == Submitted || t.State == InputRequired {
 		now := s.now().UTC()
 		if _, err := s.store.update(ctx, t.ID, func(t *Task) error {
@@ -534,9 +568,11 @@ func (s *Service) Done(ctx context.Context, c pipeline.TaskCall, rec *audit.Reco
 		if m := rec.Model; m != nil {
 			u.InputTokens, u.OutputTokens, u.Cost = m.PromptTokens, m.CompletionTokens, m.Cost
 		}
-	} else {
+	} else if c.Kind == "tool" {
 		ev.Tool = c.Target
 		u.ToolCalls = 1
+	} else {
+		ev.Tool = c.Kind + ":" + c.Target // an agent call: no usage of its own
 	}
 	if rec.Decision == "denied" || rec.Code == problem.ApprovalPending {
 		u = Usage{} // refused or parked calls use nothing

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -52,6 +53,9 @@ type Store struct {
 	kv              jetstream.KeyValue
 	objects         jetstream.ObjectStore
 	journalS, workS jetstream.Stream
+	states          jetstream.KeyValue // shared task state (state.go)
+	auditor         Auditor            // nil: state changes and deadlocks are not audited
+	deadlocks       atomic.Int64       // deadlocks this replica broke
 
 	mu     sync.RWMutex
 	tasks  map[string]mirrored
@@ -105,11 +109,27 @@ func Open(ctx context.Context, logger *slog.Logger, b *bus.Bus) (*Store, error) 
 	}); err != nil {
 		return nil, fmt.Errorf("orchestrator: %w", err)
 	}
+	if err := s.openStates(ctx); err != nil {
+		return nil, err
+	}
+	s.onEnded = append(s.onEnded, s.deadlockEnded)
 	return s, nil
 }
 
-// Run mirrors the task bucket until ctx ends.
+// Run mirrors the task bucket until ctx ends, and breaks the deadlocks
+// it finds in the waits the task records name (deadlock.go).
 func (s *Store) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	dctx, stop := context.WithCancel(ctx)
+	defer stop()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if s.WaitLoaded(dctx) == nil {
+			s.detectDeadlocks(dctx)
+		}
+	}()
 	return s.bus.Watch(ctx, s.kv, s.observe, func() { s.once.Do(func() { close(s.loaded) }) })
 }
 
@@ -205,6 +225,8 @@ type Filter struct {
 	Agent string
 	State State
 	Since time.Time
+	// Root keeps the tasks of one task tree (docs/agents.md).
+	Root string
 	// After is the last id of the previous page: tasks are listed newest
 	// first, and a page continues after it.
 	After string
@@ -217,7 +239,7 @@ func (s *Store) List(f Filter) ([]*Task, bool) {
 	var out []*Task
 	for _, m := range s.tasks {
 		t := m.task
-		if (f.Agent != "" && t.Agent != f.Agent) || (f.State != "" && t.State != f.State) || t.Created.Before(f.Since) {
+		if (f.Agent != "" && t.Agent != f.Agent) || (f.State != "" && t.State != f.State) || t.Created.Before(f.Since) || (f.Root != "" && rootOf(t) != f.Root) {
 			continue
 		}
 		out = append(out, t)
@@ -382,6 +404,8 @@ type Event struct {
 	Agent string `json:"agent,omitempty"`
 	// Limits are the task's limits after an extension (extended).
 	Limits *Limits `json:"limits,omitempty"`
+	// Workflow is the step of a workflow run an entry is about.
+	Workflow *StepEvent `json:"workflow,omitempty"`
 }
 
 // The event types.
@@ -624,6 +648,9 @@ func (s *Store) queued(ctx context.Context, t *Task) (bool, error) {
 func (s *Store) settle(ctx context.Context, id string, st State, reason, detail string, result json.RawMessage, u Usage, now time.Time) error {
 	ended := false
 	_, err := s.update(ctx, id, func(t *Task) error {
+		// update may call this again after a concurrent write: only the
+		// attempt that is stored counts.
+		ended = false
 		if t.State.Final() {
 			return errSkip
 		}

@@ -53,12 +53,25 @@ const (
 	ReasonOutputInvalid    = "output_invalid"
 	ReasonAskedForInput    = "asked_for_input"
 	ReasonAwaitingApproval = "awaiting_approval"
+	// ReasonAwaitingAgent: the task waits (input-required) for a task it
+	// delegated to (WaitingOn); ReasonHandedOff: the task completed by
+	// handing its work to another agent's task (its result names it);
+	// ReasonDeadlock: the task was failed to break a cycle of waits.
+	ReasonAwaitingAgent = "awaiting_agent"
+	ReasonHandedOff     = "handed_off"
+	ReasonDeadlock      = "deadlock"
+	// The tree's limits (Limits.MaxTreeTurns, MaxTreeCost) were reached.
+	ReasonMaxTreeTurns = "max_tree_turns"
+	ReasonMaxTreeCost  = "max_tree_cost"
 )
 
 // Task is one piece of agent work.
 type Task struct {
 	ID    string `json:"id"`
 	Agent string `json:"agent"`
+	// Workflow, on a workflow run, names its Workflow; Agent is then the
+	// workflow's spec.agent, the identity its steps act with.
+	Workflow string `json:"workflow,omitempty"`
 	// AgentUID is the incarnation of Agent the task was created for: an
 	// agent deleted and created again does not inherit its tasks.
 	AgentUID string `json:"agent_uid,omitempty"`
@@ -71,6 +84,14 @@ type Task struct {
 	// it (agents calling agents fill them).
 	Parent string   `json:"parent,omitempty"`
 	Chain  []string `json:"chain,omitempty"`
+	// Root is the task at the top of the tree (the task itself when it has
+	// no parent): the key of the tree's shared state.
+	Root string `json:"root,omitempty"`
+	// Handoff: the task continues its parent's work, which the parent
+	// handed off to it (docs/agents.md).
+	Handoff bool `json:"handoff,omitempty"`
+	// WaitingOn is the task this one waits for (a delegation's child).
+	WaitingOn string `json:"waiting_on,omitempty"`
 	// Hosted: corral runs the agent's loop (for a remote A2A agent, a
 	// worker sends the task there and mirrors it); otherwise the agent is
 	// external and acts in the task with a token bound to it.
@@ -142,6 +163,10 @@ type Limits struct {
 	OnExceeded string `json:"on_exceeded,omitempty"`
 	// Extensions counts the times a person gave the task more room.
 	Extensions int `json:"extensions,omitempty"`
+	// MaxTreeTurns and MaxTreeCost bound the task's whole tree, as the
+	// root's agent set them (config.AgentLimits); 0 is no bound.
+	MaxTreeTurns int     `json:"max_tree_turns,omitempty"`
+	MaxTreeCost  float64 `json:"max_tree_cost,omitempty"`
 }
 
 // escalates reports whether reaching a limit for reason parks the task for

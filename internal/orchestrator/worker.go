@@ -64,6 +64,7 @@ type Worker struct {
 	running map[string]bool // task ids this worker runs now
 	resumes atomic.Int64    // tasks taken over from their journal
 	turns   turns           // tasks waiting on a limit, in order
+	dlq     DeadLetters     // where failed workflow steps go (WithDeadLetters)
 }
 
 // AgentLister lists Agent resources, for the placements work may carry.
@@ -241,6 +242,12 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		}
 	}()
 	err := w.runTask(hctx, id)
+	// Woken while it parked (a child ended, an answer came): the wake's
+	// work message met this run and was dropped as a duplicate, so the
+	// run goes on here.
+	for i := 0; i < 3 && errors.Is(err, errParked) && w.woken(id); i++ {
+		err = w.runTask(hctx, id)
+	}
 	var retry *errRetry
 	switch {
 	case err == nil, errors.Is(err, errParked), errors.Is(err, ErrFenced), errors.Is(err, ErrNotFound):
@@ -266,6 +273,9 @@ func (w *Worker) runTask(ctx context.Context, id string) error {
 	}
 	if t.State.Final() || !t.Hosted {
 		return nil
+	}
+	if t.Workflow != "" {
+		return w.runWorkflow(ctx, t) // workflowrun.go
 	}
 	if spec, ok := w.remoteSpec(t); ok && w.opts.Remote != nil {
 		return w.runRemote(ctx, t, spec)
@@ -345,6 +355,9 @@ func (w *Worker) runTask(ctx context.Context, id string) error {
 	}
 	defer r.inflight.Wait()
 	defer r.endTurn()
+	if err := r.greetHandoff(ctx); err != nil {
+		return err
+	}
 	return r.execute(ctx)
 }
 
@@ -365,10 +378,20 @@ func instructions(spec *config.AgentSpec) string {
 }
 
 // stopFor says why a running task must stop now, or nil: a stop request
-// in its record, a kill switch over its agent, its deadline.
-func (w *Worker) stopFor(id, agent string, deadline time.Time) *stopCause {
+// in its record, a kill switch over its agent or an agent above it in its
+// chain (stopping an agent stops the work it handed on), its deadline.
+func (w *Worker) stopFor(id, agent string, chain []string, deadline time.Time) *stopCause {
 	if st := w.store.stopOf(id); st != nil {
 		return &stopCause{state: st.State, reason: st.Reason, detail: st.Detail}
+	}
+	for _, above := range chain {
+		if sw, on := w.kill.Killed(above); on && !sw.All {
+			detail := "agent " + above + ", which handed this work to " + agent + ", is stopped by a kill switch"
+			if sw.Reason != "" {
+				detail += ": " + sw.Reason
+			}
+			return &stopCause{state: Canceled, reason: ReasonKilled, detail: detail}
+		}
 	}
 	if sw, on := w.kill.Killed(agent); on {
 		detail := "agent " + agent + " is stopped by a kill switch"
@@ -396,6 +419,16 @@ func (w *Worker) sweep(ctx context.Context) {
 		if !t.Hosted || t.Updated.After(cutoff) || !matches(w.opts.Labels, t.Placement) {
 			continue
 		}
+		if t.State == InputRequired && t.Reason == ReasonAwaitingAgent && t.Stop == nil && t.WaitingOn != "" {
+			// Waiting for a task whose end's wake may have been lost (its
+			// replica died first): wake it if that task has ended.
+			if w.childDone(ctx, t.WaitingOn) {
+				if err := w.service().Wake(ctx, t.ID, "task "+t.WaitingOn+" ended"); err != nil {
+					w.logger.WarnContext(ctx, "waking a task whose child ended", "task", t.ID, "err", err)
+				}
+			}
+			continue
+		}
 		if t.State == InputRequired && t.Stop == nil {
 			continue // parked; a message or a stop re-queues it
 		}
@@ -408,6 +441,28 @@ func (w *Worker) sweep(ctx context.Context) {
 			w.logger.WarnContext(ctx, "re-queueing task", "task", t.ID, "err", err)
 		}
 	}
+}
+
+// woken reports whether a task that parked wants a worker again.
+func (w *Worker) woken(id string) bool {
+	t, ok := w.store.Get(id)
+	return ok && t.Hosted && t.State == Working
+}
+
+// childDone reports whether the task id has ended, its handoffs followed.
+func (w *Worker) childDone(ctx context.Context, id string) bool {
+	s := w.service()
+	t, err := s.Get(ctx, id)
+	if err != nil {
+		return false
+	}
+	end, err := s.outcome(ctx, t)
+	return err == nil && end.State.Final()
+}
+
+// service is the task service over the worker's store.
+func (w *Worker) service() *Service {
+	return &Service{logger: w.logger, store: w.store, resources: w.resources, now: w.now}
 }
 
 // labelsString renders labels for logs: "region=eu,tier=gold".

@@ -475,6 +475,7 @@ func refusal(code string) bool {
 		problem.AuditUnavailable, problem.AuditFull,
 		problem.ModelNotFound, problem.BudgetExceeded, problem.OutputLimitTooHigh,
 		problem.TaskNotFound, problem.TaskEnded, problem.TaskLimit,
+		problem.AgentCycle, problem.AgentDepth, problem.AgentNotFound,
 		problem.RateLimited, problem.UpstreamThrottled,
 		problem.ApprovalPending, problem.ApprovalDenied, problem.ApprovalExpired, problem.ApprovalUsed:
 		return true

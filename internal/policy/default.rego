@@ -17,8 +17,13 @@ allow if {
 	corral.glob.match(pattern, input.action.target)
 }
 
-# Agent-to-agent calls (kind "agent") are allowed by no rule yet: the A2A
-# work adds them.
+# ...and the agents its spec.agents globs list (delegate, hand off:
+# docs/agents.md).
+allow if {
+	input.action.kind == "agent"
+	some pattern in input.agent.agents
+	corral.glob.match(pattern, input.action.target)
+}
 
 # A destructive tool the agent may call waits for a human. (The contract
 # asks for approval whenever require_approval holds, allowed or not: the

@@ -310,7 +310,7 @@ allow if {
 		{"denied whatever the arguments", "blocked", []string{"crm.*"}, KindTool, "crm.find", nil, false},
 		{"listed model", "impact", nil, KindModel, "gpt-4o", nil, true},
 		{"unlisted model", "impact", nil, KindModel, "claude", nil, false},
-		{"agents not yet", "impact", []string{"*"}, KindAgent, "mailer", nil, false},
+		{"agent not listed", "impact", []string{"*"}, KindAgent, "mailer", nil, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -344,7 +344,7 @@ func TestInputValue(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `{"action": {"arguments": {"f": 2, "i": 3, "l": [true, null, "s"], "n": 1.5}, "kind": "tool", "target": "crm.find"}, ` +
-		`"agent": {"labels": {"team": "x"}, "models": [], "name": "impact", "tools": []}, ` +
+		`"agent": {"agents": [], "labels": {"team": "x"}, "models": [], "name": "impact", "tools": []}, ` +
 		`"principal": {"claims": {"tenant": "acme"}, "groups": [], "issuer": "", "roles": [], "sub": "alice"}, ` +
 		`"task": {"chain": [], "depth": 2, "id": "t1", "turns": 5}, "time": "2026-03-02T10:00:00Z", ` +
 		`"tool": {"annotations": {"destructive": true, "idempotent": false, "readOnly": false}, ` +

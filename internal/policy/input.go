@@ -44,6 +44,8 @@ type Agent struct {
 	// Tools and Models are the agent's spec.tools and spec.models globs.
 	Tools  []string `json:"tools,omitempty"`
 	Models []string `json:"models,omitempty"`
+	// Agents are its spec.agents globs: the agents it may call.
+	Agents []string `json:"agents,omitempty"`
 }
 
 // Principal is the identity the agent acts for.

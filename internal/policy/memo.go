@@ -71,13 +71,13 @@ func (m *memo[K, V]) term(v *V) *ast.Term {
 }
 
 func cloneAgent(a *Agent) Agent {
-	return Agent{Name: a.Name, Labels: maps.Clone(a.Labels), Tools: slices.Clone(a.Tools), Models: slices.Clone(a.Models)}
+	return Agent{Name: a.Name, Labels: maps.Clone(a.Labels), Tools: slices.Clone(a.Tools), Models: slices.Clone(a.Models), Agents: slices.Clone(a.Agents)}
 }
 
 // agentEqual reports whether two agents make the same Rego value: nil and
 // empty slices and maps both become empty arrays and objects.
 func agentEqual(a, b *Agent) bool {
-	return a.Name == b.Name && maps.Equal(a.Labels, b.Labels) && slices.Equal(a.Tools, b.Tools) && slices.Equal(a.Models, b.Models)
+	return a.Name == b.Name && maps.Equal(a.Labels, b.Labels) && slices.Equal(a.Tools, b.Tools) && slices.Equal(a.Models, b.Models) && slices.Equal(a.Agents, b.Agents)
 }
 
 // modelEqual reports whether two models make the same Rego value.

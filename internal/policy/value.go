@@ -90,6 +90,7 @@ func agentTerm(a *Agent) *ast.Term {
 		[2]*ast.Term{keyLabels, stringMap(a.Labels)},
 		[2]*ast.Term{keyTools, stringArray(a.Tools)},
 		[2]*ast.Term{keyModels, stringArray(a.Models)},
+		[2]*ast.Term{keyAgents, stringArray(a.Agents)},
 	)
 }
 
@@ -143,6 +144,9 @@ var (
 	keyReadOnly, keyDestructive, keyIdempotent              = ast.StringTerm("readOnly"), ast.StringTerm("destructive"), ast.StringTerm("idempotent")
 	keyAnnotationsSource                                    = ast.StringTerm("annotations_source")
 )
+
+// keyAgents is apart from the keys above, as a later addition.
+var keyAgents = ast.StringTerm("agents")
 
 // keyRedact is apart from the keys above, as a later addition.
 var keyRedact = ast.StringTerm("redact")

@@ -80,10 +80,26 @@ const (
 	ApprovalForbidden = "approval_forbidden"
 	ApprovalClosed    = "approval_closed"
 
+	// Agents calling agents (docs/agents.md), also across A2A
+	// (docs/a2a.md): the callee is already in the caller's chain (409); the chain would be deeper than maxDepth
+	// (409); a task failed to break a wait-for cycle; the shared state's
+	// version is not the one given (412), or none was given (428).
+	AgentCycle           = "agent_cycle"
+	AgentDepth           = "agent_depth"
+	AgentNotFound        = "agent_not_found"
+	StateVersionMismatch = "state_version_mismatch"
+	StateVersionRequired = "state_version_required"
+	StateTooLarge        = "state_too_large"
+
 	// The model gateway's limits (docs/models.md, "Limits").
 	OutputLimitTooHigh = "output_limit_too_high"
 	Overloaded         = "overloaded"
 	ClientClosed       = "client_closed"
+
+	// Workflows and dead letters (docs/workflows.md): no such dead letter;
+	// a step's routing slip names a step the workflow does not let it choose.
+	DeadLetterNotFound = "dead_letter_not_found"
+	RoutingSlipInvalid = "routing_slip_invalid"
 
 	// Triggers (docs/triggers.md): a webhook request without the
 	// signature its trigger requires (401), with a signature that does not
@@ -94,10 +110,6 @@ const (
 	SignatureExpired = "signature_expired"
 	TriggerNotFound  = "trigger_not_found"
 	TriggerBusy      = "trigger_busy"
-	// Agents calling agents, also across A2A (docs/a2a.md): the agent is
-	// already in the chain of calls; the chain is too deep.
-	AgentCycle = "agent_cycle"
-	AgentDepth = "agent_depth"
 	// The web console (docs/console.md): a change without the session's
 	// CSRF token or from another origin; a call the signed-in role may not
 	// make.

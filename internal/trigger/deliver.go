@@ -62,8 +62,10 @@ func (m *Manager) try(ctx context.Context, r *runner, ev *event.Event) (result, 
 	if err != nil {
 		return m.deadLetter(ctx, r, ev, "unencodable: "+err.Error())
 	}
+	// The chain rule of every agent call (agent_cycle, agent_depth at the
+	// default depth): a trigger cannot launder depth through the bus.
 	agent := r.spec.Start.Agent
-	if err := checkChain(chain, agent); err != nil {
+	if err := orchestrator.CheckChain(chain, agent, 0); err != nil {
 		return m.deadLetter(ctx, r, ev, err.Error())
 	}
 	if r.spec.Start.Workflow != "" {

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"mime"
 	"strings"
@@ -29,10 +28,6 @@ const (
 	ExtParent = "corralparent"
 )
 
-// MaxChainDepth is how many agents may stand above a task a trigger starts.
-// It is orchestrator's cap on task trees; until orchestrator exports its
-// own check (CheckChain), checkChain below applies it.
-const MaxChainDepth = 5
 
 // Stamp sets the chain extensions on an event corral publishes on behalf
 // of a task: its agents (chain, the task's own agent last) and the task.
@@ -64,23 +59,6 @@ func chainOf(ev *event.Event) (chain []string, parent string, err error) {
 		}
 	}
 	return chain, parent, nil
-}
-
-// errChain is a chain a task may not be started under.
-var errChain = errors.New("chain refused")
-
-// checkChain refuses a task of agent under chain when the chain is at the
-// depth cap or already holds agent (a cycle).
-func checkChain(chain []string, agent string) error {
-	if len(chain) >= MaxChainDepth {
-		return fmt.Errorf("%w: %d agents above the task, at most %d", errChain, len(chain), MaxChainDepth)
-	}
-	for _, a := range chain {
-		if a == agent {
-			return fmt.Errorf("%w: agent %s is already in the chain %s", errChain, agent, strings.Join(chain, " > "))
-		}
-	}
-	return nil
 }
 
 // raw is what a source received, before it is a CloudEvent.

@@ -236,10 +236,9 @@ try {
     const r = route.request();
     const u = new URL(r.url());
     if (r.method() === 'GET') {
-      return json(route, { items: [{ id: 'dl_1', source: 'workflow invoice-flow', error: '<img src=x onerror="window.__xss = 4"> upstream 500', attempts: 3, time: now }] });
+      return json(route, { items: [{ id: 'dl_1', source: 'workflow', name: 'invoice-flow', step: 'charge', code: 'upstream_error', reason: '<img src=x onerror="window.__xss = 4"> upstream 500', attempts: 3, time: now, state: 'pending' }] });
     }
     dlqCalls.push([r.method(), u.pathname, !!r.headers()['x-corral-csrf']]);
-    if (u.pathname.endsWith('/discard')) return json(route, { code: 'not_found' }, 404);
     return r.method() === 'DELETE' ? route.fulfill({ status: 204 }) : json(route, {});
   });
   await view(page, 'dlq');
@@ -249,7 +248,7 @@ try {
   await page.getByText('Retried.').waitFor();
   await page.getByRole('button', { name: 'Discard' }).click();
   await page.getByText('Discarded.').waitFor();
-  assert.deepEqual(dlqCalls, [['POST', '/ui/api/v1/dlq/dl_1/retry', true], ['POST', '/ui/api/v1/dlq/dl_1/discard', true], ['DELETE', '/ui/api/v1/dlq/dl_1', true]]);
+  assert.deepEqual(dlqCalls, [['POST', '/ui/api/v1/dlq/dl_1/retry', true], ['DELETE', '/ui/api/v1/dlq/dl_1', true]]);
   assert.equal(await page.evaluate(() => window.__xss), undefined, 'a hostile dead letter ran');
   await page.unroute(/\/ui\/api\/v1\/dlq/);
 

@@ -3,12 +3,9 @@ package a2a
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"slices"
-	"strings"
 
 	"github.com/corral-dev/corral/internal/config"
-	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/orchestrator"
 )
 
 // ChainKey is the message metadata key of corral's chain extension: the
@@ -71,16 +68,10 @@ func Above(chain []string, agent string) []string {
 }
 
 // CheckChain refuses a task for agent whose chain (the agents above it)
-// already holds agent (agent_cycle) or is MaxDepth deep (agent_depth).
+// already holds agent (agent_cycle) or is MaxDepth deep (agent_depth): the
+// orchestrator's check, shared by every door that starts agents' tasks.
 func CheckChain(chain []string, agent string) error {
-	if slices.Contains(chain, agent) {
-		loop := append(slices.Clone(chain), agent)
-		return problem.New(http.StatusConflict, problem.AgentCycle, "agent "+agent+" is already in the chain of calls: "+strings.Join(loop, " → "))
-	}
-	if len(chain) >= MaxDepth {
-		return problem.New(http.StatusConflict, problem.AgentDepth, fmt.Sprintf("the chain of calls %s → %s would be %d agents deep, over the limit of %d", strings.Join(chain, " → "), agent, len(chain)+1, MaxDepth))
-	}
-	return nil
+	return orchestrator.CheckChain(chain, agent, MaxDepth)
 }
 
 // WithChain returns metadata (a JSON object or empty) with the chain set.

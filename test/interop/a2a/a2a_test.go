@@ -223,6 +223,46 @@ spec:
 	if strings.Contains(string(body), `"id"`) {
 		t.Errorf("the refused call back made a task of impact: %s", body)
 	}
+
+	// The same cycle made by a hosted agent: impact delegates to oracle (an
+	// Action of kind agent), corral sends the chain [impact, oracle] with
+	// the message, and oracle's call back into impact is refused. impact
+	// gets oracle's failure as its tool's answer and finishes.
+	srv.Apply(t, `apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: delegator}
+spec:
+  provider: scripted
+  script:
+    - toolCalls: [{name: delegate_to_oracle, arguments: {input: "call back impact: which orders ship through Rotterdam?"}}]
+    - content: "The oracle could not answer."
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: impact}
+spec: {description: "Finds the orders a port closure hits.", model: delegator, models: [delegator], agents: [oracle]}
+`)
+	parent := createTask(t, srv, "impact", "Which orders does the Rotterdam strike hit?")
+	if done := waitTask(t, srv, parent.ID); done.State != "completed" || string(done.Result) != `"The oracle could not answer."` {
+		t.Fatalf("impact's task = %+v, want completed after the oracle's failure", done)
+	}
+	if refused := printed.find("call back refused: agent_cycle"); len(refused) != 2 {
+		t.Errorf("the JS server saw %q, want a second agent_cycle refusal", printed.all())
+	}
+	var children struct{ Items []taskView }
+	_, body = srv.Call(t, srv.Token, "GET", "/v1/tasks?root="+parent.ID, nil, nil)
+	if err := json.Unmarshal(body, &children); err != nil {
+		t.Fatal(err)
+	}
+	var oracle *taskView
+	for i, c := range children.Items {
+		if c.ID != parent.ID {
+			oracle = &children.Items[i]
+		}
+	}
+	if len(children.Items) != 2 || oracle == nil || oracle.State != "failed" || !strings.Contains(oracle.Detail, "agent_cycle") {
+		t.Errorf("the tree of impact's task: %s, want impact's and a failed oracle task naming agent_cycle", body)
+	}
 }
 
 type taskView struct {

@@ -126,8 +126,8 @@ export function deadLetters(root, params, me) {
   const load = () => v1('GET', '/dlq' + query({ after, limit: 50 })).then((r) => {
     const items = r.items || [];
     show(body, table('Dead letters', [
-      ['Id', (d) => h('code', {}, d.id)], ['Source', (d) => d.source || d.workflow || d.kind || ''],
-      ['Error', (d) => d.error || d.reason || ''], ['Attempts', (d) => d.attempts ?? ''], ['When', (d) => time(d.time || d.created)],
+      ['Id', (d) => h('code', {}, d.id)], ['Source', (d) => [d.source, d.name].filter(Boolean).join(' ')],
+      ['Step', (d) => d.step || ''], ['Error', (d) => [d.code, d.reason].filter(Boolean).join(': ')], ['Attempts', (d) => d.attempts ?? ''], ['When', (d) => time(d.time || d.created)],
       ['', (d) => (me.role === 'admin' ? h('span', { class: 'buttons' },
         h('button', { type: 'button', onclick: () => act(d.id, 'retry') }, 'Retry'),
         h('button', { type: 'button', class: 'danger', onclick: () => act(d.id, 'discard') }, 'Discard')) : '')],
@@ -135,17 +135,12 @@ export function deadLetters(root, params, me) {
   }).catch((err) => show(body, err.status === 404
     ? h('p', { class: 'empty', 'data-testid': 'dlq-unavailable' }, 'Dead letters are not available on this corral (no /v1/dlq).')
     : errorBox(err)));
-  // Retry is POST /v1/dlq/{id}/retry; discard is POST .../discard, or
-  // DELETE /v1/dlq/{id} on a corral that names it so.
+  // Retry is POST /v1/dlq/{id}/retry (resumes the run at the failed
+  // step); discard is DELETE /v1/dlq/{id} (docs/workflows.md).
   async function act(id, verb) {
     const p = '/dlq/' + encodeURIComponent(id);
     try {
-      try {
-        await v1('POST', p + '/' + verb);
-      } catch (err) {
-        if (verb !== 'discard' || (err.status !== 404 && err.status !== 405)) throw err;
-        await v1('DELETE', p);
-      }
+      await (verb === 'retry' ? v1('POST', p + '/retry') : v1('DELETE', p));
       say(verb === 'retry' ? 'Retried.' : 'Discarded.');
     } catch (err) { say('Not done: ' + err.message); }
     load();
