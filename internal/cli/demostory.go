@@ -448,6 +448,14 @@ func (r *storyRun) resilience(ctx context.Context) error {
 	return nil
 }
 
+// treeIndent draws a task's place in its tree.
+func treeIndent(depth int) string {
+	if depth == 0 {
+		return ""
+	}
+	return strings.Repeat("  ", depth-1) + "└ "
+}
+
 // helper is the story's task of a helper agent, or a task in state
 // "never started" when nothing started one (a real model may not).
 func (r *storyRun) helper(ctx context.Context, agent string) storyTask {
@@ -495,7 +503,7 @@ func (r *storyRun) record(ctx context.Context) error {
 		if t.Reason != "" {
 			state += " (" + t.Reason + ")"
 		}
-		fmt.Fprintf(tw, "  %s%s\t%s\t%s\t%d\t%d\t%d\t%.4f\n", strings.Repeat("└ ", min(depth, 1))+strings.Repeat("  ", max(depth-1, 0)), t.Agent, state, t.ID,
+		fmt.Fprintf(tw, "  %s%s\t%s\t%s\t%d\t%d\t%d\t%.4f\n", treeIndent(depth), t.Agent, state, t.ID,
 			t.Usage.ModelCalls, t.Usage.ToolCalls, t.Usage.InputTokens+t.Usage.OutputTokens, t.Usage.Cost)
 		for _, c := range children[t.ID] {
 			print(c, depth+1)
