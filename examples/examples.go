@@ -1,5 +1,6 @@
-// Package examples holds resource files to start from; `corral demo` applies
-// the same files, embedded in the binary.
+// Package examples holds resource files to start from (corral apply -f
+// examples/), embedded so that tests can check them. `corral demo` builds
+// its own resources: see internal/cli/demomodels.go.
 package examples
 
 import "embed"

@@ -2,6 +2,7 @@ package test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -493,15 +494,34 @@ func keys(m map[string]any) []string {
 	return out
 }
 
+// TestDemo runs README's first command as a user would: the port-strike
+// story tells all six steps and each holds (internal/cli's
+// TestDemoTellsTheStory checks their outcomes one by one).
 func TestDemo(t *testing.T) {
 	tmp := t.TempDir()
-	stdout, stderr, code := runCLI(t, []string{"TMPDIR=" + tmp}, "demo")
+	stdout, stderr, code := runCLI(t, []string{"TMPDIR=" + tmp}, "demo", "-o", "json")
 	if code != 0 {
 		t.Fatalf("corral demo: exit code: got %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	for _, want := range []string{"created", "unchanged", "configured", "invalid_resource"} {
-		if !strings.Contains(stdout, want) {
-			t.Errorf("corral demo stdout: got no %q in\n%s", want, stdout)
+	var sum struct {
+		Steps []struct {
+			Step int
+			Name string
+			OK   bool
+		}
+	}
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil {
+		t.Fatalf("corral demo -o json: %v\n%s", err, stdout)
+	}
+	if len(sum.Steps) != 6 {
+		t.Fatalf("corral demo -o json: got %d steps, want 6\n%s", len(sum.Steps), stdout)
+	}
+	for _, s := range sum.Steps {
+		if !s.OK {
+			t.Errorf("corral demo: step %d (%s) did not hold\nnarration:\n%s", s.Step, s.Name, stderr)
+		}
+		if want := fmt.Sprintf("[%d/6]", s.Step); !strings.Contains(stderr, want) {
+			t.Errorf("corral demo: the narration (stderr) has no %s", want)
 		}
 	}
 	// Without --keep the demo's data directory is removed.

@@ -1,119 +1,168 @@
 package cli
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"slices"
-	"time"
+	"strings"
 
-	"github.com/corral-dev/corral/internal/api"
-	"github.com/corral-dev/corral/internal/budget"
 	"github.com/corral-dev/corral/internal/config"
 	"github.com/corral-dev/corral/internal/demo"
-	"github.com/corral-dev/corral/internal/llm"
 )
 
-// demoPrompt is what the agent notifier asks the model: it names a customer
-// by email and card, which must not reach a model provider.
-const demoPrompt = "Tell jane.doe@example.com (card 4111 1111 1111 1111) that order ORD-1001 is 30 hours late."
+// The port-strike story's resources. The agents' scripts are in
+// internal/demo/story.go; who the agents are, what they may use and what
+// governs them is here.
 
-// demoModels are the resources the model tour adds: the demo world's model
-// behind corral, and a budget small enough to hit.
-func demoModels(baseURL string) ([]config.Document, error) {
-	yaml := fmt.Sprintf(`apiVersion: corral.dev/v1
+// storyRegion is where Agent/negotiation and its Model are placed; the
+// demo's worker carries the label, as `corral worker --labels` would.
+const storyRegion = "eu-private"
+
+// storyModels says what the agents think with: the demo world's scripted
+// model server, or a real OpenAI-compatible model (--model-url).
+type storyModels struct {
+	baseURL, model string
+	keyEnv         string // the environment variable holding the key; "" none
+	real           bool
+}
+
+// storyAgent is one agent of the story.
+type storyAgent struct {
+	name, description, instructions string
+	tools, agents                   []string
+	limits                          string // YAML flow mapping
+	placement                       bool
+}
+
+var storyCast = []storyAgent{
+	{name: demo.Monitor, description: "Watches ports and carriers for disruptions.",
+		instructions: "You are started by an event from the shipping API. Find the shipments the disruption holds up with logistics.list_delayed_shipments, then hand the work to agent impact with a short brief.",
+		tools:        []string{"logistics.list_delayed_shipments"}, agents: []string{demo.Impact}, limits: "{maxTurns: 6}"},
+	{name: demo.Impact, description: "Finds the customer orders a disruption delays, and who placed them.",
+		instructions: "Read the ERP: the orders on the held shipment (erp.list_orders) and their customers (erp.get_customer). Record the delayed orders in the task's shared state, then hand the work to agent negotiation with the orders, their values and the customers' names, e-mails and payment details.",
+		tools:        []string{"erp.list_orders", "erp.get_customer"}, agents: []string{demo.Negotiation}, limits: "{maxTurns: 8}"},
+	{name: demo.Negotiation, description: "Negotiates alternative routes with carriers, on a private model in " + storyRegion + ".",
+		instructions: "Find another route for the delayed orders: the carriers' alternatives (carriers.list_alternatives) and a binding quote (carriers.get_quote). You may ask agent chaser for an ETA and agent broker for spot quotes. Record your proposal in the task's shared state, then hand the work to agent execution: which orders, which route and quote, and the surcharge per order.",
+		tools:        []string{"carriers.list_alternatives", "carriers.get_quote"}, agents: []string{demo.Impact, demo.Chaser, demo.Broker, demo.Execution}, limits: "{maxTurns: 12}", placement: true},
+	{name: demo.Execution, description: "Carries out an agreed reroute: the system of record, the customers, billing.",
+		instructions: "Carry out the reroute you are given: write it to the ERP (erp.reroute_orders; a person approves it), look up each customer (erp.get_customer), tell each one by e-mail (notifications.send_notification), and bill each the surcharge (billing.create_invoice). Then say what you did.",
+		tools:        []string{"erp.reroute_orders", "erp.get_customer", "notifications.send_notification", "billing.create_invoice"}, limits: "{maxTurns: 8}"},
+	{name: demo.Chaser, description: "Chases carriers for arrival times.",
+		instructions: "Get a firm ETA for the shipment from carriers.get_eta.",
+		tools:        []string{"carriers.get_eta"}, limits: "{maxTurns: 8, repeatedCalls: 3}"},
+	{name: demo.Broker, description: "Asks the spot market for quotes.",
+		instructions: "Get quotes for the orders on each alternative route (carriers.get_quote) and say which is cheapest.",
+		tools:        []string{"carriers.get_quote"}, limits: "{maxTurns: 6}"},
+}
+
+// modelName is the Model resource an agent thinks with.
+func modelName(agent string) string { return agent + "-model" }
+
+// storyResources are the documents the demo applies: a Model and an Agent
+// for each of the cast, the policy that sends writes to the system of
+// record to a person, the broker's budget and, when the server has
+// triggers, the shipping API's webhook.
+func storyResources(m storyModels, f demo.Features, triggers bool, webhookSecret string) ([]config.Document, error) {
+	var b strings.Builder
+	doc := func(format string, args ...any) {
+		if b.Len() > 0 {
+			b.WriteString("---\n")
+		}
+		fmt.Fprintf(&b, format, args...)
+	}
+	for _, a := range storyCast {
+		region, redact, pricing := "on-premises", `"off"`, "{inputPerMTok: 0.20, outputPerMTok: 0.80}"
+		if a.placement {
+			// Negotiation's model is another provider's: customer data is
+			// replaced by placeholders before it leaves, and put back after.
+			region, redact, pricing = storyRegion, "reversible", "{inputPerMTok: 3.00, outputPerMTok: 15.00}"
+		}
+		provider := "model: " + a.name
+		if m.real {
+			provider = "model: " + m.model
+		}
+		auth := ""
+		if m.keyEnv != "" {
+			auth = fmt.Sprintf("\n  auth: {bearer: {env: %s}}", m.keyEnv)
+		}
+		doc(`apiVersion: corral.dev/v1
 kind: Model
-metadata: {name: assistant}
+metadata: {name: %s}
 spec:
-  description: The demo world's model, on an OpenAI-compatible server.
+  description: What Agent/%s thinks with.
   provider: openai
   baseURL: %s
-  model: demo-1
-  region: eu-west-1
-  redact: reversible
-  pricing: {inputPerMTok: 2.50, outputPerMTok: 10.00}
+  %s%s
+  region: %s
+  redact: %s
+  pricing: %s
+  maxOutputTokens: 1024
+`, modelName(a.name), a.name, m.baseURL, provider, auth, region, redact, pricing)
+		extra := ""
+		if f.Agents && len(a.agents) > 0 {
+			extra += fmt.Sprintf("\n  agents: [%s]", strings.Join(a.agents, ", "))
+		}
+		if a.placement {
+			extra += fmt.Sprintf("\n  placement: {region: %s}", storyRegion)
+		}
+		doc(`apiVersion: corral.dev/v1
+kind: Agent
+metadata:
+  name: %s
+  labels: {story: port-strike}
+spec:
+  description: %q
+  model: %s
+  models: [%s]
+  tools: [%s]
+  instructions: %q
+  limits: %s%s
+`, a.name, a.description, modelName(a.name), modelName(a.name), strings.Join(a.tools, ", "), a.instructions, a.limits, extra)
+	}
+	doc(`apiVersion: corral.dev/v1
+kind: Policy
+metadata: {name: system-of-record}
+spec:
+  description: A write to the ERP waits for one of logistics-leads.
+  rego: |
+    package corral.authz
+
+    erp_write if {
+      input.action.kind == "tool"
+      input.action.target == "erp.reroute_orders"
+    }
+
+    require_approval contains "rerouting orders changes the system of record: a logistics lead approves it" if {
+      allow
+      erp_write
+    }
+
+    obligations.approvers := ["logistics-leads"] if erp_write
+    obligations.ttl := "1h" if erp_write
+`)
+	doc(`apiVersion: corral.dev/v1
+kind: Budget
+metadata: {name: broker-spot}
+spec:
+  description: The broker may make two calls (model or tool) in all.
+  scope: {agent: %s}
+  window: total
+  limit: {calls: 2}
+`, demo.Broker)
+	if triggers {
+		doc(`apiVersion: corral.dev/v1
+kind: Secret
+metadata: {name: shipping-webhook}
+spec: {value: %q}
 ---
 apiVersion: corral.dev/v1
-kind: Budget
-metadata: {name: notifier-demo}
+kind: Trigger
+metadata: {name: port-events}
 spec:
-  scope: {agent: notifier}
-  window: total
-  limit: {calls: 3}
-`, baseURL)
-	return config.Decode("demo", []byte(yaml))
-}
-
-// modelTour shows the model gateway: Agent/notifier calls the demo model
-// through the OpenAI-compatible edge, with the customer's data redacted on
-// the way out and restored on the way back, until its budget runs out.
-func modelTour(ctx context.Context, s streams, c *client, baseURL string, model *demo.Model, step func(int, string)) error {
-	step(9, "as Agent/notifier, through /openai/v1 (any OpenAI SDK works): ask Model/assistant to draft a delay notice")
-	docs, err := demoModels(baseURL)
-	if err != nil {
-		return err
+  description: The shipping API's port disruptions start Agent/monitor.
+  start: {agent: %s}
+  webhook:
+    secret: {secretRef: shipping-webhook}
+    signature: github
+`, webhookSecret, demo.Monitor)
 	}
-	if _, err := c.apply(ctx, docs); err != nil {
-		return err
-	}
-	var created api.CreatedKey
-	if err := c.do(ctx, "POST", "/v1/keys", api.CreateKeyRequest{Agent: "notifier"}, &created); err != nil {
-		return err
-	}
-	agent := newClient(c.base, created.Secret)
-	if err := awaitDemoModel(ctx, c, agent); err != nil {
-		return err
-	}
-	req := map[string]any{"model": "assistant", "messages": []any{map[string]any{"role": "user", "content": demoPrompt}}}
-	var answer llm.ChatResponse
-	if err := agent.do(ctx, "POST", "/openai/v1/chat/completions", req, &answer); err != nil {
-		return err
-	}
-	fmt.Fprintf(s.out, "  the agent sent:      %s\n", demoPrompt)
-	fmt.Fprintf(s.out, "  the model received:  %s\n", model.LastPrompt())
-	if len(answer.Choices) > 0 {
-		fmt.Fprintf(s.out, "  the agent got back:  %s\n", answer.Choices[0].Message.Content.String())
-	}
-	fmt.Fprintf(s.out, "  (redact: reversible: placeholders out, originals restored in the answer; %d+%d tokens charged)\n",
-		answer.Usage.PromptTokens, answer.Usage.CompletionTokens)
-
-	step(10, "Budget/notifier-demo allows 3 model calls: the 4th is refused before it leaves")
-	for i := 2; i <= 4; i++ {
-		err := agent.do(ctx, "POST", "/openai/v1/chat/completions", req, nil)
-		var refused *apiError
-		switch {
-		case err == nil:
-			fmt.Fprintf(s.out, "  call %d -> 200\n", i)
-		case errors.As(err, &refused):
-			fmt.Fprintf(s.out, "  call %d -> HTTP %d %s: %s\n", i, refused.Status, refused.Code, refused.Detail)
-		default:
-			return err
-		}
-	}
-	return nil
-}
-
-// awaitDemoModel waits until the model and the budget have loaded: both
-// follow the registry in the background.
-func awaitDemoModel(ctx context.Context, admin, agent *client) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var models struct{ Data []struct{ ID string } }
-		var budgets api.BudgetList
-		if err := agent.do(ctx, "GET", "/openai/v1/models", nil, &models); err != nil {
-			return err
-		}
-		if err := admin.do(ctx, "GET", "/v1/budgets", nil, &budgets); err != nil {
-			return err
-		}
-		hasModel := slices.ContainsFunc(models.Data, func(m struct{ ID string }) bool { return m.ID == "assistant" })
-		hasBudget := slices.ContainsFunc(budgets.Items, func(b budget.Status) bool { return b.Budget == "notifier-demo" })
-		if hasModel && hasBudget {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return errors.New("demo: Model/assistant or Budget/notifier-demo did not load")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return config.Decode("demo", []byte(b.String()))
 }

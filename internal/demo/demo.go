@@ -1,6 +1,9 @@
-// Package demo is corral's demo world: mock enterprise systems with OpenAPI
-// documents, served on loopback for `corral demo` and for tests, so that the
-// gateway can be shown against something that behaves like a real API.
+// Package demo is corral's demo world: a logistics company's systems, each
+// a small HTTP API with an OpenAPI document, served on loopback for
+// `corral demo` and for tests, and a scripted OpenAI-compatible model
+// server. The systems that write (the ERP, notifications, billing) honour
+// Idempotency-Key and count what they did, so the demo can show from the
+// far side that nothing happened twice.
 package demo
 
 import (
@@ -8,18 +11,30 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 )
 
-// LogisticsSpec is the OpenAPI document of the logistics system.
-//
-//go:embed logistics.yaml
-var LogisticsSpec []byte
+// The OpenAPI documents of the systems.
+var (
+	//go:embed logistics.yaml
+	LogisticsSpec []byte
+	//go:embed erp.yaml
+	ERPSpec []byte
+	//go:embed carriers.yaml
+	CarriersSpec []byte
+	//go:embed notifications.yaml
+	NotificationsSpec []byte
+	//go:embed billing.yaml
+	BillingSpec []byte
+)
 
 type shipment struct {
 	ID         string   `json:"id"`
 	Carrier    string   `json:"carrier"`
+	Port       string   `json:"port"`
 	DelayHours int      `json:"delay_hours"`
+	Reason     string   `json:"reason,omitempty"`
 	Orders     []string `json:"orders"`
 }
 
@@ -37,17 +52,18 @@ type Logistics struct {
 	orders    map[string]*order
 }
 
-// NewLogistics returns the system with its fixed data.
+// NewLogistics returns the system with its fixed data: a strike at
+// Rotterdam holds shipment SHP-17.
 func NewLogistics() *Logistics {
 	return &Logistics{
 		shipments: []shipment{
-			{ID: "SHP-17", Carrier: "NorthFreight", DelayHours: 30, Orders: []string{"ORD-1001", "ORD-1002"}},
-			{ID: "SHP-23", Carrier: "Coastline", DelayHours: 4, Orders: []string{"ORD-1003"}},
+			{ID: "SHP-17", Carrier: "NorthFreight", Port: "Rotterdam", DelayHours: 72, Reason: "dock workers' strike", Orders: []string{"ORD-1001", "ORD-1002"}},
+			{ID: "SHP-23", Carrier: "Coastline", Port: "Antwerp", DelayHours: 4, Orders: []string{"ORD-1003"}},
 		},
 		orders: map[string]*order{
-			"ORD-1001": {ID: "ORD-1001", Customer: "ana@example.com", Status: "shipped"},
-			"ORD-1002": {ID: "ORD-1002", Customer: "ben@example.com", Status: "shipped"},
-			"ORD-1003": {ID: "ORD-1003", Customer: "chloe@example.com", Status: "open"},
+			"ORD-1001": {ID: "ORD-1001", Customer: "ana.lima@example.com", Status: "shipped"},
+			"ORD-1002": {ID: "ORD-1002", Customer: "ben.okafor@example.org", Status: "shipped"},
+			"ORD-1003": {ID: "ORD-1003", Customer: "chloe.martin@example.fr", Status: "open"},
 		},
 	}
 }
@@ -56,6 +72,7 @@ func NewLogistics() *Logistics {
 func (l *Logistics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	id, isOrder := strings.CutPrefix(r.URL.Path, "/orders/")
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == "/shipments/delayed":
 		min, _ := strconv.Atoi(r.URL.Query().Get("min_hours"))
@@ -66,15 +83,15 @@ func (l *Logistics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		writeJSON(w, http.StatusOK, out)
-	case r.Method == http.MethodGet && len(r.URL.Path) > len("/orders/"):
-		o, ok := l.orders[r.URL.Path[len("/orders/"):]]
+	case r.Method == http.MethodGet && isOrder:
+		o, ok := l.orders[id]
 		if !ok {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such order"})
 			return
 		}
 		writeJSON(w, http.StatusOK, o)
-	case r.Method == http.MethodDelete && len(r.URL.Path) > len("/orders/"):
-		o, ok := l.orders[r.URL.Path[len("/orders/"):]]
+	case r.Method == http.MethodDelete && isOrder:
+		o, ok := l.orders[id]
 		if !ok {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such order"})
 			return
@@ -90,4 +107,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// readJSON decodes a request body of at most 64 KiB into v.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(v); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad body: " + err.Error()})
+		return false
+	}
+	return true
 }

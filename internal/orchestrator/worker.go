@@ -281,6 +281,7 @@ func (w *Worker) runTask(ctx context.Context, id string) error {
 		return w.runRemote(ctx, t, spec)
 	}
 	logger := w.logger.With("task", id, "agent", t.Agent)
+	ctx = w.traceContext(ctx, t)
 	events, err := w.store.journal(ctx, id)
 	if err != nil {
 		return &errRetry{err}
