@@ -73,6 +73,9 @@ type run struct {
 	logger *slog.Logger
 	resume bool // the first step of this run repeats one begun before
 
+	// tokenMu guards token and tokenExp: a workflow's parallel steps ask
+	// for the credential at once.
+	tokenMu  sync.Mutex
 	token    string
 	tokenExp time.Time
 	// waitingStep is the step whose rate-limit wait is in the events.
@@ -197,6 +200,8 @@ func (r *run) stepKey(step int) string {
 // credential returns a token bound to the task for the agent (delegated
 // when the task acts for a user), minted anew as it nears its expiry.
 func (r *run) credential() (string, error) {
+	r.tokenMu.Lock()
+	defer r.tokenMu.Unlock()
 	now := r.w.now()
 	if r.token != "" && now.Add(tokenTTL/3).Before(r.tokenExp) {
 		return r.token, nil
