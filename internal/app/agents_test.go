@@ -572,3 +572,39 @@ spec: {model: slow, models: [slow]}
 		t.Errorf("the courier's task = %s %s %s, want canceled killed naming the dispatcher", ended.State, ended.Reason, ended.Detail)
 	}
 }
+
+// TestCancelReachesDelegatedWork: canceling a task cancels the work it
+// delegated, down the tree, since nobody waits for it any more. The child
+// here waits for a person's answer; the grandchild-less tree ends whole.
+func TestCancelReachesDelegatedWork(t *testing.T) {
+	srv := apptest.Start(t)
+	srv.Apply(t, scriptedAgent("impact", "  agents: [negotiator]\n",
+		`toolCalls: [{name: delegate_to_negotiator, arguments: {input: "Get supplier Ada to deliver by Friday."}}]`,
+		`content: "never reached"`)+
+		scriptedAgent("negotiator", "",
+			`toolCalls: [{name: request_input, arguments: {question: "May I offer Ada 3% more?"}}]`,
+			`content: "never reached either"`))
+	task := createTask(t, srv, srv.Token, "impact", "Order 42 is late: what now?", nil)
+	var kid orchestrator.Task
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if kids := childrenOf(t, srv, task.ID); len(kids) == 1 && kids[0].State == orchestrator.InputRequired {
+			kid = kids[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the negotiator's task never waited for its answer")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if status, body := srv.Call(t, srv.Token, "POST", "/v1/tasks/"+task.ID+"/cancel", map[string]string{"reason": "the order was withdrawn"}, nil); status != http.StatusOK {
+		t.Fatalf("cancel: HTTP %d %s", status, body)
+	}
+	if done := waitTask(t, srv, task.ID); done.State != orchestrator.Canceled {
+		t.Errorf("parent = %s %s", done.State, done.Detail)
+	}
+	done := waitTask(t, srv, kid.ID)
+	if done.State != orchestrator.Canceled || !strings.Contains(done.Detail, task.ID) {
+		t.Errorf("the delegated task = %s %q, want canceled naming its parent %s", done.State, done.Detail, task.ID)
+	}
+}

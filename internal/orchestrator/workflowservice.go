@@ -84,9 +84,12 @@ func (s *Service) createRun(ctx context.Context, req Request) (*Task, bool, erro
 	return t, true, nil
 }
 
-// TaskEnded is the Store.OnEnded hook of workflow runs: a child task that
-// ends wakes the run waiting on it, and a run that ends other than
-// completed cancels the children it leaves running.
+// TaskEnded is the Store.OnEnded hook: a child task that ends wakes the
+// workflow run waiting on it, and a task that ends other than completed
+// (canceled, failed, killed, a deadlock's victim) cancels the tasks it
+// leaves running (its delegations, a run's steps' tasks), and they theirs
+// in turn, since nobody waits for their results any more. A handoff
+// completes its task, so the agent it handed the work to goes on.
 func (s *Service) TaskEnded(ctx context.Context, id string, st State) {
 	t, ok := s.store.Get(id)
 	if !ok {
@@ -97,13 +100,19 @@ func (s *Service) TaskEnded(ctx context.Context, id string, st State) {
 			s.logger.WarnContext(ctx, "waking a workflow run after its step's task ended; the sweep will", "run", t.Parent, "task", id, "err", err)
 		}
 	}
-	if t.Workflow != "" && st != Completed {
-		for _, c := range s.store.live() {
-			if c.Parent == id {
-				if _, err := s.Cancel(ctx, c.ID, "workflow run "+id, "its workflow run ended "+string(st)); err != nil {
-					s.logger.WarnContext(ctx, "canceling a step's task of an ended run", "run", id, "task", c.ID, "err", err)
-				}
-			}
+	if st == Completed {
+		return
+	}
+	by := "task " + id
+	if t.Workflow != "" {
+		by = "workflow run " + id
+	}
+	for _, c := range s.store.live() {
+		if c.Parent != id {
+			continue
+		}
+		if _, err := s.Cancel(ctx, c.ID, by, "its parent task "+id+" ended "+string(st)); err != nil {
+			s.logger.WarnContext(ctx, "canceling the task of an ended task", "parent", id, "task", c.ID, "err", err)
 		}
 	}
 }
