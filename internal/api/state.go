@@ -16,11 +16,7 @@ import (
 // without, 412 when the state has moved on; If-Match: * changes any).
 
 func (a *API) getState(w http.ResponseWriter, r *http.Request) error {
-	ac, err := a.actor(r)
-	if err != nil {
-		return err
-	}
-	t, err := a.readableTask(r, ac)
+	_, t, err := a.treeTask(r)
 	if err != nil {
 		return err
 	}
@@ -35,11 +31,7 @@ func (a *API) getState(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) patchState(w http.ResponseWriter, r *http.Request) error {
-	ac, err := a.actor(r)
-	if err != nil {
-		return err
-	}
-	t, err := a.readableTask(r, ac)
+	ac, t, err := a.treeTask(r)
 	if err != nil {
 		return err
 	}

@@ -168,6 +168,28 @@ func (a *API) task(r *http.Request, ac actor) (*orchestrator.Task, error) {
 	return t, nil
 }
 
+// ownTask authenticates the caller and reads {id}, a task it may act on:
+// any for the admin, its own for an agent.
+func (a *API) ownTask(r *http.Request) (actor, *orchestrator.Task, error) {
+	ac, err := a.actor(r)
+	if err != nil {
+		return actor{}, nil, err
+	}
+	t, err := a.task(r, ac)
+	return ac, t, err
+}
+
+// treeTask is ownTask for reads that the agents of a task's tree may make
+// of each other's tasks (readableTask).
+func (a *API) treeTask(r *http.Request) (actor, *orchestrator.Task, error) {
+	ac, err := a.actor(r)
+	if err != nil {
+		return actor{}, nil, err
+	}
+	t, err := a.readableTask(r, ac)
+	return ac, t, err
+}
+
 func decodeStrict(body []byte, v any, shape string) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -326,11 +348,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 }
 
 func (a *API) getTask(w http.ResponseWriter, r *http.Request) error {
-	ac, err := a.actor(r)
-	if err != nil {
-		return err
-	}
-	t, err := a.readableTask(r, ac)
+	ac, t, err := a.treeTask(r)
 	if err != nil {
 		return err
 	}
@@ -351,11 +369,7 @@ func (a *API) getTask(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) cancelTask(w http.ResponseWriter, r *http.Request) error {
-	ac, err := a.actor(r)
-	if err != nil {
-		return err
-	}
-	t, err := a.task(r, ac)
+	ac, t, err := a.ownTask(r)
 	if err != nil {
 		return err
 	}
@@ -384,11 +398,7 @@ func (a *API) cancelTask(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) messageTask(w http.ResponseWriter, r *http.Request) error {
-	ac, err := a.actor(r)
-	if err != nil {
-		return err
-	}
-	t, err := a.task(r, ac)
+	_, t, err := a.ownTask(r)
 	if err != nil {
 		return err
 	}
@@ -415,11 +425,7 @@ func (a *API) messageTask(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) reportTask(w http.ResponseWriter, r *http.Request) error {
-	ac, err := a.actor(r)
-	if err != nil {
-		return err
-	}
-	t, err := a.task(r, ac)
+	ac, t, err := a.ownTask(r)
 	if err != nil {
 		return err
 	}
@@ -533,11 +539,7 @@ const sseKeepAlive = 15 * time.Second
 // client tells a complete read from a connection cut short.
 // Last-Event-ID (or ?after=) resumes after an event.
 func (a *API) taskEvents(w http.ResponseWriter, r *http.Request) error {
-	ac, err := a.actor(r)
-	if err != nil {
-		return err
-	}
-	t, err := a.task(r, ac)
+	_, t, err := a.ownTask(r)
 	if err != nil {
 		return err
 	}

@@ -120,6 +120,13 @@ func (r *run) execute(ctx context.Context) error {
 		if c := r.c; c.state.Final() {
 			return nil
 		}
+		// The watch stops a step in flight; this check, before each step,
+		// keeps a step from starting past the deadline (or after a cancel
+		// or a kill switch) when the watch has not looked since: a busy
+		// machine can delay it past a tool's answer.
+		if cause := r.w.stopFor(r.task.ID, r.task.Agent, r.task.Chain, r.deadline()); cause != nil {
+			cancel(cause)
+		}
 		if cause, ok := context.Cause(ctx).(*stopCause); ok {
 			return r.stopped(ctx, cause)
 		}
