@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/corral-dev/corral/internal/bus/bustest"
+	"github.com/corral-dev/corral/internal/trigger/rabbittest"
 )
 
 const hookSecret = "a shipping line's signing secret"
@@ -275,16 +275,11 @@ func TestKillRabbitMQTriggerStartsEachEventOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds corral and kills it three times; -short skips it")
 	}
-	if c, err := net.DialTimeout("tcp", "127.0.0.1:5672", time.Second); err != nil {
-		t.Skip("no RabbitMQ on 127.0.0.1:5672 (start rabbitmq-server to run this test)")
-	} else {
-		c.Close()
-	}
+	amqpURL := rabbittest.URL(t)
 	const rounds, perRound = 4, 30
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 23))
 	t.Logf("seed %d", seed)
-	amqpURL := "amqp://guest:guest@127.0.0.1:5672/"
 	queue := fmt.Sprintf("corral-kill-%d", time.Now().UnixNano())
 	conn, err := amqp.Dial(amqpURL)
 	if err != nil {

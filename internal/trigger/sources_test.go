@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/bus/bustest"
 	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/trigger/rabbittest"
 )
 
 // TestScheduleOncePerTickWithTwoReplicas runs a schedule of a tick a
@@ -203,16 +203,8 @@ func TestRabbitMQOneTaskPerEvent(t *testing.T) {
 	t.Logf("replica a took %d, c took %d", a.count("rabbit", Received), c.count("rabbit", Received))
 }
 
-// rabbitURL is the machine's RabbitMQ, or the test is skipped.
-func rabbitURL(t *testing.T) string {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", "127.0.0.1:5672", time.Second)
-	if err != nil {
-		t.Skip("no RabbitMQ on 127.0.0.1:5672 (start rabbitmq-server to run this test)")
-	}
-	conn.Close()
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
+// rabbitURL is the machine's RabbitMQ, started if it is not running.
+func rabbitURL(t *testing.T) string { return rabbittest.URL(t) }
 
 // TestKafkaOneTaskPerEvent consumes a topic of franz-go's in-process
 // Kafka (kfake) in a consumer group: each record starts one task; a record
