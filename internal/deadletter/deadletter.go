@@ -262,9 +262,6 @@ func (d *DLQ) Retry(ctx context.Context, id, by string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	if e.State != Pending {
-		return Entry{}, problem.New(http.StatusConflict, problem.Conflict, "dead letter "+id+" was retried already")
-	}
 	if !e.Resumable {
 		return Entry{}, problem.New(http.StatusConflict, problem.Conflict, "dead letter "+id+" cannot be retried: its work has ended ("+e.Reason+"); discard it, and start the work again if it is still wanted")
 	}
@@ -274,9 +271,23 @@ func (d *DLQ) Retry(ctx context.Context, id, by string) (Entry, error) {
 	if fn == nil {
 		return Entry{}, problem.New(http.StatusConflict, problem.Conflict, "dead letter "+id+": nothing here retries entries of source "+e.Source)
 	}
+	if e.State == Retried {
+		// Marked, but a crash may have come before the handler resumed the
+		// work. The handler is idempotent and refuses (409) work that no
+		// longer waits on the entry, so asking it again resumes what the
+		// crash left, and nothing twice.
+		if err := fn(ctx, e); err != nil {
+			var pe *problem.Error
+			if errors.As(err, &pe) && pe.Code == problem.Conflict {
+				return Entry{}, problem.New(http.StatusConflict, problem.Conflict, "dead letter "+id+" was retried already")
+			}
+			return Entry{}, err
+		}
+		d.note(ctx, "dead_letter.retry", e, by)
+		return e, nil
+	}
 	// Marked first, guarded by the revision: two retries at once resume
-	// the work once. A crash before the handler leaves it retried but not
-	// resumed; the handler is idempotent, and the entry says when.
+	// the work once (the handler refuses the second).
 	now := d.now().UTC()
 	e.State, e.RetriedAt, e.By = Retried, &now, by
 	b, _ := json.Marshal(e)

@@ -57,8 +57,10 @@ func TestPutRetryDiscard(t *testing.T) {
 	ctx := t.Context()
 	var retried, discarded []string
 	fail := true
+	// Like the workflow runs' handler: idempotent, refusing work that no
+	// longer waits on the entry.
 	d.Handle(SourceWorkflow, func(_ context.Context, e Entry) error {
-		if fail {
+		if fail || len(retried) > 0 {
 			return problem.New(409, problem.Conflict, "not now")
 		}
 		retried = append(retried, e.Step)
@@ -124,6 +126,45 @@ func TestPutRetryDiscard(t *testing.T) {
 	want := []string{"dead_letter.put order", "dead_letter.put orders-topic", "dead_letter.retry order", "dead_letter.discard orders-topic"}
 	if strings.Join(log.events, ",") != strings.Join(want, ",") {
 		t.Errorf("audit = %v, want %v", log.events, want)
+	}
+}
+
+// TestRetryAfterACrash: a crash between marking an entry retried and
+// resuming its work leaves it retried with the work still waiting; retrying
+// it again resumes the work (the handler is idempotent), where it used to
+// answer "retried already" for ever.
+func TestRetryAfterACrash(t *testing.T) {
+	d, _ := open(t)
+	ctx := t.Context()
+	waiting := true
+	resumed := 0
+	d.Handle(SourceWorkflow, func(context.Context, Entry) error {
+		if !waiting {
+			return problem.New(409, problem.Conflict, "the run does not wait on it")
+		}
+		waiting = false
+		resumed++
+		return nil
+	}, func(context.Context, Entry) error { return nil })
+	id, err := d.Put(ctx, Entry{Source: SourceWorkflow, Name: "order", Reason: "ship failed", Task: "task_1", Step: "ship", Attempts: 3, Resumable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The crash: marked retried, the handler never called.
+	e, _, err := d.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.State = Retried
+	b, _ := json.Marshal(e)
+	if _, err := d.kv.Put(ctx, id, b); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.Retry(ctx, id, "admin"); err != nil || got.State != Retried || resumed != 1 {
+		t.Fatalf("Retry of an entry a crash left marked = %+v, %v (resumed %d times), want the work resumed", got, err, resumed)
+	}
+	if _, err := d.Retry(ctx, id, "admin"); code(err) != problem.Conflict || resumed != 1 {
+		t.Errorf("Retry once the work goes on = %v (resumed %d times), want 409 and no second resume", err, resumed)
 	}
 }
 
