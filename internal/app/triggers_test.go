@@ -151,3 +151,41 @@ spec:
 	}
 	t.Logf("%d ticks, %d duplicates across the replicas", len(ticks), dups)
 }
+
+// TestTriggersAPIRefusesCarelessCallers: /v1/triggers is the admin's; an
+// agent, no credential, a wrong method or a name that is no trigger gets a
+// problem with its code, never a 500, and a huge name is not echoed whole.
+func TestTriggersAPIRefusesCarelessCallers(t *testing.T) {
+	srv := apptest.Start(t)
+	srv.Apply(t, `apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: monitor}
+spec: {}
+`)
+	agent := srv.Key(t, "monitor")
+	long := strings.Repeat("z", 5000)
+	for _, tt := range []struct {
+		name, token, method, path string
+		status                    int
+		code                      string
+	}{
+		{"no credential", "", "GET", "/v1/triggers", http.StatusUnauthorized, "unauthenticated"},
+		{"an agent's key", agent, "GET", "/v1/triggers", http.StatusUnauthorized, "unauthenticated"},
+		{"an agent reads one", agent, "GET", "/v1/triggers/port-events", http.StatusUnauthorized, "unauthenticated"},
+		{"wrong method", srv.Token, "DELETE", "/v1/triggers", http.StatusMethodNotAllowed, "method_not_allowed"},
+		{"no such trigger", srv.Token, "GET", "/v1/triggers/port-events", http.StatusNotFound, "trigger_not_found"},
+		{"a name no resource may have", srv.Token, "GET", "/v1/triggers/Ünïcødé%20name", http.StatusNotFound, "trigger_not_found"},
+		{"a path out of the route", srv.Token, "GET", "/v1/triggers/..%2F..%2Fresources", http.StatusNotFound, "trigger_not_found"},
+		{"a huge name", srv.Token, "GET", "/v1/triggers/" + long, http.StatusNotFound, "trigger_not_found"},
+	} {
+		status, body := srv.Call(t, tt.token, tt.method, tt.path, nil, nil)
+		var d struct{ Code, Detail string }
+		_ = json.Unmarshal(body, &d)
+		if status != tt.status || d.Code != tt.code {
+			t.Errorf("%s: HTTP %d %q, want %d %s", tt.name, status, d.Code, tt.status, tt.code)
+		}
+		if len(d.Detail) > 300 {
+			t.Errorf("%s: a detail of %d bytes echoes the request", tt.name, len(d.Detail))
+		}
+	}
+}
