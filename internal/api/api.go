@@ -53,8 +53,9 @@ type API struct {
 	kills Killer      // nil until WithOps
 	audit AuditReader // nil until WithOps
 
-	policies    Policies    // nil until WithSecurity
-	signingKeys SigningKeys // nil until WithSecurity
+	policies    Policies            // nil until WithSecurity
+	inForceBy   map[string]Reloader // by kind: what takes a change in (WithInForce)
+	signingKeys SigningKeys         // nil until WithSecurity
 
 	traces TraceReader // nil until WithTraces
 
@@ -286,9 +287,7 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
 	if err := a.store.Delete(r.Context(), k.Name, name); err != nil {
 		return storeError(err)
 	}
-	if k.Name == "Policy" {
-		a.policyInForce(r.Context())
-	}
+	a.inForce(r.Context(), k.Name)
 	if k.Name == "Agent" {
 		// Its keys are refused already (they name the deleted agent's
 		// uid); revoking them keeps them out of `corral keys` too.
@@ -360,29 +359,48 @@ func (a *API) apply(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return storeError(err)
 	}
+	changed := map[string]bool{}
 	for _, ap := range applied {
-		if ap.Resource.Kind == "Policy" && ap.Result != registry.Unchanged {
-			a.policyInForce(r.Context())
-			break
+		if ap.Result != registry.Unchanged && !changed[ap.Resource.Kind] {
+			changed[ap.Resource.Kind] = true
+			a.inForce(r.Context(), ap.Resource.Kind)
 		}
 	}
 	return problem.WriteJSON(w, http.StatusOK, ApplyResponse{Results: applied})
 }
 
-// policyInForce compiles the policies after an apply or a delete changed
-// one, before the answer: the caller's next call to this replica is decided
-// by what it just stored, not by the policy before it (the watch would
-// compile it a moment later, and a call in between was decided by the old
-// one: a transfer the new policy refuses went through). Other replicas
-// follow their watch, within about a second (docs/policy.md).
-func (a *API) policyInForce(ctx context.Context) {
-	if a.policies == nil {
+// Reloader takes in the resources of one kind that this replica holds now
+// (policy.Store, budget.Budgets, ratelimit.Limits).
+type Reloader interface {
+	Reload(ctx context.Context) error
+}
+
+// WithInForce makes an apply or delete that changes a resource of kind
+// answer once r has taken it in. It returns a, for chaining after New.
+func (a *API) WithInForce(kind string, r Reloader) *API {
+	if a.inForceBy == nil {
+		a.inForceBy = map[string]Reloader{}
+	}
+	a.inForceBy[kind] = r
+	return a
+}
+
+// inForce takes in a change of kind before the answer: the caller's next
+// call to this replica is decided, counted and limited by what it just
+// stored. The registry's mirror has the write at once, but the policy, the
+// budgets and the rate limits follow it in the background, so a call sent
+// right after an apply was decided by what was there before (a transfer a
+// new policy refuses reached the bank; a new budget counted nothing). Other
+// replicas follow their watch, within about a second.
+func (a *API) inForce(ctx context.Context, kind string) {
+	r := a.inForceBy[kind]
+	if r == nil {
 		return
 	}
-	if err := a.policies.Reload(ctx); err != nil {
+	if err := r.Reload(ctx); err != nil {
 		// Checked before it was stored, so this is not expected; the
 		// watch tries again and logs it.
-		a.logger.ErrorContext(ctx, "compiling the policies just stored", "err", err)
+		a.logger.ErrorContext(ctx, "taking in what was just stored", "kind", kind, "err", err)
 	}
 }
 

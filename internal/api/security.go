@@ -16,9 +16,6 @@ type Policies interface {
 	Engine() *policy.Engine
 	// CheckDelete says whether the other policies compile without this one.
 	CheckDelete(name string) error
-	// Reload compiles the Policy resources this replica holds now, so a
-	// policy applied or deleted here decides the next call here.
-	Reload(ctx context.Context) error
 }
 
 // SigningKeys lists and rotates the keys corral signs tokens with.

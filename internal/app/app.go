@@ -360,7 +360,8 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	// The console reads the API with a service token made here, in memory.
 	consoleToken := console.NewServiceToken()
 	apiCreds := console.WithServiceToken(a.creds, consoleToken)
-	api.New(httpLogger, a.registry, apiCreds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).WithTriggers(a.triggers).WithDeadLetters(a.deadLetters).Register(mux)
+	api.New(httpLogger, a.registry, apiCreds).WithOps(a.kill, a.audit).WithSecurity(a.policies, a.signer).WithBudgets(a.budgets).WithLimits(a.limits).WithTraces(traces).WithTasks(taskService, gateway).WithAdminTokens(a.creds).WithApprovals(a.approvals, a.creds, a.issuers).WithAdminGroups(cfg.AdminGroups).WithTriggers(a.triggers).WithDeadLetters(a.deadLetters).
+		WithInForce("Policy", a.policies).WithInForce("Budget", a.budgets).WithInForce("RateLimit", a.limits).Register(mux)
 	a.notifier = notify.New(logger.With("component", "notify"), a.registry, resolver.Resolve, a.creds, a.approvals, nil)
 	a.approvals.OnRequest(a.notifier.Announce)
 	a.notifier.Register(mux, func(h problem.HandlerFunc) http.Handler { return problem.Handle(httpLogger, h) })

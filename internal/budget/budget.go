@@ -136,6 +136,8 @@ type Budgets struct {
 	// set is the decoded budgets, sorted by name, swapped whole at every
 	// change so that Reserve reads it without a lock.
 	set atomic.Pointer[[]*budget]
+	// reconciling serialises reconcile: Run's and Reload's.
+	reconciling sync.Mutex
 
 	mu       sync.Mutex
 	exceeded map[limitOf]uint64 // refusals by this replica
@@ -200,9 +202,19 @@ func (b *Budgets) WaitLoaded(ctx context.Context) error {
 	}
 }
 
+// Reload takes in the Budget resources this replica holds now, at once:
+// after an apply here, the next call here is counted by what was applied,
+// not only once Run sees the change.
+func (b *Budgets) Reload(ctx context.Context) error {
+	b.reconcile(ctx)
+	return nil
+}
+
 // reconcile swaps in the budgets the resources declare now, decoding only
 // revisions it has not seen.
 func (b *Budgets) reconcile(ctx context.Context) {
+	b.reconciling.Lock()
+	defer b.reconciling.Unlock()
 	known := map[string]*budget{}
 	for _, bg := range *b.set.Load() {
 		known[bg.name] = bg

@@ -120,12 +120,14 @@ type substrate interface {
 // Limits are the RateLimit resources, decoded, their shared counters and
 // the upstreams known to be throttling.
 type Limits struct {
-	sub        substrate
-	kv         jetstream.KeyValue
-	throttleKV jetstream.KeyValue
-	resources  Resources
-	logger     *slog.Logger
-	now        func() time.Time
+	// reconciling serialises reconcile: Run's and Reload's.
+	reconciling sync.Mutex
+	sub         substrate
+	kv          jetstream.KeyValue
+	throttleKV  jetstream.KeyValue
+	resources   Resources
+	logger      *slog.Logger
+	now         func() time.Time
 
 	// set is the decoded limits, sorted by name, swapped whole at every
 	// change so that Admit reads it without a lock.
@@ -245,9 +247,19 @@ func (l *Limits) WaitLoaded(ctx context.Context) error {
 	return nil
 }
 
+// Reload takes in the RateLimit resources this replica holds now, at once:
+// after an apply here, the next call here is limited by what was applied,
+// not only once Run sees the change.
+func (l *Limits) Reload(ctx context.Context) error {
+	l.reconcile(ctx)
+	return nil
+}
+
 // reconcile swaps in the limits the resources declare now, decoding only
 // revisions it has not seen.
 func (l *Limits) reconcile(ctx context.Context) {
+	l.reconciling.Lock()
+	defer l.reconciling.Unlock()
 	known := map[string]*limit{}
 	for _, lm := range *l.set.Load() {
 		known[lm.name] = lm
