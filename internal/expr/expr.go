@@ -61,7 +61,9 @@ type Program struct {
 	prg cel.Program
 	// refs are the steps the expression names as steps.NAME.
 	refs []string
-	bool bool
+	// state: the expression reads the shared state.
+	state bool
+	bool  bool
 }
 
 // Compile parses and type-checks src. With wantBool the expression must
@@ -90,8 +92,23 @@ func Compile(src string, wantBool bool) (*Program, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s", oneLine(err.Error()))
 	}
-	return &Program{src: src, prg: prg, refs: stepRefs(checked.NativeRep()), bool: wantBool}, nil
+	return &Program{src: src, prg: prg, refs: stepRefs(checked.NativeRep()), state: names(checked.NativeRep(), State), bool: wantBool}, nil
 }
+
+// names reports whether the expression refers to the variable ident.
+func names(a *ast.AST, ident string) bool {
+	found := false
+	ast.PostOrderVisit(a.Expr(), ast.NewExprVisitor(func(e ast.Expr) {
+		if e.Kind() == ast.IdentKind && e.AsIdent() == ident {
+			found = true
+		}
+	}))
+	return found
+}
+
+// UsesState reports whether the expression reads the shared state, so an
+// evaluation that does not need it skips reading it.
+func (p *Program) UsesState() bool { return p.state }
 
 // oneLine keeps CEL's messages, whose caret drawings span lines, one per
 // error and on one line: "1:1: undeclared reference to 'inptu' ...".

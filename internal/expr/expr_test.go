@@ -122,3 +122,25 @@ func FuzzCompile(f *testing.F) {
 		}
 	})
 }
+
+// TestUsesState: a run reads the shared state (a round trip to the
+// bucket's leader) only for expressions that name it.
+func TestUsesState(t *testing.T) {
+	for src, want := range map[string]bool{
+		`state.port`:                       true,
+		`has(state.port) && input == "x"`:  true,
+		`steps.a.output.state`:             false, // a field called state, not the variable
+		`input + ' state'`:                 false,
+		`[1, 2].exists(s, s == 2)`:         false,
+		`{'state': input}.state == 'ok'`:   false,
+		`steps.a.output.x + string(state)`: true,
+	} {
+		p, err := Compile(src, false)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		if got := p.UsesState(); got != want {
+			t.Errorf("UsesState(%s) = %v, want %v", src, got, want)
+		}
+	}
+}

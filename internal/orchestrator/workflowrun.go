@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -352,17 +353,22 @@ func (x *wfRunner) enabled(st *config.WorkflowStep) (runs, skip bool, why string
 }
 
 // vars are what a step's expressions see: the run's input, the steps so
-// far, the output being compensated, and the tree's shared state as it is
-// now (docs/agents.md#shared-state), read from the bucket's leader.
-func (x *wfRunner) vars(ctx context.Context, output json.RawMessage) (expr.Vars, error) {
-	state, err := x.w.store.readState(ctx, rootOf(x.task))
-	if err != nil {
-		return nil, &errRetry{err}
+// far, the output being compensated, and, when one of them reads it, the
+// tree's shared state as it is now (docs/agents.md#shared-state), read
+// from the bucket's leader.
+func (x *wfRunner) vars(ctx context.Context, output json.RawMessage, progs ...*expr.Program) (expr.Vars, error) {
+	var state any
+	if slices.ContainsFunc(progs, (*expr.Program).UsesState) {
+		st, err := x.w.store.readState(ctx, rootOf(x.task))
+		if err != nil {
+			return nil, &errRetry{err}
+		}
+		state = decodeJSON(st.Document)
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return expr.Vars{expr.Input: decodeJSON(x.task.Input), expr.Steps: x.j.stepsVar(), expr.Output: decodeJSON(output),
-		expr.State: decodeJSON(state.Document)}, nil
+		expr.State: state}, nil
 }
 
 func (x *wfRunner) condition(ctx context.Context, st *config.WorkflowStep) (bool, error) {
@@ -370,7 +376,7 @@ func (x *wfRunner) condition(ctx context.Context, st *config.WorkflowStep) (bool
 	if err != nil {
 		return false, err
 	}
-	vars, err := x.vars(ctx, nil)
+	vars, err := x.vars(ctx, nil, p)
 	if err != nil {
 		return false, err
 	}
@@ -386,23 +392,31 @@ func retryLater(err error) bool {
 
 // evalAction evaluates a step's (or compensation's) input or arguments.
 func (x *wfRunner) evalAction(ctx context.Context, a config.StepAction, output json.RawMessage) (json.RawMessage, error) {
-	vars, err := x.vars(ctx, output)
-	if err != nil {
-		return nil, err
-	}
 	if a.Agent != "" {
 		p, err := expr.Compile(a.Input, false)
 		if err != nil {
 			return nil, fmt.Errorf("input: %w", err)
 		}
+		vars, err := x.vars(ctx, output, p)
+		if err != nil {
+			return nil, err
+		}
 		return p.Eval(ctx, vars)
 	}
-	args := map[string]json.RawMessage{}
+	progs := map[string]*expr.Program{}
 	for k, src := range a.Arguments {
 		p, err := expr.Compile(src, false)
 		if err != nil {
 			return nil, fmt.Errorf("arguments.%s: %w", k, err)
 		}
+		progs[k] = p
+	}
+	vars, err := x.vars(ctx, output, slices.Collect(maps.Values(progs))...)
+	if err != nil {
+		return nil, err
+	}
+	args := map[string]json.RawMessage{}
+	for k, p := range progs {
 		v, err := p.Eval(ctx, vars)
 		if err != nil {
 			return nil, fmt.Errorf("arguments.%s: %w", k, err)
@@ -987,7 +1001,7 @@ func (x *wfRunner) finish(ctx context.Context) error {
 		p, err := expr.Compile(x.wf.Output, false)
 		var vars expr.Vars
 		if err == nil {
-			if vars, err = x.vars(ctx, nil); err != nil {
+			if vars, err = x.vars(ctx, nil, p); err != nil {
 				return err
 			}
 			result, err = p.Eval(ctx, vars)
