@@ -379,17 +379,26 @@ func getTaskOn(t *testing.T, p *proc, id string) (taskJSON, bool) {
 	return tk, r.status == http.StatusOK && json.Unmarshal(r.body, &tk) == nil
 }
 
-// listTasksOn reads every task of agent from p (at most 1000).
+// listTasksOn reads every task of agent from p, page by page.
 func listTasksOn(t *testing.T, p *proc, agent string) []taskJSON {
 	t.Helper()
-	r := request(t, "GET", p.URL+"/v1/tasks?limit=1000&agent="+agent, p.Token, "")
-	var list struct {
-		Items []taskJSON `json:"items"`
+	var all []taskJSON
+	after := ""
+	for {
+		r := request(t, "GET", p.URL+"/v1/tasks?limit=1000&agent="+agent+"&after="+after, p.Token, "")
+		var page struct {
+			Items []taskJSON `json:"items"`
+			Next  string     `json:"next"`
+		}
+		if r.status != http.StatusOK || json.Unmarshal(r.body, &page) != nil {
+			t.Fatalf("GET /v1/tasks: HTTP %d %s", r.status, r.body)
+		}
+		all = append(all, page.Items...)
+		if page.Next == "" {
+			return all
+		}
+		after = page.Next
 	}
-	if r.status != http.StatusOK || json.Unmarshal(r.body, &list) != nil {
-		t.Fatalf("GET /v1/tasks: HTTP %d %s", r.status, r.body)
-	}
-	return list.Items
 }
 
 // taskEvent is what the tests read of an event.
