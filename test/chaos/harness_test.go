@@ -58,7 +58,7 @@ type replica struct {
 
 func newReplica(t testing.TB, name string, args ...string) *replica {
 	t.Helper()
-	r := &replica{name: name, data: t.TempDir(), args: args, addr: "127.0.0.1:" + strconv.Itoa(freePort(t))}
+	r := &replica{name: name, data: t.TempDir(), args: args, addr: "127.0.0.1:" + strconv.Itoa(bustest.FreePort(t))}
 	r.start(t)
 	t.Cleanup(r.kill)
 	t.Cleanup(func() {
@@ -193,16 +193,6 @@ func cleanEnv() []string {
 		}
 	}
 	return out
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func lastLines(s string, n int) string {
