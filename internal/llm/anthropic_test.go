@@ -419,7 +419,12 @@ func TestAnthropicInvalidAnswers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := anthropictest.Start(t, anthropictest.WithHandler(tt.handler))
-			p := NewAnthropic(anthEndpoint(srv))
+			ep := anthEndpoint(srv)
+			// These answers are wrong, not slow: under -race on a loaded
+			// machine, 16 MiB took longer than the 5 s silence limit to
+			// arrive, and the call failed as a time-out instead.
+			ep.Timeout = 2 * time.Minute
+			p := NewAnthropic(ep)
 			var err error
 			if tt.stream {
 				var s Stream
