@@ -206,11 +206,13 @@ func (r *run) awaitChild(ctx context.Context, tc llm.ToolCall, step int, fn agen
 		r.task.WaitingOn = waiting
 	}
 	// The child may have ended while the task parked, before its wake
-	// could find it parked: look once more.
-	if fresh, err := r.service().Get(ctx, child.ID); err == nil {
-		if end, err = r.service().outcome(ctx, fresh); err == nil && end.State.Final() {
-			return r.childAnswered(ctx, tc, step, fn, end)
-		}
+	// could find it parked: look once more, at the leader (the child may
+	// have ended on another replica, whose write this one's mirror has not
+	// seen yet). The park and the child's end are both written before
+	// either side looks for the other, and both looks read the leader
+	// (Wake's too), so at least one of them sees the other.
+	if end, err := r.service().latest(ctx, child.ID); err == nil && end.State.Final() {
+		return r.childAnswered(ctx, tc, step, fn, end)
 	}
 	return errParked
 }
@@ -276,6 +278,22 @@ func (s *Service) outcome(ctx context.Context, t *Task) (*Task, error) {
 		var err error
 		if t, err = s.Get(ctx, next); err != nil {
 			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// latest is outcome read from the leader, not this replica's mirror: the
+// task id, or the task it handed its work off to, as it is now.
+func (s *Service) latest(ctx context.Context, id string) (*Task, error) {
+	var t *Task
+	for range maxChain {
+		var err error
+		if t, _, err = s.store.fetch(ctx, id); err != nil {
+			return nil, err
+		}
+		if id = handedTo(t); id == "" {
+			break
 		}
 	}
 	return t, nil
