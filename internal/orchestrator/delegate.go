@@ -96,8 +96,12 @@ func childID(parent string, step int) string {
 
 // callAgent makes a delegate or handoff step whose intent is journaled:
 // it opens the child task (through the pipeline, once), then waits for it
-// or hands off to it.
-func (r *run) callAgent(ctx context.Context, tc llm.ToolCall, step int, fn agentFn) error {
+// or hands off to it. A call policy sends to people parks the task until
+// they decide (awaitApproval), as a tool call's does; the decision wakes
+// it, and the same step is made again: the child is opened then, once, or
+// the refusal is the call's answer. resume says the step was begun before
+// (by a worker now gone, or before the task parked).
+func (r *run) callAgent(ctx context.Context, tc llm.ToolCall, step int, fn agentFn, resume bool) error {
 	id := childID(r.task.ID, step)
 	child, ok := r.w.store.Get(id)
 	if !ok {
@@ -127,7 +131,7 @@ func (r *run) callAgent(ctx context.Context, tc llm.ToolCall, step int, fn agent
 		var made *Task
 		_, err = r.w.gateway.CallAgent(ctx, pipeline.AgentCall{
 			Action: pipeline.Action{Credential: tok, Kind: "agent", Target: fn.agent, Arguments: json.RawMessage(orEmpty(tc.Function.Arguments)),
-				IdempotencyKey: r.stepKey(step), Edge: "task", Step: fmt.Sprint(step)},
+				IdempotencyKey: r.stepKey(step), Edge: "task", Step: fmt.Sprint(step), Resume: resume},
 			Chain: chain,
 			Check: func() error { return CheckChain(chain, fn.agent, r.spec.Limits.Depth()) },
 			Run: func(ctx context.Context) (string, error) {
@@ -148,8 +152,12 @@ func (r *run) callAgent(ctx context.Context, tc llm.ToolCall, step int, fn agent
 			if !errors.As(err, &pe) || ctx.Err() != nil || transient(err) || pe.Status >= http.StatusInternalServerError {
 				return r.stepFailed(ctx, err)
 			}
-			// A refusal (a cycle, the depth, policy, no such agent) is the
-			// call's answer: the model may choose another way.
+			if pe.Code == problem.ApprovalPending {
+				return r.awaitApproval(ctx, pe)
+			}
+			// A refusal (a cycle, the depth, policy, no such agent, a
+			// human's no) is the call's answer: the model may choose
+			// another way.
 			return r.agentAnswer(ctx, tc, step, fn, true, fmt.Sprintf("error %s: %s", pe.Code, pe.Detail), pe.Code, pe.AuditID)
 		}
 		child = made
