@@ -190,12 +190,21 @@ func newApprovalsList(s streams) *cobra.Command {
 		tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tSTATE\tAGENT\tTARGET\tAPPROVALS\tEXPIRES\tREASONS")
 		for _, a := range list.Items {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", a.ID, a.State, a.Action.Agent, a.Action.Target,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", a.ID, a.State, a.Action.Agent, approvalTarget(a.Action),
 				approvals(a), a.Quorum, a.Expires.Local().Format(time.DateTime), strings.Join(a.Reasons, "; "))
 		}
 		return tw.Flush()
 	}
 	return cmd
+}
+
+// approvalTarget is what an approval's action calls, as the list shows it: a
+// tool's name, or "agent:<callee>" for an agent calling another.
+func approvalTarget(a approval.Action) string {
+	if a.Kind == "agent" {
+		return "agent:" + a.Target
+	}
+	return a.Target
 }
 
 func approvals(a approval.Approval) int {

@@ -96,8 +96,12 @@ func childID(parent string, step int) string {
 
 // callAgent makes a delegate or handoff step whose intent is journaled:
 // it opens the child task (through the pipeline, once), then waits for it
-// or hands off to it.
-func (r *run) callAgent(ctx context.Context, tc llm.ToolCall, step int, fn agentFn) error {
+// or hands off to it. A call policy sends to people parks the task until
+// they decide (awaitApproval), as a tool call's does; the decision wakes
+// it, and the same step is made again: the child is opened then, once, or
+// the refusal is the call's answer. resume says the step was begun before
+// (by a worker now gone, or before the task parked).
+func (r *run) callAgent(ctx context.Context, tc llm.ToolCall, step int, fn agentFn, resume bool) error {
 	id := childID(r.task.ID, step)
 	child, ok := r.w.store.Get(id)
 	if !ok {
@@ -127,7 +131,7 @@ func (r *run) callAgent(ctx context.Context, tc llm.ToolCall, step int, fn agent
 		var made *Task
 		_, err = r.w.gateway.CallAgent(ctx, pipeline.AgentCall{
 			Action: pipeline.Action{Credential: tok, Kind: "agent", Target: fn.agent, Arguments: json.RawMessage(orEmpty(tc.Function.Arguments)),
-				IdempotencyKey: r.stepKey(step), Edge: "task", Step: fmt.Sprint(step)},
+				IdempotencyKey: r.stepKey(step), Edge: "task", Step: fmt.Sprint(step), Resume: resume},
 			Chain: chain,
 			Check: func() error { return CheckChain(chain, fn.agent, r.spec.Limits.Depth()) },
 			Run: func(ctx context.Context) (string, error) {
@@ -148,8 +152,12 @@ func (r *run) callAgent(ctx context.Context, tc llm.ToolCall, step int, fn agent
 			if !errors.As(err, &pe) || ctx.Err() != nil || transient(err) || pe.Status >= http.StatusInternalServerError {
 				return r.stepFailed(ctx, err)
 			}
-			// A refusal (a cycle, the depth, policy, no such agent) is the
-			// call's answer: the model may choose another way.
+			if pe.Code == problem.ApprovalPending {
+				return r.awaitApproval(ctx, pe)
+			}
+			// A refusal (a cycle, the depth, policy, no such agent, a
+			// human's no) is the call's answer: the model may choose
+			// another way.
 			return r.agentAnswer(ctx, tc, step, fn, true, fmt.Sprintf("error %s: %s", pe.Code, pe.Detail), pe.Code, pe.AuditID)
 		}
 		child = made
@@ -206,11 +214,13 @@ func (r *run) awaitChild(ctx context.Context, tc llm.ToolCall, step int, fn agen
 		r.task.WaitingOn = waiting
 	}
 	// The child may have ended while the task parked, before its wake
-	// could find it parked: look once more.
-	if fresh, err := r.service().Get(ctx, child.ID); err == nil {
-		if end, err = r.service().outcome(ctx, fresh); err == nil && end.State.Final() {
-			return r.childAnswered(ctx, tc, step, fn, end)
-		}
+	// could find it parked: look once more, at the leader (the child may
+	// have ended on another replica, whose write this one's mirror has not
+	// seen yet). The park and the child's end are both written before
+	// either side looks for the other, and both looks read the leader
+	// (Wake's too), so at least one of them sees the other.
+	if end, err := r.service().latest(ctx, child.ID); err == nil && end.State.Final() {
+		return r.childAnswered(ctx, tc, step, fn, end)
 	}
 	return errParked
 }
@@ -276,6 +286,22 @@ func (s *Service) outcome(ctx context.Context, t *Task) (*Task, error) {
 		var err error
 		if t, err = s.Get(ctx, next); err != nil {
 			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// latest is outcome read from the leader, not this replica's mirror: the
+// task id, or the task it handed its work off to, as it is now.
+func (s *Service) latest(ctx context.Context, id string) (*Task, error) {
+	var t *Task
+	for range maxChain {
+		var err error
+		if t, _, err = s.store.fetch(ctx, id); err != nil {
+			return nil, err
+		}
+		if id = handedTo(t); id == "" {
+			break
 		}
 	}
 	return t, nil

@@ -460,7 +460,7 @@ func (r *run) callTool(ctx context.Context, tc llm.ToolCall) error {
 		return r.park(ctx, tc)
 	}
 	if toAgent {
-		return r.callAgent(ctx, tc, step, fn)
+		return r.callAgent(ctx, tc, step, fn, resume)
 	}
 	if stateFn {
 		return r.stateCall(ctx, tc, step, tool)

@@ -316,7 +316,18 @@ func (s *Service) Wake(ctx context.Context, id, detail string) error {
 		return err
 	}
 	if t.State != InputRequired || !wakeable(t.Reason) {
-		return nil
+		// This replica's mirror may lag a park recorded on another one a
+		// moment ago: a child that ends as its parent parks must find the
+		// park, or the parent waits for the sweep. The leader has it.
+		if t, _, err = s.store.fetch(ctx, id); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return notFound(id)
+			}
+			return s.substrate(err)
+		}
+		if t.State != InputRequired || !wakeable(t.Reason) {
+			return nil
+		}
 	}
 	t, err = s.store.update(ctx, id, func(t *Task) error {
 		if t.State != InputRequired || !wakeable(t.Reason) {

@@ -60,11 +60,14 @@ type Worker struct {
 	kill      KillSwitches
 	now       func() time.Time
 
-	mu      sync.Mutex
-	running map[string]bool // task ids this worker runs now
-	resumes atomic.Int64    // tasks taken over from their journal
-	turns   turns           // tasks waiting on a limit, in order
-	dlq     DeadLetters     // where failed workflow steps go (WithDeadLetters)
+	mu sync.Mutex
+	// running holds the tasks this worker runs now; true: a work message
+	// for the task came meanwhile (a wake that met the run), so the task
+	// runs again if it parks (hold, release).
+	running map[string]bool
+	resumes atomic.Int64 // tasks taken over from their journal
+	turns   turns        // tasks waiting on a limit, in order
+	dlq     DeadLetters  // where failed workflow steps go (WithDeadLetters)
 }
 
 // AgentLister lists Agent resources, for the placements work may carry.
@@ -213,20 +216,10 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	w.mu.Lock()
-	if w.running[id] {
-		w.mu.Unlock()
-		_ = msg.Ack() // a duplicate: this worker runs the task already
+	if !w.hold(id) {
+		_ = msg.Ack() // this worker runs the task already, and knows it was woken
 		return
 	}
-	w.running[id] = true
-	w.mu.Unlock()
-	defer func() {
-		w.mu.Lock()
-		delete(w.running, id)
-		w.mu.Unlock()
-	}()
-
 	hctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() {
@@ -241,13 +234,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 			}
 		}
 	}()
-	err := w.runTask(hctx, id)
-	// Woken while it parked (a child ended, an answer came): the wake's
-	// work message met this run and was dropped as a duplicate, so the
-	// run goes on here.
-	for i := 0; i < 3 && errors.Is(err, errParked) && w.woken(id); i++ {
-		err = w.runTask(hctx, id)
-	}
+	err := w.serve(hctx, id, w.runTask)
 	var retry *errRetry
 	switch {
 	case err == nil, errors.Is(err, errParked), errors.Is(err, ErrFenced), errors.Is(err, ErrNotFound):
@@ -259,6 +246,54 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	default:
 		w.logger.WarnContext(ctx, "task goes back on the queue", "task", id, "err", err)
 		_ = msg.NakWithDelay(time.Second)
+	}
+}
+
+// hold marks task id as run by this worker. It reports false when the
+// worker runs it already: the work message is then a wake (a child ended,
+// an approval was decided, an answer came) that met the run on its way to
+// parking, and it is noted so that the run goes on (serve).
+func (w *Worker) hold(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.running[id]; ok {
+		w.running[id] = true
+		return false
+	}
+	w.running[id] = false
+	return true
+}
+
+// release lets go of task id, unless its run parked and a wake came while
+// it ran: then the task stays held, and release reports that it is to run
+// again. The check and the letting go are one step under w.mu, so a wake
+// either finds the task held (and is noted) or finds it free (and runs
+// it): it is never dropped between the two.
+func (w *Worker) release(id string, parked bool) (again bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if parked && w.running[id] {
+		w.running[id] = false
+		return true
+	}
+	delete(w.running, id)
+	return false
+}
+
+// serve runs task id, which hold has marked, with run until it ends, is
+// lost, or parks with no wake behind it, and then releases it. A task
+// woken while it parked (its record says working again, or a wake's work
+// message met the run) runs again here.
+func (w *Worker) serve(ctx context.Context, id string, run func(context.Context, string) error) error {
+	for i := 0; ; i++ {
+		err := run(ctx, id)
+		parked := errors.Is(err, errParked)
+		if parked && i < 3 && w.woken(id) {
+			continue
+		}
+		if !w.release(id, parked) {
+			return err
+		}
 	}
 }
 

@@ -5,9 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 
+	"github.com/nats-io/nuid"
+
+	"github.com/corral-dev/corral/internal/approval"
 	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/problem"
@@ -120,11 +125,19 @@ func (p *Pipeline) CallAgent(ctx context.Context, call AgentCall) (out *AgentOut
 		in.Task.Chain = call.Chain
 		in.Task.Depth = max(len(call.Chain)-1, 0)
 	}
-	if _, err := p.decide(ctx, rec, in); err != nil {
-		if pe, ok := err.(*problem.Error); ok && pe.Code == problem.ApprovalRequired {
-			pe.Detail = "calling agent " + a.Target + " needs a human's approval, which agent calls cannot wait for yet: " + pe.Detail
-		}
+	decision, err := p.decide(ctx, rec, in)
+	parked := p.parked(err)
+	if err != nil && !parked {
 		return nil, err
+	}
+	if parked { // approval gate: park the call, or make it once approved
+		id, gerr := p.agentApprovalGate(ctx, rec, caller, a, decision, value)
+		if gerr != nil {
+			return nil, gerr
+		}
+		// The record's id is fixed now, so that the approval can name it.
+		rec.ID = nuid.Next()
+		defer func() { p.finishAgentApproval(ctx, id, rec, out, err) }() // out and err: CallAgent's results
 	}
 	if err := p.auditAvailable(); err != nil {
 		return nil, err
@@ -135,6 +148,69 @@ func (p *Pipeline) CallAgent(ctx context.Context, call AgentCall) (out *AgentOut
 	}
 	rec.Reason = "task " + task
 	return &AgentOutcome{Task: task}, nil
+}
+
+// agentApprovalGate parks an agent call policy wants approved, as
+// approvalGate does a tool call: bound to the caller, its task, the callee,
+// the digest of the arguments and the Idempotency-Key (a hosted agent's
+// step key); approvers see the arguments (the callee's input), masked.
+func (p *Pipeline) agentApprovalGate(ctx context.Context, rec *audit.Record, c Caller, a Action, d policy.Decision, value any) (string, error) {
+	ctx, span := p.stage(ctx, telemetry.StageApproval)
+	id, err := p.agentGateOnce(ctx, rec, c, a, d, value)
+	p.endStage(span, err)
+	return id, err
+}
+
+func (p *Pipeline) agentGateOnce(ctx context.Context, rec *audit.Record, c Caller, a Action, d policy.Decision, value any) (string, error) {
+	rules, err := approval.ParseRules(d.Obligations)
+	if err != nil {
+		return "", problem.Wrap(http.StatusForbidden, problem.PolicyError, "policy's approval obligations are invalid, so the call is denied: "+err.Error(), err)
+	}
+	canonical, err := json.Marshal(value)
+	if err != nil {
+		return "", problem.New(http.StatusUnprocessableEntity, problem.InvalidArguments, "the arguments cannot be encoded")
+	}
+	sum := sha256.Sum256(canonical)
+	act := approval.Action{
+		Agent: c.Agent, AgentUID: c.AgentUID, Task: rec.Task, Step: a.Step, Kind: policy.KindAgent, Target: a.Target,
+		ArgsDigest: "sha256:" + hex.EncodeToString(sum[:]), Arguments: p.displayArguments(canonical), IdempotencyKey: a.IdempotencyKey,
+	}
+	if c.Principal != nil {
+		act.Principal, act.PrincipalIssuer = c.Principal.Subject, c.Principal.Issuer
+	}
+	act.Owners = p.owners(c)
+	if res, ok := p.Resources.Get("Agent", a.Target); ok {
+		act.Revision = strconv.FormatUint(res.Metadata.Revision, 10)
+	}
+	ap, err := p.Approvals.Gate(ctx, approval.Request{
+		Action: act, Requester: "agent:" + c.Agent, Reasons: slices.Clone(d.Reasons), PolicyRevision: d.Revision,
+		Rules: rules, RequestID: a.RequestID, Resume: a.Resume,
+	})
+	if err == nil {
+		return ap.ID, nil
+	}
+	return "", approvalProblem("calling agent "+a.Target, ap, err)
+}
+
+// finishAgentApproval records the outcome of an approved agent call on its
+// approval: the task it made. A call whose Run failed in a way a repeat may
+// cure (the task store did not answer) gives the approval back, like one
+// refused after the claim: the callee's task is named after the call
+// (a hosted agent's step, an Idempotency-Key), so a repeat that finds it
+// made does not make a second.
+func (p *Pipeline) finishAgentApproval(ctx context.Context, id string, rec *audit.Record, out *AgentOutcome, err error) {
+	var pe *problem.Error
+	if err != nil && (!errors.As(err, &pe) || pe.Status >= http.StatusInternalServerError) {
+		if rerr := p.Approvals.Release(context.WithoutCancel(ctx), id); rerr != nil {
+			p.logger.ErrorContext(ctx, "releasing an approved agent call that did not run", "approval", id, "err", rerr)
+		}
+		return
+	}
+	var result json.RawMessage
+	if err == nil && out != nil {
+		result, _ = json.Marshal(map[string]string{"task": out.Task})
+	}
+	p.recordExecution(ctx, id, rec, result, false, err)
 }
 
 func isAgentScope(s string) bool { return len(s) > 6 && s[:6] == "agent:" }

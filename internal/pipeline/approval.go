@@ -191,6 +191,23 @@ func (p *Pipeline) finishModelApproval(ctx context.Context, mc *modelCall, rec *
 
 // finishApproval records the outcome of an approved call on its approval.
 func (p *Pipeline) finishApproval(ctx context.Context, id string, rec *audit.Record, out *Outcome, err error) {
+	var (
+		result  json.RawMessage
+		isError bool
+	)
+	if err == nil && out != nil && out.Result != nil {
+		isError = out.Result.IsError
+		if b, merr := json.Marshal(out.Result); merr == nil {
+			result = b
+		}
+	}
+	p.recordExecution(ctx, id, rec, result, isError, err)
+}
+
+// recordExecution records on its approval the outcome of an approved
+// call: its result (kept when small enough) or its failure. A call refused
+// after the claim, or never sent, gives the approval back instead.
+func (p *Pipeline) recordExecution(ctx context.Context, id string, rec *audit.Record, result json.RawMessage, isError bool, err error) {
 	ex := approval.Execution{AuditID: rec.ID, RequestID: rec.RequestID, Status: "ok"}
 	var pe *problem.Error
 	if err != nil && (notSent(err) || errors.As(err, &pe) && refusal(pe.Code)) {
@@ -206,12 +223,12 @@ func (p *Pipeline) finishApproval(ctx context.Context, id string, rec *audit.Rec
 		ex.Status, ex.Code = "failed", pe.Code
 	case err != nil:
 		ex.Status, ex.Code = "failed", problem.Internal
-	case out != nil && out.Result != nil:
-		if out.Result.IsError {
+	default:
+		if isError {
 			ex.Status = "error"
 		}
-		if b, merr := json.Marshal(out.Result); merr == nil && len(b) <= approval.MaxResult {
-			ex.Result = b
+		if len(result) <= approval.MaxResult {
+			ex.Result = result
 		}
 	}
 	if ferr := p.Approvals.Finish(context.WithoutCancel(ctx), id, ex); ferr != nil {

@@ -46,7 +46,7 @@ function item(a, me) {
   const act = a.action || {};
   const yes = (a.decisions || []).filter((d) => d.decision === 'approve').length;
   return h('li', { class: 'card-row' },
-    h('a', { href: '#/approvals/' + encodeURIComponent(a.id), class: 'row-title' }, act.target || a.id),
+    h('a', { href: '#/approvals/' + encodeURIComponent(a.id), class: 'row-title' }, act.kind === 'agent' ? 'call agent ' + act.target : act.target || a.id),
     ' ', badge(a.state),
     a.state === 'pending' && mayDecide(me) && inGroups(a, me) ? [' ', badge('yours to decide')] : null,
     h('div', { class: 'row-meta' }, 'agent ', act.agent || '', ' · ', yes, ' of ', a.quorum || 1, ' approvals · expires ', time(a.expires)),
