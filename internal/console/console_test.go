@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/internal/bus/bustest"
 	"github.com/corral-dev/corral/internal/identity"
 )
 
@@ -66,6 +67,7 @@ type seen struct {
 
 type world struct {
 	c      *Console
+	store  *Store
 	humans *fakeHumans
 	calls  []seen
 	now    time.Time
@@ -73,7 +75,7 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC), humans: &fakeHumans{m: map[string]identity.Human{
+	w := &world{store: testStore(t), now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC), humans: &fakeHumans{m: map[string]identity.Human{
 		aliceKey:  {Name: "alice", Groups: []string{"payments-oncall"}},
 		victorKey: {Name: "victor", Groups: []string{"payments-oncall", "viewers"}},
 		carolKey:  {Name: "carol", Groups: []string{"corral-admins"}},
@@ -85,9 +87,20 @@ func newWorld(t *testing.T) *world {
 		// An agent-chosen name comes back as JSON, never as HTML.
 		_ = json.NewEncoder(rw).Encode(map[string]string{"name": `<script>alert(1)</script><img src=x onerror=alert(2)>`})
 	})
-	w.c = New(slog.New(slog.DiscardHandler), api, fakeAdmins{}, w.humans, fakeUsers{expiry: w.now.Add(time.Hour).Unix()},
+	w.c = New(slog.New(slog.DiscardHandler), api, w.store, fakeAdmins{}, w.humans, fakeUsers{expiry: w.now.Add(time.Hour).Unix()},
 		Options{AdminGroups: []string{"corral-admins"}, ServiceToken: service, Now: func() time.Time { return w.now }})
 	return w
+}
+
+// testStore opens the console's buckets on an embedded JetStream of the
+// test's own.
+func testStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := OpenStore(t.Context(), bustest.Open(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 type answer struct {
@@ -460,7 +473,7 @@ func TestStreamsEndWithTheSession(t *testing.T) {
 				rw.(http.Flusher).Flush()
 				<-r.Context().Done() // streams until corral or the client ends it
 			})
-			w.c = New(slog.New(slog.DiscardHandler), stream, fakeAdmins{}, w.humans, nil,
+			w.c = New(slog.New(slog.DiscardHandler), stream, w.store, fakeAdmins{}, w.humans, nil,
 				Options{ServiceToken: service, Now: func() time.Time { return w.now }})
 			w.c.recheck = 10 * time.Millisecond
 			srv := httptest.NewServer(w.c)
