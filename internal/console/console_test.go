@@ -44,6 +44,15 @@ func (f *fakeHumans) VerifyHuman(k string) (identity.Human, bool) {
 	return h, ok
 }
 
+// regroup changes the groups of k's human, as recreating them would.
+func (f *fakeHumans) regroup(k string, groups ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h := f.m[k]
+	h.Groups = groups
+	f.m[k] = h
+}
+
 func (f *fakeHumans) revoke(k string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -80,16 +89,33 @@ func newWorld(t *testing.T) *world {
 		victorKey: {Name: "victor", Groups: []string{"payments-oncall", "viewers"}},
 		carolKey:  {Name: "carol", Groups: []string{"corral-admins"}},
 	}}}
-	api := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+	w.c = w.console(w, nil)
+	return w
+}
+
+// console is a console over w's substrate, humans and clock whose API
+// calls api records; opts, when set, changes its options.
+func (w *world) console(api *world, opts func(*Options)) *Console {
+	h := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		w.calls = append(w.calls, seen{r.Method, r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("Cookie"), r.Header.Get(CSRFHeader), string(body)})
+		api.calls = append(api.calls, seen{r.Method, r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("Cookie"), r.Header.Get(CSRFHeader), string(body)})
 		rw.Header().Set("Content-Type", "application/json")
 		// An agent-chosen name comes back as JSON, never as HTML.
 		_ = json.NewEncoder(rw).Encode(map[string]string{"name": `<script>alert(1)</script><img src=x onerror=alert(2)>`})
 	})
-	w.c = New(slog.New(slog.DiscardHandler), api, w.store, fakeAdmins{}, w.humans, fakeUsers{expiry: w.now.Add(time.Hour).Unix()},
-		Options{AdminGroups: []string{"corral-admins"}, ServiceToken: service, Now: func() time.Time { return w.now }})
-	return w
+	o := Options{AdminGroups: []string{"corral-admins"}, ServiceToken: service, Now: func() time.Time { return w.now }}
+	if opts != nil {
+		opts(&o)
+	}
+	return New(slog.New(slog.DiscardHandler), h, w.store, fakeAdmins{}, w.humans, fakeUsers{expiry: w.now.Add(time.Hour).Unix()}, o)
+}
+
+// replica is another console over w's substrate, humans and clock: a
+// second corral behind the same load balancer, with an API of its own.
+func (w *world) replica() *world {
+	r := &world{store: w.store, humans: w.humans}
+	r.c = w.console(r, nil)
+	return r
 }
 
 // testStore opens the console's buckets on an embedded JetStream of the
