@@ -47,10 +47,10 @@ const (
 	// maxFlowBytes bounds FlowBucket: anyone may start a sign-in, so
 	// strangers must not be able to fill the substrate with them. It holds
 	// some 30,000 sign-ins under way.
-	maxFlowBytes    = 16 << 20
-	oidcCookie      = "corral_console_oidc"
-	maxTokenAnswer  = 1 << 20
-	callbackPath    = "/ui/api/oidc/callback"
+	maxFlowBytes   = 16 << 20
+	oidcCookie     = "corral_console_oidc"
+	maxTokenAnswer = 1 << 20
+	callbackPath   = "/ui/api/oidc/callback"
 )
 
 // FlowBucket holds the sign-ins under way at an identity provider, so that
