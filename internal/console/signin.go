@@ -34,6 +34,11 @@ const (
 	maxSignInAttempts = 16
 	// maxClaimedName bounds the name taken from a credential.
 	maxClaimedName = 512
+	// maxSignInBytes bounds SignInBucket: strangers holding many addresses
+	// write a counter each, and must not be able to fill the substrate.
+	// It holds some 150,000 counters; past it, failures are still refused
+	// but not counted until counters age out.
+	maxSignInBytes = 32 << 20
 )
 
 // SignInBucket counts failed console sign-ins, shared by every replica.

@@ -35,6 +35,7 @@ func OpenStore(ctx context.Context, s substrate) (*Store, error) {
 		Bucket:      SignInBucket,
 		Description: "corral console failed sign-ins, per source address and per claimed name",
 		TTL:         signInWindow,
+		MaxBytes:    maxSignInBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("console: %w", err)
