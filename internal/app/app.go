@@ -380,8 +380,14 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	}
 	a.push = a2aedge.NewPusher(logger.With("component", "a2a-push"), taskService, a2aStore, a2aedge.PushOptions{AllowPrivate: cfg.A2APushAllowPrivate})
 	a2aedge.New(logger.With("component", "a2a"), taskService, gateway, a.creds, a.registry, a2aStore, a.push, a2aedge.Options{PublicURL: cfg.Issuer, Version: cfg.Version}).Register(mux)
-	console.New(logger.With("component", "console"), mux, apiCreds, a.creds, a.issuers,
-		console.Options{AdminGroups: cfg.AdminGroups, ViewerGroups: cfg.ViewerGroups, ServiceToken: consoleToken, OIDC: cfg.ConsoleOIDC}).Register(mux)
+	// Console sessions live on the substrate: every replica sees them.
+	consoleStore, err := console.OpenStore(ctx, a.bus)
+	if err != nil {
+		return nil, err
+	}
+	console.New(logger.With("component", "console"), mux, consoleStore, apiCreds, a.creds, a.issuers,
+		console.Options{AdminGroups: cfg.AdminGroups, ViewerGroups: cfg.ViewerGroups, ServiceToken: consoleToken, OIDC: cfg.ConsoleOIDC,
+			Audit: a.audit, Refusals: refusals}).Register(mux)
 	mux.Handle("GET /healthz", problem.Handle(httpLogger, a.healthz))
 	mux.Handle("GET /readyz", problem.Handle(httpLogger, a.readyz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))

@@ -213,6 +213,9 @@ func writeTask(w io.Writer, now time.Time, t *orchestrator.Task) error {
 	if t.WaitingOn != "" {
 		row("Waiting on", t.WaitingOn)
 	}
+	if t.TraceID != "" {
+		row("Trace", t.TraceID) // corral trace ID shows it
+	}
 	row("Created", fmt.Sprintf("%s (%s ago) by %s", t.Created.Local().Format(auditTimeLayout), age(now, t.Created), oneLine(t.CreatedBy, 80)))
 	if t.Ended != nil {
 		row("Ended", t.Ended.Local().Format(auditTimeLayout))

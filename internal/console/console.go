@@ -10,6 +10,7 @@ import (
 	"crypto/subtle"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -21,8 +22,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/identity"
 	"github.com/corral-dev/corral/internal/problem"
+	"github.com/corral-dev/corral/internal/telemetry"
 )
 
 //go:embed ui
@@ -63,8 +66,19 @@ type Options struct {
 	ServiceToken string
 	// OIDC, when set, offers sign-in through an identity provider.
 	OIDC *OIDC
+	// Audit, when set, records refused sign-ins, bounded by Refusals.
+	Audit Auditor
+	// Refusals bounds the audit records of refused sign-ins per source
+	// address; every door that refuses strangers shares one. Nil is a
+	// bound of the console's own.
+	Refusals *audit.Refusals
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+}
+
+// Auditor appends audit records (audit.Log).
+type Auditor interface {
+	Append(ctx context.Context, r *audit.Record) (string, error)
 }
 
 // DefaultViewerGroups is the viewer group when Options.ViewerGroups is nil.
@@ -76,6 +90,10 @@ type Console struct {
 	api      http.Handler
 	auth     *authenticator
 	sessions *sessions
+	signIns  *signInLimit
+	audit    Auditor // nil: refused sign-ins are only logged
+	refusals *audit.Refusals
+	now      func() time.Time
 	service  string
 	static   http.Handler
 	mux      *http.ServeMux // /ui/api/...
@@ -84,28 +102,35 @@ type Console struct {
 	recheck  time.Duration  // how often a stream's session is checked
 }
 
-// New returns the console over api (the handler serving /v1/...), letting
-// in the credentials admins, humans and users accept. humans and users
-// may be nil.
-func New(logger *slog.Logger, api http.Handler, admins Admins, humans Humans, users Users, opts Options) *Console {
+// New returns the console over api (the handler serving /v1/...), keeping
+// its sessions in store and letting in the credentials admins, humans and
+// users accept. humans and users may be nil.
+func New(logger *slog.Logger, api http.Handler, store *Store, admins Admins, humans Humans, users Users, opts Options) *Console {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.ViewerGroups == nil {
 		opts.ViewerGroups = DefaultViewerGroups
 	}
+	if opts.Refusals == nil {
+		opts.Refusals = &audit.Refusals{}
+	}
 	sub, _ := fs.Sub(assets, "ui") // the directory is embedded: never fails
 	c := &Console{
 		logger: logger, api: api,
 		auth:     &authenticator{admins: admins, humans: humans, users: users, adminGroups: opts.AdminGroups, viewerGroups: opts.ViewerGroups},
-		sessions: newSessions(opts.Now),
+		sessions: &sessions{kv: store.sessions, now: opts.Now},
+		signIns:  &signInLimit{kv: store.signIns, now: opts.Now},
+		audit:    opts.Audit,
+		refusals: opts.Refusals,
+		now:      opts.Now,
 		service:  opts.ServiceToken,
 		static:   http.StripPrefix("/ui", http.FileServerFS(sub)),
 		mux:      http.NewServeMux(),
 		recheck:  streamRecheck,
 	}
 	if opts.OIDC != nil && opts.OIDC.Issuer != "" {
-		c.oidc = newOIDCFlows(*opts.OIDC, opts.Now)
+		c.oidc = newOIDCFlows(*opts.OIDC, store.flows, opts.Now)
 	}
 	h := func(f problem.HandlerFunc) http.Handler { return problem.Handle(logger, f) }
 	c.mux.Handle("GET /ui/api/oidc", h(c.oidcInfo))
@@ -213,27 +238,86 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) error {
 	if in.Credential == "" {
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "credential: the admin token, a corral human's key, or a trusted Issuer's token")
 	}
-	p, exp, ok := c.auth.authenticate(r.Context(), in.Credential)
+	ctx := r.Context()
+	keys := signInKeys(r.RemoteAddr, in.Credential)
+	wait, err := c.signIns.wait(ctx, keys)
+	if err != nil {
+		return substrateProblem(err)
+	}
+	if wait > 0 {
+		c.refused(ctx, r, problem.RateLimited, "console sign-in: too many failed sign-ins from this address or for this name", in.Credential)
+		return &problem.Error{Status: http.StatusTooManyRequests, Code: problem.RateLimited, RetryAfter: wait,
+			Detail: fmt.Sprintf("too many failed sign-ins from this address or for this name; try again in %s", wait.Round(time.Second))}
+	}
+	p, exp, ok := c.auth.authenticate(ctx, in.Credential)
 	if !ok {
-		c.logger.InfoContext(r.Context(), "console sign-in refused")
+		if err := c.signIns.fail(ctx, keys); err != nil {
+			// The refusal stands; only its count is lost.
+			c.logger.WarnContext(ctx, "console failed sign-in not counted", "err", err)
+		}
+		c.refused(ctx, r, problem.Unauthenticated, "console sign-in: the credential is not valid", in.Credential)
 		return problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the credential is not valid: not the admin token, a live human's key, or a trusted Issuer's token")
 	}
-	se := c.startSession(w, r, p, in.Credential, exp)
+	se, err := c.startSession(w, r, p, in.Credential, exp)
+	if err != nil {
+		return err
+	}
 	return problem.WriteJSON(w, http.StatusOK, SessionInfo{Person: p, CSRF: se.csrf, Expires: se.expires})
 }
 
-// startSession signs p in: a new session, its cookie, a log line.
-func (c *Console) startSession(w http.ResponseWriter, r *http.Request, p Person, credential string, exp time.Time) *session {
-	if old, err := r.Cookie(CookieName); err == nil {
-		c.sessions.end(old.Value) // a new sign-in replaces the old session
+// refused logs a refused sign-in and audits it, within the bound on
+// unauthenticated refusals per source address (audit.Refusals) that the
+// gateway and the token endpoint share: a stranger trying credentials
+// grows the audit no faster than one calling tools without any.
+func (c *Console) refused(ctx context.Context, r *http.Request, code, reason, credential string) {
+	c.logger.InfoContext(ctx, "console sign-in refused", "code", code, "remote", r.RemoteAddr)
+	if c.audit == nil {
+		return
 	}
-	id, se := c.sessions.create(p, credential, exp)
+	now := c.now()
+	store, n := c.refusals.Admit(r.RemoteAddr, now)
+	if !store {
+		return // counted, and stood for by the next record from this address
+	}
+	if name := claimedName(credential); name != "" {
+		reason += " (it claims " + name + ")"
+	}
+	rec := &audit.Record{Time: now.UTC(), Kind: "console", Target: "sign-in", Edge: "console", Decision: "denied", Status: "refused",
+		Code: code, Reason: reason, Remote: r.RemoteAddr, RequestID: telemetry.RequestID(ctx)}
+	if n > 1 {
+		rec.Sampled = n
+	}
+	if _, err := c.audit.Append(context.WithoutCancel(ctx), rec); err != nil {
+		c.logger.ErrorContext(ctx, "audit record lost", "target", rec.Target, "code", code, "err", err)
+	}
+}
+
+// substrateProblem answers a failure to read or write the console's
+// buckets.
+func substrateProblem(err error) error {
+	return &problem.Error{Status: http.StatusServiceUnavailable, Code: problem.SubstrateUnavailable, RetryAfter: time.Second,
+		Detail: "the substrate (NATS JetStream) did not answer in time, as during a leader election; retry", Err: err}
+}
+
+// startSession signs p in: a new session, its cookie, a log line.
+func (c *Console) startSession(w http.ResponseWriter, r *http.Request, p Person, credential string, exp time.Time) (*session, error) {
+	ctx := r.Context()
+	if old, err := r.Cookie(CookieName); err == nil && old.Value != "" {
+		// A new sign-in replaces the old session.
+		if err := c.sessions.end(ctx, old.Value); err != nil {
+			return nil, substrateProblem(err)
+		}
+	}
+	token, se, err := c.sessions.create(ctx, p, credential, exp)
+	if err != nil {
+		return nil, substrateProblem(err)
+	}
 	http.SetCookie(w, &http.Cookie{
-		Name: CookieName, Value: id, Path: Prefix, HttpOnly: true, Secure: secure(r),
+		Name: CookieName, Value: token, Path: Prefix, HttpOnly: true, Secure: secure(r),
 		SameSite: http.SameSiteStrictMode, Expires: se.expires,
 	})
-	c.logger.InfoContext(r.Context(), "console sign-in", "person", p.Name, "kind", p.Kind, "role", string(p.Role))
-	return se
+	c.logger.InfoContext(ctx, "console sign-in", "person", p.Name, "kind", p.Kind, "role", string(p.Role))
+	return se, nil
 }
 
 func (c *Console) whoami(w http.ResponseWriter, r *http.Request) error {
@@ -253,7 +337,9 @@ func (c *Console) signOut(w http.ResponseWriter, r *http.Request) error {
 	if err := checkChange(r, se); err != nil {
 		return err
 	}
-	c.sessions.end(id)
+	if err := c.sessions.end(r.Context(), id); err != nil {
+		return substrateProblem(err)
+	}
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: Prefix, HttpOnly: true, Secure: secure(r),
 		SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	w.WriteHeader(http.StatusNoContent)
@@ -261,19 +347,23 @@ func (c *Console) signOut(w http.ResponseWriter, r *http.Request) error {
 }
 
 // session finds the request's session and checks its credential again: a
-// revoked key or an expired token ends the session now.
+// revoked key or an expired token ends the session now, and the role is
+// the one the person's groups give now, on whichever replica answers.
 func (c *Console) session(r *http.Request) (*session, string, error) {
 	ck, err := r.Cookie(CookieName)
 	if err != nil {
 		return nil, "", problem.New(http.StatusUnauthorized, problem.Unauthenticated, "sign in at /ui/")
 	}
-	se, ok := c.sessions.get(ck.Value)
-	if !ok {
+	se, err := c.sessions.get(r.Context(), ck.Value)
+	if errors.Is(err, errNoSession) {
 		return nil, "", problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the session has ended; sign in again")
+	}
+	if err != nil {
+		return nil, "", substrateProblem(err)
 	}
 	p, _, ok := c.auth.authenticate(r.Context(), se.credential)
 	if !ok {
-		c.sessions.end(ck.Value)
+		_ = c.sessions.end(r.Context(), ck.Value) // refused either way
 		return nil, "", problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the credential behind this session is no longer valid; sign in again")
 	}
 	se.person = p // groups may have changed since sign-in
@@ -379,8 +469,9 @@ func (c *Console) forward(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// watch calls cancel once session id has ended or its credential is no
-// longer valid; it returns when ctx ends.
+// watch calls cancel once session id has ended (on any replica) or its
+// credential is no longer valid; it returns when ctx ends. A substrate
+// that does not answer leaves the stream open until the next check.
 func (c *Console) watch(ctx context.Context, cancel context.CancelFunc, id string) {
 	t := time.NewTicker(c.recheck)
 	defer t.Stop()
@@ -389,12 +480,16 @@ func (c *Console) watch(ctx context.Context, cancel context.CancelFunc, id strin
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			se, ok := c.sessions.peek(id)
+			se, err := c.sessions.peek(ctx, id)
+			if err != nil && !errors.Is(err, errNoSession) {
+				continue
+			}
+			ok := err == nil
 			if ok {
 				_, _, ok = c.auth.authenticate(ctx, se.credential)
 			}
 			if !ok {
-				c.sessions.end(id)
+				_ = c.sessions.end(ctx, id) // ended either way
 				cancel()
 				return
 			}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/internal/bus/bustest"
 	"github.com/corral-dev/corral/internal/identity"
 )
 
@@ -43,6 +44,15 @@ func (f *fakeHumans) VerifyHuman(k string) (identity.Human, bool) {
 	return h, ok
 }
 
+// regroup changes the groups of k's human, as recreating them would.
+func (f *fakeHumans) regroup(k string, groups ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h := f.m[k]
+	h.Groups = groups
+	f.m[k] = h
+}
+
 func (f *fakeHumans) revoke(k string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -66,6 +76,7 @@ type seen struct {
 
 type world struct {
 	c      *Console
+	store  *Store
 	humans *fakeHumans
 	calls  []seen
 	now    time.Time
@@ -73,21 +84,49 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC), humans: &fakeHumans{m: map[string]identity.Human{
+	w := &world{store: testStore(t), now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC), humans: &fakeHumans{m: map[string]identity.Human{
 		aliceKey:  {Name: "alice", Groups: []string{"payments-oncall"}},
 		victorKey: {Name: "victor", Groups: []string{"payments-oncall", "viewers"}},
 		carolKey:  {Name: "carol", Groups: []string{"corral-admins"}},
 	}}}
-	api := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+	w.c = w.console(w, nil)
+	return w
+}
+
+// console is a console over w's substrate, humans and clock whose API
+// calls api records; opts, when set, changes its options.
+func (w *world) console(api *world, opts func(*Options)) *Console {
+	h := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		w.calls = append(w.calls, seen{r.Method, r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("Cookie"), r.Header.Get(CSRFHeader), string(body)})
+		api.calls = append(api.calls, seen{r.Method, r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("Cookie"), r.Header.Get(CSRFHeader), string(body)})
 		rw.Header().Set("Content-Type", "application/json")
 		// An agent-chosen name comes back as JSON, never as HTML.
 		_ = json.NewEncoder(rw).Encode(map[string]string{"name": `<script>alert(1)</script><img src=x onerror=alert(2)>`})
 	})
-	w.c = New(slog.New(slog.DiscardHandler), api, fakeAdmins{}, w.humans, fakeUsers{expiry: w.now.Add(time.Hour).Unix()},
-		Options{AdminGroups: []string{"corral-admins"}, ServiceToken: service, Now: func() time.Time { return w.now }})
-	return w
+	o := Options{AdminGroups: []string{"corral-admins"}, ServiceToken: service, Now: func() time.Time { return w.now }}
+	if opts != nil {
+		opts(&o)
+	}
+	return New(slog.New(slog.DiscardHandler), h, w.store, fakeAdmins{}, w.humans, fakeUsers{expiry: w.now.Add(time.Hour).Unix()}, o)
+}
+
+// replica is another console over w's substrate, humans and clock: a
+// second corral behind the same load balancer, with an API of its own.
+func (w *world) replica() *world {
+	r := &world{store: w.store, humans: w.humans}
+	r.c = w.console(r, nil)
+	return r
+}
+
+// testStore opens the console's buckets on an embedded JetStream of the
+// test's own.
+func testStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := OpenStore(t.Context(), bustest.Open(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 type answer struct {
@@ -460,7 +499,7 @@ func TestStreamsEndWithTheSession(t *testing.T) {
 				rw.(http.Flusher).Flush()
 				<-r.Context().Done() // streams until corral or the client ends it
 			})
-			w.c = New(slog.New(slog.DiscardHandler), stream, fakeAdmins{}, w.humans, nil,
+			w.c = New(slog.New(slog.DiscardHandler), stream, w.store, fakeAdmins{}, w.humans, nil,
 				Options{ServiceToken: service, Now: func() time.Time { return w.now }})
 			w.c.recheck = 10 * time.Millisecond
 			srv := httptest.NewServer(w.c)

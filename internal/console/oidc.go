@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/corral-dev/corral/internal/problem"
 )
@@ -41,24 +44,40 @@ type OIDC struct {
 const (
 	oidcFlowTTL     = 10 * time.Minute
 	oidcMetadataTTL = time.Hour
-	maxFlows        = 10000
-	oidcCookie      = "corral_console_oidc"
-	maxTokenAnswer  = 1 << 20
-	callbackPath    = "/ui/api/oidc/callback"
+	// maxFlowBytes bounds FlowBucket: anyone may start a sign-in, so
+	// strangers must not be able to fill the substrate with them. It holds
+	// some 30,000 sign-ins under way.
+	maxFlowBytes   = 16 << 20
+	oidcCookie     = "corral_console_oidc"
+	maxTokenAnswer = 1 << 20
+	callbackPath   = "/ui/api/oidc/callback"
 )
+
+// FlowBucket holds the sign-ins under way at an identity provider, so that
+// the provider may send the browser back to any replica.
+const FlowBucket = "corral_console_oidc_flows"
 
 // flow is one sign-in under way, found by its state.
 type flow struct {
-	nonce, verifier, redirect string
-	started                   time.Time
+	Nonce    string `json:"nonce"`
+	Verifier string `json:"verifier"`
+	Redirect string `json:"redirect"`
+}
+
+// storedFlow is a flow as FlowBucket holds it: under the SHA-256 of its
+// state, sealed with a key derived from the state, which only the browser
+// (its cookie) and the provider's redirect carry.
+type storedFlow struct {
+	Sealed  []byte    `json:"sealed"`
+	Started time.Time `json:"started"`
 }
 
 // oidcFlows runs the code flow for the console.
 type oidcFlows struct {
 	cfg  OIDC
 	now  func() time.Time
-	mu   sync.Mutex
-	m    map[string]flow
+	kv   jetstream.KeyValue
+	mu   sync.Mutex // guards meta and at
 	meta *providerMetadata
 	at   time.Time
 }
@@ -69,14 +88,63 @@ type providerMetadata struct {
 	TokenEndpoint         string `json:"token_endpoint"`
 }
 
-func newOIDCFlows(cfg OIDC, now func() time.Time) *oidcFlows {
+func newOIDCFlows(cfg OIDC, kv jetstream.KeyValue, now func() time.Time) *oidcFlows {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
 	if cfg.Scopes == nil {
 		cfg.Scopes = []string{"openid", "profile", "email"}
 	}
-	return &oidcFlows{cfg: cfg, now: now, m: map[string]flow{}}
+	return &oidcFlows{cfg: cfg, now: now, kv: kv}
+}
+
+// errNoFlow: the state names no sign-in under way (never started, used,
+// expired).
+var errNoFlow = errors.New("console: no such sign-in under way")
+
+// begin stores f and returns its state.
+func (o *oidcFlows) begin(ctx context.Context, f flow) (string, error) {
+	state := randomToken()
+	key := sessionKey(state)
+	sealed, err := seal(state, flowLabel, key, f)
+	if err != nil {
+		return "", fmt.Errorf("console: oidc flow: %w", err)
+	}
+	value, err := json.Marshal(storedFlow{Sealed: sealed, Started: o.now().UTC()})
+	if err != nil {
+		return "", fmt.Errorf("console: oidc flow: %w", err)
+	}
+	if _, err := o.kv.Create(ctx, key, value); err != nil {
+		return "", fmt.Errorf("console: store oidc flow: %w", err)
+	}
+	return state, nil
+}
+
+// take returns the flow state names and forgets it: of two callbacks with
+// one state, on one replica or two, only one gets it.
+func (o *oidcFlows) take(ctx context.Context, state string) (flow, error) {
+	key := sessionKey(state)
+	e, err := o.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return flow{}, errNoFlow
+	}
+	if err != nil {
+		return flow{}, fmt.Errorf("console: read oidc flow: %w", err)
+	}
+	// One use: the delete is guarded by the revision read, so a second
+	// callback racing this one finds the key changed and fails.
+	if err := o.kv.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+			return flow{}, errNoFlow
+		}
+		return flow{}, fmt.Errorf("console: use oidc flow: %w", err)
+	}
+	var sf storedFlow
+	var f flow
+	if json.Unmarshal(e.Value(), &sf) != nil || unseal(state, flowLabel, key, sf.Sealed, &f) != nil || o.now().Sub(sf.Started) > oidcFlowTTL {
+		return flow{}, errNoFlow
+	}
+	return f, nil
 }
 
 // metadata reads the provider's discovery document, cached for an hour.
@@ -148,23 +216,18 @@ func (c *Console) oidcStart(w http.ResponseWriter, r *http.Request) error {
 		}
 		redirect = scheme + "://" + r.Host + callbackPath
 	}
-	state, f := randomToken(), flow{nonce: randomToken(), verifier: randomToken(), redirect: redirect, started: o.now()}
-	o.mu.Lock()
-	for k, v := range o.m {
-		if o.now().Sub(v.started) > oidcFlowTTL {
-			delete(o.m, k)
-		}
+	f := flow{Nonce: randomToken(), Verifier: randomToken(), Redirect: redirect}
+	state, err := o.begin(r.Context(), f)
+	if err != nil {
+		// A full bucket (strangers starting sign-ins by the thousand) or
+		// the substrate failing: either way, later.
+		return &problem.Error{Status: http.StatusServiceUnavailable, Code: problem.Overloaded, RetryAfter: time.Minute,
+			Detail: "the sign-in could not be started: too many under way, or the substrate did not answer; try again in a minute", Err: err}
 	}
-	if len(o.m) >= maxFlows {
-		o.mu.Unlock()
-		return problem.New(http.StatusServiceUnavailable, problem.Overloaded, "too many sign-ins under way; try again in a few minutes")
-	}
-	o.m[state] = f
-	o.mu.Unlock()
 	q := url.Values{
 		"response_type": {"code"}, "client_id": {o.cfg.ClientID}, "redirect_uri": {redirect},
-		"scope": {strings.Join(o.cfg.Scopes, " ")}, "state": {state}, "nonce": {f.nonce},
-		"code_challenge": {pkceChallenge(f.verifier)}, "code_challenge_method": {"S256"},
+		"scope": {strings.Join(o.cfg.Scopes, " ")}, "state": {state}, "nonce": {f.Nonce},
+		"code_challenge": {pkceChallenge(f.Verifier)}, "code_challenge_method": {"S256"},
 	}
 	sep := "?"
 	if strings.Contains(m.AuthorizationEndpoint, "?") {
@@ -192,12 +255,12 @@ func (c *Console) oidcCallback(w http.ResponseWriter, r *http.Request) error {
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "state: this sign-in was not started in this browser; start again at /ui/")
 	}
 	http.SetCookie(w, &http.Cookie{Name: oidcCookie, Value: "", Path: "/ui/api/oidc/", HttpOnly: true, Secure: secure(r), MaxAge: -1})
-	o.mu.Lock()
-	f, ok := o.m[state]
-	delete(o.m, state) // one use
-	o.mu.Unlock()
-	if !ok || o.now().Sub(f.started) > oidcFlowTTL {
+	f, err := o.take(r.Context(), state)
+	if errors.Is(err, errNoFlow) {
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "state: unknown, used or expired; start again at /ui/")
+	}
+	if err != nil {
+		return substrateProblem(err)
 	}
 	if e := q.Get("error"); e != "" {
 		return problem.New(http.StatusUnauthorized, problem.Unauthenticated, fmt.Sprintf("the identity provider refused: %.100s", e))
@@ -221,14 +284,16 @@ func (c *Console) oidcCallback(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return problem.Wrap(http.StatusUnauthorized, problem.Unauthenticated, "the ID token is not one a trusted Issuer signed for this audience", err)
 	}
-	if n, _ := u.Claims["nonce"].(string); subtle.ConstantTimeCompare([]byte(n), []byte(f.nonce)) != 1 {
+	if n, _ := u.Claims["nonce"].(string); subtle.ConstantTimeCompare([]byte(n), []byte(f.Nonce)) != 1 {
 		return problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the ID token's nonce is not this sign-in's")
 	}
 	p, exp, ok := c.auth.authenticate(r.Context(), idToken)
 	if !ok {
 		return problem.New(http.StatusUnauthorized, problem.Unauthenticated, "the ID token is not valid")
 	}
-	c.startSession(w, r, p, idToken, exp)
+	if _, err := c.startSession(w, r, p, idToken, exp); err != nil {
+		return err
+	}
 	http.Redirect(w, r, Prefix, http.StatusSeeOther)
 	return nil
 }
@@ -236,8 +301,8 @@ func (c *Console) oidcCallback(w http.ResponseWriter, r *http.Request) error {
 // exchange trades the code for the ID token at the token endpoint.
 func (o *oidcFlows) exchange(ctx context.Context, endpoint, code string, f flow) (string, error) {
 	form := url.Values{
-		"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {f.redirect},
-		"client_id": {o.cfg.ClientID}, "code_verifier": {f.verifier},
+		"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {f.Redirect},
+		"client_id": {o.cfg.ClientID}, "code_verifier": {f.Verifier},
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
 	if err != nil {

@@ -97,11 +97,11 @@ func (idUsers) Verify(_ context.Context, token string) (*identity.External, erro
 
 func oidcConsole(t *testing.T, p *provider) *world {
 	t.Helper()
-	w := &world{now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
+	w := &world{store: testStore(t), now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
 	api := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		w.calls = append(w.calls, seen{r.Method, r.URL.Path, r.Header.Get("Authorization"), "", "", ""})
 	})
-	w.c = New(slog.New(slog.DiscardHandler), api, fakeAdmins{}, nil, idUsers{}, Options{
+	w.c = New(slog.New(slog.DiscardHandler), api, w.store, fakeAdmins{}, nil, idUsers{}, Options{
 		ServiceToken: service, Now: func() time.Time { return w.now },
 		OIDC: &OIDC{Issuer: p.srv.URL, ClientID: "corral-console", ClientSecret: "s3cret"},
 	})

@@ -102,7 +102,7 @@ func (s *Service) Create(ctx context.Context, req Request) (*Task, bool, error) 
 	maxTurns, maxTools, deadline, repeated := spec.Limits.Effective()
 	t := &Task{
 		ID: id, Agent: req.Agent, AgentUID: res.Metadata.UID, Input: req.Input, Principal: req.Principal,
-		Parent: req.Parent, Chain: req.Chain, Root: cmp.Or(req.Root, id), Handoff: req.Handoff, Hosted: spec.Hosted() || spec.A2A != nil, Placement: spec.Placement, State: Submitted,
+		Parent: req.Parent, Chain: req.Chain, Root: cmp.Or(req.Root, id), TraceID: s.store.newTrace(req.Parent, cmp.Or(req.Root, id)), Handoff: req.Handoff, Hosted: spec.Hosted() || spec.A2A != nil, Placement: spec.Placement, State: Submitted,
 		Limits:    Limits{MaxTurns: maxTurns, MaxToolCalls: maxTools, Deadline: deadline.String(), RepeatedCalls: repeated, OnExceeded: onExceeded(spec)},
 		CreatedBy: req.CreatedBy, Created: now, Updated: now, InputDigest: digest,
 	}
@@ -165,7 +165,7 @@ func (s *Service) Get(ctx context.Context, id string) (*Task, error) {
 		return nil, notFound(id)
 	}
 	if t, ok := s.store.Get(id); ok {
-		return t, nil
+		return s.withTrace(t), nil
 	}
 	// Just created on another replica, and not yet mirrored here?
 	t, _, err := s.store.fetch(ctx, id)
@@ -175,7 +175,16 @@ func (s *Service) Get(ctx context.Context, id string) (*Task, error) {
 	if err != nil {
 		return nil, s.substrate(err)
 	}
-	return t, nil
+	return s.withTrace(t), nil
+}
+
+// withTrace fills in the trace of a task recorded before tasks carried it,
+// as its worker derives it.
+func (s *Service) withTrace(t *Task) *Task {
+	if t.TraceID == "" {
+		t.TraceID = s.store.traceOf(t).String()
+	}
+	return t
 }
 
 func notFound(id string) error {
@@ -186,7 +195,13 @@ func notFound(id string) error {
 }
 
 // List returns tasks, newest first.
-func (s *Service) List(f Filter) ([]*Task, bool) { return s.store.List(f) }
+func (s *Service) List(f Filter) ([]*Task, bool) {
+	ts, more := s.store.List(f)
+	for _, t := range ts {
+		s.withTrace(t)
+	}
+	return ts, more
+}
 
 // Cancel ends a task: at once when no worker holds it (submitted, or
 // waiting for input), else by asking its worker, which stops within a

@@ -87,6 +87,9 @@ type Task struct {
 	// Root is the task at the top of the tree (the task itself when it has
 	// no parent): the key of the tree's shared state.
 	Root string `json:"root,omitempty"`
+	// TraceID is the trace every step of the task's tree is traced in
+	// (32 hex digits): `corral trace ID`, or the console's trace view.
+	TraceID string `json:"trace_id,omitempty"`
 	// Handoff: the task continues its parent's work, which the parent
 	// handed off to it (docs/agents.md).
 	Handoff bool `json:"handoff,omitempty"`

@@ -54,7 +54,7 @@ func (s *Service) createRun(ctx context.Context, req Request) (*Task, bool, erro
 	}
 	t := &Task{
 		ID: id, Agent: wf.Agent, Workflow: req.Workflow, AgentUID: ares.Metadata.UID, Input: req.Input, Principal: req.Principal,
-		Parent: req.Parent, Chain: req.Chain, Hosted: true, Placement: placement, State: Submitted,
+		Parent: req.Parent, Chain: req.Chain, TraceID: s.store.newTrace(req.Parent, id), Hosted: true, Placement: placement, State: Submitted,
 		Limits:    Limits{MaxTurns: maxTurns, MaxToolCalls: maxTools, Deadline: deadline.String(), RepeatedCalls: repeated, OnExceeded: "fail"},
 		CreatedBy: req.CreatedBy, Created: now, Updated: now, InputDigest: digest,
 	}

@@ -171,6 +171,21 @@ try {
   assert.equal(await page.evaluate(() => window.__xss), undefined, 'hostile markup ran');
   assert.equal(await page.locator('main img, main script').count(), 0, 'hostile markup became elements');
 
+  // 3b. A task links to the trace of its tree: the waterfall of its calls.
+  log('a task page links to its trace');
+  const traceId = (await api('GET', '/v1/tasks/' + poem.id)).body.trace_id;
+  assert.match(traceId || '', /^[0-9a-f]{32}$/, 'GET /v1/tasks/{id} has no trace_id');
+  // Spans are stored about a second after their action ends.
+  await until('the spans of the poet\'s task', async () => (await api('GET', '/v1/traces/' + traceId)).status === 200);
+  await view(page, 'tasks/' + poem.id);
+  const traceLink = page.getByTestId('task-trace');
+  assert.equal(await traceLink.textContent(), traceId, 'the task page names another trace');
+  await traceLink.click();
+  await page.getByRole('heading', { name: 'Traces' }).waitFor();
+  assert.equal(new URL(page.url()).hash, '#/traces?id=' + traceId);
+  await page.getByRole('list', { name: 'Spans' }).getByText(/^chat /).first().waitFor();
+  await shot(page, 'task-trace');
+
   // 4. Kill an agent from the console; its running task stops.
   log('admin: kill an agent from the console; its running task stops');
   const sleep = await createTask('sleeper', 'take your time');

@@ -113,6 +113,10 @@ function header(t, me, refresh) {
       h('dt', {}, 'Use'), h('dd', {}, `${u.model_calls || 0} model calls, ${u.tool_calls || 0} tool calls, ${u.input_tokens || 0} in / ${u.output_tokens || 0} out tokens, cost ${u.cost || 0}`),
       h('dt', {}, 'Created'), h('dd', {}, time(t.created), ' by ', t.created_by || ''),
       t.principal ? [h('dt', {}, 'For'), h('dd', {}, pretty(t.principal))] : null,
+      // Every model and tool call of the task's tree is in this trace.
+      /^[0-9a-f]{32}$/.test(t.trace_id || '') ? [h('dt', {}, 'Trace'), h('dd', {},
+        h('a', { href: '#/traces' + query({ id: t.trace_id }), 'data-testid': 'task-trace' }, h('code', {}, t.trace_id)),
+        ' (the whole tree of agents; ', h('code', {}, 'corral trace ' + t.trace_id), ')')] : null,
       t.worker ? [h('dt', {}, 'Worker'), h('dd', {}, t.worker, t.attempts ? ` (attempt ${t.attempts})` : '')] : null),
     cancel,
   ];
