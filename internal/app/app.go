@@ -233,6 +233,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	if a.audit, err = audit.Open(ctx, logger.With("component", "audit"), a.bus, audit.Options{}); err != nil {
 		return nil, err
 	}
+	a.kill.WithAudit(a.audit) // every kill and unkill is audited
 	if a.approvals, err = approval.Open(ctx, logger.With("component", "approvals"), a.bus, approval.Options{Audit: a.audit}); err != nil {
 		return nil, err
 	}
