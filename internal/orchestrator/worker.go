@@ -131,6 +131,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-rescan.C:
+			w.wakeDue(ctx)
 		case <-janitor.C:
 			w.sweep(ctx)
 		}
@@ -439,6 +440,22 @@ func (w *Worker) sweep(ctx context.Context) {
 		w.logger.InfoContext(ctx, "re-queueing a task that has no work message", "task", t.ID, "state", t.State)
 		if err := w.store.dispatch(ctx, t, t.ID+"/sweep/"+strconv.FormatInt(w.now().Unix()/60, 10)); err != nil {
 			w.logger.WarnContext(ctx, "re-queueing task", "task", t.ID, "err", err)
+		}
+	}
+}
+
+// wakeDue puts back on the queue the workflow runs parked on their steps'
+// tasks whose wake time has come (a step's timeout, the run's deadline),
+// though no task has ended: their worker cancels what timed out.
+func (w *Worker) wakeDue(ctx context.Context) {
+	now := w.now()
+	for _, t := range w.store.live() {
+		if t.Workflow == "" || t.State != InputRequired || t.Reason != ReasonAwaitingTask || t.WakeAt == nil ||
+			now.Before(*t.WakeAt) || !matches(w.opts.Labels, t.Placement) {
+			continue
+		}
+		if err := w.service().wakeRun(ctx, t.ID, "a step's timeout or the run's deadline has come"); err != nil {
+			w.logger.WarnContext(ctx, "waking a workflow run at its wake time; the next scan tries again", "task", t.ID, "err", err)
 		}
 	}
 }
