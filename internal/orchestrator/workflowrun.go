@@ -1086,7 +1086,8 @@ func (x *wfRunner) compensateByTask(ctx context.Context, name string, c config.S
 }
 
 func (x *wfRunner) parkOnTasksChild(ctx context.Context, name, child string) error {
-	if err := x.park(ctx, ReasonAwaitingTask, "compensating step "+name+": waiting for task "+child); err != nil && !errors.Is(err, errParked) {
+	// Woken at the run's deadline at the latest, which ends it.
+	if err := x.parkUntil(ctx, ReasonAwaitingTask, "compensating step "+name+": waiting for task "+child, x.deadline()); err != nil && !errors.Is(err, errParked) {
 		return err
 	}
 	if c, _, err := x.w.store.fetch(ctx, child); err != nil || c.State.Final() {
