@@ -173,6 +173,43 @@ func (a *API) adminPerson(r *http.Request, token string) bool {
 	return false
 }
 
+// adminTokenNamer describes an admin token (identity.Store); credentials
+// that cannot are named "admin".
+type adminTokenNamer interface {
+	AdminTokenOf(token string) (identity.AdminToken, bool)
+}
+
+// adminName says who an admin request comes from, for what the API keeps
+// and audits (kill switches): "admin-token:ID (NAME)" for an admin token,
+// "human:NAME" or "user:ISSUER#SUBJECT" for a person in an admin group,
+// "admin" for a credential it cannot name (the console's own, whose
+// people it names in the reason instead).
+func (a *API) adminName(r *http.Request) string {
+	token := identity.BearerToken(r)
+	if a.creds.VerifyAdmin(token) {
+		if n, ok := a.creds.(adminTokenNamer); ok {
+			if t, ok := n.AdminTokenOf(token); ok {
+				if t.Name != "" {
+					return "admin-token:" + t.ID + " (" + t.Name + ")"
+				}
+				return "admin-token:" + t.ID
+			}
+		}
+		return "admin"
+	}
+	switch {
+	case identity.IsHumanKey(token) && a.humans != nil:
+		if h, ok := a.humans.VerifyHuman(token); ok {
+			return "human:" + h.Name
+		}
+	case a.users != nil && strings.Count(token, ".") == 2:
+		if u, err := a.users.Verify(r.Context(), token); err == nil {
+			return "user:" + u.Issuer + "#" + u.Subject
+		}
+	}
+	return "admin"
+}
+
 // kind resolves the {kind} path segment: "Agent", "agent" or "agents".
 func kind(r *http.Request) (*config.Kind, error) {
 	k, err := config.LookupKind(r.PathValue("kind"))

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -11,15 +12,17 @@ import (
 
 // DeadLetters is the dead-letter queue (deadletter.DLQ).
 type DeadLetters interface {
-	List(ctx context.Context, f deadletter.Filter) ([]deadletter.Entry, error)
+	List(ctx context.Context, f deadletter.Filter) (deadletter.Page, error)
 	Get(ctx context.Context, id string) (deadletter.Entry, uint64, error)
 	Retry(ctx context.Context, id, by string) (deadletter.Entry, error)
 	Discard(ctx context.Context, id, by string) (deadletter.Entry, error)
 }
 
-// DeadLetterList is the answer of GET /v1/dlq.
+// DeadLetterList is the answer of GET /v1/dlq: a page, newest first, and
+// the after value of the next page when more may follow.
 type DeadLetterList struct {
 	Items []deadletter.Entry `json:"items"`
+	Next  string             `json:"next,omitempty"`
 }
 
 // WithDeadLetters adds the dead-letter routes (admin only): GET /v1/dlq,
@@ -44,7 +47,10 @@ func (a *API) registerDeadLetters(mux *http.ServeMux, admin, open func(problem.H
 
 func (a *API) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	f := deadletter.Filter{Source: q.Get("source"), State: q.Get("state"), Task: q.Get("task"), Limit: defaultTaskLimit}
+	if err := checkParams(q, "source", "state", "task", "limit", "after"); err != nil {
+		return err
+	}
+	f := deadletter.Filter{Source: q.Get("source"), State: q.Get("state"), Task: q.Get("task"), Limit: deadletter.DefaultLimit}
 	switch f.Source {
 	case "", deadletter.SourceWorkflow, deadletter.SourceTrigger, deadletter.SourceTask:
 	default:
@@ -60,19 +66,30 @@ func (a *API) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
 	}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxTaskLimit {
-			return problem.New(http.StatusBadRequest, problem.InvalidRequest, "limit: a number from 1 to 1000")
+		if err != nil || n < 1 || n > deadletter.MaxLimit {
+			return problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("limit: a number from 1 to %d", deadletter.MaxLimit))
 		}
 		f.Limit = n
 	}
-	items, err := a.dlq.List(r.Context(), f)
+	if s := q.Get("after"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || n == 0 {
+			return problem.New(http.StatusBadRequest, problem.InvalidRequest, "after: the next value of the previous page")
+		}
+		f.After = n
+	}
+	page, err := a.dlq.List(r.Context(), f)
 	if err != nil {
 		return err
 	}
-	if items == nil {
-		items = []deadletter.Entry{}
+	out := DeadLetterList{Items: page.Items}
+	if out.Items == nil {
+		out.Items = []deadletter.Entry{}
 	}
-	return problem.WriteJSON(w, http.StatusOK, DeadLetterList{Items: items})
+	if page.Next != 0 {
+		out.Next = strconv.FormatUint(page.Next, 10)
+	}
+	return problem.WriteJSON(w, http.StatusOK, out)
 }
 
 func (a *API) getDeadLetter(w http.ResponseWriter, r *http.Request) error {

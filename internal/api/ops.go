@@ -23,8 +23,8 @@ import (
 
 // Killer turns kill switches on and off.
 type Killer interface {
-	Kill(ctx context.Context, t killswitch.Target, reason string) (killswitch.Switch, error)
-	Unkill(ctx context.Context, t killswitch.Target) error
+	Kill(ctx context.Context, t killswitch.Target, reason, by string) (killswitch.Switch, error)
+	Unkill(ctx context.Context, t killswitch.Target, reason, by string) error
 	List() []killswitch.Switch
 }
 
@@ -94,6 +94,12 @@ type KillSwitchList struct {
 	Items []killswitch.Switch `json:"items"`
 }
 
+// UnkillRequest is the optional body of DELETE /v1/killswitches/...: why
+// the switch goes off, for the audit.
+type UnkillRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
 // Unkilled answers DELETE /v1/killswitches/...
 type Unkilled struct {
 	killswitch.Target
@@ -131,7 +137,7 @@ func (a *API) kill(w http.ResponseWriter, r *http.Request) error {
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("reason: at most %d characters", maxReason))
 	}
 	t := killswitch.Target{All: req.All, Agent: req.Agent}
-	sw, err := a.kills.Kill(r.Context(), t, req.Reason)
+	sw, err := a.kills.Kill(r.Context(), t, req.Reason, a.adminName(r))
 	if err != nil {
 		return killError(err)
 	}
@@ -157,7 +163,22 @@ func (a *API) unkillAgent(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) unkill(w http.ResponseWriter, r *http.Request, t killswitch.Target) error {
-	if err := a.kills.Unkill(r.Context(), t); err != nil {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var req UnkillRequest
+	if len(bytes.TrimSpace(body)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, `the body, when there is one, must be JSON: {"reason": "..."}: `+err.Error(), err)
+		}
+	}
+	if utf8.RuneCountInString(req.Reason) > maxReason {
+		return problem.New(http.StatusBadRequest, problem.InvalidRequest, fmt.Sprintf("reason: at most %d characters", maxReason))
+	}
+	if err := a.kills.Unkill(r.Context(), t, req.Reason, a.adminName(r)); err != nil {
 		return killError(err)
 	}
 	return problem.WriteJSON(w, http.StatusOK, Unkilled{Target: t, Result: "unkilled"})

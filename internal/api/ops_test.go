@@ -100,7 +100,7 @@ func startOpsWith(t *testing.T, wrap func(*audit.Log) api.AuditReader) *opsServe
 		reader = wrap(log)
 	}
 	mux := http.NewServeMux()
-	api.New(logger, reg, creds).WithOps(kills, reader).Register(mux)
+	api.New(logger, reg, creds).WithOps(kills.WithAudit(log), reader).Register(mux)
 	srv := httptest.NewServer(telemetry.NewHTTPMetrics(prometheus.NewRegistry()).Middleware(logger, mux))
 	t.Cleanup(srv.Close)
 	return &opsServer{url: srv.URL, token: token, bus: b, reg: reg, kills: kills, log: log}
@@ -172,7 +172,7 @@ func TestKillSwitchAPI(t *testing.T) {
 
 	a := s.call(t, "POST", "/v1/killswitches", `{"agent": "impact", "reason": "looping"}`)
 	got := decode[api.KillResponse](t, a)
-	if a.status != 200 || got.Agent != "impact" || got.Reason != "looping" || got.By != "admin" || got.At.IsZero() || got.Warning != "" {
+	if a.status != 200 || got.Agent != "impact" || got.Reason != "looping" || !strings.HasPrefix(got.By, "admin-token:") || got.At.IsZero() || got.Warning != "" {
 		t.Errorf("POST agent = %d %s, want the switch and no warning", a.status, a.body)
 	}
 	if sw, ok := s.kills.Killed("impact"); !ok || sw.Reason != "looping" {
@@ -209,6 +209,64 @@ func TestKillSwitchAPI(t *testing.T) {
 	}
 }
 
+// TestKillSwitchesAudited: every kill and unkill is an audit record saying
+// who (the admin token's id and name), which switch and why, the unkill's
+// optional reason included; an unkill that found nothing on leaves none;
+// the records are in the chain, which verifies.
+func TestKillSwitchesAudited(t *testing.T) {
+	s := startOps(t)
+	steps := []struct{ method, path, body string }{
+		{"POST", "/v1/killswitches", `{"agent": "impact", "reason": "looping on refunds"}`},
+		{"POST", "/v1/killswitches", `{"all": true, "reason": "incident 42"}`},
+		{"DELETE", "/v1/killswitches/all", `{"reason": "incident 42 over"}`},
+		{"DELETE", "/v1/killswitches/all", ``}, // not on: 404, no record
+		{"DELETE", "/v1/killswitches/agent/impact", ``},
+	}
+	for _, st := range steps {
+		s.call(t, st.method, st.path, st.body)
+	}
+	list := decode[api.AuditList](t, s.call(t, "GET", "/v1/audit?since=1h", ""))
+	type seen struct{ Event, Agent, Target, Reason, Scope, Was string }
+	var got []seen
+	for _, r := range list.Records {
+		var d struct {
+			Scope, By string
+			Was       *struct{ Reason string }
+		}
+		if err := json.Unmarshal(r.Detail, &d); err != nil {
+			t.Fatalf("record %s: detail %s: %v", r.ID, r.Detail, err)
+		}
+		if r.Kind != "killswitch" || r.Status != "ok" || r.Edge != "api" {
+			t.Errorf("record %s = kind %q status %q edge %q, want killswitch ok api", r.ID, r.Kind, r.Status, r.Edge)
+		}
+		by, ok := strings.CutPrefix(d.By, "admin-token:")
+		if !ok || !strings.HasSuffix(by, " (admin.token)") {
+			t.Errorf("record %s: by %q, want the admin token's id and name", r.ID, d.By)
+		}
+		was := ""
+		if d.Was != nil {
+			was = d.Was.Reason
+		}
+		got = append(got, seen{r.Event, r.Agent, r.Target, r.Reason, d.Scope, was})
+	}
+	want := []seen{
+		{"killswitch.kill", "impact", "Agent/impact", "looping on refunds", "agent", ""},
+		{"killswitch.kill", "", "all agents", "incident 42", "all", ""},
+		{"killswitch.unkill", "", "all agents", "incident 42 over", "all", "incident 42"},
+		{"killswitch.unkill", "impact", "Agent/impact", "", "agent", "looping on refunds"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("audit records of the kill switches (-want +got):\n%s", diff)
+	}
+	mine := decode[api.AuditList](t, s.call(t, "GET", "/v1/audit?agent=impact", ""))
+	if len(mine.Records) != 2 {
+		t.Errorf("GET /v1/audit?agent=impact = %d records, want the kill and the unkill of impact", len(mine.Records))
+	}
+	if rep := decode[audit.Report](t, s.call(t, "GET", "/v1/audit/verify", "")); !rep.OK || rep.Records != 4 {
+		t.Errorf("GET verify = %+v, want ok over the 4 records", rep)
+	}
+}
+
 func TestOpsErrors(t *testing.T) {
 	s := startOps(t)
 	tests := []struct {
@@ -225,6 +283,9 @@ func TestOpsErrors(t *testing.T) {
 		{"kill long reason", "POST", "/v1/killswitches", `{"all": true, "reason": "` + strings.Repeat("x", 1001) + `"}`, 400, problem.InvalidRequest, "reason:"},
 		{"unkill bad name", "DELETE", "/v1/killswitches/agent/Bad_Name", "", 400, problem.InvalidRequest, "not a valid agent name"},
 		{"unkill not killed", "DELETE", "/v1/killswitches/agent/impact", "", 404, problem.NotKilled, "Agent/impact"},
+		{"unkill body not JSON", "DELETE", "/v1/killswitches/all", `reason: over`, 400, problem.InvalidRequest, "must be JSON"},
+		{"unkill unknown field", "DELETE", "/v1/killswitches/all", `{"reasn": "over"}`, 400, problem.InvalidRequest, "reasn"},
+		{"unkill long reason", "DELETE", "/v1/killswitches/all", `{"reason": "` + strings.Repeat("x", 1001) + `"}`, 400, problem.InvalidRequest, "reason:"},
 		{"killswitches wrong method", "PUT", "/v1/killswitches", "", 405, problem.MethodNotAllowed, "GET, POST"},
 		{"unkill all wrong method", "POST", "/v1/killswitches/all", "", 405, problem.MethodNotAllowed, "DELETE"},
 		{"audit wrong method", "POST", "/v1/audit", "", 405, problem.MethodNotAllowed, "GET"},

@@ -74,6 +74,12 @@ type Config struct {
 	OTLPEndpoint, OTLPProtocol string
 	// TraceMaxAge is how long the built-in trace store keeps spans; 0 is a week.
 	TraceMaxAge time.Duration
+	// DeadLetterMaxAge is how long a dead letter is kept after it last
+	// changed; 0 is deadletter.DefaultMaxAge (30 days).
+	DeadLetterMaxAge time.Duration
+	// A2AMaxAge is how long the A2A edge keeps a task's record (context id,
+	// push configs) after it last changed; 0 is a2a.DefaultMaxAge (30 days).
+	A2AMaxAge time.Duration
 	// NoTracing records no spans.
 	NoTracing bool
 	// ModelLimits bound model calls (body, concurrency, streams); zero
@@ -233,6 +239,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	if a.audit, err = audit.Open(ctx, logger.With("component", "audit"), a.bus, audit.Options{}); err != nil {
 		return nil, err
 	}
+	a.kill.WithAudit(a.audit) // every kill and unkill is audited
 	if a.approvals, err = approval.Open(ctx, logger.With("component", "approvals"), a.bus, approval.Options{Audit: a.audit}); err != nil {
 		return nil, err
 	}
@@ -249,7 +256,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	// past its retries goes to the dead-letter queue, whose retry and
 	// discard hand it back to its run (docs/workflows.md).
 	a.tasks.OnEnded(taskService.TaskEnded)
-	if a.deadLetters, err = deadletter.Open(ctx, logger.With("component", "deadletter"), a.bus, a.audit); err != nil {
+	if a.deadLetters, err = deadletter.Open(ctx, logger.With("component", "deadletter"), a.bus, a.audit, deadletter.Options{MaxAge: cfg.DeadLetterMaxAge}); err != nil {
 		return nil, err
 	}
 	a.deadLetters.Handle(deadletter.SourceWorkflow, taskService.RetryDeadLetter, taskService.DiscardDeadLetter)
@@ -374,7 +381,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	openaiedge.New(logger.With("component", "openai"), gateway, cfg.ModelLimits).Register(mux)
 	mux.Handle("POST /hooks/{trigger}", problem.Handle(httpLogger, a.triggers.ServeHook))
 	mux.Handle("/hooks/{trigger}", problem.Handle(httpLogger, problem.NotAllowed("POST")))
-	a2aStore, err := a2aedge.OpenStore(ctx, a.bus)
+	a2aStore, err := a2aedge.OpenStore(ctx, a.bus, a2aedge.StoreOptions{MaxAge: cfg.A2AMaxAge})
 	if err != nil {
 		return nil, err
 	}

@@ -369,7 +369,9 @@ func (b *Bus) Ping(ctx context.Context) error {
 
 // KeyValue creates a key-value bucket, or updates its configuration to cfg,
 // with the bus's replica count and file storage. It is safe to call at every
-// start and from several replicas at once. It never lowers the replica count
+// start and from several replicas at once. A changed TTL (retention) is
+// applied to an existing bucket: entries older than the new one leave, the
+// others stay. It never lowers the replica count
 // of an existing bucket: a replica started with a smaller --replicas than the
 // bucket has is refused, rather than silently reducing its redundancy.
 func (b *Bus) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
@@ -389,7 +391,7 @@ func (b *Bus) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetst
 		// Leave a bucket that is already as wanted alone: an update rewrites
 		// the whole stream configuration, briefly clearing what only
 		// UpdateAll needs (atomic batches) under other replicas' feet.
-		if sc.Replicas == b.replicas && status.History() == int64(cfg.History) && sc.Description == cfg.Description && sc.AllowAtomicPublish {
+		if sc.Replicas == b.replicas && status.History() == int64(cfg.History) && sc.Description == cfg.Description && sc.MaxAge == cfg.TTL && sc.AllowAtomicPublish {
 			return existing, nil
 		}
 	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {

@@ -411,3 +411,34 @@ func TestLostAcknowledgementsExpire(t *testing.T) {
 		t.Fatalf("the shared context after its lost acknowledgements expired: %v", err)
 	}
 }
+
+// TestKeyValueAppliesRetention: a bucket opened again with another TTL gets
+// it (an update is not skipped because the rest is as wanted), keeps what
+// it holds, and still allows atomic batches.
+func TestKeyValueAppliesRetention(t *testing.T) {
+	b := bustest.Open(t)
+	ctx := t.Context()
+	kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: "kept", Description: "d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	for _, ttl := range []time.Duration{48 * time.Hour, time.Hour, 0} {
+		kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: "kept", Description: "d", TTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := b.JetStream().Stream(ctx, "KV_kept")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := s.CachedInfo().Config; c.MaxAge != ttl || !c.AllowAtomicPublish {
+			t.Errorf("KeyValue(TTL %v): stream max age %v, atomic %v; want %v, true", ttl, c.MaxAge, c.AllowAtomicPublish, ttl)
+		}
+		if e, err := kv.Get(ctx, "k"); err != nil || string(e.Value()) != "v" {
+			t.Errorf("KeyValue(TTL %v): the entry = %v, %v; want it kept", ttl, e, err)
+		}
+	}
+}

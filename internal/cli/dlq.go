@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,15 +49,26 @@ Admin only.`,
 
 func newDLQList(s streams) *cobra.Command {
 	var (
-		cf                  clientFlags
-		source, state, task string
-		limit               int
+		cf                         clientFlags
+		source, state, task, after string
+		limit                      int
 	)
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List dead letters, newest first",
+		Long: `'corral dlq list' prints a page of dead letters (--limit, 50 by default, at
+most 1000), newest first by when they last changed. When more follow it says
+so, with the --after value of the next page. One page reads at most 2000
+entries: with a filter that matches few, a page may hold fewer than --limit,
+none even, and still have a next page.
+
+Entries are kept 30 days after they last changed, pending or not
+('corral up --dlq-retention').
+
+-o json prints the server's answer, {"items": [...], "next": "..."}.`,
 		Example: `  corral dlq list
   corral dlq list --source workflow --state pending
+  corral dlq list --after 1234
   corral dlq list --task task_01m98rx1aqtvja9xehf45tc22k -o json | jq -r '.items[].id'`,
 		Args: cobra.NoArgs,
 	}
@@ -65,6 +77,7 @@ func newDLQList(s streams) *cobra.Command {
 	cmd.Flags().StringVar(&state, "state", "", "only pending or retried entries")
 	cmd.Flags().StringVar(&task, "task", "", "only entries of this task (a workflow run)")
 	cmd.Flags().IntVar(&limit, "limit", 50, "at most this many (1-1000)")
+	cmd.Flags().StringVar(&after, "after", "", "the page after this one: the value the previous page gave")
 	output := outputFlag(cmd, "text", "json")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		c, err := cf.client()
@@ -72,7 +85,7 @@ func newDLQList(s streams) *cobra.Command {
 			return err
 		}
 		q := url.Values{}
-		for k, v := range map[string]string{"source": source, "state": state, "task": task} {
+		for k, v := range map[string]string{"source": source, "state": state, "task": task, "after": after} {
 			if v != "" {
 				q.Set(k, v)
 			}
@@ -85,11 +98,21 @@ func newDLQList(s streams) *cobra.Command {
 		if *output == "json" {
 			return writeJSON(s.out, l)
 		}
+		more := ""
+		if l.Next != "" {
+			more = "more follow: corral dlq list --after " + l.Next + " (with the same filters)"
+		}
 		if len(l.Items) == 0 {
-			fmt.Fprintln(s.err, "no dead letters")
+			fmt.Fprintln(s.err, cmp.Or(more, "no dead letters"))
 			return nil
 		}
-		return writeDLQTable(s.out, time.Now(), l.Items)
+		if err := writeDLQTable(s.out, time.Now(), l.Items); err != nil {
+			return err
+		}
+		if more != "" {
+			fmt.Fprintln(s.err, more)
+		}
+		return nil
 	}
 	return cmd
 }

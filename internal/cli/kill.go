@@ -32,7 +32,8 @@ every replica within a second and survives restarts. The global switch wins
 over an agent's own; turning it off leaves agents killed by name stopped.
 
 Killing again updates the reason. An agent that is not declared yet can be
-killed; corral warns, since a typo would otherwise stop nobody.`,
+killed; corral warns, since a typo would otherwise stop nobody. Every kill and
+unkill is an audit record (kind killswitch) naming who, which switch and why.`,
 		Example: `  corral kill --agent impact --reason "looping on refunds"
   corral kill --all --reason "incident 42: upstream CRM corrupting orders"
   corral kill --list
@@ -93,9 +94,10 @@ killed; corral warns, since a typo would otherwise stop nobody.`,
 
 func newUnkill(s streams) *cobra.Command {
 	var (
-		cf    clientFlags
-		agent string
-		all   bool
+		cf     clientFlags
+		agent  string
+		all    bool
+		reason string
 	)
 	cmd := &cobra.Command{
 		Use:   "unkill --agent NAME | --all",
@@ -103,14 +105,18 @@ func newUnkill(s streams) *cobra.Command {
 		Long: `Turn off the kill switch of one agent (--agent) or the global one (--all).
 Calls are let through again on every replica within a second, unless another
 switch still stops them: an agent killed by name stays killed when the global
-switch goes off.`,
-		Example: `  corral unkill --agent impact
+switch goes off.
+
+Every kill and unkill is an audit record (kind killswitch): who, which switch,
+the reason; 'corral audit' shows them.`,
+		Example: `  corral unkill --agent impact --reason "refund loop fixed in v2.3"
   corral unkill --all`,
 		Args: cobra.NoArgs,
 	}
 	cf.register(cmd)
 	cmd.Flags().StringVar(&agent, "agent", "", "the agent to let through again")
 	cmd.Flags().BoolVar(&all, "all", false, "turn the global switch off")
+	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit")
 	output := outputFlag(cmd, "text", "json")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if countSet(agent != "", all) != 1 {
@@ -124,8 +130,12 @@ switch goes off.`,
 		if !all {
 			path, what = "/v1/killswitches/agent/"+url.PathEscape(agent), "kill switch of Agent/"+agent
 		}
+		var body any
+		if reason != "" {
+			body = api.UnkillRequest{Reason: reason}
+		}
 		var resp api.Unkilled
-		if err := c.do(cmd.Context(), "DELETE", path, nil, &resp); err != nil {
+		if err := c.do(cmd.Context(), "DELETE", path, body, &resp); err != nil {
 			return err
 		}
 		if *output == "json" {

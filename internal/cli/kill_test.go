@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -82,8 +83,21 @@ func TestKillCommands(t *testing.T) {
 	if _, errOut, code = unkill("--all"); code != 1 || !strings.Contains(errOut, "code not_killed") {
 		t.Errorf("unkill --all again = %d %q, want not_killed", code, errOut)
 	}
-	if out, errOut, code = unkill("--agent", "impact"); code != 0 || out != "kill switch of Agent/impact turned off\n" {
+	if out, errOut, code = unkill("--agent", "impact", "--reason", "refund loop fixed"); code != 0 || out != "kill switch of Agent/impact turned off\n" {
 		t.Errorf("unkill --agent = %d %q %q", code, out, errOut)
+	}
+	// Each kill and unkill is in the audit, with its reason.
+	out, errOut, code = run(t, "", append([]string{"audit", "--agent", "impact", "-o", "jsonl"}, conn...)...)
+	var events []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r struct{ Event, Reason string }
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("audit -o jsonl line %q: %v", line, err)
+		}
+		events = append(events, r.Event+": "+r.Reason)
+	}
+	if want := []string{"killswitch.kill: looping on refunds", "killswitch.unkill: refund loop fixed"}; code != 0 || !slices.Equal(events, want) {
+		t.Errorf("audit --agent impact = %d %q %q; want the records %q", code, events, errOut, want)
 	}
 	if _, errOut, code = kill("--agent", "Not_Valid"); code != 1 || !strings.Contains(errOut, "code invalid_request") {
 		t.Errorf("kill --agent with a bad name = %d %q, want invalid_request", code, errOut)

@@ -13,6 +13,8 @@ import (
 	"github.com/corral-dev/corral/internal/app"
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/deadletter"
+	a2aedge "github.com/corral-dev/corral/internal/edge/a2a"
 	openaiedge "github.com/corral-dev/corral/internal/edge/openai"
 	"github.com/corral-dev/corral/internal/telemetry"
 )
@@ -24,6 +26,7 @@ type serverFlags struct {
 	issuer, policyDefault        string
 	otlpEndpoint, otlpProtocol   string
 	traceRetention               time.Duration
+	dlqRetention, a2aRetention   time.Duration
 	tracing                      bool
 	tokenTTL                     time.Duration
 	replicas                     int
@@ -71,6 +74,8 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "also export traces over OTLP to this collector (http://host:4317 for gRPC, http://host:4318 for HTTP; default: OTEL_EXPORTER_OTLP_ENDPOINT, else none)")
 	fl.StringVar(&f.otlpProtocol, "otlp-protocol", "", "OTLP protocol: grpc or http/protobuf (default: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc)")
 	fl.DurationVar(&f.traceRetention, "trace-retention", 7*24*time.Hour, "how long the built-in trace store keeps spans (corral trace ID)")
+	fl.DurationVar(&f.dlqRetention, "dlq-retention", deadletter.DefaultMaxAge, "how long a dead letter is kept after it last changed, pending or not (corral dlq)")
+	fl.DurationVar(&f.a2aRetention, "a2a-retention", a2aedge.DefaultMaxAge, "how long the A2A edge keeps a task's context id and push configs after they last changed")
 	fl.BoolVar(&f.tracing, "tracing", true, "record traces; --tracing=false records none (the audit is kept either way)")
 	fl.IntVar(&f.replicas, "replicas", 1, "replicas of every stream and bucket (more than 1 needs a NATS cluster)")
 	fl.StringVar(&f.sync, "sync", "interval", "embedded store durability: 'always' fsyncs every write, 'interval' syncs periodically")
@@ -171,6 +176,12 @@ func (f *serverFlags) config() (app.Config, error) {
 	if f.traceRetention < time.Minute {
 		return app.Config{}, fmt.Errorf("--trace-retention %v: must be at least 1m", f.traceRetention)
 	}
+	if f.dlqRetention < time.Hour {
+		return app.Config{}, fmt.Errorf("--dlq-retention %v: must be at least 1h", f.dlqRetention)
+	}
+	if f.a2aRetention < time.Hour {
+		return app.Config{}, fmt.Errorf("--a2a-retention %v: must be at least 1h", f.a2aRetention)
+	}
 	limits, err := f.model.limits()
 	if err != nil {
 		return app.Config{}, err
@@ -205,13 +216,16 @@ func (f *serverFlags) config() (app.Config, error) {
 		OTLPEndpoint:  f.otlpEndpoint,
 		OTLPProtocol:  f.otlpProtocol,
 		TraceMaxAge:   f.traceRetention,
-		NoTracing:     !f.tracing,
-		Replicas:      f.replicas,
-		SyncAlways:    f.sync == "always",
-		ModelLimits:   limits,
-		Version:       Version(),
-		TLS:           f.tls,
-		NATSTLS:       f.natsTLS,
+
+		DeadLetterMaxAge: f.dlqRetention,
+		A2AMaxAge:        f.a2aRetention,
+		NoTracing:        !f.tracing,
+		Replicas:         f.replicas,
+		SyncAlways:       f.sync == "always",
+		ModelLimits:      limits,
+		Version:          Version(),
+		TLS:              f.tls,
+		NATSTLS:          f.natsTLS,
 
 		A2APushAllowPrivate: f.a2aPushAllowPrivate,
 	}, nil

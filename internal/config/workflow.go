@@ -52,7 +52,9 @@ type WorkflowStep struct {
 	Tool      string            `json:"tool,omitempty"`
 	Arguments map[string]string `json:"arguments,omitempty"`
 	Retry     *StepRetry        `json:"retry,omitempty"`
-	// Timeout bounds each attempt of a tool step (Go duration, "30s").
+	// Timeout bounds each attempt of the step (Go duration, "30s"): a tool
+	// call, or an agent step's task, which is canceled when it has not
+	// ended by then (default: AgentStepTimeout).
 	Timeout string `json:"timeout,omitempty"`
 	// Compensate undoes the step when a later one fails past its retries;
 	// its CEL sees the step's output as output.
@@ -90,6 +92,26 @@ const (
 	DefaultStepBackoff  = time.Second
 	MaxStepAttempts     = 20
 )
+
+// DefaultAgentStepTimeout bounds an attempt of an agent step that sets no
+// timeout, unless its agent's limits.deadline is longer (AgentStepTimeout).
+const DefaultAgentStepTimeout = time.Hour
+
+// AgentStepTimeout is how long an attempt of an agent step waits for its
+// task: the step's timeout, else DefaultAgentStepTimeout or the agent's own
+// deadline when that is longer, so that the default never cuts short a
+// task its agent's limits allow. agent may be nil (an agent since deleted).
+func (st *WorkflowStep) AgentStepTimeout(agent *AgentSpec) time.Duration {
+	if d, err := time.ParseDuration(st.Timeout); err == nil && d > 0 {
+		return d
+	}
+	var limits *AgentLimits
+	if agent != nil {
+		limits = agent.Limits
+	}
+	_, _, deadline, _ := limits.Effective()
+	return max(DefaultAgentStepTimeout, deadline)
+}
 
 var stepNamePattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
 

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const goodWorkflow = `apiVersion: corral.dev/v1
@@ -57,7 +58,9 @@ func TestWorkflowChecks(t *testing.T) {
 		{"bad step name", `name: notify`, `name: notify-them`, []string{"spec.steps[2].name"}},
 		{"duplicate name", `name: notify`, `name: charge`, []string{"declared twice"}},
 		{"compensation names a later step", `arguments: {id: "output.id"}`, `arguments: {id: "steps.charge.output"}`, []string{"spec.steps[0].compensate.arguments.id", "steps.charge"}},
-		{"bad timeout", `timeout: 5s`, `timeout: soon`, []string{"spec.steps[1].timeout"}},
+		{"bad timeout", `timeout: 5s`, `timeout: soon`, []string{"spec.steps[1].timeout", `step "charge"`}},
+		{"agent step's timeout not positive", `agent: mailer`, `agent: mailer
+      timeout: 0s`, []string{"spec.steps[2].timeout", `step "notify"`, "positive duration"}},
 		{"bad backoff", `backoff: 10ms`, `backoff: "-1s"`, []string{"spec.steps[1].retry.backoff"}},
 	}
 	for _, tt := range tests {
@@ -74,6 +77,29 @@ func TestWorkflowChecks(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("Decode error = %v, want it to mention %q", err, w)
 				}
+			}
+		})
+	}
+}
+
+func TestAgentStepTimeout(t *testing.T) {
+	long := &AgentSpec{Limits: &AgentLimits{Deadline: "3h"}}
+	tests := []struct {
+		name    string
+		timeout string
+		agent   *AgentSpec
+		want    time.Duration
+	}{
+		{"the step's own", "90s", long, 90 * time.Second},
+		{"default", "", &AgentSpec{}, DefaultAgentStepTimeout},
+		{"the agent's deadline when longer", "", long, 3 * time.Hour},
+		{"no agent", "", nil, DefaultAgentStepTimeout},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := WorkflowStep{Name: "s", Agent: "a", Timeout: tt.timeout}
+			if got := st.AgentStepTimeout(tt.agent); got != tt.want {
+				t.Errorf("AgentStepTimeout(%q) = %v, want %v", tt.timeout, got, tt.want)
 			}
 		})
 	}

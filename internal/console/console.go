@@ -498,9 +498,14 @@ func (c *Console) watch(ctx context.Context, cancel context.CancelFunc, id strin
 }
 
 // signsReason reports whether method path is a change whose reason the
-// API keeps (a kill switch, a cancelled task): a person acting through the
-// console's credential is named in it, since the API sees only the console.
+// API keeps (a kill switch on or off, a cancelled task): a person acting
+// through the console's credential is named in it, since the API sees only
+// the console.
 func signsReason(method, path string) bool {
+	if method == http.MethodDelete {
+		name, agent := strings.CutPrefix(path, "/v1/killswitches/agent/")
+		return path == "/v1/killswitches/all" || agent && name != "" && !strings.Contains(name, "/")
+	}
 	if method != http.MethodPost {
 		return false
 	}
@@ -514,12 +519,16 @@ func signsReason(method, path string) bool {
 // maxReasonBody caps the body nameInReason reads: a reason and a name.
 const maxReasonBody = 64 << 10
 
-// nameInReason appends "(name, console)" to the reason of r's JSON body. A
-// body that is not a JSON object goes on as it is, for the API to refuse.
+// nameInReason appends "(name, console)" to the reason of r's JSON body;
+// an empty body (an unkill's) becomes one with that reason. A body that is
+// not a JSON object goes on as it is, for the API to refuse.
 func nameInReason(w http.ResponseWriter, r *http.Request, name string) error {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxReasonBody))
 	if err != nil {
 		return problem.New(http.StatusRequestEntityTooLarge, problem.RequestTooLarge, fmt.Sprintf("the body exceeds %d bytes", maxReasonBody))
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		body = []byte("{}")
 	}
 	var m map[string]json.RawMessage
 	if json.Unmarshal(body, &m) == nil && m != nil {

@@ -479,6 +479,19 @@ func TestActionsNameThePerson(t *testing.T) {
 			t.Errorf("POST %s %s reached the API as %s, want %s", tt.path, tt.body, got, tt.want)
 		}
 	}
+	for _, tt := range []struct{ path, body, want string }{
+		{"/v1/killswitches/agent/payer", ``, `{"reason":"(carol, console)"}`},
+		{"/v1/killswitches/all", `{"reason": "fixed"}`, `{"reason":"fixed (carol, console)"}`},
+	} {
+		cookie, csrf, _ := w.signIn(t, carolKey)
+		a := w.do(t, "DELETE", "/ui/api"+tt.path, tt.body, map[string]string{"Cookie": cookie, CSRFHeader: csrf})
+		if a.status != http.StatusOK {
+			t.Fatalf("DELETE %s = %d %s", tt.path, a.status, a.body)
+		}
+		if got := w.calls[len(w.calls)-1].Body; got != tt.want {
+			t.Errorf("DELETE %s %q reached the API as %s, want %s", tt.path, tt.body, got, tt.want)
+		}
+	}
 	cookie, csrf, _ := w.signIn(t, carolKey)
 	if a := w.do(t, "POST", "/ui/api/v1/killswitches", `{"reason": "`+strings.Repeat("x", 70<<10)+`"}`, map[string]string{"Cookie": cookie, CSRFHeader: csrf}); a.status != http.StatusRequestEntityTooLarge {
 		t.Errorf("an oversized kill = %d, want 413", a.status)

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +33,19 @@ const Bucket = "corral_dead_letters"
 // MaxPayload bounds an entry's payload in bytes; a larger one is cut and
 // marked truncated.
 const MaxPayload = 256 << 10
+
+// DefaultMaxAge is how long an entry is kept after it last changed (put,
+// or marked retried) when Options say nothing: as long as the audit keeps
+// the records of what was done with it.
+const DefaultMaxAge = 30 * 24 * time.Hour
+
+// Options configure the queue.
+type Options struct {
+	// MaxAge is how long an entry is kept after it last changed, pending
+	// or not; 0 means DefaultMaxAge. Open applies it to an existing bucket
+	// too: entries younger than it stay.
+	MaxAge time.Duration
+}
 
 // The sources of entries.
 const (
@@ -90,6 +102,7 @@ type Auditor interface {
 type DLQ struct {
 	logger *slog.Logger
 	kv     jetstream.KeyValue
+	stream jetstream.Stream // the bucket's, for List's reads by sequence
 	audit  Auditor
 	now    func() time.Time
 
@@ -98,16 +111,24 @@ type DLQ struct {
 	discard map[string]Handler
 }
 
-// Open creates or opens the bucket.
-func Open(ctx context.Context, logger *slog.Logger, b *bus.Bus, auditor Auditor) (*DLQ, error) {
+// Open creates or opens the bucket, with the retention of opts.
+func Open(ctx context.Context, logger *slog.Logger, b *bus.Bus, auditor Auditor, opts Options) (*DLQ, error) {
+	if opts.MaxAge <= 0 {
+		opts.MaxAge = DefaultMaxAge
+	}
 	kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "corral dead letters: work that failed past its retries, to retry or discard (corral dlq)",
+		TTL:         opts.MaxAge,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("deadletter: %w", err)
 	}
-	return &DLQ{logger: logger, kv: kv, audit: auditor, now: time.Now, retry: map[string]Handler{}, discard: map[string]Handler{}}, nil
+	stream, err := b.JetStream().Stream(ctx, "KV_"+Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("deadletter: %w", err)
+	}
+	return &DLQ{logger: logger, kv: kv, stream: stream, audit: auditor, now: time.Now, retry: map[string]Handler{}, discard: map[string]Handler{}}, nil
 }
 
 // Handle registers what retry and discard do for entries of a source.
@@ -223,37 +244,148 @@ func (d *DLQ) Get(ctx context.Context, id string) (Entry, uint64, error) {
 // Filter selects entries for List.
 type Filter struct {
 	Source, State, Task string
-	Limit               int
+	// After is the Next of the previous page: the page goes on with the
+	// entries that changed before it.
+	After uint64
+	// Limit bounds the page: 0 is DefaultLimit, at most MaxLimit.
+	Limit int
 }
 
-// List returns entries, newest first.
-func (d *DLQ) List(ctx context.Context, f Filter) ([]Entry, error) {
-	lister, err := d.kv.ListKeys(ctx)
-	if err != nil {
-		return nil, unavailable(err)
+// Page is a page of entries, newest first, and where the next one starts.
+type Page struct {
+	Items []Entry
+	// Next, when not zero, is the After of the next page: more entries
+	// may follow (a page cut short by MaxScan may hold fewer than its
+	// limit, none even, and still have a next).
+	Next uint64
+}
+
+// List page bounds.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 1000
+	// MaxScan bounds the entries one page reads: a filter that matches
+	// few entries returns a short page and where to go on, rather than
+	// read the whole queue.
+	MaxScan = 2000
+)
+
+// List returns a page of entries, newest first by when they last changed
+// (put, or marked retried). It reads the bucket's stream backwards, a
+// window of sequences at a time, from the end (or f.After), and stops once
+// it has the page, or has read MaxScan entries: what it reads is bounded
+// by the page, not by the queue.
+func (d *DLQ) List(ctx context.Context, f Filter) (Page, error) {
+	limit := f.Limit
+	switch {
+	case limit <= 0:
+		limit = DefaultLimit
+	case limit > MaxLimit:
+		limit = MaxLimit
 	}
-	var out []Entry
-	for key := range lister.Keys() {
-		e, _, err := d.Get(ctx, key)
-		if err != nil {
-			continue // deleted meanwhile
+	info, err := d.stream.Info(ctx)
+	if err != nil {
+		return Page{}, unavailable(err)
+	}
+	st := info.State
+	if st.Msgs == 0 || st.LastSeq == 0 {
+		return Page{}, nil
+	}
+	hi := st.LastSeq
+	if f.After > 0 {
+		if f.After <= st.FirstSeq {
+			return Page{}, nil
 		}
-		if (f.Source != "" && e.Source != f.Source) || (f.State != "" && e.State != f.State) || (f.Task != "" && e.Task != f.Task) {
+		hi = min(hi, f.After-1)
+	}
+	type found struct {
+		seq uint64
+		e   Entry
+	}
+	var out []found
+	read := 0
+	// Windows double, within what is left of MaxScan: a window of so many
+	// sequences holds at most so many entries.
+	for window := uint64(limit + 1); hi >= st.FirstSeq; window = min(2*window, uint64(MaxScan-read)) {
+		lo := st.FirstSeq
+		if hi-st.FirstSeq >= window {
+			lo = hi - window + 1
+		}
+		var in []found
+		err := d.scan(ctx, lo, hi, func(seq uint64, e Entry) {
+			read++
+			if (f.Source == "" || e.Source == f.Source) && (f.State == "" || e.State == f.State) && (f.Task == "" || e.Task == f.Task) {
+				in = append(in, found{seq, e})
+			}
+		})
+		if err != nil {
+			return Page{}, unavailable(err)
+		}
+		for i := len(in) - 1; i >= 0; i-- {
+			out = append(out, in[i])
+		}
+		if len(out) > limit {
+			p := Page{Next: out[limit-1].seq}
+			for _, fo := range out[:limit] {
+				p.Items = append(p.Items, fo.e)
+			}
+			return p, nil
+		}
+		if lo == st.FirstSeq {
+			break
+		}
+		hi = lo - 1
+		if read >= MaxScan {
+			p := Page{Next: lo}
+			for _, fo := range out {
+				p.Items = append(p.Items, fo.e)
+			}
+			return p, nil
+		}
+	}
+	var p Page
+	for _, fo := range out {
+		p.Items = append(p.Items, fo.e)
+	}
+	return p, nil
+}
+
+// scan calls fn with each entry stored from sequence lo to hi, in order,
+// reading them one by one (direct gets of the next message on the
+// bucket's subjects, which any replica answers): deleted entries and the
+// gaps that updates leave cost nothing.
+func (d *DLQ) scan(ctx context.Context, lo, hi uint64, fn func(seq uint64, e Entry)) error {
+	for seq := lo; seq <= hi; {
+		m, err := d.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subjects))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if m.Sequence > hi {
+			return nil
+		}
+		seq = m.Sequence + 1
+		if op := m.Header.Get(kvOperation); op != "" && op != "PUT" {
+			continue // a deletion
+		}
+		var e Entry
+		if err := json.Unmarshal(m.Data, &e); err != nil {
+			d.logger.WarnContext(ctx, "skipping an unreadable dead letter", "subject", m.Subject, "seq", m.Sequence, "err", err)
 			continue
 		}
-		out = append(out, e)
+		fn(m.Sequence, e)
 	}
-	slices.SortFunc(out, func(a, b Entry) int {
-		if c := b.Time.Compare(a.Time); c != 0 {
-			return c
-		}
-		return strings.Compare(b.ID, a.ID)
-	})
-	if f.Limit > 0 && len(out) > f.Limit {
-		out = out[:f.Limit]
-	}
-	return out, nil
+	return nil
 }
+
+// subjects are the bucket's stream's subjects; kvOperation is the header
+// that marks a key-value deletion.
+const (
+	subjects    = "$KV." + Bucket + ".>"
+	kvOperation = "KV-Operation"
+)
 
 // Retry hands a pending entry back to its source, which resumes the work
 // where it failed, and marks it retried.
@@ -333,15 +465,24 @@ func (d *DLQ) Discard(ctx context.Context, id, by string) (Entry, error) {
 	return e, nil
 }
 
-// Pending counts pending entries by source, for the metric.
+// Pending counts pending entries by source, for the metric: it reads the
+// whole queue, which its retention bounds.
 func (d *DLQ) Pending(ctx context.Context) (map[string]int, error) {
-	all, err := d.List(ctx, Filter{State: Pending})
+	info, err := d.stream.Info(ctx)
 	if err != nil {
-		return nil, err
+		return nil, unavailable(err)
 	}
 	out := map[string]int{}
-	for _, e := range all {
-		out[e.Source]++
+	if info.State.Msgs == 0 {
+		return out, nil
+	}
+	err = d.scan(ctx, info.State.FirstSeq, info.State.LastSeq, func(_ uint64, e Entry) {
+		if e.State == Pending {
+			out[e.Source]++
+		}
+	})
+	if err != nil {
+		return nil, unavailable(err)
 	}
 	return out, nil
 }

@@ -10,7 +10,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/corral-dev/corral/internal/audit"
@@ -33,7 +36,7 @@ func (a *auditLog) Append(_ context.Context, r *audit.Record) (string, error) {
 func open(t *testing.T) (*DLQ, *auditLog) {
 	t.Helper()
 	log := &auditLog{}
-	d, err := Open(t.Context(), slog.New(slog.DiscardHandler), bustest.Open(t), log)
+	d, err := Open(t.Context(), slog.New(slog.DiscardHandler), bustest.Open(t), log, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,10 +88,10 @@ func TestPutRetryDiscard(t *testing.T) {
 		t.Errorf("a payload that is not JSON is stored as %s, want it as a JSON string", got.Payload)
 	}
 	all, err := d.List(ctx, Filter{})
-	if err != nil || len(all) != 2 {
-		t.Fatalf("List = %d entries, %v; want 2", len(all), err)
+	if err != nil || len(all.Items) != 2 || all.Next != 0 {
+		t.Fatalf("List = %d entries, next %d, %v; want 2 and no next", len(all.Items), all.Next, err)
 	}
-	if wf, _ := d.List(ctx, Filter{Source: SourceWorkflow, Task: "task_1"}); len(wf) != 1 || wf[0].ID != id || wf[0].State != Pending {
+	if wf, _ := d.List(ctx, Filter{Source: SourceWorkflow, Task: "task_1"}); len(wf.Items) != 1 || wf.Items[0].ID != id || wf.Items[0].State != Pending {
 		t.Errorf("List(workflow, task_1) = %+v", wf)
 	}
 	if got := gauges(t, d); got != "task=0 trigger=1 workflow=1" {
@@ -126,6 +129,152 @@ func TestPutRetryDiscard(t *testing.T) {
 	want := []string{"dead_letter.put order", "dead_letter.put orders-topic", "dead_letter.retry order", "dead_letter.discard orders-topic"}
 	if strings.Join(log.events, ",") != strings.Join(want, ",") {
 		t.Errorf("audit = %v, want %v", log.events, want)
+	}
+}
+
+// TestListPages: List pages newest first (by last change) with a cursor,
+// filters within the pages, and reads no more than a page needs: a page of
+// two out of many reads a handful of entries, not all of them, and a
+// filter that matches nothing stops at MaxScan with where to go on.
+func TestListPages(t *testing.T) {
+	d, _ := open(t)
+	ctx := t.Context()
+	const n = 25
+	var ids []string // in the order put
+	for i := range n {
+		source := SourceTrigger
+		if i%5 == 0 {
+			source = SourceWorkflow
+		}
+		id, err := d.Put(ctx, Entry{Source: source, Name: fmt.Sprint("n", i), Reason: "r"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	// A discarded entry leaves a gap and a deletion marker behind.
+	if _, err := d.Discard(ctx, ids[n-2], "admin"); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := n - 1; i >= 0; i-- {
+		if i != n-2 {
+			want = append(want, ids[i])
+		}
+	}
+
+	var got []string
+	var after uint64
+	pages := 0
+	for {
+		p, err := d.List(ctx, Filter{Limit: 7, After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		if len(p.Items) > 7 {
+			t.Fatalf("page %d holds %d entries, over its limit of 7", pages, len(p.Items))
+		}
+		for _, e := range p.Items {
+			got = append(got, e.ID)
+		}
+		if p.Next == 0 {
+			break
+		}
+		after = p.Next
+	}
+	if diff := cmp.Diff(want, got); diff != "" || pages != 4 {
+		t.Errorf("every page of 7 (%d pages, want 4), newest first (-want +got):\n%s", pages, diff)
+	}
+
+	wf, err := d.List(ctx, Filter{Source: SourceWorkflow, Limit: 2})
+	if err != nil || len(wf.Items) != 2 || wf.Items[0].ID != ids[20] || wf.Items[1].ID != ids[15] || wf.Next == 0 {
+		t.Fatalf("List(workflow, limit 2) = %+v, %v; want n20, n15 and a next", wf, err)
+	}
+	rest, err := d.List(ctx, Filter{Source: SourceWorkflow, After: wf.Next})
+	if err != nil || len(rest.Items) != 3 || rest.Items[0].ID != ids[10] || rest.Next != 0 {
+		t.Errorf("the next page of List(workflow) = %+v, %v; want n10, n5, n0", rest, err)
+	}
+
+	// A page of two reads the newest few messages, not the queue.
+	counted := &countingStream{Stream: d.stream}
+	d.stream = counted
+	if p, err := d.List(ctx, Filter{Limit: 2}); err != nil || len(p.Items) != 2 || p.Items[0].ID != ids[n-1] {
+		t.Fatalf("List(limit 2) = %+v, %v", p, err)
+	}
+	if counted.gets > 12 {
+		t.Errorf("List(limit 2) read %d messages of %d, want about a page's worth", counted.gets, n)
+	}
+}
+
+// countingStream counts the messages read from the bucket's stream.
+type countingStream struct {
+	jetstream.Stream
+	gets int
+}
+
+func (c *countingStream) GetMsg(ctx context.Context, seq uint64, opts ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error) {
+	c.gets++
+	return c.Stream.GetMsg(ctx, seq, opts...)
+}
+
+// TestListReadsOnlyWhatAPageNeeds: a page reads the newest entries only,
+// and a filter that matches none stops at MaxScan with where to go on,
+// rather than read the whole queue.
+func TestListReadsOnlyWhatAPageNeeds(t *testing.T) {
+	d, _ := open(t)
+	ctx := t.Context()
+	total := MaxScan + 500
+	for i := range total {
+		if _, err := d.Put(ctx, Entry{Source: SourceTrigger, Name: fmt.Sprint("n", i), Reason: "r"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := d.List(ctx, Filter{Limit: 2})
+	if err != nil || len(p.Items) != 2 || p.Items[0].Name != fmt.Sprint("n", total-1) || p.Next != uint64(total-1) {
+		t.Fatalf("List(limit 2) = %d items, next %d, %v; want the newest two and next %d", len(p.Items), p.Next, err, total-1)
+	}
+	// Entries are sequences 1 to total: MaxScan of them, the newest, are
+	// read, and the next page starts below them.
+	none, err := d.List(ctx, Filter{Task: "task_none"})
+	if want := uint64(total - MaxScan + 1); err != nil || len(none.Items) != 0 || none.Next != want {
+		t.Fatalf("List(a task with no entries) = %d items, next %d, %v; want none and next %d, having read MaxScan", len(none.Items), none.Next, err, want)
+	}
+	// The next page goes on from there and reaches the end.
+	last, err := d.List(ctx, Filter{Task: "task_none", After: none.Next})
+	if err != nil || len(last.Items) != 0 || last.Next != 0 {
+		t.Errorf("the page after = %d items, next %d, %v; want none and no next", len(last.Items), last.Next, err)
+	}
+}
+
+// TestRetention: the bucket keeps entries MaxAge after they last changed;
+// a queue opened with another retention changes the bucket it finds, and
+// the entries stored under the old one are still there.
+func TestRetention(t *testing.T) {
+	b := bustest.Open(t)
+	ctx := t.Context()
+	logger := slog.New(slog.DiscardHandler)
+	first, err := Open(ctx, logger, b, &auditLog{}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if age := first.stream.CachedInfo().Config.MaxAge; age != DefaultMaxAge {
+		t.Errorf("the bucket's max age = %v, want the default %v", age, DefaultMaxAge)
+	}
+	id, err := first.Put(ctx, Entry{Source: SourceTask, Reason: "kept"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(ctx, logger, b, &auditLog{}, Options{MaxAge: 48 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := again.stream.Info(ctx)
+	if err != nil || info.Config.MaxAge != 48*time.Hour || !info.Config.AllowAtomicPublish {
+		t.Fatalf("the bucket after reopening = max age %v, atomic %v (%v); want 48h, still atomic", info.Config.MaxAge, info.Config.AllowAtomicPublish, err)
+	}
+	if e, _, err := again.Get(ctx, id); err != nil || e.Reason != "kept" {
+		t.Errorf("the entry stored before = %+v, %v; want it kept", e, err)
 	}
 }
 

@@ -78,6 +78,16 @@ func (s *Store) VerifyAdmin(token string) bool {
 	return ok && !r.Revoked && (r.Expires == nil || time.Now().Before(*r.Expires))
 }
 
+// AdminTokenOf describes the admin token token is, when it is a live one:
+// who acted with it, for the audit.
+func (s *Store) AdminTokenOf(token string) (AdminToken, bool) {
+	if !s.VerifyAdmin(token) {
+		return AdminToken{}, false
+	}
+	r, _ := s.lookup(kindAdmin, token)
+	return describeAdmin(bucketKey(kindAdmin, token), r, time.Now()), true
+}
+
 // AdminToken describes an admin token. The token itself is shown once,
 // when created; afterwards its ID names it.
 type AdminToken struct {

@@ -6,6 +6,7 @@
 package killswitch
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/config"
 )
 
@@ -29,8 +31,7 @@ const (
 	agentPrefix = "agent."
 )
 
-// By is who a switch is recorded as set by: only the admin token can set
-// one today.
+// By is who a switch is recorded as set by when the caller names nobody.
 const By = "admin"
 
 // Errors callers branch on, always wrapped with the target they concern.
@@ -108,11 +109,17 @@ type substrate interface {
 	Watch(ctx context.Context, kv jetstream.KeyValue, apply func(context.Context, jetstream.KeyValueEntry), loaded func()) error
 }
 
+// Auditor records every kill and unkill.
+type Auditor interface {
+	Append(ctx context.Context, r *audit.Record) (string, error)
+}
+
 // Switches are the kill switches as one replica knows them.
 type Switches struct {
 	kv     jetstream.KeyValue
 	bus    substrate
 	logger *slog.Logger
+	audit  Auditor // nil until WithAudit
 
 	mu       sync.RWMutex
 	isLoaded bool
@@ -139,6 +146,13 @@ func Open(ctx context.Context, logger *slog.Logger, s substrate) (*Switches, err
 		return nil, fmt.Errorf("killswitch: %w", err)
 	}
 	return &Switches{kv: kv, bus: s, logger: logger, agents: map[string]entry{}, loaded: make(chan struct{})}, nil
+}
+
+// WithAudit makes every Kill and Unkill leave an audit record: who, which
+// switch, why. It returns s.
+func (s *Switches) WithAudit(a Auditor) *Switches {
+	s.audit = a
+	return s
 }
 
 // Run mirrors the bucket into memory until ctx ends.
@@ -242,15 +256,16 @@ func (s *Switches) Killed(agent string) (Switch, bool) {
 	return Switch{}, false
 }
 
-// Kill turns a switch on, or updates the reason of one that is on. It is
-// effective on this replica when Kill returns and on the others as soon as
-// their watch delivers it.
-func (s *Switches) Kill(ctx context.Context, t Target, reason string) (Switch, error) {
+// Kill turns a switch on, or updates the reason of one that is on; by says
+// who (By when empty). It is effective on this replica when Kill returns
+// and on the others as soon as their watch delivers it. The audit record
+// follows the switch: a kill is never held back by the audit.
+func (s *Switches) Kill(ctx context.Context, t Target, reason, by string) (Switch, error) {
 	key, err := t.key()
 	if err != nil {
 		return Switch{}, err
 	}
-	sw := Switch{Target: t, Reason: reason, By: By, At: time.Now().UTC()}
+	sw := Switch{Target: t, Reason: reason, By: cmp.Or(by, By), At: time.Now().UTC()}
 	data, err := json.Marshal(value{Reason: sw.Reason, By: sw.By, At: sw.At})
 	if err != nil {
 		return Switch{}, fmt.Errorf("killswitch: encode %s: %w", t, err)
@@ -260,6 +275,7 @@ func (s *Switches) Kill(ctx context.Context, t Target, reason string) (Switch, e
 		return Switch{}, fmt.Errorf("killswitch: kill %s: %w", t, err)
 	}
 	s.record(t, entry{rev: rev, sw: &sw})
+	s.note(ctx, "killswitch.kill", t, reason, sw.By, nil)
 	return sw, nil
 }
 
@@ -267,8 +283,9 @@ func (s *Switches) Kill(ctx context.Context, t Target, reason string) (Switch, e
 // changes between its read and its delete.
 const maxUnkillAttempts = 5
 
-// Unkill turns a switch off. It fails with ErrNotKilled if it was not on.
-func (s *Switches) Unkill(ctx context.Context, t Target) error {
+// Unkill turns a switch off, for reason, by whom (By when empty). It
+// fails with ErrNotKilled if it was not on.
+func (s *Switches) Unkill(ctx context.Context, t Target, reason, by string) error {
 	key, err := t.key()
 	if err != nil {
 		return err
@@ -291,9 +308,41 @@ func (s *Switches) Unkill(ctx context.Context, t Target) error {
 			return fmt.Errorf("killswitch: unkill %s: %w", t, err)
 		}
 		s.forget(t, cur.Revision())
+		var was *value
+		if v := (value{}); json.Unmarshal(cur.Value(), &v) == nil {
+			was = &v
+		}
+		s.note(ctx, "killswitch.unkill", t, reason, cmp.Or(by, By), was)
 		return nil
 	}
 	return fmt.Errorf("killswitch: unkill %s: it kept changing during %d attempts", t, maxUnkillAttempts)
+}
+
+// note records a kill or an unkill in the audit: kind killswitch, the
+// agent it concerns (none for the global switch), who, and why; an unkill
+// also says what the switch it turned off had said. A record that cannot
+// be stored is logged: the switch has changed already.
+func (s *Switches) note(ctx context.Context, event string, t Target, reason, by string, was *value) {
+	if s.audit == nil {
+		return
+	}
+	scope := "agent"
+	if t.All {
+		scope = "all"
+	}
+	d := map[string]any{"scope": scope, "by": by}
+	if t.Agent != "" {
+		d["agent"] = t.Agent
+	}
+	if was != nil {
+		d["was"] = map[string]any{"reason": was.Reason, "by": was.By, "at": was.At}
+	}
+	detail, _ := json.Marshal(d)
+	rec := &audit.Record{Time: time.Now().UTC(), Kind: "killswitch", Agent: t.Agent, Target: t.String(), Edge: "api",
+		Event: event, Status: "ok", Reason: reason, Detail: detail}
+	if _, err := s.audit.Append(context.WithoutCancel(ctx), rec); err != nil {
+		s.logger.ErrorContext(ctx, "audit record of a kill switch lost", "event", event, "target", t.String(), "by", by, "err", err)
+	}
 }
 
 // List returns the switches that are on: the global one first, then the

@@ -2,8 +2,10 @@ package killswitch
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/corral-dev/corral/internal/audit"
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/bus/bustest"
 )
@@ -60,7 +63,7 @@ func TestKillReachesOtherReplicas(t *testing.T) {
 	if sw, ok := two.Killed("impact"); ok {
 		t.Fatalf("Killed(impact) before any kill = %v, true; want false", sw)
 	}
-	killed, err := one.Kill(ctx, Target{Agent: "impact"}, "looping on refunds")
+	killed, err := one.Kill(ctx, Target{Agent: "impact"}, "looping on refunds", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +83,7 @@ func TestKillReachesOtherReplicas(t *testing.T) {
 	}
 
 	// The global switch wins over the agent's own.
-	all, err := two.Kill(ctx, Target{All: true}, "incident 42")
+	all, err := two.Kill(ctx, Target{All: true}, "incident 42", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +102,7 @@ func TestKillReachesOtherReplicas(t *testing.T) {
 	}
 
 	// Unkill the global switch: the agent's own still holds.
-	if err := one.Unkill(ctx, Target{All: true}); err != nil {
+	if err := one.Unkill(ctx, Target{All: true}, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "global unkill seen by the second replica", func() bool {
@@ -110,7 +113,7 @@ func TestKillReachesOtherReplicas(t *testing.T) {
 		// Checked after the line above: the second replica has seen the unkill.
 		t.Errorf("Killed(mailer) after the global unkill = true, want false")
 	}
-	if err := two.Unkill(ctx, Target{Agent: "impact"}); err != nil {
+	if err := two.Unkill(ctx, Target{Agent: "impact"}, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := two.Killed("impact"); ok {
@@ -125,7 +128,7 @@ func TestKillReachesOtherReplicas(t *testing.T) {
 	}
 	// Unkilling what is not killed says so, from either replica.
 	for _, tgt := range []Target{{All: true}, {Agent: "impact"}, {Agent: "never"}} {
-		if err := one.Unkill(ctx, tgt); !errors.Is(err, ErrNotKilled) {
+		if err := one.Unkill(ctx, tgt, "", ""); !errors.Is(err, ErrNotKilled) {
 			t.Errorf("Unkill(%v) again = %v, want ErrNotKilled", tgt, err)
 		}
 	}
@@ -145,10 +148,10 @@ func TestInvalidTargets(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := s.Kill(t.Context(), tt.t, "x"); !errors.Is(err, ErrInvalidTarget) {
+			if _, err := s.Kill(t.Context(), tt.t, "x", ""); !errors.Is(err, ErrInvalidTarget) {
 				t.Errorf("Kill(%+v) = %v, want ErrInvalidTarget", tt.t, err)
 			}
-			if err := s.Unkill(t.Context(), tt.t); !errors.Is(err, ErrInvalidTarget) {
+			if err := s.Unkill(t.Context(), tt.t, "", ""); !errors.Is(err, ErrInvalidTarget) {
 				t.Errorf("Unkill(%+v) = %v, want ErrInvalidTarget", tt.t, err)
 			}
 		})
@@ -165,7 +168,7 @@ func TestRestartKeepsSwitches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	killed, err := s.Kill(t.Context(), Target{Agent: "impact"}, "before restart")
+	killed, err := s.Kill(t.Context(), Target{Agent: "impact"}, "before restart", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +274,7 @@ func TestLateEventsDoNotUndo(t *testing.T) {
 func TestCollector(t *testing.T) {
 	s := start(t, bustest.Open(t))
 	for _, tgt := range []Target{{All: true}, {Agent: "a"}, {Agent: "b"}} {
-		if _, err := s.Kill(t.Context(), tgt, "test"); err != nil {
+		if _, err := s.Kill(t.Context(), tgt, "test", ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -299,7 +302,7 @@ func TestCollector(t *testing.T) {
 
 func TestKilledDoesNotAllocate(t *testing.T) {
 	s := start(t, bustest.Open(t))
-	if _, err := s.Kill(t.Context(), Target{Agent: "impact"}, "test"); err != nil {
+	if _, err := s.Kill(t.Context(), Target{Agent: "impact"}, "test", ""); err != nil {
 		t.Fatal(err)
 	}
 	for _, agent := range []string{"impact", "mailer"} {
@@ -311,7 +314,7 @@ func TestKilledDoesNotAllocate(t *testing.T) {
 
 func BenchmarkKilled(b *testing.B) {
 	s := start(b, bustest.Open(b))
-	if _, err := s.Kill(b.Context(), Target{Agent: "impact"}, "bench"); err != nil {
+	if _, err := s.Kill(b.Context(), Target{Agent: "impact"}, "bench", ""); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
@@ -320,4 +323,48 @@ func BenchmarkKilled(b *testing.B) {
 			s.Killed("mailer")
 		}
 	})
+}
+
+// recorder is an Auditor that keeps what it is given.
+type recorder struct{ records []*audit.Record }
+
+func (r *recorder) Append(_ context.Context, rec *audit.Record) (string, error) {
+	r.records = append(r.records, rec)
+	return "a" + strconv.Itoa(len(r.records)), nil
+}
+
+// TestKillsAreAudited: a kill and an unkill each leave one record naming
+// the switch, who and why; an unkill that finds nothing on leaves none;
+// a kill by nobody in particular is the admin's.
+func TestKillsAreAudited(t *testing.T) {
+	rec := &recorder{}
+	s := start(t, bustest.Open(t)).WithAudit(rec)
+	ctx := t.Context()
+	if _, err := s.Kill(ctx, Target{Agent: "impact"}, "looping", "human:carol"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unkill(ctx, Target{Agent: "impact"}, "fixed", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unkill(ctx, Target{Agent: "impact"}, "again", ""); !errors.Is(err, ErrNotKilled) {
+		t.Fatalf("Unkill again = %v, want ErrNotKilled", err)
+	}
+	var got []string
+	for _, r := range rec.records {
+		got = append(got, strings.Join([]string{r.Kind, r.Event, r.Agent, r.Target, r.Reason, string(r.Detail)}, " | "))
+	}
+	want := []string{
+		`killswitch | killswitch.kill | impact | Agent/impact | looping | {"agent":"impact","by":"human:carol","scope":"agent"}`,
+		`killswitch | killswitch.unkill | impact | Agent/impact | fixed | {"agent":"impact","by":"admin","scope":"agent","was":{"at":"` +
+			`AT","by":"human:carol","reason":"looping"}}`,
+	}
+	if len(got) == 2 {
+		// The time the switch went on is its own; the rest is fixed.
+		var d struct{ Was struct{ At string } }
+		_ = json.Unmarshal(rec.records[1].Detail, &d)
+		want[1] = strings.Replace(want[1], "AT", d.Was.At, 1)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("audit records (-want +got):\n%s", diff)
+	}
 }

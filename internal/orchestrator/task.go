@@ -95,6 +95,10 @@ type Task struct {
 	Handoff bool `json:"handoff,omitempty"`
 	// WaitingOn is the task this one waits for (a delegation's child).
 	WaitingOn string `json:"waiting_on,omitempty"`
+	// WakeAt, on a workflow run parked on its steps' tasks, is when a
+	// worker wakes it even if no task has ended: the first of its agent
+	// steps' timeouts and its own deadline.
+	WakeAt *time.Time `json:"wake_at,omitempty"`
 	// Hosted: corral runs the agent's loop (for a remote A2A agent, a
 	// worker sends the task there and mirrors it); otherwise the agent is
 	// external and acts in the task with a token bound to it.

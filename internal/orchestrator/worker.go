@@ -134,6 +134,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-rescan.C:
+			w.wakeDue(ctx)
 		case <-janitor.C:
 			w.sweep(ctx)
 		}
@@ -477,6 +478,31 @@ func (w *Worker) sweep(ctx context.Context) {
 		}
 	}
 }
+
+// wakeDue puts back on the queue the workflow runs parked on their steps'
+// tasks whose wake time has come (a step's timeout, the run's deadline),
+// though no task has ended: their worker cancels what timed out. A run
+// parked with no wake time (by a corral before step timeouts) is woken
+// once it has been parked a while: it parks again with one, or its steps
+// time out, counted from their starts.
+func (w *Worker) wakeDue(ctx context.Context) {
+	now := w.now()
+	for _, t := range w.store.live() {
+		if t.Workflow == "" || t.State != InputRequired || t.Reason != ReasonAwaitingTask || !matches(w.opts.Labels, t.Placement) {
+			continue
+		}
+		if (t.WakeAt == nil && now.Sub(t.Updated) < parkedLongAgo) || (t.WakeAt != nil && now.Before(*t.WakeAt)) {
+			continue
+		}
+		if err := w.service().wakeRun(ctx, t.ID, "a step's timeout or the run's deadline has come"); err != nil {
+			w.logger.WarnContext(ctx, "waking a workflow run at its wake time; the next scan tries again", "task", t.ID, "err", err)
+		}
+	}
+}
+
+// parkedLongAgo is how long a run parked with no wake time waits before
+// wakeDue wakes it.
+const parkedLongAgo = 10 * time.Second
 
 // woken reports whether a task that parked wants a worker again.
 func (w *Worker) woken(id string) bool {

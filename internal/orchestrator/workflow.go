@@ -37,6 +37,7 @@ const (
 	ReasonDeadLettered = "dead_lettered" // a step failed past its retries; corral dlq retry or discard
 	ReasonStepFailed   = "step_failed"   // a step failed past its retries; the run was compensated
 	ReasonWorkflowGone = "workflow_gone" // the Workflow was deleted
+	ReasonStepTimeout  = "step_timeout"  // on an agent step's task: canceled at the step's timeout
 	reasonExhausted    = "exhausted"     // on step.failed: no attempt follows
 	codeToolError      = "tool_error"    // the tool answered with an error (4xx, isError)
 	codeTaskFailed     = "task_failed"   // an agent step's task did not complete
@@ -53,6 +54,10 @@ type StepEvent struct {
 	// Key is a tool call's Idempotency-Key; Child an agent step's task.
 	Key   string `json:"key,omitempty"`
 	Child string `json:"child,omitempty"`
+	// Deadline, on an agent step's start, is when its task is canceled
+	// and the attempt fails if the task has not ended: recorded before the
+	// task is made, so that a restart does not reset it.
+	Deadline *time.Time `json:"deadline,omitempty"`
 	// Output is the step's output (step.done, compensate.done).
 	Output json.RawMessage `json:"output,omitempty"`
 	// Next is the routing slip the step returned.
@@ -78,6 +83,9 @@ type stepState struct {
 	kind    string
 	key     string
 	child   string
+	// deadline is when an agent step's attempt times out; started is when
+	// the attempt began (for journals written before deadlines were).
+	deadline, started time.Time
 	// budgetFrom is the first attempt of the current budget: a retry from
 	// the dead-letter queue gives the step its attempts again.
 	budgetFrom int
@@ -149,6 +157,10 @@ func replayRun(events []Event) *wfRun {
 		switch ev.Type {
 		case EvStepStart:
 			s.status, s.attempt, s.open, s.kind, s.key, s.child = stepRunning, se.Attempt, true, se.Kind, se.Key, se.Child
+			s.deadline, s.started = time.Time{}, ev.Time
+			if se.Deadline != nil {
+				s.deadline = *se.Deadline
+			}
 			if se.Kind == "tool" {
 				r.usage.ToolCalls++
 			}

@@ -158,6 +158,15 @@ func (x *wfRunner) loop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		x.mu.Lock()
+		failed = x.j.failed
+		x.mu.Unlock()
+		if failed != "" {
+			// plan settled a step as failed past its retries (an agent
+			// step's task, a condition that cannot be evaluated): the run
+			// fails, rather than finish with the steps that are done.
+			continue
+		}
 		if len(ready) == 0 {
 			if len(waiting) == 0 {
 				return x.finish(ctx)
@@ -219,9 +228,21 @@ func (x *wfRunner) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 // tasks before it parks.
 const parkAfter = 2 * time.Second
 
-// awaitTasks waits up to d for one of the steps' tasks to end, and reports
-// whether one did.
+// awaitTasks waits up to d for one of the steps' tasks to end, or for one
+// of those steps' timeouts to come, and reports whether either did.
 func (x *wfRunner) awaitTasks(ctx context.Context, waiting []string, d time.Duration) bool {
+	var timeout <-chan time.Time
+	if due := x.firstTimeout(waiting); !due.IsZero() {
+		until := due.Sub(x.w.now())
+		if until <= 0 {
+			return true
+		}
+		if until < d {
+			t := time.NewTimer(until)
+			defer t.Stop()
+			timeout = t.C
+		}
+	}
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	for {
@@ -239,9 +260,49 @@ func (x *wfRunner) awaitTasks(ctx context.Context, waiting []string, d time.Dura
 			return false
 		case <-timer.C:
 			return false
+		case <-timeout:
+			return true
 		case <-changed:
 		}
 	}
+}
+
+// stepTimeout is when the current attempt of an agent step times out: as
+// its start recorded it, or, for a journal written before starts recorded
+// it, its start's time and the step's timeout now.
+func (x *wfRunner) stepTimeout(st *config.WorkflowStep, s *stepState) time.Time {
+	if !s.deadline.IsZero() || s.started.IsZero() {
+		return s.deadline
+	}
+	return s.started.Add(st.AgentStepTimeout(x.agentOf(st.Agent)))
+}
+
+// firstTimeout is the first of the waiting steps' timeouts (zero: none).
+func (x *wfRunner) firstTimeout(waiting []string) time.Time {
+	var first time.Time
+	for _, name := range waiting {
+		st, ok := x.wf.Step(name)
+		if !ok {
+			continue
+		}
+		x.mu.Lock()
+		due := x.stepTimeout(st, x.j.step(name))
+		x.mu.Unlock()
+		if !due.IsZero() && (first.IsZero() || due.Before(first)) {
+			first = due
+		}
+	}
+	return first
+}
+
+// agentOf is an agent's spec, nil when it is gone.
+func (x *wfRunner) agentOf(name string) *config.AgentSpec {
+	res, ok := x.w.resources.Get("Agent", name)
+	if !ok {
+		return nil
+	}
+	spec, _ := agentSpec(res)
+	return spec
 }
 
 // errGoOn: a step's task ended while the run was parking on it; the run
@@ -634,12 +695,18 @@ func (x *wfRunner) startChild(ctx context.Context, st *config.WorkflowStep, atte
 	owner := "workflow:" + x.task.ID
 	child := idFor(owner, key)
 	if !open {
-		if err := x.append(ctx, &Event{Type: EvStepStart, Agent: st.Agent, Workflow: &StepEvent{Step: st.Name, Attempt: attempt, Kind: "agent", Child: child}}); err != nil {
+		// The attempt's deadline goes to the journal with its start, before
+		// the task exists: a worker that takes the run over keeps it.
+		now := x.w.now().UTC()
+		deadline := now.Add(st.AgentStepTimeout(x.agentOf(st.Agent)))
+		if err := x.append(ctx, &Event{Type: EvStepStart, Agent: st.Agent, Time: now,
+			Workflow: &StepEvent{Step: st.Name, Attempt: attempt, Kind: "agent", Child: child, Deadline: &deadline}}); err != nil {
 			return err
 		}
 		x.mu.Lock()
 		s := x.j.step(st.Name)
 		s.status, s.attempt, s.open, s.kind, s.child = stepRunning, attempt, true, "agent", child
+		s.deadline, s.started = deadline, now
 		x.mu.Unlock()
 	}
 	if failure, err := x.openChild(ctx, st.Name, st.Agent, input, key, owner); err != nil || failure != nil {
@@ -681,35 +748,54 @@ func (x *wfRunner) openChild(ctx context.Context, step, agent string, input json
 }
 
 // childEnded looks at an agent step's task: once it has ended, the step
-// is done (completed) or its attempt failed, and it reports settled.
+// is done (completed) or its attempt failed, and it reports settled. A
+// task still running past the step's timeout is canceled, and the attempt
+// fails with upstream_timeout.
 func (x *wfRunner) childEnded(ctx context.Context, st *config.WorkflowStep, child string) (bool, error) {
+	x.mu.Lock()
+	s := x.j.step(st.Name)
+	attempt, due := s.attempt, x.stepTimeout(st, s)
+	x.mu.Unlock()
+	late := !due.IsZero() && !x.w.now().Before(due)
+	timedOut := func(what string) string {
+		return fmt.Sprintf("task %s of agent %s did not end within the step's timeout (its deadline was %s); %s",
+			child, st.Agent, due.UTC().Format(time.RFC3339), what)
+	}
 	c, ok := x.w.store.Get(child)
 	if !ok {
 		var err error
 		c, _, err = x.w.store.fetch(ctx, child)
 		if errors.Is(err, ErrNotFound) {
+			if late {
+				// Journaled, never made, and too late to make now.
+				return true, x.attemptFailed(ctx, st, child, problem.UpstreamTimeout, timedOut("it was never made"))
+			}
 			// Journaled, not yet made: a crash came between the two.
-			x.mu.Lock()
-			attempt := x.j.step(st.Name).attempt
-			x.mu.Unlock()
 			return false, x.startChild(ctx, st, attempt, true)
 		} else if err != nil {
 			return false, &errRetry{err}
 		}
 	}
 	if !c.State.Final() {
-		return false, nil
+		if !late {
+			return false, nil
+		}
+		// The stop is recorded first: a crash after it finds the task
+		// canceled for the timeout, or still stopping, and fails the
+		// attempt the same way.
+		var err error
+		if c, err = x.svc.timeOut(ctx, child, "workflow run "+x.task.ID, fmt.Sprintf("step %s of workflow run %s timed out", st.Name, x.task.ID)); err != nil {
+			return false, &errRetry{err}
+		}
+		if c.State != Completed {
+			return true, x.attemptFailed(ctx, st, child, problem.UpstreamTimeout, timedOut("it was canceled"))
+		}
 	}
-	x.mu.Lock()
-	s := x.j.step(st.Name)
-	attempt, budgetFrom := s.attempt, s.budgetFrom
-	x.mu.Unlock()
 	if c.State == Completed {
 		return true, x.stepDone(ctx, st, attempt, c.Result)
 	}
-	attempts, backoff, retryOn := st.Retry.Effective()
-	if len(retryOn) == 0 {
-		retryOn = defaultRetryOn
+	if c.Reason == ReasonStepTimeout {
+		return true, x.attemptFailed(ctx, st, child, problem.UpstreamTimeout, timedOut("it was canceled"))
 	}
 	detail := fmt.Sprintf("task %s of agent %s %s", child, st.Agent, c.State)
 	if c.Reason != "" {
@@ -718,25 +804,46 @@ func (x *wfRunner) childEnded(ctx context.Context, st *config.WorkflowStep, chil
 	if c.Detail != "" {
 		detail += ": " + c.Detail
 	}
-	if attempt-budgetFrom+1 >= attempts || !slices.Contains(retryOn, codeTaskFailed) {
-		return true, x.exhaust(ctx, st, attempt, codeTaskFailed, detail)
+	return true, x.attemptFailed(ctx, st, child, codeTaskFailed, detail)
+}
+
+// attemptFailed ends an agent step's attempt that failed with code: the
+// step is exhausted (past its attempts, or code is not one to retry on),
+// or it is tried again after its backoff.
+func (x *wfRunner) attemptFailed(ctx context.Context, st *config.WorkflowStep, child, code, detail string) error {
+	x.mu.Lock()
+	s := x.j.step(st.Name)
+	attempt, budgetFrom := s.attempt, s.budgetFrom
+	x.mu.Unlock()
+	attempts, backoff, retryOn := st.Retry.Effective()
+	if len(retryOn) == 0 {
+		retryOn = defaultRetryOn
 	}
-	if err := x.append(ctx, &Event{Type: EvStepFailed, Agent: st.Agent, Code: codeTaskFailed, Detail: detail, Workflow: &StepEvent{Step: st.Name, Attempt: attempt, Child: child}}); err != nil {
-		return false, err
+	if attempt-budgetFrom+1 >= attempts || !slices.Contains(retryOn, code) {
+		return x.exhaust(ctx, st, attempt, code, detail)
+	}
+	if err := x.append(ctx, &Event{Type: EvStepFailed, Agent: st.Agent, Code: code, Detail: detail, Workflow: &StepEvent{Step: st.Name, Attempt: attempt, Child: child}}); err != nil {
+		return err
 	}
 	x.mu.Lock()
 	s.open = false
 	x.mu.Unlock()
 	if err := sleep(ctx, backoff<<min(attempt-budgetFrom, 10)); err != nil {
-		return false, &errRetry{err}
+		return &errRetry{err}
 	}
-	return true, x.startChild(ctx, st, attempt+1, false)
+	return x.startChild(ctx, st, attempt+1, false)
 }
 
 // parkOnTasks parks the run while its steps' tasks run; their ends wake
 // it (Service.TaskEnded). A task that ended meanwhile wakes it at once.
+// A worker wakes it at the first of its steps' timeouts, or at its own
+// deadline, should no task end before (Worker.wakeDue).
 func (x *wfRunner) parkOnTasks(ctx context.Context, waiting []string) error {
-	if err := x.park(ctx, ReasonAwaitingTask, "waiting for the tasks of steps "+strings.Join(waiting, ", ")); err != nil && !errors.Is(err, errParked) {
+	wake := x.deadline()
+	if due := x.firstTimeout(waiting); !due.IsZero() && due.Before(wake) {
+		wake = due
+	}
+	if err := x.parkUntil(ctx, ReasonAwaitingTask, "waiting for the tasks of steps "+strings.Join(waiting, ", "), wake); err != nil && !errors.Is(err, errParked) {
 		return err
 	}
 	for _, name := range waiting {
@@ -746,6 +853,9 @@ func (x *wfRunner) parkOnTasks(ctx context.Context, waiting []string) error {
 		if c, _, err := x.w.store.fetch(ctx, child); err != nil || c.State.Final() {
 			return x.unpark(ctx, "task "+child+" ended")
 		}
+	}
+	if !x.w.now().Before(wake) {
+		return x.unpark(ctx, "a step's timeout or the run's deadline has come")
 	}
 	return errParked
 }
@@ -773,6 +883,17 @@ func (x *wfRunner) unpark(ctx context.Context, detail string) error {
 
 // park puts the run in input-required for reason.
 func (x *wfRunner) park(ctx context.Context, reason, detail string) error {
+	return x.parkUntil(ctx, reason, detail, time.Time{})
+}
+
+// parkUntil is park with a time at which a worker wakes the run (zero:
+// none), kept in its record.
+func (x *wfRunner) parkUntil(ctx context.Context, reason, detail string, wake time.Time) error {
+	var wakeAt *time.Time
+	if !wake.IsZero() {
+		w := wake.UTC()
+		wakeAt = &w
+	}
 	x.stateMu.Lock()
 	defer x.stateMu.Unlock()
 	if x.j.state != InputRequired || x.j.reason != reason {
@@ -785,7 +906,7 @@ func (x *wfRunner) park(ctx context.Context, reason, detail string) error {
 		if t.State.Final() {
 			return errSkip
 		}
-		t.State, t.Reason, t.Detail, t.Usage = InputRequired, reason, detail, x.j.usage
+		t.State, t.Reason, t.Detail, t.Usage, t.WakeAt = InputRequired, reason, detail, x.j.usage, wakeAt
 		return nil
 	}); err != nil {
 		return &errRetry{err}
@@ -965,7 +1086,8 @@ func (x *wfRunner) compensateByTask(ctx context.Context, name string, c config.S
 }
 
 func (x *wfRunner) parkOnTasksChild(ctx context.Context, name, child string) error {
-	if err := x.park(ctx, ReasonAwaitingTask, "compensating step "+name+": waiting for task "+child); err != nil && !errors.Is(err, errParked) {
+	// Woken at the run's deadline at the latest, which ends it.
+	if err := x.parkUntil(ctx, ReasonAwaitingTask, "compensating step "+name+": waiting for task "+child, x.deadline()); err != nil && !errors.Is(err, errParked) {
 		return err
 	}
 	if c, _, err := x.w.store.fetch(ctx, child); err != nil || c.State.Final() {

@@ -117,6 +117,21 @@ func (s *Service) TaskEnded(ctx context.Context, id string, st State) {
 	}
 }
 
+// timeOut cancels an agent step's task whose timeout has come, with reason
+// step_timeout: at once when no worker holds it, else by asking its
+// worker. It returns the task as it is then (completed, if it ended so
+// first).
+func (s *Service) timeOut(ctx context.Context, id, by, detail string) (*Task, error) {
+	t, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if t.State.Final() {
+		return t, nil
+	}
+	return s.stop(ctx, t, &Stop{State: Canceled, Reason: ReasonStepTimeout, Detail: detail, By: by, Time: s.now().UTC()})
+}
+
 // wakeRun puts a workflow run parked on its steps' tasks back on the queue.
 func (s *Service) wakeRun(ctx context.Context, id, detail string) error {
 	p, ok := s.store.Get(id)

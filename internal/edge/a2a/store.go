@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -12,6 +13,21 @@ import (
 // Bucket holds what A2A adds to a corral task: its context id and its
 // push notification configs, one key per task.
 const Bucket = "corral_a2a"
+
+// DefaultMaxAge is how long a task's record is kept after it last changed
+// (its first message, a push config set, an update delivered) when
+// StoreOptions say nothing.
+const DefaultMaxAge = 30 * 24 * time.Hour
+
+// StoreOptions configure the store.
+type StoreOptions struct {
+	// MaxAge is how long a task's record is kept after it last changed;
+	// 0 means DefaultMaxAge. OpenStore applies it to an existing bucket
+	// too: records younger than it stay. A task whose record has gone
+	// answers with its own id as its context and sends no more push
+	// notifications.
+	MaxAge time.Duration
+}
 
 // record is what A2A keeps of one task.
 type record struct {
@@ -35,9 +51,13 @@ type KeyValuer interface {
 // Store keeps the A2A records of tasks in a KV bucket shared by replicas.
 type Store struct{ kv jetstream.KeyValue }
 
-// OpenStore opens (creating) the bucket.
-func OpenStore(ctx context.Context, b KeyValuer) (*Store, error) {
-	kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket, Description: "A2A context ids and push notification configs of corral tasks"})
+// OpenStore opens (creating) the bucket, with the retention of opts.
+func OpenStore(ctx context.Context, b KeyValuer, opts StoreOptions) (*Store, error) {
+	if opts.MaxAge <= 0 {
+		opts.MaxAge = DefaultMaxAge
+	}
+	kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket, Description: "A2A context ids and push notification configs of corral tasks",
+		TTL: opts.MaxAge})
 	if err != nil {
 		return nil, fmt.Errorf("a2a: %w", err)
 	}

@@ -1,0 +1,46 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// TestRetentionFlags: --dlq-retention and --a2a-retention reach the app's
+// configuration, 30 days when not given; less than an hour is refused,
+// naming the flag.
+func TestRetentionFlags(t *testing.T) {
+	const month = 30 * 24 * time.Hour
+	tests := []struct {
+		args     []string
+		dlq, a2a time.Duration
+		err      string
+	}{
+		{nil, month, month, ""},
+		{[]string{"--dlq-retention", "72h", "--a2a-retention", "2160h"}, 72 * time.Hour, 2160 * time.Hour, ""},
+		{[]string{"--dlq-retention", "30m"}, 0, 0, "--dlq-retention 30m0s: must be at least 1h"},
+		{[]string{"--a2a-retention", "0s"}, 0, 0, "--a2a-retention 0s: must be at least 1h"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var f serverFlags
+			cmd := &cobra.Command{Use: "up"}
+			f.register(cmd, serverDefaults{data: ".corral", http: "127.0.0.1:0", logLevel: "info"})
+			if err := cmd.Flags().Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := f.config()
+			if tt.err != "" {
+				if err == nil || err.Error() != tt.err {
+					t.Fatalf("config(%v) = %v, want %q", tt.args, err, tt.err)
+				}
+				return
+			}
+			if err != nil || cfg.DeadLetterMaxAge != tt.dlq || cfg.A2AMaxAge != tt.a2a {
+				t.Errorf("config(%v) = dlq %v, a2a %v, %v; want %v, %v", tt.args, cfg.DeadLetterMaxAge, cfg.A2AMaxAge, err, tt.dlq, tt.a2a)
+			}
+		})
+	}
+}
