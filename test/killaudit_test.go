@@ -170,7 +170,7 @@ func killRound(t *testing.T, p *proc, key string, from, to int, killAfter int64,
 		killed   atomic.Bool
 	)
 	next.Store(int64(from) - 1)
-	client := &http.Client{Timeout: 10 * time.Second}
+	client := &http.Client{Timeout: httpClient.Timeout} // a kill answers at once (a reset); this bounds a hang
 	for range 8 {
 		wg.Go(func() {
 			for {

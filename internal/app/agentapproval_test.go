@@ -51,7 +51,7 @@ func startAgentApprovals(t *testing.T, cfg app.Config, resources string) *agentA
 		"action": map[string]any{"kind": "agent", "target": "negotiator", "arguments": map[string]any{"input": "x"}},
 		"agent":  map[string]any{"name": "impact", "agents": []string{"negotiator"}},
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		status, body := srv.Call(t, srv.Token, "POST", "/v1/policy/eval", input, nil)
 		var d struct{ Effect string }
@@ -59,7 +59,7 @@ func startAgentApprovals(t *testing.T, cfg app.Config, resources string) *agentA
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the approval policy is not in force within 10 s: %d %s", status, body)
+			t.Fatalf("the approval policy is not in force within %v: %d %s", apptest.Patience, status, body)
 		}
 		time.Sleep(10 * time.Millisecond) // polling with a deadline
 	}

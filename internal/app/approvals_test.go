@@ -81,7 +81,7 @@ spec:
 		"agent":  map[string]any{"name": "treasurer", "tools": []string{"banking.*"}},
 		"tool":   map[string]any{"name": "banking.send_money", "source": "banking"},
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		status, body := srv.Call(t, srv.Token, "POST", "/v1/policy/eval", input, nil)
 		var d struct{ Effect string }
@@ -89,7 +89,7 @@ spec:
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the approval policy is not in force within 10 s: %d %s", status, body)
+			t.Fatalf("the approval policy is not in force within %v: %d %s", apptest.Patience, status, body)
 		}
 		time.Sleep(10 * time.Millisecond) // polling with a deadline
 	}
@@ -235,7 +235,7 @@ func TestApprovalQuorumDenyAndWait(t *testing.T) {
 	// The caller waits; carol approves meanwhile; the call runs.
 	done := make(chan answer, 1)
 	go func() { done <- w.send(t, "6000", http.Header{"Prefer": {"wait=30"}}) }()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		status, _, a := w.decide(t, carol, id, "approve", nil)
 		if status == http.StatusOK && a.State == approval.Approved {
@@ -275,7 +275,7 @@ func TestApprovalExpiresAcrossRestart(t *testing.T) {
 	}
 	time.Sleep(2500 * time.Millisecond) // past the ttl while no replica runs
 	srv := apptest.StartWith(t, app.Config{DataDir: dir})
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		status, raw := srv.Call(t, srv.Token, "GET", "/v1/approvals/"+id, nil, nil)
 		var a approval.Approval
@@ -320,7 +320,7 @@ spec: {issuer: "`+idp.URL()+`", audience: corral}
 		"client_id":          {"treasurer"},
 		"client_secret":      {w.key},
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	var delegated string
 	for delegated == "" {
 		resp, err := http.PostForm(w.srv.URL+"/oauth2/token", form)
@@ -401,7 +401,7 @@ func TestApprovalEventsAndReads(t *testing.T) {
 	}()
 	next := func(want approval.State) approval.Approval {
 		t.Helper()
-		timeout := time.After(10 * time.Second)
+		timeout := time.After(apptest.Patience)
 		for {
 			select {
 			case l, ok := <-lines:

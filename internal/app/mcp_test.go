@@ -61,10 +61,10 @@ spec:
 			Changes           []struct{ Tool, Kind string }
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for len(drift.Drift) == 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("no drift listed within 10 s of the upstream re-annotating its tool")
+			t.Fatalf("no drift listed within %v of the upstream re-annotating its tool", apptest.Patience)
 		}
 		time.Sleep(20 * time.Millisecond) // polling with a deadline: the source re-lists in the background
 		_, body := srv.Call(t, srv.Token, "GET", "/v1/tools/drift", nil, nil)
@@ -81,7 +81,7 @@ spec:
 	if status != http.StatusOK {
 		t.Fatalf("accept: HTTP %d %s", status, body)
 	}
-	deadline = time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(apptest.Patience)
 	for {
 		_, body := srv.Call(t, srv.Token, "GET", "/v1/tools/up.delete_everything", nil, nil)
 		var tool struct{ Annotations struct{ ReadOnly bool } }
@@ -89,7 +89,7 @@ spec:
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the accepted annotations are not in force within 10 s: %s", body)
+			t.Fatalf("the accepted annotations are not in force within %v: %s", apptest.Patience, body)
 		}
 		time.Sleep(20 * time.Millisecond) // polling with a deadline: the new revision loads in the background
 	}

@@ -57,7 +57,7 @@ spec:
 		return status, d, body
 	}
 	var parked problem.Details
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		status, d, body := chat()
 		if status == http.StatusAccepted && d.Code == problem.ApprovalPending && d.ApprovalID != "" {

@@ -59,7 +59,7 @@ spec: {models: [compare], captureContent: true}
 					}
 				}
 			}
-			deadline := time.Now().Add(10 * time.Second)
+			deadline := time.Now().Add(apptest.Patience)
 			for len(shadow.Records) == 0 && time.Now().Before(deadline) {
 				_, body := srv.Call(t, srv.Token, "GET", "/v1/audit?agent="+tt.agent+"&tool=b", nil, nil)
 				if err := json.Unmarshal(body, &shadow); err != nil {

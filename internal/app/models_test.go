@@ -48,7 +48,7 @@ func userMessage(model, text string) map[string]any {
 // follows the registry in the background.
 func waitModel(t *testing.T, srv *apptest.Server, key, name string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		status, body := srv.Call(t, key, "GET", "/openai/v1/models", nil, nil)
 		if status == http.StatusOK && strings.Contains(string(body), `"id":"`+name+`"`) {
@@ -326,7 +326,7 @@ spec: {models: [smart, split, compare], captureContent: true}
 			Detail              struct{ Of, Primary, Answer string }
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for len(shadow.Records) == 0 && time.Now().Before(deadline) {
 		_, body = srv.Call(t, srv.Token, "GET", "/v1/audit?agent=router&tool=b", nil, nil)
 		if err := json.Unmarshal(body, &shadow); err != nil {
@@ -438,7 +438,7 @@ spec: {scope: {agent: looper}, window: day, limit: {calls: 5}}
 
 func waitBudget(t *testing.T, srv *apptest.Server, name string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		status, body := srv.Call(t, srv.Token, "GET", "/v1/budgets", nil, nil)
 		if status == http.StatusOK && strings.Contains(string(body), `"`+name+`"`) {
@@ -563,7 +563,7 @@ spec: {scope: {agent: cutter}, window: day, limit: {tokens: 1000000}}
 			}
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	// Until its outcome is stored, the call shows as its intent, outcome unknown.
 	for (len(records.Records) == 0 || records.Records[0].Status == "unknown") && time.Now().Before(deadline) {
 		_, body := srv.Call(t, srv.Token, "GET", "/v1/audit?agent=cutter", nil, nil)
@@ -592,7 +592,7 @@ spec: {scope: {agent: cutter}, window: day, limit: {tokens: 1000000}}
 // holding want: a Policy takes effect in the background.
 func waitRefused(t *testing.T, srv *apptest.Server, key, model, want string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		status, body, _ := chat(t, srv, key, userMessage(model, "hello"))
 		if status == http.StatusForbidden && strings.Contains(string(body), want) {

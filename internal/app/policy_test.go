@@ -54,7 +54,7 @@ spec:
 		Revision string
 	}
 	// The store reloads on the registry's change: poll until it has.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		status, body = srv.Call(t, srv.Token, "POST", "/v1/policy/eval", input, nil)
 		if status == http.StatusOK && json.Unmarshal(body, &d) == nil && d.Effect == "deny" || time.Now().After(deadline) {

@@ -502,7 +502,7 @@ spec:
 	ask := mustJSON(t, map[string]any{"model": "oracle", "input": "forecast Q3"})
 
 	var parked problem.Details
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		status, ctype, body := respond(t, srv, key, ask)
 		_ = json.Unmarshal(body, &parked)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/corral-dev/corral/internal/app"
+	"github.com/corral-dev/corral/internal/app/apptest"
 	"github.com/corral-dev/corral/internal/approval"
 )
 
@@ -36,7 +37,7 @@ func (i *inbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (i *inbox) wait(t *testing.T, n int) []string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		i.mu.Lock()
 		got := append([]string(nil), i.bodies...)

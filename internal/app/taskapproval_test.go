@@ -120,7 +120,7 @@ spec: {model: payer-model, models: [payer-model], tools: ["banking.*"]}
 	if status, body := w.srv.Call(t, w.srv.Token, "POST", "/v1/tasks/"+task.ID+"/cancel", map[string]any{"reason": "wrong invoice"}, nil); status != http.StatusOK {
 		t.Fatalf("cancel: %d %s", status, body)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		status, body := w.srv.Call(t, w.srv.Token, "GET", "/v1/approvals/"+id, nil, nil)
 		var got struct{ State string }

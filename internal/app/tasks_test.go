@@ -87,7 +87,7 @@ func createTask(t *testing.T, srv *apptest.Server, token, agent string, input an
 // waitTask polls a task until it is in a final state (or want), and returns it.
 func waitTask(t *testing.T, srv *apptest.Server, id string, want ...orchestrator.State) orchestrator.Task {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		status, body := srv.Call(t, srv.Token, "GET", "/v1/tasks/"+id, nil, nil)
 		if status != http.StatusOK {
@@ -106,7 +106,7 @@ func waitTask(t *testing.T, srv *apptest.Server, id string, want ...orchestrator
 			return task
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("task %s still %s after 20s: %s", id, task.State, body)
+			t.Fatalf("task %s still %s after %v: %s", id, task.State, apptest.Patience, body)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -37,7 +37,7 @@ func TestTaskTraceID(t *testing.T) {
 
 	// The trace holds the actions of both tasks (spans are stored about a
 	// second after their action ends).
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		status, body := srv.Call(t, srv.Token, "GET", "/v1/traces/"+want, nil, nil)
 		var tr api.TraceResponse

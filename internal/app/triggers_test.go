@@ -64,10 +64,10 @@ spec:
 		n, _ := strconv.Atoi(string(m[1]))
 		return n
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for events(a, "port-check", "received") < 4 || events(c, "port-check", "received") < 4 {
 		if time.Now().After(deadline) {
-			t.Fatal("the schedule did not tick 4 times on both replicas within 15s")
+			t.Fatalf("the schedule did not tick 4 times on both replicas within %v", apptest.Patience)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -99,14 +99,14 @@ spec:
 		t.Fatalf("delete: %d %s", status, raw)
 	}
 	for _, s := range []*apptest.Server{a, c} {
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(apptest.Patience)
 		for {
 			status, _ := s.Call(t, s.Token, "GET", "/v1/triggers/port-check", nil, nil)
 			if status == http.StatusNotFound {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatal("port-check still runs 10s after its delete")
+				t.Fatalf("port-check still runs %v after its delete", apptest.Patience)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}

@@ -298,7 +298,7 @@ func TestWorkflowKillSwitchStopsRun(t *testing.T) {
 		strings.Replace(orderWorkflow("compensate"), "retry: {attempts: 3, backoff: 10ms}", "retry: {attempts: 5, backoff: 1h}", 1))
 	srv.WaitTool(t, "shop.ship")
 	run := startRun(t, srv, "order", map[string]any{"sku": "K", "qty": 1})
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	for deadline := time.Now().Add(apptest.Patience); ; {
 		if n, _ := shop.count("ship"); n == 1 {
 			break
 		}
@@ -418,7 +418,7 @@ spec:
 `)
 	srv.WaitTool(t, "shop.notify")
 	var run orchestrator.Task
-	for deadline := time.Now().Add(15 * time.Second); ; {
+	for deadline := time.Now().Add(apptest.Patience); ; {
 		status, body := srv.Call(t, srv.Token, "GET", "/v1/tasks?agent=clerk&state=completed", nil, nil)
 		var list struct{ Items []orchestrator.Task }
 		if status == http.StatusOK && json.Unmarshal(body, &list) == nil && len(list.Items) > 0 {
@@ -426,14 +426,14 @@ spec:
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no completed run of workflow tick after 15s: HTTP %d %s", status, body)
+			t.Fatalf("no completed run of workflow tick after %v: HTTP %d %s", apptest.Patience, status, body)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	if run.Workflow != "tick" || !strings.Contains(string(run.Result), "berths at ") {
 		t.Errorf("run = workflow %q result %s, want tick's note about berths", run.Workflow, run.Result)
 	}
-	for deadline := time.Now().Add(15 * time.Second); ; {
+	for deadline := time.Now().Add(apptest.Patience); ; {
 		status, body := srv.Call(t, srv.Token, "GET", "/v1/dlq?source=trigger", nil, nil)
 		var list struct{ Items []deadletter.Entry }
 		if status == http.StatusOK && json.Unmarshal(body, &list) == nil && len(list.Items) > 0 {
@@ -443,7 +443,7 @@ spec:
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no dead letter of trigger lost after 15s: HTTP %d %s", status, body)
+			t.Fatalf("no dead letter of trigger lost after %v: HTTP %d %s", apptest.Patience, status, body)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -60,9 +60,10 @@ func TestAppendThroughLeaderChanges(t *testing.T) {
 		for appended.Load() < before+50 && len(errs) == 0 {
 			time.Sleep(10 * time.Millisecond)
 		}
-		// Until the last election settles, a stepdown is refused (503).
+		// Until the last election settles, a stepdown is refused (503); on a
+		// loaded machine an election can take many seconds.
 		var answer string
-		for try := 0; try < 50 && !strings.Contains(answer, `"success":true`); try++ {
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && !strings.Contains(answer, `"success":true`); {
 			resp, err := nc.RequestWithContext(t.Context(), "$JS.API.STREAM.LEADER.STEPDOWN."+Stream, nil)
 			if answer = fmt.Sprint(err); err == nil {
 				answer = string(resp.Data)

@@ -144,13 +144,14 @@ func open(t testing.TB, s substrate, res Resources, now func() time.Time) *Budge
 
 func ptr[T any](v T) *T { return &v }
 
-// eventually polls cond until it holds or two seconds have passed.
+// eventually polls cond until it holds or a minute has passed: generous,
+// so that a loaded CI machine does not fail a correctness test.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within two seconds", what)
+			t.Fatalf("%s: not within a minute", what)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}

@@ -350,7 +350,7 @@ func TestTaskCommandErrors(t *testing.T) {
 // waitState polls a task until it is in state want.
 func waitState(t *testing.T, srv *apptest.Server, id string, want orchestrator.State) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		status, body := srv.Call(t, srv.Token, "GET", "/v1/tasks/"+id, nil, nil)
 		var task orchestrator.Task
@@ -358,7 +358,7 @@ func waitState(t *testing.T, srv *apptest.Server, id string, want orchestrator.S
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("task %s not %s after 20s: %s", id, want, body)
+			t.Fatalf("task %s not %s after %v: %s", id, want, apptest.Patience, body)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -87,10 +87,10 @@ func TestAdminTokenSharedByReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	token, _ := identity.ReadToken(path)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute) // generous: CI runs loaded, with the race detector
 	for !a2.VerifyAdmin(token) {
 		if time.Now().After(deadline) {
-			t.Fatal("the other replica did not accept the token within 5s")
+			t.Fatal("the other replica did not accept the token within a minute")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -164,10 +164,10 @@ func TestAdminTokenLifecycle(t *testing.T) {
 	if _, err := a1.RevokeAdminToken(t.Context(), "abc"); !errors.Is(err, identity.ErrAdminTokenNotFound) {
 		t.Errorf("revoking a short id: %v, want ErrAdminTokenNotFound", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute) // generous: CI runs loaded, with the race detector
 	for a2.VerifyAdmin(ci) || a2.VerifyAdmin(fileToken) {
 		if time.Now().After(deadline) {
-			t.Fatal("the other replica still accepts revoked tokens after 5s")
+			t.Fatal("the other replica still accepts revoked tokens after a minute")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

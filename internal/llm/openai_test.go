@@ -210,11 +210,13 @@ func TestOpenAITimeoutBetweenEvents(t *testing.T) {
 }
 
 // TestOpenAIStreamLongerThanTimeout checks that the time-out bounds the
-// silence between events, not the whole stream.
+// silence between events, not the whole stream: over 30 events (three
+// words each) 100 ms apart outlast a 2 s limit, each gap a twentieth of it,
+// so that a loaded machine stretching one gap does not reach the limit.
 func TestOpenAIStreamLongerThanTimeout(t *testing.T) {
-	up := llmtest.Start(t, llmtest.WithContent(strings.Repeat("word ", 24)), llmtest.WithEventDelay(30*time.Millisecond))
+	up := llmtest.Start(t, llmtest.WithContent(strings.Repeat("word ", 90)), llmtest.WithEventDelay(100*time.Millisecond))
 	ep := endpoint(up.URL())
-	ep.Timeout = 200 * time.Millisecond
+	ep.Timeout = 2 * time.Second
 	stream, err := llm.NewOpenAI(ep).ChatStream(t.Context(), userRequest("x"))
 	if err != nil {
 		t.Fatal(err)

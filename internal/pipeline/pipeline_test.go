@@ -103,7 +103,10 @@ func compilePolicy(t testing.TB, extra ...string) fixedPolicy {
 	for i, src := range extra {
 		b.Modules = append(b.Modules, policy.Module{Name: fmt.Sprintf("test/%d.rego", i), Source: src})
 	}
-	e, err := policy.Compile(t.Context(), b, policy.Options{})
+	// A decision's time-out is generous: under the race detector on a
+	// loaded CI machine one can outlast policy.DefaultTimeout, and these
+	// tests check decisions, not time-outs.
+	e, err := policy.Compile(t.Context(), b, policy.Options{Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

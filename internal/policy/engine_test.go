@@ -78,7 +78,7 @@ allow if input.agent.name in crm.agents`,
 			e, err := Compile(t.Context(), Bundle{
 				Modules: modules(tt.module),
 				Data:    map[string]any{"crm": map[string]any{"agents": []any{"impact"}}},
-			}, Options{})
+			}, slowMachine)
 			if err != nil {
 				t.Fatal(err)
 			}

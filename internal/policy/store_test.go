@@ -75,7 +75,7 @@ func decide(tb testing.TB, e *Engine, in *Input) Decision {
 func TestStoreReload(t *testing.T) {
 	res := newFakeResources()
 	var errs []error
-	s := NewStore(discard(), res, StoreOptions{OnError: func(err error) { errs = append(errs, err) }})
+	s := NewStore(discard(), res, StoreOptions{Engine: slowMachine, OnError: func(err error) { errs = append(errs, err) }})
 
 	// Before the first load: everything denied.
 	if d := decide(t, s.Engine(), crmCall); d.Effect != Deny || d.Reasons[0] != reasonNotLoaded {
@@ -137,14 +137,14 @@ func TestStoreDefaultOptions(t *testing.T) {
 	res := newFakeResources()
 	res.put(policyResource(t, "p", nil, "package corral.authz\nallow if input.action.target == \"x.y\""))
 
-	none := NewStore(discard(), res, StoreOptions{Default: []Module{}})
+	none := NewStore(discard(), res, StoreOptions{Engine: slowMachine, Default: []Module{}})
 	if err := none.Reload(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if d := decide(t, none.Engine(), crmCall); d.Effect != Deny {
 		t.Errorf("without the default bundle decides %+v on a listed tool, want deny", d)
 	}
-	custom := NewStore(discard(), res, StoreOptions{Default: modules("package corral.authz\nallow := input.agent.name == \"impact\"")})
+	custom := NewStore(discard(), res, StoreOptions{Engine: slowMachine, Default: modules("package corral.authz\nallow := input.agent.name == \"impact\"")})
 	if err := custom.Reload(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestStoreDefaultOptions(t *testing.T) {
 func TestStoreNeverLoaded(t *testing.T) {
 	res := newFakeResources()
 	res.put(policyResource(t, "broken", nil, "package corral.authz\nallow := true\nallow contains \"x\""))
-	s := NewStore(discard(), res, StoreOptions{})
+	s := NewStore(discard(), res, StoreOptions{Engine: slowMachine})
 	if err := s.Reload(t.Context()); err == nil {
 		t.Fatal("Reload() of conflicting rules = nil error")
 	}
@@ -171,7 +171,7 @@ func TestStoreNeverLoaded(t *testing.T) {
 func TestStoreCheck(t *testing.T) {
 	res := newFakeResources()
 	res.put(policyResource(t, "a", map[string]any{"a": 1}, "package corral.authz\nallow := true"))
-	s := NewStore(discard(), res, StoreOptions{})
+	s := NewStore(discard(), res, StoreOptions{Engine: slowMachine})
 	tests := []struct {
 		name      string
 		candidate config.Resource
@@ -211,7 +211,7 @@ func TestStoreRun(t *testing.T) {
 			mu   sync.Mutex
 			errs []error
 		)
-		s := NewStore(discard(), res, StoreOptions{OnError: func(err error) {
+		s := NewStore(discard(), res, StoreOptions{Engine: slowMachine, OnError: func(err error) {
 			mu.Lock()
 			defer mu.Unlock()
 			errs = append(errs, err)
@@ -249,7 +249,7 @@ func TestStoreRun(t *testing.T) {
 }
 
 func TestStoreWaitLoaded(t *testing.T) {
-	s := NewStore(discard(), newFakeResources(), StoreOptions{})
+	s := NewStore(discard(), newFakeResources(), StoreOptions{Engine: slowMachine})
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if err := s.WaitLoaded(ctx); !errors.Is(err, context.Canceled) {
@@ -264,7 +264,7 @@ func TestStoreCheckDelete(t *testing.T) {
 	res.put(policyResource(t, "grant", nil, "package corral.authz\nhelper if input.agent.name == \"a\""))
 	res.put(policyResource(t, "user", nil, "package corral.authz\ndeny contains \"no\" if not helper"))
 	res.put(policyResource(t, "alone", nil, "package corral.authz\ndeny contains \"late\" if input.time > \"2100\""))
-	s := NewStore(discard(), res, StoreOptions{})
+	s := NewStore(discard(), res, StoreOptions{Engine: slowMachine})
 	var ce *CompileError
 	if err := s.CheckDelete("grant"); !errors.As(err, &ce) {
 		t.Errorf("CheckDelete(grant) = %v, want a *CompileError (user calls its helper)", err)

@@ -165,7 +165,7 @@ func (e *env) apply(name string, spec config.TriggerSpec) {
 	e.t.Helper()
 	e.res.put("Trigger", name, spec)
 	rev := e.res.items["Trigger/"+name].Metadata.Revision
-	e.waitFor(10*time.Second, "trigger "+name+" running", func() bool {
+	e.waitFor(patience, "trigger "+name+" running", func() bool {
 		st, ok := e.m.Lookup(name)
 		return ok && st.Revision == rev && st.State == StateRunning
 	})
@@ -186,6 +186,11 @@ func (e *env) started(name string) map[string]*orchestrator.Task {
 func (e *env) count(name, outcome string) int {
 	return int(testutil.ToFloat64(e.m.metrics.events.WithLabelValues(name, outcome)))
 }
+
+// patience is how long a test waits for something that will happen: long,
+// because CI runs every package at once with the race detector on two cores;
+// a passing test never waits it out.
+const patience = time.Minute
 
 func (e *env) waitFor(timeout time.Duration, what string, cond func() bool) {
 	e.t.Helper()

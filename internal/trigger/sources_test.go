@@ -31,7 +31,7 @@ func TestScheduleOncePerTickWithTwoReplicas(t *testing.T) {
 	spec := config.TriggerSpec{Start: config.TriggerStart{Agent: "monitor"},
 		Schedule: &config.ScheduleSource{Cron: "@every 1s", TimeZone: "Asia/Kolkata", Data: map[string]any{"check": "port status"}}}
 	res.put("Trigger", "tick", spec)
-	a.waitFor(10*time.Second, "four ticks on both replicas", func() bool {
+	a.waitFor(patience, "four ticks on both replicas", func() bool {
 		return a.count("tick", Received) >= 4 && c.count("tick", Received) >= 4
 	})
 	// Count between ticks (a tick is delivered in milliseconds, a second
@@ -41,7 +41,7 @@ func TestScheduleOncePerTickWithTwoReplicas(t *testing.T) {
 	// would lag what was received.
 	var started, dups, received int
 	var tasks map[string]*orchestrator.Task
-	a.waitFor(5*time.Second, "a moment between ticks where every tick has its outcome", func() bool {
+	a.waitFor(patience, "a moment between ticks where every tick has its outcome", func() bool {
 		received = a.count("tick", Received) + c.count("tick", Received)
 		started = a.count("tick", Started) + c.count("tick", Started)
 		dups = a.count("tick", Duplicate) + c.count("tick", Duplicate)
@@ -50,7 +50,7 @@ func TestScheduleOncePerTickWithTwoReplicas(t *testing.T) {
 			received == a.count("tick", Received)+c.count("tick", Received)
 	})
 	res.del("Trigger", "tick")
-	a.waitFor(5*time.Second, "schedule stopped", func() bool {
+	a.waitFor(patience, "schedule stopped", func() bool {
 		_, okA := a.m.Lookup("tick")
 		_, okC := c.m.Lookup("tick")
 		return !okA && !okC
@@ -132,7 +132,7 @@ func TestNATSOneTaskPerEvent(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	e.waitFor(10*time.Second, "6 tasks", func() bool { return len(e.started("ports")) == 6 && e.count("ports", Received) >= 11 })
+	e.waitFor(patience, "6 tasks", func() bool { return len(e.started("ports")) == 6 && e.count("ports", Received) >= 11 })
 	time.Sleep(200 * time.Millisecond) // nothing more comes
 	if n := len(e.started("ports")); n != 6 {
 		t.Errorf("started %d tasks, want 6", n)
@@ -179,7 +179,7 @@ func TestRabbitMQOneTaskPerEvent(t *testing.T) {
 	secrets["RABBIT_URL"] = url
 	res.put("Trigger", "rabbit", config.TriggerSpec{Start: config.TriggerStart{Agent: "impact"},
 		RabbitMQ: &config.RabbitMQSource{URL: config.SecretValue{Env: "RABBIT_URL"}, Queue: queue}})
-	a.waitFor(10*time.Second, "both consumers", func() bool {
+	a.waitFor(patience, "both consumers", func() bool {
 		sa, _ := a.m.Lookup("rabbit")
 		sc, _ := c.m.Lookup("rabbit")
 		return sa.State == StateRunning && sc.State == StateRunning
@@ -198,7 +198,7 @@ func TestRabbitMQOneTaskPerEvent(t *testing.T) {
 			}
 		}
 	}
-	a.waitFor(15*time.Second, fmt.Sprint(n, " tasks"), func() bool {
+	a.waitFor(patience, fmt.Sprint(n, " tasks"), func() bool {
 		return len(a.started("rabbit")) == n && a.count("rabbit", Received)+c.count("rabbit", Received) == n+n/4
 	})
 	if got := a.count("rabbit", Duplicate) + c.count("rabbit", Duplicate); got != n/4 {
@@ -227,7 +227,7 @@ func TestKafkaOneTaskPerEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), patience)
 	defer cancel()
 	const n = 8
 	for i := range n {
@@ -243,7 +243,7 @@ func TestKafkaOneTaskPerEvent(t *testing.T) {
 			}
 		}
 	}
-	e.waitFor(15*time.Second, fmt.Sprint(n, " tasks"), func() bool {
+	e.waitFor(patience, fmt.Sprint(n, " tasks"), func() bool {
 		return len(e.started("kafka")) == n && e.count("kafka", Received) == n+n/2
 	})
 	if got := e.count("kafka", Duplicate); got != n/2 {
@@ -272,7 +272,7 @@ func TestNATSExternalServer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e.waitFor(10*time.Second, "3 tasks", func() bool { return len(e.started("partner")) == 3 })
+	e.waitFor(patience, "3 tasks", func() bool { return len(e.started("partner")) == 3 })
 	if st, _ := e.m.Lookup("partner"); st.Events[Started] != 3 {
 		t.Errorf("status events = %v, want 3 started", st.Events)
 	}
@@ -301,7 +301,7 @@ func TestNATSHostileMessages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e.waitFor(10*time.Second, "3 dead letters and 1 task", func() bool {
+	e.waitFor(patience, "3 dead letters and 1 task", func() bool {
 		return len(e.dead.list()) == 3 && len(e.started("ports")) == 1
 	})
 	for _, task := range e.started("ports") {
@@ -329,7 +329,7 @@ func TestNATSMaxConcurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e.waitFor(10*time.Second, "2 tasks and a deferral", func() bool {
+	e.waitFor(patience, "2 tasks and a deferral", func() bool {
 		return len(e.started("capped")) == 2 && e.count("capped", Deferred) > 0
 	})
 	if n := len(e.started("capped")); n != 2 {
@@ -340,5 +340,5 @@ func TestNATSMaxConcurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e.waitFor(15*time.Second, "the held messages started", func() bool { return len(e.started("capped")) == 4 })
+	e.waitFor(patience, "the held messages started", func() bool { return len(e.started("capped")) == 4 })
 }

@@ -269,7 +269,7 @@ func TestWebhookMaxConcurrent(t *testing.T) {
 	if _, err := e.tasks.Cancel(t.Context(), first, "test", ""); err != nil {
 		t.Fatal(err)
 	}
-	e.waitFor(5*time.Second, "a place under the cap", func() bool { return send(2).body["outcome"] == Started })
+	e.waitFor(patience, "a place under the cap", func() bool { return send(2).body["outcome"] == Started })
 	if n := len(e.started("gh")); n != 3 {
 		t.Errorf("started %d tasks, want 3", n)
 	}
@@ -333,7 +333,7 @@ func TestTriggersFollowTheRegistry(t *testing.T) {
 	e := newEnv(t)
 	e.apply("gh", githubTrigger("monitor"))
 	e.res.del("Trigger", "gh")
-	e.waitFor(5*time.Second, "trigger gone", func() bool { _, ok := e.m.Lookup("gh"); return !ok })
+	e.waitFor(patience, "trigger gone", func() bool { _, ok := e.m.Lookup("gh"); return !ok })
 	body := `{}`
 	if got := e.post("gh", []byte(body), map[string]string{"X-Hub-Signature-256": githubSig(secrets["HOOK_SECRET"], body)}); got.status != http.StatusNotFound {
 		t.Errorf("after delete: %d, want 404", got.status)

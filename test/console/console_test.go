@@ -256,7 +256,7 @@ func waitPolicy(t *testing.T, srv *apptest.Server) {
 		"agent":  map[string]any{"name": "payer", "tools": []string{"banking.*"}},
 		"tool":   map[string]any{"name": "banking.send_money", "source": "banking"},
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		status, body := srv.Call(t, srv.Token, "POST", "/v1/policy/eval", input, nil)
 		var d struct{ Effect string }
@@ -264,7 +264,7 @@ func waitPolicy(t *testing.T, srv *apptest.Server) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the approval policy is not in force within 20 s: %d %s", status, body)
+			t.Fatalf("the approval policy is not in force within %v: %d %s", apptest.Patience, status, body)
 		}
 		time.Sleep(20 * time.Millisecond) // polling with a deadline
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-dev/corral/internal/app/apptest"
 	"github.com/corral-dev/corral/internal/identity/oidctest"
 )
 
@@ -93,7 +94,7 @@ spec: {issuer: "` + p.srv.URL + `", jwksURL: "` + p.keys.JWKSURL() + `", audienc
 func TestOIDCSignInEndToEnd(t *testing.T) {
 	w := newWorld(t)
 	// The Issuer loads in the background: try again until it is trusted.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		who, err := signInThroughIdP(t, w.srv.URL)
 		if err == nil {

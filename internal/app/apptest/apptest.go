@@ -16,6 +16,14 @@ import (
 	"github.com/corral-dev/corral/internal/identity"
 )
 
+// Patience is how long a test waits for something that will happen: a
+// resource loading in the background, a change reaching another replica, a
+// task ending. It is long because CI runs every package at once with the race
+// detector on two cores, where such things take ten times as long as on a
+// quiet machine; a passing test never waits it out, so only a broken build
+// pays for it.
+const Patience = time.Minute
+
 // Server is a running corral.
 type Server struct {
 	App   *app.App

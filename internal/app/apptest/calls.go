@@ -99,7 +99,7 @@ func (s *Server) Call(t testing.TB, token, method, path string, body any, header
 // load in the background after their ToolSource is applied.
 func (s *Server) WaitTool(t testing.TB, name string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(Patience)
 	for {
 		status, _ := s.Call(t, s.Token, "GET", "/v1/tools/"+name, nil, nil)
 		if status == http.StatusOK {
@@ -107,7 +107,7 @@ func (s *Server) WaitTool(t testing.TB, name string) {
 		}
 		if time.Now().After(deadline) {
 			_, body := s.Call(t, s.Token, "GET", "/v1/tools", nil, nil)
-			t.Fatalf("tool %s not served after 10s; /v1/tools says %s", name, body)
+			t.Fatalf("tool %s not served after %v; /v1/tools says %s", name, Patience, body)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -27,7 +27,7 @@ func createTask(t *testing.T, srv *apptest.Server, agent string, input any) orch
 
 func waitState(t *testing.T, srv *apptest.Server, id string, want ...orchestrator.State) orchestrator.Task {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for {
 		_, body := srv.Call(t, srv.Token, "GET", "/v1/tasks/"+id, nil, nil)
 		var task orchestrator.Task
@@ -38,7 +38,7 @@ func waitState(t *testing.T, srv *apptest.Server, id string, want ...orchestrato
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("task %s still %s after 20s: %s", id, task.State, body)
+			t.Fatalf("task %s still %s after %v: %s", id, task.State, apptest.Patience, body)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -278,7 +278,7 @@ spec: {a2a: {url: "`+remote.URL+`"}}
 		if id != "remote-9" {
 			t.Errorf("CancelTask for %q, want remote-9", id)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(apptest.Patience):
 		t.Error("the remote agent got no CancelTask")
 	}
 }

@@ -100,10 +100,10 @@ spec: {tools: ["catalogue.*"]}
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(apptest.Patience)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("not within 10s: %s", what)
+			t.Fatalf("not within %v: %s", apptest.Patience, what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
