@@ -69,6 +69,8 @@ type Config struct {
 	// PolicyDefault is the policy under every Policy resource: "builtin"
 	// (or ""), "none", or a path to .rego files that replace it.
 	PolicyDefault string
+	// PolicyTimeout bounds one policy decision; 0 is policy.DefaultTimeout.
+	PolicyTimeout time.Duration
 	// OTLPEndpoint and OTLPProtocol export traces to a collector; "" leaves
 	// it to the OTEL_* variables.
 	OTLPEndpoint, OTLPProtocol string
@@ -220,7 +222,7 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 	if err != nil {
 		return nil, err
 	}
-	a.policies = policy.NewStore(logger.With("component", "policy"), a.registry, policy.StoreOptions{Default: defaults})
+	a.policies = policy.NewStore(logger.With("component", "policy"), a.registry, policy.StoreOptions{Default: defaults, Engine: policy.Options{Timeout: cfg.PolicyTimeout}})
 	a.registry.SetPrepare(func(res config.Resource) (config.Resource, error) {
 		res, err := sealer.Prepare(res)
 		if err != nil || res.Kind != "Policy" {

@@ -16,6 +16,7 @@ import (
 	"github.com/corral-dev/corral/internal/deadletter"
 	a2aedge "github.com/corral-dev/corral/internal/edge/a2a"
 	openaiedge "github.com/corral-dev/corral/internal/edge/openai"
+	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/telemetry"
 )
 
@@ -26,6 +27,7 @@ type serverFlags struct {
 	issuer, policyDefault        string
 	otlpEndpoint, otlpProtocol   string
 	traceRetention               time.Duration
+	policyTimeout                time.Duration
 	dlqRetention, a2aRetention   time.Duration
 	tracing                      bool
 	tokenTTL                     time.Duration
@@ -73,6 +75,7 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.StringVar(&f.policyDefault, "policy-default", "builtin", "the policy under every Policy resource: 'builtin' (corral policy show-default), 'none', or a path to .rego files that replace it")
 	fl.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "also export traces over OTLP to this collector (http://host:4317 for gRPC, http://host:4318 for HTTP; default: OTEL_EXPORTER_OTLP_ENDPOINT, else none)")
 	fl.StringVar(&f.otlpProtocol, "otlp-protocol", "", "OTLP protocol: grpc or http/protobuf (default: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc)")
+	fl.DurationVar(&f.policyTimeout, "policy-timeout", policy.DefaultTimeout, "how long one policy decision may take before the call is refused (policy_error); it stops a runaway policy, so keep it well above a decision's usual microseconds")
 	fl.DurationVar(&f.traceRetention, "trace-retention", 7*24*time.Hour, "how long the built-in trace store keeps spans (corral trace ID)")
 	fl.DurationVar(&f.dlqRetention, "dlq-retention", deadletter.DefaultMaxAge, "how long a dead letter is kept after it last changed, pending or not (corral dlq)")
 	fl.DurationVar(&f.a2aRetention, "a2a-retention", a2aedge.DefaultMaxAge, "how long the A2A edge keeps a task's context id and push configs after they last changed")
@@ -173,6 +176,9 @@ func (f *serverFlags) config() (app.Config, error) {
 	default:
 		return app.Config{}, fmt.Errorf("--otlp-protocol %q: want %s or %s", f.otlpProtocol, telemetry.ProtocolGRPC, telemetry.ProtocolHTTP)
 	}
+	if f.policyTimeout < time.Millisecond || f.policyTimeout > time.Minute {
+		return app.Config{}, fmt.Errorf("--policy-timeout %v: must be between 1ms and 1m", f.policyTimeout)
+	}
 	if f.traceRetention < time.Minute {
 		return app.Config{}, fmt.Errorf("--trace-retention %v: must be at least 1m", f.traceRetention)
 	}
@@ -213,6 +219,7 @@ func (f *serverFlags) config() (app.Config, error) {
 		Issuer:        strings.TrimSuffix(f.issuer, "/"),
 		TokenTTL:      f.tokenTTL,
 		PolicyDefault: f.policyDefault,
+		PolicyTimeout: f.policyTimeout,
 		OTLPEndpoint:  f.otlpEndpoint,
 		OTLPProtocol:  f.otlpProtocol,
 		TraceMaxAge:   f.traceRetention,
