@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/corral-dev/corral/internal/app"
 	"github.com/corral-dev/corral/internal/policy"
 )
 
@@ -27,13 +28,7 @@ func TestRetentionFlags(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			var f serverFlags
-			cmd := &cobra.Command{Use: "up"}
-			f.register(cmd, serverDefaults{data: ".corral", http: "127.0.0.1:0", logLevel: "info"})
-			if err := cmd.Flags().Parse(tt.args); err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := f.config()
+			cfg, err := upConfig(t, tt.args)
 			if tt.err != "" {
 				if err == nil || err.Error() != tt.err {
 					t.Fatalf("config(%v) = %v, want %q", tt.args, err, tt.err)
@@ -63,13 +58,7 @@ func TestPolicyTimeoutFlag(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			var f serverFlags
-			cmd := &cobra.Command{Use: "up"}
-			f.register(cmd, serverDefaults{data: ".corral", http: "127.0.0.1:0", logLevel: "info"})
-			if err := cmd.Flags().Parse(tt.args); err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := f.config()
+			cfg, err := upConfig(t, tt.args)
 			if tt.err != "" {
 				if err == nil || err.Error() != tt.err {
 					t.Fatalf("config(%v) = %v, want %q", tt.args, err, tt.err)
@@ -81,4 +70,16 @@ func TestPolicyTimeoutFlag(t *testing.T) {
 			}
 		})
 	}
+}
+
+// upConfig is the configuration `corral up` makes of args.
+func upConfig(t *testing.T, args []string) (app.Config, error) {
+	t.Helper()
+	var f serverFlags
+	cmd := &cobra.Command{Use: "up"}
+	f.register(cmd, serverDefaults{data: ".corral", http: "127.0.0.1:0", logLevel: "info"})
+	if err := cmd.Flags().Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return f.config()
 }
