@@ -140,3 +140,95 @@ spec: {model: payer-model, models: [payer-model], tools: ["banking.*"]}
 		t.Errorf("the bank received %d payments for a canceled task", n)
 	}
 }
+
+// TestParkedTaskEndsAtItsDeadline: a task's time in input-required counts
+// towards its deadline, so a task parked on an approval nobody decides, or
+// on a question nobody answers, ends by itself once its 2 s deadline has
+// passed, as a running task does (failed, deadline), with no call made; the
+// approval it waited on is withdrawn.
+func TestParkedTaskEndsAtItsDeadline(t *testing.T) {
+	w := startApprovals(t, app.Config{}, "4h")
+	w.srv.Apply(t, `apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: payer-model}
+spec:
+  provider: scripted
+  script:
+    - toolCalls: [{name: banking__send_money, arguments: {to_iban: "DE89 3704 0044 0532 0130 00", amount: 2000, currency: EUR, reference: "invoice 9"}}]
+    - content: "Paid invoice 9."
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: payer}
+spec:
+  model: payer-model
+  models: [payer-model]
+  tools: ["banking.*"]
+  limits: {deadline: 2s}
+---
+apiVersion: corral.dev/v1
+kind: Model
+metadata: {name: asker-model}
+spec:
+  provider: scripted
+  script:
+    - toolCalls: [{name: request_input, arguments: {question: "Refund 400 EUR to Ada?"}}]
+    - content: "Refunded."
+---
+apiVersion: corral.dev/v1
+kind: Agent
+metadata: {name: asker}
+spec:
+  model: asker-model
+  models: [asker-model]
+  limits: {deadline: 2s}
+`)
+	ended := func(t *testing.T, id string) {
+		t.Helper()
+		done := waitTask(t, w.srv, id) // polls for 20 s: ten times the deadline
+		if done.State != orchestrator.Failed || done.Reason != orchestrator.ReasonDeadline || !strings.Contains(done.Detail, "past its deadline") {
+			t.Errorf("task %s = %s %s %q, want failed deadline", id, done.State, done.Reason, done.Detail)
+		}
+	}
+
+	t.Run("awaiting an approval", func(t *testing.T) {
+		task := createTask(t, w.srv, w.srv.Token, "payer", "pay invoice 9", nil)
+		parked := waitTask(t, w.srv, task.ID, orchestrator.InputRequired, orchestrator.Failed, orchestrator.Completed)
+		if parked.Reason != orchestrator.ReasonAwaitingApproval || parked.WakeAt == nil {
+			t.Fatalf("task = %s %s %q (wake_at %v), want input-required awaiting_approval with a wake time", parked.State, parked.Reason, parked.Detail, parked.WakeAt)
+		}
+		id, _, _ := strings.Cut(strings.TrimPrefix(parked.Detail, "approval "), ":")
+		ended(t, task.ID)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			status, body := w.srv.Call(t, w.srv.Token, "GET", "/v1/approvals/"+id, nil, nil)
+			var got struct{ State string }
+			if status == http.StatusOK && json.Unmarshal(body, &got) == nil && got.State == "canceled" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the approval of a task past its deadline: %d %s, want canceled", status, body)
+			}
+			time.Sleep(20 * time.Millisecond) // polling with a deadline
+		}
+		alice := w.human(t, "alice", "payments-oncall")
+		if status, _, _ := w.decide(t, alice, id, "approve", map[string]string{}); status == http.StatusOK {
+			t.Error("the withdrawn approval of an ended task was approved")
+		}
+		if n := len(w.bank.received()); n != 0 {
+			t.Errorf("the bank received %d payments for a task past its deadline", n)
+		}
+	})
+
+	t.Run("asked for input", func(t *testing.T) {
+		task := createTask(t, w.srv, w.srv.Token, "asker", "refund Ada", nil)
+		parked := waitTask(t, w.srv, task.ID, orchestrator.InputRequired, orchestrator.Failed, orchestrator.Completed)
+		if parked.Reason != orchestrator.ReasonAskedForInput {
+			t.Fatalf("task = %s %s %q, want input-required asked_for_input", parked.State, parked.Reason, parked.Detail)
+		}
+		ended(t, task.ID)
+		if status, body := w.srv.Call(t, w.srv.Token, "POST", "/v1/tasks/"+task.ID+"/messages", map[string]any{"message": "yes"}, nil); status != http.StatusConflict {
+			t.Errorf("answering a task that ended at its deadline: %d %s, want 409", status, body)
+		}
+	})
+}

@@ -204,9 +204,9 @@ func (r *run) awaitChild(ctx context.Context, tc llm.ToolCall, step int, fn agen
 			return err
 		}
 		r.c.state, r.c.reason = InputRequired, ReasonAwaitingAgent
-		waiting := end.ID
+		waiting, wakeAt := end.ID, timePtr(r.deadline())
 		if _, err := r.w.store.update(context.WithoutCancel(ctx), r.task.ID, func(t *Task) error {
-			t.State, t.Reason, t.Detail, t.Usage, t.WaitingOn = InputRequired, ReasonAwaitingAgent, detail, r.c.usage, waiting
+			t.State, t.Reason, t.Detail, t.Usage, t.WaitingOn, t.WakeAt = InputRequired, ReasonAwaitingAgent, detail, r.c.usage, waiting, wakeAt
 			return nil
 		}); err != nil {
 			return &errRetry{err}
@@ -241,7 +241,7 @@ func (r *run) childAnswered(ctx context.Context, tc llm.ToolCall, step int, fn a
 			if t.State.Final() {
 				return errSkip
 			}
-			t.State, t.Reason, t.Detail, t.WaitingOn = Working, "", "", ""
+			t.State, t.Reason, t.Detail, t.WaitingOn, t.WakeAt = Working, "", "", "", nil
 			return nil
 		}); err != nil {
 			return &errRetry{err}

@@ -183,6 +183,15 @@ func (r *run) deadline() time.Time {
 	return r.c.firstRun.Add(d)
 }
 
+// timePtr is t in UTC, or nil for the zero time.
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}
+
 // appendEvent adds a step to the journal, guarded by the last entry this
 // run knows: if another worker wrote since, the task is no longer this
 // run's (ErrFenced).
@@ -581,7 +590,7 @@ func (r *run) park(ctx context.Context, tc llm.ToolCall) error {
 	if question == "" {
 		question = "the agent asks for input"
 	}
-	if err := r.setState(ctx, InputRequired, ReasonAskedForInput, question, nil); err != nil {
+	if err := r.setState(ctx, InputRequired, ReasonAskedForInput, question, r.deadline()); err != nil {
 		return err
 	}
 	r.c.waiting = tc.ID
@@ -598,7 +607,7 @@ func (r *run) awaitApproval(ctx context.Context, pe *problem.Error) error {
 		if pe.ApprovalID != "" {
 			detail = "approval " + pe.ApprovalID + ": " + detail
 		}
-		if err := r.setState(ctx, InputRequired, ReasonAwaitingApproval, detail, nil); err != nil {
+		if err := r.setState(ctx, InputRequired, ReasonAwaitingApproval, detail, r.deadline()); err != nil {
 			return err
 		}
 		r.c.reason = ReasonAwaitingApproval
@@ -780,14 +789,17 @@ func transient(err error) bool {
 	return false
 }
 
-// setState records a state change that does not end the task.
-func (r *run) setState(ctx context.Context, s State, reason, detail string, _ json.RawMessage) error {
+// setState records a state change that does not end the task. wake, when
+// not zero, is when a worker wakes the task if nothing else has
+// (Task.WakeAt).
+func (r *run) setState(ctx context.Context, s State, reason, detail string, wake time.Time) error {
 	if err := r.appendEvent(ctx, &Event{Type: EvState, State: s, Reason: reason, Detail: detail}); err != nil {
 		return err
 	}
 	r.c.state = s
+	wakeAt := timePtr(wake)
 	_, err := r.w.store.update(context.WithoutCancel(ctx), r.task.ID, func(t *Task) error {
-		t.State, t.Reason, t.Detail, t.Usage = s, reason, detail, r.c.usage
+		t.State, t.Reason, t.Detail, t.Usage, t.WakeAt = s, reason, detail, r.c.usage, wakeAt
 		return nil
 	})
 	if err != nil {
@@ -815,7 +827,7 @@ func (r *run) limitReached(ctx context.Context, reason, detail string) error {
 	u := r.c.usage
 	detail = fmt.Sprintf("%s; used so far: %d turns, %d tool calls, %d tokens, cost %.4f; waiting for a person to extend its limits or cancel it",
 		detail, u.Turns, u.ToolCalls, u.InputTokens+u.OutputTokens, u.Cost)
-	if err := r.setState(context.WithoutCancel(ctx), InputRequired, reason, detail, nil); err != nil {
+	if err := r.setState(context.WithoutCancel(ctx), InputRequired, reason, detail, time.Time{}); err != nil {
 		return err
 	}
 	r.c.reason = reason

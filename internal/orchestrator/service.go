@@ -348,7 +348,7 @@ func (s *Service) Wake(ctx context.Context, id, detail string) error {
 		if t.State != InputRequired || !wakeable(t.Reason) {
 			return errSkip
 		}
-		t.State, t.Reason, t.Detail, t.WaitingOn = Working, "", detail, ""
+		t.State, t.Reason, t.Detail, t.WaitingOn, t.WakeAt = Working, "", detail, "", nil
 		return nil
 	})
 	if err != nil {
@@ -361,6 +361,51 @@ func (s *Service) Wake(ctx context.Context, id, detail string) error {
 		return s.substrate(err)
 	}
 	return nil
+}
+
+// wakeAtDeadline puts back on the queue a hosted agent's task parked
+// waiting for someone else (an answer, an approval, a task it delegated
+// to) whose wake time, its deadline, has passed: its worker finds the
+// deadline passed and ends the task as it ends a running one (or
+// escalates it), and the end's hooks cancel its live children and
+// withdraw its pending approvals. The record says working before the
+// work message leaves (a crash between the two leaves the task to the
+// sweep), written under its revision: of two replicas' scans, or a scan
+// and an approval's decision (Wake), exactly one wakes the task, and
+// its one worker either runs it (woken before the deadline) or ends it.
+func (s *Service) wakeAtDeadline(ctx context.Context, id string) error {
+	woke := false
+	t, err := s.store.update(ctx, id, func(t *Task) error {
+		woke = false // set by the attempt that is stored only
+		if !parkedUntil(t, s.now()) {
+			return errSkip
+		}
+		t.State, t.Reason, t.Detail, t.WaitingOn, t.WakeAt = Working, "", "its deadline has passed; waiting for a worker to end it", "", nil
+		woke = true
+		return nil
+	})
+	if err != nil {
+		return s.substrate(err)
+	}
+	if !woke {
+		return nil
+	}
+	if err := s.store.dispatch(ctx, t, fmt.Sprintf("%s/deadline/%d", id, t.Updated.UnixNano())); err != nil {
+		return s.substrate(err)
+	}
+	return nil
+}
+
+// parkedUntil reports whether t is a hosted agent's task parked waiting
+// for someone else whose wake time has passed at now.
+func parkedUntil(t *Task, now time.Time) bool {
+	if !t.Hosted || t.Workflow != "" || t.State != InputRequired || t.Stop != nil || t.WakeAt == nil {
+		return false
+	}
+	if t.Reason != ReasonAskedForInput && !wakeable(t.Reason) {
+		return false // escalated at a limit: it waits for a person, whatever the time
+	}
+	return now.After(*t.WakeAt)
 }
 
 // Extension is the room a person gives an escalated task: zero fields

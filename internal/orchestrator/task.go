@@ -95,9 +95,12 @@ type Task struct {
 	Handoff bool `json:"handoff,omitempty"`
 	// WaitingOn is the task this one waits for (a delegation's child).
 	WaitingOn string `json:"waiting_on,omitempty"`
-	// WakeAt, on a workflow run parked on its steps' tasks, is when a
-	// worker wakes it even if no task has ended: the first of its agent
-	// steps' timeouts and its own deadline.
+	// WakeAt, on a task parked in input-required, is when a worker wakes
+	// it even if nothing else has (wakeDue): on a workflow run parked on
+	// its steps' tasks, the first of its agent steps' timeouts and its own
+	// deadline; on an agent's task waiting for someone else (an answer, an
+	// approval, a task it delegated to), its deadline, which then ends it
+	// as it ends a running task. Nil: nothing but that someone wakes it.
 	WakeAt *time.Time `json:"wake_at,omitempty"`
 	// Hosted: corral runs the agent's loop (for a remote A2A agent, a
 	// worker sends the task there and mirrors it); otherwise the agent is

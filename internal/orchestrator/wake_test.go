@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/bus/bustest"
 )
@@ -176,6 +178,94 @@ func TestWakeMeetingARunIsKept(t *testing.T) {
 			}
 			if !w.hold(id) {
 				t.Error("the task is still held after serve returned: the next work message would be dropped")
+			}
+		})
+	}
+}
+
+// workMessages counts the work messages queued for task id.
+func workMessages(t *testing.T, s *Store, task *Task) uint64 {
+	t.Helper()
+	subject := workPrefix + placementKey(task.Placement) + "." + task.ID
+	info, err := s.workS.Info(t.Context(), jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatalf("work stream info: %v", err)
+	}
+	return info.State.Subjects[subject]
+}
+
+// TestParkedTaskWakesAtItsDeadline: a hosted agent's task parked waiting
+// for someone else (an answer, an approval, a child) with its deadline
+// passed is woken by the scan (wakeDue) for its worker to end it, once,
+// though two replicas scan it, each before its mirror saw the other's
+// write; an approval's decision meeting the scan wakes it once too. A task
+// whose deadline has not come, or that escalated at a limit, stays parked.
+func TestParkedTaskWakesAtItsDeadline(t *testing.T) {
+	now := time.Now().UTC()
+	past, future := now.Add(-time.Second), now.Add(time.Hour)
+	for _, tt := range []struct {
+		name   string
+		reason string
+		wakeAt *time.Time
+		// approvalFirst: the approval's decision wakes the task (Wake on
+		// replica A) before both scans; approvalLast: after them.
+		approvalFirst, approvalLast bool
+		woken                       bool
+	}{
+		{name: "awaiting an approval, past its deadline", reason: ReasonAwaitingApproval, wakeAt: &past, woken: true},
+		{name: "asked for input, past its deadline", reason: ReasonAskedForInput, wakeAt: &past, woken: true},
+		{name: "awaiting a child, past its deadline", reason: ReasonAwaitingAgent, wakeAt: &past, woken: true},
+		{name: "approved as the deadline came", reason: ReasonAwaitingApproval, wakeAt: &past, approvalFirst: true, woken: true},
+		{name: "approved after the scans", reason: ReasonAwaitingApproval, wakeAt: &past, approvalLast: true, woken: true},
+		{name: "before its deadline", reason: ReasonAwaitingApproval, wakeAt: &future},
+		{name: "escalated at its deadline", reason: ReasonDeadline},
+		{name: "parked by a corral before wake times", reason: ReasonAwaitingApproval},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := t.Context()
+			b := bustest.Open(t)
+			a, svcA := replica(t, b)
+			bStore, _ := replica(t, b)
+			task := hostedTask("payer", "")
+			task.State, task.Reason, task.WakeAt = InputRequired, tt.reason, tt.wakeAt
+			if tt.reason == ReasonAwaitingAgent {
+				task.WaitingOn = "task_01m98f27rwtfchsvm4rwm7h3h6"
+			}
+			if err := a.create(ctx, task); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := bStore.fetch(ctx, task.ID); err != nil {
+				t.Fatal(err)
+			}
+			workerOn := func(s *Store) *Worker {
+				return &Worker{logger: slog.New(slog.DiscardHandler), store: s, now: func() time.Time { return now }}
+			}
+			if tt.approvalFirst {
+				if err := svcA.Wake(ctx, task.ID, "approval ap_1 approved"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			workerOn(a).wakeDue(ctx)
+			workerOn(bStore).wakeDue(ctx) // B's mirror still has the task parked
+			if tt.approvalLast {
+				if err := svcA.Wake(ctx, task.ID, "approval ap_1 approved"); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			got, _, err := a.fetch(ctx, task.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := workMessages(t, a, task)
+			if !tt.woken {
+				if got.State != InputRequired || got.Reason != tt.reason || n != 0 {
+					t.Errorf("task = %s %s with %d work messages, want still input-required %s, none queued", got.State, got.Reason, n, tt.reason)
+				}
+				return
+			}
+			if got.State != Working || got.WakeAt != nil || got.WaitingOn != "" || n != 1 {
+				t.Errorf("task = %s %s (wake_at %v, waiting_on %q) with %d work messages; want working, no wake time, exactly one message", got.State, got.Reason, got.WakeAt, got.WaitingOn, n)
 			}
 		})
 	}

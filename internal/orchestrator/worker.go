@@ -332,26 +332,40 @@ func (w *Worker) runTask(ctx context.Context, id string) error {
 		// The journal ended it; a crash kept the record from saying so.
 		return w.store.settle(ctx, id, r.c.state, "", "", r.c.result, r.c.usage, w.now())
 	}
-	if r.c.waiting != "" || (r.c.state == InputRequired && escalated(r.c.reason)) {
+	if r.c.limits != nil {
+		t.Limits = *r.c.limits
+	}
+	atLimit := r.c.state == InputRequired && escalated(r.c.reason)
+	if r.c.waiting != "" && !atLimit {
+		// Woken while the person's answer is still missing: at its
+		// deadline (wakeDue), which ends it (or escalates it) as it would
+		// a running task.
+		if cause := w.stopFor(id, t.Agent, t.Chain, r.deadline()); cause != nil {
+			return r.stopped(ctx, cause)
+		}
+	}
+	if r.c.waiting != "" || atLimit {
 		// Waiting for a person. A record that says otherwise was marked
 		// working by an answer or an extension whose journal entry a
-		// crash kept from being written: it says waiting again, so that
+		// crash kept from being written, or by a wake at a deadline this
+		// worker's clock has not reached: it says waiting again, so that
 		// the person can answer again.
+		var wakeAt *time.Time
+		if !atLimit {
+			wakeAt = timePtr(r.deadline())
+		}
 		if t.State != InputRequired {
 			if _, err := w.store.update(ctx, id, func(t *Task) error {
 				if t.State.Final() {
 					return errSkip
 				}
-				t.State, t.Reason, t.Detail = InputRequired, r.c.reason, r.c.detail
+				t.State, t.Reason, t.Detail, t.WakeAt = InputRequired, r.c.reason, r.c.detail, wakeAt
 				return nil
 			}); err != nil {
 				return &errRetry{err}
 			}
 		}
 		return errParked
-	}
-	if r.c.limits != nil {
-		t.Limits = *r.c.limits
 	}
 	if !ok || spec == nil || !spec.Hosted() || (t.AgentUID != "" && res.Metadata.UID != t.AgentUID) {
 		r.spec = &config.AgentSpec{}
@@ -374,7 +388,7 @@ func (w *Worker) runTask(ctx context.Context, id string) error {
 		if t.State.Final() {
 			return errSkip
 		}
-		t.State, t.Reason, t.Detail, t.Worker, t.Attempts = Working, "", "", w.opts.ID, r.c.starts
+		t.State, t.Reason, t.Detail, t.Worker, t.Attempts, t.WakeAt = Working, "", "", w.opts.ID, r.c.starts, nil
 		if t.Started == nil {
 			t.Started = &now
 		}
@@ -479,16 +493,27 @@ func (w *Worker) sweep(ctx context.Context) {
 	}
 }
 
-// wakeDue puts back on the queue the workflow runs parked on their steps'
-// tasks whose wake time has come (a step's timeout, the run's deadline),
-// though no task has ended: their worker cancels what timed out. A run
-// parked with no wake time (by a corral before step timeouts) is woken
-// once it has been parked a while: it parks again with one, or its steps
-// time out, counted from their starts.
+// wakeDue puts back on the queue the parked tasks whose wake time has
+// come. A workflow run parked on its steps' tasks wakes at a step's
+// timeout or its own deadline, though no task has ended: its worker
+// cancels what timed out. A run parked with no wake time (by a corral
+// before step timeouts) is woken once it has been parked a while: it
+// parks again with one, or its steps time out, counted from their starts.
+// An agent's task waiting for an answer, an approval or a task it
+// delegated to wakes at its deadline, and its worker ends it.
 func (w *Worker) wakeDue(ctx context.Context) {
 	now := w.now()
 	for _, t := range w.store.live() {
-		if t.Workflow == "" || t.State != InputRequired || t.Reason != ReasonAwaitingTask || !matches(w.opts.Labels, t.Placement) {
+		if !matches(w.opts.Labels, t.Placement) {
+			continue
+		}
+		if parkedUntil(t, now) {
+			if err := w.service().wakeAtDeadline(ctx, t.ID); err != nil {
+				w.logger.WarnContext(ctx, "waking a parked task at its deadline; the next scan tries again", "task", t.ID, "err", err)
+			}
+			continue
+		}
+		if t.Workflow == "" || t.State != InputRequired || t.Reason != ReasonAwaitingTask {
 			continue
 		}
 		if (t.WakeAt == nil && now.Sub(t.Updated) < parkedLongAgo) || (t.WakeAt != nil && now.Before(*t.WakeAt)) {
