@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -384,7 +385,8 @@ func TestModelIdempotencyInFlight(t *testing.T) {
 // recorded, so its retry runs again (and is charged again: the provider
 // ran both); a stream that completed is replayed.
 func TestModelIdempotencyStreamCut(t *testing.T) {
-	release := make(chan struct{})
+	var calls atomic.Int32
+	cut := make(chan struct{})
 	g := startIdemGateway(t, llmtest.WithHandler(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		chunk := func(content, finish string) {
@@ -398,9 +400,11 @@ func TestModelIdempotencyStreamCut(t *testing.T) {
 			w.(http.Flusher).Flush()
 		}
 		chunk("Part one. ", "")
-		select {
-		case <-release:
-		case <-r.Context().Done():
+		if calls.Add(1) == 1 {
+			// The first stream never ends by itself: corral cuts it when
+			// its agent goes.
+			<-r.Context().Done()
+			close(cut)
 			return
 		}
 		chunk("Part two.", "stop")
@@ -427,7 +431,7 @@ func TestModelIdempotencyStreamCut(t *testing.T) {
 	resp.Body.Close()
 
 	// Its retry runs again once corral has seen it go (409 until then).
-	close(release)
+	<-cut
 	deadline := time.Now().Add(30 * time.Second)
 	var answer []byte
 	for {
