@@ -138,10 +138,11 @@ func (p *Pipeline) attemptSpan(ctx context.Context, target *llm.Model) (context.
 }
 
 // Chat runs a chat completion through every stage: authenticate, kill
-// switch, scope, policy, budget, then each planned target in turn with the
-// prompt redacted for it, falling back on failures a retry elsewhere may
-// cure, and the answer restored. A streamed call's audit record is written
-// when its stream ends.
+// switch, scope, policy, idempotency (a replay ends there), rate limits,
+// budget, then each planned target in turn with the prompt redacted for
+// it, falling back on failures a retry elsewhere may cure, and the answer
+// restored. A streamed call's audit record is written when its stream
+// ends.
 func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (out *ChatOutcome, err error) {
 	start := p.now()
 	ctx, span := p.startAction(ctx, telemetry.OpChat, req.Model, a)
@@ -341,8 +342,8 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 // prepareModel runs the stages before a model call's Idempotency-Key is
 // looked up: authenticate, kill switch, the model's existence, scope, the
 // key's form, the output limit and policy (reserveModel runs the rate
-// limits and budgets after it). prompt is the prompt's estimated tokens; req is nil for calls
-// without output (embeddings).
+// limits and budgets after it). prompt is the prompt's estimated tokens;
+// req is nil for calls without output (embeddings).
 func (p *Pipeline) prepareModel(ctx context.Context, rec *audit.Record, a Action, name string, args map[string]any,
 	prompt int, req *llm.ChatRequest) (*modelCall, error) {
 	caller, err := p.Authenticate(a.Credential)

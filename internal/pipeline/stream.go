@@ -290,13 +290,15 @@ func (s *ChatStream) end(err error) {
 		s.p.shadow(s.ctx, s.mc, s.req, s.target.Name, resp)
 	}
 	s.rec.Source, s.rec.Model.Target = s.target.Name, s.target.Name
-	if err == nil && s.rec.Status == "" {
+	switch {
+	case s.mc.claim == nil:
+	case err == nil && s.rec.Status == "":
 		// Complete: a retry with its Idempotency-Key replays it, whatever
 		// becomes of its delivery.
 		answer := s.out.Response()
 		answer.Usage = resp.Usage
 		s.p.recordModel(s.ctx, s.mc, s.rec, recordChat(s.target.Name, answer, s.rec.Model.Cost, s.start))
-	} else {
+	default:
 		// Cut or failed: nothing whole to replay, and the agent has at most
 		// part of an answer; a retry runs the call again.
 		s.p.releaseModel(s.ctx, s.mc, false)

@@ -4,7 +4,8 @@
 // /openai/v1/embeddings, so that an agent built
 // on any OpenAI SDK uses corral by changing only its base URL and key. It
 // translates requests into pipeline actions and answers back; it holds no
-// policy of its own.
+// policy of its own. A call made with an Idempotency-Key is answered once:
+// its retry gets the recorded answer, whole or as a stream again.
 package openaiedge
 
 import (
