@@ -58,7 +58,7 @@ FUZZ_TARGETS := \
 	config:FuzzDecode openapi:FuzzImport openapi:FuzzBuild tools:FuzzValidate tools:FuzzMatch \
 	secret:FuzzOpen audit:FuzzToken audit:FuzzVerifyArchive audit:FuzzBound \
 	policy:FuzzDecideArguments policy:FuzzCompile policy:FuzzDecodeInput policy:FuzzIsMutation \
-	policy:FuzzHostOf policy:FuzzValidIBAN policy:FuzzLint policy:FuzzKeptDecisions edge/rest:FuzzDecodeBody pipeline:FuzzParseArguments \
+	policy:FuzzHostOf policy:FuzzValidIBAN policy:FuzzLint policy:FuzzKeptDecisions edge/rest:FuzzDecodeBody pipeline:FuzzParseArguments pipeline:FuzzRequestDigest \
 	identity:FuzzSignerVerify identity:FuzzIssuersVerify edge/oauth:FuzzToken \
 	llm:FuzzDecodeRequest llm:FuzzSSEReader llm:FuzzOpenAIStream llm:FuzzErrorBody \
 	llm:FuzzAnthropicStream llm:FuzzAnthropicTranslate llm:FuzzScriptedEmbed \

@@ -2,6 +2,7 @@ package llm
 
 import (
 	"cmp"
+	"encoding/json"
 	"slices"
 	"strings"
 	"unicode"
@@ -10,9 +11,10 @@ import (
 
 // Accumulator folds the chunks of a stream into the ChatResponse the same
 // call would have answered unstreamed: content and refusal concatenated,
-// tool calls assembled by index, the last finish reason and usage. corral
-// uses it to audit and account streamed answers and to record shadow
-// answers. The zero value is ready to use; it is not safe for concurrent use.
+// Responses API reasoning items kept in order, tool calls assembled by
+// index, the last finish reason and usage. corral uses it to audit and
+// account streamed answers, to record shadow answers and the answers of
+// streams made with an Idempotency-Key. The zero value is ready to use; it is not safe for concurrent use.
 type Accumulator struct {
 	id      string
 	model   string
@@ -27,6 +29,7 @@ type choiceParts struct {
 	content    strings.Builder
 	sawContent bool
 	refusal    strings.Builder
+	reasoning  []json.RawMessage
 	calls      []ToolCall
 	args       []*strings.Builder // each call's arguments, beside calls
 	// callAt maps a delta's tool call index to its place in calls.
@@ -81,6 +84,7 @@ func (p *choiceParts) add(cc ChunkChoice) {
 	if d.Refusal != nil {
 		p.refusal.WriteString(*d.Refusal)
 	}
+	p.reasoning = append(p.reasoning, d.Reasoning...)
 	for _, tc := range d.ToolCalls {
 		p.addCall(tc)
 	}
@@ -130,7 +134,7 @@ func (a *Accumulator) Response() *ChatResponse {
 		out.Usage = &u
 	}
 	for index, p := range a.choices {
-		m := Message{Role: cmp.Or(p.role, "assistant"), Refusal: p.refusal.String()}
+		m := Message{Role: cmp.Or(p.role, "assistant"), Refusal: p.refusal.String(), Reasoning: p.reasoning}
 		for i, call := range p.calls {
 			call.Type = cmp.Or(call.Type, "function")
 			call.Function.Arguments = p.args[i].String()
@@ -151,12 +155,13 @@ func (a *Accumulator) Response() *ChatResponse {
 func IsUsageChunk(c *ChatChunk) bool { return len(c.Choices) == 0 && c.Usage != nil }
 
 // Chunks splits a whole answer into the chunks a provider would have
-// streamed: per choice, a first chunk with the role, the content a few
-// words at a time, each tool call's id and name then its arguments in
-// pieces, a last chunk with the finish reason; then, if includeUsage, a
-// usage chunk. Accumulating them gives resp back (but for a message with
-// neither content nor tool calls, whose content comes back ""). The
-// scripted provider and the test upstream stream this way.
+// streamed: per choice, a first chunk with the role, its reasoning items
+// (Message.Reasoning) whole, the content a few words at a time, each tool
+// call's id and name then its arguments in pieces, a last chunk with the
+// finish reason; then, if includeUsage, a usage chunk. Accumulating them
+// gives resp back (but for a message with neither content nor tool calls,
+// whose content comes back ""). The scripted provider and the test
+// upstream stream this way, and the edge replays a recorded answer so.
 func Chunks(resp *ChatResponse, includeUsage bool) []*ChatChunk {
 	var out []*ChatChunk
 	emit := func(index int, d Delta, finish *string) {
@@ -171,6 +176,9 @@ func Chunks(resp *ChatResponse, includeUsage bool) []*ChatChunk {
 			first.Content = new(string)
 		}
 		emit(c.Index, first, nil)
+		if len(m.Reasoning) > 0 {
+			emit(c.Index, Delta{Reasoning: m.Reasoning}, nil)
+		}
 		for _, piece := range splitWords(text, 3) {
 			emit(c.Index, Delta{Content: &piece}, nil)
 		}

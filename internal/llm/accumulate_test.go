@@ -124,6 +124,10 @@ func TestChunksRoundTrip(t *testing.T) {
 			{ID: "call_2", Type: "function", Function: FunctionCall{Name: "g", Arguments: ""}},
 		}}, FinishReason: "tool_calls"}}},
 		{ID: "c", Object: "chat.completion", Model: "m", Choices: []Choice{{Message: Message{Role: "assistant", Content: TextContent("  leading and trailing  ")}, FinishReason: "length"}}},
+		// A Responses API provider's reasoning items come back whole, in order.
+		{ID: "d", Object: "chat.completion", Model: "m", Choices: []Choice{{Message: Message{Role: "assistant", Content: TextContent("Thought it over."),
+			Reasoning: []json.RawMessage{json.RawMessage(`{"type":"reasoning","id":"rs_1","summary":[]}`), json.RawMessage(`{"type":"reasoning","id":"rs_2","encrypted_content":"x"}`)}},
+			FinishReason: "stop"}}},
 	}
 	for _, resp := range resps {
 		var acc Accumulator

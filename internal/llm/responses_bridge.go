@@ -8,6 +8,9 @@ package llm
 import (
 	"cmp"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/binary"
 	"encoding/json"
 	"strings"
 	"time"
@@ -39,6 +42,9 @@ type Response struct {
 	Truncation  string          `json:"truncation"`
 	Usage       *ResponseUsage  `json:"usage"`
 	User        string          `json:"user,omitempty"`
+
+	// ids derives the response's item ids (DeriveIDs); nil: random.
+	ids *idSeq
 }
 
 // ResponseError is why a response failed.
@@ -273,6 +279,37 @@ func NewResponse(r *ResponsesRequest, now time.Time) *Response {
 // newID is a random item id suffix.
 func newID() string { return strings.ToLower(rand.Text()) }
 
+// DeriveIDs gives the response, and the items Complete or the events add
+// to it afterwards, ids derived from seed instead of random ones: the same
+// seed and the same answer give the same ids, so that an answer replayed
+// for an Idempotency-Key carries the ids it was first sent with.
+func (resp *Response) DeriveIDs(seed string) {
+	resp.ids = &idSeq{seed: seed}
+	resp.ID = "resp_" + resp.ids.next()
+}
+
+// itemID is the id of the next item added to the response.
+func (resp *Response) itemID(prefix string) string {
+	if resp.ids == nil {
+		return prefix + newID()
+	}
+	return prefix + resp.ids.next()
+}
+
+// idSeq derives a sequence of id suffixes from a seed, shaped as newID's.
+type idSeq struct {
+	seed string
+	n    uint64
+}
+
+func (s *idSeq) next() string {
+	h := sha256.New()
+	h.Write([]byte("corral response id\x00" + s.seed + "\x00"))
+	_ = binary.Write(h, binary.BigEndian, s.n)
+	s.n++
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(h.Sum(nil)[:16]))
+}
+
 // Complete fills resp from a whole chat answer: its output items, status
 // and usage.
 func (resp *Response) Complete(chat *ChatResponse) {
@@ -287,7 +324,7 @@ func (resp *Response) Complete(chat *ChatResponse) {
 	}
 	text := msg.Content.String()
 	if text != "" || msg.Refusal != "" || len(msg.ToolCalls) == 0 {
-		item := OutputItem{Type: "message", ID: "msg_" + newID(), Status: status}
+		item := OutputItem{Type: "message", ID: resp.itemID("msg_"), Status: status}
 		if text != "" || msg.Refusal == "" {
 			item.Content = append(item.Content, OutputContent{Type: "output_text", Text: text})
 		}
@@ -297,7 +334,7 @@ func (resp *Response) Complete(chat *ChatResponse) {
 		resp.Output = append(resp.Output, item)
 	}
 	for _, tc := range msg.ToolCalls {
-		resp.Output = append(resp.Output, OutputItem{Type: "function_call", ID: "fc_" + newID(), Status: status,
+		resp.Output = append(resp.Output, OutputItem{Type: "function_call", ID: resp.itemID("fc_"), Status: status,
 			CallID: tc.ID, Name: tc.Function.Name, Arguments: tc.Function.Arguments})
 	}
 	resp.finish(finish, chat.Usage)
@@ -487,7 +524,7 @@ func (e *ResponseEvents) Chunk(c *ChatChunk) []ResponseEvent {
 			it := e.calls[tc.Index]
 			if it == nil {
 				out = e.closeMessage(out)
-				it = &streamItem{index: len(e.items), item: OutputItem{Type: "function_call", ID: "fc_" + newID(), Status: "in_progress", CallID: tc.ID, Name: tc.Function.Name}}
+				it = &streamItem{index: len(e.items), item: OutputItem{Type: "function_call", ID: e.resp.itemID("fc_"), Status: "in_progress", CallID: tc.ID, Name: tc.Function.Name}}
 				e.items = append(e.items, it)
 				e.calls[tc.Index] = it
 				added := it.current()
@@ -517,7 +554,7 @@ func (e *ResponseEvents) openMessage(out []ResponseEvent) []ResponseEvent {
 	if e.msg != nil && !e.msg.closed {
 		return out
 	}
-	e.msg = &streamItem{index: len(e.items), item: OutputItem{Type: "message", ID: "msg_" + newID(), Status: "in_progress"}}
+	e.msg = &streamItem{index: len(e.items), item: OutputItem{Type: "message", ID: e.resp.itemID("msg_"), Status: "in_progress"}}
 	e.items = append(e.items, e.msg)
 	added := e.msg.item
 	added.Content = []OutputContent{}

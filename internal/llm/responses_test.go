@@ -446,3 +446,62 @@ func BenchmarkResponsesBridge(b *testing.B) {
 		}
 	})
 }
+
+// TestResponseDeriveIDs: a response given a seed has the same id and item
+// ids every time it is built from the same answer, whole or streamed (an
+// answer replayed for an Idempotency-Key), and other ids for another seed.
+func TestResponseDeriveIDs(t *testing.T) {
+	req, err := llm.DecodeResponsesRequest([]byte(`{"model":"support","input":"hi"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chat := &llm.ChatResponse{Choices: []llm.Choice{{Message: llm.Message{Role: "assistant", Content: llm.TextContent("On it."),
+		ToolCalls: []llm.ToolCall{{ID: "call_1", Type: "function", Function: llm.FunctionCall{Name: "refund", Arguments: `{}`}}}}, FinishReason: "tool_calls"}}}
+	whole := func(seed string) string {
+		resp := llm.NewResponse(req, time.Unix(1700000000, 0))
+		if seed != "" {
+			resp.DeriveIDs(seed)
+		}
+		resp.Complete(chat)
+		b, err := json.Marshal(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	streamed := func(seed string) string {
+		resp := llm.NewResponse(req, time.Unix(1700000000, 0))
+		resp.DeriveIDs(seed)
+		ev := llm.NewResponseEvents(resp)
+		all := ev.Start()
+		for _, c := range llm.Chunks(chat, true) {
+			all = append(all, ev.Chunk(c)...)
+		}
+		all = append(all, ev.Finish()...)
+		b, err := json.Marshal(all)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if a, b := whole("call-1"), whole("call-1"); a != b {
+		t.Errorf("the same seed gave two responses:\n%s\n%s", a, b)
+	}
+	if a, b := streamed("call-1"), streamed("call-1"); a != b {
+		t.Errorf("the same seed gave two event streams:\n%s\n%s", a, b)
+	}
+	if a, b := whole("call-1"), whole("call-2"); a == b {
+		t.Errorf("two seeds gave the same response: %s", a)
+	}
+	if a, b := whole(""), whole(""); a == b {
+		t.Errorf("without a seed two responses have the same ids: %s", a)
+	}
+	var resp llm.Response
+	if err := json.Unmarshal([]byte(whole("call-1")), &resp); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(resp.ID, "resp_") || len(resp.ID) != len("resp_")+26 || len(resp.Output) != 2 ||
+		!strings.HasPrefix(resp.Output[0].ID, "msg_") || !strings.HasPrefix(resp.Output[1].ID, "fc_") || resp.Output[0].ID[4:] == resp.ID[5:] {
+		t.Errorf("derived ids %q, %+v: want resp_, msg_ and fc_ each with 26 characters of their own", resp.ID, resp.Output)
+	}
+}

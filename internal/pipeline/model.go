@@ -2,12 +2,9 @@ package pipeline
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/corral-dev/corral/internal/idempotency"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -18,6 +15,7 @@ import (
 	"github.com/corral-dev/corral/internal/budget"
 	"github.com/corral-dev/corral/internal/bus"
 	"github.com/corral-dev/corral/internal/config"
+	"github.com/corral-dev/corral/internal/idempotency"
 	"github.com/corral-dev/corral/internal/llm"
 	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/problem"
@@ -55,6 +53,12 @@ type ChatOutcome struct {
 	Replayed bool
 	// Cost is what the call was charged, from the answering model's pricing.
 	Cost float64
+	// Started is when the call began and CallID names the audit record of
+	// its intent: a replay's are those of the call it replays, so an edge
+	// that builds an answer around Response (a Responses API object, its
+	// ids and created_at) builds the same one again.
+	Started time.Time
+	CallID  string
 }
 
 // EmbedOutcome is an allowed embeddings call's answer.
@@ -62,6 +66,9 @@ type EmbedOutcome struct {
 	AuditID  string
 	Target   string
 	Response *llm.EmbeddingResponse
+	// Replayed is set when Response is the recorded answer to an earlier
+	// call with the same Idempotency-Key, as for ChatOutcome.
+	Replayed bool
 }
 
 // modelCall is what the stages before the provider learned about a call.
@@ -92,6 +99,11 @@ type modelCall struct {
 	// approval is the approval this call runs under, when policy wanted
 	// one: its outcome is recorded on it (finishModelApproval).
 	approval string
+	// cands is every model the call may reach, for its worst case.
+	cands []*llm.Model
+	// claim is held on the call's Idempotency-Key while it runs; a stream
+	// records its answer under it when it completes.
+	claim *idempotency.Claim
 }
 
 // prepareAttempt redacts the request for one target, recording a redact
@@ -126,10 +138,11 @@ func (p *Pipeline) attemptSpan(ctx context.Context, target *llm.Model) (context.
 }
 
 // Chat runs a chat completion through every stage: authenticate, kill
-// switch, scope, policy, budget, then each planned target in turn with the
-// prompt redacted for it, falling back on failures a retry elsewhere may
-// cure, and the answer restored. A streamed call's audit record is written
-// when its stream ends.
+// switch, scope, policy, idempotency (a replay ends there), rate limits,
+// budget, then each planned target in turn with the prompt redacted for
+// it, falling back on failures a retry elsewhere may cure, and the answer
+// restored. A streamed call's audit record is written when its stream
+// ends.
 func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (out *ChatOutcome, err error) {
 	start := p.now()
 	ctx, span := p.startAction(ctx, telemetry.OpChat, req.Model, a)
@@ -139,6 +152,9 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 	}
 	var mc *modelCall
 	defer func() {
+		if out != nil && !out.Replayed {
+			out.Started, out.CallID = start, rec.Intent
+		}
 		if out != nil && out.Stream != nil {
 			return // the stream finishes the record and the span
 		}
@@ -163,23 +179,33 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 	if mc.approval != "" {
 		defer func() { p.finishModelApproval(ctx, mc, rec, out, err) }()
 	}
-	if err := checkIdempotencyKey(a.IdempotencyKey); err != nil {
-		return nil, err
-	}
-	var claim *idempotency.Claim
-	if a.IdempotencyKey != "" && !req.Stream {
-		var replay *ChatOutcome
-		replay, claim, err = p.beginChat(ctx, mc, a.IdempotencyKey, req, a.Resume)
-		if err != nil || replay != nil {
-			if rerr := mc.reservation.Release(context.WithoutCancel(ctx)); rerr != nil {
-				p.logger.ErrorContext(ctx, "releasing a budget reservation; the call stays counted", "err", rerr)
-			}
-			mc.reservation = nil
-			rec.Replayed = replay != nil
-			return replay, err
+	if a.IdempotencyKey != "" {
+		prev, err := p.beginModel(ctx, rec, mc, a, opChat, req)
+		if err != nil {
+			return nil, err
 		}
-		ctx = llm.WithIdempotencyKey(ctx, UpstreamKey(KeyOwner(mc.caller), "model:"+mc.model.Name, a.IdempotencyKey))
-		defer func() { p.finishChat(ctx, claim, mc, out, rec) }()
+		if prev != nil {
+			out, err := replayChat(prev)
+			if out != nil {
+				rec.Source, rec.Model.Target = out.Target, out.Target
+			}
+			return out, err
+		}
+		ctx = withUpstreamKey(ctx, mc, a.IdempotencyKey)
+		defer func() {
+			switch {
+			case out != nil && out.Stream != nil:
+				// The stream records its answer if it completes (ChatStream.end).
+			case out != nil:
+				p.recordModel(ctx, mc, rec, recordChat(out.Target, out.Response, out.Cost, start))
+			default:
+				// A stream that did not start frees its key, as one cut does.
+				p.releaseModel(ctx, mc, !req.Stream)
+			}
+		}()
+	}
+	if err := p.reserveModel(ctx, rec, mc); err != nil {
+		return nil, err
 	}
 	if err := p.writeIntent(ctx, rec); err != nil {
 		return nil, err
@@ -218,70 +244,6 @@ func (p *Pipeline) Chat(ctx context.Context, a Action, req *llm.ChatRequest) (ou
 	return nil, problem.New(http.StatusServiceUnavailable, problem.UpstreamUnavailable, "model "+mc.model.Name+" has no target to call")
 }
 
-// beginChat looks up a model call's Idempotency-Key: a call made before
-// with the same request replays its recorded answer; otherwise the caller
-// holds a claim on the key while it calls the provider.
-func (p *Pipeline) beginChat(ctx context.Context, mc *modelCall, key string, req *llm.ChatRequest, resume bool) (*ChatOutcome, *idempotency.Claim, error) {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return nil, nil, problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, "the request cannot be encoded", err)
-	}
-	sum := sha256.Sum256(body)
-	digest := "sha256:" + hex.EncodeToString(sum[:])
-	// The lease outlasts the attempts of every target in the plan.
-	lease := time.Duration(len(mc.plan.Attempts)+1)*5*time.Minute + 10*time.Second
-	if resume {
-		lease = 0 // the earlier holder is gone (Action.Resume)
-	}
-	prev, claim, err := p.Idempotency.Begin(ctx, idempotency.Key(KeyOwner(mc.caller), "model:"+mc.model.Name, key), digest, lease)
-	switch {
-	case errors.Is(err, idempotency.ErrConflict):
-		return nil, nil, problem.New(http.StatusConflict, problem.IdempotencyConflict, "this Idempotency-Key was used with another request")
-	case errors.Is(err, idempotency.ErrInProgress):
-		return nil, nil, problem.New(http.StatusConflict, problem.IdempotencyConflict, "a call with this Idempotency-Key is still running; retry later")
-	case err != nil:
-		return nil, nil, problem.Wrap(http.StatusServiceUnavailable, problem.SubstrateUnavailable, "idempotency records are unavailable", err)
-	case prev != nil && prev.TooLarge:
-		return nil, nil, problem.New(http.StatusConflict, problem.IdempotencyConflict, "the call with this Idempotency-Key was made, but its answer was too large to record for replay")
-	case prev != nil:
-		var rec recordedChat
-		if err := json.Unmarshal(prev.Result, &rec); err != nil || rec.Response == nil {
-			return nil, nil, problem.Wrap(http.StatusInternalServerError, problem.Internal, "the recorded answer is unreadable", err)
-		}
-		return &ChatOutcome{Target: rec.Target, Response: rec.Response, Replayed: true, Cost: rec.Cost}, nil, nil
-	}
-	return nil, claim, nil
-}
-
-// recordedChat is a model call's answer as its idempotency record keeps it.
-type recordedChat struct {
-	Target   string            `json:"target"`
-	Response *llm.ChatResponse `json:"response"`
-	// Cost is what the call was charged (a replay charges nothing again).
-	Cost float64 `json:"cost,omitempty"`
-}
-
-// finishChat records the answer under the call's claim, or gives the claim
-// up when no provider can have seen the request.
-func (p *Pipeline) finishChat(ctx context.Context, claim *idempotency.Claim, mc *modelCall, out *ChatOutcome, rec *audit.Record) {
-	ctx = context.WithoutCancel(ctx)
-	if out == nil || out.Response == nil {
-		if !mc.sent && mc.unreported == (budget.Usage{}) {
-			if err := p.Idempotency.Abandon(ctx, claim); err != nil {
-				p.logger.WarnContext(ctx, "abandoning idempotency claim", "err", err)
-			}
-		}
-		return
-	}
-	result, err := json.Marshal(recordedChat{Target: out.Target, Response: out.Response, Cost: out.Cost})
-	if err != nil || len(result) > idempotency.MaxResult {
-		result = nil
-	}
-	if err := p.Idempotency.Finish(ctx, claim, result, rec.Intent); err != nil {
-		p.logger.ErrorContext(ctx, "recording idempotent answer", "err", err)
-	}
-}
-
 // Embed runs an embeddings call through the same stages as Chat. Inputs are
 // redacted for the target (placeholders stay: there is nothing to restore).
 func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingRequest) (out *EmbedOutcome, err error) {
@@ -315,6 +277,31 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 	}
 	mc, err = p.prepareModel(ctx, rec, a, req.Model, map[string]any{"embeddings": true}, tokens, nil)
 	if err != nil {
+		return nil, err
+	}
+	if a.IdempotencyKey != "" {
+		prev, err := p.beginModel(ctx, rec, mc, a, opEmbeddings, req)
+		if err != nil {
+			return nil, err
+		}
+		if prev != nil {
+			out, err := replayEmbedding(prev)
+			if out != nil {
+				rec.Source, rec.Model.Target = out.Target, out.Target
+			}
+			return out, err
+		}
+		ctx = withUpstreamKey(ctx, mc, a.IdempotencyKey)
+		defer func() {
+			if out == nil {
+				p.releaseModel(ctx, mc, true)
+				return
+			}
+			b, _ := json.Marshal(recordedEmbedding{Target: out.Target, Response: out.Response})
+			p.recordModel(ctx, mc, rec, b)
+		}()
+	}
+	if err := p.reserveModel(ctx, rec, mc); err != nil {
 		return nil, err
 	}
 	if err := p.writeIntent(ctx, rec); err != nil {
@@ -352,10 +339,11 @@ func (p *Pipeline) Embed(ctx context.Context, a Action, req *llm.EmbeddingReques
 	return nil, problem.New(http.StatusServiceUnavailable, problem.UpstreamUnavailable, "model "+mc.model.Name+" has no target to call")
 }
 
-// prepareModel runs the stages before a model is called: authenticate,
-// kill switch, the model's existence, scope, the output limit, policy and
-// budget. prompt is the prompt's estimated tokens; req is nil for calls
-// without output (embeddings).
+// prepareModel runs the stages before a model call's Idempotency-Key is
+// looked up: authenticate, kill switch, the model's existence, scope, the
+// key's form, the output limit and policy (reserveModel runs the rate
+// limits and budgets after it). prompt is the prompt's estimated tokens;
+// req is nil for calls without output (embeddings).
 func (p *Pipeline) prepareModel(ctx context.Context, rec *audit.Record, a Action, name string, args map[string]any,
 	prompt int, req *llm.ChatRequest) (*modelCall, error) {
 	caller, err := p.Authenticate(a.Credential)
@@ -382,6 +370,9 @@ func (p *Pipeline) prepareModel(ctx context.Context, rec *audit.Record, a Action
 		return nil, problem.New(http.StatusNotFound, problem.ModelNotFound, "no model named "+name+" (GET /openai/v1/models lists the ones this agent may use)")
 	}
 	if err := inScope(caller, "model", m.Name); err != nil {
+		return nil, err
+	}
+	if err := checkIdempotencyKey(a.IdempotencyKey); err != nil {
 		return nil, err
 	}
 	plan, err := p.Models.Plan(m, rand.IntN)
@@ -415,22 +406,32 @@ func (p *Pipeline) prepareModel(ctx context.Context, rec *audit.Record, a Action
 		mc.subject.Principal = caller.Principal.Subject
 	}
 	mc.agentCapture = agent.spec.CaptureContent
-	if err := p.admitModel(ctx, rec, mc); err != nil {
-		return nil, err
-	}
-	if p.Budgets != nil {
-		t0 := p.now()
-		mc.reservation, err = p.Budgets.Reserve(ctx, mc.subject, mc.worst(cands))
-		if err != nil {
-			mc.releaseLimits(ctx)
-			p.stageDone(ctx, telemetry.StageBudget, t0, telemetry.AttrBudgetExceeded.Bool(true))
-			return nil, budgetProblem(err)
-		}
-		if mc.reservation != nil {
-			p.stageDone(ctx, telemetry.StageBudget, t0)
-		}
-	}
+	mc.cands = cands
 	return mc, nil
+}
+
+// reserveModel runs the stages that hold something for a model call about
+// to be made: the rate limits' permit and the budgets' reservation of its
+// worst case. A replayed answer skips them.
+func (p *Pipeline) reserveModel(ctx context.Context, rec *audit.Record, mc *modelCall) error {
+	if err := p.admitModel(ctx, rec, mc); err != nil {
+		return err
+	}
+	if p.Budgets == nil {
+		return nil
+	}
+	t0 := p.now()
+	var err error
+	mc.reservation, err = p.Budgets.Reserve(ctx, mc.subject, mc.worst(mc.cands))
+	if err != nil {
+		mc.releaseLimits(ctx)
+		p.stageDone(ctx, telemetry.StageBudget, t0, telemetry.AttrBudgetExceeded.Bool(true))
+		return budgetProblem(err)
+	}
+	if mc.reservation != nil {
+		p.stageDone(ctx, telemetry.StageBudget, t0)
+	}
+	return nil
 }
 
 // modelInput is the policy input for a model call.

@@ -54,6 +54,12 @@ type Action struct {
 	Arguments json.RawMessage
 	// IdempotencyKey, when set, makes a retry return the recorded answer.
 	IdempotencyKey string
+	// Request is a model call's body as the caller sent it, set by an edge
+	// along with IdempotencyKey: the key is bound to its canonical form
+	// (RequestDigest), which says more than the chat request it becomes
+	// (a Responses API call's). Unset, the key is bound to the request
+	// the pipeline is handed.
+	Request json.RawMessage
 	// Edge names the entry point, for the audit: "rest" or "mcp".
 	Edge      string
 	RequestID string

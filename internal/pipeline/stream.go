@@ -83,7 +83,10 @@ type ChatStream struct {
 	sess       *redact.Session  // nil: nothing redacted, chunks pass as they are
 	src        llm.Stream
 
-	acc       llm.Accumulator // the provider's chunks, for usage and the audit
+	acc llm.Accumulator // the provider's chunks, for usage and the audit
+	// out is the chunks as the agent gets them (restored), folded into the
+	// answer an Idempotency-Key's record keeps.
+	out       llm.Accumulator
 	id        string
 	created   int64
 	wantUsage bool
@@ -160,7 +163,7 @@ func (s *ChatStream) take(c *llm.ChatChunk) {
 	c.Model = s.mc.model.Name
 	if len(c.Choices) == 0 {
 		if c.Usage == nil || s.wantUsage {
-			s.queue = append(s.queue, c)
+			s.push(c)
 		}
 		return
 	}
@@ -168,7 +171,7 @@ func (s *ChatStream) take(c *llm.ChatChunk) {
 		c.Usage = nil
 	}
 	if s.sess == nil {
-		s.queue = append(s.queue, c)
+		s.push(c)
 		return
 	}
 	for i := range c.Choices {
@@ -197,11 +200,19 @@ func (s *ChatStream) take(c *llm.ChatChunk) {
 		}
 		if ch.FinishReason != nil {
 			if rest := s.rest(ch.Index); rest != nil {
-				s.queue = append(s.queue, rest)
+				s.push(rest)
 			}
 		}
 	}
+	s.push(c)
+}
+
+// push queues a chunk for the agent.
+func (s *ChatStream) push(c *llm.ChatChunk) {
 	s.queue = append(s.queue, c)
+	if s.mc.claim != nil {
+		s.out.Add(c)
+	}
 }
 
 // restorer returns the choice's streaming restorer.
@@ -253,7 +264,7 @@ func (s *ChatStream) flush() {
 	}
 	for c := range choices {
 		if rest := s.rest(c); rest != nil {
-			s.queue = append(s.queue, rest)
+			s.push(rest)
 		}
 	}
 }
@@ -279,6 +290,19 @@ func (s *ChatStream) end(err error) {
 		s.p.shadow(s.ctx, s.mc, s.req, s.target.Name, resp)
 	}
 	s.rec.Source, s.rec.Model.Target = s.target.Name, s.target.Name
+	switch {
+	case s.mc.claim == nil:
+	case err == nil && s.rec.Status == "":
+		// Complete: a retry with its Idempotency-Key replays it, whatever
+		// becomes of its delivery.
+		answer := s.out.Response()
+		answer.Usage = resp.Usage
+		s.p.recordModel(s.ctx, s.mc, s.rec, recordChat(s.target.Name, answer, s.rec.Model.Cost, s.start))
+	default:
+		// Cut or failed: nothing whole to replay, and the agent has at most
+		// part of an answer; a retry runs the call again.
+		s.p.releaseModel(s.ctx, s.mc, false)
+	}
 	s.auditID, s.err = s.p.finishRecord(s.ctx, s.rec, s.start, err)
 	endAction(s.span, s.rec, s.err)
 }

@@ -4,7 +4,8 @@
 // /openai/v1/embeddings, so that an agent built
 // on any OpenAI SDK uses corral by changing only its base URL and key. It
 // translates requests into pipeline actions and answers back; it holds no
-// policy of its own.
+// policy of its own. A call made with an Idempotency-Key is answered once:
+// its retry gets the recorded answer, whole or as a stream again.
 package openaiedge
 
 import (
@@ -17,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/corral-dev/corral/internal/identity"
@@ -87,9 +89,15 @@ const (
 	// TargetHeader names the concrete model that answered (a route's pick
 	// or a fallback).
 	TargetHeader = "Corral-Model-Target"
-	// AuditHeader names the call's audit record (plain answers only: a
-	// stream's record is written when it ends).
+	// AuditHeader names the call's audit record (plain answers and
+	// replays only: a stream's record is written when it ends).
 	AuditHeader = "Corral-Audit-Id"
+	// ReplayedHeader is "true" on an answer replayed for an
+	// Idempotency-Key: the name Stripe gave it, which clients of
+	// OpenAI-style APIs look for. IdempotencyReplayedHeader, the tool
+	// edge's name for it, is sent too.
+	ReplayedHeader            = "Idempotent-Replayed"
+	IdempotencyReplayedHeader = "Idempotency-Replayed"
 )
 
 // Edge serves the OpenAI-compatible endpoints.
@@ -148,7 +156,32 @@ func withOpenAIError(d *problem.Details) {
 }
 
 func (e *Edge) action(r *http.Request) pipeline.Action {
-	return pipeline.Action{Credential: identity.BearerToken(r), Edge: "openai", RequestID: telemetry.RequestID(r.Context()), RemoteAddr: r.RemoteAddr}
+	return pipeline.Action{Credential: identity.BearerToken(r), Edge: "openai", RequestID: telemetry.RequestID(r.Context()), RemoteAddr: r.RemoteAddr,
+		// Several headers are joined, and refused by the pipeline.
+		IdempotencyKey: strings.Join(r.Header.Values("Idempotency-Key"), pipeline.MultipleKeys)}
+}
+
+// callContext is the context a model call runs under. A plain call made
+// with an Idempotency-Key runs to its answer even if its agent goes away,
+// as a tool call does, so that the answer is recorded and the agent's
+// retry gets it instead of a second call. A stream ends with its agent
+// (a cut stream is not recorded: its retry runs again) and within
+// Limits.MaxStreamDuration; the pipeline tells that deadline from the
+// agent going away.
+func (e *Edge) callContext(r *http.Request, a pipeline.Action, stream bool) (context.Context, context.CancelFunc) {
+	switch {
+	case stream:
+		return context.WithTimeout(r.Context(), e.limits.MaxStreamDuration)
+	case a.IdempotencyKey != "":
+		return context.WithoutCancel(r.Context()), func() {}
+	}
+	return r.Context(), func() {}
+}
+
+// replayed marks an answer replayed for an Idempotency-Key.
+func replayed(w http.ResponseWriter) {
+	w.Header().Set(ReplayedHeader, "true")
+	w.Header().Set(IdempotencyReplayedHeader, "true")
 }
 
 // admit runs a model call if a slot is free (and, for a large body, a
@@ -230,19 +263,6 @@ func (e *Edge) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) 
 	return body, nil
 }
 
-// readJSON decodes the request body into v with the caller's mistakes
-// named.
-func (e *Edge) readJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	body, err := e.readBody(w, r)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, "the request is not valid: "+err.Error(), err)
-	}
-	return nil
-}
-
 func (e *Edge) chat(w http.ResponseWriter, r *http.Request) error {
 	body, err := e.readBody(w, r)
 	if err != nil {
@@ -255,25 +275,43 @@ func (e *Edge) chat(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, err.Error(), err)
 	}
-	ctx := r.Context()
-	if req.Stream {
-		// The stream's whole life, from here: the pipeline tells this
-		// deadline from the agent going away.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, e.limits.MaxStreamDuration)
-		defer cancel()
+	a := e.action(r)
+	if a.IdempotencyKey != "" {
+		a.Request = body
 	}
-	out, err := e.gw.Chat(ctx, e.action(r), req)
+	ctx, cancel := e.callContext(r, a, req.Stream)
+	defer cancel()
+	out, err := e.gw.Chat(ctx, a, req)
 	if err != nil {
 		return err
 	}
 	w.Header().Set(TargetHeader, out.Target)
-	if out.Stream == nil {
-		w.Header().Set(AuditHeader, out.AuditID)
-		return e.answer(w, r, out.Response)
+	if out.Stream != nil {
+		defer out.Stream.Close()
+		return e.stream(w, r, out.Stream)
 	}
-	defer out.Stream.Close()
-	return e.stream(w, r, out.Stream)
+	w.Header().Set(AuditHeader, out.AuditID)
+	if out.Replayed {
+		replayed(w)
+	}
+	if req.Stream {
+		// A completed stream's answer replayed: the same chunks' shape.
+		d := e.startStream(w)
+		var buf []byte
+		for _, c := range llm.Chunks(out.Response, req.StreamOptions != nil && req.StreamOptions.IncludeUsage) {
+			buf = append(buf, event(c)...)
+		}
+		e.sendReplay(r, d, append(buf, "data: [DONE]\n\n"...))
+		return nil
+	}
+	return e.answer(w, r, out.Response)
+}
+
+// sendReplay writes a replayed stream at once: its answer is whole.
+func (e *Edge) sendReplay(r *http.Request, d *delivery, b []byte) {
+	if err := d.send(b); err != nil {
+		e.logger.DebugContext(r.Context(), "the agent did not take its replayed stream", "err", err)
+	}
 }
 
 // answer writes a whole answer within Limits.WriteTimeout: an agent that
@@ -325,12 +363,7 @@ func (d *delivery) send(b []byte) error {
 // an agent that stops reading is dropped, and its call settled, instead of
 // holding its reservation for as long as it likes.
 func (e *Edge) stream(w http.ResponseWriter, r *http.Request, s *pipeline.ChatStream) error {
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	d := e.deliver(w)
+	d := e.startStream(w)
 	for {
 		c, err := s.Recv()
 		if errors.Is(err, io.EOF) {
@@ -348,6 +381,16 @@ func (e *Edge) stream(w http.ResponseWriter, r *http.Request, s *pipeline.ChatSt
 	}
 	_ = d.send([]byte("data: [DONE]\n\n"))
 	return nil
+}
+
+// startStream sends the headers of a stream of server-sent events.
+func (e *Edge) startStream(w http.ResponseWriter) *delivery {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	return e.deliver(w)
 }
 
 // event is v as a server-sent event. v is a chunk or an error object, which
@@ -370,9 +413,13 @@ func streamError(r *http.Request, err error) any {
 }
 
 func (e *Edge) embeddings(w http.ResponseWriter, r *http.Request) error {
-	var req llm.EmbeddingRequest
-	if err := e.readJSON(w, r, &req); err != nil {
+	body, err := e.readBody(w, r)
+	if err != nil {
 		return err
+	}
+	var req llm.EmbeddingRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return problem.Wrap(http.StatusBadRequest, problem.InvalidRequest, "the request is not valid: "+err.Error(), err)
 	}
 	switch {
 	case req.Model == "":
@@ -380,12 +427,21 @@ func (e *Edge) embeddings(w http.ResponseWriter, r *http.Request) error {
 	case len(req.Input) == 0:
 		return problem.New(http.StatusBadRequest, problem.InvalidRequest, "input: required")
 	}
-	out, err := e.gw.Embed(r.Context(), e.action(r), &req)
+	a := e.action(r)
+	if a.IdempotencyKey != "" {
+		a.Request = body
+	}
+	ctx, cancel := e.callContext(r, a, false)
+	defer cancel()
+	out, err := e.gw.Embed(ctx, a, &req)
 	if err != nil {
 		return err
 	}
 	w.Header().Set(TargetHeader, out.Target)
 	w.Header().Set(AuditHeader, out.AuditID)
+	if out.Replayed {
+		replayed(w)
+	}
 	return e.answer(w, r, out.Response)
 }
 

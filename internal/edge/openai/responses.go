@@ -9,7 +9,7 @@ package openaiedge
 // stream. docs/responses.md says what is served, bridged and refused.
 
 import (
-	"context"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,25 +60,42 @@ func (e *Edge) responses(w http.ResponseWriter, r *http.Request) error {
 		// ToChat writes what Validate wants; this names a bridge mistake.
 		return badRequest(err)
 	}
-	ctx := r.Context()
-	if req.Stream {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, e.limits.MaxStreamDuration)
-		defer cancel()
+	a := e.responsesAction(r)
+	if a.IdempotencyKey != "" {
+		a.Request = body
 	}
-	resp := llm.NewResponse(req, time.Now())
-	out, err := e.gw.Chat(ctx, e.responsesAction(r), creq)
+	ctx, cancel := e.callContext(r, a, req.Stream)
+	defer cancel()
+	out, err := e.gw.Chat(ctx, a, creq)
 	if err != nil {
 		return responsesProblem(err)
 	}
-	w.Header().Set(TargetHeader, out.Target)
-	if out.Stream == nil {
-		w.Header().Set(AuditHeader, out.AuditID)
-		resp.Complete(out.Response)
-		return e.answer(w, r, resp)
+	resp := llm.NewResponse(req, cmp.Or(out.Started, time.Now()))
+	if a.IdempotencyKey != "" && out.CallID != "" {
+		// A replay is the response first sent, ids and all.
+		resp.DeriveIDs(out.CallID)
 	}
-	defer out.Stream.Close()
-	return e.streamResponse(w, r, out.Stream, llm.NewResponseEvents(resp))
+	w.Header().Set(TargetHeader, out.Target)
+	if out.Stream != nil {
+		defer out.Stream.Close()
+		return e.streamResponse(w, r, out.Stream, llm.NewResponseEvents(resp))
+	}
+	w.Header().Set(AuditHeader, out.AuditID)
+	if out.Replayed {
+		replayed(w)
+	}
+	if req.Stream {
+		// A completed stream's answer replayed: the same events.
+		events := llm.NewResponseEvents(resp)
+		buf := appendEvents(nil, events.Start())
+		for _, c := range llm.Chunks(out.Response, true) {
+			buf = appendEvents(buf, events.Chunk(c))
+		}
+		e.sendReplay(r, e.startStream(w), appendEvents(buf, events.Finish()))
+		return nil
+	}
+	resp.Complete(out.Response)
+	return e.answer(w, r, resp)
 }
 
 // badRequest is a request corral will not take, naming the field.
@@ -109,21 +126,12 @@ func responsesProblem(err error) error {
 // failure after the first event ends the stream with an error event and
 // response.failed.
 func (e *Edge) streamResponse(w http.ResponseWriter, r *http.Request, s *pipeline.ChatStream, events *llm.ResponseEvents) error {
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	d := e.deliver(w)
+	d := e.startStream(w)
 	send := func(evs []llm.ResponseEvent) bool {
 		if len(evs) == 0 {
 			return true
 		}
-		var buf []byte
-		for _, ev := range evs {
-			buf = appendEvent(buf, ev)
-		}
-		if err := d.send(buf); err != nil {
+		if err := d.send(appendEvents(nil, evs)); err != nil {
 			s.Abandon(fmt.Sprintf("the agent stopped reading the stream (a write did not finish within %s)", e.limits.WriteTimeout))
 			return false
 		}
@@ -151,6 +159,14 @@ func (e *Edge) streamResponse(w http.ResponseWriter, r *http.Request, s *pipelin
 			return nil
 		}
 	}
+}
+
+// appendEvents appends evs as server-sent events.
+func appendEvents(buf []byte, evs []llm.ResponseEvent) []byte {
+	for _, ev := range evs {
+		buf = appendEvent(buf, ev)
+	}
+	return buf
 }
 
 // appendEvent appends ev as a server-sent event named by its type.

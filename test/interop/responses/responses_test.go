@@ -4,6 +4,9 @@
 // the Vercel AI SDK (ai, @ai-sdk/openai: text whole and streamed, a tool
 // loop), and runs an @openai/agents Agent whose tools are a function of its own and
 // corral's /mcp, against a scripted model, through its whole loop.
+// idempotency.mjs (idempotency_test.go) lets the openai package retry calls
+// whose answers a proxy lost, on every model endpoint, and counts one
+// provider call and one charge for each.
 package responses_test
 
 import (
