@@ -62,7 +62,7 @@ type refusalBucket struct {
 // an edge saw it) at now is stored, and how many refusals its record stands
 // for (1 when none was suppressed before it): set Record.Sampled to it.
 func (l *Refusals) Admit(addr string, now time.Time) (store bool, count int) {
-	key := addrKey(addr)
+	key := Source(addr)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.bucket(key, now)
@@ -136,10 +136,10 @@ func (l *Refusals) bucket(key netip.Prefix, now time.Time) *refusalBucket {
 	return b
 }
 
-// addrKey is the source an address counts against: the host for IPv4, its
+// Source is the source an address counts against: the host for IPv4, its
 // /64 for IPv6 (one host commonly holds a whole /64), and the zero prefix
 // for an address that cannot be parsed.
-func addrKey(addr string) netip.Prefix {
+func Source(addr string) netip.Prefix {
 	ap, err := netip.ParseAddrPort(addr)
 	var ip netip.Addr
 	if err == nil {

@@ -75,8 +75,8 @@ func TestAddrKey(t *testing.T) {
 		{"", "invalid Prefix"},
 	}
 	for _, tt := range tests {
-		if got := addrKey(tt.in).String(); got != tt.want {
-			t.Errorf("addrKey(%q) = %s, want %s", tt.in, got, tt.want)
+		if got := Source(tt.in).String(); got != tt.want {
+			t.Errorf("Source(%q) = %s, want %s", tt.in, got, tt.want)
 		}
 	}
 }
@@ -88,9 +88,9 @@ func FuzzAddrKey(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, addr string) {
-		p := addrKey(addr)
+		p := Source(addr)
 		if ap, err := netip.ParseAddrPort(addr); err == nil && !p.Contains(ap.Addr().Unmap().WithZone("")) {
-			t.Errorf("addrKey(%q) = %s, which does not hold %s", addr, p, ap.Addr())
+			t.Errorf("Source(%q) = %s, which does not hold %s", addr, p, ap.Addr())
 		}
 	})
 }

@@ -8,11 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/corral-dev/corral/internal/audit"
 )
 
 // Failed sign-ins are limited per source address and per the name a
@@ -132,7 +133,7 @@ func (l *signInLimit) read(ctx context.Context, key string) (counter, uint64, er
 // host for IPv4, its /64 for IPv6), and the name the credential claims,
 // when it claims one.
 func signInKeys(remote, credential string) []string {
-	keys := []string{"addr." + digest(addrKey(remote).String())}
+	keys := []string{"addr." + digest(audit.Source(remote).String())}
 	if name := claimedName(credential); name != "" {
 		keys = append(keys, "name."+digest(name))
 	}
@@ -169,25 +170,4 @@ func claimedName(credential string) string {
 		name = name[:maxClaimedName]
 	}
 	return name
-}
-
-// addrKey is the source an address counts against: the host for IPv4, its
-// /64 for IPv6 (one host commonly holds a whole /64), and the zero prefix
-// for an address that cannot be parsed. It is the audit's notion of a
-// source (audit.Refusals).
-func addrKey(addr string) netip.Prefix {
-	ap, err := netip.ParseAddrPort(addr)
-	var ip netip.Addr
-	if err == nil {
-		ip = ap.Addr()
-	} else if ip, err = netip.ParseAddr(addr); err != nil {
-		return netip.Prefix{}
-	}
-	ip = ip.Unmap().WithZone("")
-	bits := 32
-	if ip.Is6() {
-		bits = 64
-	}
-	p, _ := ip.Prefix(bits)
-	return p
 }
