@@ -23,12 +23,14 @@ import (
 	"github.com/corral-dev/corral/internal/upstream"
 )
 
-// invokeOnce calls the tool, at most once per Idempotency-Key: a key seen
-// before with the same arguments replays the recorded answer.
-func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, e *tools.Entry, call tools.Call, digest string, resume bool) (*Outcome, error) {
-	key := call.IdempotencyKey
+// beginTool looks a tool call's Idempotency-Key up. It returns the
+// recorded answer of a call made before with the same arguments (replay
+// it), or a claim on the key that this call holds while it runs (nil
+// without a key). A key used with other arguments, or held by a call still
+// running, is refused with 409 idempotency_conflict.
+func (p *Pipeline) beginTool(ctx context.Context, c Caller, e *tools.Entry, key, digest string, resume bool) (*idempotency.Claim, *Outcome, error) {
 	if key == "" {
-		return p.invoke(ctx, rec, e, call)
+		return nil, nil, nil
 	}
 	// The lease outlasts every attempt the upstream client may make; a
 	// resumed step's earlier holder is gone, so its claim is taken over.
@@ -39,28 +41,47 @@ func (p *Pipeline) invokeOnce(ctx context.Context, rec *audit.Record, c Caller, 
 	prev, claim, err := p.Idempotency.Begin(ctx, idempotency.Key(KeyOwner(c), e.Tool.Name, key), digest, lease)
 	switch {
 	case errors.Is(err, idempotency.ErrConflict):
-		return nil, problem.New(http.StatusConflict, problem.IdempotencyConflict, "this Idempotency-Key was used with other arguments")
+		return nil, nil, problem.New(http.StatusConflict, problem.IdempotencyConflict, "this Idempotency-Key was used with other arguments")
 	case errors.Is(err, idempotency.ErrInProgress):
-		return nil, problem.New(http.StatusConflict, problem.IdempotencyConflict, "a call with this Idempotency-Key is still running; retry later")
+		pe := problem.New(http.StatusConflict, problem.IdempotencyConflict, "a call with this Idempotency-Key is still running; retry later")
+		pe.RetryAfter = inFlightRetry
+		return nil, nil, pe
 	case err != nil:
-		return nil, problem.Wrap(http.StatusServiceUnavailable, problem.Internal, "idempotency records are unavailable", err)
+		return nil, nil, problem.Wrap(http.StatusServiceUnavailable, problem.Internal, "idempotency records are unavailable", err)
 	case prev != nil && prev.TooLarge:
-		return nil, problem.New(http.StatusConflict, problem.IdempotencyConflict, "the call with this Idempotency-Key was made, but its answer was too large to record for replay")
+		return nil, nil, problem.New(http.StatusConflict, problem.IdempotencyConflict, "the call with this Idempotency-Key was made, but its answer was too large to record for replay")
 	case prev != nil:
 		var res tools.Result
 		if err := json.Unmarshal(prev.Result, &res); err != nil {
-			return nil, problem.Wrap(http.StatusInternalServerError, problem.Internal, "the recorded result is unreadable", err)
+			return nil, nil, problem.Wrap(http.StatusInternalServerError, problem.Internal, "the recorded result is unreadable", err)
 		}
-		return &Outcome{Tool: &e.Tool, Result: &res, Replayed: true}, nil
+		return nil, &Outcome{Tool: &e.Tool, Result: &res, Replayed: true}, nil
 	}
-	call.IdempotencyKey = UpstreamKey(KeyOwner(c), e.Tool.Name, key)
+	return claim, nil, nil
+}
+
+// abandon gives a claim on an Idempotency-Key back, for a call refused
+// before it was sent: a retry may run it. A nil claim is no key.
+func (p *Pipeline) abandon(ctx context.Context, claim *idempotency.Claim) {
+	if claim == nil {
+		return
+	}
+	if err := p.Idempotency.Abandon(context.WithoutCancel(ctx), claim); err != nil {
+		p.logger.WarnContext(ctx, "abandoning idempotency claim", "err", err)
+	}
+}
+
+// invokeClaimed calls the tool under claim (none without a key) and
+// records its answer on the claim for replay.
+func (p *Pipeline) invokeClaimed(ctx context.Context, rec *audit.Record, c Caller, e *tools.Entry, call tools.Call, claim *idempotency.Claim) (*Outcome, error) {
+	if claim == nil {
+		return p.invoke(ctx, rec, e, call)
+	}
+	call.IdempotencyKey = UpstreamKey(KeyOwner(c), e.Tool.Name, call.IdempotencyKey)
 	out, err := p.invoke(ctx, rec, e, call)
 	if err != nil {
 		if notSent(err) {
-			// The request never left: let a retry run it.
-			if aerr := p.Idempotency.Abandon(context.WithoutCancel(ctx), claim); aerr != nil {
-				p.logger.WarnContext(ctx, "abandoning idempotency claim", "err", aerr)
-			}
+			p.abandon(ctx, claim) // the request never left: let a retry run it
 		}
 		// Otherwise the upstream may have acted (a timeout, a 5xx): the claim
 		// stays until its lease ends, so a retry meanwhile is refused rather

@@ -303,17 +303,26 @@ func (p *Pipeline) Invoke(ctx context.Context, a Action) (out *Outcome, err erro
 	if err != nil {
 		return nil, problem.Wrap(http.StatusInternalServerError, problem.Internal, "corral cannot sign the identity token for the upstream", err)
 	}
+	// A replay is answered before the rate limits and budgets, as a model
+	// call's is: it sends nothing, so a budget the first call spent does
+	// not refuse it.
+	claim, replay, err := p.beginTool(ctx, caller, entry, a.IdempotencyKey, digest, a.Resume)
+	if err != nil || replay != nil {
+		return replay, err
+	}
 	done, err := p.admitTool(ctx, caller, rec, entry)
 	if err != nil {
+		p.abandon(ctx, claim)
 		return nil, err
 	}
 	defer func() { done(out) }()
 	res, err := p.reserveTool(ctx, caller, rec)
 	if err != nil {
+		p.abandon(ctx, claim)
 		return nil, err
 	}
 	call := tools.Call{Tool: &entry.Tool, Arguments: args, Value: value, IdempotencyKey: a.IdempotencyKey, Identity: ident}
-	out, err = p.invokeOnce(ctx, rec, caller, entry, call, digest, a.Resume)
+	out, err = p.invokeClaimed(ctx, rec, caller, entry, call, claim)
 	if out != nil && out.Result != nil {
 		p.capture(span, capture, telemetry.AttrGenAIToolCallResult, out.Result)
 	}

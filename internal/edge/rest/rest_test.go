@@ -416,3 +416,37 @@ func TestBadIdempotencyKeyIsRefused(t *testing.T) {
 		t.Errorf("the audit holds %d refusals for the Idempotency-Key, want 2: %s", refused, body)
 	}
 }
+
+// TestReplayAfterTheBudgetIsSpent: a retry with the same Idempotency-Key
+// is answered from the record before the budgets, so the budget its first
+// call spent does not refuse it (at c830e95 the retry got 429
+// budget_exceeded, and the agent never learnt the answer of a call that
+// had run); a call the budget refuses gives its key back, so it is not
+// "still running" afterwards.
+func TestReplayAfterTheBudgetIsSpent(t *testing.T) {
+	srv, up, key := setup(t)
+	srv.Apply(t, "apiVersion: corral.dev/v1\nkind: Budget\nmetadata: {name: impact-day}\nspec: {scope: {agent: impact}, window: day, limit: {calls: 1}}\n")
+	waitUntil(t, "the budget is loaded", func() bool {
+		_, body := srv.Call(t, srv.Token, "GET", "/v1/budgets", nil, nil)
+		return strings.Contains(string(body), `"impact-day"`)
+	})
+	h := http.Header{"Idempotency-Key": {"order-7"}}
+	status, first := invoke(t, srv, key, "shop.createOrder", `{"sku": "ABC-1", "qty": 1}`, h)
+	if status != 200 {
+		t.Fatalf("first call: HTTP %d %s", status, first)
+	}
+	status, second := invoke(t, srv, key, "shop.createOrder", `{"sku": "ABC-1", "qty": 1}`, h)
+	if r := decode[rest.InvokeResponse](t, second); status != 200 || !r.Replayed {
+		t.Errorf("retry with the budget spent: HTTP %d %s, want the first answer replayed", status, second)
+	}
+	other := http.Header{"Idempotency-Key": {"order-8"}}
+	for range 2 { // refused by the budget both times, never "still running"
+		status, body := invoke(t, srv, key, "shop.createOrder", `{"sku": "ABC-2", "qty": 1}`, other)
+		if got := decode[problem.Details](t, body); status != 429 || got.Code != problem.BudgetExceeded {
+			t.Errorf("a new call past the budget: HTTP %d %s, want 429 budget_exceeded", status, body)
+		}
+	}
+	if n := up.calls.Load(); n != 1 {
+		t.Errorf("the upstream got %d calls, want 1", n)
+	}
+}
