@@ -72,7 +72,8 @@ FUZZ_TARGETS := \
 	trigger:FuzzParseStripe trigger:FuzzParseGitHub trigger:FuzzParseHMAC trigger:FuzzVerify \
 	edge/a2a:FuzzDecodeRequest edge/a2a:FuzzParseChain \
 	console:FuzzAllowed \
-	orchestrator:FuzzMergePatch orchestrator:FuzzParseChain api:FuzzIfMatch
+	orchestrator:FuzzMergePatch orchestrator:FuzzParseChain api:FuzzIfMatch \
+	forwarded:FuzzClient forwarded:FuzzParseEntry
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
