@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +36,7 @@ import (
 	"github.com/corral-dev/corral/internal/edge/oauth"
 	openaiedge "github.com/corral-dev/corral/internal/edge/openai"
 	"github.com/corral-dev/corral/internal/edge/rest"
+	"github.com/corral-dev/corral/internal/forwarded"
 	"github.com/corral-dev/corral/internal/idempotency"
 	"github.com/corral-dev/corral/internal/identity"
 	"github.com/corral-dev/corral/internal/killswitch"
@@ -108,6 +110,10 @@ type Config struct {
 	ConsoleOIDC *console.OIDC
 	// TLS serves HTTPS, and verifies client certificates (mTLS).
 	TLS TLS
+	// TrustedProxies are the reverse proxies and load balancers whose
+	// X-Forwarded-For names the client (forwarded.Proxies); none: the TCP
+	// peer is the client.
+	TrustedProxies []netip.Prefix
 	// NATSTLS secures the connection to an external NATS, or the embedded
 	// server's --nats-listen port.
 	NATSTLS bus.TLS
@@ -407,8 +413,13 @@ func New(ctx context.Context, logger *slog.Logger, cfg Config) (_ *App, err erro
 		return problem.New(http.StatusNotFound, problem.NotFound, "no such endpoint: "+r.URL.Path)
 	}))
 
+	// The client's address is resolved once, here, before anything reads
+	// r.RemoteAddr: behind a trusted proxy it becomes the client's (ip:0)
+	// for every edge, the audit's remote, the refusal limiter and the
+	// console's sign-in limits alike.
+	handler := telemetry.NewHTTPMetrics(metrics).WithTracer(a.tracing.Tracer()).Middleware(httpLogger, a.gate(httpLogger, mux))
 	a.server = &http.Server{
-		Handler:           telemetry.NewHTTPMetrics(metrics).WithTracer(a.tracing.Tracer()).Middleware(httpLogger, a.gate(httpLogger, mux)),
+		Handler:           forwarded.New(cfg.TrustedProxies).Handler(handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute, // whole request; no WriteTimeout, so responses may stream
 		IdleTimeout:       2 * time.Minute,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/corral-dev/corral/internal/deadletter"
 	a2aedge "github.com/corral-dev/corral/internal/edge/a2a"
 	openaiedge "github.com/corral-dev/corral/internal/edge/openai"
+	"github.com/corral-dev/corral/internal/forwarded"
 	"github.com/corral-dev/corral/internal/policy"
 	"github.com/corral-dev/corral/internal/telemetry"
 )
@@ -40,6 +42,7 @@ type serverFlags struct {
 	workerLabels, workerID       string
 	adminGroups                  []string
 	viewerGroups                 []string
+	trustedProxies               []string
 	consoleOIDC                  consoleOIDCFlags
 	tls                          app.TLS
 	natsTLS                      bus.TLS
@@ -69,6 +72,7 @@ func (f *serverFlags) register(cmd *cobra.Command, d serverDefaults) {
 	fl.StringVar(&f.natsTLS.CA, "nats-tls-ca", "", "PEM CAs that verify --nats's server certificate; with --nats-listen, the CAs whose client certificates it demands")
 	fl.StringVar(&f.natsTLS.Cert, "nats-tls-cert", "", "PEM certificate: corral's client certificate for --nats, or the server certificate of --nats-listen (TLS only then)")
 	fl.StringVar(&f.natsTLS.Key, "nats-tls-key", "", "the PEM private key of --nats-tls-cert")
+	fl.StringSliceVar(&f.trustedProxies, "trusted-proxies", nil, "reverse proxies and load balancers (CIDR prefixes or IP addresses) whose X-Forwarded-For names the client, for the audit and the per-address limits (default: none; the TCP peer is the client)")
 	fl.StringVar(&f.secretsKey, "secrets-key", "", "file holding the key that seals Secrets (default DATA/secrets.key, created if missing); replicas sharing a NATS need the same key")
 	fl.StringVar(&f.issuer, "issuer", "", "corral's public URL, the iss of the tokens it signs; replicas must share it (default: the server's own URL)")
 	fl.DurationVar(&f.tokenTTL, "token-ttl", 15*time.Minute, "lifetime of the access tokens /oauth2/token issues (at most 24h)")
@@ -203,6 +207,14 @@ func (f *serverFlags) config() (app.Config, error) {
 	if err != nil {
 		return app.Config{}, err
 	}
+	var proxies []netip.Prefix
+	for _, s := range f.trustedProxies {
+		p, err := forwarded.ParsePrefix(s)
+		if err != nil {
+			return app.Config{}, fmt.Errorf("--trusted-proxies %q: %w", s, err)
+		}
+		proxies = append(proxies, p)
+	}
 	return app.Config{
 		ConsoleOIDC:   consoleOIDC,
 		WorkerLabels:  labels,
@@ -235,6 +247,7 @@ func (f *serverFlags) config() (app.Config, error) {
 		NATSTLS:          f.natsTLS,
 
 		A2APushAllowPrivate: f.a2aPushAllowPrivate,
+		TrustedProxies:      proxies,
 	}, nil
 }
 

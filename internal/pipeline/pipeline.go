@@ -63,7 +63,8 @@ type Action struct {
 	// Edge names the entry point, for the audit: "rest" or "mcp".
 	Edge      string
 	RequestID string
-	// RemoteAddr is the caller's address as the edge saw it (host:port):
+	// RemoteAddr is the caller's address as the edge saw it (host:port; the
+	// client a trusted proxy names, as ip:0, once forwarded.Proxies resolved it):
 	// unauthenticated refusals reach the audit at a bounded rate per address.
 	RemoteAddr string
 	// Step is set by the orchestrator alone, on the calls a hosted agent's
