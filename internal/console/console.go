@@ -400,6 +400,13 @@ func sameOrigin(r *http.Request) error {
 
 // secure reports whether the browser reached corral over TLS, directly or
 // through a proxy that says so: the cookie is then Secure.
+//
+// X-Forwarded-Proto is believed from any peer, unlike X-Forwarded-For
+// (forwarded.Proxies, --trusted-proxies): it only decides the Secure flag of
+// the cookies set in answer to this request and the scheme of its own OIDC
+// redirect_uri, so a client that lies harms only its own sign-in, while
+// requiring a trusted proxy would silently drop Secure for every deployment
+// behind a proxy that does not set the flag (docs/console.md).
 func secure(r *http.Request) bool {
 	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
