@@ -177,7 +177,10 @@ func (s *Store) record(id string, t *Task, rev uint64) {
 	if t == nil {
 		delete(s.tasks, id)
 	} else {
-		s.tasks[id] = mirrored{task: t, rev: rev}
+		// A copy: the writer goes on with t (update changes a fetched
+		// record and returns what it wrote), and readers clone the
+		// mirror's copy without a lock.
+		s.tasks[id] = mirrored{task: t.clone(), rev: rev}
 	}
 	close(s.changed)
 	s.changed = make(chan struct{})
