@@ -120,18 +120,7 @@ spec: {model: payer-model, models: [payer-model], tools: ["banking.*"]}
 	if status, body := w.srv.Call(t, w.srv.Token, "POST", "/v1/tasks/"+task.ID+"/cancel", map[string]any{"reason": "wrong invoice"}, nil); status != http.StatusOK {
 		t.Fatalf("cancel: %d %s", status, body)
 	}
-	deadline := time.Now().Add(apptest.Patience)
-	for {
-		status, body := w.srv.Call(t, w.srv.Token, "GET", "/v1/approvals/"+id, nil, nil)
-		var got struct{ State string }
-		if status == http.StatusOK && json.Unmarshal(body, &got) == nil && got.State == "canceled" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the approval of a canceled task: %d %s, want canceled", status, body)
-		}
-		time.Sleep(20 * time.Millisecond) // polling with a deadline
-	}
+	waitWithdrawn(t, w, id, "the approval of a canceled task")
 	alice := w.human(t, "alice", "payments-oncall")
 	if status, _, _ := w.decide(t, alice, id, "approve", map[string]string{}); status == http.StatusOK {
 		t.Error("a withdrawn approval was approved")
@@ -199,18 +188,7 @@ spec:
 		}
 		id, _, _ := strings.Cut(strings.TrimPrefix(parked.Detail, "approval "), ":")
 		ended(t, task.ID)
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			status, body := w.srv.Call(t, w.srv.Token, "GET", "/v1/approvals/"+id, nil, nil)
-			var got struct{ State string }
-			if status == http.StatusOK && json.Unmarshal(body, &got) == nil && got.State == "canceled" {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the approval of a task past its deadline: %d %s, want canceled", status, body)
-			}
-			time.Sleep(20 * time.Millisecond) // polling with a deadline
-		}
+		waitWithdrawn(t, w, id, "the approval of a task past its deadline")
 		alice := w.human(t, "alice", "payments-oncall")
 		if status, _, _ := w.decide(t, alice, id, "approve", map[string]string{}); status == http.StatusOK {
 			t.Error("the withdrawn approval of an ended task was approved")
@@ -231,4 +209,22 @@ spec:
 			t.Errorf("answering a task that ended at its deadline: %d %s, want 409", status, body)
 		}
 	})
+}
+
+// waitWithdrawn waits until approval id is canceled (withdrawn with its
+// task), failing with what after apptest.Patience.
+func waitWithdrawn(t *testing.T, w *approvalWorld, id, what string) {
+	t.Helper()
+	deadline := time.Now().Add(apptest.Patience)
+	for {
+		status, body := w.srv.Call(t, w.srv.Token, "GET", "/v1/approvals/"+id, nil, nil)
+		var got struct{ State string }
+		if status == http.StatusOK && json.Unmarshal(body, &got) == nil && got.State == "canceled" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d %s, want canceled", what, status, body)
+		}
+		time.Sleep(20 * time.Millisecond) // polling with a deadline
+	}
 }
